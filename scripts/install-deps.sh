@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs from Debian's packages and rustup: the ordinary clients of
+# every emulated protocol, the aarch64 cross toolchain and qemu-user for arm64 tests.
+# Safe to run again; does nothing for packages already present. Needs root (or sudo).
+set -euo pipefail
+PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass telnet netcat-openbsd
+      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    if [ ${#missing[@]} -gt 0 ]; then
+      echo "install-deps: missing packages ${missing[*]} and not root; install them or run as root" >&2
+      exit 1
+    fi
+  fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if command -v rustup >/dev/null; then
+  rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+  rustup component list --installed | grep -q clippy || rustup component add clippy rustfmt
+fi
+echo "install-deps: ok"

@@ -1,0 +1,448 @@
+//! The sensor's one TOML config file: parsed once, validated, then immutable.
+//!
+//! Every section and key has a default (documented in `sensor/drosera-sensor.example.toml`,
+//! which a test parses and compares with these defaults), and unknown keys are an error, so a
+//! typo never silently falls back to a default. Validation errors name the offending key and say
+//! how to fix it.
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors from loading or validating a config; each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` is invalid: {problem}. Fix: {fix}")]
+    Invalid { key: String, problem: String, fix: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), problem: problem.into(), fix: fix.into() }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sensor: SensorSection,
+    pub store: StoreSection,
+    pub memory: MemorySection,
+    pub limits: LimitsSection,
+    /// Emulated services; see [`ServiceSection`].
+    #[serde(rename = "service")]
+    pub services: Vec<ServiceSection>,
+    pub blackhole: BlackholeSection,
+    /// Shipping to the admin; absent means the sensor only stores locally.
+    pub uplink: Option<UplinkSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorSection {
+    /// Name reported with every event (the admin also checks it against the client certificate).
+    pub name: String,
+    /// Directory for the store, quarantined files and rejected batches.
+    pub data_dir: PathBuf,
+    /// If started as root: bind the ports, then switch to this user and drop all capabilities.
+    pub user: String,
+    /// `text` or `json` log lines on stderr.
+    pub log_format: String,
+    /// Seconds between health events.
+    pub health_interval_s: u64,
+}
+
+impl Default for SensorSection {
+    fn default() -> Self {
+        SensorSection {
+            name: "sensor-1".into(),
+            data_dir: PathBuf::from("/var/lib/drosera"),
+            user: "drosera".into(),
+            log_format: "text".into(),
+            health_interval_s: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Hard cap on the database including its WAL and SHM files, in bytes.
+    pub cap_bytes: u64,
+    /// Free disk space always left to others; the effective cap is
+    /// `min(cap_bytes, store size + free disk - reserve_bytes)`.
+    pub reserve_bytes: u64,
+    /// Eviction starts when the store reaches this percentage of the effective cap...
+    pub high_water_pct: u8,
+    /// ...and evicts down to this percentage.
+    pub low_water_pct: u8,
+    /// Group commit: commit at least this often (milliseconds)...
+    pub commit_interval_ms: u64,
+    /// ...or after this many events, whichever comes first.
+    pub commit_max_events: usize,
+    /// Capacity of the bounded channel from producers to the store writer, in events.
+    pub channel_capacity: usize,
+    /// SQLite `synchronous` mode: `normal` (default, safe with WAL) or `full`.
+    pub synchronous: String,
+    /// Seconds between re-checks of free disk space.
+    pub disk_check_interval_s: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            cap_bytes: 256 * 1024 * 1024,
+            reserve_bytes: 64 * 1024 * 1024,
+            high_water_pct: 90,
+            low_water_pct: 80,
+            commit_interval_ms: 200,
+            commit_max_events: 5000,
+            channel_capacity: 20_000,
+            synchronous: "normal".into(),
+            disk_check_interval_s: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySection {
+    /// Above this RSS the governor halves accepted concurrency and stops keeping payloads.
+    pub soft_limit_bytes: u64,
+    /// Above this RSS the sensor stops accepting until it is below the soft limit again.
+    pub hard_limit_bytes: u64,
+    /// Also counts as pressure when the system's available memory falls below this.
+    pub min_available_bytes: u64,
+    /// How often RSS and free memory are sampled, in milliseconds.
+    pub sample_interval_ms: u64,
+    /// Most distinct rollup counters held in memory (source IP × port × minute × reason).
+    pub rollup_max_keys: usize,
+}
+
+impl Default for MemorySection {
+    fn default() -> Self {
+        MemorySection {
+            soft_limit_bytes: 48 * 1024 * 1024,
+            hard_limit_bytes: 64 * 1024 * 1024,
+            min_available_bytes: 32 * 1024 * 1024,
+            sample_interval_ms: 250,
+            rollup_max_keys: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Concurrent connections over all services.
+    pub max_connections: usize,
+    /// Concurrent connections from one source address.
+    pub max_per_source: usize,
+    /// New connections per second allowed from one source address (sustained)...
+    pub rate_per_source: u32,
+    /// ...with this burst.
+    pub rate_burst: u32,
+    /// Most source addresses tracked by the rate limiter and per-source counters.
+    pub max_tracked_sources: usize,
+    /// Seconds without input before a session is closed.
+    pub idle_timeout_s: u64,
+    /// Longest a session may last, seconds.
+    pub session_timeout_s: u64,
+    /// Most bytes read from one session.
+    pub max_bytes_in: u64,
+    /// Longest line accepted by line-based protocols.
+    pub max_line: usize,
+    /// Payload bytes kept (and hashed) per upload or body.
+    pub max_payload: usize,
+    /// Bytes of the client's first input kept in each connection event.
+    pub first_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_connections: 2048,
+            max_per_source: 64,
+            rate_per_source: 200,
+            rate_burst: 400,
+            max_tracked_sources: 65_536,
+            idle_timeout_s: 30,
+            session_timeout_s: 300,
+            max_bytes_in: 4 * 1024 * 1024,
+            max_line: 4096,
+            max_payload: 1024 * 1024,
+            first_bytes: 256,
+        }
+    }
+}
+
+/// One emulated service. `kind` picks the protocol module; `ports` may list several ports.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// `http`, `ftp`, `telnet`, `ssh`, `mssql`, `mysql`, `smb`.
+    pub kind: String,
+    pub ports: Vec<u16>,
+    /// Address to bind; default all IPv4 addresses.
+    #[serde(default = "default_bind")]
+    pub bind: IpAddr,
+    /// Server banner or version string shown to clients; empty = the module's believable default.
+    #[serde(default)]
+    pub banner: String,
+    /// Set false to keep the section but not start the service.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_bind() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlackholeSection {
+    /// Extra ports that accept, record the first bytes and never answer.
+    pub ports: Vec<u16>,
+    pub bind: IpAddr,
+    /// Bytes recorded per connection (sha256 covers them, a prefix is kept).
+    pub record_bytes: usize,
+}
+
+impl Default for BlackholeSection {
+    fn default() -> Self {
+        BlackholeSection { ports: Vec::new(), bind: default_bind(), record_bytes: 4096 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// The admin's ingest address, `host:port`.
+    pub admin: String,
+    /// Name the admin's certificate is issued for (default: the host part of `admin`).
+    #[serde(default)]
+    pub server_name: String,
+    /// PEM files: the admin's CA, this sensor's certificate and private key (mode 0600).
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Most events in one batch.
+    #[serde(default = "default_batch_events")]
+    pub batch_max_events: usize,
+    /// Most encoded bytes (before compression) in one batch.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// Longest wait between reconnect attempts, seconds (jittered exponential backoff).
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_s: u64,
+}
+
+fn default_batch_events() -> usize {
+    5000
+}
+fn default_batch_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_backoff_max() -> u64 {
+    300
+}
+
+pub const SERVICE_KINDS: &[&str] = &["http", "ftp", "telnet", "ssh", "mssql", "mysql", "smb"];
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text (`path` is only used in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks the relations between keys that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sensor.name.is_empty() || self.sensor.name.len() > 64 {
+            return Err(invalid(
+                "sensor.name",
+                "must be 1 to 64 characters",
+                "set a short name such as \"pi-livingroom\"",
+            ));
+        }
+        if !matches!(self.sensor.log_format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "sensor.log_format",
+                format!("unknown format {:?}", self.sensor.log_format),
+                "use \"text\" or \"json\"",
+            ));
+        }
+        let st = &self.store;
+        if st.cap_bytes < 1024 * 1024 {
+            return Err(invalid("store.cap_bytes", "below 1 MiB", "give the store at least 1048576 bytes"));
+        }
+        if !(st.low_water_pct < st.high_water_pct && st.high_water_pct <= 95 && st.low_water_pct >= 10) {
+            return Err(invalid(
+                "store.high_water_pct",
+                format!(
+                    "needs 10 <= low_water_pct ({}) < high_water_pct ({}) <= 95",
+                    st.low_water_pct, st.high_water_pct
+                ),
+                "for example high_water_pct = 90 and low_water_pct = 80",
+            ));
+        }
+        if st.commit_interval_ms == 0 || st.commit_max_events == 0 {
+            return Err(invalid(
+                "store.commit_interval_ms",
+                "group commit needs a non-zero interval and batch size",
+                "use commit_interval_ms = 200, commit_max_events = 5000",
+            ));
+        }
+        if st.channel_capacity == 0 || st.channel_capacity > 10_000_000 {
+            return Err(invalid("store.channel_capacity", "must be between 1 and 10000000", "use 20000"));
+        }
+        if !matches!(st.synchronous.as_str(), "normal" | "full") {
+            return Err(invalid(
+                "store.synchronous",
+                format!("unknown mode {:?}", st.synchronous),
+                "use \"normal\" or \"full\"",
+            ));
+        }
+        let m = &self.memory;
+        if m.soft_limit_bytes >= m.hard_limit_bytes {
+            return Err(invalid(
+                "memory.soft_limit_bytes",
+                format!("must be below memory.hard_limit_bytes ({} >= {})", m.soft_limit_bytes, m.hard_limit_bytes),
+                "lower soft_limit_bytes or raise hard_limit_bytes",
+            ));
+        }
+        if m.rollup_max_keys == 0 || m.sample_interval_ms == 0 {
+            return Err(invalid(
+                "memory.rollup_max_keys",
+                "must be non-zero (as must sample_interval_ms)",
+                "use rollup_max_keys = 10000",
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_connections", l.max_connections as u64),
+            ("limits.max_per_source", l.max_per_source as u64),
+            ("limits.rate_per_source", l.rate_per_source as u64),
+            ("limits.rate_burst", l.rate_burst as u64),
+            ("limits.max_tracked_sources", l.max_tracked_sources as u64),
+            ("limits.idle_timeout_s", l.idle_timeout_s),
+            ("limits.session_timeout_s", l.session_timeout_s),
+            ("limits.max_bytes_in", l.max_bytes_in),
+            ("limits.max_line", l.max_line as u64),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than zero", "remove the key to use the default"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let key = format!("service[{i}].kind");
+            if !SERVICE_KINDS.contains(&s.kind.as_str()) {
+                return Err(invalid(
+                    &key,
+                    format!("unknown service {:?}", s.kind),
+                    format!("use one of {}", SERVICE_KINDS.join(", ")),
+                ));
+            }
+            if s.ports.is_empty() {
+                return Err(invalid(
+                    &format!("service[{i}].ports"),
+                    "no port listed",
+                    "list at least one port, e.g. ports = [80]",
+                ));
+            }
+            for p in &s.ports {
+                if *p == 0 || !seen.insert((s.bind, *p)) {
+                    return Err(invalid(
+                        &format!("service[{i}].ports"),
+                        format!("port {p} is zero or used twice"),
+                        "give every service its own ports",
+                    ));
+                }
+            }
+        }
+        for p in &self.blackhole.ports {
+            if *p == 0 || !seen.insert((self.blackhole.bind, *p)) {
+                return Err(invalid(
+                    "blackhole.ports",
+                    format!("port {p} is zero or already used by a service"),
+                    "remove it from blackhole.ports",
+                ));
+            }
+        }
+        if let Some(u) = &self.uplink {
+            if !u.admin.contains(':') {
+                return Err(invalid(
+                    "uplink.admin",
+                    format!("{:?} has no port", u.admin),
+                    "write host:port, e.g. \"admin.example.net:7443\"",
+                ));
+            }
+            if u.batch_max_events == 0 || u.batch_max_bytes < 1024 {
+                return Err(invalid(
+                    "uplink.batch_max_events",
+                    "batches need at least 1 event and 1024 bytes",
+                    "use the defaults",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_secs(self.sensor.health_interval_s.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/drosera-sensor.example.toml")).unwrap()
+    }
+
+    #[test]
+    fn example_config_parses_and_its_defaults_are_the_code_defaults() {
+        let cfg = Config::parse(&example(), Path::new("example")).unwrap();
+        assert_eq!(cfg.sensor, SensorSection::default());
+        assert_eq!(cfg.store, StoreSection::default());
+        assert_eq!(cfg.memory, MemorySection::default());
+        assert_eq!(cfg.limits, LimitsSection::default());
+        assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
+        assert!(!cfg.services.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[store]\ncap_byte = 5\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("cap_byte"), "{err}");
+    }
+
+    #[test]
+    fn bad_relation_names_key_and_fix() {
+        let err = Config::parse("[memory]\nsoft_limit_bytes = 100000000\nhard_limit_bytes = 1000\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory.soft_limit_bytes") && err.contains("Fix"), "{err}");
+        let err =
+            Config::parse("[[service]]\nkind = \"gopher\"\nports = [70]\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("service[0].kind"), "{err}");
+    }
+}

@@ -1,0 +1,426 @@
+//! One attacker connection, with every per-session cap enforced in one place.
+//!
+//! Protocol handlers never touch the socket directly: they read and write through a
+//! [`Session`], which
+//! * counts bytes in and out,
+//! * closes the session after `idle_timeout` without input, after `max_duration` in total, or
+//!   once `max_bytes_in` have been read,
+//! * refuses lines longer than `max_line`,
+//! * keeps a capped prefix of the first bytes the client sent (for the connection event), and
+//! * builds [`Event`]s with the session's common fields filled in.
+//!
+//! Every way a session can end is a [`CloseReason`], so handlers use `?` freely and the listener
+//! records how each connection ended.
+
+use crate::sink::{now_ms, EventSink};
+use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, Transport};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::time::Instant;
+
+/// Per-session caps (from the `[limits]` config section).
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    pub idle_timeout: Duration,
+    pub max_duration: Duration,
+    pub max_bytes_in: u64,
+    pub max_line: usize,
+    /// Payload bytes kept per session (uploads, bodies); 0 while the governor pauses payloads.
+    pub max_payload: usize,
+    /// Bytes of the client's first input kept in the connection event.
+    pub first_bytes: usize,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            idle_timeout: Duration::from_secs(30),
+            max_duration: Duration::from_secs(300),
+            max_bytes_in: 1 << 20,
+            max_line: 4096,
+            max_payload: 1 << 20,
+            first_bytes: 256,
+        }
+    }
+}
+
+/// Result type of every session operation: the error says why the session ends.
+pub type SessionResult<T> = Result<T, CloseReason>;
+
+/// Byte counters shared between a session and its stream (they survive `into_io`).
+#[derive(Debug, Default)]
+pub struct IoCounters {
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// A stream wrapper that counts bytes, enforces the input byte cap, and remembers the first
+/// bytes received. Usable by libraries that want to own the stream (for example russh).
+pub struct CappedIo<S> {
+    inner: S,
+    counters: Arc<IoCounters>,
+    max_bytes_in: u64,
+    first: Vec<u8>,
+    first_cap: usize,
+}
+
+impl<S> CappedIo<S> {
+    pub fn new(inner: S, max_bytes_in: u64, first_cap: usize) -> Self {
+        CappedIo { inner, counters: Arc::new(IoCounters::default()), max_bytes_in, first: Vec::new(), first_cap }
+    }
+
+    pub fn counters(&self) -> Arc<IoCounters> {
+        self.counters.clone()
+    }
+
+    pub fn first_bytes(&self) -> &[u8] {
+        &self.first
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CappedIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let used = self.counters.bytes_in.load(Ordering::Relaxed);
+        if used >= self.max_bytes_in {
+            return Poll::Ready(Err(std::io::Error::other(ByteCapExceeded)));
+        }
+        let allowed = (self.max_bytes_in - used) as usize;
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let mut n = buf.filled().len() - before;
+                if n > allowed {
+                    // Past the cap: discard the excess (the session ends on the next read).
+                    buf.set_filled(before + allowed);
+                    n = allowed;
+                }
+                let got = &buf.filled()[before..before + n];
+                if this.first.len() < this.first_cap {
+                    let take = (this.first_cap - this.first.len()).min(n);
+                    this.first.extend_from_slice(&got[..take]);
+                }
+                this.counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CappedIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                this.counters.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The error a [`CappedIo`] returns once the input byte cap is reached.
+#[derive(Debug, thiserror::Error)]
+#[error("session input byte cap reached")]
+pub struct ByteCapExceeded;
+
+fn io_reason(e: &std::io::Error) -> CloseReason {
+    if e.get_ref().is_some_and(|inner| inner.is::<ByteCapExceeded>()) {
+        CloseReason::ByteCap
+    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        CloseReason::ClientClosed
+    } else {
+        CloseReason::IoError
+    }
+}
+
+/// Boxed stream type so that sessions over TCP, TLS or test pipes share one type.
+pub trait SessionStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> SessionStream for T {}
+
+/// One attacker connection.
+pub struct Session {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub protocol: Protocol,
+    pub limits: SessionLimits,
+    started: Instant,
+    started_ms: i64,
+    deadline: Instant,
+    io: BufReader<CappedIo<Box<dyn SessionStream>>>,
+    counters: Arc<IoCounters>,
+    sink: EventSink,
+    sensor: Arc<str>,
+}
+
+impl Session {
+    pub fn new(
+        stream: Box<dyn SessionStream>,
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        protocol: Protocol,
+        limits: SessionLimits,
+        sink: EventSink,
+        sensor: Arc<str>,
+    ) -> Session {
+        let capped = CappedIo::new(stream, limits.max_bytes_in, limits.first_bytes);
+        let counters = capped.counters();
+        let started = Instant::now();
+        Session {
+            id,
+            peer,
+            local,
+            protocol,
+            deadline: started + limits.max_duration,
+            limits,
+            started,
+            started_ms: now_ms(),
+            io: BufReader::with_capacity(4096, capped),
+            counters,
+            sink,
+            sensor,
+        }
+    }
+
+    /// The sensor port the attacker connected to.
+    pub fn dst_port(&self) -> u16 {
+        self.local.port()
+    }
+
+    pub fn bytes_in(&self) -> u64 {
+        self.counters.bytes_in.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_out(&self) -> u64 {
+        self.counters.bytes_out.load(Ordering::Relaxed)
+    }
+
+    /// The capped prefix of what the client sent first.
+    pub fn first_bytes(&self) -> &[u8] {
+        self.io.get_ref().first_bytes()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub fn sink(&self) -> &EventSink {
+        &self.sink
+    }
+
+    /// Reads whatever is available (at most `buf.len()`); 0 bytes means the client closed, which
+    /// is returned as `Err(ClientClosed)`.
+    pub async fn read_some(&mut self, buf: &mut [u8]) -> SessionResult<usize> {
+        let n = {
+            let io = &mut self.io;
+            let idle = self.limits.idle_timeout;
+            let deadline = self.deadline;
+            timed_static(idle, deadline, io.read(buf)).await?
+        };
+        if n == 0 {
+            return Err(CloseReason::ClientClosed);
+        }
+        Ok(n)
+    }
+
+    /// Reads exactly `buf.len()` bytes.
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> SessionResult<()> {
+        let idle = self.limits.idle_timeout;
+        let deadline = self.deadline;
+        timed_static(idle, deadline, self.io.read_exact(buf)).await.map(|_| ())
+    }
+
+    /// Reads one line (up to and excluding `\n`, with a trailing `\r` removed), refusing lines
+    /// longer than `max_line`. End of input before any byte is `Err(ClientClosed)`.
+    pub async fn read_line(&mut self) -> SessionResult<Vec<u8>> {
+        let max = self.limits.max_line;
+        let idle = self.limits.idle_timeout;
+        let deadline = self.deadline;
+        let mut line = Vec::new();
+        loop {
+            let available = timed_static(idle, deadline, self.io.fill_buf()).await?;
+            if available.is_empty() {
+                if line.is_empty() {
+                    return Err(CloseReason::ClientClosed);
+                }
+                break;
+            }
+            if let Some(pos) = available.iter().position(|&b| b == b'\n') {
+                if line.len() + pos > max {
+                    return Err(CloseReason::LineTooLong);
+                }
+                line.extend_from_slice(&available[..pos]);
+                self.io.consume(pos + 1);
+                break;
+            }
+            let n = available.len();
+            if line.len() + n > max {
+                return Err(CloseReason::LineTooLong);
+            }
+            line.extend_from_slice(available);
+            self.io.consume(n);
+        }
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Ok(line)
+    }
+
+    /// Writes all of `data` (bounded by the idle timeout and the session deadline).
+    pub async fn write_all(&mut self, data: &[u8]) -> SessionResult<()> {
+        let idle = self.limits.idle_timeout;
+        let deadline = self.deadline;
+        let io = self.io.get_mut();
+        timed_static(idle, deadline, async {
+            io.write_all(data).await?;
+            io.flush().await
+        })
+        .await
+    }
+
+    /// Builds an event with this session's common fields.
+    pub fn event(&self, detail: Detail) -> Event {
+        Event {
+            seq: 0,
+            time_ms: now_ms(),
+            sensor: self.sensor.to_string(),
+            transport: Transport::Tcp,
+            protocol: self.protocol,
+            src_ip: self.peer.ip(),
+            src_port: self.peer.port(),
+            dst_port: self.local.port(),
+            session_id: self.id,
+            duration_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
+            bytes_in: self.bytes_in(),
+            bytes_out: self.bytes_out(),
+            priority: detail.default_priority(),
+            detail,
+        }
+    }
+
+    /// Builds and emits an event with this session's common fields.
+    pub fn emit(&self, detail: Detail) {
+        self.sink.emit(self.event(detail));
+    }
+
+    /// Emits the closing connection event (with the first bytes the client sent).
+    pub fn finish(&self, closed_by: CloseReason) {
+        let first_bytes = self.first_bytes().to_vec();
+        let mut ev = self.event(Detail::Connection { first_bytes, closed_by });
+        ev.time_ms = self.started_ms;
+        self.sink.emit(ev);
+    }
+
+    /// Hands the stream to a library that drives the protocol itself (for example russh). Byte
+    /// counters stay shared with the session; the caller must apply `deadline()` itself.
+    pub fn io_mut(&mut self) -> &mut BufReader<CappedIo<Box<dyn SessionStream>>> {
+        &mut self.io
+    }
+}
+
+async fn timed_static<T>(
+    idle: Duration,
+    deadline: Instant,
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> SessionResult<T> {
+    let idle_end = Instant::now() + idle;
+    let (end, reason) = if idle_end < deadline {
+        (idle_end, CloseReason::IdleTimeout)
+    } else {
+        (deadline, CloseReason::SessionTimeout)
+    };
+    match tokio::time::timeout_at(end, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(io_reason(&e)),
+        Err(_) => Err(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::RollupTable;
+
+    fn pair(limits: SessionLimits) -> (Session, tokio::io::DuplexStream, tokio::sync::mpsc::Receiver<Event>) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (sink, rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
+        let s = Session::new(
+            Box::new(a),
+            1,
+            "192.0.2.9:4444".parse().unwrap(),
+            "127.0.0.1:21".parse().unwrap(),
+            Protocol::Ftp,
+            limits,
+            sink,
+            Arc::from("t"),
+        );
+        (s, b, rx)
+    }
+
+    #[tokio::test]
+    async fn lines_bytes_and_caps() {
+        let limits = SessionLimits { max_line: 8, max_bytes_in: 20, ..SessionLimits::default() };
+        let (mut s, mut peer, _rx) = pair(limits);
+        peer.write_all(b"USER a\r\nTOOLONGLINE\n").await.unwrap();
+        assert_eq!(s.read_line().await.unwrap(), b"USER a");
+        assert_eq!(s.read_line().await, Err(CloseReason::LineTooLong));
+        assert_eq!(&s.first_bytes()[..6], b"USER a");
+        s.write_all(b"hi").await.unwrap();
+        assert_eq!(s.bytes_out(), 2);
+    }
+
+    #[tokio::test]
+    async fn byte_cap_closes_session() {
+        let limits = SessionLimits { max_bytes_in: 10, ..SessionLimits::default() };
+        let (mut s, mut peer, _rx) = pair(limits);
+        peer.write_all(&[b'x'; 64]).await.unwrap();
+        let mut buf = [0u8; 64];
+        let mut total = 0;
+        let end = loop {
+            match s.read_some(&mut buf).await {
+                Ok(n) => total += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(total, 10);
+        assert_eq!(end, CloseReason::ByteCap);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_closes_session() {
+        let limits = SessionLimits { idle_timeout: Duration::from_secs(5), ..SessionLimits::default() };
+        let (mut s, _peer, _rx) = pair(limits);
+        assert_eq!(s.read_line().await, Err(CloseReason::IdleTimeout));
+    }
+
+    #[tokio::test]
+    async fn finish_emits_connection_event() {
+        let (mut s, mut peer, mut rx) = pair(SessionLimits::default());
+        peer.write_all(b"hello\n").await.unwrap();
+        let _ = s.read_line().await.unwrap();
+        s.finish(CloseReason::ClientClosed);
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.dst_port, 21);
+        assert_eq!(ev.bytes_in, 6);
+        assert!(matches!(ev.detail, Detail::Connection { ref first_bytes, .. } if first_bytes == b"hello\n"));
+    }
+}

@@ -1,0 +1,738 @@
+//! The event schema: one [`Event`] type for everything a sensor reports.
+//!
+//! Every attack, every shed connection, every eviction and every health sample travels as an
+//! `Event`. Common fields (who, where, when, how much) live on the struct; what is specific to the
+//! kind of observation lives in the typed [`Detail`] enum.
+//!
+//! # Encoding and evolution
+//!
+//! Events are encoded with [postcard], which is compact but not self-describing: a decoder must
+//! know the exact shape. The shape is therefore versioned by [`SCHEMA_VERSION`], which the sensor
+//! announces in its hello and which every batch carries. The rules for changing this file are:
+//!
+//! 1. **Never** change, reorder or remove an existing field of [`Event`] or of any struct or
+//!    variant reachable from it, and never reorder or remove an enum variant. (postcard encodes
+//!    enum variants by their index and struct fields by position.)
+//! 2. New kinds of observation are **appended** as new [`Detail`] variants (likewise new
+//!    [`Protocol`] variants), and [`SCHEMA_VERSION`] is bumped. [`Detail::since_version`] records
+//!    the version in which each variant appeared.
+//! 3. Extra attributes for an existing kind go in the `extra` key/value lists that the variants
+//!    carry (for example `Login::extra`), which need no schema change at all.
+//! 4. A sensor that talks to an admin announcing a lower schema version calls
+//!    [`Event::downgrade_to`] before encoding: any variant newer than the admin is rewritten as a
+//!    generic [`Detail::Extension`] (kind name plus key/value fields), which every admin since
+//!    version 1 can store and show. Nothing is dropped.
+//!
+//! An admin therefore always decodes everything a sensor sends, and an older admin sees newer
+//! observations as extensions instead of failing the whole batch.
+//!
+//! # Bounds
+//!
+//! The schema itself carries no unbounded data: sensors cap every attacker-supplied string and
+//! payload prefix before building an event ([`MAX_TEXT`], [`MAX_PAYLOAD_PREFIX`]), and
+//! [`Event::clamp`] enforces those caps on any event that comes from elsewhere.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// Version of the event schema defined in this file. Bump it when appending a variant.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Longest attacker-supplied text kept in any single field, in bytes.
+pub const MAX_TEXT: usize = 4096;
+/// Longest payload prefix kept inline in an event, in bytes.
+pub const MAX_PAYLOAD_PREFIX: usize = 4096;
+/// Most key/value pairs in an `extra` list.
+pub const MAX_EXTRA: usize = 32;
+
+/// One observation made by a sensor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Sequence number assigned by the sensor's store when the event is committed; strictly
+    /// increasing per sensor, never reused (0 until stored).
+    pub seq: u64,
+    /// Wall-clock time of the observation, milliseconds since the Unix epoch (UTC).
+    pub time_ms: i64,
+    /// Name of the sensor that made the observation. May be left empty inside a sensor (the
+    /// store fills it from its config); always set on the wire.
+    pub sensor: String,
+    pub transport: Transport,
+    pub protocol: Protocol,
+    /// The attacker's address (for sensor-internal events: unspecified).
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    /// The sensor port that was hit.
+    pub dst_port: u16,
+    /// Identifies one connection (or UDP exchange) on this sensor; all events of a session share
+    /// it, so sessions can be counted once. 0 for events that belong to no session.
+    pub session_id: u64,
+    /// Session duration so far, milliseconds.
+    pub duration_ms: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Eviction class; see [`Priority`].
+    pub priority: Priority,
+    pub detail: Detail,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    /// Produced by the sensor itself (health, gaps, recovery).
+    Internal,
+}
+
+/// The emulated service that saw the event.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Ftp,
+    Telnet,
+    Ssh,
+    Mssql,
+    Mysql,
+    Smb,
+    Blackhole,
+    Tftp,
+    Sip,
+    Redis,
+    /// Sensor-internal records (health, eviction gaps, store recovery).
+    Sensor,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 12] = [
+        Protocol::Http,
+        Protocol::Ftp,
+        Protocol::Telnet,
+        Protocol::Ssh,
+        Protocol::Mssql,
+        Protocol::Mysql,
+        Protocol::Smb,
+        Protocol::Blackhole,
+        Protocol::Tftp,
+        Protocol::Sip,
+        Protocol::Redis,
+        Protocol::Sensor,
+    ];
+
+    /// Lower-case stable name, used in configs, databases and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Ftp => "ftp",
+            Protocol::Telnet => "telnet",
+            Protocol::Ssh => "ssh",
+            Protocol::Mssql => "mssql",
+            Protocol::Mysql => "mysql",
+            Protocol::Smb => "smb",
+            Protocol::Blackhole => "blackhole",
+            Protocol::Tftp => "tftp",
+            Protocol::Sip => "sip",
+            Protocol::Redis => "redis",
+            Protocol::Sensor => "sensor",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Eviction class, lowest first. When the store is full it evicts the oldest events of the
+/// lowest class present; `System` records (gaps, rollups, health) go last of all.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Plain connections, scans, blackhole bytes: the bulk of any flood.
+    Noise = 0,
+    /// Commands, HTTP requests, fingerprints.
+    Interaction = 1,
+    /// Login attempts with credentials.
+    Credential = 2,
+    /// Payloads, exploit attempts, download URLs.
+    Critical = 3,
+    /// Accounting the sensor keeps about itself: rollups, gaps, health, recovery.
+    System = 4,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 5] =
+        [Priority::Noise, Priority::Interaction, Priority::Credential, Priority::Critical, Priority::System];
+
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(v: u8) -> Option<Priority> {
+        Priority::ALL.get(v as usize).copied()
+    }
+}
+
+/// The secret offered with a login attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Secret {
+    /// No secret offered (for example an SSH "none" attempt).
+    None,
+    /// A clear-text password (Telnet, FTP, HTTP basic, SSH password, decoded TDS password).
+    Password(String),
+    /// A public key offered for authentication.
+    PublicKey { algorithm: String, fingerprint: String },
+    /// A challenge response that cannot be reversed here, in a cracker-ready format
+    /// (`format` is for example `hashcat-5600` for NTLMv2 or `mysql-native-hex`).
+    Hash { format: String, value: String },
+}
+
+/// Why connections were shed instead of being recorded one by one.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShedReason {
+    /// The bounded channel into the store was full.
+    ChannelFull,
+    /// The global connection cap (accept semaphore) was reached.
+    GlobalConnections,
+    /// The per-source concurrent connection cap was reached.
+    PerSourceConnections,
+    /// The per-source rate limit was exceeded.
+    RateLimited,
+    /// The pressure governor refused new connections (hard memory limit).
+    MemoryPressure,
+    /// A per-session cap (idle, time, bytes, line length) closed the session.
+    SessionCap,
+}
+
+impl ShedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedReason::ChannelFull => "channel_full",
+            ShedReason::GlobalConnections => "global_connections",
+            ShedReason::PerSourceConnections => "per_source_connections",
+            ShedReason::RateLimited => "rate_limited",
+            ShedReason::MemoryPressure => "memory_pressure",
+            ShedReason::SessionCap => "session_cap",
+        }
+    }
+}
+
+/// What was observed. Append new variants at the end only (see the module docs).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// A connection (or UDP exchange) was opened and has ended; `first_bytes` is a capped prefix
+    /// of what the client sent, when it sent anything and no richer event captured it.
+    Connection { first_bytes: Vec<u8>, closed_by: CloseReason },
+    /// A login attempt.
+    Login {
+        username: String,
+        secret: Secret,
+        /// Always false on a honeypot that refuses everyone; kept for services that let
+        /// attackers "in" to watch what they do next.
+        success: bool,
+        /// Protocol-specific attributes: `domain`, `workstation`, `client_host`, `app_name`,
+        /// `library`, `database`, `auth_plugin`, `method`, ...
+        extra: Vec<(String, String)>,
+    },
+    /// A command line or protocol command (Telnet shell line, FTP command, Redis command, ...).
+    Command { line: String },
+    /// One HTTP request.
+    HttpRequest {
+        method: String,
+        path: String,
+        query: String,
+        host: String,
+        user_agent: String,
+        /// SHA-256 of the whole body as received (up to the session byte cap), if any body.
+        body_sha256: Option<[u8; 32]>,
+        body_len: u64,
+        /// Other headers worth keeping (`content-type`, `x-forwarded-for`, `cookie`, ...).
+        extra: Vec<(String, String)>,
+    },
+    /// A file or payload captured: an FTP upload, a body, a shellcode blob.
+    Payload {
+        sha256: [u8; 32],
+        size: u64,
+        /// File name given by the attacker, if any.
+        name: String,
+        /// Up to [`MAX_PAYLOAD_PREFIX`] bytes of it (empty when payload keeping is paused by the
+        /// memory governor).
+        prefix: Vec<u8>,
+        /// True when `size` exceeded the session cap and the hash covers only the kept part.
+        truncated: bool,
+    },
+    /// The attacker offered or asked for a download (wget/curl/tftp URL in a shell line).
+    DownloadOffered { url: String, tool: String },
+    /// A recognised exploit attempt (MS17-010 probe, DoublePulsar ping, ...).
+    Exploit { name: String, cve: String, extra: Vec<(String, String)> },
+    /// A scan or probe pattern (for example a port scan seen across blackhole ports).
+    Scan { kind: String, ports: Vec<u16> },
+    /// A client fingerprint: SSH client version and HASSH, TLS JA3, ...
+    Fingerprint { kind: String, value: String, extra: Vec<(String, String)> },
+    /// Connections that were not recorded one by one, folded into counters: all from `src_ip`
+    /// to `dst_port` in the minute starting at `minute_ms`.
+    Rollup { minute_ms: i64, reason: ShedReason, connections: u64 },
+    /// Events the store evicted to stay under its byte cap. Counts are exact.
+    EvictionGap {
+        count: u64,
+        first_seq: u64,
+        last_seq: u64,
+        first_time_ms: i64,
+        last_time_ms: i64,
+        /// Evicted events per protocol.
+        per_protocol: Vec<(Protocol, u64)>,
+        /// Evicted events per priority class.
+        per_priority: Vec<(Priority, u64)>,
+    },
+    /// A periodic health sample of the sensor.
+    Health(Health),
+    /// The store found its database corrupt at start, moved it aside and started fresh.
+    StoreRecovered { quarantined_path: String, reason: String, last_seq_before: u64 },
+    /// A generic observation: used for variants newer than the receiving admin (see
+    /// [`Event::downgrade_to`]) and for experimental services.
+    Extension { kind: String, fields: Vec<(String, String)> },
+}
+
+/// Why a session ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed the connection.
+    ClientClosed,
+    /// The service finished its script and closed.
+    ServerClosed,
+    IdleTimeout,
+    SessionTimeout,
+    ByteCap,
+    LineTooLong,
+    /// The client sent something the parser rejected.
+    ProtocolError,
+    /// The sensor is shutting down.
+    Shutdown,
+    /// An I/O error (reset and the like).
+    IoError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClosed => "client_closed",
+            CloseReason::ServerClosed => "server_closed",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SessionTimeout => "session_timeout",
+            CloseReason::ByteCap => "byte_cap",
+            CloseReason::LineTooLong => "line_too_long",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IoError => "io_error",
+        }
+    }
+}
+
+/// A health sample. All sizes in bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Health {
+    pub uptime_s: u64,
+    pub rss_bytes: u64,
+    pub mem_available_bytes: u64,
+    /// CPU use of the sensor process over the last interval, in per-mille of one core.
+    pub cpu_permille: u32,
+    pub disk_free_bytes: u64,
+    pub store_bytes: u64,
+    pub cap_bytes: u64,
+    pub backlog_events: u64,
+    pub evicted_total: u64,
+    pub shed_total: u64,
+    pub active_connections: u32,
+    /// `normal`, `soft` or `hard` (the pressure governor's state).
+    pub governor: String,
+}
+
+impl Detail {
+    /// Stable snake_case name of the variant (used as `kind` in databases and exports).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Connection { .. } => "connection",
+            Detail::Login { .. } => "login",
+            Detail::Command { .. } => "command",
+            Detail::HttpRequest { .. } => "http_request",
+            Detail::Payload { .. } => "payload",
+            Detail::DownloadOffered { .. } => "download_offered",
+            Detail::Exploit { .. } => "exploit",
+            Detail::Scan { .. } => "scan",
+            Detail::Fingerprint { .. } => "fingerprint",
+            Detail::Rollup { .. } => "rollup",
+            Detail::EvictionGap { .. } => "eviction_gap",
+            Detail::Health(_) => "health",
+            Detail::StoreRecovered { .. } => "store_recovered",
+            Detail::Extension { .. } => "extension",
+        }
+    }
+
+    /// The schema version in which this variant first appeared.
+    pub fn since_version(&self) -> u16 {
+        // Every variant so far is part of version 1. A variant appended later returns the
+        // version that introduced it, so `Event::downgrade_to` can rewrite it for older admins.
+        1
+    }
+
+    /// The default eviction class of this kind of observation.
+    pub fn default_priority(&self) -> Priority {
+        match self {
+            Detail::Connection { .. } | Detail::Scan { .. } => Priority::Noise,
+            Detail::Command { .. }
+            | Detail::HttpRequest { .. }
+            | Detail::Fingerprint { .. }
+            | Detail::Extension { .. } => Priority::Interaction,
+            Detail::Login { .. } => Priority::Credential,
+            Detail::Payload { .. } | Detail::DownloadOffered { .. } | Detail::Exploit { .. } => Priority::Critical,
+            Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {
+                Priority::System
+            }
+        }
+    }
+
+    /// A flat key/value rendering of the variant's fields, used for [`Detail::Extension`]
+    /// downgrades and for generic display.
+    pub fn to_fields(&self) -> Vec<(String, String)> {
+        fn kv(k: &str, v: impl ToString) -> (String, String) {
+            (k.to_string(), v.to_string())
+        }
+        match self {
+            Detail::Connection { first_bytes, closed_by } => {
+                vec![kv("first_bytes_hex", to_hex(first_bytes)), kv("closed_by", closed_by.as_str())]
+            }
+            Detail::Login { username, secret, success, extra } => {
+                let mut v = vec![kv("username", username), kv("success", success)];
+                match secret {
+                    Secret::None => {}
+                    Secret::Password(p) => v.push(kv("password", p)),
+                    Secret::PublicKey { algorithm, fingerprint } => {
+                        v.push(kv("key_algorithm", algorithm));
+                        v.push(kv("key_fingerprint", fingerprint));
+                    }
+                    Secret::Hash { format, value } => {
+                        v.push(kv("hash_format", format));
+                        v.push(kv("hash", value));
+                    }
+                }
+                v.extend(extra.iter().cloned());
+                v
+            }
+            Detail::Command { line } => vec![kv("line", line)],
+            Detail::HttpRequest { method, path, query, host, user_agent, body_sha256, body_len, extra } => {
+                let mut v = vec![
+                    kv("method", method),
+                    kv("path", path),
+                    kv("query", query),
+                    kv("host", host),
+                    kv("user_agent", user_agent),
+                    kv("body_len", body_len),
+                ];
+                if let Some(h) = body_sha256 {
+                    v.push(kv("body_sha256", to_hex(h)));
+                }
+                v.extend(extra.iter().cloned());
+                v
+            }
+            Detail::Payload { sha256, size, name, prefix: _, truncated } => {
+                vec![kv("sha256", to_hex(sha256)), kv("size", size), kv("name", name), kv("truncated", truncated)]
+            }
+            Detail::DownloadOffered { url, tool } => vec![kv("url", url), kv("tool", tool)],
+            Detail::Exploit { name, cve, extra } => {
+                let mut v = vec![kv("name", name), kv("cve", cve)];
+                v.extend(extra.iter().cloned());
+                v
+            }
+            Detail::Scan { kind, ports } => {
+                vec![kv("kind", kind), kv("ports", ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","))]
+            }
+            Detail::Fingerprint { kind, value, extra } => {
+                let mut v = vec![kv("kind", kind), kv("value", value)];
+                v.extend(extra.iter().cloned());
+                v
+            }
+            Detail::Rollup { minute_ms, reason, connections } => {
+                vec![kv("minute_ms", minute_ms), kv("reason", reason.as_str()), kv("connections", connections)]
+            }
+            Detail::EvictionGap { count, first_seq, last_seq, first_time_ms, last_time_ms, .. } => vec![
+                kv("count", count),
+                kv("first_seq", first_seq),
+                kv("last_seq", last_seq),
+                kv("first_time_ms", first_time_ms),
+                kv("last_time_ms", last_time_ms),
+            ],
+            Detail::Health(h) => vec![
+                kv("rss_bytes", h.rss_bytes),
+                kv("store_bytes", h.store_bytes),
+                kv("backlog_events", h.backlog_events),
+                kv("evicted_total", h.evicted_total),
+                kv("shed_total", h.shed_total),
+                kv("governor", &h.governor),
+            ],
+            Detail::StoreRecovered { quarantined_path, reason, last_seq_before } => vec![
+                kv("quarantined_path", quarantined_path),
+                kv("reason", reason),
+                kv("last_seq_before", last_seq_before),
+            ],
+            Detail::Extension { fields, .. } => fields.clone(),
+        }
+    }
+}
+
+impl Event {
+    /// Rewrites this event so that an admin speaking schema `version` can decode it: a detail
+    /// variant newer than `version` becomes a [`Detail::Extension`] carrying the same data.
+    pub fn downgrade_to(&mut self, version: u16) {
+        if self.detail.since_version() > version {
+            let kind = self.detail.kind().to_string();
+            let fields = self.detail.to_fields();
+            self.detail = Detail::Extension { kind, fields };
+        }
+    }
+
+    /// Enforces the schema's size caps on every attacker-supplied field (truncating on a UTF-8
+    /// boundary). Sensors call this before storing; it is idempotent.
+    pub fn clamp(&mut self) {
+        fn s(v: &mut String) {
+            truncate_utf8(v, MAX_TEXT);
+        }
+        fn kvs(v: &mut Vec<(String, String)>) {
+            v.truncate(MAX_EXTRA);
+            for (k, val) in v.iter_mut() {
+                truncate_utf8(k, 256);
+                truncate_utf8(val, MAX_TEXT);
+            }
+        }
+        truncate_utf8(&mut self.sensor, 256);
+        match &mut self.detail {
+            Detail::Connection { first_bytes, .. } => first_bytes.truncate(MAX_PAYLOAD_PREFIX),
+            Detail::Login { username, secret, extra, .. } => {
+                s(username);
+                match secret {
+                    Secret::None => {}
+                    Secret::Password(p) => s(p),
+                    Secret::PublicKey { algorithm, fingerprint } => {
+                        s(algorithm);
+                        s(fingerprint)
+                    }
+                    Secret::Hash { format, value } => {
+                        s(format);
+                        s(value)
+                    }
+                }
+                kvs(extra);
+            }
+            Detail::Command { line } => s(line),
+            Detail::HttpRequest { method, path, query, host, user_agent, extra, .. } => {
+                for v in [method, path, query, host, user_agent] {
+                    s(v);
+                }
+                kvs(extra);
+            }
+            Detail::Payload { name, prefix, .. } => {
+                s(name);
+                prefix.truncate(MAX_PAYLOAD_PREFIX);
+            }
+            Detail::DownloadOffered { url, tool } => {
+                s(url);
+                s(tool)
+            }
+            Detail::Exploit { name, cve, extra } => {
+                s(name);
+                s(cve);
+                kvs(extra);
+            }
+            Detail::Scan { kind, ports } => {
+                s(kind);
+                ports.truncate(1024);
+            }
+            Detail::Fingerprint { kind, value, extra } => {
+                s(kind);
+                s(value);
+                kvs(extra);
+            }
+            Detail::Extension { kind, fields } => {
+                s(kind);
+                kvs(fields);
+            }
+            Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {}
+        }
+    }
+}
+
+/// Truncates `s` to at most `max` bytes without splitting a character.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0xf) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    pub(crate) fn sample(detail: Detail) -> Event {
+        Event {
+            seq: 42,
+            time_ms: 1_700_000_000_000,
+            sensor: "pi-1".into(),
+            transport: Transport::Tcp,
+            protocol: Protocol::Ssh,
+            src_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+            src_port: 51234,
+            dst_port: 22,
+            session_id: 9,
+            duration_ms: 1200,
+            bytes_in: 300,
+            bytes_out: 800,
+            priority: detail.default_priority(),
+            detail,
+        }
+    }
+
+    fn all_details() -> Vec<Detail> {
+        vec![
+            Detail::Connection { first_bytes: b"GET /".to_vec(), closed_by: CloseReason::IdleTimeout },
+            Detail::Login {
+                username: "root".into(),
+                secret: Secret::Password("admin".into()),
+                success: false,
+                extra: vec![("method".into(), "password".into())],
+            },
+            Detail::Command { line: "uname -a".into() },
+            Detail::HttpRequest {
+                method: "GET".into(),
+                path: "/".into(),
+                query: "a=1".into(),
+                host: "x".into(),
+                user_agent: "curl".into(),
+                body_sha256: Some([7; 32]),
+                body_len: 3,
+                extra: vec![],
+            },
+            Detail::Payload {
+                sha256: [1; 32],
+                size: 10,
+                name: "x.sh".into(),
+                prefix: b"#!".to_vec(),
+                truncated: false,
+            },
+            Detail::DownloadOffered { url: "http://198.51.100.1/x".into(), tool: "wget".into() },
+            Detail::Exploit { name: "ms17-010".into(), cve: "CVE-2017-0144".into(), extra: vec![] },
+            Detail::Scan { kind: "syn".into(), ports: vec![1, 2] },
+            Detail::Fingerprint { kind: "hassh".into(), value: "abc".into(), extra: vec![] },
+            Detail::Rollup { minute_ms: 60_000, reason: ShedReason::ChannelFull, connections: 5 },
+            Detail::EvictionGap {
+                count: 3,
+                first_seq: 1,
+                last_seq: 3,
+                first_time_ms: 1,
+                last_time_ms: 2,
+                per_protocol: vec![(Protocol::Http, 3)],
+                per_priority: vec![(Priority::Noise, 3)],
+            },
+            Detail::Health(Health { governor: "normal".into(), ..Health::default() }),
+            Detail::StoreRecovered { quarantined_path: "/x".into(), reason: "bad".into(), last_seq_before: 0 },
+            Detail::Extension { kind: "future".into(), fields: vec![("a".into(), "b".into())] },
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips_through_postcard() {
+        for d in all_details() {
+            let ev = sample(d);
+            let bytes = postcard::to_stdvec(&ev).unwrap();
+            let back: Event = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back, ev);
+        }
+    }
+
+    #[test]
+    fn hostile_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let good = postcard::to_stdvec(&sample(all_details().remove(3))).unwrap();
+        for i in 0..20_000 {
+            let mut buf = if i % 2 == 0 {
+                let n = rng.gen_range(0..200);
+                (0..n).map(|_| rng.gen()).collect::<Vec<u8>>()
+            } else {
+                good.clone()
+            };
+            if !buf.is_empty() {
+                let n = rng.gen_range(1..4);
+                for _ in 0..n {
+                    let at = rng.gen_range(0..buf.len());
+                    buf[at] = rng.gen();
+                }
+                buf.truncate(rng.gen_range(0..=buf.len()));
+            }
+            let _ = postcard::from_bytes::<Event>(&buf);
+        }
+    }
+
+    #[test]
+    fn huge_declared_length_is_an_error_not_an_allocation() {
+        // A login whose username claims to be 2^62 bytes long.
+        let mut bytes = postcard::to_stdvec(&sample(all_details().remove(1))).unwrap();
+        // Find the username length byte (4 = "root") followed by "root" and replace the length.
+        let pos = bytes.windows(5).position(|w| w == [4, b'r', b'o', b'o', b't']).unwrap();
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        bytes.splice(pos..pos + 1, huge);
+        assert!(postcard::from_bytes::<Event>(&bytes).is_err());
+    }
+
+    #[test]
+    fn downgrade_keeps_data_as_extension() {
+        let mut ev = sample(all_details().remove(1));
+        ev.downgrade_to(0);
+        match &ev.detail {
+            Detail::Extension { kind, fields } => {
+                assert_eq!(kind, "login");
+                assert!(fields.contains(&("password".to_string(), "admin".to_string())));
+            }
+            other => panic!("not downgraded: {other:?}"),
+        }
+        let mut same = sample(all_details().remove(1));
+        same.downgrade_to(SCHEMA_VERSION);
+        assert_eq!(same.detail.kind(), "login");
+    }
+
+    #[test]
+    fn clamp_caps_attacker_text_on_char_boundary() {
+        let mut ev = sample(Detail::Command { line: "é".repeat(MAX_TEXT) });
+        ev.clamp();
+        match &ev.detail {
+            Detail::Command { line } => assert!(line.len() <= MAX_TEXT && line.len() >= MAX_TEXT - 1),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn protocol_names_round_trip() {
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::parse(p.as_str()), Some(p));
+        }
+        for p in Priority::ALL {
+            assert_eq!(Priority::from_u8(p.as_u8()), Some(p));
+        }
+    }
+}
