@@ -3,4 +3,10 @@
 //! attacker data arrives only through [`ingest`] (mutual TLS, one transaction per batch) and is
 //! kept in [`db`]; everything else reads from there.
 
+pub mod analytics;
+pub mod dashboard;
 pub mod db;
+pub mod enrich;
+pub mod export;
+pub mod retention;
+pub mod users;

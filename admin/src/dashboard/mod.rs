@@ -1,0 +1,491 @@
+//! The dashboard: an axum server with login, server-rendered pages and a JSON API.
+//!
+//! WHY this shape: every page and every `/api/...` endpoint calls the same
+//! [`crate::analytics`] functions with the same [`Query`], so the numbers cannot differ from the
+//! CLI report. Pages carry no JavaScript and load nothing from elsewhere (CSS is embedded, charts
+//! are SVG drawn here), so the dashboard works on an air-gapped admin.
+//!
+//! Security: nothing but `/login` answers without a session (pages redirect to `/login`, the
+//! API answers 401). The session cookie is `HttpOnly`, `SameSite=Strict` and, unless
+//! `[dashboard] cookie_secure = false`, `Secure` (browsers accept Secure cookies from
+//! `http://127.0.0.1` and `http://localhost`, which is where the dashboard listens by default;
+//! for remote use put it behind a TLS reverse proxy or an SSH tunnel). The login form carries a
+//! per-visit nonce that must match a cookie (double submit) and the Origin header, when sent,
+//! must match the Host. Every state change is a POST. In-flight requests are capped by a
+//! semaphore, concurrent password checks (argon2, memory-hard) by another, bodies at 16 KiB.
+
+pub mod pages;
+pub mod svg;
+
+use crate::analytics::{self, now_ms, parse_time, Query};
+use crate::enrich::{Enricher, EnrichmentConfig};
+use crate::retention::{self, RetentionConfig};
+use crate::users;
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Form, Path as UrlPath, Query as UrlQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub const SESSION_COOKIE: &str = "drosera_session";
+const LOGIN_COOKIE: &str = "drosera_login";
+const MAX_BODY: usize = 16 * 1024;
+const MAX_CONCURRENT_LOGINS: usize = 2;
+/// Rows per list on pages and in the API unless `limit` asks for fewer/more (capped).
+const DEFAULT_ROWS: usize = 50;
+
+/// `[dashboard]` config section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Address the dashboard listens on (plain HTTP; keep it on loopback, see module docs).
+    pub listen: SocketAddr,
+    /// Mark the session cookie `Secure`.
+    pub cookie_secure: bool,
+    /// Seconds between folds of newly ingested events into the analytics tables.
+    pub refresh_interval_s: u64,
+    /// Requests handled at once; more get 503.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            cookie_secure: true,
+            refresh_interval_s: 10,
+            max_concurrent_requests: 32,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    db: Arc<Mutex<Connection>>,
+    enricher: Arc<Enricher>,
+    cookie_secure: bool,
+    requests: Arc<Semaphore>,
+    logins: Arc<Semaphore>,
+}
+
+impl App {
+    /// Runs `f` on the database connection in a blocking thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection, &Enricher) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let db = self.db.clone();
+        let enricher = self.enricher.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn, &enricher)
+        })
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+    }
+
+    fn cookie(&self, name: &str, value: &str, path: &str, max_age: i64) -> String {
+        format!(
+            "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+            if self.cookie_secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+/// Filter parameters of pages and API calls.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub sensor: Option<String>,
+    pub min_attempts: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+impl Params {
+    fn query(&self) -> Result<Query, String> {
+        let now = now_ms();
+        let t = |v: &Option<String>| -> Result<Option<i64>, String> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(s) => parse_time(s, now).map(Some).map_err(|e| e.to_string()),
+            }
+        };
+        Ok(Query {
+            since_ms: t(&self.since)?,
+            until_ms: t(&self.until)?,
+            sensor: self.sensor.clone().filter(|s| !s.trim().is_empty()),
+        })
+    }
+
+    fn filter(&self) -> pages::Filter {
+        pages::Filter {
+            since: self.since.clone().unwrap_or_default(),
+            until: self.until.clone().unwrap_or_default(),
+            sensor: self.sensor.clone().unwrap_or_default(),
+            min_attempts: self.min_attempts.unwrap_or(0),
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_ROWS).clamp(1, analytics::MAX_LIMIT)
+    }
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn session(app: &App, headers: &HeaderMap) -> Option<users::Session> {
+    let token = cookie_value(headers, SESSION_COOKIE)?.to_string();
+    app.db(move |c, _| users::session(c, &token).map_err(|e| e.to_string())).await.ok().flatten()
+}
+
+/// Builds the router (exposed for tests that bind their own listener).
+fn router(app: App) -> Router {
+    let page = |path: &'static str| {
+        get(move |State(app): State<App>, headers: HeaderMap, UrlQuery(p): UrlQuery<Params>| {
+            page(app, headers, p, path)
+        })
+    };
+    Router::new()
+        .route("/", page("/"))
+        .route("/attackers", page("/attackers"))
+        .route("/credentials", page("/credentials"))
+        .route("/payloads", page("/payloads"))
+        .route("/sensors", page("/sensors"))
+        .route("/login", get(login_form).post(login_submit))
+        .route("/logout", post(logout))
+        .route("/api/{name}", get(api))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = app.requests.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry").into_response();
+    };
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let set = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (k, v) in set {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    resp
+}
+
+async fn not_found(State(app): State<App>, headers: HeaderMap) -> Response {
+    if session(&app, &headers).await.is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+fn html_error(code: StatusCode, msg: &str) -> Response {
+    (code, Html(format!("<!doctype html><title>error</title>{}", pages::error_page(msg)))).into_response()
+}
+
+async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Response {
+    let Some(sess) = session(&app, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    let q = match p.query() {
+        Ok(q) => q,
+        Err(e) => return html_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let rows = p.rows();
+    let min_attempts = p.min_attempts.unwrap_or(0);
+    let body = app
+        .db(move |c, en| {
+            analytics::refresh(c, en).map_err(|e| e.to_string())?;
+            let r = (|| -> Result<String, analytics::AnalyticsError> {
+                Ok(match path {
+                    "/" => pages::overview(
+                        &analytics::totals(c, &q)?,
+                        &analytics::timeline(c, &q)?,
+                        &analytics::protocols(c, &q)?,
+                        &analytics::countries(c, &q, rows)?,
+                    ),
+                    "/attackers" => pages::attackers(
+                        &analytics::top_sources(c, &q, min_attempts, rows)?,
+                        &analytics::countries(c, &q, rows)?,
+                        &analytics::ports(c, &q, rows)?,
+                    ),
+                    "/credentials" => pages::credentials(&analytics::credentials(c, &q, rows)?),
+                    "/payloads" => pages::payloads(
+                        &analytics::payloads(c, &q, rows)?,
+                        &analytics::exploits(c, &q, rows)?,
+                        &analytics::downloads(c, &q, rows)?,
+                    ),
+                    _ => pages::sensors(&analytics::sensors(c, &q)?, now_ms()),
+                })
+            })();
+            Ok(r.unwrap_or_else(|e| pages::error_page(&e.to_string())))
+        })
+        .await;
+    let title = match path {
+        "/" => "Overview",
+        "/attackers" => "Attackers",
+        "/credentials" => "Credentials",
+        "/payloads" => "Payloads, exploits, downloads",
+        _ => "Sensors",
+    };
+    match body {
+        Ok(b) => Html(pages::layout(title, path, &sess.user, &sess.csrf, &p.filter(), &b)).into_response(),
+        Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+async fn api(
+    State(app): State<App>,
+    headers: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    UrlQuery(p): UrlQuery<Params>,
+) -> Response {
+    if session(&app, &headers).await.is_none() {
+        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "login required"}))).into_response();
+    }
+    let q = match p.query() {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
+    };
+    let rows = p.rows();
+    let min_attempts = p.min_attempts.unwrap_or(0);
+    let r = app
+        .db(move |c, en| {
+            analytics::refresh(c, en).map_err(|e| e.to_string())?;
+            let v = (|| -> Result<Option<serde_json::Value>, analytics::AnalyticsError> {
+                use serde_json::to_value as j;
+                let v = match name.as_str() {
+                    "totals" => j(analytics::totals(c, &q)?),
+                    "timeline" => j(analytics::timeline(c, &q)?),
+                    "sources" => j(analytics::top_sources(c, &q, min_attempts, rows)?),
+                    "countries" => j(analytics::countries(c, &q, rows)?),
+                    "protocols" => j(analytics::protocols(c, &q)?),
+                    "ports" => j(analytics::ports(c, &q, rows)?),
+                    "credentials" => j(analytics::credentials(c, &q, rows)?),
+                    "payloads" => j(analytics::payloads(c, &q, rows)?),
+                    "exploits" => j(analytics::exploits(c, &q, rows)?),
+                    "downloads" => j(analytics::downloads(c, &q, rows)?),
+                    "sensors" => j(analytics::sensors(c, &q)?),
+                    "report" => j(analytics::report(c, &q, min_attempts, rows)?),
+                    _ => return Ok(None),
+                };
+                Ok(v.ok())
+            })();
+            v.map_err(|e| e.to_string())
+        })
+        .await;
+    match r {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such endpoint"}))).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": e }))).into_response(),
+    }
+}
+
+async fn login_form(State(app): State<App>) -> Response {
+    let nonce = users::new_nonce();
+    ([(header::SET_COOKIE, app.cookie(LOGIN_COOKIE, &nonce, "/login", 1800))], Html(pages::login(&nonce, None)))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    username: String,
+    password: String,
+}
+
+/// True when an Origin header is absent or names the same host the request was sent to.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+    !host.is_empty() && origin_host == host
+}
+
+async fn login_submit(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    let cookie_nonce = cookie_value(&headers, LOGIN_COOKIE).unwrap_or("");
+    if !same_origin(&headers) || cookie_nonce.is_empty() || cookie_nonce != f.csrf {
+        return html_error(
+            StatusCode::FORBIDDEN,
+            "login form expired or sent from another site; reload the login page",
+        );
+    }
+    let Ok(_permit) = app.logins.clone().acquire_owned().await else {
+        return html_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let user = f.username.clone();
+    let r = app
+        .db(move |c, _| {
+            if users::verify(c, &f.username, &f.password).map_err(|e| e.to_string())? {
+                users::create_session(c, &f.username).map(Some).map_err(|e| e.to_string())
+            } else {
+                Ok(None)
+            }
+        })
+        .await;
+    match r {
+        Ok(Some(token)) => {
+            tracing::info!(user = %user, "dashboard login");
+            let mut resp = Redirect::to("/").into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&app.cookie(SESSION_COOKIE, &token, "/", users::SESSION_TTL_MS / 1000))
+            {
+                h.append(header::SET_COOKIE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&app.cookie(LOGIN_COOKIE, "", "/login", 0)) {
+                h.append(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Ok(None) => {
+            tracing::warn!(user = %pages::esc(&user), "dashboard login failed");
+            let nonce = users::new_nonce();
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::SET_COOKIE, app.cookie(LOGIN_COOKIE, &nonce, "/login", 1800))],
+                Html(pages::login(&nonce, Some("wrong user name or password"))),
+            )
+                .into_response()
+        }
+        Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    csrf: String,
+}
+
+async fn logout(State(app): State<App>, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Response {
+    let Some(sess) = session(&app, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    if sess.csrf != f.csrf || !same_origin(&headers) {
+        return html_error(StatusCode::FORBIDDEN, "bad logout request");
+    }
+    if let Some(token) = cookie_value(&headers, SESSION_COOKIE).map(str::to_string) {
+        let _ = app.db(move |c, _| users::end_session(c, &token).map_err(|e| e.to_string())).await;
+    }
+    ([(header::SET_COOKIE, app.cookie(SESSION_COOKIE, "", "/", 0))], Redirect::to("/login")).into_response()
+}
+
+/// Opens the admin database for analytics: schema, analytics tables, users.
+pub fn open_db(db_path: &Path) -> anyhow::Result<Connection> {
+    let conn = crate::db::open(db_path).with_context(|| format!("opening database {}", db_path.display()))?;
+    analytics::migrate(&conn)?;
+    users::migrate(&conn)?;
+    Ok(conn)
+}
+
+/// Binds `[dashboard] listen` and serves until `shutdown` completes. Also folds new events into
+/// the analytics tables every `refresh_interval_s` and runs retention every
+/// `[retention] interval_s`.
+pub async fn serve(
+    cfg: &DashboardConfig,
+    enrichment: &EnrichmentConfig,
+    retention: &RetentionConfig,
+    db_path: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on [dashboard] listen = {} (choose a free address)", cfg.listen))?;
+    serve_listener(listener, cfg, enrichment, retention, db_path, shutdown).await
+}
+
+/// Like [`serve`] on an already bound listener (tests bind port 0).
+pub async fn serve_listener(
+    listener: TcpListener,
+    cfg: &DashboardConfig,
+    enrichment: &EnrichmentConfig,
+    retention: &RetentionConfig,
+    db_path: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let enricher = Arc::new(Enricher::new(enrichment)?);
+    let conn = open_db(db_path)?;
+    let app = App {
+        db: Arc::new(Mutex::new(conn)),
+        enricher,
+        cookie_secure: cfg.cookie_secure,
+        requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1))),
+        logins: Arc::new(Semaphore::new(MAX_CONCURRENT_LOGINS)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let bg = tokio::spawn(background(app.clone(), cfg.refresh_interval_s.max(1), retention.clone(), stop_rx.clone()));
+    tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
+    let mut rx = stop_rx;
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })
+        .await
+        .context("dashboard server")?;
+    let _ = bg.await;
+    Ok(())
+}
+
+async fn background(
+    app: App,
+    refresh_s: u64,
+    retention: RetentionConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(refresh_s));
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(retention.interval_s.max(60)));
+    loop {
+        tokio::select! {
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+            _ = refresh.tick() => {
+                if let Err(e) = app.db(|c, en| analytics::refresh(c, en).map_err(|e| e.to_string())).await {
+                    tracing::warn!(error = %e, "analytics refresh failed");
+                }
+            }
+            _ = prune.tick() => {
+                let cfg = retention.clone();
+                match app.db(move |c, en| retention::prune(c, &cfg, en, now_ms()).map_err(|e| e.to_string())).await {
+                    Ok(st) => tracing::info!(?st, "retention pass"),
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+}

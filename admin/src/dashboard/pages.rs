@@ -1,0 +1,353 @@
+//! Server-rendered HTML pages. Every value that can come from attackers (addresses, user names,
+//! passwords, URLs, AS names) goes through [`esc`]; the pages carry no script at all, and the
+//! Content-Security-Policy set by the server forbids any.
+
+use super::svg;
+use crate::analytics::{
+    fmt_time, CountryRow, Credentials, ItemRow, PortRow, ProtocolRow, SensorHealth, Timeline, TopSources, Totals,
+};
+use std::fmt::Write;
+
+static STYLE: &str = include_str!("../../assets/style.css");
+
+/// HTML-escapes text for element content and quoted attributes.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c if c.is_control() => o.push('\u{fffd}'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The filter values a page was asked for, echoed into links and the filter form.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub since: String,
+    pub until: String,
+    pub sensor: String,
+    pub min_attempts: i64,
+}
+
+impl Filter {
+    fn query_string(&self) -> String {
+        let mut parts = Vec::new();
+        for (k, v) in [("since", &self.since), ("until", &self.until), ("sensor", &self.sensor)] {
+            if !v.is_empty() {
+                parts.push(format!("{k}={}", url_encode(v)));
+            }
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const NAV: [(&str, &str); 5] = [
+    ("/", "Overview"),
+    ("/attackers", "Attackers"),
+    ("/credentials", "Credentials"),
+    ("/payloads", "Payloads"),
+    ("/sensors", "Sensors"),
+];
+
+pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body: &str) -> String {
+    let qs = f.query_string();
+    let mut nav = String::new();
+    for (href, name) in NAV {
+        let cls = if href == path { " class=\"active\"" } else { "" };
+        let _ = write!(nav, r#"<a href="{href}{qs}"{cls}>{name}</a>"#, qs = esc(&qs));
+    }
+    let min_field = if path == "/attackers" {
+        format!(
+            r#"<label>min attempts <input name="min_attempts" type="number" min="0" value="{}" size="5"></label>"#,
+            f.min_attempts
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · Drosera</title><style>{STYLE}</style></head>
+<body><header><div class="brand">Drosera</div><nav>{nav}</nav>
+<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" value="{csrf}"><span>{user}</span> <button type="submit">Log out</button></form></header>
+<main><form method="get" action="{path}" class="filter">
+<label>since <input name="since" value="{since}" placeholder="7d or 2024-05-01" size="14"></label>
+<label>until <input name="until" value="{until}" placeholder="now" size="14"></label>
+<label>sensor <input name="sensor" value="{sensor}" placeholder="all" size="10"></label>{min_field}
+<button type="submit">Apply</button></form>
+<h1>{title}</h1>
+{body}</main>
+<footer>Country data: ip-location-db geo-whois-asn-country (NRO, CC BY 4.0). AS data: RouteViews, NRO and
+<a href="https://db-ip.com">IP Geolocation by DB-IP</a> (CC BY 4.0). All lookups are local.</footer>
+</body></html>"#,
+        title = esc(title),
+        csrf = esc(csrf),
+        user = esc(user),
+        path = esc(path),
+        since = esc(&f.since),
+        until = esc(&f.until),
+        sensor = esc(&f.sensor),
+    )
+}
+
+pub fn login(nonce: &str, error: Option<&str>) -> String {
+    let err = error.map(|e| format!(r#"<p class="error">{}</p>"#, esc(e))).unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Log in · Drosera</title><style>{STYLE}</style></head>
+<body class="login"><form method="post" action="/login" class="card" id="login-form">
+<h1>Drosera</h1>{err}
+<input type="hidden" name="csrf" value="{nonce}">
+<label>User <input id="username" name="username" autocomplete="username" required maxlength="64"></label>
+<label>Password <input id="password" name="password" type="password" autocomplete="current-password" required maxlength="1024"></label>
+<button type="submit" id="login-button">Log in</button></form></body></html>"#,
+        nonce = esc(nonce)
+    )
+}
+
+fn stat(id: &str, label: &str, v: i64) -> String {
+    format!(r#"<div class="stat"><div class="v" id="{id}">{v}</div><div class="l">{label}</div></div>"#)
+}
+
+fn label_for(t: &Timeline, b: i64) -> String {
+    let s = fmt_time(Some(b));
+    if t.resolution == "hour" {
+        s.get(5..).unwrap_or(&s).to_string()
+    } else {
+        s.get(..10).unwrap_or(&s).to_string()
+    }
+}
+
+pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries: &[CountryRow]) -> String {
+    let mut b = String::from(r#"<section class="stats">"#);
+    b += &stat("total-attempts", "attempts", t.attempts);
+    b += &stat("total-attackers", "attackers", t.attackers);
+    b += &stat("total-countries", "countries", t.countries);
+    b += &stat("total-logins", "logins", t.logins);
+    b += &stat("total-commands", "commands", t.commands);
+    b += &stat("total-payloads", "payloads", t.payloads);
+    b += &stat("total-exploits", "exploits", t.exploits);
+    b += &stat("total-rolled-up", "rolled up", t.rolled_up);
+    b += "</section>";
+    let labels: Vec<String> = tl.buckets.iter().map(|x| label_for(tl, *x)).collect();
+    let mut series = vec![("all sensors".to_string(), tl.attempts.clone())];
+    if tl.per_sensor.len() > 1 {
+        series.extend(tl.per_sensor.iter().take(6).map(|s| (s.sensor.clone(), s.attempts.clone())));
+    }
+    let _ = write!(
+        b,
+        r#"<section class="card"><h2>Attempts per {}</h2>{}</section>"#,
+        esc(&tl.resolution),
+        svg::timeline("attempts over time", &labels, &series)
+    );
+    let prows: Vec<(String, i64)> = protocols.iter().map(|p| (p.protocol.clone(), p.attempts)).collect();
+    let crows: Vec<(String, i64)> = countries.iter().take(12).map(|c| (c.country.clone(), c.attempts)).collect();
+    let _ = write!(
+        b,
+        r#"<div class="grid"><section class="card"><h2>Protocols</h2>{}{}</section><section class="card"><h2>Countries</h2>{}{}</section></div>"#,
+        svg::bars("attempts per protocol", &prows),
+        protocol_table(protocols),
+        svg::bars("attempts per country", &crows),
+        country_table(countries)
+    );
+    b
+}
+
+fn protocol_table(rows: &[ProtocolRow]) -> String {
+    let mut s = String::from(
+        r#"<table id="protocols"><thead><tr><th>protocol</th><th>attempts</th><th>logins</th><th>events</th></tr></thead><tbody>"#,
+    );
+    for p in rows {
+        let _ = write!(
+            s,
+            r#"<tr data-key="{k}"><td>{k}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td></tr>"#,
+            p.attempts,
+            p.logins,
+            p.events,
+            k = esc(&p.protocol)
+        );
+    }
+    s + "</tbody></table>"
+}
+
+fn country_table(rows: &[CountryRow]) -> String {
+    let mut s = String::from(
+        r#"<table id="countries"><thead><tr><th>country</th><th>attackers</th><th>attempts</th><th>logins</th></tr></thead><tbody>"#,
+    );
+    for c in rows {
+        let _ = write!(
+            s,
+            r#"<tr data-key="{k}"><td>{k}</td><td class="n attackers">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td></tr>"#,
+            c.attackers,
+            c.attempts,
+            c.logins,
+            k = esc(&c.country)
+        );
+    }
+    s + "</tbody></table>"
+}
+
+pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) -> String {
+    let mut b = format!(
+        r#"<p><span id="sources-matching">{}</span> source addresses with at least {} attempts.</p>
+<table id="sources"><thead><tr><th>address</th><th>attempts</th><th>logins</th><th>events</th><th>country</th><th>AS</th><th>first seen</th><th>last seen</th></tr></thead><tbody>"#,
+        s.matching, s.min_attempts
+    );
+    for r in &s.rows {
+        let asn = r.asn.map(|a| format!("AS{a} {}", r.as_org)).unwrap_or_default();
+        let _ = write!(
+            b,
+            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r.attempts,
+            r.logins,
+            r.events,
+            esc(&r.country),
+            esc(&asn),
+            fmt_time(Some(r.first_seen_ms)),
+            fmt_time(Some(r.last_seen_ms)),
+            ip = esc(&r.ip)
+        );
+    }
+    b += "</tbody></table>";
+    let _ = write!(
+        b,
+        r#"<div class="grid"><section class="card"><h2>Countries</h2>{}</section>"#,
+        country_table(countries)
+    );
+    b += r#"<section class="card"><h2>Destination ports</h2><table id="ports"><thead><tr><th>port</th><th>protocol</th><th>attempts</th></tr></thead><tbody>"#;
+    for p in ports {
+        let _ = write!(
+            b,
+            r#"<tr data-key="{}/{}"><td class="n">{}</td><td>{}</td><td class="n attempts">{}</td></tr>"#,
+            p.port,
+            esc(&p.protocol),
+            p.port,
+            esc(&p.protocol),
+            p.attempts
+        );
+    }
+    b + "</tbody></table></section></div>"
+}
+
+pub fn credentials(c: &Credentials) -> String {
+    let mut b = String::from(r#"<div class="grid3">"#);
+    for (id, title, rows) in [("usernames", "User names", &c.usernames), ("passwords", "Passwords", &c.passwords)] {
+        let _ = write!(
+            b,
+            r#"<section class="card"><h2>{title}</h2><table id="{id}"><thead><tr><th>value</th><th>tries</th></tr></thead><tbody>"#
+        );
+        for r in rows {
+            let _ = write!(
+                b,
+                r#"<tr data-key="{k}"><td class="mono">{k}</td><td class="n count">{}</td></tr>"#,
+                r.count,
+                k = esc(&r.value)
+            );
+        }
+        b += "</tbody></table></section>";
+    }
+    b += r#"<section class="card"><h2>Pairs</h2><table id="pairs"><thead><tr><th>user</th><th>password</th><th>tries</th></tr></thead><tbody>"#;
+    for p in &c.pairs {
+        let _ = write!(
+            b,
+            r#"<tr data-key="{u}&#10;{p}"><td class="mono">{u}</td><td class="mono">{p}</td><td class="n count">{}</td></tr>"#,
+            p.count,
+            u = esc(&p.username),
+            p = esc(&p.password)
+        );
+    }
+    b + "</tbody></table></section></div>"
+}
+
+fn item_table(id: &str, key: &str, detail: &str, rows: &[ItemRow]) -> String {
+    let mut s = format!(
+        r#"<table id="{id}"><thead><tr><th>{key}</th><th>{detail}</th><th>count</th><th>sources</th><th>first seen</th><th>last seen</th><th>addresses</th></tr></thead><tbody>"#
+    );
+    for r in rows {
+        let _ = write!(
+            s,
+            r#"<tr data-key="{k}"><td class="mono wrap">{k}</td><td>{}</td><td class="n count">{}</td><td class="n sources">{}</td><td>{}</td><td>{}</td><td class="mono small">{}</td></tr>"#,
+            esc(&r.detail),
+            r.count,
+            r.sources,
+            fmt_time(Some(r.first_seen_ms)),
+            fmt_time(Some(r.last_seen_ms)),
+            esc(&r.ips.join(" ")),
+            k = esc(&r.key)
+        );
+    }
+    if rows.is_empty() {
+        s += r#"<tr><td colspan="7" class="empty">none in this range</td></tr>"#;
+    }
+    s + "</tbody></table>"
+}
+
+pub fn payloads(p: &[ItemRow], e: &[ItemRow], d: &[ItemRow]) -> String {
+    format!(
+        r#"<section class="card"><h2>Captured payloads</h2>{}</section><section class="card"><h2>Exploit attempts</h2>{}</section><section class="card"><h2>Download URLs offered</h2>{}</section>"#,
+        item_table("payloads", "sha256", "size (bytes)", p),
+        item_table("exploits", "exploit", "CVE", e),
+        item_table("downloads", "URL", "tool", d)
+    )
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / 1048576.0)
+}
+
+pub fn sensors(rows: &[SensorHealth], now_ms: i64) -> String {
+    let mut b = String::from(
+        r#"<table id="sensors"><thead><tr><th>sensor</th><th>last contact</th><th>events stored</th><th>backlog</th><th>evicted</th><th>shed</th><th>CPU %</th><th>RSS MiB</th><th>mem avail MiB</th><th>disk free MiB</th><th>store MiB</th><th>governor</th></tr></thead><tbody>"#,
+    );
+    for s in rows {
+        let h = s.health.clone().unwrap_or_default();
+        let age = s.last_contact_ms.map(|t| (now_ms - t) / 1000);
+        let stale = age.map(|a| a > 300).unwrap_or(true);
+        let _ = write!(
+            b,
+            r#"<tr data-key="{k}"><td>{k}{rev}</td><td class="{cls}">{}</td><td class="n events">{}</td><td class="n backlog">{}</td><td class="n evicted">{}</td><td class="n shed">{}</td><td class="n">{:.1}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td></tr>"#,
+            fmt_time(s.last_contact_ms),
+            s.events_stored,
+            h.backlog_events,
+            s.evicted_total,
+            s.shed_total,
+            h.cpu_permille as f64 / 10.0,
+            mib(h.rss_bytes),
+            mib(h.mem_available_bytes),
+            mib(h.disk_free_bytes),
+            mib(h.store_bytes),
+            esc(&h.governor),
+            k = esc(&s.name),
+            rev = if s.revoked { " (revoked)" } else { "" },
+            cls = if stale { "stale" } else { "fresh" }
+        );
+    }
+    if rows.is_empty() {
+        b += r#"<tr><td colspan="12" class="empty">no sensors enrolled</td></tr>"#;
+    }
+    b + "</tbody></table>"
+}
+
+pub fn error_page(msg: &str) -> String {
+    format!(r#"<p class="error">{}</p>"#, esc(msg))
+}

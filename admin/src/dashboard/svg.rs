@@ -1,0 +1,149 @@
+//! Charts as SVG drawn on the server: no chart library, no JavaScript, nothing fetched.
+//!
+//! Every label goes through [`super::pages::esc`], since labels (countries, protocols) come from
+//! data that attackers influence.
+
+use super::pages::esc;
+use std::fmt::Write;
+
+const PALETTE: [&str; 8] = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6", "#64748b"];
+
+fn nice_max(v: i64) -> i64 {
+    if v <= 0 {
+        return 1;
+    }
+    let mag = 10i64.pow((v as f64).log10().floor().max(0.0) as u32);
+    for m in [1, 2, 5, 10] {
+        if v <= m * mag {
+            return m * mag;
+        }
+    }
+    10 * mag
+}
+
+fn short(v: i64) -> String {
+    if v >= 1_000_000 {
+        format!("{:.1}M", v as f64 / 1e6)
+    } else if v >= 10_000 {
+        format!("{}k", v / 1000)
+    } else {
+        v.to_string()
+    }
+}
+
+/// A timeline: one line per series over `labels` (x axis), with a y axis from 0.
+pub fn timeline(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) -> String {
+    let (w, h, left, right, top, bottom) = (900.0, 260.0, 60.0, 20.0, 30.0, 40.0);
+    let plot_w = w - left - right;
+    let plot_h = h - top - bottom;
+    let max = nice_max(series.iter().flat_map(|(_, v)| v.iter().copied()).max().unwrap_or(0));
+    let n = labels.len().max(1);
+    let x = |i: usize| left + if n > 1 { plot_w * i as f64 / (n - 1) as f64 } else { plot_w / 2.0 };
+    let y = |v: i64| top + plot_h - plot_h * v as f64 / max as f64;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    for k in 0..=4 {
+        let v = max * k / 4;
+        let yy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e5e7eb"/><text x="{tx}" y="{ty:.1}" font-size="11" text-anchor="end" fill="#6b7280">{v}</text>"##,
+            x2 = w - right,
+            tx = left - 6.0,
+            ty = yy + 4.0,
+            v = short(v)
+        );
+    }
+    let step = (n / 8).max(1);
+    for (i, l) in labels.iter().enumerate() {
+        if i % step == 0 || i + 1 == n {
+            let _ = write!(
+                s,
+                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#6b7280">{}</text>"##,
+                x(i),
+                h - bottom + 16.0,
+                esc(l)
+            );
+        }
+    }
+    for (si, (name, values)) in series.iter().enumerate() {
+        let color = PALETTE[si % PALETTE.len()];
+        let pts: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v))).collect();
+        if si == 0 && !pts.is_empty() {
+            let _ = write!(
+                s,
+                r#"<polygon points="{:.1},{:.1} {} {:.1},{:.1}" fill="{color}" fill-opacity="0.12"/>"#,
+                x(0),
+                y(0),
+                pts.join(" "),
+                x(values.len().saturating_sub(1)),
+                y(0)
+            );
+        }
+        let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="8" width="10" height="10" fill="{color}"/><text x="{:.1}" y="17" font-size="12" fill="#111827">{}</text>"##,
+            left + 140.0 * si as f64,
+            left + 140.0 * si as f64 + 14.0,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Horizontal bars, one per (label, value), longest first as given.
+pub fn bars(title: &str, rows: &[(String, i64)]) -> String {
+    let row_h = 24.0;
+    let (w, left, right, top) = (440.0, 110.0, 60.0, 8.0);
+    let h = top * 2.0 + row_h * rows.len().max(1) as f64;
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart bars" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    if rows.is_empty() {
+        let _ = write!(s, r##"<text x="10" y="24" font-size="12" fill="#6b7280">no data in this range</text>"##);
+    }
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let bw = (w - left - right) * *v as f64 / max as f64;
+        let color = PALETTE[i % PALETTE.len()];
+        let _ = write!(
+            s,
+            r##"<text x="{lx}" y="{ty:.1}" font-size="12" text-anchor="end" fill="#111827">{l}</text><rect x="{left}" y="{ry:.1}" width="{bw:.1}" height="{bh}" rx="3" fill="{color}"/><text x="{vx:.1}" y="{ty:.1}" font-size="12" fill="#374151">{v}</text>"##,
+            lx = left - 8.0,
+            ty = y + 16.0,
+            l = esc(&label.chars().take(16).collect::<String>()),
+            ry = y + 4.0,
+            bh = row_h - 8.0,
+            vx = left + bw + 6.0,
+            v = v
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped() {
+        let s = bars("t", &[("<script>".into(), 3)]);
+        assert!(!s.contains("<script>"));
+        assert!(s.contains("&lt;script&gt;"));
+        let s = timeline("t", &["a".into(), "b".into()], &[("<x>".into(), vec![1, 5])]);
+        assert!(s.contains("&lt;x&gt;") && s.starts_with("<svg"));
+        assert_eq!(nice_max(7), 10);
+        assert_eq!(nice_max(120), 200);
+    }
+}
