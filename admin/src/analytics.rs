@@ -169,6 +169,7 @@ struct Resolved {
     until: i64,
     sensor_id: Option<i64>,
     spans: [(i64, i64, i64); 3],
+    hourly_from: i64,
 }
 
 fn resolve(conn: &Connection, q: &Query) -> Result<Resolved, AnalyticsError> {
@@ -197,7 +198,7 @@ fn resolve(conn: &Connection, q: &Query) -> Result<Resolved, AnalyticsError> {
     let d1 = floor_to(until, DAY_MS);
     let spans =
         if d0 < d1 { [(0, since, d0), (1, d0, d1), (0, d1, until)] } else { [(0, since, until), (1, 0, 0), (0, 0, 0)] };
-    Ok(Resolved { since, until, sensor_id, spans })
+    Ok(Resolved { since, until, sensor_id, spans, hourly_from })
 }
 
 impl Resolved {
@@ -459,36 +460,40 @@ pub struct Timeline {
 /// Attempts and logins per hour (ranges up to 7 days) or per day, overall and per sensor.
 pub fn timeline(conn: &Connection, q: &Query) -> Result<Timeline, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let sql = format!("SELECT MIN(bucket), MAX(bucket) FROM ({})", r.from("agg_kind", "bucket"));
-    let bounds = run(conn, &sql, r.params(), |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))?;
-    let (lo, hi) = match bounds.first() {
-        Some((Some(a), Some(b))) => (*a, *b),
-        _ => (r.since, r.since),
-    };
-    let hourly = r.until - r.since <= HOURLY_TIMELINE_MAX_MS;
+    // Hourly for short ranges whose hour rows still exist (see retention), else daily.
+    let hourly = r.until - r.since <= HOURLY_TIMELINE_MAX_MS && r.since >= r.hourly_from;
     let unit = if hourly { HOUR_MS } else { DAY_MS };
-    let first = floor_to(lo.max(r.since), unit);
-    let mut last = floor_to(hi.min(r.until - 1).max(first), unit);
-    let first = first.max(last - (MAX_BUCKETS - 1) * unit);
-    last = last.max(first);
-    let buckets: Vec<i64> = (0..=((last - first) / unit)).map(|i| first + i * unit).collect();
-    let idx = |b: i64| ((b - first) / unit) as usize;
     let source = if hourly {
-        format!(
-            "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND bucket >= ?1 AND bucket < ?2 \
-             AND (?7 IS NULL OR sensor_id = ?7)"
-        )
+        "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND bucket >= ?1 AND bucket < ?2 \
+         AND (?7 IS NULL OR sensor_id = ?7)"
+            .to_string()
     } else {
         format!(
             "SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({})",
             r.from("agg_kind", "bucket, sensor_id, kind, n")
         )
     };
-    let mut params = r.params();
-    if hourly {
-        params[0] = Box::new(r.since);
-        params[1] = Box::new(r.until);
-    }
+    let params = || {
+        let mut p = r.params();
+        if hourly {
+            p[0] = Box::new(r.since);
+            p[1] = Box::new(r.until);
+        }
+        p
+    };
+    let sql = format!("SELECT MIN(bucket), MAX(bucket) FROM ({source})");
+    let bounds = run(conn, &sql, params(), |row| Ok((row.get::<_, Option<i64>>(0)?, row.get::<_, Option<i64>>(1)?)))?;
+    let (lo, hi) = match bounds.first() {
+        Some((Some(a), Some(b))) => (*a, *b),
+        _ => (r.since, r.since),
+    };
+    let first = floor_to(lo.max(r.since), unit);
+    let mut last = floor_to(hi.min(r.until - 1).max(first), unit);
+    let first = first.max(last - (MAX_BUCKETS - 1) * unit);
+    last = last.max(first);
+    let buckets: Vec<i64> = (0..=((last - first) / unit)).map(|i| first + i * unit).collect();
+    let idx = |b: i64| ((b - first) / unit) as usize;
+    let params = params();
     let sql = format!(
         "SELECT bucket, s.name, SUM(CASE WHEN kind IN ('connection','rollup') THEN n ELSE 0 END),
                 SUM(CASE WHEN kind = 'login' THEN n ELSE 0 END)
