@@ -1,1 +1,233 @@
-//! TODO(issue 4): frame
+//! The framed protocol spoken over one long-lived TLS connection between a sensor and its admin.
+//!
+//! ```text
+//! sensor                                   admin
+//!   Hello{sensor, versions}        ──▶
+//!                                  ◀──     HelloAck{schema, high_water_seq, limits} | Refused{reason}
+//!   Batch{first,last,codec,payload} ──▶    (stored with the high-water mark in one transaction)
+//!   Batch ... (a few in flight)    ──▶
+//!                                  ◀──     Ack{upto_seq} | Rejected{first,last,reason}
+//!   Ping                           ──▶     (when idle, keeps the connection and "last contact")
+//!                                  ◀──     Pong
+//! ```
+//!
+//! On the wire every frame is a 4-byte big-endian length followed by that many bytes of a
+//! postcard-encoded [`Frame`]. WHY so simple: the length is checked against a cap *before* a
+//! byte of body is allocated or read, and postcard then decodes from a buffer that is already
+//! bounded, so a hostile peer can neither make us allocate nor panic. Anything malformed is a
+//! [`FrameError`], after which the connection is closed.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Version of this framing protocol, sent in [`Frame::Hello`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default cap on one frame (a batch frame carries the compressed payload).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Cap on frames that are not batches (hello, acks, pings): they are tiny.
+pub const MAX_CONTROL_FRAME: usize = 64 * 1024;
+
+/// One message of the protocol.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame from the sensor. `sensor` must match the name in its client certificate.
+    Hello {
+        sensor: String,
+        protocol_version: u16,
+        schema_version: u16,
+        software: String,
+    },
+    /// The admin accepted the sensor. The sensor downgrades events to `schema_version` and keeps
+    /// batches within the two limits.
+    HelloAck {
+        schema_version: u16,
+        high_water_seq: u64,
+        max_batch_events: u32,
+        max_batch_bytes: u32,
+    },
+    /// Events with sequence numbers in `first_seq..=last_seq` (gaps allowed: evicted events).
+    Batch {
+        first_seq: u64,
+        last_seq: u64,
+        count: u32,
+        codec: u8,
+        payload: Vec<u8>,
+    },
+    /// Everything up to `upto_seq` is committed at the admin; the sensor may free it.
+    Ack {
+        upto_seq: u64,
+    },
+    /// The batch is invalid and will never be accepted; the sensor keeps it aside and moves on.
+    Rejected {
+        first_seq: u64,
+        last_seq: u64,
+        reason: String,
+    },
+    /// The admin refuses this connection (revoked, name mismatch, version); it closes next.
+    Refused {
+        reason: String,
+    },
+    Ping,
+    Pong,
+}
+
+impl Frame {
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::HelloAck { .. } => "hello_ack",
+            Frame::Batch { .. } => "batch",
+            Frame::Ack { .. } => "ack",
+            Frame::Rejected { .. } => "rejected",
+            Frame::Refused { .. } => "refused",
+            Frame::Ping => "ping",
+            Frame::Pong => "pong",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the cap of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes `frame` with its length prefix.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    let body = postcard::to_stdvec(frame).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| FrameError::TooLarge { len: body.len(), max: u32::MAX as usize })?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(&body);
+    Ok(buf)
+}
+
+/// Decodes one frame body (without the length prefix).
+pub fn decode_body(body: &[u8]) -> Result<Frame, FrameError> {
+    let (frame, rest) = postcard::take_from_bytes::<Frame>(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!("{} bytes after the frame", rest.len())));
+    }
+    Ok(frame)
+}
+
+/// Writes `frame` and flushes.
+pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> Result<(), FrameError> {
+    let buf = encode(frame)?;
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Reads one frame of at most `max` bytes. `Ok(None)` on a clean end of stream between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Frame>, FrameError> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut len[got..]).await?;
+        if n == 0 {
+            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated) };
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    decode_body(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Frame> {
+        vec![
+            Frame::Hello { sensor: "pi-1".into(), protocol_version: 1, schema_version: 1, software: "0.1".into() },
+            Frame::HelloAck { schema_version: 1, high_water_seq: 99, max_batch_events: 5, max_batch_bytes: 6 },
+            Frame::Batch { first_seq: 1, last_seq: 9, count: 9, codec: 1, payload: vec![1, 2, 3] },
+            Frame::Ack { upto_seq: 9 },
+            Frame::Rejected { first_seq: 1, last_seq: 2, reason: "bad".into() },
+            Frame::Refused { reason: "revoked".into() },
+            Frame::Ping,
+            Frame::Pong,
+        ]
+    }
+
+    #[tokio::test]
+    async fn round_trip_over_a_stream() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        for f in all() {
+            write_frame(&mut a, &f).await.unwrap();
+        }
+        drop(a);
+        for f in all() {
+            assert_eq!(read_frame(&mut b, DEFAULT_MAX_FRAME).await.unwrap(), Some(f));
+        }
+        assert_eq!(read_frame(&mut b, DEFAULT_MAX_FRAME).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused_before_reading() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        // Claims 4 GiB; nothing follows. Must fail at once, not wait for or allocate the body.
+        a.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        let e = read_frame(&mut b, 1024).await.unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge { len: 0xffff_ffff, max: 1024 }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn truncated_and_empty_frames_are_errors() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        drop(a);
+        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::Truncated)));
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0]).await.unwrap();
+        drop(a);
+        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::Truncated)));
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&[0, 0, 0, 0]).await.unwrap();
+        assert!(matches!(read_frame(&mut b, 1024).await, Err(FrameError::Empty)));
+    }
+
+    #[test]
+    fn hostile_bodies_return_errors() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        assert!(decode_body(&[200]).is_err());
+        assert!(decode_body(b"GET / HTTP/1.1\r\n\r\n").is_err());
+        // A batch whose payload claims 2^40 bytes.
+        assert!(decode_body(&[2, 1, 9, 9, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20]).is_err());
+        let goods: Vec<Vec<u8>> = all().iter().map(|f| encode(f).unwrap()[4..].to_vec()).collect();
+        for i in 0..20_000 {
+            let mut b = goods[i % goods.len()].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..b.len());
+                b[at] = rng.gen();
+            }
+            b.truncate(rng.gen_range(0..=b.len()));
+            let _ = decode_body(&b);
+        }
+    }
+}
