@@ -193,7 +193,7 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
     ];
     for (k, v) in set {
@@ -311,8 +311,13 @@ async fn api(
     }
 }
 
-async fn login_form(State(app): State<App>) -> Response {
-    let nonce = users::new_nonce();
+async fn login_form(State(app): State<App>, headers: HeaderMap) -> Response {
+    // Keep a nonce the browser already has (a favicon fetch redirected here, a second tab), so
+    // an open login form stays valid.
+    let nonce = match cookie_value(&headers, LOGIN_COOKIE) {
+        Some(n) if n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()) => n.to_string(),
+        _ => users::new_nonce(),
+    };
     ([(header::SET_COOKIE, app.cookie(LOGIN_COOKIE, &nonce, "/login", 1800))], Html(pages::login(&nonce, None)))
         .into_response()
 }

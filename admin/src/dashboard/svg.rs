@@ -61,9 +61,16 @@ pub fn timeline(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) -
     let step = (n / 8).max(1);
     for (i, l) in labels.iter().enumerate() {
         if i % step == 0 || i + 1 == n {
+            let anchor = if n > 1 && i == 0 {
+                "start"
+            } else if n > 1 && i + 1 == n {
+                "end"
+            } else {
+                "middle"
+            };
             let _ = write!(
                 s,
-                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#6b7280">{}</text>"##,
+                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="{anchor}" fill="#6b7280">{}</text>"##,
                 x(i),
                 h - bottom + 16.0,
                 esc(l)

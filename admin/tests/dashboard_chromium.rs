@@ -1,0 +1,323 @@
+//! Drives the dashboard in headless Chromium (Debian's `chromium`) over the DevTools protocol:
+//! logs in through the real form, opens every page, and checks the numbers shown against the
+//! JSON API as the same browser session sees it. Saves a screenshot of the overview.
+
+mod analytics_support;
+use analytics_support::*;
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const RANGE: &str = "since=1714521600000&until=1715385600000";
+
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cdp {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    next: u64,
+    session: Option<String>,
+}
+
+impl Cdp {
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws.send(Message::text(msg.to_string())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "no answer to {method}");
+            let m = match self.ws.read() {
+                Ok(m) => m,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("devtools connection: {e}"),
+            };
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{method} failed: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates JavaScript in the page and returns its (JSON) value.
+    fn eval(&mut self, expr: &str) -> Value {
+        let r =
+            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// Waits until the page at `path` has loaded.
+    fn wait_for(&mut self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.eval("[location.pathname, document.readyState]");
+            if v == json!([path, "complete"]) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let text = self.eval("document.body ? document.body.innerText : ''");
+                panic!("page {path} did not load: {v}: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn goto(&mut self, base: &str, url: &str, expect_path: &str) {
+        self.call("Page.navigate", json!({ "url": format!("{base}{url}") }));
+        self.wait_for(expect_path);
+    }
+
+    /// Opens an API URL as a document and parses what the browser shows.
+    fn api(&mut self, base: &str, url: &str) -> Value {
+        let path = url.split('?').next().unwrap().to_string();
+        self.goto(base, url, &path);
+        let text = self.eval("(document.querySelector('pre') || document.body).innerText");
+        serde_json::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+    }
+
+    /// Rows of table `#id`: data-key plus the text of the cells with the given classes.
+    fn table(&mut self, id: &str, classes: &[&str]) -> Vec<Vec<String>> {
+        let expr = format!(
+            "[...document.querySelectorAll('#{id} tbody tr[data-key]')].map(tr => [tr.dataset.key, ...{cls}.map(c => tr.querySelector('.' + c).textContent)])",
+            cls = json!(classes)
+        );
+        serde_json::from_value(self.eval(&expr)).unwrap()
+    }
+}
+
+fn launch() -> Option<(Browser, Cdp)> {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        if std::env::var("DROSERA_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("{CHROMIUM} is required (apt-get install chromium)");
+        }
+        eprintln!("skipping: {CHROMIUM} not installed");
+        return None;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1100",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("about:blank")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let browser = Browser { child, _profile: profile };
+    let port_file = browser._profile.path().join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let contents = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if s.lines().count() >= 2 {
+                break s;
+            }
+        }
+        assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut lines = contents.lines();
+    let port = lines.next().unwrap().trim();
+    let path = lines.next().unwrap().trim();
+    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).unwrap();
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut cdp = Cdp { ws, next: 0, session: None };
+    let target = cdp.call("Target.createTarget", json!({ "url": "about:blank" }));
+    let attached =
+        cdp.call("Target.attachToTarget", json!({ "targetId": target["targetId"].clone(), "flatten": true }));
+    cdp.session = Some(attached["sessionId"].as_str().unwrap().to_string());
+    cdp.call("Page.enable", json!({}));
+    cdp.call("Network.enable", json!({}));
+    Some((browser, cdp))
+}
+
+fn num(v: &Value) -> String {
+    v.as_i64().map(|n| n.to_string()).unwrap_or_else(|| v.as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn chromium_logs_in_and_every_page_matches_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let c = fixture(&db);
+    drosera_admin::users::add_user(&c, "admin", "correct horse").unwrap();
+    drop(c);
+    let served = serve_dashboard(&db, true);
+    let Some((_browser, mut b)) = launch() else { return };
+    let base = format!("http://{}", served.addr);
+
+    // Not logged in: the overview sends the browser to the login form.
+    b.goto(&base, "/", "/login");
+    b.eval(
+        "document.getElementById('username').value = 'admin';
+         document.getElementById('password').value = 'correct horse';
+         document.getElementById('login-form').submit(); true",
+    );
+    b.wait_for("/");
+    // The session cookie is Secure, HttpOnly and SameSite=Strict, and scripts cannot read it.
+    let cookies = b.call("Network.getCookies", json!({ "urls": [base.clone()] }));
+    let sc = cookies["cookies"].as_array().unwrap().iter().find(|c| c["name"] == "drosera_session").cloned();
+    let sc = sc.unwrap_or_else(|| panic!("no session cookie: {cookies}"));
+    assert_eq!(
+        (sc["secure"].clone(), sc["httpOnly"].clone(), sc["sameSite"].clone()),
+        (json!(true), json!(true), json!("Strict"))
+    );
+    assert_eq!(b.eval("document.cookie"), json!(""));
+
+    // Overview.
+    let report = b.api(&base, &format!("/api/report?{RANGE}&min_attempts=10"));
+    let totals = &report["totals"];
+    assert_eq!(totals["attempts"], 116);
+    b.goto(&base, &format!("/?{RANGE}"), "/");
+    for (id, key) in [
+        ("total-attempts", "attempts"),
+        ("total-attackers", "attackers"),
+        ("total-countries", "countries"),
+        ("total-logins", "logins"),
+        ("total-payloads", "payloads"),
+        ("total-exploits", "exploits"),
+        ("total-rolled-up", "rolled_up"),
+    ] {
+        let shown = b.eval(&format!("document.getElementById('{id}').textContent"));
+        assert_eq!(shown.as_str().unwrap(), num(&totals[key]), "{id}");
+    }
+    assert_eq!(b.eval("document.querySelectorAll('svg.chart').length"), json!(3));
+    let protocols = b.table("protocols", &["attempts", "logins"]);
+    let want: Vec<Vec<String>> = report["protocols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| vec![num(&p["protocol"]), num(&p["attempts"]), num(&p["logins"])])
+        .collect();
+    assert_eq!(protocols, want);
+    let countries = b.table("countries", &["attackers", "attempts"]);
+    let want: Vec<Vec<String>> = report["countries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| vec![num(&p["country"]), num(&p["attackers"]), num(&p["attempts"])])
+        .collect();
+    assert_eq!(countries, want);
+    assert_eq!(countries.len(), 4);
+    let shot = b.call("Page.captureScreenshot", json!({ "format": "png" }));
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-overview.png");
+    std::fs::write(&out, &png).unwrap();
+    eprintln!("overview screenshot: {}", out.display());
+
+    // Attackers with at least 10 attempts.
+    b.goto(&base, &format!("/attackers?{RANGE}&min_attempts=10"), "/attackers");
+    let rows = b.table("sources", &["attempts", "logins", "country"]);
+    let want: Vec<Vec<String>> = report["top_sources"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| vec![num(&r["ip"]), num(&r["attempts"]), num(&r["logins"]), num(&r["country"])])
+        .collect();
+    assert_eq!(rows, want);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(b.eval("document.getElementById('sources-matching').textContent"), json!("2"));
+    let ports = b.table("ports", &["attempts"]);
+    assert_eq!(ports[0], vec!["445/smb".to_string(), "100".to_string()]);
+
+    // Credentials.
+    b.goto(&base, &format!("/credentials?{RANGE}"), "/credentials");
+    for (id, key) in [("usernames", "usernames"), ("passwords", "passwords")] {
+        let rows = b.table(id, &["count"]);
+        let want: Vec<Vec<String>> = report["credentials"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| vec![num(&r["value"]), num(&r["count"])])
+            .collect();
+        assert_eq!(rows, want, "{id}");
+    }
+    let pairs = b.table("pairs", &["count"]);
+    let want: Vec<Vec<String>> = report["credentials"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| vec![format!("{}\n{}", num(&r["username"]), num(&r["password"])), num(&r["count"])])
+        .collect();
+    assert_eq!(pairs, want);
+    assert_eq!(pairs[0], vec!["root\nxc3511".to_string(), "5".to_string()]);
+
+    // Payloads, exploits, downloads (the URL is attacker text: shown as text, not markup).
+    b.goto(&base, &format!("/payloads?{RANGE}"), "/payloads");
+    for id in ["payloads", "exploits", "downloads"] {
+        let rows = b.table(id, &["count", "sources"]);
+        let want: Vec<Vec<String>> = report[id]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| vec![num(&r["key"]), num(&r["count"]), num(&r["sources"])])
+            .collect();
+        assert_eq!(rows, want, "{id}");
+        assert_eq!(rows.len(), 1, "{id}");
+    }
+    assert_eq!(b.eval("document.querySelectorAll('main b').length"), json!(0));
+
+    // Sensors.
+    b.goto(&base, &format!("/sensors?{RANGE}"), "/sensors");
+    let rows = b.table("sensors", &["events", "backlog", "evicted", "shed"]);
+    let want: Vec<Vec<String>> = report["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            vec![
+                num(&s["name"]),
+                num(&s["events_stored"]),
+                s["health"].get("backlog_events").map(num).unwrap_or_else(|| "0".into()),
+                num(&s["evicted_total"]),
+                num(&s["shed_total"]),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, want);
+    assert_eq!(rows[0], vec!["s1", "26", "3", "7", "100"]);
+
+    // Logging out through the page's form ends the session.
+    b.eval("document.querySelector('form.logout').submit(); true");
+    b.wait_for("/login");
+    b.goto(&base, "/attackers", "/login");
+}
