@@ -16,9 +16,12 @@
 //! Reports over ten million events must answer in well under a second, so they never scan the
 //! raw `events` table except for the rare kinds (payloads, exploits, downloads), which have an
 //! index. [`refresh`] folds new events (by `events.id`, which only grows) into small aggregate
-//! tables at two resolutions: hours (`res = 0`) and days (`res = 1`). A query over a range uses
-//! day rows for the whole days inside it and hour rows for the partial days at its edges, so
-//! ranges are exact to the hour: `since` is rounded down and `until` up to a whole hour.
+//! tables at three resolutions: hours (`res = 0`), days (`res = 1`) and weeks (`res = 2`), each
+//! once per sensor and once for all sensors together (`sensor_id = 0`), keyed so that every query
+//! is one index range scan per span. A query over a range uses week rows for the whole weeks
+//! inside it, day rows for the whole days at the edges of those, and hour rows for the partial
+//! days at its ends, so ranges are exact to the hour: `since` is rounded down and `until` up to a
+//! whole hour.
 //! Retention prunes raw events and hour rows but keeps day rows, so old ranges still answer
 //! (at day granularity).
 //!
@@ -33,6 +36,8 @@ use std::collections::{HashMap, HashSet};
 
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
+/// Week buckets (aligned to the epoch, so they start on Thursdays; internal only).
+pub const WEEK_MS: i64 = 7 * DAY_MS;
 /// Most rows any "top" list returns, whatever the caller asks.
 pub const MAX_LIMIT: usize = 1000;
 /// Events folded into the aggregates per transaction by [`refresh`].
@@ -62,23 +67,23 @@ CREATE TABLE IF NOT EXISTS agg_kind (
     res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
     protocol TEXT NOT NULL, kind TEXT NOT NULL,
     rows INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (res, bucket, sensor_id, protocol, kind)
+    PRIMARY KEY (res, sensor_id, bucket, protocol, kind)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_port (
     res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
     protocol TEXT NOT NULL, dst_port INTEGER NOT NULL, attempts INTEGER NOT NULL,
-    PRIMARY KEY (res, bucket, sensor_id, protocol, dst_port)
+    PRIMARY KEY (res, sensor_id, bucket, protocol, dst_port)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_src (
     res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL, src_ip TEXT NOT NULL,
     attempts INTEGER NOT NULL, logins INTEGER NOT NULL, events INTEGER NOT NULL,
     first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
-    PRIMARY KEY (res, bucket, sensor_id, src_ip)
+    PRIMARY KEY (res, sensor_id, bucket, src_ip)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_cred (
     res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
     username TEXT NOT NULL, password TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (res, bucket, sensor_id, username, password)
+    PRIMARY KEY (res, sensor_id, bucket, username, password)
 ) WITHOUT ROWID;
 "#;
 
@@ -162,13 +167,45 @@ pub struct RangeInfo {
     pub sensor: Option<String>,
 }
 
+/// Spans of (resolution, from, to) covering `[since, until)` (hour-aligned) without overlap:
+/// hours at the partial-day edges, days at the partial-week edges, weeks in the middle
+/// (`weeks = false`: days in the middle).
+fn spans(since: i64, until: i64, weeks: bool) -> [(i64, i64, i64); 5] {
+    let d0 = ceil_to(since, DAY_MS);
+    let d1 = floor_to(until, DAY_MS);
+    let w0 = ceil_to(d0, WEEK_MS);
+    let w1 = floor_to(d1, WEEK_MS);
+    let none = (0, 0, 0);
+    if d0 >= d1 {
+        [(0, since, until), none, none, none, none]
+    } else if !weeks || w0 >= w1 {
+        [(0, since, d0), (1, d0, d1), (0, d1, until), none, none]
+    } else {
+        [(0, since, d0), (1, d0, w0), (2, w0, w1), (1, w1, d1), (0, d1, until)]
+    }
+}
+
+/// The (resolution, bucket size, all-sensors row) combinations every event is folded into.
+const AGG_KEYS: [(i64, i64, bool); 6] = [
+    (0, HOUR_MS, false),
+    (1, DAY_MS, false),
+    (2, WEEK_MS, false),
+    (0, HOUR_MS, true),
+    (1, DAY_MS, true),
+    (2, WEEK_MS, true),
+];
+
+/// Timeline rows: one series per sensor (never the all-sensors rows), or the one asked for.
+const PER_SENSOR: &str = "(CASE WHEN ?11 = 0 THEN sensor_id <> 0 ELSE sensor_id = ?11 END)";
+
 /// A query resolved against the database: aligned bounds, sensor id, and the spans of
 /// (resolution, from, to) that cover the range without overlap.
+#[derive(Clone)]
 struct Resolved {
     since: i64,
     until: i64,
     sensor_id: Option<i64>,
-    spans: [(i64, i64, i64); 3],
+    spans: [(i64, i64, i64); 5],
     hourly_from: i64,
 }
 
@@ -194,10 +231,7 @@ fn resolve(conn: &Connection, q: &Query) -> Result<Resolved, AnalyticsError> {
     if until < hourly_from {
         until = ceil_to(until, DAY_MS);
     }
-    let d0 = ceil_to(since, DAY_MS);
-    let d1 = floor_to(until, DAY_MS);
-    let spans =
-        if d0 < d1 { [(0, since, d0), (1, d0, d1), (0, d1, until)] } else { [(0, since, until), (1, 0, 0), (0, 0, 0)] };
+    let spans = spans(since, until, true);
     Ok(Resolved { since, until, sensor_id, spans, hourly_from })
 }
 
@@ -206,25 +240,35 @@ impl Resolved {
         RangeInfo { since_ms: self.since, until_ms: self.until, sensor: q.sensor.clone() }
     }
 
-    /// `SELECT cols FROM table` restricted to the range and sensor, as a UNION ALL over spans.
-    /// Parameters: ?1..?6 span bounds, ?7 sensor id (or NULL).
+    /// `SELECT cols FROM table` restricted to the range and sensor, as a UNION ALL over the
+    /// spans. Parameters: ?1..?10 span bounds, ?11 sensor id (0 = the all-sensors rows); callers
+    /// add their own from ?12.
     fn from(&self, table: &str, cols: &str) -> String {
-        let part = |res: i64, lo: usize, hi: usize| {
-            format!(
-                "SELECT {cols} FROM {table} WHERE res = {res} AND bucket >= ?{lo} AND bucket < ?{hi} \
-                 AND (?7 IS NULL OR sensor_id = ?7)"
-            )
-        };
-        format!("{} UNION ALL {} UNION ALL {}", part(0, 1, 2), part(1, 3, 4), part(0, 5, 6))
+        self.from_where(table, cols, "sensor_id = ?11")
+    }
+
+    fn from_where(&self, table: &str, cols: &str, sensor_cond: &str) -> String {
+        self.spans
+            .iter()
+            .enumerate()
+            .map(|(i, (res, _, _))| {
+                format!(
+                    "SELECT {cols} FROM {table} WHERE res = {res} AND {sensor_cond} AND bucket >= ?{} AND bucket < ?{}",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     }
 
     fn params(&self) -> Vec<Box<dyn ToSql>> {
-        let mut v: Vec<Box<dyn ToSql>> = Vec::with_capacity(8);
+        let mut v: Vec<Box<dyn ToSql>> = Vec::with_capacity(13);
         for (_, lo, hi) in self.spans {
             v.push(Box::new(lo));
             v.push(Box::new(hi));
         }
-        v.push(Box::new(self.sensor_id));
+        v.push(Box::new(self.sensor_id.unwrap_or(0)));
         v
     }
 }
@@ -289,7 +333,7 @@ pub fn refresh(conn: &mut Connection, enricher: &Enricher) -> Result<u64, Analyt
                 let pass: Option<String> = r.get(9)?;
                 let attempt = if kind == "connection" || kind == "rollup" { count } else { 0 };
                 let login = i64::from(kind == "login");
-                for (res, unit) in [(0i64, HOUR_MS), (1, DAY_MS)] {
+                for (res, unit, sensor) in AGG_KEYS.map(|(r, u, all)| (r, u, if all { 0 } else { sensor })) {
                     let bucket = floor_to(t, unit);
                     let e = b.kind.entry((res, bucket, sensor, protocol.clone(), kind.clone())).or_default();
                     e.0 += 1;
@@ -462,19 +506,19 @@ pub fn timeline(conn: &Connection, q: &Query) -> Result<Timeline, AnalyticsError
     let r = resolve(conn, q)?;
     // Hourly for short ranges whose hour rows still exist (see retention), else daily.
     let hourly = r.until - r.since <= HOURLY_TIMELINE_MAX_MS && r.since >= r.hourly_from;
+    let mut days = r.clone();
+    days.spans = spans(r.since, r.until, false);
     let unit = if hourly { HOUR_MS } else { DAY_MS };
     let source = if hourly {
-        "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND bucket >= ?1 AND bucket < ?2 \
-         AND (?7 IS NULL OR sensor_id = ?7)"
-            .to_string()
+        format!("SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND {PER_SENSOR} AND bucket >= ?1 AND bucket < ?2")
     } else {
-        format!(
-            "SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({})",
-            r.from("agg_kind", "bucket, sensor_id, kind, n")
-        )
+        // A week row cannot be split into days: a daily timeline reads day rows (and hour rows
+        // at the edges).
+        let f = days.from_where("agg_kind", "bucket, sensor_id, kind, n", PER_SENSOR);
+        format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({f})")
     };
     let params = || {
-        let mut p = r.params();
+        let mut p = days.params();
         if hourly {
             p[0] = Box::new(r.since);
             p[1] = Box::new(r.until);
@@ -558,7 +602,7 @@ pub fn top_sources(conn: &Connection, q: &Query, min_attempts: i64, n: usize) ->
     let r = resolve(conn, q)?;
     let grouped = format!(
         "SELECT src_ip, SUM(attempts) AS a, SUM(logins) AS l, SUM(events) AS e, MIN(first_ms) AS f, MAX(last_ms) AS la
-         FROM ({}) GROUP BY src_ip HAVING a >= ?8",
+         FROM ({}) GROUP BY src_ip HAVING a >= ?12",
         r.from("agg_src", "src_ip, attempts, logins, events, first_ms, last_ms")
     );
     let mut params = r.params();
@@ -572,7 +616,7 @@ pub fn top_sources(conn: &Connection, q: &Query, min_attempts: i64, n: usize) ->
     params.push(Box::new(limit(n)));
     let sql = format!(
         "SELECT t.src_ip, t.a, t.l, t.e, t.f, t.la, COALESCE(i.country, 'unknown'), i.asn, COALESCE(i.as_org, '')
-         FROM (SELECT * FROM ({grouped}) ORDER BY a DESC, e DESC, src_ip LIMIT ?9) t
+         FROM (SELECT * FROM ({grouped}) ORDER BY a DESC, e DESC, src_ip LIMIT ?13) t
          LEFT JOIN ip_info i ON i.ip = t.src_ip ORDER BY t.a DESC, t.e DESC, t.src_ip"
     );
     let rows = run(conn, &sql, params, |row| {
@@ -609,7 +653,7 @@ pub fn countries(conn: &Connection, q: &Query, n: usize) -> Result<Vec<CountryRo
         "SELECT COALESCE(i.country, 'unknown') AS c, COUNT(*), SUM(t.a), SUM(t.l)
          FROM (SELECT src_ip, SUM(attempts) AS a, SUM(logins) AS l FROM ({}) GROUP BY src_ip) t
          LEFT JOIN ip_info i ON i.ip = t.src_ip
-         GROUP BY c ORDER BY SUM(t.a) DESC, COUNT(*) DESC, c LIMIT ?8",
+         GROUP BY c ORDER BY SUM(t.a) DESC, COUNT(*) DESC, c LIMIT ?12",
         r.from("agg_src", "src_ip, attempts, logins")
     );
     run(conn, &sql, params, |row| {
@@ -653,7 +697,7 @@ pub fn ports(conn: &Connection, q: &Query, n: usize) -> Result<Vec<PortRow>, Ana
     params.push(Box::new(limit(n)));
     let sql = format!(
         "SELECT protocol, dst_port, SUM(attempts) AS a FROM ({}) GROUP BY protocol, dst_port
-         ORDER BY a DESC, dst_port LIMIT ?8",
+         ORDER BY a DESC, dst_port LIMIT ?12",
         r.from("agg_port", "protocol, dst_port, attempts")
     );
     run(conn, &sql, params, |row| Ok(PortRow { protocol: row.get(0)?, port: row.get(1)?, attempts: row.get(2)? }))
@@ -687,7 +731,7 @@ pub fn credentials(conn: &Connection, q: &Query, n: usize) -> Result<Credentials
     let one = |col: &str| -> Result<Vec<Counted>, AnalyticsError> {
         let mut params = r.params();
         params.push(Box::new(limit(n)));
-        let sql = format!("SELECT {col}, SUM(n) AS c FROM ({src}) GROUP BY {col} ORDER BY c DESC, {col} LIMIT ?8");
+        let sql = format!("SELECT {col}, SUM(n) AS c FROM ({src}) GROUP BY {col} ORDER BY c DESC, {col} LIMIT ?12");
         run(conn, &sql, params, |row| Ok(Counted { value: row.get(0)?, count: row.get(1)? }))
     };
     let usernames = one("username")?;
@@ -696,7 +740,7 @@ pub fn credentials(conn: &Connection, q: &Query, n: usize) -> Result<Credentials
     params.push(Box::new(limit(n)));
     let sql = format!(
         "SELECT username, password, SUM(n) AS c FROM ({src}) GROUP BY username, password
-         ORDER BY c DESC, username, password LIMIT ?8"
+         ORDER BY c DESC, username, password LIMIT ?12"
     );
     let pairs = run(conn, &sql, params, |row| {
         Ok(PairRow { username: row.get(0)?, password: row.get(1)?, count: row.get(2)? })

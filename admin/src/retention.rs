@@ -3,7 +3,8 @@
 //! WHY: raw events are the bulk of the database; the questions asked of old data (who, from
 //! where, which protocols, how many) are answered by the daily aggregate rows that
 //! [`crate::analytics::refresh`] maintains. So pruning deletes raw events and hourly aggregates
-//! (oldest first) and keeps the daily ones, which are themselves kept for `rollup_days`.
+//! (oldest first) and keeps the daily (and weekly) ones, which are themselves kept for
+//! `rollup_days`.
 //!
 //! Pruning only ever deletes events the aggregates already include (`id <= last_event_id`) and
 //! never the newest event row, so `events.id` keeps growing and no event is missed by analytics.
@@ -116,8 +117,10 @@ pub fn prune(
         let dcut = now_ms.saturating_sub(i64::from(cfg.rollup_days) * DAY_MS).div_euclid(DAY_MS) * DAY_MS;
         let tx = conn.transaction()?;
         for t in AGG_TABLES {
-            st.daily_rows +=
-                tx.execute(&format!("DELETE FROM {t} WHERE res = 1 AND bucket < ?1"), params![dcut])? as u64;
+            st.daily_rows += tx.execute(
+                &format!("DELETE FROM {t} WHERE (res = 1 AND bucket < ?1) OR (res = 2 AND bucket + ?2 <= ?1)"),
+                params![dcut, analytics::WEEK_MS],
+            )? as u64;
         }
         if st.daily_rows > 0 {
             tx.execute("DELETE FROM ip_info WHERE ip NOT IN (SELECT src_ip FROM agg_src)", [])?;

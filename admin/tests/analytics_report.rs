@@ -112,6 +112,8 @@ fn sensor_and_time_filters() {
         (T0 - 5 * HOUR, T0 + DAY + HOUR),
         (T0 + 6 * HOUR, T0 + 6 * HOUR + 1),
         (T0 + 13 * HOUR, T0 + 2 * DAY),
+        (T0 - 20 * DAY + 5 * HOUR, T0 + 30 * DAY + 7 * HOUR),
+        (T0 + 2 * DAY + HOUR, T0 + 40 * DAY),
     ] {
         let q = Query { since_ms: Some(since), until_ms: Some(until), sensor: None };
         let t = analytics::totals(&c, &q).unwrap();
