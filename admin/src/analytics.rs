@@ -41,7 +41,7 @@ pub const WEEK_MS: i64 = 7 * DAY_MS;
 /// Most rows any "top" list returns, whatever the caller asks.
 pub const MAX_LIMIT: usize = 1000;
 /// Events folded into the aggregates per transaction by [`refresh`].
-const REFRESH_BATCH: i64 = 200_000;
+const REFRESH_BATCH: i64 = 50_000;
 /// Most buckets in a timeline (beyond it, the range is cut to the most recent buckets).
 const MAX_BUCKETS: i64 = 2000;
 /// Timelines over at most this span are hourly, longer ones daily.
@@ -1005,5 +1005,64 @@ impl Report {
             let _ = writeln!(o);
         }
         o
+    }
+}
+
+/// Builds a [`Query`] from command-line style values (see [`parse_time`]).
+pub fn query_from_args(
+    since: Option<&str>,
+    until: Option<&str>,
+    sensor: Option<&str>,
+    now_ms: i64,
+) -> Result<Query, AnalyticsError> {
+    Ok(Query {
+        since_ms: since.map(|s| parse_time(s, now_ms)).transpose()?,
+        until_ms: until.map(|s| parse_time(s, now_ms)).transpose()?,
+        sensor: sensor.map(str::to_string),
+    })
+}
+
+/// `drosera-admin report`: the arguments and the command, so `main.rs` stays a thin dispatcher.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Print the report as JSON (the same structure as the dashboard's /api/report).
+    #[arg(long)]
+    pub json: bool,
+    /// Start of the range: RFC 3339, YYYY-MM-DD, ms since the epoch, or an age like 7d / 24h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End of the range (same forms); default now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this sensor.
+    #[arg(long)]
+    pub sensor: Option<String>,
+    /// Only list source addresses with at least this many attempts.
+    #[arg(long, default_value_t = 0)]
+    pub min_attempts: i64,
+    /// Rows per list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+impl ReportArgs {
+    /// Folds new events into the analytics tables, then writes the report to `out`.
+    pub fn run(
+        &self,
+        db_path: &std::path::Path,
+        enrichment: &crate::enrich::EnrichmentConfig,
+        out: &mut dyn std::io::Write,
+    ) -> anyhow::Result<()> {
+        let q = query_from_args(self.since.as_deref(), self.until.as_deref(), self.sensor.as_deref(), now_ms())?;
+        let mut conn = crate::dashboard::open_db(db_path)?;
+        refresh(&mut conn, &Enricher::new(enrichment)?)?;
+        let r = report(&conn, &q, self.min_attempts, self.limit)?;
+        if self.json {
+            serde_json::to_writer_pretty(&mut *out, &r)?;
+            writeln!(out)?;
+        } else {
+            out.write_all(r.to_text().as_bytes())?;
+        }
+        Ok(())
     }
 }

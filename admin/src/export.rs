@@ -221,3 +221,46 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 }
+
+/// `drosera-admin export`: arguments and command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// jsonl (one JSON object per event) or csv.
+    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
+    pub format: Format,
+    /// Start (RFC 3339, YYYY-MM-DD, ms since the epoch, or an age like 7d); exact, inclusive.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End (same forms); exact, exclusive; default now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this sensor.
+    #[arg(long)]
+    pub sensor: Option<String>,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+impl ExportArgs {
+    /// Enriches new events, then streams the export; returns the number of events written.
+    pub fn run(&self, db_path: &std::path::Path, enrichment: &crate::enrich::EnrichmentConfig) -> anyhow::Result<u64> {
+        use anyhow::Context;
+        let q = crate::analytics::query_from_args(
+            self.since.as_deref(),
+            self.until.as_deref(),
+            self.sensor.as_deref(),
+            now_ms(),
+        )?;
+        let mut conn = crate::dashboard::open_db(db_path)?;
+        crate::analytics::refresh(&mut conn, &crate::enrich::Enricher::new(enrichment)?)?;
+        let n = match &self.out {
+            Some(path) => {
+                let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+                export(&conn, &q, self.format, &mut f)?
+            }
+            None => export(&conn, &q, self.format, &mut std::io::stdout().lock())?,
+        };
+        Ok(n)
+    }
+}

@@ -183,3 +183,62 @@ mod tests {
         assert!(phc.starts_with("$argon2id$"), "{phc}");
     }
 }
+
+/// `drosera-admin user ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a dashboard user or set a new password (read from standard input, or prompted
+    /// for twice without echo on a terminal).
+    Add {
+        /// User name: letters, digits, '.', '_' or '-'.
+        name: String,
+    },
+}
+
+impl UserCommand {
+    pub fn run(&self, db_path: &std::path::Path) -> anyhow::Result<()> {
+        match self {
+            UserCommand::Add { name } => {
+                if !valid_name(name) {
+                    return Err(UserError::BadName.into());
+                }
+                let password = read_password()?;
+                let conn = crate::db::open(db_path)?;
+                let new = add_user(&conn, name, &password)?;
+                eprintln!("{} dashboard user {name}", if new { "created" } else { "updated password of" });
+                Ok(())
+            }
+        }
+    }
+}
+
+fn read_line_capped() -> anyhow::Result<String> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    std::io::stdin().lock().take(MAX_PASSWORD as u64 + 2).read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return read_line_capped();
+    }
+    let stty = |arg: &str| {
+        std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status().ok();
+    };
+    stty("-echo");
+    let result = (|| -> anyhow::Result<String> {
+        eprint!("Password: ");
+        std::io::stderr().flush()?;
+        let a = read_line_capped()?;
+        eprint!("\nRepeat password: ");
+        std::io::stderr().flush()?;
+        let b = read_line_capped()?;
+        eprintln!();
+        anyhow::ensure!(a == b, "the passwords differ");
+        Ok(a)
+    })();
+    stty("echo");
+    result
+}
