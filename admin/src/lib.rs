@@ -4,9 +4,13 @@
 //! kept in [`db`]; everything else reads from there.
 
 pub mod analytics;
+pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod enrich;
+pub mod enroll;
 pub mod export;
+pub mod ingest;
 pub mod retention;
+pub mod sensors;
 pub mod users;

@@ -193,17 +193,23 @@ pub fn cert_sha256(der: &[u8]) -> String {
 /// Maps the (already verified) end-entity certificate to the sensor name.
 pub fn peer_identity(certs: Option<&[CertificateDer<'_>]>) -> Result<PeerIdentity, TlsError> {
     let der = certs.and_then(|c| c.first()).ok_or_else(|| TlsError::PeerCert("no client certificate".into()))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| TlsError::PeerCert(e.to_string()))?;
+    let cn = common_name(der.as_ref())?;
+    if !valid_sensor_name(&cn) {
+        return Err(TlsError::PeerCert(format!("certificate common name {cn:?} is not a valid sensor name")));
+    }
+    Ok(PeerIdentity { name: cn, cert_sha256: cert_sha256(der.as_ref()) })
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(der: &[u8]) -> Result<String, TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::PeerCert(e.to_string()))?;
     let cn = cert
         .subject()
         .iter_common_name()
         .next()
         .and_then(|cn| cn.as_str().ok())
         .ok_or_else(|| TlsError::PeerCert("certificate has no common name".into()))?;
-    if !valid_sensor_name(cn) {
-        return Err(TlsError::PeerCert(format!("certificate common name {cn:?} is not a valid sensor name")));
-    }
-    Ok(PeerIdentity { name: cn.to_string(), cert_sha256: cert_sha256(der.as_ref()) })
+    Ok(cn.to_string())
 }
 
 /// Sensor names: 1 to 64 characters of ASCII letters, digits, `.`, `_` and `-`, starting with a

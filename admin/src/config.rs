@@ -1,0 +1,251 @@
+//! The admin's one TOML config file (`drosera-admin.toml`): parsed once, validated, immutable.
+//!
+//! Every key has a default, documented in `admin/drosera-admin.example.toml` (a test parses it
+//! and compares it with [`AdminConfig::default`]); unknown keys are an error so a typo never
+//! silently falls back to a default. Relative paths are taken relative to the directory of the
+//! config file, so a folder made by `drosera-admin init --dir DIR` can be moved as a whole.
+
+use crate::dashboard::DashboardConfig;
+use crate::enrich::EnrichmentConfig;
+use crate::retention::RetentionConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source} (create one with `drosera-admin init --dir DIR`)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` is invalid: {problem}. Fix: {fix}")]
+    Invalid { key: String, problem: String, fix: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), problem: problem.into(), fix: fix.into() }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub database: DatabaseConfig,
+    pub tls: TlsConfig,
+    pub ingest: IngestConfig,
+    pub dashboard: DashboardConfig,
+    pub enrichment: EnrichmentConfig,
+    pub retention: RetentionConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The SQLite database file (WAL mode; created if missing).
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { path: PathBuf::from("/var/lib/drosera-admin/admin.db") }
+    }
+}
+
+/// `[tls]`: the files `drosera-admin init` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The admin's certificate authority (sensors trust only this).
+    pub ca_cert: PathBuf,
+    /// The CA's private key (mode 0600); needed by `sensor add` only.
+    pub ca_key: PathBuf,
+    /// The ingest server's certificate and key (mode 0600).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let d = Path::new("/var/lib/drosera-admin");
+        TlsConfig {
+            ca_cert: d.join("ca.pem"),
+            ca_key: d.join("ca.key"),
+            cert: d.join("server.pem"),
+            key: d.join("server.key"),
+        }
+    }
+}
+
+/// `[ingest]`: the mutual-TLS listener sensors ship to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address the ingest server listens on.
+    pub listen: SocketAddr,
+    /// `host:port` sensors are told to connect to (written into sensor bundles); empty means
+    /// `localhost` and the port of `listen`.
+    pub public_address: String,
+    /// Sensor connections served at once; more wait in the kernel backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to finish the TLS handshake and send its hello.
+    pub handshake_timeout_s: u64,
+    /// Seconds without any frame before a sensor connection is closed (sensors ping every 30 s).
+    pub idle_timeout_s: u64,
+    /// Largest frame accepted (a batch frame holds the compressed payload), bytes.
+    pub max_frame_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: u32,
+    /// Most bytes a batch may decompress to.
+    pub max_batch_bytes: u32,
+    /// Batches queued for the database writer across all connections (group commit).
+    pub commit_queue: usize,
+    /// Batches one connection may have queued for commit before its reads pause.
+    pub max_in_flight_per_connection: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            public_address: String::new(),
+            max_connections: 256,
+            handshake_timeout_s: 10,
+            idle_timeout_s: 300,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_batch_events: 100_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            commit_queue: 64,
+            max_in_flight_per_connection: 8,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The address written into sensor bundles.
+    pub fn public_address(&self) -> String {
+        if self.public_address.is_empty() {
+            format!("localhost:{}", self.listen.port())
+        } else {
+            self.public_address.clone()
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Reads, parses, resolves relative paths and validates a config file.
+    pub fn load(path: &Path) -> Result<AdminConfig, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut cfg = AdminConfig::parse(&text, path)?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text (`path` only names the file in messages).
+    pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
+        let cfg: AdminConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.database.path);
+        fix(&mut self.tls.ca_cert);
+        fix(&mut self.tls.ca_key);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.enrichment.country_mmdb);
+        fix(&mut self.enrichment.asn_mmdb);
+    }
+
+    /// Checks relations serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let i = &self.ingest;
+        if i.max_connections == 0 {
+            return Err(invalid("ingest.max_connections", "must be at least 1", "use the default, 256"));
+        }
+        if i.handshake_timeout_s == 0 || i.idle_timeout_s == 0 {
+            return Err(invalid(
+                "ingest.handshake_timeout_s / ingest.idle_timeout_s",
+                "timeouts must be at least 1 second",
+                "use the defaults, 10 and 300",
+            ));
+        }
+        if i.idle_timeout_s < 60 {
+            return Err(invalid(
+                "ingest.idle_timeout_s",
+                "sensors ping every 30 s; less than 60 s would drop idle sensors",
+                "use at least 60",
+            ));
+        }
+        if i.max_frame_bytes < 64 * 1024 || i.max_frame_bytes > 1 << 30 {
+            return Err(invalid(
+                "ingest.max_frame_bytes",
+                "must be between 64 KiB and 1 GiB",
+                "use the default, 16777216",
+            ));
+        }
+        if i.max_batch_events == 0 || i.max_batch_bytes < 64 * 1024 {
+            return Err(invalid(
+                "ingest.max_batch_events / ingest.max_batch_bytes",
+                "batches need at least 1 event and 64 KiB",
+                "use the defaults, 100000 and 67108864",
+            ));
+        }
+        if i.commit_queue == 0 || i.max_in_flight_per_connection == 0 {
+            return Err(invalid(
+                "ingest.commit_queue / ingest.max_in_flight_per_connection",
+                "must be at least 1",
+                "use the defaults, 64 and 8",
+            ));
+        }
+        if !i.public_address.is_empty() && !i.public_address.contains(':') {
+            return Err(invalid(
+                "ingest.public_address",
+                format!("{:?} has no port", i.public_address),
+                "write host:port, e.g. \"admin.example.net:7443\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_equals_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("drosera-admin.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = AdminConfig::parse(&text, &path).unwrap();
+        assert_eq!(cfg, AdminConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = AdminConfig::parse("[ingest]\nlisten_addr = \"1.2.3.4:5\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+        let e = AdminConfig::parse("[ingest]\nmax_connections = 0\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("ingest.max_connections"), "{e}");
+        let e = AdminConfig::parse("[ingest]\npublic_address = \"host\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("public_address"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "[database]\npath = \"x.db\"\n[tls]\nca_cert = \"/abs/ca.pem\"\n").unwrap();
+        let cfg = AdminConfig::load(&p).unwrap();
+        assert_eq!(cfg.database.path, dir.path().join("x.db"));
+        assert_eq!(cfg.tls.ca_cert, Path::new("/abs/ca.pem"));
+    }
+}

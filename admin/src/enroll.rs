@@ -1,0 +1,302 @@
+//! Enrollment: the admin's own certificate authority, its server certificate, and sensor bundles.
+//!
+//! WHY a private CA: sensors and admin authenticate each other with nothing but files this
+//! command writes, offline, with no public CA or DNS involved; the sensor trusts only this CA and
+//! the admin accepts only certificates it signed (and still enrolled, see [`crate::sensors`]).
+//!
+//! The CA certificate is reconstructed for signing from its key and subject name (read back from
+//! `ca.pem`): an issuer is identified by its distinguished name and verified with its public key,
+//! so nothing else about the original certificate object is needed. Every private key is written
+//! with mode 0600 (atomically), and existing keys are never overwritten.
+
+use crate::config::AdminConfig;
+use drosera_uplink::tls::{self, TlsError};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Certificates are valid this long (revocation, not expiry, is how a sensor is retired).
+const VALIDITY_DAYS: i64 = 365 * 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("cannot create {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} already exists; refusing to overwrite it (choose another directory)")]
+    Exists(PathBuf),
+    #[error("{0}")]
+    Sensor(#[from] crate::sensors::SensorError),
+    #[error("database: {0}")]
+    Db(#[from] crate::db::DbError),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("--admin {0:?} is not host:port (for example admin.example.net:7443)")]
+    BadAddress(String),
+}
+
+/// What `drosera-admin init` needs.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    pub dir: PathBuf,
+    /// `host:port` sensors will connect to; its host is added to the server certificate.
+    pub admin: Option<String>,
+    /// Ingest listen address (default `0.0.0.0:` + the port of `admin`, or 7443).
+    pub listen: Option<SocketAddr>,
+    /// Dashboard listen address (default `127.0.0.1:9080`).
+    pub dashboard_listen: Option<SocketAddr>,
+}
+
+/// Splits `host:port` (also `[v6]:port`).
+pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+fn validity(p: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(VALIDITY_DAYS);
+}
+
+fn ca_params(common_name: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.distinguished_name.push(DnType::OrganizationName, "Drosera");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    validity(&mut p);
+    p
+}
+
+fn write_public(path: &Path, data: &str) -> Result<(), EnrollError> {
+    Ok(tls::write_file_atomic(path, data.as_bytes(), 0o644)?)
+}
+
+fn write_secret(path: &Path, data: &str) -> Result<(), EnrollError> {
+    if path.exists() {
+        return Err(EnrollError::Exists(path.to_path_buf()));
+    }
+    Ok(tls::write_file_atomic(path, data.as_bytes(), 0o600)?)
+}
+
+fn create_dir(dir: &Path, mode: u32) -> Result<(), EnrollError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    b.create(dir).map_err(|source| EnrollError::Io { path: dir.to_path_buf(), source })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Creates the CA, the server certificate and `DIR/drosera-admin.toml`; returns the config path.
+pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
+    let dir = absolute(&opts.dir);
+    let config_path = dir.join("drosera-admin.toml");
+    for p in [dir.join("ca.key"), dir.join("server.key"), config_path.clone()] {
+        if p.exists() {
+            return Err(EnrollError::Exists(p));
+        }
+    }
+    let admin = match &opts.admin {
+        Some(a) => Some(split_host_port(a).ok_or_else(|| EnrollError::BadAddress(a.clone()))?),
+        None => None,
+    };
+    let port = admin.as_ref().map(|(_, p)| *p).unwrap_or(7443);
+    let listen = opts.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
+    let dashboard = opts.dashboard_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9080)));
+    create_dir(&dir, 0o700)?;
+
+    let ca_key = KeyPair::generate()?;
+    let ca_name = format!("Drosera admin CA {:08x}", rand::random::<u32>());
+    let ca_cert = ca_params(&ca_name).self_signed(&ca_key)?;
+
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Some((host, _)) = &admin {
+        if !names.contains(host) {
+            names.push(host.clone());
+        }
+    }
+    let mut sp = CertificateParams::new(names)?;
+    sp.distinguished_name = DistinguishedName::new();
+    sp.distinguished_name.push(DnType::CommonName, "drosera-admin");
+    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    sp.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    sp.use_authority_key_identifier_extension = true;
+    validity(&mut sp);
+    let server_key = KeyPair::generate()?;
+    let server_cert = sp.signed_by(&server_key, &ca_cert, &ca_key)?;
+
+    write_secret(&dir.join("ca.key"), &ca_key.serialize_pem())?;
+    write_public(&dir.join("ca.pem"), &ca_cert.pem())?;
+    write_secret(&dir.join("server.key"), &server_key.serialize_pem())?;
+    write_public(&dir.join("server.pem"), &server_cert.pem())?;
+    let public = opts.admin.clone().unwrap_or_default();
+    let text = format!(
+        "# drosera-admin configuration written by `drosera-admin init`.\n\
+         # Every key and its default: see drosera-admin.example.toml. Relative paths are relative to this file.\n\n\
+         [database]\npath = \"admin.db\"\n\n\
+         [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
+         [ingest]\nlisten = \"{listen}\"\n# host:port written into sensor bundles\npublic_address = \"{public}\"\n\n\
+         [dashboard]\nlisten = \"{dashboard}\"\n"
+    );
+    write_public(&config_path, &text)?;
+    // Create the database now, so `sensor add` and `serve` find it.
+    let cfg = AdminConfig::load(&config_path).map_err(|e| EnrollError::Io {
+        path: config_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    crate::db::open(&cfg.database.path)?;
+    Ok(config_path)
+}
+
+/// The files of a sensor bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub uplink_toml: PathBuf,
+    pub admin: String,
+}
+
+/// What `drosera-admin sensor add` needs.
+#[derive(Debug, Clone, Default)]
+pub struct AddOptions {
+    pub name: String,
+    pub out: PathBuf,
+    /// `host:port` the sensor connects to (default: `[ingest] public_address`).
+    pub admin: Option<String>,
+    /// Directory the bundle will live in on the sensor (default: the absolute `out`).
+    pub install_dir: Option<PathBuf>,
+}
+
+/// Issues a client certificate for a sensor, enrolls it, and writes its bundle to `opts.out`.
+pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, EnrollError> {
+    let name = opts.name.as_str();
+    if !tls::valid_sensor_name(name) {
+        return Err(crate::sensors::SensorError::BadName(name.to_string()).into());
+    }
+    let admin = opts.admin.clone().unwrap_or_else(|| cfg.ingest.public_address());
+    let (host, _) = split_host_port(&admin).ok_or_else(|| EnrollError::BadAddress(admin.clone()))?;
+    let out = absolute(&opts.out);
+    let key_path = out.join("sensor.key");
+    if key_path.exists() {
+        return Err(EnrollError::Exists(key_path));
+    }
+
+    let ca_key = KeyPair::from_pem(&tls::read_private_key_pem(&cfg.tls.ca_key)?)?;
+    let ca_der = tls::load_certs(&cfg.tls.ca_cert)?;
+    let ca_cn = ca_der.first().map(|c| tls::common_name(c.as_ref())).transpose()?.unwrap_or_default();
+    let ca_pem = std::fs::read_to_string(&cfg.tls.ca_cert)
+        .map_err(|source| EnrollError::Io { path: cfg.tls.ca_cert.clone(), source })?;
+    let ca_cert = ca_params(&ca_cn).self_signed(&ca_key)?;
+
+    let mut p = CertificateParams::new(vec![name.to_string()])?;
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.use_authority_key_identifier_extension = true;
+    validity(&mut p);
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
+    let fingerprint = tls::cert_sha256(cert.der().as_ref());
+
+    // Enroll and write in one transaction: if writing the bundle fails, nothing is enrolled.
+    let mut conn = crate::db::open(&cfg.database.path)?;
+    let tx = conn.transaction()?;
+    crate::sensors::register(&tx, name, &fingerprint, now_ms())?;
+    create_dir(&out, 0o700)?;
+    let install = opts.install_dir.clone().unwrap_or_else(|| out.clone());
+    let bundle = Bundle {
+        dir: out.clone(),
+        ca_cert: out.join("ca.pem"),
+        cert: out.join("sensor.pem"),
+        key: key_path,
+        uplink_toml: out.join("uplink.toml"),
+        admin: admin.clone(),
+    };
+    write_secret(&bundle.key, &key.serialize_pem())?;
+    write_public(&bundle.cert, &cert.pem())?;
+    write_public(&bundle.ca_cert, &ca_pem)?;
+    let text = format!(
+        "# Uplink for sensor \"{name}\", written by `drosera-admin sensor add`.\n\
+         # Copy this folder to {install} on the sensor and append this section to drosera-sensor.toml\n\
+         # (whose [sensor] name must be \"{name}\"). Keep sensor.key mode 0600.\n\
+         [uplink]\nadmin = \"{admin}\"\nserver_name = \"{host}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        install.join("ca.pem").display(),
+        install.join("sensor.pem").display(),
+        install.join("sensor.key").display(),
+        install = install.display(),
+    );
+    write_public(&bundle.uplink_toml, &text)?;
+    tx.commit()?;
+    Ok(bundle)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_then_add_writes_usable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = InitOptions {
+            dir: dir.path().join("admin"),
+            admin: Some("admin.example.net:17443".into()),
+            ..Default::default()
+        };
+        let cfg_path = init(&opts).unwrap();
+        assert!(matches!(init(&opts), Err(EnrollError::Exists(_))));
+        let cfg = AdminConfig::load(&cfg_path).unwrap();
+        assert_eq!(cfg.ingest.listen.port(), 17443);
+        // Server config builds (key mode ok, chain ok).
+        tls::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key).unwrap();
+        let b =
+            add_sensor(&cfg, &AddOptions { name: "pi-1".into(), out: dir.path().join("pi-1"), ..Default::default() })
+                .unwrap();
+        tls::client_config(&b.ca_cert, &b.cert, &b.key).unwrap();
+        let certs = tls::load_certs(&b.cert).unwrap();
+        let id = tls::peer_identity(Some(&certs)).unwrap();
+        assert_eq!(id.name, "pi-1");
+        let text = std::fs::read_to_string(&b.uplink_toml).unwrap();
+        assert!(text.contains("admin = \"admin.example.net:17443\""), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for k in [&b.key, &cfg.tls.key, &cfg.tls.ca_key] {
+                assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600);
+            }
+        }
+        // Same name again: refused, and the existing bundle is untouched.
+        let again =
+            add_sensor(&cfg, &AddOptions { name: "pi-1".into(), out: dir.path().join("pi-1b"), ..Default::default() });
+        assert!(matches!(again, Err(EnrollError::Sensor(crate::sensors::SensorError::Exists(_)))), "{again:?}");
+    }
+}
