@@ -1,11 +1,45 @@
 //! The event store: a bounded SQLite ring buffer with group commit.
 //!
-//! STUB (issue 2 fills it in). The `StoreHandle` methods are the contract the shipper and the
-//! `status` command use.
+//! WHY it looks like this:
+//! * One writer thread ([`StoreWriter`]) owns the only write-heavy connection and commits in
+//!   groups (every `commit_interval_ms` or `commit_max_events`): an SD card wears out with
+//!   per-event commits, and one writer means no lock fights with producers, who only ever touch
+//!   the bounded channel.
+//! * One table per [`Priority`] class (`ev0` .. `ev4`, `seq INTEGER PRIMARY KEY, body BLOB`).
+//!   Eviction is "oldest first within the lowest class", and acknowledgement is "everything up to
+//!   a sequence number"; with a table per class both are always deletions from the *front* of a
+//!   B-tree, which free whole pages and write almost nothing to the WAL. That keeps the WAL (and
+//!   therefore the byte cap) bounded, and no secondary index costs bytes per row.
+//! * The body is the postcard encoding of the event without its sensor name and sequence number
+//!   (both are implied), so a typical connection event costs well under 150 bytes on disk.
+//! * The byte cap covers db + wal + shm. A headroom slice of the cap is kept for the WAL and SHM
+//!   (see [`disk::Budget`]); the writer checkpoints itself (`wal_autocheckpoint=0`) and bounds
+//!   each transaction, so the WAL never outgrows its slice. `auto_vacuum=INCREMENTAL` lets the
+//!   file shrink when the disk fills from elsewhere and the effective cap drops.
+//! * Sequence numbers are assigned by the writer at commit and persisted in the database; a tiny
+//!   sidecar file (`store.seq`) holds a reserved ceiling so that even a quarantined database never
+//!   leads to reuse.
+
+mod disk;
+mod evict;
+mod reader;
+mod recover;
+mod schema;
+mod seqfile;
+mod writer;
+
+pub use disk::{dir_free_bytes, Budget};
+pub use reader::read_status;
+pub use writer::StoreWriter;
 
 use crate::config::StoreSection;
 use drosera_uplink::event::Event;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// File name of the database inside `data_dir`.
+pub const DB_FILE: &str = "store.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,50 +51,144 @@ pub enum StoreError {
     Decode { seq: u64, message: String },
 }
 
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: path.display().to_string(), source }
+    }
+
+    /// True when SQLite reports a full disk or a write error (the writer evicts and retries).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure)
+            }
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(libc::ENOSPC),
+            _ => false,
+        }
+    }
+}
+
 /// What `drosera-sensor status --json` prints.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct StoreStatus {
+    /// Events stored and not yet acknowledged by the admin.
     pub backlog_events: u64,
+    /// Bytes of db + wal + shm right now.
     pub store_bytes: u64,
+    /// Effective cap: `min(cap_bytes, store + free disk - reserve)`.
     pub cap_bytes: u64,
+    /// Events evicted to stay under the cap since the store was created (exact).
     pub evicted_events: u64,
+    /// Shed connections written to the store as rollup counters (exact, durable).
     pub shed_connections: u64,
     pub last_seq: u64,
     pub acked_seq: u64,
+    /// The configured cap (before the free-disk check).
+    pub configured_cap_bytes: u64,
+    /// Commits that failed (disk full, I/O) and were retried since start (0 from another process).
+    pub write_retries: u64,
+}
+
+/// State shared between the writer and the handles (all monotonic or last-known values).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub last_seq: AtomicU64,
+    pub acked_seq: AtomicU64,
+    pub evicted_total: AtomicU64,
+    pub rolled_up_total: AtomicU64,
+    /// Rows in the store (the backlog).
+    pub rows: AtomicU64,
+    pub store_bytes: AtomicU64,
+    pub cap_bytes: AtomicU64,
+    pub write_retries: AtomicU64,
 }
 
 /// Cloneable, thread-safe handle for readers (shipper, status, health). Blocking methods: call
 /// them from `spawn_blocking` in async code.
 #[derive(Clone, Debug)]
-pub struct StoreHandle {}
+pub struct StoreHandle {
+    conn: Arc<Mutex<rusqlite::Connection>>,
+    shared: Arc<Shared>,
+    sensor: Arc<str>,
+    cfg: StoreSection,
+    dir: PathBuf,
+}
 
 impl StoreHandle {
     /// Events with `seq > after_seq` in sequence order, at most `max_events` and about
     /// `max_bytes` of encoded size (always at least one event if any is pending). Each event has
     /// `seq` and `sensor` filled in.
-    pub fn read_batch(&self, _after_seq: u64, _max_events: usize, _max_bytes: usize) -> Result<Vec<Event>, StoreError> {
-        Ok(Vec::new())
+    pub fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        reader::read_batch(&mut conn, &self.sensor, after_seq, max_events, max_bytes)
     }
 
     /// Durably records that the admin committed everything up to `upto_seq`, freeing those rows.
-    pub fn ack(&self, _upto_seq: u64) -> Result<(), StoreError> {
+    /// Acknowledging less than the current acknowledged sequence is a no-op.
+    pub fn ack(&self, upto_seq: u64) -> Result<(), StoreError> {
+        let upto = upto_seq.min(self.shared.last_seq.load(Ordering::Acquire));
+        if upto <= self.shared.acked_seq.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let deleted = reader::ack(&mut conn, upto)?;
+        self.shared.acked_seq.fetch_max(upto, Ordering::AcqRel);
+        let _ = self.shared.rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(deleted)));
         Ok(())
     }
 
     /// Highest acknowledged sequence number.
     pub fn acked_seq(&self) -> u64 {
-        0
+        self.shared.acked_seq.load(Ordering::Acquire)
+    }
+
+    /// Highest committed sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq.load(Ordering::Acquire)
     }
 
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
-        Ok(StoreStatus::default())
+        let s = &self.shared;
+        let store_bytes = disk::store_bytes(&self.dir.join(DB_FILE));
+        Ok(StoreStatus {
+            backlog_events: s.rows.load(Ordering::Acquire),
+            store_bytes,
+            cap_bytes: s.cap_bytes.load(Ordering::Acquire),
+            evicted_events: s.evicted_total.load(Ordering::Acquire),
+            shed_connections: s.rolled_up_total.load(Ordering::Acquire),
+            last_seq: s.last_seq.load(Ordering::Acquire),
+            acked_seq: s.acked_seq.load(Ordering::Acquire),
+            configured_cap_bytes: self.cfg.cap_bytes,
+            write_retries: s.write_retries.load(Ordering::Acquire),
+        })
+    }
+
+    /// Path of the database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join(DB_FILE)
+    }
+
+    /// Free bytes on the store's filesystem (for health reports).
+    pub fn disk_free_bytes(&self) -> u64 {
+        dir_free_bytes(&self.dir).unwrap_or(0)
     }
 }
 
-/// The single writer; consumes the channel and commits in groups.
-pub struct StoreWriter {}
-
 /// Opens (creating, checking, recovering) the store in `data_dir`.
-pub fn open(_cfg: &StoreSection, _data_dir: &Path, _sensor: &str) -> Result<(StoreHandle, StoreWriter), StoreError> {
-    Ok((StoreHandle {}, StoreWriter {}))
+///
+/// A database that fails `quick_check` (or is not SQLite at all) is moved aside with a
+/// timestamp and a fresh store starts with a `StoreRecovered` event; sequence numbers continue
+/// above anything the old file can have used.
+pub fn open(cfg: &StoreSection, data_dir: &Path, sensor: &str) -> Result<(StoreHandle, StoreWriter), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StoreError::io(data_dir, e))?;
+    let db = data_dir.join(DB_FILE);
+    let seqfile = seqfile::SeqFile::open(&data_dir.join("store.seq"))?;
+    let recovered = recover::check_or_quarantine(&db, seqfile.ceiling())?;
+    let shared = Arc::new(Shared::default());
+    let sensor: Arc<str> = Arc::from(sensor);
+    let writer = StoreWriter::open(cfg.clone(), data_dir, shared.clone(), seqfile, recovered)?;
+    let conn = schema::open_reader(&db)?;
+    let handle =
+        StoreHandle { conn: Arc::new(Mutex::new(conn)), shared, sensor, cfg: cfg.clone(), dir: data_dir.into() };
+    Ok((handle, writer))
 }

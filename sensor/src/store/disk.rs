@@ -1,0 +1,79 @@
+//! File sizes, free disk space and how the byte cap is split between the database and its WAL.
+
+use crate::config::StoreSection;
+use std::path::{Path, PathBuf};
+
+/// `path`, `path-wal`, `path-shm`.
+pub fn store_files(db: &Path) -> [PathBuf; 3] {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    [db.to_path_buf(), PathBuf::from(wal), PathBuf::from(shm)]
+}
+
+/// Allocated-or-apparent size of a file, whichever is larger (0 if missing).
+pub fn file_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map(|m| m.len().max(m.blocks() * 512)).unwrap_or(0)
+}
+
+/// Total bytes of db + wal + shm.
+pub fn store_bytes(db: &Path) -> u64 {
+    store_files(db).iter().map(|p| file_bytes(p)).sum()
+}
+
+pub fn wal_bytes(db: &Path) -> u64 {
+    let [_, wal, _] = store_files(db);
+    file_bytes(&wal)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+pub fn dir_free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+/// How the effective cap is split. All values in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Effective cap on db + wal + shm.
+    pub cap: u64,
+    /// Slice of the cap kept for the WAL and SHM.
+    pub headroom: u64,
+    /// The database file may use `cap - headroom`.
+    pub db: u64,
+    /// Evict when pages in use would pass this...
+    pub high: u64,
+    /// ...down to this.
+    pub low: u64,
+    /// Checkpoint when the WAL passes this (also the `journal_size_limit`).
+    pub wal_checkpoint: u64,
+    /// Most encoded bytes inserted or evicted in one transaction.
+    pub txn_bytes: u64,
+}
+
+impl Budget {
+    pub fn new(cap: u64, cfg: &StoreSection) -> Budget {
+        let cap = cap.max(256 * 1024);
+        let headroom = (cap / 8).clamp(384 * 1024, 32 * 1024 * 1024).min(cap / 2);
+        let db = cap - headroom;
+        Budget {
+            cap,
+            headroom,
+            db,
+            high: db / 100 * cfg.high_water_pct as u64,
+            low: db / 100 * cfg.low_water_pct as u64,
+            wal_checkpoint: headroom / 4,
+            txn_bytes: (headroom / 8).max(16 * 1024),
+        }
+    }
+
+    /// Effective cap: `min(configured, current store + free disk - reserve)`.
+    pub fn effective_cap(cfg: &StoreSection, dir: &Path, db: &Path) -> u64 {
+        match dir_free_bytes(dir) {
+            Some(free) => cfg.cap_bytes.min((store_bytes(db) + free).saturating_sub(cfg.reserve_bytes)),
+            None => cfg.cap_bytes,
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! The single writer: drains the bounded channel, commits in groups, evicts, checkpoints.
+//!
+//! Runs on its own OS thread with its own connection (SQLite work never blocks tokio workers).
+//! Producers never see a database error: when a commit fails (disk full, I/O error) the writer
+//! keeps the batch (bounded by `commit_max_events`), re-reads the free disk space, evicts, shrinks
+//! the file, backs off and retries. Meanwhile the channel fills and producers fold their events
+//! into rollup counters, which are counted and written once the store catches up.
+
+use super::disk::{self, Budget};
+use super::evict::{evict, Gap};
+use super::recover::Recovered;
+use super::schema::{self, encode_body, meta_get, meta_set, table, PAGE_SIZE};
+use super::seqfile::SeqFile;
+use super::{Shared, StoreError, DB_FILE};
+use crate::config::StoreSection;
+use crate::rollup::RollupTable;
+use crate::sink::now_ms;
+use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport};
+use rusqlite::{Connection, TransactionBehavior};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
+const ROW_OVERHEAD: u64 = 12;
+/// Most rollup counters drained into one commit.
+const ROLLUPS_PER_COMMIT: usize = 1000;
+
+/// An encoded event waiting for its commit.
+struct Pending {
+    prio: Priority,
+    body: Vec<u8>,
+    /// Connections this record accounts for if it is a rollup.
+    rolled: u64,
+}
+
+/// The single writer; consumes the channel and commits in groups.
+pub struct StoreWriter {
+    cfg: StoreSection,
+    dir: PathBuf,
+    db: PathBuf,
+    conn: Connection,
+    shared: Arc<Shared>,
+    seqfile: SeqFile,
+    next_seq: u64,
+    rows: u64,
+    evicted_total: u64,
+    rolled_up_total: u64,
+    budget: Budget,
+    last_disk_check: Instant,
+    pending: Vec<Pending>,
+    pending_bytes: u64,
+    /// Most events per transaction right now (shrinks after failures, grows back on success).
+    commit_limit: usize,
+    failures: u32,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter").field("db", &self.db).field("next_seq", &self.next_seq).finish()
+    }
+}
+
+/// How a commit attempt went.
+enum Progress {
+    /// Events (and maybe a gap) committed.
+    Committed,
+    /// Only an eviction fitted in this transaction; call again.
+    EvictedOnly,
+}
+
+impl StoreWriter {
+    pub(crate) fn open(
+        cfg: StoreSection,
+        dir: &Path,
+        shared: Arc<Shared>,
+        seqfile: SeqFile,
+        recovered: Option<Recovered>,
+    ) -> Result<StoreWriter, StoreError> {
+        let db = dir.join(DB_FILE);
+        let budget = Budget::new(Budget::effective_cap(&cfg, dir, &db), &cfg);
+        let conn = schema::open_writer(&db, cfg.synchronous == "full", budget.wal_checkpoint)?;
+        let db_last = meta_get(&conn, "last_seq")?.max(schema::max_seq(&conn)?);
+        // A fresh database (new, deleted or quarantined) starts above everything ever reserved.
+        let last = if db_last == 0 { seqfile.ceiling() } else { db_last };
+        let rows = schema::count_rows(&conn)?;
+        let evicted_total = meta_get(&conn, "evicted_total")?;
+        let rolled_up_total = meta_get(&conn, "rolled_up_total")?;
+        let acked = meta_get(&conn, "acked_seq")?;
+        shared.last_seq.store(last, Ordering::Release);
+        shared.acked_seq.store(acked, Ordering::Release);
+        shared.rows.store(rows, Ordering::Release);
+        shared.evicted_total.store(evicted_total, Ordering::Release);
+        shared.rolled_up_total.store(rolled_up_total, Ordering::Release);
+        shared.cap_bytes.store(budget.cap, Ordering::Release);
+        shared.store_bytes.store(disk::store_bytes(&db), Ordering::Release);
+        let commit_limit = cfg.commit_max_events.max(1);
+        let mut w = StoreWriter {
+            cfg,
+            dir: dir.to_path_buf(),
+            db,
+            conn,
+            shared,
+            seqfile,
+            next_seq: last + 1,
+            rows,
+            evicted_total,
+            rolled_up_total,
+            budget,
+            last_disk_check: Instant::now(),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            commit_limit,
+            failures: 0,
+        };
+        if let Some(r) = recovered {
+            let mut ev = internal_event(Detail::StoreRecovered {
+                quarantined_path: r.quarantined_path,
+                reason: r.reason,
+                last_seq_before: r.last_seq_before,
+            });
+            w.push(&mut ev, 0)?;
+            w.flush_pending(Duration::from_secs(5));
+        }
+        tracing::info!(db = %w.db.display(), last_seq = last, rows, cap = w.budget.cap, "store opened");
+        Ok(w)
+    }
+
+    /// Runs on a dedicated OS thread until `shutdown` turns true (or every sender is gone), then
+    /// drains the channel and the rollup table, commits and returns.
+    pub fn spawn(
+        self,
+        rx: mpsc::Receiver<Event>,
+        rollups: Arc<RollupTable>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name("store-writer".into()).spawn(move || self.run(rx, rollups, shutdown))
+    }
+
+    /// The writer loop (blocking; see [`StoreWriter::spawn`]).
+    pub fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        rollups: Arc<RollupTable>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "store writer cannot build its timer runtime");
+                return;
+            }
+        };
+        let interval = Duration::from_millis(self.cfg.commit_interval_ms.max(1));
+        let max_events = self.cfg.commit_max_events.max(1);
+        let mut stopping = false;
+        let mut closed = false;
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            if !stopping && *shutdown.borrow() {
+                stopping = true;
+                rx.close();
+                stop_deadline = Some(Instant::now() + Duration::from_secs(10));
+            }
+            // Gather a group: up to the event and byte bounds, or until the interval ends.
+            let deadline = Instant::now() + interval;
+            while !closed && self.pending.len() < max_events && self.pending_bytes < self.budget.txn_bytes {
+                match rx.try_recv() {
+                    Ok(mut ev) => self.push_logged(&mut ev, 0),
+                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if stopping || Instant::now() >= deadline || self.failures > 0 {
+                            break;
+                        }
+                        let got = rt.block_on(async {
+                            tokio::select! {
+                                r = rx.recv() => Wake::Event(r),
+                                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+                                r = shutdown.changed() => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
+                            }
+                        });
+                        match got {
+                            Wake::Event(Some(mut ev)) => self.push_logged(&mut ev, 0),
+                            Wake::Event(None) => closed = true,
+                            Wake::Timer => {
+                                if *shutdown.borrow() {
+                                    break;
+                                }
+                            }
+                            Wake::NoShutdown => {
+                                // Nobody can ask us to stop any more: stop when the channel closes.
+                                shutdown = watch::channel(false).1;
+                            }
+                        }
+                    }
+                }
+            }
+            // Rollups whenever there is room in this group.
+            if self.pending.len() < max_events {
+                let room = (max_events - self.pending.len()).min(ROLLUPS_PER_COMMIT);
+                for mut ev in rollups.drain(room, "", now_ms()) {
+                    let n = match ev.detail {
+                        Detail::Rollup { connections, .. } => connections,
+                        _ => 0,
+                    };
+                    self.push_logged(&mut ev, n);
+                }
+            }
+            if !self.pending.is_empty() {
+                let mut res = self.commit_once();
+                for _ in 0..64 {
+                    match res {
+                        Ok(Progress::EvictedOnly) if !self.pending.is_empty() => res = self.commit_once(),
+                        _ => break,
+                    }
+                }
+                match res {
+                    Ok(_) => {
+                        if self.failures > 0 {
+                            tracing::info!(retries = self.failures, "store writes succeed again");
+                        }
+                        self.failures = 0;
+                        self.commit_limit = (self.commit_limit * 2).min(max_events);
+                    }
+                    Err(e) => self.on_failure(&e, &rt),
+                }
+            }
+            self.maintain();
+            let done = (stopping || closed) && self.pending.is_empty() && rollups.is_empty();
+            let give_up = stop_deadline.is_some_and(|d| Instant::now() > d);
+            if done || give_up {
+                if give_up && !done {
+                    tracing::error!(pending = self.pending.len(), "store writer stopping with uncommitted events");
+                }
+                break;
+            }
+        }
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        tracing::info!(last_seq = self.next_seq - 1, "store writer stopped");
+    }
+
+    fn push_logged(&mut self, ev: &mut Event, rolled: u64) {
+        if let Err(e) = self.push(ev, rolled) {
+            // Only an encoding failure lands here; count it as shed instead of losing it silently.
+            tracing::error!(error = %e, "event cannot be encoded; dropped");
+        }
+    }
+
+    fn push(&mut self, ev: &mut Event, rolled: u64) -> Result<(), StoreError> {
+        ev.clamp();
+        let mut body = Vec::with_capacity(96);
+        encode_body(ev, &mut body)?;
+        self.pending_bytes += body.len() as u64 + ROW_OVERHEAD;
+        self.pending.push(Pending { prio: ev.priority, body, rolled });
+        Ok(())
+    }
+
+    /// Commits pending events (used at open and by tests/tools), retrying for at most `max`.
+    fn flush_pending(&mut self, max: Duration) {
+        let end = Instant::now() + max;
+        while !self.pending.is_empty() && Instant::now() < end {
+            if self.commit_once().is_err() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// One transaction: make room (evicting with a gap record) and insert the next group.
+    fn commit_once(&mut self) -> Result<Progress, StoreError> {
+        let mut n = 0usize;
+        let mut bytes = 0u64;
+        for p in self.pending.iter().take(self.commit_limit) {
+            let b = p.body.len() as u64 + ROW_OVERHEAD;
+            if n > 0 && bytes + b > self.budget.txn_bytes {
+                break;
+            }
+            bytes += b;
+            n += 1;
+        }
+        // Pages the insert will need, with slack for page fill and interior pages.
+        let incoming = bytes + bytes / 8 + 2 * PAGE_SIZE;
+        self.seqfile.ensure(self.next_seq + n as u64 + 1)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let used = schema::used_bytes(&tx)?;
+        let mut gap: Option<Gap> = None;
+        if used + incoming > self.budget.high {
+            let target = self.budget.low.saturating_sub(incoming);
+            gap = evict(&tx, target, self.budget.txn_bytes * 2, self.rows)?;
+        }
+        let room = schema::used_bytes(&tx)? + incoming <= self.budget.db;
+        let insert = if room {
+            n
+        } else if gap.is_some() {
+            0
+        } else if n <= 1 {
+            // Nothing left to evict and one event alone exceeds the budget: it can never fit.
+            drop(tx);
+            tracing::error!(bytes, db_budget = self.budget.db, "event larger than the whole store budget; dropped");
+            if !self.pending.is_empty() {
+                let p = self.pending.remove(0);
+                self.pending_bytes = self.pending_bytes.saturating_sub(p.body.len() as u64 + ROW_OVERHEAD);
+            }
+            return Ok(Progress::EvictedOnly);
+        } else {
+            self.commit_limit = (n / 2).max(1);
+            return Err(StoreError::Io {
+                path: self.db.display().to_string(),
+                source: std::io::Error::other("group larger than the free store budget; retrying smaller"),
+            });
+        };
+        let mut seq = self.next_seq;
+        let mut gap_rows = 0u64;
+        if let Some(g) = &gap {
+            let mut ev = g.to_event(now_ms());
+            let mut body = Vec::with_capacity(128);
+            encode_body(&mut ev, &mut body)?;
+            tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(Priority::System)))?
+                .execute(rusqlite::params![seq as i64, body])?;
+            seq += 1;
+            gap_rows = 1;
+        }
+        let mut rolled = 0u64;
+        for p in self.pending.iter().take(insert) {
+            tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(p.prio)))?
+                .execute(rusqlite::params![seq as i64, p.body])?;
+            rolled += p.rolled;
+            seq += 1;
+        }
+        let evicted = gap.as_ref().map(|g| g.count).unwrap_or(0);
+        meta_set(&tx, "last_seq", seq - 1)?;
+        meta_set(&tx, "evicted_total", self.evicted_total + evicted)?;
+        meta_set(&tx, "rolled_up_total", self.rolled_up_total + rolled)?;
+        tx.commit()?;
+
+        // Durable: publish.
+        self.next_seq = seq;
+        self.evicted_total += evicted;
+        self.rolled_up_total += rolled;
+        self.rows = (self.rows + insert as u64 + gap_rows).saturating_sub(evicted);
+        let drained: u64 = self.pending.drain(..insert).map(|p| p.body.len() as u64 + ROW_OVERHEAD).sum();
+        self.pending_bytes = self.pending_bytes.saturating_sub(drained);
+        if let Some(g) = &gap {
+            tracing::info!(
+                count = g.count,
+                first_seq = g.first_seq,
+                last_seq = g.last_seq,
+                cap = self.budget.cap,
+                "evicted events to stay under the store cap"
+            );
+        }
+        let s = &self.shared;
+        s.rows.store(self.rows, Ordering::Release);
+        s.evicted_total.store(self.evicted_total, Ordering::Release);
+        s.rolled_up_total.store(self.rolled_up_total, Ordering::Release);
+        s.last_seq.store(seq - 1, Ordering::Release);
+        Ok(if insert == 0 { Progress::EvictedOnly } else { Progress::Committed })
+    }
+
+    /// After a failed commit: re-read the disk, make room, shrink the batch and back off.
+    fn on_failure(&mut self, e: &StoreError, rt: &tokio::runtime::Runtime) {
+        self.failures = self.failures.saturating_add(1);
+        self.shared.write_retries.fetch_add(1, Ordering::Relaxed);
+        if self.failures == 1 || self.failures % 50 == 0 {
+            tracing::warn!(error = %e, disk_full = e.is_disk_full(), retries = self.failures, "store commit failed; evicting and retrying");
+        }
+        self.commit_limit = (self.commit_limit / 4).max(1);
+        self.refresh_budget();
+        let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        self.shrink_if_needed(true);
+        let backoff = Duration::from_millis((25u64 << self.failures.min(5)).min(1000));
+        rt.block_on(tokio::time::sleep(backoff));
+    }
+
+    fn refresh_budget(&mut self) {
+        let b = Budget::new(Budget::effective_cap(&self.cfg, &self.dir, &self.db), &self.cfg);
+        if b != self.budget {
+            if b.cap != self.budget.cap {
+                tracing::info!(old = self.budget.cap, new = b.cap, "effective store cap changed");
+            }
+            let _ = self.conn.query_row(&format!("PRAGMA journal_size_limit = {}", b.wal_checkpoint), [], |_| Ok(()));
+            self.budget = b;
+            self.shared.cap_bytes.store(b.cap, Ordering::Release);
+        }
+        self.last_disk_check = Instant::now();
+    }
+
+    /// Periodic work after each cycle: checkpoint a grown WAL, re-check the disk, shrink.
+    fn maintain(&mut self) {
+        if disk::wal_bytes(&self.db) > self.budget.wal_checkpoint {
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+        if self.last_disk_check.elapsed() >= Duration::from_secs(self.cfg.disk_check_interval_s.max(1)) {
+            self.refresh_budget();
+        }
+        self.shrink_if_needed(false);
+        let total = disk::store_bytes(&self.db);
+        if total > self.budget.cap {
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        self.shared.store_bytes.store(disk::store_bytes(&self.db), Ordering::Release);
+    }
+
+    /// If the database file is larger than its budget (the effective cap dropped), evict and
+    /// give pages back to the filesystem in small steps, checkpointing between them so the WAL
+    /// stays within its slice.
+    fn shrink_if_needed(&mut self, force_evict: bool) {
+        for _ in 0..64 {
+            let pages = schema::page_count(&self.conn).unwrap_or(0);
+            let used = schema::used_bytes(&self.conn).unwrap_or(0);
+            let file_too_big = pages * PAGE_SIZE > self.budget.db;
+            if !file_too_big && !(force_evict && used > self.budget.low) {
+                return;
+            }
+            if used > self.budget.low {
+                if let Err(e) = self.evict_only() {
+                    tracing::debug!(error = %e, "eviction-only transaction failed");
+                    return;
+                }
+            }
+            let free = schema::freelist_count(&self.conn).unwrap_or(0);
+            if free == 0 {
+                if used <= self.budget.low {
+                    return;
+                }
+                continue;
+            }
+            let chunk = (self.budget.wal_checkpoint / PAGE_SIZE / 2).clamp(8, 1024).min(free);
+            if self.conn.execute_batch(&format!("PRAGMA incremental_vacuum({chunk})")).is_err() {
+                return;
+            }
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+
+    /// A transaction that only evicts (down to the low-water mark) and writes its gap record.
+    fn evict_only(&mut self) -> Result<(), StoreError> {
+        self.seqfile.ensure(self.next_seq + 1)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(g) = evict(&tx, self.budget.low, self.budget.txn_bytes * 2, self.rows)? else { return Ok(()) };
+        let mut ev = g.to_event(now_ms());
+        let mut body = Vec::with_capacity(128);
+        encode_body(&mut ev, &mut body)?;
+        let seq = self.next_seq;
+        tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(Priority::System)))?
+            .execute(rusqlite::params![seq as i64, body])?;
+        meta_set(&tx, "last_seq", seq)?;
+        meta_set(&tx, "evicted_total", self.evicted_total + g.count)?;
+        tx.commit()?;
+        self.next_seq = seq + 1;
+        self.evicted_total += g.count;
+        self.rows = (self.rows + 1).saturating_sub(g.count);
+        tracing::info!(
+            count = g.count,
+            first_seq = g.first_seq,
+            last_seq = g.last_seq,
+            cap = self.budget.cap,
+            "evicted events to shrink the store"
+        );
+        let s = &self.shared;
+        s.rows.store(self.rows, Ordering::Release);
+        s.evicted_total.store(self.evicted_total, Ordering::Release);
+        s.last_seq.store(seq, Ordering::Release);
+        Ok(())
+    }
+
+    /// The budget currently in force (tests, tools).
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+}
+
+enum Wake {
+    Event(Option<Event>),
+    Timer,
+    NoShutdown,
+}
+
+/// A sensor-internal event with the given detail.
+pub fn internal_event(detail: Detail) -> Event {
+    Event {
+        seq: 0,
+        time_ms: now_ms(),
+        sensor: String::new(),
+        transport: Transport::Internal,
+        protocol: Protocol::Sensor,
+        src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        src_port: 0,
+        dst_port: 0,
+        session_id: 0,
+        duration_ms: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        priority: Priority::System,
+        detail,
+    }
+}

@@ -1,0 +1,141 @@
+//! Issue 2, test 1: write ten times the cap's worth of events; db + wal + shm never exceed the
+//! cap (sampled during the run and at the end), and the gap records account for every evicted
+//! event (`written = kept + evicted`).
+
+use drosera_sensor::config::StoreSection;
+use drosera_sensor::rollup::RollupTable;
+use drosera_sensor::store;
+use drosera_uplink::event::{CloseReason, Detail, Event, Priority, Protocol, Transport};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn conn_event(i: u64) -> Event {
+    Event {
+        seq: 0,
+        time_ms: 1_700_000_000_000 + i as i64,
+        sensor: String::new(),
+        transport: Transport::Tcp,
+        protocol: Protocol::Http,
+        src_ip: std::net::IpAddr::from([198, 51, 100, (i % 250) as u8]),
+        src_port: 40_000 + (i % 20_000) as u16,
+        dst_port: 80,
+        session_id: i,
+        duration_ms: 120,
+        bytes_in: 78,
+        bytes_out: 0,
+        priority: Priority::Noise,
+        detail: Detail::Connection {
+            first_bytes: b"GET / HTTP/1.1\r\nHost: 198.51.100.7\r\nUser-Agent: Mozilla/5.0 zgrab/0.x\r\n\r\n".to_vec(),
+            closed_by: CloseReason::ClientClosed,
+        },
+    }
+}
+
+fn files_size(db: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            let p = format!("{}{}", db.display(), s);
+            std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap: u64 = 2 * 1024 * 1024;
+    let cfg = StoreSection {
+        cap_bytes: cap,
+        reserve_bytes: 0,
+        commit_interval_ms: 20,
+        commit_max_events: 2000,
+        channel_capacity: 10_000,
+        disk_check_interval_s: 1,
+        ..StoreSection::default()
+    };
+    let (handle, writer) = store::open(&cfg, dir.path(), "t1").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let rollups = Arc::new(RollupTable::new(100));
+    let wh = writer.spawn(rx, rollups, stop_rx).unwrap();
+
+    let db = handle.db_path();
+    let done = Arc::new(AtomicBool::new(false));
+    let max_seen = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (db, done, max_seen, samples) = (db.clone(), done.clone(), max_seen.clone(), samples.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                max_seen.fetch_max(files_size(&db), Ordering::Relaxed);
+                samples.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+
+    let one = postcard::to_stdvec(&conn_event(1)).unwrap().len() as u64;
+    let written = 10 * cap / one + 1;
+    for i in 0..written {
+        tx.blocking_send(conn_event(i)).unwrap();
+    }
+    stop_tx.send(true).unwrap();
+    wh.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let end = files_size(&db);
+    let max = max_seen.load(Ordering::Relaxed).max(end);
+    eprintln!(
+        "written {written} events of {one} bytes; max size {max}, end {end}, cap {cap}, samples {}",
+        samples.load(Ordering::Relaxed)
+    );
+    assert!(samples.load(Ordering::Relaxed) > 100, "sampler did not run");
+    assert!(max <= cap, "store files reached {max} bytes, cap {cap}");
+    assert!(end <= cap);
+
+    // Account: every written event is kept or counted in a gap.
+    let mut kept = 0u64;
+    let mut gap_sum = 0u64;
+    let mut min_kept_conn = u64::MAX;
+    let mut max_gap_last = 0u64;
+    let mut after = 0;
+    let mut last_seq = 0;
+    loop {
+        let batch = handle.read_batch(after, 1000, 1 << 20).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for ev in &batch {
+            assert!(ev.seq > last_seq, "sequence not increasing");
+            last_seq = ev.seq;
+            assert_eq!(ev.sensor, "t1");
+            match &ev.detail {
+                Detail::Connection { .. } => {
+                    kept += 1;
+                    min_kept_conn = min_kept_conn.min(ev.seq);
+                }
+                Detail::EvictionGap { count, last_seq, per_priority, per_protocol, .. } => {
+                    gap_sum += count;
+                    max_gap_last = max_gap_last.max(*last_seq);
+                    assert_eq!(per_priority.iter().map(|(_, n)| n).sum::<u64>(), *count);
+                    assert_eq!(per_protocol.iter().map(|(_, n)| n).sum::<u64>(), *count);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        after = batch.last().unwrap().seq;
+    }
+    let st = handle.status().unwrap();
+    eprintln!("kept {kept}, evicted {gap_sum}, status {st:?}");
+    assert!(gap_sum > 0, "nothing was evicted");
+    assert_eq!(written, kept + gap_sum, "written = kept + evicted");
+    assert_eq!(st.evicted_events, gap_sum);
+    assert!(max_gap_last < min_kept_conn, "oldest events must go first");
+    // The status seen from another process agrees.
+    let other = store::read_status(&cfg, dir.path()).unwrap();
+    assert_eq!(other.evicted_events, gap_sum);
+    assert_eq!(other.last_seq, st.last_seq);
+    assert!(other.store_bytes <= cap);
+}
