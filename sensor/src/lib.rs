@@ -6,8 +6,10 @@
 //! bounded SQLite ring buffer) → [`shipper`] (mutual TLS to the admin).
 //! The [`governor`] watches memory and tells the listeners how much to accept.
 
+pub mod app;
 pub mod config;
 pub mod governor;
+pub mod health;
 pub mod listener;
 pub mod protocols;
 pub mod rollup;

@@ -20,6 +20,7 @@
 //!   sidecar file (`store.seq`) holds a reserved ceiling so that even a quarantined database never
 //!   leads to reuse.
 
+mod debug;
 mod disk;
 mod evict;
 mod reader;
@@ -28,9 +29,10 @@ mod schema;
 mod seqfile;
 mod writer;
 
+pub use debug::{debug_writer, synthetic_event};
 pub use disk::{dir_free_bytes, Budget};
 pub use reader::read_status;
-pub use writer::StoreWriter;
+pub use writer::{internal_event, StoreWriter};
 
 use crate::config::StoreSection;
 use drosera_uplink::event::Event;

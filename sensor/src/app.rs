@@ -1,0 +1,129 @@
+//! Runtime wiring of `drosera-sensor run`: store, writer, governor, listeners, shipper, health,
+//! and graceful shutdown.
+//!
+//! Order matters. Ports are bound before privileges are dropped. On SIGINT/SIGTERM the listeners
+//! stop first (so no new events appear), then the health reporter and governor, and only then the
+//! store writer, which drains the channel and the rollup table and commits before the process
+//! exits, so nothing accepted is lost on a clean stop.
+
+use crate::config::Config;
+use crate::governor::Governor;
+use crate::health::{self, HealthContext};
+use crate::listener::{ListenerContext, Listeners};
+use crate::rollup::RollupTable;
+use crate::sink::EventSink;
+use crate::{shipper, store};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Runs the sensor until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let sensor: Arc<str> = Arc::from(cfg.sensor.name.as_str());
+    let store_cfg = cfg.store.clone();
+    let data_dir = cfg.sensor.data_dir.clone();
+    let name = sensor.clone();
+    let (store, writer) = tokio::task::spawn_blocking(move || store::open(&store_cfg, &data_dir, &name))
+        .await
+        .context("store open task failed")?
+        .with_context(|| format!("cannot open the event store in {}", cfg.sensor.data_dir.display()))?;
+
+    let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
+    let (sink, rx) = EventSink::new(cfg.store.channel_capacity, rollups.clone());
+    let (writer_stop, writer_stop_rx) = watch::channel(false);
+    let writer_thread = writer.spawn(rx, rollups, writer_stop_rx).context("cannot start the store writer thread")?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (gov, governor) = Governor::new(cfg.memory.clone());
+    let gov_task = tokio::spawn(gov.run(shutdown_rx.clone()));
+
+    let listeners = Listeners::bind(&cfg).await.context("cannot bind the service ports")?;
+    for (protocol, addr) in listeners.local_addrs() {
+        // Machine-readable line (tests and scripts parse it), plus the structured log.
+        println!("listening protocol={protocol} addr={addr}");
+        tracing::info!(%protocol, %addr, "listening");
+    }
+    // Privileges: once `crate::privileges` (listener engineer, issue 3) exists, drop root to
+    // `cfg.sensor.user` HERE, after every port is bound and before anything is served:
+    //     crate::privileges::drop_to(&cfg.sensor.user)?;
+    let stats = listeners.stats();
+    let ctx = ListenerContext {
+        sink: sink.clone(),
+        governor: governor.clone(),
+        sensor: sensor.clone(),
+        shutdown: shutdown_rx.clone(),
+    };
+    let serve = tokio::spawn(listeners.serve(ctx));
+    // The shipper runs on its own thread with a current-thread runtime: its TLS and blocking
+    // store calls stay off the listeners' workers, and its future need not be `Send`.
+    let shipper_thread = match cfg.uplink.clone() {
+        Some(u) => {
+            let (s, st, rx) = (sensor.clone(), store.clone(), shutdown_rx.clone());
+            let t = std::thread::Builder::new()
+                .name("shipper".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "shipper cannot build its runtime");
+                            return;
+                        }
+                    };
+                    if let Err(e) = rt.block_on(shipper::run(u, s, st, rx)) {
+                        tracing::error!(error = %e, "shipper stopped");
+                    }
+                })
+                .context("cannot start the shipper thread")?;
+            Some(t)
+        }
+        None => None,
+    };
+    let health_task = tokio::spawn(health::run(
+        HealthContext {
+            sink: sink.clone(),
+            store: store.clone(),
+            governor,
+            listeners: stats,
+            interval: cfg.health_interval(),
+        },
+        shutdown_rx.clone(),
+    ));
+    println!("ready sensor={sensor} last_seq={}", store.last_seq());
+    tracing::info!(sensor = %sensor, "sensor running");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: stopping listeners, flushing the store");
+    let _ = shutdown.send(true);
+    let _ = serve.await;
+    let _ = health_task.await;
+    let _ = gov_task.await;
+    drop(sink);
+    let _ = writer_stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    if let Some(t) = shipper_thread {
+        let join = tokio::task::spawn_blocking(move || t.join());
+        if tokio::time::timeout(Duration::from_secs(5), join).await.is_err() {
+            tracing::warn!("shipper did not stop within 5 s; exiting anyway");
+        }
+    }
+    let st = store.status().unwrap_or_default();
+    tracing::info!(last_seq = st.last_seq, backlog = st.backlog_events, "sensor stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
