@@ -23,6 +23,18 @@ pub fn store_bytes(db: &Path) -> u64 {
     store_files(db).iter().map(|p| file_bytes(p)).sum()
 }
 
+/// The ballast file next to the database (see [`Budget::ballast`]).
+pub fn ballast_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".ballast");
+    PathBuf::from(p)
+}
+
+/// Everything the store occupies on disk: db + wal + shm + ballast.
+pub fn footprint(db: &Path) -> u64 {
+    store_bytes(db) + file_bytes(&ballast_path(db))
+}
+
 pub fn wal_bytes(db: &Path) -> u64 {
     let [_, wal, _] = store_files(db);
     file_bytes(&wal)
@@ -33,6 +45,9 @@ pub fn dir_free_bytes(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
+
+/// Smallest effective cap (the store keeps this much even on a full disk).
+pub const MIN_CAP: u64 = 1024 * 1024;
 
 /// How the effective cap is split. All values in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +84,26 @@ impl Budget {
         }
     }
 
+    /// Size of the ballast file: allocated blocks the writer releases when the filesystem is
+    /// full, so a checkpoint (which may need to grow the database file) and the following
+    /// eviction can complete. It is part of the headroom, so db + wal + shm + ballast <= cap.
+    pub fn ballast(&self) -> u64 {
+        self.headroom / 4 / 4096 * 4096
+    }
+
+    /// WAL bytes kept allocated after a checkpoint (`journal_size_limit`): commits reuse these
+    /// blocks, so the store can still write (and evict) when the filesystem is full.
+    pub fn wal_keep(&self) -> u64 {
+        self.headroom / 2
+    }
+
     /// Effective cap: `min(configured, current store + free disk - reserve)`.
     pub fn effective_cap(cfg: &StoreSection, dir: &Path, db: &Path) -> u64 {
+        // Floor: the store never gives back its last MiB (the smallest cap a config may set), so it
+        // can keep working inside its own blocks when something else eats every free byte.
+        let floor = cfg.cap_bytes.min(MIN_CAP);
         match dir_free_bytes(dir) {
-            Some(free) => cfg.cap_bytes.min((store_bytes(db) + free).saturating_sub(cfg.reserve_bytes)),
+            Some(free) => cfg.cap_bytes.min((footprint(db) + free).saturating_sub(cfg.reserve_bytes)).max(floor),
             None => cfg.cap_bytes,
         }
     }

@@ -55,7 +55,10 @@ pub struct StoreWriter {
     pending_bytes: u64,
     /// Most events per transaction right now (shrinks after failures, grows back on success).
     commit_limit: usize,
+    /// Most row bytes evicted per transaction right now (shrinks after failures).
+    evict_limit: u64,
     failures: u32,
+    last_ballast_try: Option<Instant>,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -82,7 +85,7 @@ impl StoreWriter {
     ) -> Result<StoreWriter, StoreError> {
         let db = dir.join(DB_FILE);
         let budget = Budget::new(Budget::effective_cap(&cfg, dir, &db), &cfg);
-        let conn = schema::open_writer(&db, cfg.synchronous == "full", budget.wal_checkpoint)?;
+        let conn = schema::open_writer(&db, cfg.synchronous == "full", budget.wal_keep())?;
         let db_last = meta_get(&conn, "last_seq")?.max(schema::max_seq(&conn)?);
         // A fresh database (new, deleted or quarantined) starts above everything ever reserved.
         let last = if db_last == 0 { seqfile.ceiling() } else { db_last };
@@ -114,7 +117,9 @@ impl StoreWriter {
             pending: Vec::new(),
             pending_bytes: 0,
             commit_limit,
+            evict_limit: budget.txn_bytes,
             failures: 0,
+            last_ballast_try: None,
         };
         if let Some(r) = recovered {
             let mut ev = internal_event(Detail::StoreRecovered {
@@ -224,6 +229,7 @@ impl StoreWriter {
                         }
                         self.failures = 0;
                         self.commit_limit = (self.commit_limit * 2).min(max_events);
+                        self.evict_limit = (self.evict_limit * 2).min(self.budget.txn_bytes);
                     }
                     Err(e) => self.on_failure(&e, &rt),
                 }
@@ -288,7 +294,7 @@ impl StoreWriter {
         let mut gap: Option<Gap> = None;
         if used + incoming > self.budget.high {
             let target = self.budget.low.saturating_sub(incoming);
-            gap = evict(&tx, target, self.budget.txn_bytes * 2, self.rows)?;
+            gap = evict(&tx, target, self.evict_limit, self.rows)?;
         }
         let room = schema::used_bytes(&tx)? + incoming <= self.budget.db;
         let insert = if room {
@@ -363,15 +369,25 @@ impl StoreWriter {
     fn on_failure(&mut self, e: &StoreError, rt: &tokio::runtime::Runtime) {
         self.failures = self.failures.saturating_add(1);
         self.shared.write_retries.fetch_add(1, Ordering::Relaxed);
-        if self.failures == 1 || self.failures % 50 == 0 {
-            tracing::warn!(error = %e, disk_full = e.is_disk_full(), retries = self.failures, "store commit failed; evicting and retrying");
+        if self.failures <= 3 || self.failures % 50 == 0 {
+            tracing::warn!(error = %e, disk_full = e.is_disk_full(), retries = self.failures, wal = disk::wal_bytes(&self.db), commit_limit = self.commit_limit, evict_limit = self.evict_limit, "store commit failed; evicting and retrying");
         }
         self.commit_limit = (self.commit_limit / 4).max(1);
+        self.evict_limit = (self.evict_limit / 4).max(2 * PAGE_SIZE);
+        let ballast = disk::ballast_path(&self.db);
+        if e.is_disk_full() && ballast.exists() {
+            // Give the filesystem our spare blocks so the checkpoint below can finish (it may
+            // need to grow the database file) and the WAL can restart from its beginning.
+            let _ = std::fs::remove_file(&ballast);
+            tracing::warn!(bytes = self.budget.ballast(), "filesystem full: released the store's ballast");
+        }
         self.refresh_budget();
         let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
         self.shrink_if_needed(true);
         let backoff = Duration::from_millis((25u64 << self.failures.min(5)).min(1000));
-        rt.block_on(tokio::time::sleep(backoff));
+        // Nothing else runs on this thread: a plain sleep is the backoff.
+        let _ = rt;
+        std::thread::sleep(backoff);
     }
 
     fn refresh_budget(&mut self) {
@@ -380,7 +396,7 @@ impl StoreWriter {
             if b.cap != self.budget.cap {
                 tracing::info!(old = self.budget.cap, new = b.cap, "effective store cap changed");
             }
-            let _ = self.conn.query_row(&format!("PRAGMA journal_size_limit = {}", b.wal_checkpoint), [], |_| Ok(()));
+            let _ = self.conn.query_row(&format!("PRAGMA journal_size_limit = {}", b.wal_keep()), [], |_| Ok(()));
             self.budget = b;
             self.shared.cap_bytes.store(b.cap, Ordering::Release);
         }
@@ -396,11 +412,51 @@ impl StoreWriter {
             self.refresh_budget();
         }
         self.shrink_if_needed(false);
-        let total = disk::store_bytes(&self.db);
-        if total > self.budget.cap {
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if disk::wal_bytes(&self.db) > self.budget.headroom / 2 {
+            // The WAL outgrew its slice (a reader held an old snapshot): copy it back and restart
+            // it; journal_size_limit then trims it at the next write.
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        }
+        if self.failures == 0 {
+            self.ensure_ballast();
         }
         self.shared.store_bytes.store(disk::store_bytes(&self.db), Ordering::Release);
+    }
+
+    /// (Re)creates the ballast file when it is missing and fits under the cap.
+    fn ensure_ballast(&mut self) {
+        let path = disk::ballast_path(&self.db);
+        let want = self.budget.ballast();
+        let have = disk::file_bytes(&path);
+        if have == want {
+            return;
+        }
+        let period = Duration::from_secs(self.cfg.disk_check_interval_s.max(1));
+        if self.last_ballast_try.is_some_and(|t| t.elapsed() < period) {
+            return;
+        }
+        self.last_ballast_try = Some(Instant::now());
+        if have > want {
+            let _ = std::fs::remove_file(&path);
+        }
+        if disk::store_bytes(&self.db) + want > self.budget.cap {
+            return;
+        }
+        let res = (|| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = want;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            f.sync_all()
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 
     /// If the database file is larger than its budget (the effective cap dropped), evict and
@@ -431,7 +487,10 @@ impl StoreWriter {
             if self.conn.execute_batch(&format!("PRAGMA incremental_vacuum({chunk})")).is_err() {
                 return;
             }
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            // RESTART, not TRUNCATE: a complete checkpoint truncates the *database* file to its
+            // new size, while the WAL keeps its (bounded) blocks, so the next commit needs no new
+            // disk space even when something else has filled the filesystem meanwhile.
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
         }
     }
 
@@ -439,7 +498,7 @@ impl StoreWriter {
     fn evict_only(&mut self) -> Result<(), StoreError> {
         self.seqfile.ensure(self.next_seq + 1)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(g) = evict(&tx, self.budget.low, self.budget.txn_bytes * 2, self.rows)? else { return Ok(()) };
+        let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.rows)? else { return Ok(()) };
         let mut ev = g.to_event(now_ms());
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
