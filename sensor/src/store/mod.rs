@@ -16,6 +16,13 @@
 //!   (see [`disk::Budget`]); the writer checkpoints itself (`wal_autocheckpoint=0`) and bounds
 //!   each transaction, so the WAL never outgrows its slice. `auto_vacuum=INCREMENTAL` lets the
 //!   file shrink when the disk fills from elsewhere and the effective cap drops.
+//! * A full filesystem is survivable: checkpoints use RESTART (never TRUNCATE), so the WAL keeps
+//!   its bounded blocks (`journal_size_limit`) and later commits reuse them; and a small ballast
+//!   file inside the headroom is released on `SQLITE_FULL`, so a checkpoint that must grow the
+//!   database file can finish and eviction can proceed. The writer then shrinks the store to the
+//!   new effective cap (evict, `incremental_vacuum`, checkpoint) and re-creates the ballast later.
+//!   Producers never see any of it: a failed group stays in the writer (bounded) and is retried
+//!   with smaller transactions; the channel meanwhile folds events into counted rollups.
 //! * Sequence numbers are assigned by the writer at commit and persisted in the database; a tiny
 //!   sidecar file (`store.seq`) holds a reserved ceiling so that even a quarantined database never
 //!   leads to reuse.

@@ -46,7 +46,6 @@ pub struct StoreWriter {
     shared: Arc<Shared>,
     seqfile: SeqFile,
     next_seq: u64,
-    rows: u64,
     evicted_total: u64,
     rolled_up_total: u64,
     budget: Budget,
@@ -109,7 +108,6 @@ impl StoreWriter {
             shared,
             seqfile,
             next_seq: last + 1,
-            rows,
             evicted_total,
             rolled_up_total,
             budget,
@@ -182,7 +180,7 @@ impl StoreWriter {
                         }
                         let got = rt.block_on(async {
                             tokio::select! {
-                                r = rx.recv() => Wake::Event(r),
+                                r = rx.recv() => Wake::Event(r.map(Box::new)),
                                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
                                 r = shutdown.changed() => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
                             }
@@ -294,7 +292,7 @@ impl StoreWriter {
         let mut gap: Option<Gap> = None;
         if used + incoming > self.budget.high {
             let target = self.budget.low.saturating_sub(incoming);
-            gap = evict(&tx, target, self.evict_limit, self.rows)?;
+            gap = evict(&tx, target, self.evict_limit, self.shared.rows.load(Ordering::Acquire))?;
         }
         let room = schema::used_bytes(&tx)? + incoming <= self.budget.db;
         let insert = if room {
@@ -345,7 +343,6 @@ impl StoreWriter {
         self.next_seq = seq;
         self.evicted_total += evicted;
         self.rolled_up_total += rolled;
-        self.rows = (self.rows + insert as u64 + gap_rows).saturating_sub(evicted);
         let drained: u64 = self.pending.drain(..insert).map(|p| p.body.len() as u64 + ROW_OVERHEAD).sum();
         self.pending_bytes = self.pending_bytes.saturating_sub(drained);
         if let Some(g) = &gap {
@@ -358,7 +355,7 @@ impl StoreWriter {
             );
         }
         let s = &self.shared;
-        s.rows.store(self.rows, Ordering::Release);
+        add_rows(&s.rows, insert as u64 + gap_rows, evicted);
         s.evicted_total.store(self.evicted_total, Ordering::Release);
         s.rolled_up_total.store(self.rolled_up_total, Ordering::Release);
         s.last_seq.store(seq - 1, Ordering::Release);
@@ -467,7 +464,8 @@ impl StoreWriter {
             let pages = schema::page_count(&self.conn).unwrap_or(0);
             let used = schema::used_bytes(&self.conn).unwrap_or(0);
             let file_too_big = pages * PAGE_SIZE > self.budget.db;
-            if !file_too_big && !(force_evict && used > self.budget.low) {
+            let must_evict = force_evict && used > self.budget.low;
+            if !file_too_big && !must_evict {
                 return;
             }
             if used > self.budget.low {
@@ -498,7 +496,9 @@ impl StoreWriter {
     fn evict_only(&mut self) -> Result<(), StoreError> {
         self.seqfile.ensure(self.next_seq + 1)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.rows)? else { return Ok(()) };
+        let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.shared.rows.load(Ordering::Acquire))? else {
+            return Ok(());
+        };
         let mut ev = g.to_event(now_ms());
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
@@ -510,7 +510,6 @@ impl StoreWriter {
         tx.commit()?;
         self.next_seq = seq + 1;
         self.evicted_total += g.count;
-        self.rows = (self.rows + 1).saturating_sub(g.count);
         tracing::info!(
             count = g.count,
             first_seq = g.first_seq,
@@ -519,7 +518,7 @@ impl StoreWriter {
             "evicted events to shrink the store"
         );
         let s = &self.shared;
-        s.rows.store(self.rows, Ordering::Release);
+        add_rows(&s.rows, 1, g.count);
         s.evicted_total.store(self.evicted_total, Ordering::Release);
         s.last_seq.store(seq, Ordering::Release);
         Ok(())
@@ -531,8 +530,13 @@ impl StoreWriter {
     }
 }
 
+/// The row count is shared with acknowledgements (which delete rows on the reader's connection).
+fn add_rows(rows: &std::sync::atomic::AtomicU64, plus: u64, minus: u64) {
+    let _ = rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some((r + plus).saturating_sub(minus)));
+}
+
 enum Wake {
-    Event(Option<Event>),
+    Event(Option<Box<Event>>),
     Timer,
     NoShutdown,
 }

@@ -1,0 +1,147 @@
+//! The `drosera-sensor` command line: check-config names the bad key, status --json prints the
+//! store's state, bad arguments print usage, and `run` stores health events and stops cleanly
+//! on SIGTERM (flushing the store).
+
+use drosera_sensor::config::StoreSection;
+use drosera_sensor::rollup::RollupTable;
+use drosera_sensor::store::{self, synthetic_event};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drosera-sensor");
+
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("sensor.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sensor]\nname = \"cli-test\"\ndata_dir = \"{}\"\nhealth_interval_s = 1\n\n[store]\ncap_bytes = 4194304\nreserve_bytes = 0\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key) in [
+        ("[store]\nhigh_water_pct = 99\n", "store.high_water_pct"),
+        ("[store]\ncap_byte = 5\n", "cap_byte"),
+        ("[memory]\nsoft_limit_bytes = 900\nhard_limit_bytes = 100\n", "memory.soft_limit_bytes"),
+    ] {
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(BIN).arg("check-config").arg(&p).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "bad config accepted: {text}");
+        assert!(stderr.contains(key), "message does not name {key}: {stderr}");
+    }
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/drosera-sensor.example.toml");
+    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let missing = Command::new(BIN).args(["check-config", "/nonexistent/x.toml"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.toml"));
+}
+
+#[test]
+fn bad_arguments_print_usage() {
+    for args in [&["frobnicate"][..], &["status"][..], &[][..]] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("Usage"), "no usage for {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn status_json_prints_the_store_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path(), "");
+    // Fresh: no database yet, still valid JSON.
+    let out = Command::new(BIN).args(["status", "--json", "--config"]).arg(&cfg_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["last_seq"], 0);
+
+    let cfg = StoreSection { cap_bytes: 4 << 20, reserve_bytes: 0, commit_interval_ms: 10, ..Default::default() };
+    let (handle, writer) = store::open(&cfg, &dir.path().join("data"), "cli-test").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    for i in 1..=500 {
+        tx.blocking_send(synthetic_event(i)).unwrap();
+    }
+    stop_tx.send(true).unwrap();
+    wh.join().unwrap();
+    handle.ack(200).unwrap();
+    drop(handle);
+
+    let out = Command::new(BIN).args(["status", "--config"]).arg(&cfg_path).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in
+        ["backlog_events", "store_bytes", "cap_bytes", "evicted_events", "shed_connections", "last_seq", "acked_seq"]
+    {
+        assert!(v[key].is_u64(), "missing {key}: {v}");
+    }
+    assert_eq!(v["last_seq"], 500);
+    assert_eq!(v["acked_seq"], 200);
+    assert_eq!(v["backlog_events"], 300);
+    assert_eq!(v["cap_bytes"], 4 << 20);
+    assert!(v["store_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn run_records_health_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = write_config(dir.path(), "commit_interval_ms = 20\n");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ready = false;
+    while Instant::now() < deadline && !ready {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            ready = line.starts_with("ready ");
+        }
+    }
+    assert!(ready, "sensor never printed its ready line");
+    std::thread::sleep(Duration::from_millis(2600)); // two health intervals
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "sensor did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "sensor exited with {status}");
+    let out = Command::new(BIN).args(["status", "--json", "--config"]).arg(&cfg_path).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["last_seq"].as_u64().unwrap() >= 2, "health events were not stored: {v}");
+    // The stored events really are health events of this sensor.
+    let cfg = StoreSection { cap_bytes: 4 << 20, reserve_bytes: 0, ..Default::default() };
+    let (handle, _writer) = store::open(&cfg, &dir.path().join("data"), "cli-test").unwrap();
+    let evs = handle.read_batch(0, 100, 1 << 20).unwrap();
+    assert!(evs.iter().filter(|e| e.detail.kind() == "health").count() >= 2, "{evs:?}");
+    assert!(evs.iter().all(|e| e.sensor == "cli-test"));
+}
