@@ -52,8 +52,35 @@ enum Command {
     /// Enroll, revoke and list sensors.
     #[command(subcommand)]
     Sensor(SensorCommand),
+    /// Print totals per protocol, top source addresses, credentials and sensor health.
+    Report {
+        #[command(flatten)]
+        args: drosera_admin::analytics::ReportArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stream stored events as JSON lines or CSV (constant memory).
+    Export {
+        #[command(flatten)]
+        args: drosera_admin::export::ExportArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Run the ingest server (mutual TLS) and the dashboard.
     Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create user NAME or set a new password (read from standard input, or prompted for).
+    Add {
+        name: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -141,6 +168,20 @@ fn run(command: Command) -> anyhow::Result<()> {
                 print!("{}", sensors::render(&list, now_ms()));
             }
             Ok(())
+        }
+        Command::Report { args, config } => {
+            let cfg = config.load()?;
+            args.run(&cfg.database.path, &cfg.enrichment, &mut std::io::stdout().lock())
+        }
+        Command::Export { args, config } => {
+            let cfg = config.load()?;
+            let n = args.run(&cfg.database.path, &cfg.enrichment)?;
+            eprintln!("exported {n} events");
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, config }) => {
+            let cfg = config.load()?;
+            drosera_admin::users::add_command(&cfg.database.path, &name)
         }
         Command::Serve { config } => {
             let cfg = config.load()?;

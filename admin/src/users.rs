@@ -184,32 +184,17 @@ mod tests {
     }
 }
 
-/// `drosera-admin user ...`
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum UserCommand {
-    /// Create a dashboard user or set a new password (read from standard input, or prompted
-    /// for twice without echo on a terminal).
-    Add {
-        /// User name: letters, digits, '.', '_' or '-'.
-        name: String,
-    },
-}
-
-impl UserCommand {
-    pub fn run(&self, db_path: &std::path::Path) -> anyhow::Result<()> {
-        match self {
-            UserCommand::Add { name } => {
-                if !valid_name(name) {
-                    return Err(UserError::BadName.into());
-                }
-                let password = read_password()?;
-                let conn = crate::db::open(db_path)?;
-                let new = add_user(&conn, name, &password)?;
-                eprintln!("{} dashboard user {name}", if new { "created" } else { "updated password of" });
-                Ok(())
-            }
-        }
+/// `drosera-admin user add NAME`: creates a dashboard user or sets a new password, read from
+/// standard input (first line), or prompted for twice without echo on a terminal.
+pub fn add_command(db_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    if !valid_name(name) {
+        return Err(UserError::BadName.into());
     }
+    let password = read_password()?;
+    let conn = crate::db::open(db_path)?;
+    let new = add_user(&conn, name, &password)?;
+    eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
+    Ok(())
 }
 
 fn read_line_capped() -> anyhow::Result<String> {

@@ -1,0 +1,104 @@
+//! The `report`, `export` and `user add` commands of the real `drosera-admin` binary.
+
+mod analytics_support;
+use analytics_support::*;
+use drosera_admin::analytics::{self, Query};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_drosera-admin");
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(&dir.path().join("admin.db"));
+    let cfg = dir.path().join("drosera-admin.toml");
+    // relative paths are relative to the config file
+    std::fs::write(&cfg, "[database]\npath = \"admin.db\"\n").unwrap();
+    (dir, cfg)
+}
+
+fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn report_text_and_json_match_the_library() {
+    let (dir, cfg) = setup();
+    let cfg = cfg.to_str().unwrap();
+    let range = ["--since", "2024-05-01", "--until", "2024-05-11"];
+    let (ok, out, err) = run(&[&["report", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    assert!(out.contains("116 attempts (100 rolled up), 10 logins"), "{out}");
+    assert!(out.contains("root / xc3511: 5"), "{out}");
+    assert!(out.contains("8.8.8.8") && out.contains("AS15169 Google LLC"), "{out}");
+    assert!(out.contains("s1: last contact"), "{out}");
+
+    let (ok, out, err) =
+        run(&[&["report", "--json", "--min-attempts", "10", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = drosera_admin::dashboard::open_db(&dir.path().join("admin.db")).unwrap();
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None };
+    assert_eq!(got, serde_json::to_value(analytics::report(&c, &q, 10, 20).unwrap()).unwrap());
+    assert_eq!(got["top_sources"]["matching"], 2);
+
+    let (ok, out, _) = run(&[&["report", "--json", "--sensor", "s2", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["totals"]["attempts"], 3);
+
+    let (ok, _, err) = run(&["report", "--since", "last tuesday", "--config", cfg], "");
+    assert!(!ok);
+    assert!(err.contains("bad time"), "{err}");
+    let (ok, _, err) = run(&["report", "--sensor", "nope", "--config", cfg], "");
+    assert!(!ok);
+    assert!(err.contains("unknown sensor"), "{err}");
+}
+
+#[test]
+fn export_streams_jsonl_and_csv() {
+    let (dir, cfg) = setup();
+    let cfg = cfg.to_str().unwrap();
+    let out_file = dir.path().join("e.jsonl");
+    let (ok, _, err) = run(&["export", "--format", "jsonl", "--out", out_file.to_str().unwrap(), "--config", cfg], "");
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(text.lines().count(), 32);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((first["source_ip"].as_str(), first["country"].as_str()), (Some("8.8.8.8"), Some("US")));
+
+    let (ok, out, err) = run(&["export", "--format", "csv", "--sensor", "s2", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 7);
+    assert!(out.starts_with("timestamp,source_ip,source_port,destination_port,protocol"));
+
+    let (ok, _, err) = run(&["export", "--format", "xml", "--config", cfg], "");
+    assert!(!ok);
+    assert!(err.contains("jsonl or csv"), "{err}");
+}
+
+#[test]
+fn user_add_reads_the_password_from_stdin() {
+    let (dir, cfg) = setup();
+    let cfg = cfg.to_str().unwrap();
+    let (ok, _, err) = run(&["user", "add", "alice", "--config", cfg], "correct horse\n");
+    assert!(ok, "{err}");
+    let c = drosera_admin::dashboard::open_db(&dir.path().join("admin.db")).unwrap();
+    assert!(drosera_admin::users::verify(&c, "alice", "correct horse").unwrap());
+    assert!(!drosera_admin::users::verify(&c, "alice", "correct horse\n").unwrap());
+    let (ok, _, err) = run(&["user", "add", "bob", "--config", cfg], "short\n");
+    assert!(!ok);
+    assert!(err.contains("password must be"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "bad name", "--config", cfg], "correct horse\n");
+    assert!(!ok);
+    assert!(err.contains("user name"), "{err}");
+}
