@@ -44,9 +44,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         println!("listening protocol={protocol} addr={addr}");
         tracing::info!(%protocol, %addr, "listening");
     }
-    // Privileges: once `crate::privileges` (listener engineer, issue 3) exists, drop root to
-    // `cfg.sensor.user` HERE, after every port is bound and before anything is served:
-    //     crate::privileges::drop_to(&cfg.sensor.user)?;
+    // Every port is bound: drop root (if we are root) before a single attacker byte is read.
+    let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
+    tracing::info!(?dropped, "privileges");
     let stats = listeners.stats();
     let ctx = ListenerContext {
         sink: sink.clone(),
@@ -91,10 +91,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     ));
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
     tracing::info!(sensor = %sensor, "sensor running");
+    // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
+    crate::systemd::notify_ready();
+    let watchdog = crate::systemd::spawn_watchdog(shutdown_rx.clone());
 
     wait_for_signal().await;
     tracing::info!("shutting down: stopping listeners, flushing the store");
+    crate::systemd::notify_stopping();
     let _ = shutdown.send(true);
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
     let _ = serve.await;
     let _ = health_task.await;
     let _ = gov_task.await;

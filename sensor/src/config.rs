@@ -48,6 +48,7 @@ pub struct SensorSection {
     /// Directory for the store, quarantined files and rejected batches.
     pub data_dir: PathBuf,
     /// If started as root: bind the ports, then switch to this user and drop all capabilities.
+    /// Empty keeps root (throw-away test machines only).
     pub user: String,
     /// `text` or `json` log lines on stderr.
     pub log_format: String,

@@ -6,10 +6,12 @@
 //! bounded SQLite ring buffer) → [`shipper`] (mutual TLS to the admin).
 //! The [`governor`] watches memory and tells the listeners how much to accept.
 
+pub mod admission;
 pub mod app;
 pub mod config;
 pub mod governor;
 pub mod health;
+pub mod privileges;
 pub mod listener;
 pub mod protocols;
 pub mod rollup;
@@ -17,3 +19,4 @@ pub mod session;
 pub mod shipper;
 pub mod sink;
 pub mod store;
+pub mod systemd;

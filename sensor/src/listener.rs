@@ -1,15 +1,27 @@
-//! Listeners: bind every configured port, accept under admission control, run the protocol.
+//! Listeners: bind every configured port, admit connections, run the protocol handler.
 //!
-//! STUB (issue 3 fills it in). The signatures below are the contract `app.rs` uses.
+//! Binding is separate from serving so that a sensor started as root can bind the low ports and
+//! then drop privileges before it reads a single attacker byte. Serving follows mini-redis: one
+//! accept loop per socket, one task per admitted connection, bounded by [`Admission`] — except
+//! that we never *wait* for a slot: a flood must not queue inside the sensor, so a connection
+//! past any cap is closed at once and counted as a rollup ([`EventSink::shed`]). Every admitted
+//! connection ends in exactly one connection event ([`Session::finish`]), whatever ended it, so
+//! `accepted = connection events + rolled-up connections` holds exactly.
 
-use crate::config::Config;
-use crate::governor::GovernorHandle;
+use crate::admission::Admission;
+use crate::config::{Config, LimitsSection, ServiceSection};
+use crate::governor::{GovernorHandle, Pressure};
+use crate::protocols::{self, ServiceKind};
+use crate::session::{Session, SessionLimits};
 use crate::sink::EventSink;
-use drosera_uplink::event::Protocol;
+use drosera_uplink::event::{CloseReason, Protocol, ShedReason};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -27,39 +39,251 @@ pub struct ListenerContext {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Live counters the health sampler reads.
+/// Live counters the health sampler and tests read.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
     pub active_connections: AtomicU32,
+    /// Connections accepted by the kernel and seen by an accept loop.
+    pub accepted: AtomicU64,
+    /// Of those, connections refused by admission control (counted as rollups).
+    pub shed: AtomicU64,
+    /// accept() errors (for example out of file descriptors).
+    pub accept_errors: AtomicU64,
 }
 
-/// All bound sockets, before serving (bound first so privileges can be dropped in between).
+struct Bound {
+    listener: TcpListener,
+    kind: ServiceKind,
+    svc: Arc<ServiceSection>,
+}
+
+/// All bound sockets, before serving.
 pub struct Listeners {
+    bound: Vec<Bound>,
+    limits: LimitsSection,
+    blackhole_bytes: usize,
     stats: Arc<ListenerStats>,
 }
 
+/// Grace period for running sessions after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 impl Listeners {
-    /// Binds every enabled service port and blackhole port from `cfg`.
-    pub async fn bind(_cfg: &Config) -> Result<Listeners, ListenerError> {
-        Ok(Listeners { stats: Arc::new(ListenerStats::default()) })
+    /// Binds every enabled service port and every blackhole port from `cfg`.
+    pub async fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
+        let mut bound = Vec::new();
+        for svc in cfg.services.iter().filter(|s| s.enabled) {
+            let Some(kind) = ServiceKind::parse(&svc.kind) else { continue };
+            let svc = Arc::new(svc.clone());
+            for port in &svc.ports {
+                bound.push(bind_one(kind, svc.clone(), SocketAddr::new(svc.bind, *port))?);
+            }
+        }
+        if !cfg.blackhole.ports.is_empty() {
+            let svc = Arc::new(ServiceSection {
+                kind: "blackhole".into(),
+                ports: cfg.blackhole.ports.clone(),
+                bind: cfg.blackhole.bind,
+                banner: String::new(),
+                enabled: true,
+            });
+            for port in &svc.ports {
+                bound.push(bind_one(ServiceKind::Blackhole, svc.clone(), SocketAddr::new(svc.bind, *port))?);
+            }
+        }
+        Ok(Listeners {
+            bound,
+            limits: cfg.limits.clone(),
+            blackhole_bytes: cfg.blackhole.record_bytes,
+            stats: Arc::new(ListenerStats::default()),
+        })
     }
 
     /// The actually bound addresses (port 0 in the config gets an ephemeral port).
     pub fn local_addrs(&self) -> Vec<(Protocol, SocketAddr)> {
-        Vec::new()
+        self.bound.iter().filter_map(|b| Some((b.kind.protocol(), b.listener.local_addr().ok()?))).collect()
     }
 
     pub fn stats(&self) -> Arc<ListenerStats> {
         self.stats.clone()
     }
 
-    /// Serves until `ctx.shutdown` turns true, then stops accepting and lets sessions finish
-    /// (bounded by their own caps).
-    pub async fn serve(self, mut ctx: ListenerContext) {
-        while !*ctx.shutdown.borrow() {
-            if ctx.shutdown.changed().await.is_err() {
-                break;
-            }
+    /// Serves until `ctx.shutdown` turns true, then stops accepting and gives running sessions
+    /// a short grace period before closing them (each still records its connection event).
+    pub async fn serve(self, ctx: ListenerContext) {
+        let admission = Admission::new(&self.limits);
+        let limits = Arc::new(self.limits.clone());
+        let session_ids = Arc::new(AtomicU64::new((rand::random::<u32>() as u64) << 32));
+        let mut loops = JoinSet::new();
+        for b in self.bound {
+            let shared = Shared {
+                ctx: ctx.clone(),
+                admission: admission.clone(),
+                limits: limits.clone(),
+                blackhole_bytes: self.blackhole_bytes,
+                stats: self.stats.clone(),
+                session_ids: session_ids.clone(),
+            };
+            loops.spawn(accept_loop(b, shared));
         }
+        let housekeeping = {
+            let admission = admission.clone();
+            let mut shutdown = ctx.shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => admission.housekeeping(),
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            })
+        };
+        while loops.join_next().await.is_some() {}
+        housekeeping.abort();
+    }
+}
+
+fn bind_one(kind: ServiceKind, svc: Arc<ServiceSection>, addr: SocketAddr) -> Result<Bound, ListenerError> {
+    let err = |source| ListenerError::Bind { protocol: kind.protocol().to_string(), addr, source };
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let listener = socket.listen(1024).map_err(err)?;
+    Ok(Bound { listener, kind, svc })
+}
+
+#[derive(Clone)]
+struct Shared {
+    ctx: ListenerContext,
+    admission: Arc<Admission>,
+    limits: Arc<LimitsSection>,
+    blackhole_bytes: usize,
+    stats: Arc<ListenerStats>,
+    session_ids: Arc<AtomicU64>,
+}
+
+async fn accept_loop(b: Bound, sh: Shared) {
+    let mut shutdown = sh.ctx.shutdown.clone();
+    let mut sessions = JoinSet::new();
+    let local_port = b.listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let accepted = tokio::select! {
+            r = b.listener.accept() => r,
+            _ = shutdown.changed() => continue,
+            // Reap finished session tasks so the set does not grow.
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE/ENFILE and friends: the kernel keeps the connection queued; back off a
+                // little instead of spinning.
+                sh.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, port = local_port, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        sh.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let protocol = b.kind.protocol();
+        let permit = match sh.admission.admit(peer.ip(), sh.ctx.governor.pressure()) {
+            Ok(p) => p,
+            Err(reason) => {
+                shed(&sh, stream, peer, local_port, protocol, reason);
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.svc.bind, local_port));
+        let _ = stream.set_nodelay(true);
+        let id = sh.session_ids.fetch_add(1, Ordering::Relaxed);
+        let mut limits = session_limits(&sh.limits);
+        if sh.ctx.governor.pressure() != Pressure::Normal {
+            limits.max_payload = 0;
+        }
+        if b.kind == ServiceKind::Blackhole {
+            limits.first_bytes = sh.blackhole_bytes;
+        }
+        let session = Session::new(
+            Box::new(stream),
+            id,
+            peer,
+            local,
+            protocol,
+            limits,
+            sh.ctx.sink.clone(),
+            sh.ctx.sensor.clone(),
+        );
+        let svc = b.svc.clone();
+        let kind = b.kind;
+        let stats = sh.stats.clone();
+        let shutdown_rx = sh.ctx.shutdown.clone();
+        stats.active_connections.fetch_add(1, Ordering::Relaxed);
+        sessions.spawn(async move {
+            run_session(session, kind, svc, shutdown_rx).await;
+            stats.active_connections.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+    // Shutdown: give sessions a grace period; each records its own end (Shutdown).
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: Protocol, reason: ShedReason) {
+    sh.stats.shed.fetch_add(1, Ordering::Relaxed);
+    sh.ctx.sink.shed(peer.ip(), port, protocol, reason);
+    // Close at once, with a reset so the socket does not linger in TIME_WAIT on our side. A zero
+    // linger never blocks (the deprecation is about non-zero timeouts).
+    #[allow(deprecated)]
+    let _ = stream.set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+async fn run_session(
+    mut session: Session,
+    kind: ServiceKind,
+    svc: Arc<ServiceSection>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let deadline = session.deadline();
+    let reason = {
+        let handler = protocols::handle(kind, &mut session, &svc);
+        tokio::pin!(handler);
+        let grace = async {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut handler) => match r {
+                Ok(Ok(())) => CloseReason::ServerClosed,
+                Ok(Err(reason)) => reason,
+                Err(_) => CloseReason::SessionTimeout,
+            },
+            _ = grace => CloseReason::Shutdown,
+        }
+    };
+    session.finish(reason);
+    let _ = session.shutdown().await;
+}
+
+fn session_limits(l: &LimitsSection) -> SessionLimits {
+    SessionLimits {
+        idle_timeout: Duration::from_secs(l.idle_timeout_s),
+        max_duration: Duration::from_secs(l.session_timeout_s),
+        max_bytes_in: l.max_bytes_in,
+        max_line: l.max_line,
+        max_payload: l.max_payload,
+        first_bytes: l.first_bytes,
     }
 }

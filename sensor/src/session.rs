@@ -330,6 +330,14 @@ impl Session {
         self.sink.emit(ev);
     }
 
+    /// Closes the write side politely (bounded: a peer that does not read cannot hold us).
+    pub async fn shutdown(&mut self) -> std::io::Result<()> {
+        match tokio::time::timeout(Duration::from_secs(1), self.io.get_mut().shutdown()).await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Hands the stream to a library that drives the protocol itself (for example russh). Byte
     /// counters stay shared with the session; the caller must apply `deadline()` itself.
     pub fn io_mut(&mut self) -> &mut BufReader<CappedIo<Box<dyn SessionStream>>> {
