@@ -47,7 +47,7 @@ const MAX_BUCKETS: i64 = 2000;
 /// Timelines over at most this span are hourly, longer ones daily.
 const HOURLY_TIMELINE_MAX_MS: i64 = 7 * DAY_MS;
 /// Most source addresses listed per payload, exploit or download.
-const MAX_IPS_PER_ITEM: i64 = 20;
+const MAX_IPS_PER_ITEM: usize = 20;
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS analytics_state (
@@ -57,12 +57,20 @@ CREATE TABLE IF NOT EXISTS analytics_state (
     hourly_from_ms INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO analytics_state(id, last_event_id) VALUES (1, 0);
+-- enrichment cache; `id` is what the aggregates store, `cc` the packed country (see cc_code)
 CREATE TABLE IF NOT EXISTS ip_info (
-    ip      TEXT PRIMARY KEY,
+    id      INTEGER PRIMARY KEY,
+    ip      TEXT NOT NULL UNIQUE,
     country TEXT NOT NULL,
+    cc      INTEGER NOT NULL,
     asn     INTEGER,
     as_org  TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
+);
+-- user names and passwords, interned so the credential aggregates hold integers
+CREATE TABLE IF NOT EXISTS strings (
+    id INTEGER PRIMARY KEY,
+    s  TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS agg_kind (
     res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
     protocol TEXT NOT NULL, kind TEXT NOT NULL,
@@ -75,15 +83,15 @@ CREATE TABLE IF NOT EXISTS agg_port (
     PRIMARY KEY (res, sensor_id, bucket, protocol, dst_port)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_src (
-    res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL, src_ip TEXT NOT NULL,
-    attempts INTEGER NOT NULL, logins INTEGER NOT NULL, events INTEGER NOT NULL,
+    res INTEGER NOT NULL, sensor_id INTEGER NOT NULL, bucket INTEGER NOT NULL, ip_id INTEGER NOT NULL,
+    cc INTEGER NOT NULL, attempts INTEGER NOT NULL, logins INTEGER NOT NULL, events INTEGER NOT NULL,
     first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
-    PRIMARY KEY (res, sensor_id, bucket, src_ip)
+    PRIMARY KEY (res, sensor_id, bucket, ip_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agg_cred (
-    res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
-    username TEXT NOT NULL, password TEXT NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (res, sensor_id, bucket, username, password)
+    res INTEGER NOT NULL, sensor_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+    user_id INTEGER NOT NULL, pass_id INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (res, sensor_id, bucket, user_id, pass_id)
 ) WITHOUT ROWID;
 "#;
 
@@ -195,9 +203,6 @@ const AGG_KEYS: [(i64, i64, bool); 6] = [
     (2, WEEK_MS, true),
 ];
 
-/// Timeline rows: one series per sensor (never the all-sensors rows), or the one asked for.
-const PER_SENSOR: &str = "(CASE WHEN ?11 = 0 THEN sensor_id <> 0 ELSE sensor_id = ?11 END)";
-
 /// A query resolved against the database: aligned bounds, sensor id, and the spans of
 /// (resolution, from, to) that cover the range without overlap.
 #[derive(Clone)]
@@ -292,21 +297,111 @@ fn limit(n: usize) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Refresh: fold new events into the aggregates.
 
+/// Packs a country label into an integer for the aggregates: two-letter codes as two bytes,
+/// `private` 1, `reserved` 2, anything else (`unknown`) 3.
+pub fn cc_code(country: &str) -> i64 {
+    match country.as_bytes() {
+        b"private" => 1,
+        b"reserved" => 2,
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            (i64::from(a.to_ascii_uppercase()) << 8) | i64::from(b.to_ascii_uppercase())
+        }
+        _ => 3,
+    }
+}
+
+/// The label for a packed country (inverse of [`cc_code`]).
+pub fn cc_label(cc: i64) -> String {
+    match cc {
+        1 => "private".into(),
+        2 => "reserved".into(),
+        c if c > 0xff => {
+            let (a, b) = ((c >> 8) as u8, (c & 0xff) as u8);
+            if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() {
+                format!("{}{}", a as char, b as char)
+            } else {
+                "unknown".into()
+            }
+        }
+        _ => "unknown".into(),
+    }
+}
+
 #[derive(Default)]
 struct Batch {
     kind: HashMap<(i64, i64, i64, String, String), (i64, i64)>,
     port: HashMap<(i64, i64, i64, String, i64), i64>,
-    src: HashMap<(i64, i64, i64, String), (i64, i64, i64, i64, i64)>,
-    cred: HashMap<(i64, i64, i64, String, String), i64>,
-    new_ips: HashSet<String>,
+    /// (res, bucket, sensor, ip id) -> (cc, attempts, logins, events, first, last)
+    src: HashMap<(i64, i64, i64, i64), (i64, i64, i64, i64, i64, i64)>,
+    cred: HashMap<(i64, i64, i64, i64, i64), i64>,
+}
+
+/// Interns addresses (enriching each new one once) and strings within one refresh.
+struct Interner {
+    ips: HashMap<String, (i64, i64)>,
+    strings: HashMap<String, i64>,
+}
+
+/// Most entries kept in the interner's memory caches (they are only caches).
+const INTERN_CACHE: usize = 200_000;
+
+impl Interner {
+    fn ip(&mut self, tx: &rusqlite::Transaction<'_>, ip: &str, enricher: &Enricher) -> rusqlite::Result<(i64, i64)> {
+        if let Some(v) = self.ips.get(ip) {
+            return Ok(*v);
+        }
+        let found = tx
+            .prepare_cached("SELECT id, cc FROM ip_info WHERE ip = ?1")?
+            .query_row(params![ip], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let v = match found {
+            Some(v) => v,
+            None => {
+                let info = match ip.parse() {
+                    Ok(addr) => enricher.lookup(addr),
+                    Err(_) => IpInfo { country: "unknown".into(), asn: None, as_org: String::new() },
+                };
+                let cc = cc_code(&info.country);
+                tx.prepare_cached("INSERT INTO ip_info(ip, country, cc, asn, as_org) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![ip, info.country, cc, info.asn, info.as_org])?;
+                (tx.last_insert_rowid(), cc)
+            }
+        };
+        if self.ips.len() >= INTERN_CACHE {
+            self.ips.clear();
+        }
+        self.ips.insert(ip.to_string(), v);
+        Ok(v)
+    }
+
+    fn string(&mut self, tx: &rusqlite::Transaction<'_>, s: &str) -> rusqlite::Result<i64> {
+        if let Some(v) = self.strings.get(s) {
+            return Ok(*v);
+        }
+        let found: Option<i64> =
+            tx.prepare_cached("SELECT id FROM strings WHERE s = ?1")?.query_row(params![s], |r| r.get(0)).optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO strings(s) VALUES (?1)")?.execute(params![s])?;
+                tx.last_insert_rowid()
+            }
+        };
+        if self.strings.len() >= INTERN_CACHE {
+            self.strings.clear();
+        }
+        self.strings.insert(s.to_string(), id);
+        Ok(id)
+    }
 }
 
 /// Folds events added since the last call into the aggregate tables and enriches their new
 /// source addresses; returns how many events were folded. Safe to call concurrently with ingest
-/// (each batch is one transaction; `events.id` only grows).
+/// (each batch is one short transaction; `events.id` only grows).
 pub fn refresh(conn: &mut Connection, enricher: &Enricher) -> Result<u64, AnalyticsError> {
     migrate(conn)?;
     let mut total = 0u64;
+    let mut interner = Interner { ips: HashMap::new(), strings: HashMap::new() };
     loop {
         let tx = conn.transaction()?;
         let last: i64 = tx.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
@@ -326,44 +421,53 @@ pub fn refresh(conn: &mut Connection, enricher: &Enricher) -> Result<u64, Analyt
                 let t: i64 = r.get(2)?;
                 let protocol: String = r.get(3)?;
                 let kind: String = r.get(4)?;
-                let ip: String = r.get(5)?;
-                let port: i64 = r.get(6)?;
                 let count: i64 = r.get(7)?;
-                let user: Option<String> = r.get(8)?;
-                let pass: Option<String> = r.get(9)?;
+                let internal = protocol == "sensor";
                 let attempt = if kind == "connection" || kind == "rollup" { count } else { 0 };
                 let login = i64::from(kind == "login");
-                for (res, unit, sensor) in AGG_KEYS.map(|(r, u, all)| (r, u, if all { 0 } else { sensor })) {
+                let (ip_id, cc) = if internal {
+                    (0, 0)
+                } else {
+                    let ip: String = r.get(5)?;
+                    interner.ip(&tx, &ip, enricher)?
+                };
+                let port: i64 = r.get(6)?;
+                let cred = match r.get::<_, Option<String>>(8)? {
+                    Some(u) if !internal => {
+                        let u = interner.string(&tx, &u)?;
+                        let p = interner.string(&tx, &r.get::<_, Option<String>>(9)?.unwrap_or_default())?;
+                        Some((u, p))
+                    }
+                    _ => None,
+                };
+                for (res, unit, all) in AGG_KEYS {
+                    let s = if all { 0 } else { sensor };
                     let bucket = floor_to(t, unit);
-                    let e = b.kind.entry((res, bucket, sensor, protocol.clone(), kind.clone())).or_default();
+                    let e = b.kind.entry((res, bucket, s, protocol.clone(), kind.clone())).or_default();
                     e.0 += 1;
                     e.1 += count;
-                    if protocol == "sensor" {
+                    if internal {
                         continue;
                     }
                     if attempt > 0 {
-                        *b.port.entry((res, bucket, sensor, protocol.clone(), port)).or_default() += attempt;
+                        *b.port.entry((res, bucket, s, protocol.clone(), port)).or_default() += attempt;
                     }
-                    let s = b.src.entry((res, bucket, sensor, ip.clone())).or_insert((0, 0, 0, i64::MAX, i64::MIN));
-                    s.0 += attempt;
-                    s.1 += login;
-                    s.2 += 1;
-                    s.3 = s.3.min(t);
-                    s.4 = s.4.max(t);
-                    if let Some(u) = &user {
-                        let p = pass.clone().unwrap_or_default();
-                        *b.cred.entry((res, bucket, sensor, u.clone(), p)).or_default() += 1;
+                    let a = b.src.entry((res, bucket, s, ip_id)).or_insert((cc, 0, 0, 0, i64::MAX, i64::MIN));
+                    a.1 += attempt;
+                    a.2 += login;
+                    a.3 += 1;
+                    a.4 = a.4.min(t);
+                    a.5 = a.5.max(t);
+                    if let Some((u, p)) = cred {
+                        *b.cred.entry((res, bucket, s, u, p)).or_default() += 1;
                     }
-                }
-                if protocol != "sensor" && !b.new_ips.contains(&ip) {
-                    b.new_ips.insert(ip);
                 }
             }
         }
         if n == 0 {
             return Ok(total);
         }
-        write_batch(&tx, &b, enricher)?;
+        write_batch(&tx, &b)?;
         tx.execute("UPDATE analytics_state SET last_event_id = ?1 WHERE id = 1", params![max_id])?;
         tx.commit()?;
         total += n as u64;
@@ -373,7 +477,7 @@ pub fn refresh(conn: &mut Connection, enricher: &Enricher) -> Result<u64, Analyt
     }
 }
 
-fn write_batch(tx: &rusqlite::Transaction<'_>, b: &Batch, enricher: &Enricher) -> rusqlite::Result<()> {
+fn write_batch(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(
         "INSERT INTO agg_kind(res, bucket, sensor_id, protocol, kind, rows, n) VALUES (?1,?2,?3,?4,?5,?6,?7)
          ON CONFLICT DO UPDATE SET rows = rows + excluded.rows, n = n + excluded.n",
@@ -388,36 +492,104 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, b: &Batch, enricher: &Enricher) -
     for ((res, bucket, s, p, port), a) in &b.port {
         st.execute(params![res, bucket, s, p, port, a])?;
     }
+    // Sorted keys make the b-tree writes sequential.
+    let mut src: Vec<_> = b.src.iter().collect();
+    src.sort_unstable_by_key(|(k, _)| (k.0, k.2, k.1, k.3));
     let mut st = tx.prepare_cached(
-        "INSERT INTO agg_src(res, bucket, sensor_id, src_ip, attempts, logins, events, first_ms, last_ms)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)
+        "INSERT INTO agg_src(res, bucket, sensor_id, ip_id, cc, attempts, logins, events, first_ms, last_ms)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)
          ON CONFLICT DO UPDATE SET attempts = attempts + excluded.attempts, logins = logins + excluded.logins,
            events = events + excluded.events, first_ms = min(first_ms, excluded.first_ms),
            last_ms = max(last_ms, excluded.last_ms)",
     )?;
-    for ((res, bucket, s, ip), (a, l, e, f, la)) in &b.src {
-        st.execute(params![res, bucket, s, ip, a, l, e, f, la])?;
+    for ((res, bucket, s, ip), (cc, a, l, e, f, la)) in src {
+        st.execute(params![res, bucket, s, ip, cc, a, l, e, f, la])?;
     }
+    let mut cred: Vec<_> = b.cred.iter().collect();
+    cred.sort_unstable_by_key(|(k, _)| (k.0, k.2, k.1, k.3, k.4));
     let mut st = tx.prepare_cached(
-        "INSERT INTO agg_cred(res, bucket, sensor_id, username, password, n) VALUES (?1,?2,?3,?4,?5,?6)
+        "INSERT INTO agg_cred(res, bucket, sensor_id, user_id, pass_id, n) VALUES (?1,?2,?3,?4,?5,?6)
          ON CONFLICT DO UPDATE SET n = n + excluded.n",
     )?;
-    for ((res, bucket, s, u, p), n) in &b.cred {
+    for ((res, bucket, s, u, p), n) in cred {
         st.execute(params![res, bucket, s, u, p, n])?;
     }
-    let mut known = tx.prepare_cached("SELECT 1 FROM ip_info WHERE ip = ?1")?;
-    let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO ip_info(ip, country, asn, as_org) VALUES (?1,?2,?3,?4)")?;
-    for ip in &b.new_ips {
-        if known.exists(params![ip])? {
-            continue;
-        }
-        let info = match ip.parse() {
-            Ok(addr) => enricher.lookup(addr),
-            Err(_) => IpInfo { country: "unknown".into(), asn: None, as_org: String::new() },
-        };
-        ins.execute(params![ip, info.country, info.asn, info.as_org])?;
-    }
     Ok(())
+}
+
+/// Per-address sums over a resolved range, read from `agg_src` in one pass.
+#[derive(Clone, Copy)]
+struct SrcSum {
+    cc: i64,
+    attempts: i64,
+    logins: i64,
+    events: i64,
+    first: i64,
+    last: i64,
+}
+
+fn scan_sources(conn: &Connection, r: &Resolved) -> Result<HashMap<i64, SrcSum>, AnalyticsError> {
+    let sql = r.from("agg_src", "ip_id, cc, attempts, logins, events, first_ms, last_ms");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params = r.params();
+    let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref()).collect();
+    let mut rows = stmt.query(refs.as_slice())?;
+    let mut m: HashMap<i64, SrcSum> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let e = m.entry(row.get(0)?).or_insert(SrcSum {
+            cc: row.get(1)?,
+            attempts: 0,
+            logins: 0,
+            events: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+        });
+        e.attempts += row.get::<_, i64>(2)?;
+        e.logins += row.get::<_, i64>(3)?;
+        e.events += row.get::<_, i64>(4)?;
+        e.first = e.first.min(row.get(5)?);
+        e.last = e.last.max(row.get(6)?);
+    }
+    Ok(m)
+}
+
+/// The `n` best items by `score` (higher first), ties broken by `name` — names are resolved
+/// only for the candidates that can make the cut.
+fn top_n<K: Copy, S: Ord + Copy>(
+    mut items: Vec<(K, S)>,
+    n: usize,
+    mut name: impl FnMut(K) -> Result<String, AnalyticsError>,
+) -> Result<Vec<(K, S, String)>, AnalyticsError> {
+    items.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    let Some(cut) = items.get(n.saturating_sub(1)).map(|x| x.1) else {
+        let mut v = items.into_iter().map(|(k, s)| Ok((k, s, name(k)?))).collect::<Result<Vec<_>, AnalyticsError>>()?;
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.2.cmp(&b.2)));
+        return Ok(v);
+    };
+    let mut v = items
+        .into_iter()
+        .take_while(|x| x.1 >= cut)
+        .map(|(k, s)| Ok((k, s, name(k)?)))
+        .collect::<Result<Vec<_>, AnalyticsError>>()?;
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.2.cmp(&b.2)));
+    v.truncate(n);
+    Ok(v)
+}
+
+fn string_of(conn: &Connection, id: i64) -> Result<String, AnalyticsError> {
+    Ok(conn
+        .prepare_cached("SELECT s FROM strings WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?
+        .unwrap_or_default())
+}
+
+fn ip_of(conn: &Connection, id: i64) -> Result<(String, String, Option<u32>, String), AnalyticsError> {
+    Ok(conn
+        .prepare_cached("SELECT ip, country, asn, as_org FROM ip_info WHERE id = ?1")?
+        .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?
+        .unwrap_or_else(|| (String::new(), "unknown".into(), None, String::new())))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,16 +639,9 @@ pub fn totals(conn: &Connection, q: &Query) -> Result<Totals, AnalyticsError> {
             _ => {}
         }
     }
-    let sql = format!(
-        "SELECT COUNT(*), COUNT(DISTINCT COALESCE(i.country, 'unknown')) FROM (SELECT DISTINCT src_ip FROM ({})) t
-         LEFT JOIN ip_info i ON i.ip = t.src_ip",
-        r.from("agg_src", "src_ip")
-    );
-    let v = run(conn, &sql, r.params(), |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))?;
-    if let Some((a, c)) = v.first() {
-        t.attackers = *a;
-        t.countries = *c;
-    }
+    let src = scan_sources(conn, &r)?;
+    t.attackers = src.len() as i64;
+    t.countries = src.values().map(|v| v.cc).collect::<HashSet<_>>().len() as i64;
     Ok(t)
 }
 
@@ -510,11 +675,12 @@ pub fn timeline(conn: &Connection, q: &Query) -> Result<Timeline, AnalyticsError
     days.spans = spans(r.since, r.until, false);
     let unit = if hourly { HOUR_MS } else { DAY_MS };
     let source = if hourly {
-        format!("SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND {PER_SENSOR} AND bucket >= ?1 AND bucket < ?2")
+        "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND sensor_id = ?11 AND bucket >= ?1 AND bucket < ?2"
+            .to_string()
     } else {
         // A week row cannot be split into days: a daily timeline reads day rows (and hour rows
         // at the edges).
-        let f = days.from_where("agg_kind", "bucket, sensor_id, kind, n", PER_SENSOR);
+        let f = days.from("agg_kind", "bucket, sensor_id, kind, n");
         format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({f})")
     };
     let params = || {
@@ -537,17 +703,28 @@ pub fn timeline(conn: &Connection, q: &Query) -> Result<Timeline, AnalyticsError
     last = last.max(first);
     let buckets: Vec<i64> = (0..=((last - first) / unit)).map(|i| first + i * unit).collect();
     let idx = |b: i64| ((b - first) / unit) as usize;
-    let params = params();
+    // One index range scan per sensor (the all-sensors rows gave the bounds above).
+    let sensors: Vec<(i64, String)> = match r.sensor_id {
+        Some(id) => vec![(id, q.sensor.clone().unwrap_or_default())],
+        None => {
+            run(conn, "SELECT id, name FROM sensors ORDER BY name", Vec::new(), |row| Ok((row.get(0)?, row.get(1)?)))?
+        }
+    };
     let sql = format!(
-        "SELECT bucket, s.name, SUM(CASE WHEN kind IN ('connection','rollup') THEN n ELSE 0 END),
+        "SELECT bucket, SUM(CASE WHEN kind IN ('connection','rollup') THEN n ELSE 0 END),
                 SUM(CASE WHEN kind = 'login' THEN n ELSE 0 END)
-         FROM ({source}) t JOIN sensors s ON s.id = t.sensor_id
-         WHERE bucket >= {first} AND bucket <= {last}
-         GROUP BY bucket, s.name ORDER BY s.name"
+         FROM ({source}) WHERE bucket >= {first} AND bucket <= {last} GROUP BY bucket"
     );
-    let rows = run(conn, &sql, params, |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
-    })?;
+    let mut rows = Vec::new();
+    for (id, name) in sensors {
+        let mut p = params();
+        p[10] = Box::new(id);
+        for (b, a, l) in
+            run(conn, &sql, p, |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?
+        {
+            rows.push((b, name.clone(), a, l));
+        }
+    }
     let mut attempts = vec![0; buckets.len()];
     let mut logins = vec![0; buckets.len()];
     let mut per_sensor: Vec<Series> = Vec::new();
@@ -600,38 +777,35 @@ pub struct TopSources {
 /// Source addresses by attempts, with country and AS, keeping those with >= `min_attempts`.
 pub fn top_sources(conn: &Connection, q: &Query, min_attempts: i64, n: usize) -> Result<TopSources, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let grouped = format!(
-        "SELECT src_ip, SUM(attempts) AS a, SUM(logins) AS l, SUM(events) AS e, MIN(first_ms) AS f, MAX(last_ms) AS la
-         FROM ({}) GROUP BY src_ip HAVING a >= ?12",
-        r.from("agg_src", "src_ip, attempts, logins, events, first_ms, last_ms")
-    );
-    let mut params = r.params();
-    params.push(Box::new(min_attempts));
-    let matching = run(conn, &format!("SELECT COUNT(*) FROM ({grouped})"), params, |row| row.get::<_, i64>(0))?
-        .first()
-        .copied()
-        .unwrap_or(0);
-    let mut params = r.params();
-    params.push(Box::new(min_attempts));
-    params.push(Box::new(limit(n)));
-    let sql = format!(
-        "SELECT t.src_ip, t.a, t.l, t.e, t.f, t.la, COALESCE(i.country, 'unknown'), i.asn, COALESCE(i.as_org, '')
-         FROM (SELECT * FROM ({grouped}) ORDER BY a DESC, e DESC, src_ip LIMIT ?13) t
-         LEFT JOIN ip_info i ON i.ip = t.src_ip ORDER BY t.a DESC, t.e DESC, t.src_ip"
-    );
-    let rows = run(conn, &sql, params, |row| {
-        Ok(SourceRow {
-            ip: row.get(0)?,
-            attempts: row.get(1)?,
-            logins: row.get(2)?,
-            events: row.get(3)?,
-            first_seen_ms: row.get(4)?,
-            last_seen_ms: row.get(5)?,
-            country: row.get(6)?,
-            asn: row.get(7)?,
-            as_org: row.get(8)?,
-        })
+    let src = scan_sources(conn, &r)?;
+    let items: Vec<(i64, (i64, i64))> =
+        src.iter().filter(|(_, v)| v.attempts >= min_attempts).map(|(k, v)| (*k, (v.attempts, v.events))).collect();
+    let matching = items.len() as i64;
+    let mut info = HashMap::new();
+    let top = top_n(items, limit(n) as usize, |id| {
+        let i = ip_of(conn, id)?;
+        let name = i.0.clone();
+        info.insert(id, i);
+        Ok(name)
     })?;
+    let rows = top
+        .into_iter()
+        .filter_map(|(id, _, _)| {
+            let v = src.get(&id)?;
+            let (ip, country, asn, as_org) = info.remove(&id)?;
+            Some(SourceRow {
+                ip,
+                attempts: v.attempts,
+                logins: v.logins,
+                events: v.events,
+                first_seen_ms: v.first,
+                last_seen_ms: v.last,
+                country,
+                asn,
+                as_org,
+            })
+        })
+        .collect();
     Ok(TopSources { range: r.info(q), min_attempts, matching, rows })
 }
 
@@ -647,18 +821,23 @@ pub struct CountryRow {
 /// Attackers and attempts per country, most attempts first.
 pub fn countries(conn: &Connection, q: &Query, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let mut params = r.params();
-    params.push(Box::new(limit(n)));
-    let sql = format!(
-        "SELECT COALESCE(i.country, 'unknown') AS c, COUNT(*), SUM(t.a), SUM(t.l)
-         FROM (SELECT src_ip, SUM(attempts) AS a, SUM(logins) AS l FROM ({}) GROUP BY src_ip) t
-         LEFT JOIN ip_info i ON i.ip = t.src_ip
-         GROUP BY c ORDER BY SUM(t.a) DESC, COUNT(*) DESC, c LIMIT ?12",
-        r.from("agg_src", "src_ip, attempts, logins")
-    );
-    run(conn, &sql, params, |row| {
-        Ok(CountryRow { country: row.get(0)?, attackers: row.get(1)?, attempts: row.get(2)?, logins: row.get(3)? })
-    })
+    let mut by: HashMap<i64, (i64, i64, i64)> = HashMap::new();
+    for v in scan_sources(conn, &r)?.values() {
+        let e = by.entry(v.cc).or_default();
+        e.0 += 1;
+        e.1 += v.attempts;
+        e.2 += v.logins;
+    }
+    let items: Vec<(i64, (i64, i64))> = by.iter().map(|(cc, v)| (*cc, (v.1, v.0))).collect();
+    Ok(top_n(items, limit(n) as usize, |cc| Ok(cc_label(cc)))?
+        .into_iter()
+        .map(|(cc, (attempts, attackers), country)| CountryRow {
+            country,
+            attackers,
+            attempts,
+            logins: by.get(&cc).map(|v| v.2).unwrap_or(0),
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -727,24 +906,41 @@ pub struct Credentials {
 /// Most tried user names, passwords (or hashes / key fingerprints) and pairs.
 pub fn credentials(conn: &Connection, q: &Query, n: usize) -> Result<Credentials, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let src = r.from("agg_cred", "username, password, n");
-    let one = |col: &str| -> Result<Vec<Counted>, AnalyticsError> {
-        let mut params = r.params();
-        params.push(Box::new(limit(n)));
-        let sql = format!("SELECT {col}, SUM(n) AS c FROM ({src}) GROUP BY {col} ORDER BY c DESC, {col} LIMIT ?12");
-        run(conn, &sql, params, |row| Ok(Counted { value: row.get(0)?, count: row.get(1)? }))
+    let sql = r.from("agg_cred", "user_id, pass_id, n");
+    let mut users: HashMap<i64, i64> = HashMap::new();
+    let mut passes: HashMap<i64, i64> = HashMap::new();
+    let mut pairs: HashMap<(i64, i64), i64> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let params = r.params();
+        let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref()).collect();
+        let mut rows = stmt.query(refs.as_slice())?;
+        while let Some(row) = rows.next()? {
+            let (u, p, c): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            *users.entry(u).or_default() += c;
+            *passes.entry(p).or_default() += c;
+            *pairs.entry((u, p)).or_default() += c;
+        }
+    }
+    let n = limit(n) as usize;
+    let counted = |m: HashMap<i64, i64>| -> Result<Vec<Counted>, AnalyticsError> {
+        Ok(top_n(m.into_iter().collect(), n, |id| string_of(conn, id))?
+            .into_iter()
+            .map(|(_, count, value)| Counted { value, count })
+            .collect())
     };
-    let usernames = one("username")?;
-    let passwords = one("password")?;
-    let mut params = r.params();
-    params.push(Box::new(limit(n)));
-    let sql = format!(
-        "SELECT username, password, SUM(n) AS c FROM ({src}) GROUP BY username, password
-         ORDER BY c DESC, username, password LIMIT ?12"
-    );
-    let pairs = run(conn, &sql, params, |row| {
-        Ok(PairRow { username: row.get(0)?, password: row.get(1)?, count: row.get(2)? })
-    })?;
+    let usernames = counted(users)?;
+    let passwords = counted(passes)?;
+    let pairs = top_n(pairs.into_iter().collect(), n, |(u, p)| {
+        Ok(format!("{}\n{}", string_of(conn, u)?, string_of(conn, p)?))
+    })?
+    .into_iter()
+    .map(|(_, count, name)| {
+        let (username, password) =
+            name.split_once('\n').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+        PairRow { username, password, count }
+    })
+    .collect();
     Ok(Credentials { range: r.info(q), usernames, passwords, pairs })
 }
 
@@ -764,6 +960,9 @@ pub struct ItemRow {
     pub ips: Vec<String>,
 }
 
+/// Raw rows of one rare kind scanned per query at most (payloads, exploits, downloads).
+const MAX_ITEM_ROWS: usize = 2_000_000;
+
 fn items(
     conn: &Connection,
     q: &Query,
@@ -773,38 +972,71 @@ fn items(
     n: usize,
 ) -> Result<Vec<ItemRow>, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let base = format!(
-        "FROM events WHERE kind = '{kind}' AND time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR sensor_id = ?3)"
-    );
+    // One pass over the kind's rows (index events_kind), grouped here.
     let sql = format!(
-        "SELECT {key} AS k, MAX({detail}), COUNT(*) AS c, MIN(time_ms), MAX(time_ms), COUNT(DISTINCT src_ip)
-         {base} GROUP BY k ORDER BY c DESC, k LIMIT ?4"
+        "SELECT {key}, {detail}, time_ms, src_ip FROM events INDEXED BY events_kind
+         WHERE kind = '{kind}' AND time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR sensor_id = ?3)"
     );
-    let params: Vec<Box<dyn ToSql>> =
-        vec![Box::new(r.since), Box::new(r.until), Box::new(r.sensor_id), Box::new(limit(n))];
-    let mut rows = run(conn, &sql, params, |row| {
-        Ok(ItemRow {
-            key: row.get::<_, Option<String>>(0)?.unwrap_or_default(),
-            detail: row.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            count: row.get(2)?,
-            first_seen_ms: row.get(3)?,
-            last_seen_ms: row.get(4)?,
-            sources: row.get(5)?,
-            ips: Vec::new(),
-        })
-    })?;
-    let sql = format!("SELECT DISTINCT src_ip {base} AND {key} = ?4 ORDER BY src_ip LIMIT {MAX_IPS_PER_ITEM}");
-    for item in &mut rows {
-        let params: Vec<Box<dyn ToSql>> =
-            vec![Box::new(r.since), Box::new(r.until), Box::new(r.sensor_id), Box::new(item.key.clone())];
-        item.ips = run(conn, &sql, params, |row| row.get(0))?;
+    struct Acc {
+        detail: String,
+        count: i64,
+        first: i64,
+        last: i64,
+        ips: HashSet<String>,
     }
-    Ok(rows)
+    let mut m: HashMap<String, Acc> = HashMap::new();
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![r.since, r.until, r.sensor_id])?;
+    let mut scanned = 0usize;
+    while let Some(row) = rows.next()? {
+        scanned += 1;
+        if scanned > MAX_ITEM_ROWS {
+            tracing::warn!(kind, cap = MAX_ITEM_ROWS, "item list cut at the row cap; narrow the range");
+            break;
+        }
+        let k: String = row.get::<_, Option<String>>(0)?.unwrap_or_default();
+        let t: i64 = row.get(2)?;
+        let e = m.entry(k).or_insert_with(|| Acc {
+            detail: String::new(),
+            count: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+            ips: HashSet::new(),
+        });
+        let d: String = row.get::<_, Option<String>>(1)?.unwrap_or_default();
+        if d > e.detail {
+            e.detail = d;
+        }
+        e.count += 1;
+        e.first = e.first.min(t);
+        e.last = e.last.max(t);
+        e.ips.insert(row.get(3)?);
+    }
+    let mut v: Vec<ItemRow> = m
+        .into_iter()
+        .map(|(key, a)| {
+            let mut ips: Vec<String> = a.ips.iter().cloned().collect();
+            ips.sort();
+            ips.truncate(MAX_IPS_PER_ITEM);
+            ItemRow {
+                key,
+                detail: a.detail,
+                count: a.count,
+                first_seen_ms: a.first,
+                last_seen_ms: a.last,
+                sources: a.ips.len() as i64,
+                ips,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    v.truncate(limit(n) as usize);
+    Ok(v)
 }
 
 /// Captured payloads: sha256, size, how often, first and last seen, from which addresses.
 pub fn payloads(conn: &Connection, q: &Query, n: usize) -> Result<Vec<ItemRow>, AnalyticsError> {
-    items(conn, q, "payload", "payload_sha256", "CAST(json_extract(fields, '$.size') AS TEXT)", n)
+    items(conn, q, "payload", "payload_sha256", "json_extract(fields, '$.size')", n)
 }
 
 /// Recognised exploit attempts by name (detail = CVE).

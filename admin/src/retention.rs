@@ -123,7 +123,12 @@ pub fn prune(
             )? as u64;
         }
         if st.daily_rows > 0 {
-            tx.execute("DELETE FROM ip_info WHERE ip NOT IN (SELECT src_ip FROM agg_src)", [])?;
+            tx.execute("DELETE FROM ip_info WHERE id NOT IN (SELECT ip_id FROM agg_src)", [])?;
+            tx.execute(
+                "DELETE FROM strings WHERE id NOT IN (SELECT user_id FROM agg_cred)
+                   AND id NOT IN (SELECT pass_id FROM agg_cred)",
+                [],
+            )?;
         }
         tx.commit()?;
     }
