@@ -44,6 +44,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         println!("listening protocol={protocol} addr={addr}");
         tracing::info!(%protocol, %addr, "listening");
     }
+    // The store was opened as root: hand its directory and files to the sensor user first, so
+    // the writer can still create its WAL, ballast and quarantine files after the drop.
+    hand_data_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user);
     // Every port is bound: drop root (if we are root) before a single attacker byte is read.
     let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
     tracing::info!(?dropped, "privileges");
@@ -117,6 +120,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let st = store.status().unwrap_or_default();
     tracing::info!(last_seq = st.last_seq, backlog = st.backlog_events, "sensor stopped");
     Ok(())
+}
+
+/// When running as root with a configured user, gives `dir` and the files in it to that user.
+fn hand_data_dir_to(dir: &std::path::Path, user: &str) {
+    if !nix::unistd::geteuid().is_root() || user.is_empty() {
+        return;
+    }
+    let Ok(Some(u)) = nix::unistd::User::from_name(user) else { return };
+    let mut paths = vec![dir.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        paths.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for p in paths {
+        if let Err(e) = nix::unistd::chown(&p, Some(u.uid), Some(u.gid)) {
+            tracing::warn!(path = %p.display(), error = %e, "cannot hand the store file to the sensor user");
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -18,12 +18,22 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     std::fs::write(
         &p,
         format!(
-            "[sensor]\nname = \"cli-test\"\ndata_dir = \"{}\"\nhealth_interval_s = 1\n\n[store]\ncap_bytes = 4194304\nreserve_bytes = 0\n{extra}",
-            dir.join("data").display()
+            "[sensor]\nname = \"cli-test\"\ndata_dir = \"{}\"\nhealth_interval_s = 1\nuser = \"{}\"\n\n[store]\ncap_bytes = 4194304\nreserve_bytes = 0\n{extra}",
+            dir.join("data").display(),
+            test_user()
         ),
     )
     .unwrap();
     p
+}
+
+/// `nobody` when running as root (the sensor then drops to it, as in production), else empty.
+fn test_user() -> &'static str {
+    if nix::unistd::geteuid().is_root() && nix::unistd::User::from_name("nobody").ok().flatten().is_some() {
+        "nobody"
+    } else {
+        ""
+    }
 }
 
 #[test]

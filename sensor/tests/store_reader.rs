@@ -72,3 +72,21 @@ fn batches_are_bounded_ordered_and_never_skip_while_writing() {
     h2.ack(5).unwrap();
     assert_eq!(h2.acked_seq(), total);
 }
+
+#[test]
+fn writer_without_a_shutdown_sender_runs_until_the_channel_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handle, writer) = store::open(&cfg(), dir.path(), "rd").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    drop(stop_tx);
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!wh.is_finished(), "writer must keep running while producers exist");
+    for i in 1..=50 {
+        tx.blocking_send(synthetic_event(i)).unwrap();
+    }
+    drop(tx);
+    wh.join().unwrap();
+    assert_eq!(handle.last_seq(), 50);
+}

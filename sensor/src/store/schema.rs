@@ -107,9 +107,14 @@ pub fn freelist_count(conn: &Connection) -> Result<u64, StoreError> {
 
 /// Encodes an event body (without sensor name and seq) into `out`.
 pub fn encode_body(ev: &mut Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    out.clear();
+    encode_body_append(ev, out)
+}
+
+/// Appends an event body (without sensor name and seq) to `out`.
+pub fn encode_body_append(ev: &mut Event, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let sensor = std::mem::take(&mut ev.sensor);
     let seq = std::mem::replace(&mut ev.seq, 0);
-    out.clear();
     let r = postcard::to_io(&*ev, &mut *out).map(|_| ());
     ev.sensor = sensor;
     ev.seq = seq;

@@ -9,7 +9,7 @@
 use super::disk::{self, Budget};
 use super::evict::{evict, Gap};
 use super::recover::Recovered;
-use super::schema::{self, encode_body, meta_get, meta_set, table, PAGE_SIZE};
+use super::schema::{self, encode_body, encode_body_append, meta_get, meta_set, table, PAGE_SIZE};
 use super::seqfile::SeqFile;
 use super::{Shared, StoreError, DB_FILE};
 use crate::config::StoreSection;
@@ -26,13 +26,18 @@ use tokio::sync::{mpsc, watch};
 
 /// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
 const ROW_OVERHEAD: u64 = 12;
+/// How long the writer naps while a group forms and the channel is momentarily empty.
+const GATHER_NAP: Duration = Duration::from_millis(2);
+
 /// Most rollup counters drained into one commit.
 const ROLLUPS_PER_COMMIT: usize = 1000;
 
 /// An encoded event waiting for its commit.
 struct Pending {
     prio: Priority,
-    body: Vec<u8>,
+    /// Where its encoded body lies in `StoreWriter::buf`.
+    start: usize,
+    len: usize,
     /// Connections this record accounts for if it is a rollup.
     rolled: u64,
 }
@@ -51,6 +56,8 @@ pub struct StoreWriter {
     budget: Budget,
     last_disk_check: Instant,
     pending: Vec<Pending>,
+    /// Encoded bodies of `pending`, back to back (one allocation for the whole group).
+    buf: Vec<u8>,
     pending_bytes: u64,
     /// Most events per transaction right now (shrinks after failures, grows back on success).
     commit_limit: usize,
@@ -113,6 +120,7 @@ impl StoreWriter {
             budget,
             last_disk_check: Instant::now(),
             pending: Vec::new(),
+            buf: Vec::new(),
             pending_bytes: 0,
             commit_limit,
             evict_limit: budget.txn_bytes,
@@ -161,6 +169,8 @@ impl StoreWriter {
         let max_events = self.cfg.commit_max_events.max(1);
         let mut stopping = false;
         let mut closed = false;
+        // Set when the shutdown sender is gone: then only a closed channel stops the writer.
+        let mut no_shutdown = false;
         let mut stop_deadline: Option<Instant> = None;
         loop {
             if !stopping && *shutdown.borrow() {
@@ -175,14 +185,25 @@ impl StoreWriter {
                     Ok(mut ev) => self.push_logged(&mut ev, 0),
                     Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        if stopping || Instant::now() >= deadline || self.failures > 0 {
+                        let now = Instant::now();
+                        if stopping || now >= deadline || self.failures > 0 {
                             break;
+                        }
+                        if !self.pending.is_empty() {
+                            // A group is forming: let the producers fill the channel for a moment
+                            // instead of waking up for every single event (a wake-up costs more
+                            // than an insert).
+                            std::thread::sleep((deadline - now).min(GATHER_NAP));
+                            if *shutdown.borrow() {
+                                break;
+                            }
+                            continue;
                         }
                         let got = rt.block_on(async {
                             tokio::select! {
                                 r = rx.recv() => Wake::Event(r.map(Box::new)),
                                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
-                                r = shutdown.changed() => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
+                                r = shutdown.changed(), if !no_shutdown => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
                             }
                         });
                         match got {
@@ -193,10 +214,7 @@ impl StoreWriter {
                                     break;
                                 }
                             }
-                            Wake::NoShutdown => {
-                                // Nobody can ask us to stop any more: stop when the channel closes.
-                                shutdown = watch::channel(false).1;
-                            }
+                            Wake::NoShutdown => no_shutdown = true,
                         }
                     }
                 }
@@ -233,7 +251,9 @@ impl StoreWriter {
                 }
             }
             self.maintain();
-            let done = (stopping || closed) && self.pending.is_empty() && rollups.is_empty();
+            // `closed` is only set once the channel is closed (by us on shutdown, or by the last
+            // sender) *and* empty, so nothing accepted is left behind.
+            let done = closed && self.pending.is_empty() && rollups.is_empty();
             let give_up = stop_deadline.is_some_and(|d| Instant::now() > d);
             if done || give_up {
                 if give_up && !done {
@@ -255,11 +275,34 @@ impl StoreWriter {
 
     fn push(&mut self, ev: &mut Event, rolled: u64) -> Result<(), StoreError> {
         ev.clamp();
-        let mut body = Vec::with_capacity(96);
-        encode_body(ev, &mut body)?;
-        self.pending_bytes += body.len() as u64 + ROW_OVERHEAD;
-        self.pending.push(Pending { prio: ev.priority, body, rolled });
+        let start = self.buf.len();
+        if let Err(e) = encode_body_append(ev, &mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        let len = self.buf.len() - start;
+        self.pending_bytes += len as u64 + ROW_OVERHEAD;
+        self.pending.push(Pending { prio: ev.priority, start, len, rolled });
         Ok(())
+    }
+
+    /// Forgets the first `k` pending events (committed, or impossible to store).
+    fn consume(&mut self, k: usize) {
+        let k = k.min(self.pending.len());
+        if k == 0 {
+            return;
+        }
+        let end = self.pending.get(k - 1).map(|p| p.start + p.len).unwrap_or(0);
+        let bytes: u64 = self.pending.drain(..k).map(|p| p.len as u64 + ROW_OVERHEAD).sum();
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        if self.pending.is_empty() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..end.min(self.buf.len()));
+            for p in self.pending.iter_mut() {
+                p.start -= end;
+            }
+        }
     }
 
     /// Commits pending events (used at open and by tests/tools), retrying for at most `max`.
@@ -277,7 +320,7 @@ impl StoreWriter {
         let mut n = 0usize;
         let mut bytes = 0u64;
         for p in self.pending.iter().take(self.commit_limit) {
-            let b = p.body.len() as u64 + ROW_OVERHEAD;
+            let b = p.len as u64 + ROW_OVERHEAD;
             if n > 0 && bytes + b > self.budget.txn_bytes {
                 break;
             }
@@ -303,10 +346,7 @@ impl StoreWriter {
             // Nothing left to evict and one event alone exceeds the budget: it can never fit.
             drop(tx);
             tracing::error!(bytes, db_budget = self.budget.db, "event larger than the whole store budget; dropped");
-            if !self.pending.is_empty() {
-                let p = self.pending.remove(0);
-                self.pending_bytes = self.pending_bytes.saturating_sub(p.body.len() as u64 + ROW_OVERHEAD);
-            }
+            self.consume(1);
             return Ok(Progress::EvictedOnly);
         } else {
             self.commit_limit = (n / 2).max(1);
@@ -321,15 +361,14 @@ impl StoreWriter {
             let mut ev = g.to_event(now_ms());
             let mut body = Vec::with_capacity(128);
             encode_body(&mut ev, &mut body)?;
-            tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(Priority::System)))?
-                .execute(rusqlite::params![seq as i64, body])?;
+            tx.prepare_cached(insert_sql(Priority::System))?.execute(rusqlite::params![seq as i64, body])?;
             seq += 1;
             gap_rows = 1;
         }
         let mut rolled = 0u64;
         for p in self.pending.iter().take(insert) {
-            tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(p.prio)))?
-                .execute(rusqlite::params![seq as i64, p.body])?;
+            tx.prepare_cached(insert_sql(p.prio))?
+                .execute(rusqlite::params![seq as i64, &self.buf[p.start..p.start + p.len]])?;
             rolled += p.rolled;
             seq += 1;
         }
@@ -343,8 +382,7 @@ impl StoreWriter {
         self.next_seq = seq;
         self.evicted_total += evicted;
         self.rolled_up_total += rolled;
-        let drained: u64 = self.pending.drain(..insert).map(|p| p.body.len() as u64 + ROW_OVERHEAD).sum();
-        self.pending_bytes = self.pending_bytes.saturating_sub(drained);
+        self.consume(insert);
         if let Some(g) = &gap {
             tracing::info!(
                 count = g.count,
@@ -503,8 +541,7 @@ impl StoreWriter {
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
         let seq = self.next_seq;
-        tx.prepare_cached(&format!("INSERT INTO {} (seq, body) VALUES (?1, ?2)", table(Priority::System)))?
-            .execute(rusqlite::params![seq as i64, body])?;
+        tx.prepare_cached(insert_sql(Priority::System))?.execute(rusqlite::params![seq as i64, body])?;
         meta_set(&tx, "last_seq", seq)?;
         meta_set(&tx, "evicted_total", self.evicted_total + g.count)?;
         tx.commit()?;
@@ -533,6 +570,19 @@ impl StoreWriter {
 /// The row count is shared with acknowledgements (which delete rows on the reader's connection).
 fn add_rows(rows: &std::sync::atomic::AtomicU64, plus: u64, minus: u64) {
     let _ = rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some((r + plus).saturating_sub(minus)));
+}
+
+/// The INSERT statement for a priority class (static, so the statement cache needs no allocation).
+fn insert_sql(p: Priority) -> &'static str {
+    const SQL: [&str; 5] = [
+        "INSERT INTO ev0 (seq, body) VALUES (?1, ?2)",
+        "INSERT INTO ev1 (seq, body) VALUES (?1, ?2)",
+        "INSERT INTO ev2 (seq, body) VALUES (?1, ?2)",
+        "INSERT INTO ev3 (seq, body) VALUES (?1, ?2)",
+        "INSERT INTO ev4 (seq, body) VALUES (?1, ?2)",
+    ];
+    debug_assert_eq!(table(p), &SQL[p.as_u8().min(4) as usize][12..15]);
+    SQL[p.as_u8().min(4) as usize]
 }
 
 enum Wake {
