@@ -46,7 +46,7 @@ fn kill_dash_nine_loop_keeps_the_store_consistent() {
     let bin = env!("CARGO_BIN_EXE_drosera-sensor");
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store.db");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0xd05e_7a);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x00d0_5e7a);
     let mut max_committed = 0u64;
     let mut evicting_rounds = 0;
     let started = Instant::now();
