@@ -94,8 +94,9 @@ pub fn next_state(cur: Pressure, s: MemSample, cfg: &MemorySection) -> Pressure 
         // Hard holds until RSS is below the soft limit again.
         Pressure::Hard if s.rss >= cfg.soft_limit_bytes => Pressure::Hard,
         _ if s.rss >= cfg.soft_limit_bytes || low_avail => Pressure::Soft,
-        // Soft holds until RSS is 10% below the soft limit and memory is back with 10% margin.
-        Pressure::Soft
+        // Soft (and Hard coming down) holds until RSS is 10% below the soft limit and memory is
+        // back with a 10% margin.
+        Pressure::Soft | Pressure::Hard
             if s.rss >= cfg.soft_limit_bytes / 10 * 9
                 || s.available < cfg.min_available_bytes.saturating_add(cfg.min_available_bytes / 10) =>
         {
