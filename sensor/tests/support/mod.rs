@@ -134,6 +134,11 @@ pub fn require_client(bin: &str) -> bool {
     found
 }
 
+/// True if `bin` is on PATH (no skip message, no failure).
+pub fn require_client_quiet(bin: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false)
+}
+
 /// Runs a real client with a timeout (killed when it expires); returns its output.
 pub async fn run_client(mut cmd: tokio::process::Command, timeout: Duration) -> Output {
     cmd.kill_on_drop(true).stdin(std::process::Stdio::null());
