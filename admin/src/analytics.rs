@@ -248,11 +248,11 @@ impl Resolved {
     /// `SELECT cols FROM table` restricted to the range and sensor, as a UNION ALL over the
     /// spans. Parameters: ?1..?10 span bounds, ?11 sensor id (0 = the all-sensors rows); callers
     /// add their own from ?12.
-    fn from(&self, table: &str, cols: &str) -> String {
-        self.from_where(table, cols, "sensor_id = ?11")
+    fn select(&self, table: &str, cols: &str) -> String {
+        self.select_where(table, cols, "sensor_id = ?11")
     }
 
-    fn from_where(&self, table: &str, cols: &str, sensor_cond: &str) -> String {
+    fn select_where(&self, table: &str, cols: &str, sensor_cond: &str) -> String {
         self.spans
             .iter()
             .enumerate()
@@ -327,12 +327,16 @@ pub fn cc_label(cc: i64) -> String {
     }
 }
 
+/// (res, bucket, sensor, protocol, kind)
+type KindKey = (i64, i64, i64, String, String);
+type SrcVal = (i64, i64, i64, i64, i64, i64);
+
 #[derive(Default)]
 struct Batch {
-    kind: HashMap<(i64, i64, i64, String, String), (i64, i64)>,
+    kind: HashMap<KindKey, (i64, i64)>,
     port: HashMap<(i64, i64, i64, String, i64), i64>,
     /// (res, bucket, sensor, ip id) -> (cc, attempts, logins, events, first, last)
-    src: HashMap<(i64, i64, i64, i64), (i64, i64, i64, i64, i64, i64)>,
+    src: HashMap<(i64, i64, i64, i64), SrcVal>,
     cred: HashMap<(i64, i64, i64, i64, i64), i64>,
 }
 
@@ -529,7 +533,7 @@ struct SrcSum {
 }
 
 fn scan_sources(conn: &Connection, r: &Resolved) -> Result<HashMap<i64, SrcSum>, AnalyticsError> {
-    let sql = r.from("agg_src", "ip_id, cc, attempts, logins, events, first_ms, last_ms");
+    let sql = r.select("agg_src", "ip_id, cc, attempts, logins, events, first_ms, last_ms");
     let mut stmt = conn.prepare_cached(&sql)?;
     let params = r.params();
     let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref()).collect();
@@ -560,7 +564,7 @@ fn top_n<K: Copy, S: Ord + Copy>(
     n: usize,
     mut name: impl FnMut(K) -> Result<String, AnalyticsError>,
 ) -> Result<Vec<(K, S, String)>, AnalyticsError> {
-    items.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    items.sort_unstable_by_key(|x| std::cmp::Reverse(x.1));
     let Some(cut) = items.get(n.saturating_sub(1)).map(|x| x.1) else {
         let mut v = items.into_iter().map(|(k, s)| Ok((k, s, name(k)?))).collect::<Result<Vec<_>, AnalyticsError>>()?;
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.2.cmp(&b.2)));
@@ -618,7 +622,7 @@ pub struct Totals {
 
 pub fn totals(conn: &Connection, q: &Query) -> Result<Totals, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let sql = format!("SELECT kind, SUM(rows), SUM(n) FROM ({}) GROUP BY kind", r.from("agg_kind", "kind, rows, n"));
+    let sql = format!("SELECT kind, SUM(rows), SUM(n) FROM ({}) GROUP BY kind", r.select("agg_kind", "kind, rows, n"));
     let mut t = Totals { range: Some(r.info(q)), ..Default::default() };
     for (kind, rows, n) in
         run(conn, &sql, r.params(), |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?
@@ -680,7 +684,7 @@ pub fn timeline(conn: &Connection, q: &Query) -> Result<Timeline, AnalyticsError
     } else {
         // A week row cannot be split into days: a daily timeline reads day rows (and hour rows
         // at the edges).
-        let f = days.from("agg_kind", "bucket, sensor_id, kind, n");
+        let f = days.select("agg_kind", "bucket, sensor_id, kind, n");
         format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({f})")
     };
     let params = || {
@@ -855,7 +859,7 @@ pub fn protocols(conn: &Connection, q: &Query) -> Result<Vec<ProtocolRow>, Analy
         "SELECT protocol, SUM(CASE WHEN kind IN ('connection','rollup') THEN n ELSE 0 END) AS a,
                 SUM(CASE WHEN kind = 'login' THEN rows ELSE 0 END), SUM(rows)
          FROM ({}) WHERE protocol <> 'sensor' GROUP BY protocol ORDER BY a DESC, protocol",
-        r.from("agg_kind", "protocol, kind, rows, n")
+        r.select("agg_kind", "protocol, kind, rows, n")
     );
     run(conn, &sql, r.params(), |row| {
         Ok(ProtocolRow { protocol: row.get(0)?, attempts: row.get(1)?, logins: row.get(2)?, events: row.get(3)? })
@@ -877,7 +881,7 @@ pub fn ports(conn: &Connection, q: &Query, n: usize) -> Result<Vec<PortRow>, Ana
     let sql = format!(
         "SELECT protocol, dst_port, SUM(attempts) AS a FROM ({}) GROUP BY protocol, dst_port
          ORDER BY a DESC, dst_port LIMIT ?12",
-        r.from("agg_port", "protocol, dst_port, attempts")
+        r.select("agg_port", "protocol, dst_port, attempts")
     );
     run(conn, &sql, params, |row| Ok(PortRow { protocol: row.get(0)?, port: row.get(1)?, attempts: row.get(2)? }))
 }
@@ -906,7 +910,7 @@ pub struct Credentials {
 /// Most tried user names, passwords (or hashes / key fingerprints) and pairs.
 pub fn credentials(conn: &Connection, q: &Query, n: usize) -> Result<Credentials, AnalyticsError> {
     let r = resolve(conn, q)?;
-    let sql = r.from("agg_cred", "user_id, pass_id, n");
+    let sql = r.select("agg_cred", "user_id, pass_id, n");
     let mut users: HashMap<i64, i64> = HashMap::new();
     let mut passes: HashMap<i64, i64> = HashMap::new();
     let mut pairs: HashMap<(i64, i64), i64> = HashMap::new();
@@ -1167,8 +1171,8 @@ impl Report {
         let s = &self.top_sources;
         let _ = writeln!(
             o,
-            "\nTop source IPs ({} with >= {} attempts):\n  {:<40} {:>9} {:>7} {:<8} {}",
-            s.matching, s.min_attempts, "ip", "attempts", "logins", "country", "AS"
+            "\nTop source IPs ({} with >= {} attempts):\n  {:<40} {:>9} {:>7} {:<8} AS",
+            s.matching, s.min_attempts, "ip", "attempts", "logins", "country"
         );
         for r in &s.rows {
             let asn = r.asn.map(|a| format!("AS{a} {}", printable(&r.as_org))).unwrap_or_default();

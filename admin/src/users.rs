@@ -160,30 +160,6 @@ pub fn new_nonce() -> String {
     random_token()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn add_verify_and_sessions() {
-        let conn = Connection::open_in_memory().unwrap();
-        assert!(add_user(&conn, "alice", "correct horse").unwrap());
-        assert!(verify(&conn, "alice", "correct horse").unwrap());
-        assert!(!verify(&conn, "alice", "wrong horse!").unwrap());
-        assert!(!verify(&conn, "bob", "correct horse").unwrap());
-        assert!(matches!(add_user(&conn, "bad name", "correct horse"), Err(UserError::BadName)));
-        assert!(matches!(add_user(&conn, "alice", "short"), Err(UserError::BadPassword)));
-        let t = create_session(&conn, "alice").unwrap();
-        assert_eq!(session(&conn, &t).unwrap().unwrap().user, "alice");
-        assert!(session(&conn, &"0".repeat(64)).unwrap().is_none());
-        // changing the password ends sessions
-        assert!(!add_user(&conn, "alice", "another horse").unwrap());
-        assert!(session(&conn, &t).unwrap().is_none());
-        let phc: String = conn.query_row("SELECT phc FROM users", [], |r| r.get(0)).unwrap();
-        assert!(phc.starts_with("$argon2id$"), "{phc}");
-    }
-}
-
 /// `drosera-admin user add NAME`: creates a dashboard user or sets a new password, read from
 /// standard input (first line), or prompted for twice without echo on a terminal.
 pub fn add_command(db_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
@@ -226,4 +202,28 @@ fn read_password() -> anyhow::Result<String> {
     })();
     stty("echo");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_verify_and_sessions() {
+        let conn = Connection::open_in_memory().unwrap();
+        assert!(add_user(&conn, "alice", "correct horse").unwrap());
+        assert!(verify(&conn, "alice", "correct horse").unwrap());
+        assert!(!verify(&conn, "alice", "wrong horse!").unwrap());
+        assert!(!verify(&conn, "bob", "correct horse").unwrap());
+        assert!(matches!(add_user(&conn, "bad name", "correct horse"), Err(UserError::BadName)));
+        assert!(matches!(add_user(&conn, "alice", "short"), Err(UserError::BadPassword)));
+        let t = create_session(&conn, "alice").unwrap();
+        assert_eq!(session(&conn, &t).unwrap().unwrap().user, "alice");
+        assert!(session(&conn, &"0".repeat(64)).unwrap().is_none());
+        // changing the password ends sessions
+        assert!(!add_user(&conn, "alice", "another horse").unwrap());
+        assert!(session(&conn, &t).unwrap().is_none());
+        let phc: String = conn.query_row("SELECT phc FROM users", [], |r| r.get(0)).unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+    }
 }
