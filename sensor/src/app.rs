@@ -98,7 +98,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(shutdown_rx.clone());
 
-    wait_for_signal().await;
+    // Stop on SIGINT/SIGTERM, or if the store writer ever stops by itself (a bug): then exit
+    // non-zero after the orderly shutdown, so the service manager restarts the sensor instead of
+    // it running on without storing anything.
+    let writer_died = tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = async {
+            while !writer_thread.is_finished() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        } => true,
+    };
+    if writer_died {
+        tracing::error!("store writer stopped unexpectedly; shutting down so the sensor is restarted");
+    }
     tracing::info!("shutting down: stopping listeners, flushing the store");
     crate::systemd::notify_stopping();
     let _ = shutdown.send(true);
@@ -119,6 +132,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let st = store.status().unwrap_or_default();
     tracing::info!(last_seq = st.last_seq, backlog = st.backlog_events, "sensor stopped");
+    if writer_died {
+        anyhow::bail!("the store writer stopped unexpectedly");
+    }
     Ok(())
 }
 
