@@ -532,7 +532,9 @@ struct SrcSum {
     last: i64,
 }
 
-fn scan_sources(conn: &Connection, r: &Resolved) -> Result<HashMap<i64, SrcSum>, AnalyticsError> {
+type SrcMap = HashMap<i64, SrcSum>;
+
+fn scan_sources(conn: &Connection, r: &Resolved) -> Result<SrcMap, AnalyticsError> {
     let sql = r.select("agg_src", "ip_id, cc, attempts, logins, events, first_ms, last_ms");
     let mut stmt = conn.prepare_cached(&sql)?;
     let params = r.params();
@@ -622,6 +624,11 @@ pub struct Totals {
 
 pub fn totals(conn: &Connection, q: &Query) -> Result<Totals, AnalyticsError> {
     let r = resolve(conn, q)?;
+    let src = scan_sources(conn, &r)?;
+    totals_in(conn, q, &r, &src)
+}
+
+fn totals_in(conn: &Connection, q: &Query, r: &Resolved, src: &SrcMap) -> Result<Totals, AnalyticsError> {
     let sql = format!("SELECT kind, SUM(rows), SUM(n) FROM ({}) GROUP BY kind", r.select("agg_kind", "kind, rows, n"));
     let mut t = Totals { range: Some(r.info(q)), ..Default::default() };
     for (kind, rows, n) in
@@ -643,7 +650,6 @@ pub fn totals(conn: &Connection, q: &Query) -> Result<Totals, AnalyticsError> {
             _ => {}
         }
     }
-    let src = scan_sources(conn, &r)?;
     t.attackers = src.len() as i64;
     t.countries = src.values().map(|v| v.cc).collect::<HashSet<_>>().len() as i64;
     Ok(t)
@@ -782,6 +788,17 @@ pub struct TopSources {
 pub fn top_sources(conn: &Connection, q: &Query, min_attempts: i64, n: usize) -> Result<TopSources, AnalyticsError> {
     let r = resolve(conn, q)?;
     let src = scan_sources(conn, &r)?;
+    top_sources_in(conn, q, &r, &src, min_attempts, n)
+}
+
+fn top_sources_in(
+    conn: &Connection,
+    q: &Query,
+    r: &Resolved,
+    src: &SrcMap,
+    min_attempts: i64,
+    n: usize,
+) -> Result<TopSources, AnalyticsError> {
     let items: Vec<(i64, (i64, i64))> =
         src.iter().filter(|(_, v)| v.attempts >= min_attempts).map(|(k, v)| (*k, (v.attempts, v.events))).collect();
     let matching = items.len() as i64;
@@ -825,8 +842,12 @@ pub struct CountryRow {
 /// Attackers and attempts per country, most attempts first.
 pub fn countries(conn: &Connection, q: &Query, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
     let r = resolve(conn, q)?;
+    countries_in(&scan_sources(conn, &r)?, n)
+}
+
+fn countries_in(src: &SrcMap, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
     let mut by: HashMap<i64, (i64, i64, i64)> = HashMap::new();
-    for v in scan_sources(conn, &r)?.values() {
+    for v in src.values() {
         let e = by.entry(v.cc).or_default();
         e.0 += 1;
         e.1 += v.attempts;
@@ -1108,12 +1129,15 @@ pub struct Report {
 
 /// The full report (each list capped at `n` rows).
 pub fn report(conn: &Connection, q: &Query, min_attempts: i64, n: usize) -> Result<Report, AnalyticsError> {
+    // One scan of the source aggregates serves totals, top sources and countries.
+    let r = resolve(conn, q)?;
+    let src = scan_sources(conn, &r)?;
     Ok(Report {
-        totals: totals(conn, q)?,
+        totals: totals_in(conn, q, &r, &src)?,
         protocols: protocols(conn, q)?,
         ports: ports(conn, q, n)?,
-        top_sources: top_sources(conn, q, min_attempts, n)?,
-        countries: countries(conn, q, n)?,
+        top_sources: top_sources_in(conn, q, &r, &src, min_attempts, n)?,
+        countries: countries_in(&src, n)?,
         credentials: credentials(conn, q, n)?,
         payloads: payloads(conn, q, n)?,
         exploits: exploits(conn, q, n)?,
