@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Tests the appliance's first-boot script (image/rootfs/usr/lib/drosera/setup) on this machine,
+# against temporary directories standing in for the FAT boot partition, /etc/drosera and
+# /var/lib/drosera, with a real bundle from `drosera-admin sensor add` and the real
+# `drosera-sensor check-config`. The generated nftables rules are syntax-checked (`nft -c`) in
+# a private network namespace; nothing touches this host's firewall.
+#   image/tests/setup-test.sh [SENSOR_BIN] [ADMIN_BIN]   (default: target/debug binaries)
+# Needs root (chown to the sensor user, ip netns).
+set -euo pipefail
+ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
+SENSOR=${1:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/debug/drosera-sensor}
+ADMIN=${2:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/debug/drosera-admin}
+SETUP="$ROOT_DIR/image/rootfs/usr/lib/drosera/setup"
+for b in "$SENSOR" "$ADMIN"; do [ -x "$b" ] || { echo "setup-test: $b missing; cargo build --bins first" >&2; exit 1; }; done
+[ "$(id -u)" = 0 ] || { echo "setup-test: needs root (chown, ip netns)" >&2; exit 1; }
+command -v nft >/dev/null || { echo "setup-test: nft missing (apt-get install nftables)" >&2; exit 1; }
+
+T=$(mktemp -d /tmp/drosera-setup-test.XXXXXX)
+NS="drosera-setup-$$"
+cleanup() { ip netns del "$NS" 2>/dev/null || true; rm -rf "$T"; }
+trap cleanup EXIT
+ip netns add "$NS"
+fails=0
+ok() { echo "ok - $*"; }
+fail() { echo "FAIL - $*"; fails=$((fails + 1)); }
+check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
+
+# the sensor user: daemon exists on every Debian system (the image has its own 'drosera')
+USER_=daemon
+export DROSERA_BOOT="$T/boot" DROSERA_ETC="$T/etc" DROSERA_STATE="$T/state" DROSERA_SENSOR_BIN="$SENSOR" \
+  DROSERA_USER=$USER_ DROSERA_NO_NFT_LOAD=1 DROSERA_NFT_RULES="$T/nftables.conf"
+mkdir -p "$T/boot" "$T/etc" "$T/state"
+cp "$ROOT_DIR/image/rootfs/etc/drosera/sensor.base.toml" "$T/etc/"
+cp "$ROOT_DIR/image/rootfs/etc/drosera/firewall.nft" "$T/etc/"
+sed "s#/etc/drosera/firewall.nft#$T/etc/firewall.nft#" "$ROOT_DIR/image/rootfs/etc/nftables.conf" > "$T/nftables.conf"
+run_setup() { ip netns exec "$NS" sh "$SETUP" > "$T/setup.out" 2>&1; }
+
+echo "# base config is valid"
+check "sensor.base.toml passes check-config" "'$SENSOR' check-config '$T/etc/sensor.base.toml' >/dev/null"
+
+echo "# 1. no bundle: no config, clear STATUS, exit 0"
+run_setup; rc=$?
+check "exit status 0" "[ $rc = 0 ]"
+check "no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
+check "STATUS.txt says not configured" "grep -q 'sensor: NOT configured' '$T/boot/drosera/STATUS.txt'"
+check "journal line" "grep -q 'drosera-setup: sensor: NOT configured' '$T/setup.out'"
+check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 21,22,23,80,445,1433,2222,2323,3306,8080 }' '$T/etc/firewall.nft'"
+
+echo "# 2. a real bundle from drosera-admin (admin on 10.0.2.2:7443, a private address)"
+"$ADMIN" init --dir "$T/admin" --admin 10.0.2.2:7443 > /dev/null
+"$ADMIN" -c "$T/admin/drosera-admin.toml" sensor add pi-test --out "$T/bundle" > /dev/null \
+  || "$ADMIN" sensor add pi-test --out "$T/bundle" -c "$T/admin/drosera-admin.toml" > /dev/null
+ls "$T/bundle"
+echo "# 2a. incomplete bundle (no sensor.key): refused, nothing installed"
+mkdir -p "$T/boot/drosera"
+cp "$T/bundle/ca.pem" "$T/bundle/sensor.pem" "$T/bundle/uplink.toml" "$T/boot/drosera/"
+run_setup
+check "incomplete bundle named in STATUS" "grep -q 'incomplete bundle in drosera/: missing sensor.key' '$T/boot/drosera/STATUS.txt'"
+check "still no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
+
+echo "# 2b. broken key: check-config rejects it, rolled back"
+echo "-----BEGIN PRIVATE KEY-----
+bm90IGEga2V5
+-----END PRIVATE KEY-----" > "$T/boot/drosera/sensor.key"
+run_setup
+check "STATUS reports the invalid config" "grep -q 'bundle: ERROR: the composed config is invalid' '$T/boot/drosera/STATUS.txt'"
+check "no sensor.toml after a bad bundle" "[ ! -e '$T/etc/sensor.toml' ]"
+check "no half-installed secrets" "[ ! -e '$T/state/uplink' ]"
+check "bundle left on FAT for the owner to fix" "[ -f '$T/boot/drosera/sensor.key' ]"
+
+echo "# 2c. good bundle"
+cp "$T/bundle/sensor.key" "$T/boot/drosera/sensor.key"
+run_setup
+cat "$T/boot/drosera/STATUS.txt"
+check "installed" "grep -q 'bundle: installed for sensor \"pi-test\" (admin 10.0.2.2:7443)' '$T/boot/drosera/STATUS.txt'"
+check "sensor.toml exists and is valid" "'$SENSOR' check-config '$T/etc/sensor.toml' >/dev/null"
+check "sensor name from the bundle" "grep -q '^name = \"pi-test\"' '$T/etc/sensor.toml'"
+check "uplink paths point to the state dir" "grep -q '^key = \"$T/state/uplink/sensor.key\"' '$T/etc/sensor.toml'"
+check "secrets removed from FAT" "[ ! -e '$T/boot/drosera/sensor.key' ] && [ ! -e '$T/boot/drosera/uplink.toml' ]"
+check "state dir 0700 owned by the sensor user" "[ \"\$(stat -c '%a %U' '$T/state')\" = '700 $USER_' ]"
+check "uplink dir 0700" "[ \"\$(stat -c '%a %U' '$T/state/uplink')\" = '700 $USER_' ]"
+check "key 0600 owned by the sensor user" "[ \"\$(stat -c '%a %U' '$T/state/uplink/sensor.key')\" = '600 $USER_' ]"
+check "key content is the bundle's" "cmp -s '$T/bundle/sensor.key' '$T/state/uplink/sensor.key'"
+check "firewall allows the admin" "grep -q 'admin_v4 { 10.0.2.2 }' '$T/etc/firewall.nft' && grep -q 'admin_tcp { 7443 }' '$T/etc/firewall.nft'"
+check "firewall rules pass nft -c" "ip netns exec '$NS' nft -c -f '$T/nftables.conf'"
+check "ssh stays off without a key" "! grep -q mgmt_tcp '$T/etc/firewall.nft'"
+
+echo "# 3. next boot without a bundle keeps the installed config"
+run_setup
+check "still configured" "grep -q 'sensor: configured (pi-test)' '$T/boot/drosera/STATUS.txt'"
+
+echo "# 4. the firewall ruleset really separates: load it in the namespace and list it"
+check "ruleset loads in a private netns" "ip netns exec '$NS' nft -f '$T/nftables.conf'"
+check "private ranges dropped on output" "ip netns exec '$NS' nft list chain inet drosera output | grep -q 'ip daddr @lan_v4 counter'"
+check "admin element present" "ip netns exec '$NS' nft list set inet drosera admin_v4 | grep -q '10.0.2.2'"
+
+if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi
+echo "setup-test: all passed"
