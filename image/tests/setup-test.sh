@@ -48,8 +48,7 @@ check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 
 
 echo "# 2. a real bundle from drosera-admin (admin on 10.0.2.2:7443, a private address)"
 "$ADMIN" init --dir "$T/admin" --admin 10.0.2.2:7443 > /dev/null
-"$ADMIN" -c "$T/admin/drosera-admin.toml" sensor add pi-test --out "$T/bundle" > /dev/null \
-  || "$ADMIN" sensor add pi-test --out "$T/bundle" -c "$T/admin/drosera-admin.toml" > /dev/null
+"$ADMIN" sensor add pi-test --out "$T/bundle" -c "$T/admin/drosera-admin.toml" > /dev/null
 ls "$T/bundle"
 echo "# 2a. incomplete bundle (no sensor.key): refused, nothing installed"
 mkdir -p "$T/boot/drosera"
@@ -58,18 +57,17 @@ run_setup
 check "incomplete bundle named in STATUS" "grep -q 'incomplete bundle in drosera/: missing sensor.key' '$T/boot/drosera/STATUS.txt'"
 check "still no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
 
-echo "# 2b. broken key: check-config rejects it, rolled back"
-echo "-----BEGIN PRIVATE KEY-----
-bm90IGEga2V5
------END PRIVATE KEY-----" > "$T/boot/drosera/sensor.key"
+echo "# 2b. bundle whose admin address check-config rejects: rolled back, nothing installed"
+cp "$T/bundle/sensor.key" "$T/boot/drosera/sensor.key"
+sed 's/^admin = .*/admin = "no-port-here"/' "$T/bundle/uplink.toml" > "$T/boot/drosera/uplink.toml"
 run_setup
-check "STATUS reports the invalid config" "grep -q 'bundle: ERROR: the composed config is invalid' '$T/boot/drosera/STATUS.txt'"
+check "STATUS reports the invalid config and names the key" "grep -q 'bundle: ERROR: the composed config is invalid.*uplink.admin' '$T/boot/drosera/STATUS.txt'"
 check "no sensor.toml after a bad bundle" "[ ! -e '$T/etc/sensor.toml' ]"
 check "no half-installed secrets" "[ ! -e '$T/state/uplink' ]"
 check "bundle left on FAT for the owner to fix" "[ -f '$T/boot/drosera/sensor.key' ]"
 
 echo "# 2c. good bundle"
-cp "$T/bundle/sensor.key" "$T/boot/drosera/sensor.key"
+cp "$T/bundle/uplink.toml" "$T/boot/drosera/uplink.toml"
 run_setup
 cat "$T/boot/drosera/STATUS.txt"
 check "installed" "grep -q 'bundle: installed for sensor \"pi-test\" (admin 10.0.2.2:7443)' '$T/boot/drosera/STATUS.txt'"
@@ -91,8 +89,35 @@ check "still configured" "grep -q 'sensor: configured (pi-test)' '$T/boot/droser
 
 echo "# 4. the firewall ruleset really separates: load it in the namespace and list it"
 check "ruleset loads in a private netns" "ip netns exec '$NS' nft -f '$T/nftables.conf'"
-check "private ranges dropped on output" "ip netns exec '$NS' nft list chain inet drosera output | grep -q 'ip daddr @lan_v4 counter'"
-check "admin element present" "ip netns exec '$NS' nft list set inet drosera admin_v4 | grep -q '10.0.2.2'"
+check "private ranges dropped on output" "ip netns exec '$NS' nft list chain inet drosera output | grep 'ip daddr @lan_v4 counter.*drop' >/dev/null"
+
+echo "# 5. packets: the sensor namespace (rules loaded) and a 'home LAN' namespace joined by veth"
+LAN="drosera-lan-$$"
+ip netns add "$LAN"
+trap 'ip netns del "$LAN" 2>/dev/null || true; cleanup' EXIT
+ip link add dsr0 netns "$NS" type veth peer name dsr1 netns "$LAN"
+ip -n "$NS" addr add 192.168.77.1/24 dev dsr0; ip -n "$NS" link set dsr0 up; ip -n "$NS" link set lo up
+ip -n "$LAN" addr add 192.168.77.2/24 dev dsr1; ip -n "$LAN" addr add 10.0.2.2/32 dev dsr1
+ip -n "$LAN" link set dsr1 up; ip -n "$LAN" link set lo up
+ip -n "$NS" route add 10.0.2.2/32 dev dsr0
+listen() { # ns, addr, port: accept one connection, bounded
+  ip netns exec "$1" timeout 20 python3 -c 'import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
+while True:
+    c,_=s.accept(); c.sendall(b"hi\n"); c.close()' "$2" "$3" & }
+connects() { # ns, addr, port
+  ip netns exec "$1" timeout 5 python3 -c 'import socket,sys
+s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print(s.recv(3))' "$2" "$3" >/dev/null 2>&1; }
+listen "$LAN" 192.168.77.2 8080; listen "$LAN" 10.0.2.2 7443; listen "$LAN" 10.0.2.2 8443; listen "$NS" 0.0.0.0 80; listen "$NS" 0.0.0.0 9999
+sleep 1
+check "sensor cannot reach another LAN device (192.168.77.2:8080)" "! connects '$NS' 192.168.77.2 8080"
+check "sensor reaches the admin (10.0.2.2:7443)" "connects '$NS' 10.0.2.2 7443"
+check "sensor cannot reach another port on the admin host (10.0.2.2:8443)" "! connects '$NS' 10.0.2.2 8443"
+check "attacker reaches the honeypot port 80" "connects '$LAN' 192.168.77.1 80"
+check "attacker cannot reach a non-honeypot port 9999" "! connects '$LAN' 192.168.77.1 9999"
+check "the LAN side itself is fine (control: 8080 answers locally)" "connects '$LAN' 192.168.77.2 8080"
+kill $(jobs -p) 2>/dev/null || true
+check "admin element present" "ip netns exec '$NS' nft list set inet drosera admin_v4 | grep '10.0.2.2' >/dev/null"
 
 if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi
 echo "setup-test: all passed"
