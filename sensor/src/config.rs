@@ -196,6 +196,10 @@ pub struct ServiceSection {
     /// Set false to keep the section but not start the service.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// SSH only: file holding the host key seed (created 0600 on first start, so the host key
+    /// survives restarts). Unset: a new host key each start.
+    #[serde(default)]
+    pub host_key: Option<PathBuf>,
 }
 
 fn default_bind() -> IpAddr {

@@ -86,6 +86,7 @@ impl Listeners {
                 bind: cfg.blackhole.bind,
                 banner: String::new(),
                 enabled: true,
+                host_key: None,
             });
             for port in &svc.ports {
                 bound.push(bind_one(ServiceKind::Blackhole, svc.clone(), SocketAddr::new(svc.bind, *port))?);

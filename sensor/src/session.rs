@@ -165,6 +165,29 @@ pub struct Session {
     counters: Arc<IoCounters>,
     sink: EventSink,
     sensor: Arc<str>,
+    taken_first: Vec<u8>,
+}
+
+/// Builds and emits events for one session without borrowing it (see [`Session::emitter`]).
+#[derive(Clone)]
+pub struct Emitter {
+    base: Event,
+    counters: Arc<IoCounters>,
+    started: Instant,
+    sink: EventSink,
+}
+
+impl Emitter {
+    pub fn emit(&self, detail: Detail) {
+        let mut ev = self.base.clone();
+        ev.time_ms = now_ms();
+        ev.duration_ms = self.started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+        ev.bytes_in = self.counters.bytes_in.load(Ordering::Relaxed);
+        ev.bytes_out = self.counters.bytes_out.load(Ordering::Relaxed);
+        ev.priority = detail.default_priority();
+        ev.detail = detail;
+        self.sink.emit(ev);
+    }
 }
 
 impl Session {
@@ -194,6 +217,7 @@ impl Session {
             counters,
             sink,
             sensor,
+            taken_first: Vec::new(),
         }
     }
 
@@ -212,7 +236,11 @@ impl Session {
 
     /// The capped prefix of what the client sent first.
     pub fn first_bytes(&self) -> &[u8] {
-        self.io.get_ref().first_bytes()
+        if self.taken_first.is_empty() {
+            self.io.get_ref().first_bytes()
+        } else {
+            &self.taken_first
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -336,6 +364,28 @@ impl Session {
             Ok(r) => r,
             Err(_) => Ok(()),
         }
+    }
+
+    /// A cloneable, `'static` event builder for code that cannot borrow the session (for example
+    /// callbacks of a protocol library that owns the stream).
+    pub fn emitter(&self) -> Emitter {
+        Emitter {
+            base: self.event(Detail::Command { line: String::new() }),
+            counters: self.counters.clone(),
+            started: self.started,
+            sink: self.sink.clone(),
+        }
+    }
+
+    /// Takes the stream out of the session for a library that must own it (russh). Byte
+    /// counters stay shared, the first bytes read so far are kept for `finish`, and the session's
+    /// own read/write methods see end-of-file afterwards.
+    pub fn take_io(&mut self) -> BufReader<CappedIo<Box<dyn SessionStream>>> {
+        let (dummy, _) = tokio::io::duplex(1);
+        let empty = CappedIo::new(Box::new(dummy) as Box<dyn SessionStream>, 0, 0);
+        let io = std::mem::replace(&mut self.io, BufReader::new(empty));
+        self.taken_first = io.get_ref().first_bytes().to_vec();
+        io
     }
 
     /// Hands the stream to a library that drives the protocol itself (for example russh). Byte

@@ -35,6 +35,7 @@ pub fn config_for(kinds: &[&str]) -> Config {
             bind: "127.0.0.1".parse().unwrap(),
             banner: String::new(),
             enabled: true,
+            host_key: None,
         })
         .collect();
     cfg.limits.idle_timeout_s = 10;
