@@ -15,7 +15,7 @@ rustup target list --installed | grep -qx $TARGET || rustup target add $TARGET
 
 t0=$(date +%s)
 echo "ci-aarch64: unit tests for $TARGET under qemu-aarch64"
-cargo test --locked --target $TARGET -p drosera-uplink -p drosera-sensor --lib -- --test-threads=2
+cargo test --target $TARGET -p drosera-uplink -p drosera-sensor --lib -- --test-threads=2
 t1=$(date +%s)
 echo "ci-aarch64: tests took $(( t1 - t0 ))s"
 if [ "${1:-}" != --no-release ]; then

@@ -25,7 +25,7 @@ rustup target list --installed | grep -qx $TARGET || rustup target add $TARGET
 args=()
 for p in "${PKGS[@]}"; do args+=(-p "$p"); done
 start=$(date +%s)
-cargo build --release --locked --target $TARGET "${args[@]}" --bins
+cargo build --release --target $TARGET "${args[@]}" --bins
 echo "cross-build: release build took $(( $(date +%s) - start ))s"
 for p in "${PKGS[@]}"; do
   bin="$CARGO_TARGET_DIR/$TARGET/release/$p"
