@@ -1,1 +1,281 @@
-fn main() -> anyhow::Result<()> { anyhow::bail!("TODO(issue 3): flood") }
+//! `drosera-flood`: a bounded load generator that speaks each Drosera service's first probe.
+//!
+//! It exists to measure the sensor (scripts/bench-sensor.sh) and to flood it in tests, so it is
+//! deliberately unable to become an attack tool: loopback targets only (other addresses need
+//! `--allow-nonloopback`, meant for test network namespaces), and every run is bounded by a
+//! connection count AND a wall-clock limit. `baseline` runs a bare accept-and-close server, the
+//! physical upper bound the sensor is compared against.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(name = "drosera-flood", about = "Bounded load generator for Drosera services (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Opens N connections (C at a time) and speaks the service's probe on each.
+    Run(RunArgs),
+    /// A bare accept-and-close server: the baseline the sensor is compared with.
+    Baseline {
+        /// Address to listen on, e.g. 127.0.0.1:19000.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// Target address (loopback unless --allow-nonloopback).
+    #[arg(long)]
+    target: SocketAddr,
+    /// The probe to speak.
+    #[arg(long, value_enum)]
+    proto: Probe,
+    /// Total connections to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: u64,
+    /// Connections in flight at once.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Hard wall-clock limit for the whole run.
+    #[arg(long, default_value_t = 60)]
+    max_seconds: u64,
+    /// Per-connection timeout.
+    #[arg(long, default_value_t = 10)]
+    timeout_seconds: u64,
+    /// Allow a non-loopback target (only for network namespaces you created).
+    #[arg(long)]
+    allow_nonloopback: bool,
+}
+
+/// What the client says (or waits for) on each connection.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Probe {
+    /// Connect and close (works against anything, including the baseline).
+    Connect,
+    /// `GET / HTTP/1.1`, read the status line.
+    Http,
+    /// Read the 220 banner, `USER`/`PASS`, read the reply.
+    Ftp,
+    /// Read the login prompt, send a user and password.
+    Telnet,
+    /// Read the server's SSH version line, send ours.
+    Ssh,
+    /// TDS PRELOGIN, read the response header.
+    Mssql,
+    /// Read the MySQL greeting.
+    Mysql,
+    /// SMB2 NEGOTIATE, read the response header.
+    Smb,
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: AtomicU64,
+    connect_failed: AtomicU64,
+    probe_failed: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.cmd {
+        Cmd::Run(args) => {
+            if !args.target.ip().is_loopback() && !args.allow_nonloopback {
+                anyhow::bail!(
+                    "refusing non-loopback target {} (use --allow-nonloopback only inside a test network namespace)",
+                    args.target
+                );
+            }
+            if args.connections == 0 || args.concurrency == 0 {
+                anyhow::bail!("--connections and --concurrency must be greater than zero");
+            }
+            let report = rt.block_on(run(args))?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Cmd::Baseline { listen, max_seconds } => rt.block_on(baseline(listen, max_seconds))?,
+    }
+    Ok(())
+}
+
+async fn baseline(listen: SocketAddr, max_seconds: u64) -> anyhow::Result<()> {
+    let l = tokio::net::TcpListener::bind(listen).await?;
+    println!("listening addr={}", l.local_addr()?);
+    let end = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
+    loop {
+        tokio::select! {
+            r = l.accept() => { if let Ok((s, _)) = r { drop(s); } }
+            _ = tokio::time::sleep_until(end) => return Ok(()),
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<serde_json::Value> {
+    let stats = Arc::new(Stats::default());
+    let sem = Arc::new(Semaphore::new(args.concurrency));
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut launched = 0u64;
+    while launched < args.connections && Instant::now() < deadline {
+        let Ok(permit) = sem.clone().acquire_owned().await else { break };
+        launched += 1;
+        let stats = stats.clone();
+        let a = args.clone();
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let timeout = Duration::from_secs(a.timeout_seconds);
+            match tokio::time::timeout(timeout, TcpStream::connect(a.target)).await {
+                Ok(Ok(mut s)) => match tokio::time::timeout(timeout, probe(&mut s, a.proto)).await {
+                    Ok(Ok(())) => {
+                        stats.ok.fetch_add(1, Ordering::Relaxed);
+                        let us = t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                        stats.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).push(us);
+                    }
+                    _ => {
+                        stats.probe_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                _ => {
+                    stats.connect_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(args.timeout_seconds);
+    let _ = tokio::time::timeout(remaining, async { while tasks.join_next().await.is_some() {} }).await;
+    tasks.abort_all();
+    let secs = started.elapsed().as_secs_f64();
+    let mut lat = stats.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            0.0
+        } else {
+            lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+        }
+    };
+    let ok = stats.ok.load(Ordering::Relaxed);
+    Ok(serde_json::json!({
+        "proto": format!("{:?}", args.proto).to_lowercase(),
+        "target": args.target.to_string(),
+        "launched": launched,
+        "ok": ok,
+        "connect_failed": stats.connect_failed.load(Ordering::Relaxed),
+        "probe_failed": stats.probe_failed.load(Ordering::Relaxed),
+        "seconds": secs,
+        "connections_per_second": ok as f64 / secs.max(1e-9),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    }))
+}
+
+async fn read_some(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+async fn read_until(s: &mut TcpStream, needle: &[u8]) -> std::io::Result<()> {
+    let mut seen = Vec::new();
+    while !seen.windows(needle.len()).any(|w| w == needle) {
+        seen.extend_from_slice(&read_some(s).await?);
+        if seen.len() > 64 * 1024 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+    }
+    Ok(())
+}
+
+async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
+    match p {
+        Probe::Connect => Ok(()),
+        Probe::Http => {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: drosera-flood\r\nConnection: close\r\n\r\n")
+                .await?;
+            read_until(s, b"HTTP/1.").await
+        }
+        Probe::Ftp => {
+            read_until(s, b"220").await?;
+            s.write_all(b"USER anonymous\r\n").await?;
+            read_until(s, b"331").await?;
+            s.write_all(b"PASS bench@\r\nQUIT\r\n").await?;
+            read_some(s).await.map(|_| ())
+        }
+        Probe::Telnet => {
+            read_until(s, b"ogin").await?;
+            s.write_all(b"root\r\n").await?;
+            read_until(s, b"assword").await?;
+            s.write_all(b"root\r\nexit\r\n").await?;
+            Ok(())
+        }
+        Probe::Ssh => {
+            read_until(s, b"SSH-").await?;
+            s.write_all(b"SSH-2.0-drosera-flood\r\n").await
+        }
+        Probe::Mssql => {
+            // PRELOGIN with VERSION and ENCRYPTION options.
+            let payload: [u8; 18] = [0, 0, 11, 0, 6, 1, 0, 17, 0, 1, 0xff, 9, 0, 0, 0, 0, 0, 0];
+            let mut pkt = vec![0x12, 1, 0, (8 + payload.len() + 1) as u8, 0, 0, 1, 0];
+            pkt.extend_from_slice(&payload);
+            pkt.push(0);
+            s.write_all(&pkt).await?;
+            let mut h = [0u8; 8];
+            s.read_exact(&mut h).await?;
+            if h[0] == 0x04 {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Mysql => {
+            let mut h = [0u8; 5];
+            s.read_exact(&mut h).await?;
+            if h[4] == 10 {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Smb => {
+            let mut m = vec![0xfe, b'S', b'M', b'B', 64, 0];
+            m.resize(64, 0);
+            m[14] = 1; // one credit
+            let mut body = vec![36, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+            body.resize(36, 0);
+            body.extend_from_slice(&[0x02, 0x02, 0x10, 0x02]);
+            m.extend_from_slice(&body);
+            let mut pkt = (m.len() as u32).to_be_bytes().to_vec();
+            pkt.extend_from_slice(&m);
+            s.write_all(&pkt).await?;
+            let mut h = [0u8; 8];
+            s.read_exact(&mut h).await?;
+            if &h[4..8] == b"\xfeSMB" {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+    }
+}
