@@ -169,7 +169,7 @@ mod tests {
                 Err(other) => panic!("unexpected {other:?}"),
             }
         }
-        assert!(ok >= 5 && ok < 50, "ok={ok}");
+        assert!((5..50).contains(&ok), "ok={ok}");
         assert_eq!(ok + limited, 50);
         // Another source is not affected.
         assert!(a.admit("198.51.100.2".parse().unwrap(), Pressure::Normal).is_ok());

@@ -191,6 +191,8 @@ impl Emitter {
 }
 
 impl Session {
+    /// Every argument is a distinct fact about the connection, fixed at accept time.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: Box<dyn SessionStream>,
         id: u64,

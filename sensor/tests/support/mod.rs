@@ -26,8 +26,7 @@ pub struct Harness {
 
 /// A config with the given service kinds on 127.0.0.1, port 0 each.
 pub fn config_for(kinds: &[&str]) -> Config {
-    let mut cfg = Config::default();
-    cfg.services = kinds
+    let services = kinds
         .iter()
         .map(|k| ServiceSection {
             kind: k.to_string(),
@@ -38,6 +37,7 @@ pub fn config_for(kinds: &[&str]) -> Config {
             host_key: None,
         })
         .collect();
+    let mut cfg = Config { services, ..Config::default() };
     cfg.limits.idle_timeout_s = 10;
     cfg.limits.session_timeout_s = 60;
     cfg
