@@ -1,9 +1,329 @@
-//! Placeholder until the http emulation lands: reads the client's first input and closes.
+//! HTTP (80, 8080): requests, basic-auth and form logins, bodies kept as payloads.
+//!
+//! Web scanners and IoT botnets probe for admin panels, exploit paths and default credentials.
+//! Every request becomes an `HttpRequest` event (method, path, query, Host, User-Agent, body
+//! hash); basic-auth headers and login forms become `Login` events; a non-empty body is also kept
+//! as a `Payload` (capped). The answer is a small router login page behind a configurable
+//! `Server` header. Keep-alive is honoured for at most [`MAX_REQUESTS`] requests per connection.
 
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
+use base64::Engine;
+use drosera_uplink::event::{CloseReason, Detail, Secret, MAX_PAYLOAD_PREFIX};
+use sha2::{Digest, Sha256};
 
-pub async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
-    let mut buf = [0u8; 512];
-    session.read_some(&mut buf).await.map(|_| ())
+/// Default `Server` header.
+pub const DEFAULT_BANNER: &str = "Apache/2.4.62 (Debian)";
+/// Requests served per connection.
+pub const MAX_REQUESTS: usize = 100;
+/// Header lines accepted per request.
+pub const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HttpError {
+    #[error("malformed request line")]
+    BadRequestLine,
+    #[error("malformed header line")]
+    BadHeader,
+    #[error("too many headers")]
+    TooManyHeaders,
+    #[error("invalid Content-Length")]
+    BadLength,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn content_length(&self) -> Result<u64, HttpError> {
+        match self.header("content-length") {
+            None => Ok(0),
+            Some(v) => v.trim().parse().map_err(|_| HttpError::BadLength),
+        }
+    }
+
+    pub fn keep_alive(&self) -> bool {
+        match self.header("connection").map(|v| v.to_ascii_lowercase()) {
+            Some(v) if v.contains("close") => false,
+            Some(v) if v.contains("keep-alive") => true,
+            _ => self.version == "HTTP/1.1",
+        }
+    }
+}
+
+/// Parses the request line (`GET /path?q HTTP/1.1`).
+pub fn parse_request_line(line: &[u8]) -> Result<Request, HttpError> {
+    let line = std::str::from_utf8(line).map_err(|_| HttpError::BadRequestLine)?;
+    let mut parts = line.split(' ').filter(|p| !p.is_empty());
+    let (Some(method), Some(target), version) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(HttpError::BadRequestLine);
+    };
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+        return Err(HttpError::BadRequestLine);
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Request {
+        method: method.to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        version: version.unwrap_or("HTTP/0.9").to_string(),
+        headers: Vec::new(),
+    })
+}
+
+/// Parses one header line (`Name: value`).
+pub fn parse_header_line(line: &[u8]) -> Result<(String, String), HttpError> {
+    let colon = line.iter().position(|&b| b == b':').ok_or(HttpError::BadHeader)?;
+    let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
+    if name.is_empty() || name.contains(' ') {
+        return Err(HttpError::BadHeader);
+    }
+    Ok((name, String::from_utf8_lossy(&line[colon + 1..]).trim().to_string()))
+}
+
+/// Decodes `Authorization: Basic ...` into (user, password).
+pub fn basic_auth(value: &str) -> Option<(String, String)> {
+    let b64 = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Finds (user, password) in an `application/x-www-form-urlencoded` login form.
+pub fn form_login(body: &[u8]) -> Option<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    let mut user = None;
+    let mut pass = None;
+    for pair in text.split('&').take(64) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = url_decode(k).to_ascii_lowercase();
+        match k.as_str() {
+            "user" | "username" | "login" | "email" | "uname" | "usr" | "log" => user = Some(url_decode(v)),
+            "pass" | "password" | "pwd" | "passwd" | "pw" => pass = Some(url_decode(v)),
+            _ => {}
+        }
+    }
+    Some((user?, pass?))
+}
+
+const PAGE: &str = r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Router Login</title>
+<style>body{font-family:sans-serif;background:#eef1f5}form{margin:80px auto;width:300px;background:#fff;padding:24px;border-radius:6px}
+input{width:100%;margin:6px 0;padding:6px}</style></head>
+<body><form method="post" action="/login.cgi"><h2>Web Management</h2>
+<input name="username" placeholder="Username"><input name="password" type="password" placeholder="Password">
+<input type="submit" value="Login"></form></body></html>
+"#;
+
+fn http_date() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    now.format(&fmt).unwrap_or_default()
+}
+
+fn response(status: &str, banner: &str, body: &str, extra: &str, keep_alive: bool) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nDate: {}\r\nServer: {banner}\r\n{extra}Content-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+        http_date(),
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+    .into_bytes()
+}
+
+pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    let banner = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
+    for _ in 0..MAX_REQUESTS {
+        let first = session.read_line().await?;
+        if first.is_empty() {
+            continue;
+        }
+        let mut req = match parse_request_line(&first) {
+            Ok(r) => r,
+            Err(_) => {
+                session.write_all(&response("400 Bad Request", banner, "", "", false)).await?;
+                return Err(CloseReason::ProtocolError);
+            }
+        };
+        loop {
+            let line = session.read_line().await?;
+            if line.is_empty() {
+                break;
+            }
+            if req.headers.len() >= MAX_HEADERS {
+                session.write_all(&response("431 Request Header Fields Too Large", banner, "", "", false)).await?;
+                return Err(CloseReason::ProtocolError);
+            }
+            if let Ok(h) = parse_header_line(&line) {
+                req.headers.push(h);
+            }
+        }
+        let Ok(len) = req.content_length() else {
+            session.write_all(&response("400 Bad Request", banner, "", "", false)).await?;
+            return Err(CloseReason::ProtocolError);
+        };
+        if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            session.write_all(&response("411 Length Required", banner, "", "", false)).await?;
+            return Err(CloseReason::ProtocolError);
+        }
+        // Read the body: hash all of it (up to the session byte cap), keep up to max_payload.
+        let keep = session.limits.max_payload;
+        let mut hasher = Sha256::new();
+        let mut kept = Vec::new();
+        let mut remaining = len;
+        let mut buf = [0u8; 8192];
+        while remaining > 0 {
+            let want = remaining.min(buf.len() as u64) as usize;
+            session.read_exact(&mut buf[..want]).await?;
+            hasher.update(&buf[..want]);
+            if kept.len() < keep {
+                let take = want.min(keep - kept.len());
+                kept.extend_from_slice(&buf[..take]);
+            }
+            remaining -= want as u64;
+        }
+        let body_sha: Option<[u8; 32]> = (len > 0).then(|| hasher.finalize().into());
+        let extra: Vec<(String, String)> = ["content-type", "x-forwarded-for", "cookie", "referer", "accept"]
+            .iter()
+            .filter_map(|k| req.header(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
+        session.emit(Detail::HttpRequest {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            host: req.header("host").unwrap_or("").to_string(),
+            user_agent: req.header("user-agent").unwrap_or("").to_string(),
+            body_sha256: body_sha,
+            body_len: len,
+            extra,
+        });
+        if let Some(sha256) = body_sha {
+            session.emit(Detail::Payload {
+                sha256,
+                size: len,
+                name: req.path.clone(),
+                prefix: kept[..kept.len().min(MAX_PAYLOAD_PREFIX)].to_vec(),
+                truncated: (kept.len() as u64) < len,
+            });
+        }
+        let mut authed = false;
+        if let Some((user, pass)) = req.header("authorization").and_then(basic_auth) {
+            authed = true;
+            session.emit(Detail::Login {
+                username: user,
+                secret: Secret::Password(pass),
+                success: false,
+                extra: vec![("method".into(), "basic".into()), ("path".into(), req.path.clone())],
+            });
+        }
+        let is_form = req.header("content-type").is_some_and(|c| c.contains("x-www-form-urlencoded"));
+        if req.method == "POST" && is_form {
+            if let Some((user, pass)) = form_login(&kept) {
+                session.emit(Detail::Login {
+                    username: user,
+                    secret: Secret::Password(pass),
+                    success: false,
+                    extra: vec![("method".into(), "form".into()), ("path".into(), req.path.clone())],
+                });
+            }
+        }
+        let keep_alive = req.keep_alive();
+        let protected =
+            ["/admin", "/manager", "/cgi-bin", "/setup", "/phpmyadmin"].iter().any(|p| req.path.starts_with(p));
+        let resp = if protected || authed {
+            response(
+                "401 Unauthorized",
+                banner,
+                "<html><body><h1>401 Unauthorized</h1></body></html>\n",
+                "WWW-Authenticate: Basic realm=\"Web Management\"\r\n",
+                keep_alive,
+            )
+        } else if req.path == "/" || req.path.starts_with("/index") || req.path.starts_with("/login") {
+            response("200 OK", banner, PAGE, "", keep_alive)
+        } else {
+            response("404 Not Found", banner, "<html><body><h1>Not Found</h1></body></html>\n", "", keep_alive)
+        };
+        session.write_all(&resp).await?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_line_and_headers() {
+        let r = parse_request_line(b"GET /cgi-bin/luci?x=1&y=2 HTTP/1.1").unwrap();
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.query.as_str()), ("GET", "/cgi-bin/luci", "x=1&y=2"));
+        assert_eq!(parse_header_line(b"User-Agent: curl/8"), Ok(("User-Agent".into(), "curl/8".into())));
+        assert!(parse_request_line(b"").is_err());
+        assert!(parse_request_line(b"\x16\x03\x01 x").is_err());
+    }
+
+    #[test]
+    fn credentials() {
+        assert_eq!(basic_auth("Basic YWRtaW46aHVudGVyMg=="), Some(("admin".into(), "hunter2".into())));
+        assert_eq!(form_login(b"username=root&password=p%40ss+1&submit=x"), Some(("root".into(), "p@ss 1".into())));
+        assert_eq!(form_login(b"q=1"), None);
+        assert_eq!(url_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = (x % 120) as usize;
+            let b: Vec<u8> = (0..n).map(|i| (x >> (i % 50)) as u8 % 128).collect();
+            let _ = parse_request_line(&b);
+            let _ = parse_header_line(&b);
+            let _ = form_login(&b);
+            let _ = basic_auth(&String::from_utf8_lossy(&b));
+            let _ = url_decode(&String::from_utf8_lossy(&b));
+        }
+    }
 }

