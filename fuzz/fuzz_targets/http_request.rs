@@ -1,0 +1,22 @@
+#![no_main]
+use drosera_sensor::protocols::http;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let mut lines = data.split(|&b| b == b'\n');
+    if let Some(first) = lines.next() {
+        if let Ok(mut req) = http::parse_request_line(first) {
+            for l in lines.take(http::MAX_HEADERS) {
+                if let Ok(h) = http::parse_header_line(l) {
+                    req.headers.push(h);
+                }
+            }
+            let _ = req.content_length();
+            let _ = req.keep_alive();
+            if let Some(a) = req.header("authorization") {
+                let _ = http::basic_auth(a);
+            }
+        }
+    }
+    let _ = http::form_login(data);
+});
