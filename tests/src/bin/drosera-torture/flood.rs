@@ -1,0 +1,347 @@
+//! The load: many short connections from several loopback source addresses, each speaking a
+//! service's first probe, bounded in count, concurrency and time.
+//!
+//! WHY a generator of its own (and not `drosera-flood`): the accounting check needs to know, per
+//! connection, whether the *sensor application* took it, and the shedding check needs one source
+//! address to make a large share of the load. Every connection is bound to a source address in
+//! 127.0.0.0/8 (all of it is loopback on Linux) with `IP_BIND_ADDRESS_NO_PORT`, so the kernel
+//! picks the source port at connect time per 4-tuple and 20,000-connection bursts from one
+//! address do not run out of ports.
+//!
+//! Counting rules (they are what `accepted = stored + rolled up` is checked against):
+//! * `connected`: the TCP handshake completed (the kernel queued the connection).
+//! * `confirmed`: the server application showed it had the connection: it sent bytes, closed it
+//!   (EOF) or reset it. A connection can only end like that after the sensor accepted it.
+//! * `unconfirmed`: connected, but nothing came back before the read timeout (possible only if
+//!   the sensor never accepted it — for example, the accept queue overflowed).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::sync::Semaphore;
+
+/// What the client sends first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The server speaks first (FTP, Telnet, SSH, MySQL): read its banner.
+    Banner,
+    Http,
+    /// A TDS PRELOGIN packet.
+    Mssql,
+    /// An SMB1 NEGOTIATE offering "NT LM 0.12" and SMB 2.
+    Smb,
+}
+
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub service: &'static str,
+    pub addr: SocketAddr,
+    pub probe: Probe,
+}
+
+/// Counters shared by every connection task.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub attempted: AtomicU64,
+    pub connected: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub unconfirmed: AtomicU64,
+    pub refused: AtomicU64,
+    pub connect_timeout: AtomicU64,
+    pub other_error: AtomicU64,
+    /// Ticks of the steady driver that found every in-flight slot busy (not attempted).
+    pub client_skipped: AtomicU64,
+    /// Connections made from the heavy source address.
+    pub heavy_connected: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub attempted: u64,
+    pub connected: u64,
+    pub confirmed: u64,
+    pub unconfirmed: u64,
+    pub refused: u64,
+    pub connect_timeout: u64,
+    pub other_error: u64,
+    pub client_skipped: u64,
+    pub heavy_connected: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            attempted: self.attempted.load(Relaxed),
+            connected: self.connected.load(Relaxed),
+            confirmed: self.confirmed.load(Relaxed),
+            unconfirmed: self.unconfirmed.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            connect_timeout: self.connect_timeout.load(Relaxed),
+            other_error: self.other_error.load(Relaxed),
+            client_skipped: self.client_skipped.load(Relaxed),
+            heavy_connected: self.heavy_connected.load(Relaxed),
+        }
+    }
+}
+
+/// Which source address connection number `i` uses: `heavy_pct` percent come from 127.0.0.2,
+/// the rest from 127.0.0.3 .. 127.0.0.(2 + others).
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    pub heavy_pct: u64,
+    pub others: u8,
+}
+
+impl Sources {
+    pub fn pick(&self, i: u64) -> (Ipv4Addr, bool) {
+        if i % 100 < self.heavy_pct || self.others == 0 {
+            (Ipv4Addr::new(127, 0, 0, 2), true)
+        } else {
+            let k = (i / 100 * 7 + i) % u64::from(self.others);
+            (Ipv4Addr::new(127, 0, 0, 3 + k as u8), false)
+        }
+    }
+}
+
+/// Shared settings of a flood.
+#[derive(Clone)]
+pub struct Flood {
+    pub targets: Arc<Vec<Target>>,
+    pub sources: Sources,
+    pub counters: Arc<Counters>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    next: Arc<AtomicU64>,
+}
+
+impl Flood {
+    pub fn new(targets: Vec<Target>, sources: Sources, connect_timeout: Duration, read_timeout: Duration) -> Self {
+        Flood {
+            targets: Arc::new(targets),
+            sources,
+            counters: Arc::new(Counters::default()),
+            connect_timeout,
+            read_timeout,
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn next_job(&self) -> (Ipv4Addr, bool, Target) {
+        let i = self.next.fetch_add(1, Relaxed);
+        let (src, heavy) = self.sources.pick(i);
+        let t = self.targets[(i % self.targets.len() as u64) as usize].clone();
+        (src, heavy, t)
+    }
+
+    /// `rate` new connections per second until `deadline` or `stop` turns true, at most
+    /// `max_inflight` open at once (ticks that find no free slot are counted as skipped).
+    pub async fn steady(
+        &self,
+        rate: u64,
+        deadline: Instant,
+        max_inflight: usize,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        if rate == 0 || self.targets.is_empty() {
+            return;
+        }
+        let slots = Arc::new(Semaphore::new(max_inflight));
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let start = Instant::now();
+        let mut launched: u64 = 0;
+        while Instant::now() < deadline && !stop.load(Relaxed) {
+            tick.tick().await;
+            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+            while launched < due {
+                launched += 1;
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let job = self.next_job();
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            me.one(job.0, job.1, &job.2).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        self.counters.client_skipped.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+        }
+        // Let the connections in flight finish, so the counters are final when this returns.
+        let _ = slots.acquire_many(max_inflight as u32).await;
+    }
+
+    /// `count` connections, `concurrency` at a time, as fast as the sensor takes them.
+    pub async fn burst(&self, count: u64, concurrency: usize) {
+        if self.targets.is_empty() {
+            return;
+        }
+        let slots = Arc::new(Semaphore::new(concurrency));
+        for _ in 0..count {
+            let Ok(permit) = slots.clone().acquire_owned().await else { break };
+            let job = self.next_job();
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.one(job.0, job.1, &job.2).await;
+                drop(permit);
+            });
+        }
+        let _ = slots.acquire_many(concurrency as u32).await;
+    }
+
+    async fn one(&self, src: Ipv4Addr, heavy: bool, t: &Target) {
+        let c = &self.counters;
+        c.attempted.fetch_add(1, Relaxed);
+        let sock = match socket_from(src) {
+            Ok(s) => s,
+            Err(_) => {
+                c.other_error.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        let mut stream = match tokio::time::timeout(self.connect_timeout, sock.connect(t.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                c.refused.fetch_add(1, Relaxed);
+                return;
+            }
+            Ok(Err(_)) => {
+                c.other_error.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(_) => {
+                c.connect_timeout.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        c.connected.fetch_add(1, Relaxed);
+        if heavy {
+            c.heavy_connected.fetch_add(1, Relaxed);
+        }
+        let probe = probe_bytes(t.probe);
+        let confirmed = tokio::time::timeout(self.read_timeout, async {
+            if !probe.is_empty() {
+                if let Err(e) = stream.write_all(&probe).await {
+                    // A reset or broken pipe means the application closed it: it had it.
+                    return matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe);
+                }
+            }
+            let mut buf = [0u8; 2048];
+            match stream.read(&mut buf).await {
+                Ok(_) => true, // bytes, or EOF: both come from the application
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            }
+        })
+        .await;
+        match confirmed {
+            Ok(true) => c.confirmed.fetch_add(1, Relaxed),
+            Ok(false) => c.other_error.fetch_add(1, Relaxed),
+            Err(_) => c.unconfirmed.fetch_add(1, Relaxed),
+        };
+    }
+}
+
+fn socket_from(src: Ipv4Addr) -> std::io::Result<TcpSocket> {
+    let sock = TcpSocket::new_v4()?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.bind(SocketAddr::from((src, 0)))?;
+    Ok(sock)
+}
+
+/// The first bytes a client of each service sends.
+pub fn probe_bytes(p: Probe) -> Vec<u8> {
+    match p {
+        Probe::Banner => Vec::new(),
+        Probe::Http => {
+            b"GET /index.html HTTP/1.1\r\nHost: torture\r\nUser-Agent: drosera-torture\r\nConnection: close\r\n\r\n"
+                .to_vec()
+        }
+        Probe::Mssql => {
+            // TDS header (type 0x12 PRELOGIN, status EOM) + options VERSION, ENCRYPTION, terminator.
+            let body: Vec<u8> = vec![
+                0x00, 0x00, 0x0b, 0x00, 0x06, // VERSION at 11, length 6
+                0x01, 0x00, 0x11, 0x00, 0x01, // ENCRYPTION at 17, length 1
+                0xff, // terminator
+                0x0f, 0x00, 0x07, 0xd0, 0x00, 0x00, // version 15.0.2000.0
+                0x02, // ENCRYPT_NOT_SUP
+            ];
+            let len = (8 + body.len()) as u16;
+            let mut v = vec![0x12, 0x01, (len >> 8) as u8, len as u8, 0x00, 0x00, 0x01, 0x00];
+            v.extend_from_slice(&body);
+            v
+        }
+        Probe::Smb => {
+            let dialects: &[&[u8]] = &[b"NT LM 0.12", b"SMB 2.002", b"SMB 2.???"];
+            let mut d = Vec::new();
+            for x in dialects {
+                d.push(0x02);
+                d.extend_from_slice(x);
+                d.push(0);
+            }
+            let mut smb = vec![0xff, b'S', b'M', b'B', 0x72]; // SMB1 NEGOTIATE
+            smb.extend_from_slice(&[0; 4]); // status
+            smb.push(0x18); // flags
+            smb.extend_from_slice(&[0x01, 0x28]); // flags2
+            smb.extend_from_slice(&[0; 12]); // pid high, signature, reserved
+            smb.extend_from_slice(&[0, 0, 0xff, 0xfe, 0, 0, 0, 0]); // tid, pid, uid, mid
+            smb.push(0); // word count
+            smb.extend_from_slice(&(d.len() as u16).to_le_bytes());
+            smb.extend_from_slice(&d);
+            let mut v = vec![0x00, 0x00, (smb.len() >> 8) as u8, smb.len() as u8];
+            v.extend_from_slice(&smb);
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heavy_source_gets_its_share_and_others_spread() {
+        let s = Sources { heavy_pct: 40, others: 10 };
+        let mut heavy = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..10_000 {
+            let (ip, h) = s.pick(i);
+            if h {
+                heavy += 1;
+                assert_eq!(ip, Ipv4Addr::new(127, 0, 0, 2));
+            } else {
+                seen.insert(ip);
+            }
+        }
+        assert_eq!(heavy, 4000);
+        assert_eq!(seen.len(), 10);
+    }
+
+    #[test]
+    fn probes_have_consistent_lengths() {
+        let m = probe_bytes(Probe::Mssql);
+        assert_eq!(u16::from_be_bytes([m[2], m[3]]) as usize, m.len());
+        let s = probe_bytes(Probe::Smb);
+        assert_eq!(u16::from_be_bytes([s[2], s[3]]) as usize + 4, s.len());
+    }
+}
