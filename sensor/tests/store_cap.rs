@@ -69,10 +69,35 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
         let (db, done, max_seen, samples) = (db.clone(), done.clone(), max_seen.clone(), samples.clone());
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                max_seen.fetch_max(files_size(&db), Ordering::Relaxed);
+                let total = files_size(&db);
+                if total > max_seen.fetch_max(total, Ordering::Relaxed) {
+                    let wal = std::fs::metadata(format!("{}-wal", db.display())).map(|m| m.len()).unwrap_or(0);
+                    eprintln!("new max {total} (wal {wal})");
+                }
                 samples.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
+        })
+    };
+
+    // A shipper-like reader runs all the time: its read snapshots hold back checkpoints, and
+    // the WAL must still stay inside the cap.
+    let reader = {
+        let (handle, done) = (handle.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut after = 0;
+            let mut batches = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                match handle.read_batch(after, 5000, 1 << 20) {
+                    Ok(b) if !b.is_empty() => {
+                        after = b.last().unwrap().seq;
+                        batches += 1;
+                    }
+                    _ => after = 0,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            batches
         })
     };
 
@@ -85,6 +110,8 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
     wh.join().unwrap();
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
+    let batches = reader.join().unwrap();
+    assert!(batches > 0, "the concurrent reader never read");
     let end = files_size(&db);
     let max = max_seen.load(Ordering::Relaxed).max(end);
     eprintln!(

@@ -79,7 +79,7 @@ impl Budget {
             db,
             high: db / 100 * cfg.high_water_pct as u64,
             low: db / 100 * cfg.low_water_pct as u64,
-            wal_checkpoint: headroom / 4,
+            wal_checkpoint: headroom / 8,
             txn_bytes: (headroom / 8).max(16 * 1024),
         }
     }
@@ -94,7 +94,7 @@ impl Budget {
     /// WAL bytes kept allocated after a checkpoint (`journal_size_limit`): commits reuse these
     /// blocks, so the store can still write (and evict) when the filesystem is full.
     pub fn wal_keep(&self) -> u64 {
-        self.headroom / 2
+        self.headroom / 4
     }
 
     /// Effective cap: `min(configured, current store + free disk - reserve)`.

@@ -234,7 +234,11 @@ impl StoreWriter {
                 let mut res = self.commit_once();
                 for _ in 0..64 {
                     match res {
-                        Ok(Progress::EvictedOnly) if !self.pending.is_empty() => res = self.commit_once(),
+                        Ok(Progress::EvictedOnly) if !self.pending.is_empty() => {
+                            // Keep the WAL inside its slice between back-to-back evictions.
+                            self.checkpoint_if_needed();
+                            res = self.commit_once();
+                        }
                         _ => break,
                     }
                 }
@@ -440,22 +444,29 @@ impl StoreWriter {
 
     /// Periodic work after each cycle: checkpoint a grown WAL, re-check the disk, shrink.
     fn maintain(&mut self) {
-        if disk::wal_bytes(&self.db) > self.budget.wal_checkpoint {
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
+        self.checkpoint_if_needed();
         if self.last_disk_check.elapsed() >= Duration::from_secs(self.cfg.disk_check_interval_s.max(1)) {
             self.refresh_budget();
         }
         self.shrink_if_needed(false);
-        if disk::wal_bytes(&self.db) > self.budget.headroom / 2 {
-            // The WAL outgrew its slice (a reader held an old snapshot): copy it back and restart
-            // it; journal_size_limit then trims it at the next write.
-            let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
-        }
+        self.checkpoint_if_needed();
         if self.failures == 0 {
             self.ensure_ballast();
         }
         self.shared.store_bytes.store(disk::store_bytes(&self.db), Ordering::Release);
+    }
+
+    /// PASSIVE checkpoint past `wal_checkpoint`; RESTART past `wal_keep`.
+    fn checkpoint_if_needed(&mut self) {
+        if disk::wal_bytes(&self.db) > self.budget.wal_checkpoint {
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+        if disk::wal_bytes(&self.db) > self.budget.headroom / 2 {
+            // The WAL outgrew its slice (readers kept old snapshots, so PASSIVE could not reset
+            // it): wait for them, copy everything back and restart it; journal_size_limit then
+            // trims the file at the next write.
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()));
+        }
     }
 
     /// (Re)creates the ballast file when it is missing and fits under the cap.
