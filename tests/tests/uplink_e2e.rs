@@ -1,0 +1,174 @@
+//! End to end with the real binaries: a real client's login against the sensor arrives at the
+//! admin over mutual TLS with its fields; with the admin stopped the sensor keeps the events,
+//! and after the admin restarts every one of them arrives exactly once.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin_dir() -> PathBuf {
+    // target/<profile>/deps/<test exe> → target/<profile>
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
+    for b in ["drosera-admin", "drosera-sensor"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} not built in {}: run `cargo build --workspace --bins` first",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn start_admin(bin: &Path, cfg: &Path) -> Proc {
+    Proc(
+        Command::new(bin.join("drosera-admin"))
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn start_sensor(bin: &Path, cfg: &Path) -> Proc {
+    let mut child = Command::new(bin.join("drosera-sensor"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = lines.next().expect("sensor exited before it was ready").unwrap();
+        if line.starts_with("ready") {
+            break;
+        }
+        assert!(Instant::now() < end, "sensor not ready in time");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Proc(child)
+}
+
+fn curl_login(port: u16, user: &str, pass: &str) {
+    let st = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-u", &format!("{user}:{pass}"), &format!("http://127.0.0.1:{port}/admin")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn query_logins(db: &Path) -> Vec<(i64, String, String)> {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+        return Vec::new();
+    };
+    let Ok(mut st) = conn.prepare("SELECT seq, username, password FROM events WHERE kind = 'login' ORDER BY seq")
+    else {
+        return Vec::new();
+    };
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+fn wait_logins(db: &Path, n: usize) -> Vec<(i64, String, String)> {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = query_logins(db);
+        if rows.len() >= n || Instant::now() > end {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn logins_reach_the_admin_exactly_once_even_across_an_admin_outage() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        assert!(std::env::var("DROSERA_REQUIRE_CLIENTS").as_deref() != Ok("1"), "curl is required");
+        eprintln!("SKIP: curl not installed");
+        return;
+    }
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let ingest = format!("127.0.0.1:{}", free_port());
+    let dash = format!("127.0.0.1:{}", free_port());
+    let admin_dir = tmp.path().join("admin");
+    run_ok(Command::new(bin.join("drosera-admin")).args(["init", "--dir"]).arg(&admin_dir).args([
+        "--admin",
+        &ingest,
+        "--listen",
+        &ingest,
+        "--dashboard-listen",
+        &dash,
+    ]));
+    let admin_cfg = admin_dir.join("drosera-admin.toml");
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        Command::new(bin.join("drosera-admin"))
+            .args(["sensor", "add", "e2e-sensor", "--out"])
+            .arg(&bundle)
+            .arg("--config")
+            .arg(&admin_cfg),
+    );
+    let http = free_port();
+    let sensor_cfg = tmp.path().join("sensor.toml");
+    let mut text = format!(
+        "[sensor]\nname = \"e2e-sensor\"\ndata_dir = \"{}\"\nuser = \"\"\nhealth_interval_s = 3600\n\n[store]\ncap_bytes = 16777216\nreserve_bytes = 0\n\n[[service]]\nkind = \"http\"\nports = [{http}]\nbind = \"127.0.0.1\"\n\n",
+        tmp.path().join("sensor-data").display()
+    );
+    text.push_str(&std::fs::read_to_string(bundle.join("uplink.toml")).unwrap());
+    std::fs::write(&sensor_cfg, text).unwrap();
+    let admin_db = std::fs::read_to_string(&admin_cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("path = ").map(|p| p.trim_matches('"').to_string()))
+        .map(|p| if Path::new(&p).is_absolute() { PathBuf::from(p) } else { admin_dir.join(p) })
+        .expect("database path in the admin config");
+
+    let admin = start_admin(&bin, &admin_cfg);
+    let _sensor = start_sensor(&bin, &sensor_cfg);
+    curl_login(http, "eve", "s3cret!");
+    let rows = wait_logins(&admin_db, 1);
+    assert_eq!(rows.len(), 1, "the login did not arrive at the admin");
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), ("eve", "s3cret!"));
+
+    // Admin down: the sensor keeps what it records.
+    drop(admin);
+    for i in 0..20 {
+        curl_login(http, &format!("user{i}"), &format!("pw{i}"));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(query_logins(&admin_db).len(), 1, "nothing can arrive while the admin is down");
+    let _admin = start_admin(&bin, &admin_cfg);
+    let rows = wait_logins(&admin_db, 21);
+    assert_eq!(rows.len(), 21, "after the restart every login arrives: {rows:?}");
+    let mut seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 21, "no duplicates");
+    for i in 0..20 {
+        assert!(rows.iter().any(|r| r.1 == format!("user{i}") && r.2 == format!("pw{i}")), "user{i} missing");
+    }
+}
