@@ -25,7 +25,7 @@ BASE=$!
 for _ in $(seq 50); do grep -q '^ready' "$WORK/sensor.log" 2>/dev/null && break; sleep 0.2; done
 grep -q '^ready' "$WORK/sensor.log" || { cat "$WORK/sensor.log" >&2; echo "sensor did not start" >&2; exit 1; }
 cps() { "$BIN/drosera-flood" run --target "$1" --proto "$2" --connections "$N" --concurrency "$3" --max-seconds 60 \
-        | python3 -c 'import json,sys; d=json.load(sys.stdin); print(f"{d[\"connections_per_second\"]:.0f} {d[\"p50_ms\"]:.2f} {d[\"p99_ms\"]:.2f} {d[\"ok\"]}")'; }
+        | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f %.2f %.2f %d" % (d["connections_per_second"], d["p50_ms"], d["p99_ms"], d["ok"]))'; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $N connections per run"
 echo
 echo "| service | concurrency | sensor conn/s | baseline conn/s | ratio | sensor p50 ms | p99 ms |"
