@@ -63,6 +63,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let shipper_thread = match cfg.uplink.clone() {
         Some(u) => {
             let (s, st, rx) = (sensor.clone(), store.clone(), shutdown_rx.clone());
+            let (data_dir, ship_sink) = (cfg.sensor.data_dir.clone(), sink.clone());
             let t = std::thread::Builder::new()
                 .name("shipper".into())
                 .spawn(move || {
@@ -73,7 +74,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                             return;
                         }
                     };
-                    if let Err(e) = rt.block_on(shipper::run(u, s, st, rx)) {
+                    // Rejected batches are kept in the data directory and reported as events.
+                    let ctx = shipper::ShipperContext { data_dir: Some(data_dir), sink: Some(ship_sink) };
+                    if let Err(e) = rt.block_on(shipper::run_with(u, s, st, ctx, rx)) {
                         tracing::error!(error = %e, "shipper stopped");
                     }
                 })
