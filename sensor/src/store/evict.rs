@@ -6,10 +6,9 @@
 
 use super::schema::{decode_head, table, used_bytes};
 use super::StoreError;
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport};
+use drosera_uplink::event::{Detail, Event, Priority, Protocol};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 
 /// Exact account of one eviction.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -44,30 +43,17 @@ impl Gap {
 
     /// The gap as an event (seq and sensor are filled in by the store).
     pub fn to_event(&self, now_ms: i64) -> Event {
-        Event {
-            seq: 0,
-            time_ms: now_ms,
-            sensor: String::new(),
-            transport: Transport::Internal,
-            protocol: Protocol::Sensor,
-            src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            src_port: 0,
-            dst_port: 0,
-            session_id: 0,
-            duration_ms: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            priority: Priority::System,
-            detail: Detail::EvictionGap {
-                count: self.count,
-                first_seq: self.first_seq,
-                last_seq: self.last_seq,
-                first_time_ms: self.first_time_ms,
-                last_time_ms: self.last_time_ms,
-                per_protocol: self.per_protocol.iter().map(|(p, n)| (*p, *n)).collect(),
-                per_priority: self.per_priority.iter().map(|(p, n)| (*p, *n)).collect(),
-            },
-        }
+        let mut ev = super::writer::internal_event(Detail::EvictionGap {
+            count: self.count,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            first_time_ms: self.first_time_ms,
+            last_time_ms: self.last_time_ms,
+            per_protocol: self.per_protocol.iter().map(|(p, n)| (*p, *n)).collect(),
+            per_priority: self.per_priority.iter().map(|(p, n)| (*p, *n)).collect(),
+        });
+        ev.time_ms = now_ms;
+        ev
     }
 }
 
