@@ -123,6 +123,12 @@ struct Shipper<B: Backlog> {
     backoff_max: Duration,
 }
 
+/// Resolves once shutdown is requested. (Awaiting `wait_for` directly inside `select!` would keep
+/// its non-`Send` guard in the select's output and make the shipper future `!Send`.)
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
 /// [`run`] with a data directory and an event sink, over any [`Backlog`].
 pub async fn run_with<B: Backlog>(
     cfg: UplinkSection,
@@ -199,7 +205,7 @@ impl<B: Backlog> Shipper<B> {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait_for(|v| *v) => return Ok(()),
+                        _ = stopped(shutdown) => return Ok(()),
                     }
                 }
             }
@@ -392,7 +398,7 @@ impl<B: Backlog> Shipper<B> {
                         last_heard = Instant::now();
                     }
                 }
-                _ = shutdown.wait_for(|v| *v), if draining.is_none() => {
+                _ = stopped(shutdown), if draining.is_none() => {
                     draining = Some(Instant::now() + DRAIN_TIMEOUT);
                 }
             }
@@ -456,3 +462,7 @@ impl<B: Backlog> Shipper<B> {
         Ok(Some(path))
     }
 }
+
+#[cfg(test)]
+#[path = "shipper_tests.rs"]
+mod tests;

@@ -1,2 +1,9 @@
-//! Helpers shared by the end-to-end tests: locating the built binaries, free loopback ports,
-//! child processes that are killed when dropped.
+//! Helpers shared by the end-to-end tests and the reliability suite (`drosera-torture`):
+//! the processes under test ([`procs`]), one admin + one sensor set up the way an operator would
+//! ([`stack`]), the connection flood ([`flood`]) and the accounting that proves nothing was lost
+//! ([`account`]).
+
+pub mod account;
+pub mod flood;
+pub mod procs;
+pub mod stack;

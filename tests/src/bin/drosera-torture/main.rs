@@ -12,11 +12,9 @@
 //!
 //! Everything is bounded in time and stays on 127.0.0.0/8 (plus a tmpfs mounted when root).
 
-mod account;
-mod flood;
-mod procs;
 mod sample;
-mod stack;
+
+use drosera_e2e::{account, flood, procs, stack};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;

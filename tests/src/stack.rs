@@ -17,6 +17,22 @@ pub struct Bins {
     pub sensor: PathBuf,
 }
 
+impl Bins {
+    /// The binaries beside a test executable (`target/<profile>/deps/<test>` → `target/<profile>`),
+    /// as `cargo build --workspace --bins` left them.
+    pub fn beside_test_exe() -> Result<Bins> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().and_then(Path::parent).context("test executable has no target directory")?;
+        let bins = Bins { admin: dir.join("drosera-admin"), sensor: dir.join("drosera-sensor") };
+        for b in [&bins.admin, &bins.sensor] {
+            if !b.is_file() {
+                bail!("{} not built: run `cargo build --workspace --bins` first", b.display());
+            }
+        }
+        Ok(bins)
+    }
+}
+
 /// Sensor settings the suite varies between phases.
 #[derive(Clone, Debug)]
 pub struct SensorOpts {
@@ -61,6 +77,9 @@ impl Default for SensorOpts {
 
 pub struct Stack {
     pub bins: Bins,
+    /// The work directory (admin dir, bundle, logs).
+    pub dir: PathBuf,
+    pub admin_cfg: PathBuf,
     pub admin: Proc,
     pub admin_db: PathBuf,
     pub ingest: SocketAddr,
@@ -138,6 +157,8 @@ impl Stack {
         }
         Ok(Stack {
             bins: bins.clone(),
+            dir: dir.to_path_buf(),
+            admin_cfg,
             admin,
             admin_db: admin_dir.join("admin.db"),
             ingest,
@@ -252,7 +273,7 @@ pub fn sensor_config(o: &SensorOpts, data_dir: &Path, services: &str, uplink: &s
         uplink.lines().filter(|l| !l.trim_start().starts_with("backoff_max_s")).map(|l| format!("{l}\n")).collect();
     format!(
         "# Written by drosera-torture.\n\
-         [sensor]\nname = \"{name}\"\ndata_dir = \"{data}\"\nhealth_interval_s = 10\n\n\
+         [sensor]\nname = \"{name}\"\ndata_dir = \"{data}\"\nuser = \"\"\nhealth_interval_s = 10\n\n\
          [store]\ncap_bytes = {cap}\nreserve_bytes = {reserve}\ndisk_check_interval_s = 1\n\n\
          [memory]\nsoft_limit_bytes = {soft}\nhard_limit_bytes = {hard}\n\n\
          [limits]\nmax_connections = {maxc}\nmax_per_source = {mps}\nrate_per_source = {rate}\nrate_burst = {burst}\n\
