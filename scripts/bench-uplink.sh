@@ -65,11 +65,16 @@ last=$(status | field last_seq)
 
 "$BIN/drosera-admin" serve --config "$WORK/admin/drosera-admin.toml" > "$WORK/admin.log" 2>&1 &
 PIDS+=($!)
+ADMIN_PID=$!
 for _ in $(seq 100); do ss -Htln "sport = :${INGEST##*:}" | grep -q . && break; sleep 0.1; done
 
 t0=$(date +%s.%N)
 "$BIN/drosera-sensor" run --config "$WORK/sensor.toml" > "$WORK/sensor.log" 2>&1 &
 PIDS+=($!)
+SENSOR_PID=$!
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+admin_cpu0=$(cpu "$ADMIN_PID")
 deadline=$((SECONDS + 600))
 while :; do
   acked=$(status 2> /dev/null | field acked_seq || echo 0)
@@ -84,11 +89,16 @@ import sqlite3, sys
 print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM events").fetchone()[0])
 PY
 )
-python3 - "$n" "$last" "$rows" "$t0" "$t1" "${wire:-0}" <<'PY'
+admin_cpu=$(python3 -c "print(f'{$(cpu "$ADMIN_PID") - $admin_cpu0:.2f}')")
+sensor_cpu=$(cpu "$SENSOR_PID")
+python3 - "$n" "$last" "$rows" "$t0" "$t1" "${wire:-0}" "$admin_cpu" "$sensor_cpu" <<'PY'
 import sys
 n, last, rows, t0, t1, wire = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+acpu, scpu = float(sys.argv[7]), float(sys.argv[8])
 s = t1 - t0
 print(f"drained {last} events (admin rows {rows}) in {s:.2f} s: {last / s:,.0f} events/s end to end")
+print(f"CPU while draining: admin {acpu:.2f} s ({last / max(acpu, 0.01):,.0f} events per admin CPU-second), "
+      f"sensor {scpu:.2f} s ({last / max(scpu, 0.01):,.0f} events per sensor CPU-second)")
 print(f"on the wire (sensor->admin TCP payload, TLS included): {wire:,} bytes = {wire / max(last, 1):.1f} bytes/event")
 if rows < n:
     sys.exit(f"bench-uplink: the admin holds {rows} rows, fewer than the {n} events written")

@@ -206,6 +206,32 @@ impl AdminConfig {
                 "use the defaults, 64 and 8",
             ));
         }
+        let d = &self.dashboard;
+        if d.refresh_interval_s == 0 {
+            return Err(invalid("dashboard.refresh_interval_s", "must be at least 1 second", "use the default, 10"));
+        }
+        if d.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "dashboard.max_concurrent_requests",
+                "must be at least 1 (0 would answer every request with 503)",
+                "use the default, 32",
+            ));
+        }
+        let r = &self.retention;
+        if r.interval_s < 60 {
+            return Err(invalid(
+                "retention.interval_s",
+                "must be at least 60 seconds (each run scans the database)",
+                "use the default, 3600",
+            ));
+        }
+        if r.max_bytes != 0 && r.max_bytes < 16 << 20 {
+            return Err(invalid(
+                "retention.max_bytes",
+                "below 16 MiB would delete events as fast as they arrive",
+                "use 0 (no cap) or at least 16777216; the default is 8589934592",
+            ));
+        }
         if !i.public_address.is_empty() && !i.public_address.contains(':') {
             return Err(invalid(
                 "ingest.public_address",
@@ -237,6 +263,16 @@ mod tests {
         assert!(e.to_string().contains("ingest.max_connections"), "{e}");
         let e = AdminConfig::parse("[ingest]\npublic_address = \"host\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("public_address"), "{e}");
+        for (text, key) in [
+            ("[dashboard]\nrefresh_interval_s = 0\n", "dashboard.refresh_interval_s"),
+            ("[dashboard]\nmax_concurrent_requests = 0\n", "dashboard.max_concurrent_requests"),
+            ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
+            ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
+        ] {
+            let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
+        }
+        assert!(AdminConfig::parse("[retention]\nmax_bytes = 0\n", Path::new("x")).is_ok());
     }
 
     #[test]

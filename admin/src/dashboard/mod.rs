@@ -443,7 +443,7 @@ pub async fn serve_listener(
         db: Arc::new(Mutex::new(conn)),
         enricher,
         cookie_secure: cfg.cookie_secure,
-        requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests.max(1))),
+        requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         logins: Arc::new(Semaphore::new(MAX_CONCURRENT_LOGINS)),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -451,7 +451,7 @@ pub async fn serve_listener(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let bg = tokio::spawn(background(app.clone(), cfg.refresh_interval_s.max(1), retention.clone(), stop_rx.clone()));
+    let bg = tokio::spawn(background(app.clone(), cfg.refresh_interval_s, retention.clone(), stop_rx.clone()));
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     let mut rx = stop_rx;
     axum::serve(listener, router(app))
@@ -471,7 +471,7 @@ async fn background(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut refresh = tokio::time::interval(std::time::Duration::from_secs(refresh_s));
-    let mut prune = tokio::time::interval(std::time::Duration::from_secs(retention.interval_s.max(60)));
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(retention.interval_s));
     loop {
         tokio::select! {
             r = stop.changed() => {
