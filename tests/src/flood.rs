@@ -53,6 +53,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     pub connect_timeout: AtomicU64,
     pub other_error: AtomicU64,
+    /// Connections reset by the server before `connect` returned (counted in `connected` too).
+    pub reset_on_connect: AtomicU64,
     /// Ticks of the steady driver that found every in-flight slot busy (not attempted).
     pub client_skipped: AtomicU64,
     /// Connections made from the heavy source address.
@@ -69,6 +71,7 @@ pub struct Snapshot {
     pub refused: u64,
     pub connect_timeout: u64,
     pub other_error: u64,
+    pub reset_on_connect: u64,
     pub client_skipped: u64,
     pub heavy_connected: u64,
 }
@@ -83,6 +86,7 @@ impl Counters {
             refused: self.refused.load(Relaxed),
             connect_timeout: self.connect_timeout.load(Relaxed),
             other_error: self.other_error.load(Relaxed),
+            reset_on_connect: self.reset_on_connect.load(Relaxed),
             client_skipped: self.client_skipped.load(Relaxed),
             heavy_connected: self.heavy_connected.load(Relaxed),
         }
@@ -211,6 +215,18 @@ impl Flood {
             Ok(Ok(s)) => s,
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
                 c.refused.fetch_add(1, Relaxed);
+                return;
+            }
+            // Reset before connect() returned: the handshake completed and the server application
+            // accepted and aborted it (the sensor sheds with a zero linger). The kernel alone never
+            // resets a completed handshake here (tcp_abort_on_overflow is 0), so the server had it.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                c.connected.fetch_add(1, Relaxed);
+                c.confirmed.fetch_add(1, Relaxed);
+                c.reset_on_connect.fetch_add(1, Relaxed);
+                if heavy {
+                    c.heavy_connected.fetch_add(1, Relaxed);
+                }
                 return;
             }
             Ok(Err(_)) => {

@@ -170,6 +170,30 @@ pub fn wait_listening(p: &mut Proc, addr: SocketAddr, timeout: Duration) -> Resu
     }
 }
 
+/// How many lines of `p`'s log start with `prefix`.
+pub fn count_log_lines(p: &Proc, prefix: &str) -> usize {
+    std::fs::read_to_string(&p.log).map(|t| t.lines().filter(|l| l.starts_with(prefix)).count()).unwrap_or(0)
+}
+
+/// Waits until `p`'s log holds more than `before` lines starting with `prefix` (the sensor prints
+/// `ready ...` once every service is bound). Unlike [`wait_listening`] this opens no connection,
+/// so it adds nothing to what the sensor records.
+pub fn wait_log_line(p: &mut Proc, prefix: &str, before: usize, timeout: Duration) -> Result<()> {
+    let until = Instant::now() + timeout;
+    loop {
+        if count_log_lines(p, prefix) > before {
+            return Ok(());
+        }
+        if !p.running() {
+            bail!("{} exited before printing {prefix:?}; log tail:\n{}", p.name, p.log_tail(20));
+        }
+        if Instant::now() > until {
+            bail!("{} did not print {prefix:?} within {timeout:?}; log tail:\n{}", p.name, p.log_tail(20));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released: good enough on a test machine).
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -175,16 +175,12 @@ impl Stack {
         procs::wait_listening(&mut self.admin, self.ingest, Duration::from_secs(30))
     }
 
+    /// Starts the sensor and waits for its `ready` line (printed once every service is bound).
+    /// No test connection is made: the accounting expects only the flood's connections.
     pub fn start_sensor(&mut self) -> Result<()> {
+        let before = procs::count_log_lines(&self.sensor, "ready ");
         self.sensor.start()?;
-        let first = self.targets.first().map(|t| t.addr).context("no services")?;
-        let timeout = self.opts.start_timeout;
-        // Every service must listen, not just the first one.
-        procs::wait_listening(&mut self.sensor, first, timeout)?;
-        for t in self.targets.clone() {
-            procs::wait_listening(&mut self.sensor, t.addr, timeout)?;
-        }
-        Ok(())
+        procs::wait_log_line(&mut self.sensor, "ready ", before, self.opts.start_timeout)
     }
 
     /// `drosera-sensor status --config FILE --json` (works while the sensor runs).

@@ -317,8 +317,8 @@ fn phase_flood(args: &Args, rt: &tokio::runtime::Runtime, s: &mut Stack, arch: &
     rows.push(Row {
         check: format!("{p}: accepted = stored + rolled up"),
         tried: format!(
-            "client: {} connected ({} confirmed by the server, {} never answered), {} refused, {} connect timeouts, {} skipped by the client",
-            c.connected, c.confirmed, c.unconfirmed, c.refused, c.connect_timeout, c.client_skipped
+            "client: {} connected ({} confirmed by the server, {} of them reset by it during connect; {} never answered), {} refused, {} connect timeouts, {} other errors, {} skipped by the client",
+            c.connected, c.confirmed, c.reset_on_connect, c.unconfirmed, c.refused, c.connect_timeout, c.other_error, c.client_skipped
         ),
         result: format!(
             "admin: {} connection events + {} rolled up in {} rollups = {}; sensor shed {}",
