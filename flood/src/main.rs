@@ -3,8 +3,9 @@
 //! It exists to measure the sensor (scripts/bench-sensor.sh) and to flood it in tests, so it is
 //! deliberately unable to become an attack tool: loopback targets only (other addresses need
 //! `--allow-nonloopback`, meant for test network namespaces), and every run is bounded by a
-//! connection count AND a wall-clock limit. `baseline` runs a bare accept-and-close server, the
-//! physical upper bound the sensor is compared against.
+//! connection count AND a wall-clock limit. `baseline` runs a bare accept-and-close server (the
+//! physical upper bound the sensor is compared against) or, with `--proto`, a server that answers
+//! that probe with fixed bytes (the same round trips as the sensor, without its work).
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -26,11 +27,16 @@ struct Cli {
 enum Cmd {
     /// Opens N connections (C at a time) and speaks the service's probe on each.
     Run(RunArgs),
-    /// A bare accept-and-close server: the baseline the sensor is compared with.
+    /// A baseline server the sensor is compared with: by default bare accept-and-close; with
+    /// `--proto` it plays the other side of that probe with fixed bytes (same round trips as the
+    /// sensor, no parsing, nothing recorded).
     Baseline {
         /// Address to listen on, e.g. 127.0.0.1:19000.
         #[arg(long)]
         listen: SocketAddr,
+        /// The probe to answer (`connect`: accept and close at once).
+        #[arg(long, value_enum, default_value = "connect")]
+        proto: Probe,
         /// Stop after this many seconds.
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
@@ -108,19 +114,73 @@ fn main() -> anyhow::Result<()> {
             let report = rt.block_on(run(args))?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Cmd::Baseline { listen, max_seconds } => rt.block_on(baseline(listen, max_seconds))?,
+        Cmd::Baseline { listen, proto, max_seconds } => rt.block_on(baseline(listen, proto, max_seconds))?,
     }
     Ok(())
 }
 
-async fn baseline(listen: SocketAddr, max_seconds: u64) -> anyhow::Result<()> {
+async fn baseline(listen: SocketAddr, proto: Probe, max_seconds: u64) -> anyhow::Result<()> {
     let l = tokio::net::TcpListener::bind(listen).await?;
-    println!("listening addr={}", l.local_addr()?);
+    println!("listening addr={} proto={proto:?}", l.local_addr()?);
     let end = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
+    // Bounded like the sensor: at most 4096 scripted exchanges at once, each at most 10 s.
+    let slots = Arc::new(Semaphore::new(4096));
     loop {
         tokio::select! {
-            r = l.accept() => { if let Ok((s, _)) = r { drop(s); } }
+            r = l.accept() => {
+                let Ok((s, _)) = r else { continue };
+                if proto == Probe::Connect {
+                    drop(s);
+                    continue;
+                }
+                let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
+                tokio::spawn(async move {
+                    let mut s = s;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(&mut s, proto)).await;
+                    drop(permit);
+                });
+            }
             _ = tokio::time::sleep_until(end) => return Ok(()),
+        }
+    }
+}
+
+/// The server side of each probe with fixed bytes: the least a server can do for that exchange.
+async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    match p {
+        Probe::Connect => Ok(()),
+        Probe::Http => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await
+        }
+        Probe::Ftp => {
+            s.write_all(b"220 ready\r\n").await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"331 password\r\n").await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"530 no\r\n").await
+        }
+        Probe::Telnet => {
+            s.write_all(b"login: ").await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"Password: ").await?;
+            let _ = s.read(&mut buf).await?;
+            Ok(())
+        }
+        Probe::Ssh => {
+            s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").await?;
+            let _ = s.read(&mut buf).await?;
+            Ok(())
+        }
+        Probe::Mssql => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&[0x04, 1, 0, 8, 0, 0, 1, 0]).await
+        }
+        Probe::Mysql => s.write_all(&[1, 0, 0, 0, 10]).await,
+        Probe::Smb => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&[0, 0, 0, 4, 0xfe, b'S', b'M', b'B']).await
         }
     }
 }
