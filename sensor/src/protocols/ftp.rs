@@ -186,13 +186,7 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics() {
-        let mut x: u64 = 0x1111_2222_3333_4444;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = (x % 100) as usize;
-            let b: Vec<u8> = (0..n).map(|i| (x >> (i % 50)) as u8).collect();
+        for b in crate::protocols::hostile::random_inputs(0x1111_2222_3333_4444, 20_000, 100, false) {
             let _ = parse_command(&b);
         }
     }

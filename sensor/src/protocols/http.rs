@@ -312,13 +312,7 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics() {
-        let mut x: u64 = 0x0123_4567_89ab_cdef;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = (x % 120) as usize;
-            let b: Vec<u8> = (0..n).map(|i| (x >> (i % 50)) as u8 % 128).collect();
+        for b in crate::protocols::hostile::random_inputs(0x0123_4567_89ab_cdef, 20_000, 120, true) {
             let _ = parse_request_line(&b);
             let _ = parse_header_line(&b);
             let _ = form_login(&b);

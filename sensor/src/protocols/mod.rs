@@ -12,6 +12,8 @@ use drosera_uplink::event::Protocol;
 
 pub mod blackhole;
 pub mod ftp;
+#[cfg(test)]
+pub(crate) mod hostile;
 pub mod http;
 pub mod mssql;
 pub mod mysql;

@@ -310,19 +310,13 @@ mod tests {
     #[test]
     fn hostile_input_is_an_error_not_a_panic() {
         let good = login7("sa", "x", "h", "a");
-        for cut in 0..good.len() {
-            let _ = parse_login7(&good[..cut]);
+        for t in crate::protocols::hostile::truncations(&good) {
+            let _ = parse_login7(t);
         }
         let mut bad = good.clone();
         bad[40..44].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
         assert_eq!(parse_login7(&bad), Err(TdsError::Truncated));
-        let mut x: u64 = 0x2545f4914f6cdd1d;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = (x % 300) as usize;
-            let buf: Vec<u8> = (0..n).map(|i| (x >> (i % 57)) as u8).collect();
+        for buf in crate::protocols::hostile::random_inputs(0x2545f4914f6cdd1d, 20_000, 300, false) {
             let _ = parse_login7(&buf);
             let _ = parse_prelogin(&buf);
             let _ = parse_header(&buf);

@@ -335,20 +335,15 @@ mod tests {
     fn hostile_hello_is_an_error_not_a_panic() {
         let mut buf = b"SSH-2.0-x\r\n".to_vec();
         buf.extend_from_slice(&kexinit(&["a"; 10]));
-        for cut in 0..buf.len() {
-            let _ = parse_client_hello(&buf[..cut]);
+        for t in crate::protocols::hostile::truncations(&buf) {
+            let _ = parse_client_hello(t);
         }
         let mut huge = b"SSH-2.0-x\r\n".to_vec();
         huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 4, 20]);
         assert_eq!(parse_client_hello(&huge), Err(SshParseError::BadKexinit));
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = (x % 300) as usize;
+        for tail in crate::protocols::hostile::random_inputs(0x1234_5678_9abc_def1, 20_000, 300, false) {
             let mut b = b"SSH-2.0-z\n".to_vec();
-            b.extend((0..n).map(|i| (x >> (i % 59)) as u8));
+            b.extend(tail);
             let _ = parse_client_hello(&b);
         }
     }

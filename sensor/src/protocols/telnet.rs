@@ -182,13 +182,7 @@ mod tests {
 
     #[test]
     fn hostile_input_never_panics() {
-        let mut x: u64 = 0xfeed_f00d_dead_beef;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = (x % 100) as usize;
-            let b: Vec<u8> = (0..n).map(|i| (x >> (i % 50)) as u8).collect();
+        for b in crate::protocols::hostile::random_inputs(0xfeed_f00d_dead_beef, 20_000, 100, false) {
             let s = String::from_utf8_lossy(&strip_iac(&b)).into_owned();
             let _ = extract_downloads(&s);
             let _ = fake_output(&s);
