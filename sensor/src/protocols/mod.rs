@@ -35,21 +35,25 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    /// Parses a config `kind` (see `config::SERVICE_KINDS`).
+    /// Every service a listener can run.
+    pub const ALL: [ServiceKind; 8] = [
+        ServiceKind::Http,
+        ServiceKind::Ftp,
+        ServiceKind::Telnet,
+        ServiceKind::Ssh,
+        ServiceKind::Mssql,
+        ServiceKind::Mysql,
+        ServiceKind::Smb,
+        ServiceKind::Blackhole,
+    ];
+
+    /// Parses a config `kind` (see `config::SERVICE_KINDS`): the service's protocol name, so the
+    /// config, the events and the admin's reports all use one spelling.
     pub fn parse(kind: &str) -> Option<ServiceKind> {
-        Some(match kind {
-            "http" => ServiceKind::Http,
-            "ftp" => ServiceKind::Ftp,
-            "telnet" => ServiceKind::Telnet,
-            "ssh" => ServiceKind::Ssh,
-            "mssql" => ServiceKind::Mssql,
-            "mysql" => ServiceKind::Mysql,
-            "smb" => ServiceKind::Smb,
-            "blackhole" => ServiceKind::Blackhole,
-            _ => return None,
-        })
+        ServiceKind::ALL.into_iter().find(|k| k.protocol().as_str() == kind)
     }
 
+    /// The protocol recorded in this service's events.
     pub fn protocol(self) -> Protocol {
         match self {
             ServiceKind::Http => Protocol::Http,
@@ -75,5 +79,22 @@ pub async fn handle(kind: ServiceKind, session: &mut Session, svc: &ServiceSecti
         ServiceKind::Mysql => mysql::handle(session, svc).await,
         ServiceKind::Smb => smb::handle(session, svc).await,
         ServiceKind::Blackhole => blackhole::handle(session, svc).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_kind_parses_to_the_service_of_that_protocol() {
+        for k in ServiceKind::ALL {
+            assert_eq!(ServiceKind::parse(k.protocol().as_str()), Some(k));
+        }
+        for name in crate::config::SERVICE_KINDS {
+            assert!(ServiceKind::parse(name).is_some(), "config kind {name} has no service");
+        }
+        assert_eq!(ServiceKind::parse("sensor"), None);
+        assert_eq!(ServiceKind::parse("HTTP"), None);
     }
 }
