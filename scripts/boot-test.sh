@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Boots the built appliance image in qemu-system-aarch64 (-M virt, software emulation) with a
-# real sensor bundle pointing at a real admin on this machine, and passes when:
+# Boots the built appliance image in qemu-system-aarch64 (software emulation) with a real sensor
+# bundle pointing at a real admin on this machine, and passes when:
 #   1. the sensor in the guest answers an HTTP probe on a forwarded port (host loopback), and
 #   2. the admin has stored that probe's event, shipped over mutual TLS from the guest;
 # then powers the guest off. Bounded in time (BOOT_TEST_TIMEOUT, default 900 s).
 #
 #   scripts/boot-test.sh [IMAGE_DIR]     (default build/image, from scripts/build-image.sh)
+#   BOOT_MACHINE=virt (default): -M virt, virtio disk and network, the image's kernel + initrd.
+#   BOOT_MACHINE=raspi3b: the Raspberry Pi path -- -M raspi3b with the Pi 3 B device tree from
+#     the image's boot partition, the image as its SD card (mmcblk0: sdhost/sdhci, the initramfs's
+#     MODULES=list), network over the Pi's USB (dwc2) with a usb-net device. QEMU's model of
+#     the BCM2835 watchdog resets the moment it is armed (it does not count down), so the
+#     emulated run blacklists bcm2835_wdt on the kernel command line; a real Pi keeps it.
 #
 # Networking is QEMU user mode: the guest reaches the host's loopback at 10.0.2.2 (QEMU's
 # internal address), the host reaches the guest's port 80 at 127.0.0.1:<free port>. The bundle
@@ -15,6 +21,8 @@ set -euo pipefail
 ROOT_DIR="$(cd "$(dirname "$0")/.." && pwd)"
 IMG_DIR=${1:-$ROOT_DIR/build/image}
 TIMEOUT=${BOOT_TEST_TIMEOUT:-900}
+MACHINE=${BOOT_MACHINE:-virt}
+case "$MACHINE" in virt | raspi3b) ;; *) echo "boot-test: BOOT_MACHINE must be virt or raspi3b" >&2; exit 2 ;; esac
 ADMIN=${DROSERA_ADMIN_BIN:-}
 START=$(date +%s)
 say() { echo "==> [$(( $(date +%s) - START ))s] $*"; }
@@ -62,17 +70,33 @@ say "disk: image copy + bundle via scripts/flash.sh --force-file"
 cp --sparse=always "$IMG_DIR/drosera-rpi-arm64.img" "$T/disk.img"
 bash "$ROOT_DIR/scripts/flash.sh" "$IMG_DIR/drosera-rpi-arm64.img" "$T/disk.img" --bundle "$T/bundle" --force-file --yes \
   > "$T/flash.log" 2>&1 || { cat "$T/flash.log"; die "flash.sh failed"; }
-# a bigger "card" so the first-boot grow has something to do
-truncate -s +512M "$T/disk.img"
-
-say "qemu: booting (console log in $T/console.log; HTTP forwarded to 127.0.0.1:$HTTP_PORT)"
-qemu-system-aarch64 -M virt -cpu max -smp 2 -m 1024 -nographic -no-reboot \
-  -kernel "$IMG_DIR/vmlinuz" -initrd "$IMG_DIR/initrd.img" \
-  -append "root=LABEL=drosera-root rw rootwait console=ttyAMA0 net.ifnames=0 fsck.repair=yes" \
-  -drive "file=$T/disk.img,format=raw,if=virtio" \
-  -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$HTTP_PORT-:80" -device virtio-net-pci,netdev=n0 \
-  -monitor "unix:$T/monitor.sock,server,nowait" -serial "file:$T/console.log" -display none \
-  > "$T/qemu.log" 2>&1 &
+NET="user,id=n0,hostfwd=tcp:127.0.0.1:$HTTP_PORT-:80"
+if [ "$MACHINE" = virt ]; then
+  # a bigger "card" so the first-boot grow has something to do
+  truncate -s +512M "$T/disk.img"
+  say "qemu -M virt: booting (console log in $T/console.log; HTTP forwarded to 127.0.0.1:$HTTP_PORT)"
+  qemu-system-aarch64 -M virt -cpu max -smp 2 -m 1024 -nographic -no-reboot \
+    -kernel "$IMG_DIR/vmlinuz" -initrd "$IMG_DIR/initrd.img" \
+    -append "root=LABEL=drosera-root rw rootwait console=ttyAMA0 net.ifnames=0 fsck.repair=yes" \
+    -drive "file=$T/disk.img,format=raw,if=virtio" \
+    -netdev "$NET" -device virtio-net-pci,netdev=n0,romfile= \
+    -monitor "unix:$T/monitor.sock,server,nowait" -serial "file:$T/console.log" -display none \
+    > "$T/qemu.log" 2>&1 &
+else
+  # QEMU's SD card must be a power of two: the next one up (also gives growfs room)
+  size=$(stat -c %s "$T/disk.img"); card=1; while [ "$card" -le "$size" ]; do card=$(( card * 2 )); done
+  truncate -s "$card" "$T/disk.img"
+  # the device tree from the image's own boot partition (FAT at 4 MiB)
+  mcopy -n -i "$T/disk.img@@4M" ::bcm2837-rpi-3-b.dtb "$T/pi3.dtb" || die "no bcm2837-rpi-3-b.dtb on the boot partition"
+  say "qemu -M raspi3b: booting from the SD card (console log in $T/console.log; HTTP forwarded to 127.0.0.1:$HTTP_PORT)"
+  qemu-system-aarch64 -M raspi3b -m 1024 -no-reboot \
+    -kernel "$IMG_DIR/vmlinuz" -initrd "$IMG_DIR/initrd.img" -dtb "$T/pi3.dtb" \
+    -append "root=LABEL=drosera-root rw rootwait console=ttyAMA0,115200 net.ifnames=0 fsck.repair=yes modprobe.blacklist=bcm2835_wdt" \
+    -drive "file=$T/disk.img,format=raw,if=sd" \
+    -netdev "$NET" -device usb-net,netdev=n0 \
+    -monitor "unix:$T/monitor.sock,server,nowait" -serial "file:$T/console.log" -display none \
+    > "$T/qemu.log" 2>&1 &
+fi
 QEMU_PID=$!
 
 deadline=$(( START + TIMEOUT ))
@@ -100,15 +124,36 @@ done
 [ "$stored" = 1 ] || { tail -n 40 "$T/console.log"; tail -n 20 "$T/admin-serve.log"; die "the admin did not store the probe event within ${TIMEOUT}s"; }
 say "admin stored the probe event: $("$ADMIN" export --format jsonl --sensor boot-test -c "$CFG" | grep -m1 -E 'boot-test-probe|drosera-boot-test' | head -c 400)"
 
-say "powering off"
-echo system_powerdown | python3 -c '
+if [ "$MACHINE" = raspi3b ]; then
+  # no ACPI power button on the Pi model: the checks below only read the disk image
+  say "stopping qemu"
+  kill "$QEMU_PID" 2>/dev/null || true
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=""
+fi
+[ -z "$QEMU_PID" ] || say "powering off"
+[ -z "$QEMU_PID" ] || echo system_powerdown | python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.stdin.buffer.read()); s.close()' "$T/monitor.sock" || true
-for _ in $(seq 1 60); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 2; done
-if kill -0 "$QEMU_PID" 2>/dev/null; then
+for _ in $(seq 1 60); do [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 2; done
+if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
   say "guest did not power off within 120 s; stopping qemu"
 else
   QEMU_PID=""
 fi
 grep -E "drosera-setup:|Reached target|Power-Off|reboot: Power down" "$T/console.log" | tail -n 15 || true
-say "PASS in $(( $(date +%s) - START ))s"
+
+# First boot grew the root partition and its file system to the end of the (512 MiB bigger) card.
+grep -Eq "growfs: /dev/(vda|mmcblk0p)2 grown from" "$T/console.log" || { grep -i growfs "$T/console.log" | tail; die "first boot did not grow the root file system"; }
+python3 - "$T/disk.img" <<'PY' || die "the root partition does not reach the end of the card"
+import json, os, subprocess, sys
+img = sys.argv[1]
+t = json.loads(subprocess.run(["sfdisk", "-J", img], check=True, capture_output=True, text=True).stdout)
+root = t["partitiontable"]["partitions"][-1]
+end = (root["start"] + root["size"]) * 512
+size = os.path.getsize(img)
+print(f"root partition ends at {end} of {size} bytes")
+sys.exit(0 if size - end < 4 << 20 else 1)
+PY
+say "first boot grew the root file system: $(grep -Eo 'growfs: /dev/(vda|mmcblk0p)2 grown from [0-9]* to [0-9]* bytes' "$T/console.log" | head -1)"
+say "PASS ($MACHINE) in $(( $(date +%s) - START ))s"

@@ -245,11 +245,13 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
         "# Uplink for sensor \"{name}\", written by `drosera-admin sensor add`.\n\
          # Copy this folder to {install} on the sensor and append this section to drosera-sensor.toml\n\
          # (whose [sensor] name must be \"{name}\"). Keep sensor.key mode 0600.\n\
+         # enrolled: {enrolled} (unix seconds; a sensor with no clock source yet moves its clock forward to it)\n\
          [uplink]\nadmin = \"{admin}\"\nserver_name = \"{host}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         install.join("ca.pem").display(),
         install.join("sensor.pem").display(),
         install.join("sensor.key").display(),
         install = install.display(),
+        enrolled = now_ms() / 1000,
     );
     write_public(&bundle.uplink_toml, &text)?;
     tx.commit()?;

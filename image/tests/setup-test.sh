@@ -28,7 +28,7 @@ check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
 # the sensor user: daemon exists on every Debian system (the image has its own 'drosera')
 USER_=daemon
 export DROSERA_BOOT="$T/boot" DROSERA_ETC="$T/etc" DROSERA_STATE="$T/state" DROSERA_SENSOR_BIN="$SENSOR" \
-  DROSERA_USER=$USER_ DROSERA_NO_NFT_LOAD=1 DROSERA_NFT_RULES="$T/nftables.conf"
+  DROSERA_USER=$USER_ DROSERA_NO_NFT_LOAD=1 DROSERA_NFT_RULES="$T/nftables.conf" DROSERA_SET_CLOCK=0
 mkdir -p "$T/boot" "$T/etc" "$T/state"
 cp "$ROOT_DIR/image/rootfs/etc/drosera/sensor.base.toml" "$T/etc/"
 cp "$ROOT_DIR/image/rootfs/etc/drosera/firewall.nft" "$T/etc/"
@@ -73,6 +73,8 @@ cat "$T/boot/drosera/STATUS.txt"
 check "installed" "grep -q 'bundle: installed for sensor \"pi-test\" (admin 10.0.2.2:7443)' '$T/boot/drosera/STATUS.txt'"
 check "sensor.toml exists and is valid" "'$SENSOR' check-config '$T/etc/sensor.toml' >/dev/null"
 check "sensor name from the bundle" "grep -q '^name = \"pi-test\"' '$T/etc/sensor.toml'"
+check "enrollment time carried into sensor.toml" "grep -Eq '^# enrolled: [0-9]{10}' '$T/etc/sensor.toml'"
+check "clock ahead of the enrollment: left alone" "! grep -q 'clock:' '$T/boot/drosera/STATUS.txt'"
 check "uplink paths point to the state dir" "grep -q '^key = \"$T/state/uplink/sensor.key\"' '$T/etc/sensor.toml'"
 check "secrets removed from FAT" "[ ! -e '$T/boot/drosera/sensor.key' ] && [ ! -e '$T/boot/drosera/uplink.toml' ]"
 check "state dir 0700 owned by the sensor user" "[ \"\$(stat -c '%a %U' '$T/state')\" = '700 $USER_' ]"
@@ -86,6 +88,13 @@ check "ssh stays off without a key" "! grep -q mgmt_tcp '$T/etc/firewall.nft'"
 echo "# 3. next boot without a bundle keeps the installed config"
 run_setup
 check "still configured" "grep -q 'sensor: configured (pi-test)' '$T/boot/drosera/STATUS.txt'"
+
+echo "# 3b. a clock behind the enrollment (a Pi with no RTC and no NTP yet) is reported (moving it is off in this test)"
+future=$(( $(date +%s) + 86400 * 365 ))
+sed -i "s/^# enrolled: [0-9]*/# enrolled: $future/" "$T/etc/sensor.toml"
+run_setup
+check "clock warning in STATUS" "grep -q 'clock: WARNING: .* is before this card.s enrollment' '$T/boot/drosera/STATUS.txt'"
+check "still configured with a late clock" "grep -q 'sensor: configured (pi-test)' '$T/boot/drosera/STATUS.txt'"
 
 echo "# 4. the firewall ruleset really separates: load it in the namespace and list it"
 check "ruleset loads in a private netns" "ip netns exec '$NS' nft -f '$T/nftables.conf'"
