@@ -71,7 +71,7 @@ struct RunArgs {
 /// What the client says (or waits for) on each connection.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 enum Probe {
-    /// Connect and close (works against anything, including the baseline).
+    /// Connect and wait for the server to close (the bare accept-and-close baseline).
     Connect,
     /// `GET / HTTP/1.1`, read the status line.
     Http,
@@ -114,7 +114,11 @@ fn main() -> anyhow::Result<()> {
             let report = rt.block_on(run(args))?;
             println!("{}", serde_json::to_string(&report)?);
         }
-        Cmd::Baseline { listen, proto, max_seconds } => rt.block_on(baseline(listen, proto, max_seconds))?,
+        // On a worker thread like the sensor's accept loops (block_on would run it on this thread,
+        // with a cross-thread wake for every accept).
+        Cmd::Baseline { listen, proto, max_seconds } => {
+            rt.block_on(rt.spawn(baseline(listen, proto, max_seconds)))??
+        }
     }
     Ok(())
 }
@@ -270,7 +274,20 @@ async fn read_until(s: &mut TcpStream, needle: &[u8]) -> std::io::Result<()> {
 
 async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
     match p {
-        Probe::Connect => Ok(()),
+        // Wait for the server to close: a client that hung up at once would not be paced by
+        // the server, and connections it already left would overflow the server's accept
+        // queue (1-second SYN retransmits then dominate any short run).
+        Probe::Connect => {
+            let mut buf = [0u8; 256];
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         Probe::Http => {
             s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: drosera-flood\r\nConnection: close\r\n\r\n")
                 .await?;
