@@ -124,7 +124,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn baseline(listen: SocketAddr, proto: Probe, max_seconds: u64) -> anyhow::Result<()> {
-    let l = tokio::net::TcpListener::bind(listen).await?;
+    // The same listen backlog as the sensor's listeners (TcpListener::bind would give 128, and
+    // bursts would overflow the baseline's accept queue, not the sensor's).
+    let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    let l = socket.listen(1024)?;
     println!("listening addr={} proto={proto:?}", l.local_addr()?);
     let end = tokio::time::Instant::now() + Duration::from_secs(max_seconds);
     // Bounded like the sensor: at most 4096 scripted exchanges at once, each at most 10 s.
