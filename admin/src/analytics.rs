@@ -541,10 +541,8 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, b: &Batch) -> rusqlite::Result<()
 }
 
 /// Per-address sums over a resolved range, read from `agg_src` in one pass.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct SrcSum {
-    /// False for the unused slots of [`SrcMap::dense`].
-    seen: bool,
     cc: i64,
     attempts: i64,
     logins: i64,
@@ -553,56 +551,74 @@ struct SrcSum {
     last: i64,
 }
 
-/// Largest address id summed in a vector slot; larger ids (not expected: ids are `ip_info`
-/// rowids, one per address ever seen) go to a map.
+/// Largest id looked up through [`IdTable`]'s vector index; larger ids (not expected: ids are
+/// `ip_info` / `strings` rowids, one per address or string ever seen) go to a map. The index
+/// costs 4 bytes per id up to the largest id seen, so at most 16 MiB.
 const DENSE_IDS: i64 = 1 << 22;
 
-/// [`SrcSum`]s by address id. A 30-day query folds ~1 M aggregate rows into ~50,000 addresses;
-/// ids are small dense integers, so a vector indexed by id does that without hashing.
-#[derive(Default)]
-struct SrcMap {
-    dense: Vec<SrcSum>,
-    sparse: HashMap<i64, SrcSum, IdHash>,
-    len: usize,
+/// Values by interned id (an `ip_info` or `strings` rowid). A 30-day query folds ~1 M aggregate
+/// rows into ~50,000 addresses or ~200,000 strings; ids are small dense integers, so a vector
+/// index (id → position) finds each without hashing, and the values themselves stay compact.
+struct IdTable<T> {
+    /// Position + 1 in `entries` by id; 0 = not seen.
+    index: Vec<u32>,
+    sparse: HashMap<i64, usize, IdHash>,
+    entries: Vec<(i64, T)>,
 }
 
-impl SrcMap {
-    /// The sums for `id`, started (with country `cc`) if this is its first row.
-    fn slot(&mut self, id: i64, cc: i64) -> &mut SrcSum {
-        let s = if (0..DENSE_IDS).contains(&id) {
-            let i = id as usize;
-            if i >= self.dense.len() {
-                self.dense.resize((i + 1).max(self.dense.len() * 2).min(DENSE_IDS as usize), SrcSum::default());
-            }
-            &mut self.dense[i]
+impl<T> Default for IdTable<T> {
+    fn default() -> Self {
+        IdTable { index: Vec::new(), sparse: HashMap::default(), entries: Vec::new() }
+    }
+}
+
+impl<T> IdTable<T> {
+    fn position(&self, id: i64) -> Option<usize> {
+        if (0..DENSE_IDS).contains(&id) {
+            self.index.get(id as usize).and_then(|&p| (p as usize).checked_sub(1))
         } else {
-            self.sparse.entry(id).or_default()
-        };
-        if !s.seen {
-            self.len += 1;
-            *s = SrcSum { seen: true, cc, first: i64::MAX, last: i64::MIN, ..SrcSum::default() };
+            self.sparse.get(&id).copied()
         }
-        s
     }
 
-    fn get(&self, id: i64) -> Option<&SrcSum> {
-        let s = if (0..DENSE_IDS).contains(&id) { self.dense.get(id as usize) } else { self.sparse.get(&id) };
-        s.filter(|s| s.seen)
+    /// The value for `id`, created by `new` if this is its first row.
+    fn slot(&mut self, id: i64, new: impl FnOnce() -> T) -> &mut T {
+        let pos = match self.position(id) {
+            Some(p) => p,
+            None => {
+                let p = self.entries.len();
+                self.entries.push((id, new()));
+                if (0..DENSE_IDS).contains(&id) {
+                    let i = id as usize;
+                    if i >= self.index.len() {
+                        self.index.resize((i + 1).max(self.index.len() * 2).min(DENSE_IDS as usize), 0);
+                    }
+                    // Positions fit: at most one entry per id below DENSE_IDS (2^22).
+                    self.index[i] = (p + 1) as u32;
+                } else {
+                    self.sparse.insert(id, p);
+                }
+                p
+            }
+        };
+        &mut self.entries[pos].1
+    }
+
+    fn get(&self, id: i64) -> Option<&T> {
+        self.position(id).map(|p| &self.entries[p].1)
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (i64, &SrcSum)> {
-        self.dense
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.seen)
-            .map(|(i, s)| (i as i64, s))
-            .chain(self.sparse.iter().map(|(k, s)| (*k, s)))
+    fn iter(&self) -> impl Iterator<Item = (i64, &T)> {
+        self.entries.iter().map(|(id, v)| (*id, v))
     }
 }
+
+/// [`SrcSum`]s by address id.
+type SrcMap = IdTable<SrcSum>;
 
 /// Hasher for integer keys (the Fx multiply-rotate step): the credential scan folds ~1 M rows
 /// into maps keyed by interned ids, where SipHash was a visible share of the time. Keys come
@@ -632,35 +648,8 @@ impl std::hash::Hasher for IdHasher {
 
 type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
-/// Sums by id (interned strings: `strings` rowids, small and dense): a vector slot per id, a
-/// map for ids beyond [`DENSE_IDS`].
-#[derive(Default)]
-struct Counts {
-    /// (seen, sum) by id.
-    dense: Vec<(bool, i64)>,
-    sparse: HashMap<i64, i64, IdHash>,
-}
-
-impl Counts {
-    fn add(&mut self, id: i64, n: i64) {
-        if (0..DENSE_IDS).contains(&id) {
-            let i = id as usize;
-            if i >= self.dense.len() {
-                self.dense.resize((i + 1).max(self.dense.len() * 2).min(DENSE_IDS as usize), (false, 0));
-            }
-            let e = &mut self.dense[i];
-            e.0 = true;
-            e.1 += n;
-        } else {
-            *self.sparse.entry(id).or_default() += n;
-        }
-    }
-
-    fn into_vec(self) -> Vec<(i64, i64)> {
-        let dense = self.dense.into_iter().enumerate().filter(|(_, e)| e.0).map(|(i, e)| (i as i64, e.1));
-        dense.chain(self.sparse).collect()
-    }
-}
+/// Sums by string id (user names, passwords).
+type Counts = IdTable<i64>;
 
 fn scan_sources(conn: &Connection, r: &Resolved) -> Result<SrcMap, AnalyticsError> {
     let sql = r.select("agg_src", "ip_id, cc, attempts, logins, events, first_ms, last_ms");
@@ -670,7 +659,9 @@ fn scan_sources(conn: &Connection, r: &Resolved) -> Result<SrcMap, AnalyticsErro
     let mut rows = stmt.query(refs.as_slice())?;
     let mut m = SrcMap::default();
     while let Some(row) = rows.next()? {
-        let e = m.slot(row.get(0)?, row.get(1)?);
+        let cc: i64 = row.get(1)?;
+        let e =
+            m.slot(row.get(0)?, || SrcSum { cc, attempts: 0, logins: 0, events: 0, first: i64::MAX, last: i64::MIN });
         e.attempts += row.get::<_, i64>(2)?;
         e.logins += row.get::<_, i64>(3)?;
         e.events += row.get::<_, i64>(4)?;
@@ -1064,14 +1055,14 @@ pub fn credentials(conn: &Connection, q: &Query, n: usize) -> Result<Credentials
         let mut rows = stmt.query(refs.as_slice())?;
         while let Some(row) = rows.next()? {
             let (u, p, c): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            users.add(u, c);
-            passes.add(p, c);
+            *users.slot(u, || 0) += c;
+            *passes.slot(p, || 0) += c;
             *pairs.entry((u, p)).or_default() += c;
         }
     }
     let n = limit(n) as usize;
     let counted = |m: Counts| -> Result<Vec<Counted>, AnalyticsError> {
-        Ok(top_n(m.into_vec(), n, |id| string_of(conn, id))?
+        Ok(top_n(m.entries, n, |id| string_of(conn, id))?
             .into_iter()
             .map(|(_, count, value)| Counted { value, count })
             .collect())
@@ -1458,5 +1449,29 @@ impl ReportArgs {
             out.write_all(r.to_text().as_bytes())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_table_sums_dense_and_sparse_ids_alike() {
+        let mut t: IdTable<i64> = IdTable::default();
+        for (id, n) in [(3, 1), (-1, 2), (DENSE_IDS, 4), (3, 8), (0, 16), (DENSE_IDS, 32), (1 << 40, 64)] {
+            *t.slot(id, || 0) += n;
+        }
+        assert_eq!(t.len(), 5);
+        assert_eq!(t.get(3), Some(&9));
+        assert_eq!(t.get(-1), Some(&2));
+        assert_eq!(t.get(DENSE_IDS), Some(&36));
+        assert_eq!(t.get(0), Some(&16));
+        assert_eq!(t.get(1 << 40), Some(&64));
+        assert_eq!(t.get(1), None);
+        assert_eq!(t.get(5_000_000), None);
+        let mut all: Vec<(i64, i64)> = t.iter().map(|(k, v)| (k, *v)).collect();
+        all.sort_unstable();
+        assert_eq!(all, vec![(-1, 2), (0, 16), (3, 9), (DENSE_IDS, 36), (1 << 40, 64)]);
     }
 }
