@@ -9,7 +9,7 @@
 //! `count` is 1 for ordinary events and the number of connections for rollup events, so
 //! `SUM(count)` counts connections; `session_id` lets reports count each session once.
 
-use drosera_uplink::event::{Detail, Event, Secret, Transport};
+use drosera_uplink::event::{Detail, Event, Secret};
 use rusqlite::{params, Connection, Transaction};
 use std::path::Path;
 
@@ -130,7 +130,7 @@ pub fn insert_event(tx: &Transaction<'_>, sensor_id: i64, ev: &Event) -> rusqlit
         sensor_id,
         ev.seq as i64,
         ev.time_ms,
-        transport_name(ev.transport),
+        ev.transport.as_str(),
         ev.protocol.as_str(),
         ev.detail.kind(),
         ev.src_ip.to_string(),
@@ -149,14 +149,6 @@ pub fn insert_event(tx: &Transaction<'_>, sensor_id: i64, ev: &Event) -> rusqlit
         fields,
     ])?;
     Ok(n == 1)
-}
-
-fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Tcp => "tcp",
-        Transport::Udp => "udp",
-        Transport::Internal => "internal",
-    }
 }
 
 /// The detail's flat fields as a JSON object of strings, keys sorted (the last of a repeated key
@@ -184,7 +176,7 @@ fn fields_json(mut pairs: Vec<(String, String)>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drosera_uplink::event::{Priority, Protocol};
+    use drosera_uplink::event::{Priority, Protocol, Transport};
 
     #[test]
     fn insert_is_idempotent_per_sensor_and_seq() {

@@ -83,6 +83,17 @@ pub enum Transport {
     Internal,
 }
 
+impl Transport {
+    /// Lower-case stable name, used in databases and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+            Transport::Internal => "internal",
+        }
+    }
+}
+
 /// The emulated service that saw the event.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -586,6 +597,13 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transport_names_are_the_lower_case_variants() {
+        for t in [Transport::Tcp, Transport::Udp, Transport::Internal] {
+            assert_eq!(t.as_str(), format!("{t:?}").to_lowercase());
+        }
+    }
+
     use super::*;
     use std::net::Ipv4Addr;
 
