@@ -153,21 +153,35 @@ impl Drop for Proc {
     }
 }
 
-/// Waits until `addr` accepts a TCP connection, while `p` keeps running.
-pub fn wait_listening(p: &mut Proc, addr: SocketAddr, timeout: Duration) -> Result<()> {
+/// Polls `ready` every `every` until it holds; fails when `p` exits first or `timeout` passes
+/// (`what` names the awaited state in the error, with the log tail).
+fn wait_until(
+    p: &mut Proc,
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut ready: impl FnMut(&Proc) -> bool,
+) -> Result<()> {
     let until = Instant::now() + timeout;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok() {
+        if ready(p) {
             return Ok(());
         }
         if !p.running() {
-            bail!("{} exited before listening on {addr}; log tail:\n{}", p.name, p.log_tail(20));
+            bail!("{} exited before {what}; log tail:\n{}", p.name, p.log_tail(20));
         }
         if Instant::now() > until {
-            bail!("{} not listening on {addr} after {timeout:?}; log tail:\n{}", p.name, p.log_tail(20));
+            bail!("{} not {what} after {timeout:?}; log tail:\n{}", p.name, p.log_tail(20));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
+}
+
+/// Waits until `addr` accepts a TCP connection, while `p` keeps running.
+pub fn wait_listening(p: &mut Proc, addr: SocketAddr, timeout: Duration) -> Result<()> {
+    wait_until(p, &format!("listening on {addr}"), timeout, Duration::from_millis(100), |_| {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+    })
 }
 
 /// How many lines of `p`'s log start with `prefix`.
@@ -179,19 +193,9 @@ pub fn count_log_lines(p: &Proc, prefix: &str) -> usize {
 /// `ready ...` once every service is bound). Unlike [`wait_listening`] this opens no connection,
 /// so it adds nothing to what the sensor records.
 pub fn wait_log_line(p: &mut Proc, prefix: &str, before: usize, timeout: Duration) -> Result<()> {
-    let until = Instant::now() + timeout;
-    loop {
-        if count_log_lines(p, prefix) > before {
-            return Ok(());
-        }
-        if !p.running() {
-            bail!("{} exited before printing {prefix:?}; log tail:\n{}", p.name, p.log_tail(20));
-        }
-        if Instant::now() > until {
-            bail!("{} did not print {prefix:?} within {timeout:?}; log tail:\n{}", p.name, p.log_tail(20));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(p, &format!("printing {prefix:?}"), timeout, Duration::from_millis(50), |p| {
+        count_log_lines(p, prefix) > before
+    })
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: good enough on a test machine).
