@@ -5,7 +5,7 @@
 //! accept loop per socket, one task per admitted connection, bounded by [`Admission`] — except
 //! that we never *wait* for a slot: a flood must not queue inside the sensor, so a connection
 //! past any cap is closed at once and counted as a rollup ([`EventSink::shed`]). Every admitted
-//! connection ends in exactly one connection event ([`Session::finish`]), whatever ended it, so
+//! connection ends in exactly one connection event ([`Session::close`]), whatever ended it, so
 //! `accepted = connection events + rolled-up connections` holds exactly.
 
 use crate::admission::Admission;
@@ -199,8 +199,17 @@ async fn accept_loop(b: Bound, sh: Shared) {
                 continue;
             }
         };
-        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.svc.bind, local_port));
-        let _ = stream.set_nodelay(true);
+        // The listener's own address unless it listens on every address (then ask the kernel).
+        let local = if b.svc.bind.is_unspecified() {
+            stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.svc.bind, local_port))
+        } else {
+            SocketAddr::new(b.svc.bind, local_port)
+        };
+        // Sessions send each turn's replies in one write (Session::flush), so Nagle's algorithm
+        // never holds a reply back; russh writes the SSH handshake in many small pieces itself.
+        if b.kind == ServiceKind::Ssh {
+            let _ = stream.set_nodelay(true);
+        }
         let id = sh.session_ids.fetch_add(1, Ordering::Relaxed);
         let mut limits = session_limits(&sh.limits);
         if sh.ctx.governor.pressure() != Pressure::Normal {
@@ -274,8 +283,7 @@ async fn run_session(
             _ = grace => CloseReason::Shutdown,
         }
     };
-    session.finish(reason);
-    let _ = session.shutdown().await;
+    session.close(reason).await;
 }
 
 fn session_limits(l: &LimitsSection) -> SessionLimits {
@@ -286,5 +294,44 @@ fn session_limits(l: &LimitsSection) -> SessionLimits {
         max_line: l.max_line,
         max_payload: l.max_payload,
         first_bytes: l.first_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollup::RollupTable;
+
+    /// Every open connection costs one task of this size (plus its buffers): 2,000 sessions in
+    /// flight must fit the sensor's memory budget, so no handler may keep big buffers on its
+    /// stack (HTTP's 8 KiB body buffer once made every session's task 9 KiB; now about 2.2 KiB).
+    #[test]
+    fn a_session_task_stays_small() {
+        let (sink, _rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
+        let (_tx, shutdown) = watch::channel(false);
+        for kind in ServiceKind::ALL {
+            let (a, _b) = tokio::io::duplex(64);
+            let session = Session::new(
+                Box::new(a),
+                1,
+                "192.0.2.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                kind.protocol(),
+                SessionLimits::default(),
+                sink.clone(),
+                Arc::from("t"),
+            );
+            let svc = Arc::new(ServiceSection {
+                kind: kind.protocol().as_str().into(),
+                ports: vec![2],
+                bind: "127.0.0.1".parse().unwrap(),
+                banner: String::new(),
+                enabled: true,
+                host_key: None,
+            });
+            let task = run_session(session, kind, svc, shutdown.clone());
+            let size = std::mem::size_of_val(&task);
+            assert!(size <= 3072, "{kind:?} session task is {size} bytes");
+        }
     }
 }

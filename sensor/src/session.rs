@@ -6,7 +6,10 @@
 //! * closes the session after `idle_timeout` without input, after `max_duration` in total, or
 //!   once `max_bytes_in` have been read,
 //! * refuses lines longer than `max_line`,
-//! * keeps a capped prefix of the first bytes the client sent (for the connection event), and
+//! * keeps a capped prefix of the first bytes the client sent (for the connection event),
+//! * collects replies and sends them in one write when the handler next waits for the client
+//!   (a login prompt after a banner, or the answers to pipelined commands, leave as one segment,
+//!   like a server with a buffered writer), and
 //! * builds [`Event`]s with the session's common fields filled in.
 //!
 //! Every way a session can end is a [`CloseReason`], so handlers use `?` freely and the listener
@@ -166,7 +169,14 @@ pub struct Session {
     sink: EventSink,
     sensor: Arc<str>,
     taken_first: Vec<u8>,
+    /// Replies written but not sent yet (at most [`OUT_FLUSH_AT`] plus one reply).
+    out: Vec<u8>,
 }
+
+/// Pending replies are sent at once when they reach this size.
+const OUT_FLUSH_AT: usize = 16 * 1024;
+/// How long a closing session may spend sending its last replies.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Builds and emits events for one session without borrowing it (see [`Session::emitter`]).
 #[derive(Clone)]
@@ -220,6 +230,7 @@ impl Session {
             sink,
             sensor,
             taken_first: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -260,6 +271,9 @@ impl Session {
     /// Reads whatever is available (at most `buf.len()`); 0 bytes means the client closed, which
     /// is returned as `Err(ClientClosed)`.
     pub async fn read_some(&mut self, buf: &mut [u8]) -> SessionResult<usize> {
+        if self.io.buffer().is_empty() {
+            self.flush().await?;
+        }
         let n = {
             let io = &mut self.io;
             let idle = self.limits.idle_timeout;
@@ -272,8 +286,31 @@ impl Session {
         Ok(n)
     }
 
+    /// Waits for input and lends up to `max` bytes of it without copying; the caller says how
+    /// many it used with [`Session::consume`]. End of input is `Err(ClientClosed)`.
+    pub async fn peek_some(&mut self, max: usize) -> SessionResult<&[u8]> {
+        if self.io.buffer().is_empty() {
+            self.flush().await?;
+        }
+        let idle = self.limits.idle_timeout;
+        let deadline = self.deadline;
+        let available = timed_static(idle, deadline, self.io.fill_buf()).await?;
+        if available.is_empty() {
+            return Err(CloseReason::ClientClosed);
+        }
+        Ok(&available[..available.len().min(max)])
+    }
+
+    /// Marks `n` bytes lent by [`Session::peek_some`] as read.
+    pub fn consume(&mut self, n: usize) {
+        self.io.consume(n);
+    }
+
     /// Reads exactly `buf.len()` bytes.
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> SessionResult<()> {
+        if self.io.buffer().len() < buf.len() {
+            self.flush().await?;
+        }
         let idle = self.limits.idle_timeout;
         let deadline = self.deadline;
         timed_static(idle, deadline, self.io.read_exact(buf)).await.map(|_| ())
@@ -282,6 +319,9 @@ impl Session {
     /// Reads one line (up to and excluding `\n`, with a trailing `\r` removed), refusing lines
     /// longer than `max_line`. End of input before any byte is `Err(ClientClosed)`.
     pub async fn read_line(&mut self) -> SessionResult<Vec<u8>> {
+        if !self.io.buffer().contains(&b'\n') {
+            self.flush().await?;
+        }
         let max = self.limits.max_line;
         let idle = self.limits.idle_timeout;
         let deadline = self.deadline;
@@ -315,16 +355,39 @@ impl Session {
         Ok(line)
     }
 
-    /// Writes all of `data` (bounded by the idle timeout and the session deadline).
+    /// Queues `data` for the client. It is sent, with anything else queued, before the session
+    /// next waits for input, on [`Session::flush`], or at once when the queue reaches
+    /// [`OUT_FLUSH_AT`] bytes. A handler that waits on anything but the session's own reads
+    /// (a data connection, a library owning the stream) flushes first.
     pub async fn write_all(&mut self, data: &[u8]) -> SessionResult<()> {
+        self.out.extend_from_slice(data);
+        if self.out.len() >= OUT_FLUSH_AT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queued reply (bounded by the idle timeout and the session deadline).
+    pub async fn flush(&mut self) -> SessionResult<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         let idle = self.limits.idle_timeout;
         let deadline = self.deadline;
         let io = self.io.get_mut();
-        timed_static(idle, deadline, async {
-            io.write_all(data).await?;
+        let out = &mut self.out;
+        let r = timed_static(idle, deadline, async {
+            io.write_all(out).await?;
             io.flush().await
         })
-        .await
+        .await;
+        out.clear();
+        r
+    }
+
+    /// Bytes queued for the client and not sent yet.
+    pub fn pending_out(&self) -> usize {
+        self.out.len()
     }
 
     /// Builds an event with this session's common fields.
@@ -352,20 +415,16 @@ impl Session {
         self.sink.emit(self.event(detail));
     }
 
-    /// Emits the closing connection event (with the first bytes the client sent).
-    pub fn finish(&self, closed_by: CloseReason) {
+    /// Ends the session: sends the replies still queued (bounded: a peer that does not read
+    /// cannot hold us), emits the connection event (with the first bytes the client sent and
+    /// every byte counted), and closes the socket. Closing sends the FIN itself, so there is no
+    /// separate `shutdown` call (one system call less per connection).
+    pub async fn close(mut self, closed_by: CloseReason) {
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.flush()).await;
         let first_bytes = self.first_bytes().to_vec();
         let mut ev = self.event(Detail::Connection { first_bytes, closed_by });
         ev.time_ms = self.started_ms;
         self.sink.emit(ev);
-    }
-
-    /// Closes the write side politely (bounded: a peer that does not read cannot hold us).
-    pub async fn shutdown(&mut self) -> std::io::Result<()> {
-        match tokio::time::timeout(Duration::from_secs(1), self.io.get_mut().shutdown()).await {
-            Ok(r) => r,
-            Err(_) => Ok(()),
-        }
     }
 
     /// A cloneable, `'static` event builder for code that cannot borrow the session (for example
@@ -379,21 +438,16 @@ impl Session {
         }
     }
 
-    /// Takes the stream out of the session for a library that must own it (russh). Byte
-    /// counters stay shared, the first bytes read so far are kept for `finish`, and the session's
-    /// own read/write methods see end-of-file afterwards.
-    pub fn take_io(&mut self) -> BufReader<CappedIo<Box<dyn SessionStream>>> {
+    /// Takes the stream out of the session for a library that must own it (russh), after
+    /// sending anything queued. Byte counters stay shared, the first bytes read so far are kept
+    /// for `close`, and the session's own read/write methods see end-of-file afterwards.
+    pub async fn take_io(&mut self) -> SessionResult<BufReader<CappedIo<Box<dyn SessionStream>>>> {
+        self.flush().await?;
         let (dummy, _) = tokio::io::duplex(1);
         let empty = CappedIo::new(Box::new(dummy) as Box<dyn SessionStream>, 0, 0);
         let io = std::mem::replace(&mut self.io, BufReader::new(empty));
         self.taken_first = io.get_ref().first_bytes().to_vec();
-        io
-    }
-
-    /// Hands the stream to a library that drives the protocol itself (for example russh). Byte
-    /// counters stay shared with the session; the caller must apply `deadline()` itself.
-    pub fn io_mut(&mut self) -> &mut BufReader<CappedIo<Box<dyn SessionStream>>> {
-        &mut self.io
+        Ok(io)
     }
 }
 
@@ -445,7 +499,42 @@ mod tests {
         assert_eq!(s.read_line().await, Err(CloseReason::LineTooLong));
         assert_eq!(&s.first_bytes()[..6], b"USER a");
         s.write_all(b"hi").await.unwrap();
+        assert_eq!(s.bytes_out(), 0, "queued until the session waits for input or flushes");
+        s.flush().await.unwrap();
         assert_eq!(s.bytes_out(), 2);
+    }
+
+    #[tokio::test]
+    async fn replies_leave_together_when_the_session_waits_for_input() {
+        let (mut s, mut peer, _rx) = pair(SessionLimits::default());
+        // Two pipelined commands: the first reply waits while the second command is already here.
+        peer.write_all(b"USER a\r\nPASS b\r\n").await.unwrap();
+        assert_eq!(s.read_line().await.unwrap(), b"USER a");
+        s.write_all(b"331 pw\r\n").await.unwrap();
+        assert_eq!(s.read_line().await.unwrap(), b"PASS b");
+        assert_eq!(s.pending_out(), 8, "input was waiting, so the reply was not sent yet");
+        s.write_all(b"230 ok\r\n").await.unwrap();
+        // Nothing is buffered now: the next read must send both replies before it waits.
+        let read = tokio::spawn(async move {
+            let r = s.read_line().await;
+            (s, r)
+        });
+        let mut got = vec![0u8; 16];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"331 pw\r\n230 ok\r\n");
+        peer.write_all(b"QUIT\r\n").await.unwrap();
+        let (s, r) = read.await.unwrap();
+        assert_eq!(r.unwrap(), b"QUIT");
+        assert_eq!(s.bytes_out(), 16);
+    }
+
+    #[tokio::test]
+    async fn a_large_queue_is_sent_without_waiting_for_a_read() {
+        let (mut s, mut peer, _rx) = pair(SessionLimits::default());
+        s.write_all(&vec![b'x'; OUT_FLUSH_AT]).await.unwrap();
+        assert_eq!(s.pending_out(), 0);
+        let mut got = vec![0u8; OUT_FLUSH_AT];
+        peer.read_exact(&mut got).await.unwrap();
     }
 
     #[tokio::test]
@@ -473,14 +562,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn finish_emits_connection_event() {
+    async fn close_sends_the_last_reply_then_emits_the_connection_event() {
         let (mut s, mut peer, mut rx) = pair(SessionLimits::default());
         peer.write_all(b"hello\n").await.unwrap();
         let _ = s.read_line().await.unwrap();
-        s.finish(CloseReason::ClientClosed);
+        s.write_all(b"bye\r\n").await.unwrap();
+        s.close(CloseReason::ClientClosed).await;
         let ev = rx.recv().await.unwrap();
         assert_eq!(ev.dst_port, 21);
         assert_eq!(ev.bytes_in, 6);
+        assert_eq!(ev.bytes_out, 5, "the last reply is sent before the event is built");
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"bye\r\n", "then the stream is closed");
         assert!(matches!(ev.detail, Detail::Connection { ref first_bytes, .. } if first_bytes == b"hello\n"));
     }
 }

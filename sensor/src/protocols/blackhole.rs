@@ -11,13 +11,16 @@ use sha2::{Digest, Sha256};
 
 pub async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
     let want = session.limits.first_bytes;
-    let mut buf = [0u8; 2048];
     let end = loop {
         if session.first_bytes().len() >= want {
             break CloseReason::ServerClosed;
         }
-        match session.read_some(&mut buf).await {
-            Ok(_) => {}
+        // The session keeps the first bytes itself; the input is only drained here.
+        match session.peek_some(usize::MAX).await {
+            Ok(chunk) => {
+                let n = chunk.len();
+                session.consume(n);
+            }
             Err(reason) => break reason,
         }
     };

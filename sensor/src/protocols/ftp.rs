@@ -94,6 +94,7 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
             "LIST" | "NLST" | "MLSD" => match passive.take() {
                 Some(l) => {
                     session.write_all(b"150 Here comes the directory listing.\r\n").await?;
+                    session.flush().await?;
                     if let Ok(Ok((s, peer))) = tokio::time::timeout(DATA_ACCEPT_TIMEOUT, l.accept()).await {
                         if peer.ip() == session.peer.ip() {
                             drop(s);
@@ -107,6 +108,8 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
             "STOR" | "APPE" | "STOU" => match passive.take() {
                 Some(l) => {
                     session.write_all(b"150 Ok to send data.\r\n").await?;
+                    // The client waits for this before it sends on the data connection.
+                    session.flush().await?;
                     receive_upload(session, l, &arg).await?;
                     "226 Transfer complete.\r\n".into()
                 }

@@ -209,16 +209,15 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
         let mut hasher = Sha256::new();
         let mut kept = Vec::new();
         let mut remaining = len;
-        let mut buf = [0u8; 8192];
         while remaining > 0 {
-            let want = remaining.min(buf.len() as u64) as usize;
-            session.read_exact(&mut buf[..want]).await?;
-            hasher.update(&buf[..want]);
+            let chunk = session.peek_some(remaining.min(usize::MAX as u64) as usize).await?;
+            let n = chunk.len();
+            hasher.update(chunk);
             if kept.len() < keep {
-                let take = want.min(keep - kept.len());
-                kept.extend_from_slice(&buf[..take]);
+                kept.extend_from_slice(&chunk[..n.min(keep - kept.len())]);
             }
-            remaining -= want as u64;
+            session.consume(n);
+            remaining -= n as u64;
         }
         let body_sha: Option<[u8; 32]> = (len > 0).then(|| hasher.finalize().into());
         let extra: Vec<(String, String)> = ["content-type", "x-forwarded-for", "cookie", "referer", "accept"]

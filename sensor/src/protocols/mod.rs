@@ -4,7 +4,7 @@
 //! `handle(session, service)` that speaks the protocol through a [`Session`], emits events, and
 //! returns `Ok(())` when the server ended the conversation or the
 //! [`CloseReason`](drosera_uplink::event::CloseReason) that ended it otherwise. The listener
-//! records the connection itself (`Session::finish`) whatever happens here.
+//! records the connection itself (`Session::close`) whatever happens here.
 
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
@@ -74,12 +74,22 @@ pub async fn handle(kind: ServiceKind, session: &mut Session, svc: &ServiceSecti
         ServiceKind::Http => http::handle(session, svc).await,
         ServiceKind::Ftp => ftp::handle(session, svc).await,
         ServiceKind::Telnet => telnet::handle(session, svc).await,
-        ServiceKind::Ssh => ssh::handle(session, svc).await,
+        ServiceKind::Ssh => boxed_ssh(session, svc).await,
         ServiceKind::Mssql => mssql::handle(session, svc).await,
         ServiceKind::Mysql => mysql::handle(session, svc).await,
         ServiceKind::Smb => smb::handle(session, svc).await,
         ServiceKind::Blackhole => blackhole::handle(session, svc).await,
     }
+}
+
+/// russh's state makes the SSH future several times larger than the others; boxed (in a plain
+/// function, so the unboxed future never lives in `handle`'s own state) every other session's
+/// task is not sized for it.
+fn boxed_ssh<'a>(
+    session: &'a mut Session,
+    svc: &'a ServiceSection,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = SessionResult<()>> + Send + 'a>> {
+    Box::pin(ssh::handle(session, svc))
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
     };
     let fingerprint =
         Trap { em: trap.em.clone(), seen, fingerprinted: trap.fingerprinted.clone(), attempts: trap.attempts.clone() };
-    let io = Tee { inner: session.take_io(), seen: fingerprint.seen.clone() };
+    let io = Tee { inner: session.take_io().await?, seen: fingerprint.seen.clone() };
     let running = russh::server::run_stream(config, io, trap).await.map_err(|_| CloseReason::ProtocolError)?;
     let handle = running.handle();
     // russh runs the connection on its own task; make sure it ends with this session's deadline.
