@@ -443,9 +443,11 @@ impl Session {
     /// for `close`, and the session's own read/write methods see end-of-file afterwards.
     pub async fn take_io(&mut self) -> SessionResult<BufReader<CappedIo<Box<dyn SessionStream>>>> {
         self.flush().await?;
-        let (dummy, _) = tokio::io::duplex(1);
-        let empty = CappedIo::new(Box::new(dummy) as Box<dyn SessionStream>, 0, 0);
-        let io = std::mem::replace(&mut self.io, BufReader::new(empty));
+        // An end-of-file stand-in with a 1-byte buffer (BufReader::new would allocate 8 KiB;
+        // tokio refuses a zero capacity).
+        let eof = tokio::io::join(tokio::io::empty(), tokio::io::sink());
+        let empty = CappedIo::new(Box::new(eof) as Box<dyn SessionStream>, 0, 0);
+        let io = std::mem::replace(&mut self.io, BufReader::with_capacity(1, empty));
         self.taken_first = io.get_ref().first_bytes().to_vec();
         Ok(io)
     }
