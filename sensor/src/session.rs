@@ -175,6 +175,8 @@ pub struct Session {
 
 /// Pending replies are sent at once when they reach this size.
 const OUT_FLUSH_AT: usize = 16 * 1024;
+/// Reply buffer capacity a session keeps between turns.
+const OUT_KEEP: usize = 4096;
 /// How long a closing session may spend sending its last replies.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
@@ -382,6 +384,10 @@ impl Session {
         })
         .await;
         out.clear();
+        if out.capacity() > OUT_KEEP {
+            // A large reply does not keep its buffer for the rest of the session.
+            *out = Vec::new();
+        }
         r
     }
 
@@ -535,6 +541,7 @@ mod tests {
         let (mut s, mut peer, _rx) = pair(SessionLimits::default());
         s.write_all(&vec![b'x'; OUT_FLUSH_AT]).await.unwrap();
         assert_eq!(s.pending_out(), 0);
+        assert!(s.out.capacity() <= OUT_KEEP, "the big buffer is released after sending");
         let mut got = vec![0u8; OUT_FLUSH_AT];
         peer.read_exact(&mut got).await.unwrap();
     }
