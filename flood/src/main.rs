@@ -167,20 +167,32 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(b"220 ready\r\n").await?;
             let _ = s.read(&mut buf).await?;
             s.write_all(b"331 password\r\n").await?;
+            // `PASS` and `QUIT` arrive together: both answered in one write, as the sensor does,
+            // so neither side closes with unread input (which would end in a reset).
             let _ = s.read(&mut buf).await?;
-            s.write_all(b"530 no\r\n").await
+            s.write_all(b"530 Login incorrect.\r\n221 Goodbye.\r\n").await
         }
         Probe::Telnet => {
             s.write_all(b"login: ").await?;
             let _ = s.read(&mut buf).await?;
             s.write_all(b"Password: ").await?;
             let _ = s.read(&mut buf).await?;
-            Ok(())
+            // A shell prompt, as a telnetd (and the sensor) sends after the password. Without
+            // it the client, not the server, would close first and keep every TIME_WAIT on its
+            // side, and its connect() slows down as ephemeral ports fill up.
+            s.write_all(b"\r\n# ").await
         }
         Probe::Ssh => {
             s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").await?;
             let _ = s.read(&mut buf).await?;
-            Ok(())
+            // A KEXINIT-sized binary packet (the sensor's SSH server sends its 736-byte KEXINIT
+            // once the client's version line arrives): the same bytes on the wire, and the
+            // server, not the client, ends the exchange as with the sensor.
+            let mut kexinit = [0u8; 736];
+            kexinit[..4].copy_from_slice(&732u32.to_be_bytes());
+            kexinit[4] = 11; // padding length
+            kexinit[5] = 20; // SSH_MSG_KEXINIT
+            s.write_all(&kexinit).await
         }
         Probe::Mssql => {
             let _ = s.read(&mut buf).await?;
