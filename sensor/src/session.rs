@@ -270,24 +270,6 @@ impl Session {
         &self.sink
     }
 
-    /// Reads whatever is available (at most `buf.len()`); 0 bytes means the client closed, which
-    /// is returned as `Err(ClientClosed)`.
-    pub async fn read_some(&mut self, buf: &mut [u8]) -> SessionResult<usize> {
-        if self.io.buffer().is_empty() {
-            self.flush().await?;
-        }
-        let n = {
-            let io = &mut self.io;
-            let idle = self.limits.idle_timeout;
-            let deadline = self.deadline;
-            timed_static(idle, deadline, io.read(buf)).await?
-        };
-        if n == 0 {
-            return Err(CloseReason::ClientClosed);
-        }
-        Ok(n)
-    }
-
     /// Waits for input and lends up to `max` bytes of it without copying; the caller says how
     /// many it used with [`Session::consume`]. End of input is `Err(ClientClosed)`.
     pub async fn peek_some(&mut self, max: usize) -> SessionResult<&[u8]> {
@@ -389,11 +371,6 @@ impl Session {
             *out = Vec::new();
         }
         r
-    }
-
-    /// Bytes queued for the client and not sent yet.
-    pub fn pending_out(&self) -> usize {
-        self.out.len()
     }
 
     /// Builds an event with this session's common fields.
@@ -520,7 +497,7 @@ mod tests {
         assert_eq!(s.read_line().await.unwrap(), b"USER a");
         s.write_all(b"331 pw\r\n").await.unwrap();
         assert_eq!(s.read_line().await.unwrap(), b"PASS b");
-        assert_eq!(s.pending_out(), 8, "input was waiting, so the reply was not sent yet");
+        assert_eq!(s.out.len(), 8, "input was waiting, so the reply was not sent yet");
         s.write_all(b"230 ok\r\n").await.unwrap();
         // Nothing is buffered now: the next read must send both replies before it waits.
         let read = tokio::spawn(async move {
@@ -540,7 +517,7 @@ mod tests {
     async fn a_large_queue_is_sent_without_waiting_for_a_read() {
         let (mut s, mut peer, _rx) = pair(SessionLimits::default());
         s.write_all(&vec![b'x'; OUT_FLUSH_AT]).await.unwrap();
-        assert_eq!(s.pending_out(), 0);
+        assert_eq!(s.out.len(), 0);
         assert!(s.out.capacity() <= OUT_KEEP, "the big buffer is released after sending");
         let mut got = vec![0u8; OUT_FLUSH_AT];
         peer.read_exact(&mut got).await.unwrap();
@@ -551,11 +528,14 @@ mod tests {
         let limits = SessionLimits { max_bytes_in: 10, ..SessionLimits::default() };
         let (mut s, mut peer, _rx) = pair(limits);
         peer.write_all(&[b'x'; 64]).await.unwrap();
-        let mut buf = [0u8; 64];
         let mut total = 0;
         let end = loop {
-            match s.read_some(&mut buf).await {
-                Ok(n) => total += n,
+            match s.peek_some(64).await {
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    s.consume(n);
+                    total += n;
+                }
                 Err(e) => break e,
             }
         };

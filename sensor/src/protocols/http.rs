@@ -210,7 +210,7 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
         let mut kept = Vec::new();
         let mut remaining = len;
         while remaining > 0 {
-            let chunk = session.peek_some(remaining.min(usize::MAX as u64) as usize).await?;
+            let chunk = session.peek_some(usize::try_from(remaining).unwrap_or(usize::MAX)).await?;
             let n = chunk.len();
             hasher.update(chunk);
             if kept.len() < keep {
