@@ -2,15 +2,16 @@
 //!
 //! `bench_admin gen DB N`  writes N synthetic events (30 days, 4 sensors, Zipf-distributed
 //!                         sources, users and passwords) through the ingest path
-//!                         (`db::insert_event`, 100k events per transaction), with the
-//!                         analytics schema (and its indexes on `events`) in place.
+//!                         (`storage::sqlite::insert_event`, 100k events per transaction),
+//!                         with the whole schema (the covering indexes on `events` included).
 //! `bench_admin time DB`   folds them into the analytics tables (timed), then times every
 //!                         report query over several ranges and prints a Markdown table, then
 //!                         times folding 100k new events.
 //! `bench_admin queries DB` only the query table (changes nothing; for before/after runs).
 
 use drosera_admin::analytics::{self, Query, DAY_MS, HOUR_MS};
-use drosera_admin::{db, enrich::Enricher};
+use drosera_admin::enrich::Enricher;
+use drosera_admin::storage::sqlite as db;
 use drosera_uplink::event::{CloseReason, Detail, Event, Health, Priority, Protocol, Secret, ShedReason, Transport};
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,10 +50,8 @@ fn ip_for(i: u32) -> IpAddr {
 }
 
 fn generate(path: &Path, n: u64) -> anyhow::Result<()> {
+    // The whole schema, as `serve` has it: covering indexes on `events` that ingest maintains.
     let mut conn = db::open(path)?;
-    // As `serve` does at startup: the analytics schema includes covering indexes on `events`
-    // that ingest then maintains.
-    analytics::migrate(&conn)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let end = analytics::now_ms();
     let start = end - 30 * DAY_MS;
@@ -186,11 +185,11 @@ fn time_it<T>(f: impl Fn() -> anyhow::Result<T>) -> anyhow::Result<f64> {
 }
 
 fn time_queries(path: &Path) -> anyhow::Result<()> {
-    let mut conn = drosera_admin::dashboard::open_db(path)?;
+    let conn = db::open(path)?;
     let en = Enricher::new(&Default::default())?;
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
     let t = Instant::now();
-    let folded = analytics::refresh(&mut conn, &en)?;
+    let folded = analytics::refresh(&conn, &en)?;
     let secs = t.elapsed().as_secs_f64();
     println!("events in database: {n}");
     println!(
@@ -228,7 +227,7 @@ fn time_queries(path: &Path) -> anyhow::Result<()> {
     }
     tx.commit()?;
     let t = Instant::now();
-    let folded = analytics::refresh(&mut conn, &en)?;
+    let folded = analytics::refresh(&conn, &en)?;
     println!("incremental refresh: {folded} new events in {:.2} s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -281,7 +280,7 @@ fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("gen") if args.len() == 4 => generate(Path::new(&args[2]), args[3].parse()?),
         Some("time") if args.len() == 3 => time_queries(Path::new(&args[2])),
-        Some("queries") if args.len() == 3 => query_table(&drosera_admin::dashboard::open_db(Path::new(&args[2]))?),
+        Some("queries") if args.len() == 3 => query_table(&db::open(Path::new(&args[2]))?),
         _ => anyhow::bail!("usage: bench_admin gen DB N | bench_admin time DB | bench_admin queries DB"),
     }
 }

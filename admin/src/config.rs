@@ -5,9 +5,10 @@
 //! silently falls back to a default. Relative paths are taken relative to the directory of the
 //! config file, so a folder made by `drosera-admin init --dir DIR` can be moved as a whole.
 
-use crate::dashboard::DashboardConfig;
-use crate::enrich::EnrichmentConfig;
-use crate::retention::RetentionConfig;
+pub use crate::dashboard::DashboardConfig;
+pub use crate::enrich::EnrichmentConfig;
+pub use crate::retention::RetentionConfig;
+pub use crate::storage::DatabaseConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,20 +36,6 @@ pub struct AdminConfig {
     pub dashboard: DashboardConfig,
     pub enrichment: EnrichmentConfig,
     pub retention: RetentionConfig,
-}
-
-/// `[database]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
-    /// The SQLite database file (WAL mode; created if missing).
-    pub path: PathBuf,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig { path: PathBuf::from("/var/lib/drosera-admin/admin.db") }
-    }
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.

@@ -9,7 +9,9 @@
 //! so nothing else about the original certificate object is needed. Every private key is written
 //! with mode 0600 (atomically), and existing keys are never overwritten.
 
+use crate::clock::now_ms;
 use crate::config::AdminConfig;
+use crate::sensors::{self, SensorError};
 use drosera_uplink::tls::{self, TlsError};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -32,11 +34,9 @@ pub enum EnrollError {
     #[error("{0} already exists; refusing to overwrite it (choose another directory)")]
     Exists(PathBuf),
     #[error("{0}")]
-    Sensor(#[from] crate::sensors::SensorError),
+    Sensor(#[from] SensorError),
     #[error("database: {0}")]
-    Db(#[from] crate::db::DbError),
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Storage(#[from] crate::storage::StorageError),
     #[error("--admin {0:?} is not host:port (for example admin.example.net:7443)")]
     BadAddress(String),
 }
@@ -166,7 +166,7 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
         path: config_path.clone(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
     })?;
-    crate::db::open(&cfg.database.path)?;
+    crate::storage::open(&cfg.database)?;
     Ok(config_path)
 }
 
@@ -196,7 +196,7 @@ pub struct AddOptions {
 pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, EnrollError> {
     let name = opts.name.as_str();
     if !tls::valid_sensor_name(name) {
-        return Err(crate::sensors::SensorError::BadName(name.to_string()).into());
+        return Err(SensorError::BadName(name.to_string()).into());
     }
     let admin = opts.admin.clone().unwrap_or_else(|| cfg.ingest.public_address());
     let (host, _) = split_host_port(&admin).ok_or_else(|| EnrollError::BadAddress(admin.clone()))?;
@@ -224,10 +224,10 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
     let cert = p.signed_by(&key, &ca_cert, &ca_key)?;
     let fingerprint = tls::cert_sha256(cert.der().as_ref());
 
-    // Enroll and write in one transaction: if writing the bundle fails, nothing is enrolled.
-    let mut conn = crate::db::open(&cfg.database.path)?;
-    let tx = conn.transaction()?;
-    crate::sensors::register(&tx, name, &fingerprint, now_ms())?;
+    // Enroll only once the bundle is written: if writing fails, nothing is enrolled. The name is
+    // checked first (so a taken name writes nothing) and again, atomically, when registering.
+    let db = crate::storage::open(&cfg.database)?;
+    sensors::check_enrollable(&*db, name)?;
     create_dir(&out, 0o700)?;
     let install = opts.install_dir.clone().unwrap_or_else(|| out.clone());
     let bundle = Bundle {
@@ -254,12 +254,13 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
         enrolled = now_ms() / 1000,
     );
     write_public(&bundle.uplink_toml, &text)?;
-    tx.commit()?;
+    if let Err(e) = sensors::register(&*db, name, &fingerprint, now_ms()) {
+        // Enrolled by someone else in the meantime: this bundle's certificate is not the one
+        // enrolled and would be refused; do not leave its key behind.
+        let _ = std::fs::remove_file(&bundle.key);
+        return Err(e.into());
+    }
     Ok(bundle)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@
 //!   a decompressed-size and an event-count cap, each connection may have only a few batches
 //!   waiting for commit, and the queue to the database writer is bounded, so a fast sensor is
 //!   slowed down by TCP back-pressure instead of growing memory.
-//! * **Exactly-once effect**: one writer thread owns the database. It stores a batch's events and
-//!   advances that sensor's `high_water_seq` in the same transaction, and acknowledges only after
-//!   the commit. A batch at or below the high-water mark is acknowledged again without being
-//!   stored; `(sensor_id, seq)` is unique as a second guard.
+//! * **Exactly-once effect**: one writer thread owns a storage handle. It stores a batch's events
+//!   and advances that sensor's high-water mark in the same transaction
+//!   ([`Storage::commit_batches`]), and acknowledges only after the commit. A batch at or below
+//!   the high-water mark is acknowledged again without being stored; `(sensor, seq)` is unique as
+//!   a second guard.
 //! * **Group commit**: the writer takes every batch waiting in its queue (from any number of
 //!   sensors) and commits them in one transaction, so many sensors cost one fsync.
 //! * **Isolation**: a connection that sends garbage, an oversized frame or the wrong name is
@@ -17,77 +18,77 @@
 //!   events, sequence numbers that do not match) is answered with [`Frame::Rejected`], so the
 //!   sensor keeps it aside instead of resending it forever.
 
-use crate::config::{AdminConfig, IngestConfig};
+use crate::clock::now_ms;
+use crate::config::{IngestConfig, TlsConfig};
 use crate::sensors::{self, Admission};
-use drosera_uplink::codec::{self, DecodeLimits};
-use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
+use crate::storage::{BatchIn, BatchOutcome, Storage};
+use drosera_uplink::codec::{self, CodecError, DecodeLimits};
+use drosera_uplink::event::{Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
-use drosera_uplink::tls::{self, PeerIdentity};
-use rusqlite::{params, Connection};
+use drosera_uplink::tls::{self, PeerIdentity, TlsError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 /// Most queued batches the writer folds into one transaction.
 const MAX_GROUP: usize = 64;
 
-/// What the writer answers for a batch.
-#[derive(Debug)]
-enum BatchOutcome {
-    Ack(u64),
-    Refused(String),
-    Failed(String),
-}
+/// What the writer answers for a batch: the storage's outcome, or why the commit failed.
+type Outcome = Result<BatchOutcome, String>;
 
 enum Job {
     Hello { peer: PeerIdentity, schema_version: u16, reply: oneshot::Sender<Result<Admission, String>> },
-    Batch { sensor_id: i64, last_seq: u64, events: Vec<Event>, reply: oneshot::Sender<BatchOutcome> },
+    Batch { sensor_id: i64, last_seq: u64, events: Vec<Event>, reply: oneshot::Sender<Outcome> },
     Contact { sensor_id: i64 },
 }
 
-/// `drosera-admin serve`: the ingest server and the dashboard, until `shutdown` turns true.
-pub async fn serve_all(cfg: &AdminConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let mut dash_stop = shutdown.clone();
-    let ingest = serve(cfg, shutdown);
-    let dashboard =
-        crate::dashboard::serve(&cfg.dashboard, &cfg.enrichment, &cfg.retention, &cfg.database.path, async move {
-            let _ = dash_stop.wait_for(|v| *v).await;
-        });
-    // The first failure (for example a port in use) stops both.
-    tokio::try_join!(ingest, dashboard).map(|_| ())
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot listen on [ingest] listen = {addr}: {source} (choose a free address)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("ingest: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// Binds `[ingest] listen` and serves until `shutdown` turns true.
-pub async fn serve(cfg: &AdminConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.ingest.listen).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on [ingest] listen = {}: {e} (choose a free address)", cfg.ingest.listen)
-    })?;
-    serve_listener(listener, cfg, shutdown).await
+/// Binds `[ingest] listen` and serves until `shutdown` is cancelled; `db` becomes the writer's.
+pub async fn serve(
+    cfg: &IngestConfig,
+    tls_cfg: &TlsConfig,
+    db: Box<dyn Storage>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|source| IngestError::Bind { addr: cfg.listen, source })?;
+    serve_listener(listener, cfg, tls_cfg, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
 pub async fn serve_listener(
     listener: TcpListener,
-    cfg: &AdminConfig,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let tls_config = tls::server_config(&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key)?;
+    cfg: &IngestConfig,
+    tls_cfg: &TlsConfig,
+    db: Box<dyn Storage>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let tls_config = tls::server_config(&tls_cfg.ca_cert, &tls_cfg.cert, &tls_cfg.key)?;
     let acceptor = TlsAcceptor::from(tls_config);
-    let conn = crate::db::open(&cfg.database.path)?;
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.ingest.commit_queue);
-    let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(conn, jobs_rx))?;
-    let icfg = Arc::new(cfg.ingest.clone());
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.commit_queue);
+    let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx))?;
+    let icfg = Arc::new(cfg.clone());
     let max = icfg.max_connections;
     let permits = Arc::new(Semaphore::new(max));
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "ingest listening");
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.wait_for(|v| *v) => break,
+            _ = shutdown.cancelled() => break,
         };
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -99,7 +100,7 @@ pub async fn serve_listener(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|v| *v) => break,
+            _ = shutdown.cancelled() => break,
         };
         let acceptor = acceptor.clone();
         let jobs = jobs_tx.clone();
@@ -147,7 +148,7 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, reason: String) ->
 
 enum Pending {
     Now(Frame),
-    Wait(oneshot::Receiver<BatchOutcome>),
+    Wait(oneshot::Receiver<Outcome>),
 }
 
 async fn handle(
@@ -156,7 +157,7 @@ async fn handle(
     acceptor: TlsAcceptor,
     jobs: mpsc::Sender<Job>,
     cfg: &IngestConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let handshake = Duration::from_secs(cfg.handshake_timeout_s);
@@ -215,9 +216,9 @@ async fn handle(
             let f = match p {
                 Pending::Now(f) => f,
                 Pending::Wait(rx) => match rx.await {
-                    Ok(BatchOutcome::Ack(upto)) => Frame::Ack { upto_seq: upto },
-                    Ok(BatchOutcome::Refused(reason)) => Frame::Refused { reason },
-                    Ok(BatchOutcome::Failed(e)) => {
+                    Ok(Ok(BatchOutcome::Ack(upto))) => Frame::Ack { upto_seq: upto },
+                    Ok(Ok(BatchOutcome::Refused(reason))) => Frame::Refused { reason },
+                    Ok(Err(e)) => {
                         tracing::error!(error = %e, "commit failed; closing the connection so the sensor retries");
                         break;
                     }
@@ -238,7 +239,7 @@ async fn handle(
     let result = loop {
         let next = tokio::select! {
             r = tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)) => r,
-            _ = shutdown.wait_for(|v| *v) => break Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
         };
         let f = match next {
             Err(_) => break Err(ConnError::Timeout("idle")),
@@ -253,11 +254,11 @@ async fn handle(
                     check_batch(first_seq, last_seq, count, codec, &payload, &name, limits)
                 })
                 .await
-                .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                .unwrap_or_else(|e| Err(BatchError::Internal(e.to_string())));
                 match checked {
                     Err(reason) => {
                         tracing::warn!(sensor = %peer.name, first_seq, last_seq, %reason, "batch rejected");
-                        Pending::Now(Frame::Rejected { first_seq, last_seq, reason })
+                        Pending::Now(Frame::Rejected { first_seq, last_seq, reason: reason.to_string() })
                     }
                     Ok(events) => {
                         let (tx, rx) = oneshot::channel();
@@ -283,8 +284,27 @@ async fn handle(
     result
 }
 
-/// Checks a batch frame and decodes its events; `Err` is the reason sent with
-/// [`Frame::Rejected`]. Events get the authenticated sensor name and are clamped.
+/// Why a well-framed batch is rejected (sent back with [`Frame::Rejected`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("bad batch header: first_seq {first_seq}, last_seq {last_seq}, count {count}")]
+    Header { first_seq: u64, last_seq: u64, count: u32 },
+    #[error("batch of {count} events exceeds the limit of {max}")]
+    TooMany { count: u32, max: usize },
+    #[error("{0}")]
+    Decode(#[from] CodecError),
+    #[error("header says {count} events, payload has {found}")]
+    Count { count: u32, found: usize },
+    #[error("event seq {seq} out of order or outside {first_seq}..={last_seq}")]
+    Order { seq: u64, first_seq: u64, last_seq: u64 },
+    #[error("events do not span {first_seq}..={last_seq}")]
+    Span { first_seq: u64, last_seq: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Checks a batch frame and decodes its events. Events get the authenticated sensor name and
+/// are clamped.
 pub fn check_batch(
     first_seq: u64,
     last_seq: u64,
@@ -293,21 +313,21 @@ pub fn check_batch(
     payload: &[u8],
     sensor: &str,
     limits: DecodeLimits,
-) -> Result<Vec<Event>, String> {
+) -> Result<Vec<Event>, BatchError> {
     if count == 0 || first_seq == 0 || first_seq > last_seq {
-        return Err(format!("bad batch header: first_seq {first_seq}, last_seq {last_seq}, count {count}"));
+        return Err(BatchError::Header { first_seq, last_seq, count });
     }
     if count as usize > limits.max_events {
-        return Err(format!("batch of {count} events exceeds the limit of {}", limits.max_events));
+        return Err(BatchError::TooMany { count, max: limits.max_events });
     }
-    let mut events = codec::decode(codec_id, payload, limits).map_err(|e| e.to_string())?;
+    let mut events = codec::decode(codec_id, payload, limits)?;
     if events.len() != count as usize {
-        return Err(format!("header says {count} events, payload has {}", events.len()));
+        return Err(BatchError::Count { count, found: events.len() });
     }
     let mut prev = 0u64;
     for ev in &mut events {
         if ev.seq <= prev || ev.seq < first_seq || ev.seq > last_seq {
-            return Err(format!("event seq {} out of order or outside {first_seq}..={last_seq}", ev.seq));
+            return Err(BatchError::Order { seq: ev.seq, first_seq, last_seq });
         }
         prev = ev.seq;
         ev.sensor.clear();
@@ -315,16 +335,12 @@ pub fn check_batch(
         ev.clamp();
     }
     if events.first().map(|e| e.seq) != Some(first_seq) || prev != last_seq {
-        return Err(format!("events do not span {first_seq}..={last_seq}"));
+        return Err(BatchError::Span { first_seq, last_seq });
     }
     Ok(events)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -338,7 +354,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
         for job in group {
             match job {
                 Job::Hello { peer, schema_version, reply } => {
-                    let r = hello(&conn, &peer, schema_version).map_err(|e| e.to_string());
+                    let r = hello(&*db, &peer, schema_version).map_err(|e| e.to_string());
                     let _ = reply.send(r);
                 }
                 Job::Contact { sensor_id } => contacts.push(sensor_id),
@@ -346,95 +362,48 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let now = now_ms();
-        for id in contacts {
-            let _ = conn.execute("UPDATE sensors SET last_contact_ms = ?2 WHERE id = ?1", params![id, now]);
+        if !contacts.is_empty() {
+            if let Err(e) = db.touch_sensors(&contacts, now) {
+                tracing::warn!(error = %e, "recording sensor contact failed");
+            }
         }
         if batches.is_empty() {
             continue;
         }
-        let mut outcomes = Vec::with_capacity(batches.len());
-        let committed = (|| -> rusqlite::Result<()> {
-            let tx = conn.transaction()?;
-            for (sensor_id, last_seq, events, _) in &batches {
-                outcomes.push(store_batch(&tx, *sensor_id, *last_seq, events, now)?);
-            }
-            tx.commit()
-        })();
-        match committed {
-            Ok(()) => {
+        let group: Vec<BatchIn<'_>> = batches
+            .iter()
+            .map(|(sensor_id, last_seq, events, _)| BatchIn { sensor_id: *sensor_id, last_seq: *last_seq, events })
+            .collect();
+        match db.commit_batches(&group, now) {
+            Ok(outcomes) => {
+                drop(group);
                 for ((_, _, _, reply), outcome) in batches.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "ingest transaction failed");
+                drop(group);
                 for (_, _, _, reply) in batches {
-                    let _ = reply.send(BatchOutcome::Failed(e.to_string()));
+                    let _ = reply.send(Err(e.to_string()));
                 }
             }
         }
     }
 }
 
-fn hello(conn: &Connection, peer: &PeerIdentity, schema_version: u16) -> rusqlite::Result<Admission> {
-    let a = sensors::admit(conn, peer)?;
+fn hello(db: &dyn Storage, peer: &PeerIdentity, schema_version: u16) -> Result<Admission, sensors::SensorError> {
+    let a = sensors::admit(db, peer)?;
     if let Admission::Accepted { sensor_id, .. } = &a {
-        conn.execute(
-            "UPDATE sensors SET last_contact_ms = ?2, schema_version = ?3 WHERE id = ?1",
-            params![sensor_id, now_ms(), schema_version],
-        )?;
+        db.record_hello(*sensor_id, schema_version, now_ms()).map_err(sensors::SensorError::from)?;
     }
     Ok(a)
-}
-
-/// Stores one batch inside the writer's transaction.
-fn store_batch(
-    tx: &rusqlite::Transaction<'_>,
-    sensor_id: i64,
-    last_seq: u64,
-    events: &[Event],
-    now: i64,
-) -> rusqlite::Result<BatchOutcome> {
-    let (revoked, hw): (bool, i64) =
-        tx.query_row("SELECT revoked, high_water_seq FROM sensors WHERE id = ?1", params![sensor_id], |r| {
-            Ok((r.get::<_, i64>(0)? != 0, r.get(1)?))
-        })?;
-    if revoked {
-        return Ok(BatchOutcome::Refused("sensor is revoked".into()));
-    }
-    let hw = hw.max(0) as u64;
-    if last_seq <= hw {
-        // Already stored (a resend after a lost ack): acknowledge again, store nothing.
-        tx.execute("UPDATE sensors SET last_contact_ms = ?2 WHERE id = ?1", params![sensor_id, now])?;
-        return Ok(BatchOutcome::Ack(hw));
-    }
-    let mut evicted: i64 = 0;
-    let mut shed: i64 = 0;
-    let mut health: Option<String> = None;
-    for ev in events {
-        if ev.seq <= hw || !crate::db::insert_event(tx, sensor_id, ev)? {
-            continue;
-        }
-        match &ev.detail {
-            Detail::EvictionGap { count, .. } => evicted = evicted.saturating_add(*count as i64),
-            Detail::Rollup { connections, .. } => shed = shed.saturating_add(*connections as i64),
-            Detail::Health(h) => health = serde_json::to_string(h).ok(),
-            _ => {}
-        }
-    }
-    tx.execute(
-        "UPDATE sensors SET high_water_seq = ?2, last_contact_ms = ?3, evicted_total = evicted_total + ?4,
-                shed_total = shed_total + ?5, health_json = COALESCE(?6, health_json)
-         WHERE id = ?1",
-        params![sensor_id, last_seq as i64, now, evicted, shed, health],
-    )?;
-    Ok(BatchOutcome::Ack(last_seq))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drosera_uplink::event::{CloseReason, Priority, Protocol, Transport};
+    use drosera_uplink::event::{CloseReason, Detail, Priority, Protocol, Transport};
 
     fn ev(seq: u64) -> Event {
         Event {
@@ -470,43 +439,5 @@ mod tests {
         assert!(check_batch(3, 9, 3, 1, b"garbage", "pi", lim).is_err());
         let unordered = codec::encode(&[ev(5), ev(3)], 3).unwrap();
         assert!(check_batch(3, 5, 2, 1, &unordered, "pi", lim).is_err());
-    }
-
-    #[test]
-    fn store_batch_is_exactly_once_and_keeps_health() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::db::open(&dir.path().join("a.db")).unwrap();
-        sensors::register(&conn, "pi", "aa", 0).unwrap();
-        let id: i64 = conn.query_row("SELECT id FROM sensors", [], |r| r.get(0)).unwrap();
-        let mut gap = ev(4);
-        gap.detail = Detail::EvictionGap {
-            count: 7,
-            first_seq: 1,
-            last_seq: 7,
-            first_time_ms: 0,
-            last_time_ms: 0,
-            per_protocol: vec![],
-            per_priority: vec![],
-        };
-        let mut health = ev(5);
-        health.detail = Detail::Health(drosera_uplink::event::Health { backlog_events: 12, ..Default::default() });
-        let batch = vec![ev(1), ev(2), ev(3), gap, health];
-        for _ in 0..2 {
-            let tx = conn.transaction().unwrap();
-            assert!(matches!(store_batch(&tx, id, 5, &batch, 1).unwrap(), BatchOutcome::Ack(5)));
-            tx.commit().unwrap();
-        }
-        // Overlapping resend with one new event.
-        let tx = conn.transaction().unwrap();
-        assert!(matches!(store_batch(&tx, id, 6, &[ev(5), ev(6)], 1).unwrap(), BatchOutcome::Ack(6)));
-        tx.commit().unwrap();
-        let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 6);
-        let l = sensors::list(&conn).unwrap();
-        assert_eq!((l[0].high_water_seq, l[0].evicted_total), (6, 7));
-        assert_eq!(l[0].health.as_ref().unwrap().backlog_events, 12);
-        sensors::revoke(&conn, "pi").unwrap();
-        let tx = conn.transaction().unwrap();
-        assert!(matches!(store_batch(&tx, id, 7, &[ev(7)], 1).unwrap(), BatchOutcome::Refused(_)));
     }
 }

@@ -1,16 +1,21 @@
 //! The Drosera admin server as a library; `main.rs` is a thin command line over it.
 //!
-//! attacker data arrives only through [`ingest`] (mutual TLS, one transaction per batch) and is
-//! kept in [`db`]; everything else reads from there.
+//! Attacker data arrives only through [`ingest`] (mutual TLS, one transaction per group of
+//! batches) and is kept through [`storage`], the one interface to the database; everything else
+//! reads from there. [`app`] wires `drosera-admin serve` together, [`cli`] holds the command
+//! line's argument types.
 
 pub mod analytics;
+pub mod app;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
-pub mod db;
 pub mod enrich;
 pub mod enroll;
 pub mod export;
 pub mod ingest;
 pub mod retention;
 pub mod sensors;
+pub mod storage;
 pub mod users;

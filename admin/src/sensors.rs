@@ -7,15 +7,15 @@
 //! exactly the one issued to it (its SHA-256), so a re-enrolled sensor's old certificate is
 //! refused too.
 
+use crate::storage::{Registered, Storage, StorageError};
 use drosera_uplink::event::Health;
 use drosera_uplink::tls::PeerIdentity;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error(
         "sensor {0:?} is already enrolled; revoke it first (`drosera-admin sensor revoke {0}`) or choose another name"
     )]
@@ -28,40 +28,33 @@ pub enum SensorError {
     BadName(String),
 }
 
-/// Records that `name` was issued the certificate with fingerprint `cert_sha256`. A revoked
-/// sensor may be enrolled again (with a new certificate); an active one may not.
-pub fn register(conn: &Connection, name: &str, cert_sha256: &str, now_ms: i64) -> Result<(), SensorError> {
+/// Fails with [`SensorError::Exists`] if `name` cannot be enrolled now (an active sensor with a
+/// certificate has it), or [`SensorError::BadName`].
+pub fn check_enrollable(db: &dyn Storage, name: &str) -> Result<(), SensorError> {
     if !drosera_uplink::tls::valid_sensor_name(name) {
         return Err(SensorError::BadName(name.to_string()));
     }
-    let existing: Option<(bool, String)> = conn
-        .query_row("SELECT revoked, cert_sha256 FROM sensors WHERE name = ?1", params![name], |r| {
-            Ok((r.get::<_, i64>(0)? != 0, r.get(1)?))
-        })
-        .optional()?;
-    match existing {
-        Some((false, cert)) if !cert.is_empty() => Err(SensorError::Exists(name.to_string())),
-        Some(_) => {
-            conn.execute(
-                "UPDATE sensors SET cert_sha256 = ?2, revoked = 0, created_ms = ?3 WHERE name = ?1",
-                params![name, cert_sha256, now_ms],
-            )?;
-            Ok(())
-        }
-        None => {
-            conn.execute(
-                "INSERT INTO sensors(name, cert_sha256, created_ms) VALUES (?1, ?2, ?3)",
-                params![name, cert_sha256, now_ms],
-            )?;
-            Ok(())
-        }
+    match db.enrollment(name)? {
+        Some(e) if !e.revoked && !e.cert_sha256.is_empty() => Err(SensorError::Exists(name.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Records that `name` was issued the certificate with fingerprint `cert_sha256`. A revoked
+/// sensor may be enrolled again (with a new certificate); an active one may not.
+pub fn register(db: &dyn Storage, name: &str, cert_sha256: &str, now_ms: i64) -> Result<(), SensorError> {
+    if !drosera_uplink::tls::valid_sensor_name(name) {
+        return Err(SensorError::BadName(name.to_string()));
+    }
+    match db.register_sensor(name, cert_sha256, now_ms)? {
+        Registered::Enrolled => Ok(()),
+        Registered::AlreadyActive => Err(SensorError::Exists(name.to_string())),
     }
 }
 
 /// Revokes `name`: its next connection (and its next batch on an open connection) is refused.
-pub fn revoke(conn: &Connection, name: &str) -> Result<(), SensorError> {
-    let n = conn.execute("UPDATE sensors SET revoked = 1 WHERE name = ?1", params![name])?;
-    if n == 0 {
+pub fn revoke(db: &dyn Storage, name: &str) -> Result<(), SensorError> {
+    if !db.revoke_sensor(name)? {
         return Err(SensorError::NotFound(name.to_string()));
     }
     Ok(())
@@ -75,22 +68,15 @@ pub enum Admission {
 }
 
 /// Checks an authenticated peer against the enrollment records.
-pub fn admit(conn: &Connection, peer: &PeerIdentity) -> rusqlite::Result<Admission> {
-    let row: Option<(i64, bool, String, i64)> = conn
-        .query_row(
-            "SELECT id, revoked, cert_sha256, high_water_seq FROM sensors WHERE name = ?1",
-            params![peer.name],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    Ok(match row {
+pub fn admit(db: &dyn Storage, peer: &PeerIdentity) -> Result<Admission, SensorError> {
+    Ok(match db.enrollment(&peer.name)? {
         None => Admission::Refused(format!("sensor {:?} is not enrolled at this admin", peer.name)),
-        Some((_, true, _, _)) => Admission::Refused(format!("sensor {:?} is revoked", peer.name)),
-        Some((_, false, cert, _)) if cert != peer.cert_sha256 => Admission::Refused(format!(
+        Some(e) if e.revoked => Admission::Refused(format!("sensor {:?} is revoked", peer.name)),
+        Some(e) if e.cert_sha256 != peer.cert_sha256 => Admission::Refused(format!(
             "certificate of sensor {:?} is not the one enrolled (replaced or re-enrolled)",
             peer.name
         )),
-        Some((id, false, _, hw)) => Admission::Accepted { sensor_id: id, high_water_seq: hw.max(0) as u64 },
+        Some(e) => Admission::Accepted { sensor_id: e.sensor_id, high_water_seq: e.high_water_seq.max(0) as u64 },
     })
 }
 
@@ -110,29 +96,23 @@ pub struct SensorInfo {
 }
 
 /// Every sensor the admin knows, by name.
-pub fn list(conn: &Connection) -> Result<Vec<SensorInfo>, SensorError> {
-    let mut stmt = conn.prepare(
-        "SELECT s.name, s.revoked, s.created_ms, s.last_contact_ms, s.high_water_seq, s.schema_version,
-                s.evicted_total, s.shed_total, s.health_json,
-                (SELECT COUNT(*) FROM events e WHERE e.sensor_id = s.id)
-         FROM sensors s ORDER BY s.name",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let health: Option<String> = r.get(8)?;
-        Ok(SensorInfo {
-            name: r.get(0)?,
-            revoked: r.get::<_, i64>(1)? != 0,
-            created_ms: r.get(2)?,
-            last_contact_ms: r.get(3)?,
-            high_water_seq: r.get::<_, i64>(4)?.max(0) as u64,
-            schema_version: r.get::<_, i64>(5)?.clamp(0, u16::MAX as i64) as u16,
-            evicted_total: r.get::<_, i64>(6)?.max(0) as u64,
-            shed_total: r.get::<_, i64>(7)?.max(0) as u64,
-            health: health.and_then(|h| serde_json::from_str(&h).ok()),
-            events: r.get::<_, i64>(9)?.max(0) as u64,
+pub fn list(db: &dyn Storage) -> Result<Vec<SensorInfo>, SensorError> {
+    Ok(db
+        .list_sensors()?
+        .into_iter()
+        .map(|s| SensorInfo {
+            name: s.name,
+            revoked: s.revoked,
+            created_ms: s.created_ms,
+            last_contact_ms: s.last_contact_ms,
+            high_water_seq: s.high_water_seq.max(0) as u64,
+            schema_version: s.schema_version.clamp(0, u16::MAX as i64) as u16,
+            evicted_total: s.evicted_total.max(0) as u64,
+            shed_total: s.shed_total.max(0) as u64,
+            health: s.health,
+            events: s.events.max(0) as u64,
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        .collect())
 }
 
 /// Human-readable table of [`list`].
@@ -177,7 +157,7 @@ mod tests {
     #[test]
     fn enroll_admit_revoke_reenroll() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::db::open(&dir.path().join("a.db")).unwrap();
+        let conn = crate::storage::sqlite::open(&dir.path().join("a.db")).unwrap();
         assert!(matches!(admit(&conn, &peer("pi", "aa")).unwrap(), Admission::Refused(_)));
         register(&conn, "pi", "aa", 1).unwrap();
         assert!(matches!(register(&conn, "pi", "bb", 2), Err(SensorError::Exists(_))));

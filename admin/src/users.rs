@@ -4,12 +4,14 @@
 //! running server. Passwords are stored only as argon2id PHC strings. A login session is a
 //! random 256-bit token given to the browser in a cookie; the database keeps only its SHA-256, so
 //! a copy of the database cannot be replayed as a cookie. Sessions expire after
-//! [`SESSION_TTL_MS`], and at most [`MAX_SESSIONS`] are kept (the oldest go first).
+//! [`SESSION_TTL_MS`], and at most [`MAX_SESSIONS`] are kept (the oldest go first). Reading the
+//! password of `drosera-admin user add` is the command line's job (`crate::cli`).
 
+use crate::clock::now_ms;
+use crate::storage::{NewSession, Storage, StorageError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::RngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
@@ -17,25 +19,10 @@ pub const MAX_SESSIONS: i64 = 1000;
 pub const MAX_NAME: usize = 64;
 pub const MAX_PASSWORD: usize = 1024;
 
-pub const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS users (
-    name       TEXT PRIMARY KEY,
-    phc        TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dashboard_sessions (
-    token_sha256 TEXT PRIMARY KEY,
-    user         TEXT NOT NULL,
-    -- random per-session value the login and logout forms must echo (CSRF)
-    csrf         TEXT NOT NULL,
-    expires_ms   INTEGER NOT NULL
-);
-"#;
-
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("user name must be 1 to {MAX_NAME} characters of letters, digits, '.', '_' or '-'")]
     BadName,
     #[error("password must be 8 to {MAX_PASSWORD} bytes")]
@@ -44,20 +31,16 @@ pub enum UserError {
     Hash(String),
 }
 
-pub fn migrate(conn: &Connection) -> Result<(), UserError> {
-    conn.execute_batch(SCHEMA)?;
-    Ok(())
-}
-
-fn valid_name(name: &str) -> bool {
+/// True for a name `add_user` accepts (check it before asking for a password).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Creates user `name` or replaces its password. Returns true if the user is new.
-pub fn add_user(conn: &Connection, name: &str, password: &str) -> Result<bool, UserError> {
-    migrate(conn)?;
+/// Creates user `name` or replaces its password (ending its sessions). Returns true if the user
+/// is new.
+pub fn add_user(db: &dyn Storage, name: &str, password: &str) -> Result<bool, UserError> {
     if !valid_name(name) {
         return Err(UserError::BadName);
     }
@@ -71,25 +54,15 @@ pub fn add_user(conn: &Connection, name: &str, password: &str) -> Result<bool, U
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| UserError::Hash(e.to_string()))?
         .to_string();
-    let existed =
-        conn.query_row("SELECT 1 FROM users WHERE name = ?1", params![name], |_| Ok(())).optional()?.is_some();
-    conn.execute(
-        "INSERT INTO users(name, phc, created_ms) VALUES (?1, ?2, ?3)
-         ON CONFLICT(name) DO UPDATE SET phc = excluded.phc",
-        params![name, phc, crate::analytics::now_ms()],
-    )?;
-    // A new password ends that user's existing sessions.
-    conn.execute("DELETE FROM dashboard_sessions WHERE user = ?1", params![name])?;
-    Ok(!existed)
+    Ok(db.upsert_user(name, &phc, now_ms())?)
 }
 
 /// Checks a password. Unknown users cost the same argon2 work as known ones.
-pub fn verify(conn: &Connection, name: &str, password: &str) -> Result<bool, UserError> {
+pub fn verify(db: &dyn Storage, name: &str, password: &str) -> Result<bool, UserError> {
     if name.len() > MAX_NAME || password.len() > MAX_PASSWORD {
         return Ok(false);
     }
-    let phc: Option<String> =
-        conn.query_row("SELECT phc FROM users WHERE name = ?1", params![name], |r| r.get(0)).optional()?;
+    let phc = db.user_phc(name)?;
     // A fixed dummy hash keeps timing similar for unknown users.
     const DUMMY: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5r1n5kVh3D8Y1sT4rG2F9Yk8b4iR4vM2mOZpX0mH8Jw";
@@ -120,88 +93,31 @@ pub struct Session {
 }
 
 /// Starts a session for `user`; returns the cookie token.
-pub fn create_session(conn: &Connection, user: &str) -> Result<String, UserError> {
-    let now = crate::analytics::now_ms();
-    conn.execute("DELETE FROM dashboard_sessions WHERE expires_ms <= ?1", params![now])?;
-    conn.execute(
-        "DELETE FROM dashboard_sessions WHERE token_sha256 IN
-           (SELECT token_sha256 FROM dashboard_sessions ORDER BY expires_ms DESC LIMIT -1 OFFSET ?1)",
-        params![MAX_SESSIONS - 1],
-    )?;
+pub fn create_session(db: &dyn Storage, user: &str) -> Result<String, UserError> {
+    let now = now_ms();
     let token = random_token();
-    conn.execute(
-        "INSERT INTO dashboard_sessions(token_sha256, user, csrf, expires_ms) VALUES (?1, ?2, ?3, ?4)",
-        params![token_hash(&token), user, random_token(), now + SESSION_TTL_MS],
-    )?;
+    let hash = token_hash(&token);
+    let csrf = random_token();
+    let s = NewSession { token_sha256: &hash, user, csrf: &csrf, expires_ms: now + SESSION_TTL_MS };
+    db.create_session(&s, now, MAX_SESSIONS)?;
     Ok(token)
 }
 
 /// The live session for a cookie token, if any.
-pub fn session(conn: &Connection, token: &str) -> Result<Option<Session>, UserError> {
+pub fn session(db: &dyn Storage, token: &str) -> Result<Option<Session>, UserError> {
     if token.len() != 64 {
         return Ok(None);
     }
-    Ok(conn
-        .query_row(
-            "SELECT user, csrf FROM dashboard_sessions WHERE token_sha256 = ?1 AND expires_ms > ?2",
-            params![token_hash(token), crate::analytics::now_ms()],
-            |r| Ok(Session { user: r.get(0)?, csrf: r.get(1)? }),
-        )
-        .optional()?)
+    Ok(db.session(&token_hash(token), now_ms())?.map(|s| Session { user: s.user, csrf: s.csrf }))
 }
 
-pub fn end_session(conn: &Connection, token: &str) -> Result<(), UserError> {
-    conn.execute("DELETE FROM dashboard_sessions WHERE token_sha256 = ?1", params![token_hash(token)])?;
-    Ok(())
+pub fn end_session(db: &dyn Storage, token: &str) -> Result<(), UserError> {
+    Ok(db.end_session(&token_hash(token))?)
 }
 
 /// A fresh random value (for the login form's CSRF token).
 pub fn new_nonce() -> String {
     random_token()
-}
-
-/// `drosera-admin user add NAME`: creates a dashboard user or sets a new password, read from
-/// standard input (first line), or prompted for twice without echo on a terminal.
-pub fn add_command(db_path: &std::path::Path, name: &str) -> anyhow::Result<()> {
-    if !valid_name(name) {
-        return Err(UserError::BadName.into());
-    }
-    let password = read_password()?;
-    let conn = crate::db::open(db_path)?;
-    let new = add_user(&conn, name, &password)?;
-    eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
-    Ok(())
-}
-
-fn read_line_capped() -> anyhow::Result<String> {
-    use std::io::{BufRead, Read};
-    let mut line = String::new();
-    std::io::stdin().lock().take(MAX_PASSWORD as u64 + 2).read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
-}
-
-fn read_password() -> anyhow::Result<String> {
-    use std::io::{IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        return read_line_capped();
-    }
-    let stty = |arg: &str| {
-        std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status().ok();
-    };
-    stty("-echo");
-    let result = (|| -> anyhow::Result<String> {
-        eprint!("Password: ");
-        std::io::stderr().flush()?;
-        let a = read_line_capped()?;
-        eprint!("\nRepeat password: ");
-        std::io::stderr().flush()?;
-        let b = read_line_capped()?;
-        eprintln!();
-        anyhow::ensure!(a == b, "the passwords differ");
-        Ok(a)
-    })();
-    stty("echo");
-    result
 }
 
 #[cfg(test)]
@@ -210,7 +126,7 @@ mod tests {
 
     #[test]
     fn add_verify_and_sessions() {
-        let conn = Connection::open_in_memory().unwrap();
+        let conn = crate::storage::sqlite::open_in_memory().unwrap();
         assert!(add_user(&conn, "alice", "correct horse").unwrap());
         assert!(verify(&conn, "alice", "correct horse").unwrap());
         assert!(!verify(&conn, "alice", "wrong horse!").unwrap());

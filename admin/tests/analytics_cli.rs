@@ -46,7 +46,7 @@ fn report_text_and_json_match_the_library() {
         run(&[&["report", "--json", "--min-attempts", "10", "--config", cfg], &range[..]].concat(), "");
     assert!(ok, "{err}");
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let c = drosera_admin::dashboard::open_db(&dir.path().join("admin.db")).unwrap();
+    let c = drosera_admin::storage::sqlite::open(&dir.path().join("admin.db")).unwrap();
     let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None };
     assert_eq!(got, serde_json::to_value(analytics::report(&c, &q, 10, 20).unwrap()).unwrap());
     assert_eq!(got["top_sources"]["matching"], 2);
@@ -92,7 +92,7 @@ fn user_add_reads_the_password_from_stdin() {
     let cfg = cfg.to_str().unwrap();
     let (ok, _, err) = run(&["user", "add", "alice", "--config", cfg], "correct horse\n");
     assert!(ok, "{err}");
-    let c = drosera_admin::dashboard::open_db(&dir.path().join("admin.db")).unwrap();
+    let c = drosera_admin::storage::sqlite::open(&dir.path().join("admin.db")).unwrap();
     assert!(drosera_admin::users::verify(&c, "alice", "correct horse").unwrap());
     assert!(!drosera_admin::users::verify(&c, "alice", "correct horse\n").unwrap());
     let (ok, _, err) = run(&["user", "add", "bob", "--config", cfg], "short\n");

@@ -209,7 +209,7 @@ fn check(c: &Connection, q: &Query) {
 #[test]
 fn report_matches_straightforward_queries_over_raw_events() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = drosera_admin::dashboard::open_db(&dir.path().join("a.db")).unwrap();
+    let mut c = drosera_admin::storage::sqlite::open(&dir.path().join("a.db")).unwrap();
     generate(&mut c);
     analytics::refresh(&mut c, &enricher()).unwrap();
     // The items lists read their covering indexes.

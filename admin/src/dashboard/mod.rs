@@ -14,26 +14,26 @@
 //! must match the Host. Every state change is a POST. In-flight requests are capped by a
 //! semaphore, concurrent password checks (argon2, memory-hard) by another, bodies at 16 KiB.
 
+mod html;
 pub mod pages;
 pub mod svg;
 
+pub use html::esc;
+
 use crate::analytics::{self, now_ms, parse_time, Query};
-use crate::enrich::{Enricher, EnrichmentConfig};
-use crate::retention::{self, RetentionConfig};
+use crate::enrich::Enricher;
+use crate::storage::{self, Storage};
 use crate::users;
-use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Form, Path as UrlPath, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -69,9 +69,17 @@ impl Default for DashboardConfig {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    #[error("cannot listen on [dashboard] listen = {addr} (choose a free address): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("dashboard server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
 #[derive(Clone)]
 struct App {
-    db: Arc<Mutex<Connection>>,
+    db: storage::Shared,
     enricher: Arc<Enricher>,
     cookie_secure: bool,
     requests: Arc<Semaphore>,
@@ -79,19 +87,13 @@ struct App {
 }
 
 impl App {
-    /// Runs `f` on the database connection in a blocking thread.
+    /// Runs `f` on the storage in a blocking thread.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection, &Enricher) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&dyn Storage, &Enricher) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let db = self.db.clone();
         let enricher = self.enricher.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = db.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn, &enricher)
-        })
-        .await
-        .map_err(|e| format!("internal error: {e}"))?
+        self.db.run(move |db| f(db, &enricher)).await.map_err(|e| e.to_string())?
     }
 
     fn cookie(&self, name: &str, value: &str, path: &str, max_age: i64) -> String {
@@ -373,7 +375,7 @@ async fn login_submit(State(app): State<App>, headers: HeaderMap, Form(f): Form<
             resp
         }
         Ok(None) => {
-            tracing::warn!(user = %pages::esc(&user), "dashboard login failed");
+            tracing::warn!(user = %esc(&user), "dashboard login failed");
             let nonce = users::new_nonce();
             (
                 StatusCode::UNAUTHORIZED,
@@ -404,93 +406,36 @@ async fn logout(State(app): State<App>, headers: HeaderMap, Form(f): Form<Logout
     ([(header::SET_COOKIE, app.cookie(SESSION_COOKIE, "", "/", 0))], Redirect::to("/login")).into_response()
 }
 
-/// Opens the admin database for analytics: schema, analytics tables, users.
-pub fn open_db(db_path: &Path) -> anyhow::Result<Connection> {
-    let conn = crate::db::open(db_path).with_context(|| format!("opening database {}", db_path.display()))?;
-    analytics::migrate(&conn)?;
-    users::migrate(&conn)?;
-    Ok(conn)
-}
-
-/// Binds `[dashboard] listen` and serves until `shutdown` completes. Also folds new events into
-/// the analytics tables every `refresh_interval_s` and runs retention every
-/// `[retention] interval_s`.
+/// Binds `[dashboard] listen` and serves until `shutdown` completes. Every page and API call
+/// first folds newly ingested events into the analytics tables; the periodic refresh and
+/// retention run in `crate::app`.
 pub async fn serve(
     cfg: &DashboardConfig,
-    enrichment: &EnrichmentConfig,
-    retention: &RetentionConfig,
-    db_path: &Path,
+    db: storage::Shared,
+    enricher: Arc<Enricher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on [dashboard] listen = {} (choose a free address)", cfg.listen))?;
-    serve_listener(listener, cfg, enrichment, retention, db_path, shutdown).await
+) -> Result<(), DashboardError> {
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|source| DashboardError::Bind { addr: cfg.listen, source })?;
+    serve_listener(listener, cfg, db, enricher, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener (tests bind port 0).
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &DashboardConfig,
-    enrichment: &EnrichmentConfig,
-    retention: &RetentionConfig,
-    db_path: &Path,
+    db: storage::Shared,
+    enricher: Arc<Enricher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let enricher = Arc::new(Enricher::new(enrichment)?);
-    let conn = open_db(db_path)?;
+) -> Result<(), DashboardError> {
     let app = App {
-        db: Arc::new(Mutex::new(conn)),
+        db,
         enricher,
         cookie_secure: cfg.cookie_secure,
         requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         logins: Arc::new(Semaphore::new(MAX_CONCURRENT_LOGINS)),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let bg = tokio::spawn(background(app.clone(), cfg.refresh_interval_s, retention.clone(), stop_rx.clone()));
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
-    let mut rx = stop_rx;
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
-        .context("dashboard server")?;
-    let _ = bg.await;
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
     Ok(())
-}
-
-async fn background(
-    app: App,
-    refresh_s: u64,
-    retention: RetentionConfig,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(refresh_s));
-    let mut prune = tokio::time::interval(std::time::Duration::from_secs(retention.interval_s));
-    loop {
-        tokio::select! {
-            r = stop.changed() => {
-                if r.is_err() || *stop.borrow() {
-                    return;
-                }
-            }
-            _ = refresh.tick() => {
-                if let Err(e) = app.db(|c, en| analytics::refresh(c, en).map_err(|e| e.to_string())).await {
-                    tracing::warn!(error = %e, "analytics refresh failed");
-                }
-            }
-            _ = prune.tick() => {
-                let cfg = retention.clone();
-                match app.db(move |c, en| retention::prune(c, &cfg, en, now_ms()).map_err(|e| e.to_string())).await {
-                    Ok(st) => tracing::info!(?st, "retention pass"),
-                    Err(e) => tracing::warn!(error = %e, "retention failed"),
-                }
-            }
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! Server-rendered HTML pages. Every value that can come from attackers (addresses, user names,
 //! passwords, URLs, AS names) goes through [`esc`]; the pages carry no script at all, and the
-//! Content-Security-Policy set by the server forbids any.
+//! Content-Security-Policy set by the server forbids any. Charts come from [`svg`].
 
+use super::html::esc;
 use super::svg;
 use crate::analytics::{
     fmt_time, CountryRow, Credentials, ItemRow, PortRow, ProtocolRow, SensorHealth, Timeline, TopSources, Totals,
@@ -9,23 +10,6 @@ use crate::analytics::{
 use std::fmt::Write;
 
 static STYLE: &str = include_str!("../../assets/style.css");
-
-/// HTML-escapes text for element content and quoted attributes.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c if c.is_control() => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
-}
 
 /// The filter values a page was asked for, echoed into links and the filter form.
 #[derive(Debug, Clone, Default)]

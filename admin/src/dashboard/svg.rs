@@ -1,9 +1,9 @@
 //! Charts as SVG drawn on the server: no chart library, no JavaScript, nothing fetched.
 //!
-//! Every label goes through [`super::pages::esc`], since labels (countries, protocols) come from
+//! Every label goes through [`super::html::esc`], since labels (countries, protocols) come from
 //! data that attackers influence.
 
-use super::pages::esc;
+use super::html::esc;
 use std::fmt::Write;
 
 const PALETTE: [&str; 8] = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6", "#64748b"];

@@ -2,7 +2,7 @@
 //! database with known numbers.
 #![allow(dead_code)]
 
-use drosera_admin::db;
+use drosera_admin::storage::sqlite as db;
 use drosera_uplink::event::{CloseReason, Detail, Event, Health, Priority, Protocol, Secret, ShedReason, Transport};
 use std::path::Path;
 
@@ -56,7 +56,7 @@ pub fn insert(conn: &mut rusqlite::Connection, name: &str, events: &[Event]) {
 /// * 1 payload, 1 exploit, 1 download (10.0.0.5); 1 health event (sensor-internal)
 /// * the 3 ssh connections are on day 3 (T0 + 2 days), everything else on day 1.
 pub fn fixture(path: &Path) -> rusqlite::Connection {
-    let mut c = drosera_admin::dashboard::open_db(path).unwrap();
+    let mut c = db::open(path).unwrap();
     let mut s1 = Vec::new();
     let mut seq = 0;
     let mut next = || {
@@ -210,15 +210,12 @@ pub fn serve_dashboard(db_path: &Path, cookie_secure: bool) -> Served {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let cfg = drosera_admin::dashboard::DashboardConfig { cookie_secure, ..Default::default() };
-            // The fixture is from 2024: keep retention from pruning it.
-            let retention =
-                drosera_admin::retention::RetentionConfig { max_age_days: 0, max_bytes: 0, ..Default::default() };
+            let store = drosera_admin::storage::Shared::new(Box::new(db::open(&db_path).unwrap()));
             drosera_admin::dashboard::serve_listener(
                 listener,
                 &cfg,
-                &Default::default(),
-                &retention,
-                &db_path,
+                store,
+                std::sync::Arc::new(enricher()),
                 async move {
                     let _ = rx.await;
                 },

@@ -1,0 +1,505 @@
+//! The queries: every number the report, the JSON API and the dashboard show, each a function
+//! of a [`Query`] returning a serializable struct.
+
+use super::range::{floor_to, limit, resolve, spans, Query, RangeInfo, Resolved, DAY_MS, HOUR_MS};
+use super::refresh::cc_label;
+use super::scan::{scan_sources, top_n, Counts, IdHash, SrcMap};
+use super::AnalyticsError;
+use crate::storage::{CredAgg, EventRange, ItemKind, Storage, TimelineSource};
+use drosera_uplink::event::Health;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+/// Most buckets in a timeline (beyond it, the range is cut to the most recent buckets).
+const MAX_BUCKETS: i64 = 2000;
+/// Timelines over at most this span are hourly, longer ones daily.
+const HOURLY_TIMELINE_MAX_MS: i64 = 7 * DAY_MS;
+/// Most source addresses listed per payload, exploit or download.
+const MAX_IPS_PER_ITEM: usize = 20;
+/// Raw rows of one rare kind scanned per query at most (payloads, exploits, downloads).
+const MAX_ITEM_ROWS: usize = 2_000_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub range: Option<RangeInfo>,
+    /// Connections (sessions plus rolled-up connections): see the module docs.
+    pub attempts: i64,
+    /// Of `attempts`, connections the sensor folded into rollups instead of recording.
+    pub rolled_up: i64,
+    pub logins: i64,
+    pub commands: i64,
+    pub http_requests: i64,
+    pub payloads: i64,
+    pub exploits: i64,
+    pub downloads: i64,
+    /// Stored event rows of any kind, sensor-internal ones included.
+    pub events: i64,
+    /// Distinct source addresses.
+    pub attackers: i64,
+    /// Distinct countries of those addresses.
+    pub countries: i64,
+}
+
+pub fn totals(db: &dyn Storage, q: &Query) -> Result<Totals, AnalyticsError> {
+    let r = resolve(db, q)?;
+    let src = scan_sources(db, &r)?;
+    totals_in(db, q, &r, &src)
+}
+
+fn totals_in(db: &dyn Storage, q: &Query, r: &Resolved, src: &SrcMap) -> Result<Totals, AnalyticsError> {
+    let mut t = Totals { range: Some(r.info(q)), ..Default::default() };
+    for k in db.kind_sums(&r.agg())? {
+        let (rows, n) = (k.rows, k.n);
+        t.events += rows;
+        match k.kind.as_str() {
+            "connection" => t.attempts += n,
+            "rollup" => {
+                t.attempts += n;
+                t.rolled_up += n
+            }
+            "login" => t.logins += rows,
+            "command" => t.commands += rows,
+            "http_request" => t.http_requests += rows,
+            "payload" => t.payloads += rows,
+            "exploit" => t.exploits += rows,
+            "download_offered" => t.downloads += rows,
+            _ => {}
+        }
+    }
+    t.attackers = src.len() as i64;
+    t.countries = src.iter().map(|(_, v)| v.cc).collect::<HashSet<_>>().len() as i64;
+    Ok(t)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Series {
+    pub sensor: String,
+    pub attempts: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub range: RangeInfo,
+    /// `hour` or `day`.
+    pub resolution: String,
+    /// Start of each bucket, ms since the epoch.
+    pub buckets: Vec<i64>,
+    /// Attempts per bucket, all selected sensors together.
+    pub attempts: Vec<i64>,
+    /// Logins per bucket.
+    pub logins: Vec<i64>,
+    /// Attempts per bucket for each sensor.
+    pub per_sensor: Vec<Series>,
+}
+
+/// Attempts and logins per hour (ranges up to 7 days) or per day, overall and per sensor.
+pub fn timeline(db: &dyn Storage, q: &Query) -> Result<Timeline, AnalyticsError> {
+    let r = resolve(db, q)?;
+    // Hourly for short ranges whose hour rows still exist (see retention), else daily; a week
+    // row cannot be split into days, so a daily timeline reads day rows (hours at the edges).
+    let hourly = r.until - r.since <= HOURLY_TIMELINE_MAX_MS && r.since >= r.hourly_from;
+    let unit = if hourly { HOUR_MS } else { DAY_MS };
+    let source = if hourly {
+        TimelineSource::Hours { from: r.since, to: r.until }
+    } else {
+        TimelineSource::Days { spans: spans(r.since, r.until, false) }
+    };
+    // The all-sensors rows (or the one sensor's) give the bounds.
+    let (lo, hi) = db.timeline_bounds(&source, r.sensor_id.unwrap_or(0))?.unwrap_or((r.since, r.since));
+    let first = floor_to(lo.max(r.since), unit);
+    let mut last = floor_to(hi.min(r.until - 1).max(first), unit);
+    let first = first.max(last - (MAX_BUCKETS - 1) * unit);
+    last = last.max(first);
+    let buckets: Vec<i64> = (0..=((last - first) / unit)).map(|i| first + i * unit).collect();
+    let idx = |b: i64| ((b - first) / unit) as usize;
+    // One index range scan per sensor.
+    let sensors: Vec<(i64, String)> = match r.sensor_id {
+        Some(id) => vec![(id, q.sensor.clone().unwrap_or_default())],
+        None => db.sensor_names()?,
+    };
+    let mut rows = Vec::new();
+    for (id, name) in sensors {
+        for s in db.timeline_sums(&source, id, first, last)? {
+            rows.push((s.bucket, name.clone(), s.attempts, s.logins));
+        }
+    }
+    let mut attempts = vec![0; buckets.len()];
+    let mut logins = vec![0; buckets.len()];
+    let mut per_sensor: Vec<Series> = Vec::new();
+    for (bucket, sensor, a, l) in rows {
+        let i = idx(bucket);
+        if i >= buckets.len() {
+            continue;
+        }
+        attempts[i] += a;
+        logins[i] += l;
+        if per_sensor.last().map(|s| s.sensor != sensor).unwrap_or(true) {
+            per_sensor.push(Series { sensor: sensor.clone(), attempts: vec![0; buckets.len()] });
+        }
+        if let Some(s) = per_sensor.last_mut() {
+            s.attempts[i] += a;
+        }
+    }
+    Ok(Timeline {
+        range: r.info(q),
+        resolution: if hourly { "hour" } else { "day" }.into(),
+        buckets,
+        attempts,
+        logins,
+        per_sensor,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRow {
+    pub ip: String,
+    pub attempts: i64,
+    pub logins: i64,
+    pub events: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub country: String,
+    pub asn: Option<u32>,
+    pub as_org: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopSources {
+    pub range: RangeInfo,
+    pub min_attempts: i64,
+    /// How many addresses have at least `min_attempts` attempts (the list shows the top ones).
+    pub matching: i64,
+    pub rows: Vec<SourceRow>,
+}
+
+/// Source addresses by attempts, with country and AS, keeping those with >= `min_attempts`.
+pub fn top_sources(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Result<TopSources, AnalyticsError> {
+    let r = resolve(db, q)?;
+    let src = scan_sources(db, &r)?;
+    top_sources_in(db, q, &r, &src, min_attempts, n)
+}
+
+fn top_sources_in(
+    db: &dyn Storage,
+    q: &Query,
+    r: &Resolved,
+    src: &SrcMap,
+    min_attempts: i64,
+    n: usize,
+) -> Result<TopSources, AnalyticsError> {
+    let items: Vec<(i64, (i64, i64))> =
+        src.iter().filter(|(_, v)| v.attempts >= min_attempts).map(|(k, v)| (k, (v.attempts, v.events))).collect();
+    let matching = items.len() as i64;
+    let mut info = HashMap::new();
+    let top = top_n(items, limit(n), |id| {
+        let i = match db.ip_of(id)? {
+            Some(i) => (i.ip, i.country, i.asn, i.as_org),
+            None => (String::new(), "unknown".into(), None, String::new()),
+        };
+        let name = i.0.clone();
+        info.insert(id, i);
+        Ok(name)
+    })?;
+    let rows = top
+        .into_iter()
+        .filter_map(|(id, _, _)| {
+            let v = src.get(id)?;
+            let (ip, country, asn, as_org) = info.remove(&id)?;
+            Some(SourceRow {
+                ip,
+                attempts: v.attempts,
+                logins: v.logins,
+                events: v.events,
+                first_seen_ms: v.first,
+                last_seen_ms: v.last,
+                country,
+                asn,
+                as_org,
+            })
+        })
+        .collect();
+    Ok(TopSources { range: r.info(q), min_attempts, matching, rows })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountryRow {
+    pub country: String,
+    /// Distinct source addresses from this country.
+    pub attackers: i64,
+    pub attempts: i64,
+    pub logins: i64,
+}
+
+/// Attackers and attempts per country, most attempts first.
+pub fn countries(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
+    let r = resolve(db, q)?;
+    countries_in(&scan_sources(db, &r)?, n)
+}
+
+fn countries_in(src: &SrcMap, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
+    let mut by: HashMap<i64, (i64, i64, i64)> = HashMap::new();
+    for (_, v) in src.iter() {
+        let e = by.entry(v.cc).or_default();
+        e.0 += 1;
+        e.1 += v.attempts;
+        e.2 += v.logins;
+    }
+    let items: Vec<(i64, (i64, i64))> = by.iter().map(|(cc, v)| (*cc, (v.1, v.0))).collect();
+    Ok(top_n(items, limit(n), |cc| Ok(cc_label(cc)))?
+        .into_iter()
+        .map(|(cc, (attempts, attackers), country)| CountryRow {
+            country,
+            attackers,
+            attempts,
+            logins: by.get(&cc).map(|v| v.2).unwrap_or(0),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolRow {
+    pub protocol: String,
+    pub attempts: i64,
+    pub logins: i64,
+    pub events: i64,
+}
+
+/// Attempts, logins and events per emulated protocol (sensor-internal records excluded).
+pub fn protocols(db: &dyn Storage, q: &Query) -> Result<Vec<ProtocolRow>, AnalyticsError> {
+    let r = resolve(db, q)?;
+    Ok(db
+        .protocol_sums(&r.agg())?
+        .into_iter()
+        .map(|p| ProtocolRow { protocol: p.protocol, attempts: p.attempts, logins: p.logins, events: p.events })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRow {
+    pub protocol: String,
+    pub port: i64,
+    pub attempts: i64,
+}
+
+/// Attempts per destination port (and the protocol emulated there).
+pub fn ports(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<PortRow>, AnalyticsError> {
+    let r = resolve(db, q)?;
+    Ok(db
+        .port_sums(&r.agg(), limit(n) as i64)?
+        .into_iter()
+        .map(|p| PortRow { protocol: p.protocol, port: p.port, attempts: p.attempts })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    pub value: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairRow {
+    pub username: String,
+    pub password: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub range: RangeInfo,
+    pub usernames: Vec<Counted>,
+    pub passwords: Vec<Counted>,
+    pub pairs: Vec<PairRow>,
+}
+
+/// Most tried user names, passwords (or hashes / key fingerprints) and pairs.
+pub fn credentials(db: &dyn Storage, q: &Query, n: usize) -> Result<Credentials, AnalyticsError> {
+    let r = resolve(db, q)?;
+    // ~800,000 rows for 30 days at 10 M events: user names and passwords summed in vectors by
+    // string id, pairs in a map with a cheap hash (see IdHasher).
+    let mut users = Counts::default();
+    let mut passes = Counts::default();
+    let mut pairs: HashMap<(i64, i64), i64, IdHash> = HashMap::default();
+    db.scan_credentials(&r.agg(), &mut |c: CredAgg| {
+        *users.slot(c.user_id, || 0) += c.n;
+        *passes.slot(c.pass_id, || 0) += c.n;
+        *pairs.entry((c.user_id, c.pass_id)).or_default() += c.n;
+    })?;
+    let n = limit(n);
+    let counted = |m: Counts| -> Result<Vec<Counted>, AnalyticsError> {
+        Ok(top_n(m.entries, n, |id| Ok(db.string_of(id)?))?
+            .into_iter()
+            .map(|(_, count, value)| Counted { value, count })
+            .collect())
+    };
+    let usernames = counted(users)?;
+    let passwords = counted(passes)?;
+    let pairs =
+        top_n(pairs.into_iter().collect(), n, |(u, p)| Ok(format!("{}\n{}", db.string_of(u)?, db.string_of(p)?)))?
+            .into_iter()
+            .map(|(_, count, name)| {
+                let (username, password) =
+                    name.split_once('\n').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+                PairRow { username, password, count }
+            })
+            .collect();
+    Ok(Credentials { range: r.info(q), usernames, passwords, pairs })
+}
+
+/// One group of rare events (a payload, an exploit, a URL) with when and from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRow {
+    /// The sha256 (payloads), exploit name (exploits) or URL (downloads).
+    pub key: String,
+    /// Payload size in bytes / exploit CVE / download tool.
+    pub detail: String,
+    pub count: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// Distinct source addresses.
+    pub sources: i64,
+    /// Up to 20 of those addresses.
+    pub ips: Vec<String>,
+}
+
+fn items(db: &dyn Storage, q: &Query, kind: ItemKind, n: usize) -> Result<Vec<ItemRow>, AnalyticsError> {
+    let r = resolve(db, q)?;
+    struct Acc {
+        detail: String,
+        count: i64,
+        first: i64,
+        last: i64,
+        ips: HashSet<String>,
+    }
+    let mut m: HashMap<String, Acc> = HashMap::new();
+    let mut scanned = 0usize;
+    let range = EventRange { since_ms: r.since, until_ms: r.until, sensor_id: r.sensor_id };
+    db.scan_items(kind, &range, &mut |row| {
+        scanned += 1;
+        if scanned > MAX_ITEM_ROWS {
+            tracing::warn!(?kind, cap = MAX_ITEM_ROWS, "item list cut at the row cap; narrow the range");
+            return ControlFlow::Break(());
+        }
+        // Borrowed text; owned copies only for new keys, details and addresses.
+        if !m.contains_key(row.key) {
+            let acc = Acc { detail: String::new(), count: 0, first: i64::MAX, last: i64::MIN, ips: HashSet::new() };
+            m.insert(row.key.to_owned(), acc);
+        }
+        let Some(e) = m.get_mut(row.key) else { return ControlFlow::Continue(()) };
+        if row.detail > e.detail.as_str() {
+            e.detail = row.detail.to_owned();
+        }
+        e.count += 1;
+        e.first = e.first.min(row.time_ms);
+        e.last = e.last.max(row.time_ms);
+        if !e.ips.contains(row.src_ip) {
+            e.ips.insert(row.src_ip.to_owned());
+        }
+        ControlFlow::Continue(())
+    })?;
+    let mut v: Vec<ItemRow> = m
+        .into_iter()
+        .map(|(key, a)| {
+            let mut ips: Vec<String> = a.ips.iter().cloned().collect();
+            ips.sort();
+            ips.truncate(MAX_IPS_PER_ITEM);
+            ItemRow {
+                key,
+                detail: a.detail,
+                count: a.count,
+                first_seen_ms: a.first,
+                last_seen_ms: a.last,
+                sources: a.ips.len() as i64,
+                ips,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    v.truncate(limit(n));
+    Ok(v)
+}
+
+/// Captured payloads: sha256, size, how often, first and last seen, from which addresses.
+pub fn payloads(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<ItemRow>, AnalyticsError> {
+    items(db, q, ItemKind::Payload, n)
+}
+
+/// Recognised exploit attempts by name (detail = CVE).
+pub fn exploits(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<ItemRow>, AnalyticsError> {
+    items(db, q, ItemKind::Exploit, n)
+}
+
+/// Download URLs attackers offered (detail = tool).
+pub fn downloads(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<ItemRow>, AnalyticsError> {
+    items(db, q, ItemKind::Download, n)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorHealth {
+    pub name: String,
+    pub revoked: bool,
+    pub last_contact_ms: Option<i64>,
+    /// Highest sequence number stored.
+    pub high_water_seq: i64,
+    /// Evicted and shed totals as the admin counted them.
+    pub evicted_total: i64,
+    pub shed_total: i64,
+    /// Event rows stored for this sensor (all time).
+    pub events_stored: i64,
+    /// The last health sample, if any.
+    pub health: Option<Health>,
+}
+
+/// Every enrolled sensor with its last contact and last health sample (not range-limited).
+pub fn sensors(db: &dyn Storage, q: &Query) -> Result<Vec<SensorHealth>, AnalyticsError> {
+    resolve(db, q)?;
+    Ok(db
+        .sensor_health(q.sensor.as_deref())?
+        .into_iter()
+        .map(|s| SensorHealth {
+            name: s.name,
+            revoked: s.revoked,
+            last_contact_ms: s.last_contact_ms,
+            high_water_seq: s.high_water_seq,
+            evicted_total: s.evicted_total,
+            shed_total: s.shed_total,
+            events_stored: s.events_folded,
+            health: s.health,
+        })
+        .collect())
+}
+
+/// Everything `drosera-admin report` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub totals: Totals,
+    pub protocols: Vec<ProtocolRow>,
+    pub ports: Vec<PortRow>,
+    pub top_sources: TopSources,
+    pub countries: Vec<CountryRow>,
+    pub credentials: Credentials,
+    pub payloads: Vec<ItemRow>,
+    pub exploits: Vec<ItemRow>,
+    pub downloads: Vec<ItemRow>,
+    pub sensors: Vec<SensorHealth>,
+}
+
+/// The full report (each list capped at `n` rows).
+pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Result<Report, AnalyticsError> {
+    // One scan of the source aggregates serves totals, top sources and countries.
+    let r = resolve(db, q)?;
+    let src = scan_sources(db, &r)?;
+    Ok(Report {
+        totals: totals_in(db, q, &r, &src)?,
+        protocols: protocols(db, q)?,
+        ports: ports(db, q, n)?,
+        top_sources: top_sources_in(db, q, &r, &src, min_attempts, n)?,
+        countries: countries_in(&src, n)?,
+        credentials: credentials(db, q, n)?,
+        payloads: payloads(db, q, n)?,
+        exploits: exploits(db, q, n)?,
+        downloads: downloads(db, q, n)?,
+        sensors: sensors(db, q)?,
+    })
+}

@@ -1,0 +1,166 @@
+//! Refresh: enrich new source addresses and fold new events into the aggregate tables.
+//!
+//! The rules of counting live here (see the module docs of [`crate::analytics`]): which events
+//! are attempts and logins, which resolutions and sensor rows each event is added to, and that
+//! sensor-internal records have no source address. The storage backend reads the events, interns
+//! addresses and strings, and writes the resulting [`AggDelta`] in the same transaction that
+//! moves its fold cursor.
+
+use super::range::floor_to;
+use super::AnalyticsError;
+use crate::enrich::{Enricher, IpInfo};
+use crate::storage::{AggDelta, FoldEvent, FoldTx, IpRecord, Resolution, Storage, StorageError};
+use std::collections::HashMap;
+
+/// Events folded into the aggregates per transaction.
+const REFRESH_BATCH: u64 = 50_000;
+/// Most entries kept in the interner's memory caches (they are only caches).
+const INTERN_CACHE: usize = 200_000;
+
+/// The (resolution, all-sensors row) combinations every event is folded into.
+const AGG_KEYS: [(Resolution, bool); 6] = [
+    (Resolution::Hour, false),
+    (Resolution::Day, false),
+    (Resolution::Week, false),
+    (Resolution::Hour, true),
+    (Resolution::Day, true),
+    (Resolution::Week, true),
+];
+
+/// Packs a country label into an integer for the aggregates: two-letter codes as two bytes,
+/// `private` 1, `reserved` 2, anything else (`unknown`) 3.
+pub fn cc_code(country: &str) -> i64 {
+    match country.as_bytes() {
+        b"private" => 1,
+        b"reserved" => 2,
+        [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            (i64::from(a.to_ascii_uppercase()) << 8) | i64::from(b.to_ascii_uppercase())
+        }
+        _ => 3,
+    }
+}
+
+/// The label for a packed country (inverse of [`cc_code`]).
+pub fn cc_label(cc: i64) -> String {
+    match cc {
+        1 => "private".into(),
+        2 => "reserved".into(),
+        c if c > 0xff => {
+            let (a, b) = ((c >> 8) as u8, (c & 0xff) as u8);
+            if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() {
+                format!("{}{}", a as char, b as char)
+            } else {
+                "unknown".into()
+            }
+        }
+        _ => "unknown".into(),
+    }
+}
+
+/// Memory caches of interned addresses and strings, kept for one refresh (ids of a failed
+/// transaction die with it, since the refresh then returns).
+#[derive(Default)]
+struct Interner {
+    ips: HashMap<String, (i64, i64)>,
+    strings: HashMap<String, i64>,
+}
+
+impl Interner {
+    fn ip(&mut self, tx: &mut dyn FoldTx, ip: &str, enricher: &Enricher) -> Result<(i64, i64), StorageError> {
+        if let Some(v) = self.ips.get(ip) {
+            return Ok(*v);
+        }
+        let v = tx.ip_id(ip, &mut || {
+            let info = match ip.parse() {
+                Ok(addr) => enricher.lookup(addr),
+                Err(_) => IpInfo { country: "unknown".into(), asn: None, as_org: String::new() },
+            };
+            IpRecord {
+                ip: ip.to_string(),
+                cc: cc_code(&info.country),
+                country: info.country,
+                asn: info.asn,
+                as_org: info.as_org,
+            }
+        })?;
+        if self.ips.len() >= INTERN_CACHE {
+            self.ips.clear();
+        }
+        self.ips.insert(ip.to_string(), v);
+        Ok(v)
+    }
+
+    fn string(&mut self, tx: &mut dyn FoldTx, s: &str) -> Result<i64, StorageError> {
+        if let Some(v) = self.strings.get(s) {
+            return Ok(*v);
+        }
+        let id = tx.string_id(s)?;
+        if self.strings.len() >= INTERN_CACHE {
+            self.strings.clear();
+        }
+        self.strings.insert(s.to_string(), id);
+        Ok(id)
+    }
+}
+
+/// Adds one event to the delta.
+fn fold(
+    ev: &FoldEvent<'_>,
+    tx: &mut dyn FoldTx,
+    b: &mut AggDelta,
+    interner: &mut Interner,
+    enricher: &Enricher,
+) -> Result<(), StorageError> {
+    let (t, kind, count) = (ev.time_ms, ev.kind, ev.count);
+    let internal = ev.protocol == "sensor";
+    let attempt = if kind == "connection" || kind == "rollup" { count } else { 0 };
+    let login = i64::from(kind == "login");
+    let (ip_id, cc) = if internal { (0, 0) } else { interner.ip(tx, ev.src_ip, enricher)? };
+    let cred = match ev.username {
+        Some(u) if !internal => {
+            let u = interner.string(tx, u)?;
+            let p = interner.string(tx, ev.password.unwrap_or_default())?;
+            Some((u, p))
+        }
+        _ => None,
+    };
+    for (res, all) in AGG_KEYS {
+        let (res, unit) = (res.code(), res.width_ms());
+        let s = if all { 0 } else { ev.sensor_id };
+        let bucket = floor_to(t, unit);
+        let e = b.kind.entry((res, bucket, s, ev.protocol.to_string(), kind.to_string())).or_default();
+        e.0 += 1;
+        e.1 += count;
+        if internal {
+            continue;
+        }
+        if attempt > 0 {
+            *b.port.entry((res, bucket, s, ev.protocol.to_string(), ev.dst_port)).or_default() += attempt;
+        }
+        let a = b.src.entry((res, bucket, s, ip_id)).or_insert((cc, 0, 0, 0, i64::MAX, i64::MIN));
+        a.1 += attempt;
+        a.2 += login;
+        a.3 += 1;
+        a.4 = a.4.min(t);
+        a.5 = a.5.max(t);
+        if let Some((u, p)) = cred {
+            *b.cred.entry((res, bucket, s, u, p)).or_default() += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Folds events added since the last call into the aggregate tables and enriches their new
+/// source addresses; returns how many events were folded. Safe to call concurrently with ingest
+/// (each batch is one short transaction; event ids only grow).
+pub fn refresh(db: &dyn Storage, enricher: &Enricher) -> Result<u64, AnalyticsError> {
+    let mut total = 0u64;
+    let mut interner = Interner::default();
+    loop {
+        let n = db.fold_events(REFRESH_BATCH, &mut |ev, tx, delta| fold(ev, tx, delta, &mut interner, enricher))?;
+        total += n;
+        if n < REFRESH_BATCH {
+            return Ok(total);
+        }
+    }
+}

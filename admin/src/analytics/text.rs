@@ -1,0 +1,126 @@
+//! Plain-text rendering: the report `drosera-admin report` prints, and the time and string
+//! formatting the dashboard pages share.
+
+use super::queries::Report;
+
+/// Formats a time in ms as `YYYY-MM-DD HH:MM` UTC (or `-`).
+pub fn fmt_time(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "-".into() };
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => {
+            let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+            t.format(&fmt).unwrap_or_else(|_| ms.to_string())
+        }
+        Err(_) => ms.to_string(),
+    }
+}
+
+/// Escapes control characters so attacker strings cannot mess with a terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
+impl Report {
+    /// The plain-text form printed by `drosera-admin report`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let t = &self.totals;
+        if let Some(r) = &t.range {
+            let _ = writeln!(
+                o,
+                "Drosera report {} .. {} UTC{}",
+                fmt_time(Some(r.since_ms)),
+                fmt_time(Some(r.until_ms)),
+                r.sensor.as_ref().map(|s| format!(", sensor {s}")).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nTotals: {} attempts ({} rolled up), {} logins, {} commands, {} http requests, {} payloads, {} exploits, {} downloads; {} attackers from {} countries; {} events",
+            t.attempts, t.rolled_up, t.logins, t.commands, t.http_requests, t.payloads, t.exploits, t.downloads, t.attackers, t.countries, t.events
+        );
+        let _ =
+            writeln!(o, "\nPer protocol:\n  {:<10} {:>10} {:>10} {:>10}", "protocol", "attempts", "logins", "events");
+        for p in &self.protocols {
+            let _ = writeln!(o, "  {:<10} {:>10} {:>10} {:>10}", p.protocol, p.attempts, p.logins, p.events);
+        }
+        let _ = writeln!(o, "\nDestination ports:");
+        for p in &self.ports {
+            let _ = writeln!(o, "  {:>5}/{:<10} {:>10}", p.port, p.protocol, p.attempts);
+        }
+        let s = &self.top_sources;
+        let _ = writeln!(
+            o,
+            "\nTop source IPs ({} with >= {} attempts):\n  {:<40} {:>9} {:>7} {:<8} AS",
+            s.matching, s.min_attempts, "ip", "attempts", "logins", "country"
+        );
+        for r in &s.rows {
+            let asn = r.asn.map(|a| format!("AS{a} {}", printable(&r.as_org))).unwrap_or_default();
+            let _ = writeln!(o, "  {:<40} {:>9} {:>7} {:<8} {}", r.ip, r.attempts, r.logins, r.country, asn);
+        }
+        let _ = writeln!(o, "\nCountries:\n  {:<8} {:>9} {:>9}", "country", "attackers", "attempts");
+        for c in &self.countries {
+            let _ = writeln!(o, "  {:<8} {:>9} {:>9}", c.country, c.attackers, c.attempts);
+        }
+        let c = &self.credentials;
+        let _ = writeln!(o, "\nTop credentials (user / password: tries):");
+        for p in &c.pairs {
+            let _ = writeln!(o, "  {} / {}: {}", printable(&p.username), printable(&p.password), p.count);
+        }
+        let _ = writeln!(o, "\nTop user names:");
+        for u in &c.usernames {
+            let _ = writeln!(o, "  {}: {}", printable(&u.value), u.count);
+        }
+        let _ = writeln!(o, "\nTop passwords:");
+        for u in &c.passwords {
+            let _ = writeln!(o, "  {}: {}", printable(&u.value), u.count);
+        }
+        for (title, list) in [
+            ("Payloads (sha256, size)", &self.payloads),
+            ("Exploits (name, cve)", &self.exploits),
+            ("Download URLs (url, tool)", &self.downloads),
+        ] {
+            let _ = writeln!(o, "\n{title}:");
+            for i in list {
+                let _ = writeln!(
+                    o,
+                    "  {} {} x{} from {} sources, {} .. {}",
+                    printable(&i.key),
+                    printable(&i.detail),
+                    i.count,
+                    i.sources,
+                    fmt_time(Some(i.first_seen_ms)),
+                    fmt_time(Some(i.last_seen_ms))
+                );
+            }
+        }
+        let _ = writeln!(o, "\nSensors:");
+        for s in &self.sensors {
+            let _ = write!(
+                o,
+                "  {}{}: last contact {}, {} events stored, evicted {}, shed {}",
+                s.name,
+                if s.revoked { " (revoked)" } else { "" },
+                fmt_time(s.last_contact_ms),
+                s.events_stored,
+                s.evicted_total,
+                s.shed_total
+            );
+            if let Some(h) = &s.health {
+                let _ = write!(
+                    o,
+                    ", backlog {}, cpu {:.1}%, rss {} MiB, mem available {} MiB, disk free {} MiB, governor {}",
+                    h.backlog_events,
+                    h.cpu_permille as f64 / 10.0,
+                    h.rss_bytes >> 20,
+                    h.mem_available_bytes >> 20,
+                    h.disk_free_bytes >> 20,
+                    h.governor
+                );
+            }
+            let _ = writeln!(o);
+        }
+        o
+    }
+}

@@ -1,0 +1,115 @@
+//! Runtime wiring of `drosera-admin serve`: the ingest server, the dashboard, and the
+//! maintenance loop that folds new events into the analytics tables and runs retention.
+//!
+//! One [`CancellationToken`] is the shutdown signal for all of them. SIGINT/SIGTERM cancel it;
+//! so does the first of them to fail (a port in use, say), so the process never keeps running
+//! half of its job. On shutdown the ingest server stops accepting, lets open connections finish
+//! the batches they have in flight, and its writer commits what it was given before the process
+//! exits; nothing acknowledged is lost.
+//!
+//! Storage handles: the ingest writer owns one (on its own thread, group commit); the dashboard
+//! and the maintenance loop share another ([`storage::Shared`]), as folding and queries must not
+//! run at the same time on one SQLite connection anyway.
+
+use crate::analytics::AnalyticsError;
+use crate::clock::now_ms;
+use crate::config::AdminConfig;
+use crate::enrich::Enricher;
+use crate::retention::{self, RetentionConfig};
+use crate::{analytics, dashboard, ingest, storage};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(cfg: &AdminConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+    serve(cfg, shutdown).await
+}
+
+/// Serves until `shutdown` is cancelled (or one part fails, which cancels it).
+pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let enricher = Arc::new(Enricher::new(&cfg.enrichment)?);
+    let (ingest_db, shared_db) = {
+        let db = cfg.database.clone();
+        tokio::task::spawn_blocking(move || Ok::<_, storage::StorageError>((storage::open(&db)?, storage::open(&db)?)))
+            .await
+            .context("opening the database")??
+    };
+    let shared_db = storage::Shared::new(shared_db);
+    let maintenance = tokio::spawn(maintain(
+        shared_db.clone(),
+        enricher.clone(),
+        Duration::from_secs(cfg.dashboard.refresh_interval_s),
+        cfg.retention.clone(),
+        shutdown.clone(),
+    ));
+    let ingest = async {
+        let r = ingest::serve(&cfg.ingest, &cfg.tls, ingest_db, shutdown.clone()).await;
+        shutdown.cancel();
+        r.map_err(anyhow::Error::from)
+    };
+    let dashboard = async {
+        let r = dashboard::serve(&cfg.dashboard, shared_db, enricher, shutdown.clone().cancelled_owned()).await;
+        shutdown.cancel();
+        r.map_err(anyhow::Error::from)
+    };
+    let (i, d) = tokio::join!(ingest, dashboard);
+    let _ = maintenance.await;
+    i.and(d)
+}
+
+/// Folds new events into the analytics tables every `refresh` and runs retention every
+/// `[retention] interval_s`, until `shutdown`.
+async fn maintain(
+    db: storage::Shared,
+    enricher: Arc<Enricher>,
+    refresh: Duration,
+    retention: RetentionConfig,
+    shutdown: CancellationToken,
+) {
+    let mut refresh = tokio::time::interval(refresh);
+    let mut prune = tokio::time::interval(Duration::from_secs(retention.interval_s));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = refresh.tick() => {
+                let en = enricher.clone();
+                let r = db.run(move |db| analytics::refresh(db, &en)).await;
+                if let Err(e) = r.map_err(AnalyticsError::from).and_then(|r| r) {
+                    tracing::warn!(error = %e, "analytics refresh failed");
+                }
+            }
+            _ = prune.tick() => {
+                let (en, cfg) = (enricher.clone(), retention.clone());
+                let r = db.run(move |db| retention::prune(db, &cfg, &en, now_ms())).await;
+                match r.map_err(AnalyticsError::from).and_then(|r| r) {
+                    Ok(st) => tracing::info!(?st, "retention pass"),
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

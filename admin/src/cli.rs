@@ -1,0 +1,220 @@
+//! The command line: every clap argument type of `drosera-admin`, and reading a password from
+//! standard input.
+//!
+//! WHY here and not next to the code they drive: domain modules take typed values (a [`Query`],
+//! a [`Format`], a name) and know nothing of flags, defaults or terminals, so the dashboard, the
+//! tests and the CLI call the same functions. `main.rs` turns these types into those values.
+
+use crate::analytics::{parse_time, AnalyticsError, Query};
+use crate::config::{AdminConfig, ConfigError};
+use crate::export::Format;
+use crate::users::MAX_PASSWORD;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG: &str = "/etc/drosera/drosera-admin.toml";
+
+#[derive(Parser)]
+#[command(name = "drosera-admin", version, about = "Drosera admin: enrollment, ingest, reports, dashboard")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config FILE`, shared by every command that works on an existing admin.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// The admin config file (written by `init`).
+    #[arg(long, short = 'c', value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<AdminConfig, ConfigError> {
+        AdminConfig::load(&self.config)
+    }
+}
+
+/// `--since`, `--until`, `--sensor`: the range of `report` and `export`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RangeArgs {
+    /// Start: RFC 3339, YYYY-MM-DD, ms since the epoch, or an age like 7d / 24h (inclusive).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// End (same forms; exclusive); default now.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this sensor.
+    #[arg(long)]
+    pub sensor: Option<String>,
+}
+
+impl RangeArgs {
+    /// The [`Query`] these arguments name, ages taken relative to `now_ms`.
+    pub fn query(&self, now_ms: i64) -> Result<Query, AnalyticsError> {
+        Ok(Query {
+            since_ms: self.since.as_deref().map(|s| parse_time(s, now_ms)).transpose()?,
+            until_ms: self.until.as_deref().map(|s| parse_time(s, now_ms)).transpose()?,
+            sensor: self.sensor.clone(),
+        })
+    }
+}
+
+/// `drosera-admin report`. The report rounds `--since` down and `--until` up to whole hours.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Print the report as JSON (the same structure as the dashboard's /api/report).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Only list source addresses with at least this many attempts.
+    #[arg(long, default_value_t = 0)]
+    pub min_attempts: i64,
+    /// Rows per list.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
+/// `drosera-admin export`. Its bounds are exact to the millisecond.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// jsonl (one JSON object per event) or csv.
+    #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
+    pub format: Format,
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the certificate authority, the server certificate, the database and a config in DIR.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// host:port sensors will connect to (its host goes into the server certificate).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Ingest listen address (default 0.0.0.0 and the port of --admin, or 7443).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Dashboard listen address (default 127.0.0.1:9080).
+        #[arg(long, value_name = "ADDR:PORT")]
+        dashboard_listen: Option<SocketAddr>,
+    },
+    /// Enroll, revoke and list sensors.
+    #[command(subcommand)]
+    Sensor(SensorCommand),
+    /// Print totals per protocol, top source addresses, credentials and sensor health.
+    Report {
+        #[command(flatten)]
+        args: ReportArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stream stored events as JSON lines or CSV (constant memory).
+    Export {
+        #[command(flatten)]
+        args: ExportArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Run the ingest server (mutual TLS) and the dashboard.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create user NAME or set a new password (read from standard input, or prompted for).
+    Add {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SensorCommand {
+    /// Issue a certificate for sensor NAME and write its bundle (keys, CA, [uplink] section) to DIR.
+    Add {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// host:port the sensor connects to (default: [ingest] public_address).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
+        /// Where the bundle will live on the sensor (default: the absolute --out).
+        #[arg(long, value_name = "DIR")]
+        install_dir: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke sensor NAME: its next connection is refused.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show every sensor with its last contact and health.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("cannot read the password: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the passwords differ")]
+    Mismatch,
+}
+
+/// The first line of standard input (at most [`MAX_PASSWORD`] + 2 bytes read).
+fn read_line_capped() -> Result<String, PasswordError> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    std::io::stdin().lock().take(MAX_PASSWORD as u64 + 2).read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// A new password: the first line of standard input, or, on a terminal, prompted for twice
+/// without echo.
+pub fn read_password() -> Result<String, PasswordError> {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return read_line_capped();
+    }
+    let stty = |arg: &str| {
+        std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status().ok();
+    };
+    stty("-echo");
+    let result = (|| -> Result<String, PasswordError> {
+        eprint!("Password: ");
+        std::io::stderr().flush()?;
+        let a = read_line_capped()?;
+        eprint!("\nRepeat password: ");
+        std::io::stderr().flush()?;
+        let b = read_line_capped()?;
+        eprintln!();
+        if a != b {
+            return Err(PasswordError::Mismatch);
+        }
+        Ok(a)
+    })();
+    stty("echo");
+    result
+}

@@ -1,0 +1,575 @@
+//! Storage: the one interface between the admin and its database.
+//!
+//! Ingest, enrollment and sensors, users and sessions, analytics (folding and every query),
+//! exports and retention reach the database only through the [`Storage`] trait. Its methods speak
+//! the admin's vocabulary (admit a sensor, commit a group of batches, fold new events, scan the
+//! source aggregates of a range, delete events older than…), never SQL, so a backend is free to
+//! implement each one the way its database does best. SQLite ([`sqlite`]) is the embedded
+//! default; the schema and its migrations are owned by [`sqlite::schema`] alone.
+//!
+//! # Why a trait object with blocking methods
+//! * **A trait, not an enum of backends.** The backend is picked at run time from the config,
+//!   once, and everything else holds a `Box<dyn Storage>` / `&dyn Storage`; an enum would make
+//!   every method a `match` over backends in this file and put every backend's code behind one
+//!   type. With a trait each backend is one `impl` in its own module, and a missing method is a
+//!   compile error in that module. The trait is object safe (callbacks are `&mut dyn FnMut`).
+//! * **Blocking, not `async`.** The callers that matter already run database work off the async
+//!   workers: ingest has one writer thread that does group commit, the dashboard and the
+//!   refresh/retention loop go through [`Shared::run`] (`spawn_blocking`), and the CLI is
+//!   synchronous. Analytics streams hundreds of thousands of aggregate rows into Rust-side sums
+//!   per query; a blocking row callback costs nothing there, while an `async` trait would not be
+//!   object safe and would make every row a future. A PostgreSQL backend (tokio-postgres with
+//!   deadpool-postgres) fits this shape: each method checks out a pooled client and drives its
+//!   futures with `tokio::runtime::Handle::block_on`, which is allowed on the blocking threads
+//!   these methods run on (or it uses the blocking `postgres` crate, the same driver).
+//! * **`&self` everywhere.** A pooled backend checks a connection out per call; SQLite holds one
+//!   connection (not shared between threads: `Storage: Send`, not `Sync`) and opens its
+//!   transactions with `unchecked_transaction`.
+//!
+//! # What every backend must guarantee (see each method)
+//! * [`Storage::commit_batches`] is one transaction for the whole group: a batch's events and its
+//!   sensor's high-water mark move together, a batch at or below the mark is acknowledged again
+//!   without storing anything, and `(sensor, seq)` is unique as a second guard. With several
+//!   admins on one database, the sensor's row must be locked for the transaction
+//!   (`SELECT … FOR UPDATE`), so two admins never both store the same batch.
+//! * [`Storage::fold_events`] folds events in `events.id` order and moves the fold cursor in the
+//!   same transaction as the aggregate rows it wrote; ids only grow.
+//! * Retention deletes only events the aggregates already include ([`Storage::prunable_upto`]).
+//!
+//! The conformance tests in `tests.rs` take a `&dyn Storage` and run against every backend.
+
+pub mod row;
+pub mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use drosera_uplink::event::{Event, Health};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// Week buckets (aligned to the epoch, so they start on Thursdays; internal only).
+pub const WEEK_MS: i64 = 7 * DAY_MS;
+
+/// `[database]` config section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The SQLite database file (WAL mode; created if missing).
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { path: PathBuf::from("/var/lib/drosera-admin/admin.db") }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("cannot migrate database {path} to schema version {version}: {source}")]
+    Migrate { path: String, version: i64, source: rusqlite::Error },
+    #[error("database {path} has schema version {found}, newer than this admin ({supported}); upgrade drosera-admin")]
+    TooNew { path: String, found: i64, supported: i64 },
+    #[error("internal error: database task failed: {0}")]
+    Task(String),
+}
+
+/// Opens the database `cfg` names (creating and migrating it if needed).
+pub fn open(cfg: &DatabaseConfig) -> Result<Box<dyn Storage>, StorageError> {
+    Ok(Box::new(sqlite::open(&cfg.path)?))
+}
+
+/// One storage handle shared by async code: each call runs on a blocking thread, one at a time.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Mutex<Box<dyn Storage>>>,
+}
+
+impl Shared {
+    pub fn new(db: Box<dyn Storage>) -> Shared {
+        Shared { inner: Arc::new(Mutex::new(db)) }
+    }
+
+    /// Runs `f` with the storage on a blocking thread.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Storage) -> T + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&**db)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types crossing the interface.
+
+/// A sensor's enrollment record, as admission needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub sensor_id: i64,
+    pub revoked: bool,
+    /// SHA-256 of the certificate issued to it (empty for a row created by ingest or tests).
+    pub cert_sha256: String,
+    pub high_water_seq: i64,
+}
+
+/// What [`Storage::register_sensor`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// Enrolled (new, or a revoked/certificate-less sensor enrolled again).
+    Enrolled,
+    /// An active sensor with a certificate already has this name; nothing changed.
+    AlreadyActive,
+}
+
+/// Every column of a sensor row, plus its stored event count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorRecord {
+    pub name: String,
+    pub revoked: bool,
+    pub created_ms: i64,
+    pub last_contact_ms: Option<i64>,
+    pub high_water_seq: i64,
+    pub schema_version: i64,
+    pub evicted_total: i64,
+    pub shed_total: i64,
+    pub health: Option<Health>,
+    /// Raw event rows stored for it.
+    pub events: i64,
+}
+
+/// One batch of a group commit: the events of `first..=last_seq` of a sensor, checked and in
+/// sequence order.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchIn<'a> {
+    pub sensor_id: i64,
+    pub last_seq: u64,
+    pub events: &'a [Event],
+}
+
+/// The answer for one batch of a committed group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Stored (or already stored) up to this sequence number.
+    Ack(u64),
+    /// Not stored, and never will be (for example: the sensor was revoked).
+    Refused(String),
+}
+
+/// A dashboard login session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user: String,
+    pub csrf: String,
+}
+
+/// A new dashboard session (the token itself is never stored).
+#[derive(Debug, Clone, Copy)]
+pub struct NewSession<'a> {
+    pub token_sha256: &'a str,
+    pub user: &'a str,
+    pub csrf: &'a str,
+    pub expires_ms: i64,
+}
+
+/// Aggregate resolution: rows per hour, day or week (the `res` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    Hour = 0,
+    Day = 1,
+    Week = 2,
+}
+
+impl Resolution {
+    pub fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// Bucket width.
+    pub fn width_ms(self) -> i64 {
+        match self {
+            Resolution::Hour => HOUR_MS,
+            Resolution::Day => DAY_MS,
+            Resolution::Week => WEEK_MS,
+        }
+    }
+}
+
+/// Buckets `[from, to)` of one resolution. An empty span has `from == to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub res: Resolution,
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Span {
+    pub const EMPTY: Span = Span { res: Resolution::Hour, from: 0, to: 0 };
+}
+
+/// The aggregate rows of a range: five spans that cover it without overlap (unused ones empty),
+/// for one sensor (`sensor_id`) or all sensors together (`0`, the all-sensors rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggRange {
+    pub spans: [Span; 5],
+    pub sensor_id: i64,
+}
+
+/// Event rows and connections (`count`) per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindSum {
+    pub kind: String,
+    pub rows: i64,
+    pub n: i64,
+}
+
+/// Per protocol (sensor-internal records excluded), most attempts first, then by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolSum {
+    pub protocol: String,
+    pub attempts: i64,
+    pub logins: i64,
+    pub events: i64,
+}
+
+/// Attempts per (protocol, destination port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSum {
+    pub protocol: String,
+    pub port: i64,
+    pub attempts: i64,
+}
+
+/// One source aggregate row (several per address: one per bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrcAgg {
+    pub ip_id: i64,
+    pub cc: i64,
+    pub attempts: i64,
+    pub logins: i64,
+    pub events: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// One credential aggregate row (user and password as string ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredAgg {
+    pub user_id: i64,
+    pub pass_id: i64,
+    pub n: i64,
+}
+
+/// The stored enrichment of an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRecord {
+    pub ip: String,
+    pub country: String,
+    /// The packed country the aggregates store (`analytics::cc_code`).
+    pub cc: i64,
+    pub asn: Option<u32>,
+    pub as_org: String,
+}
+
+/// Rows of the rare kinds the item lists read from raw events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// key = sha256, detail = size.
+    Payload,
+    /// key = exploit name, detail = CVE.
+    Exploit,
+    /// key = URL, detail = tool.
+    Download,
+}
+
+/// One raw row of an [`ItemKind`] (NULL text is "").
+#[derive(Debug, Clone, Copy)]
+pub struct ItemRef<'a> {
+    pub key: &'a str,
+    pub detail: &'a str,
+    pub time_ms: i64,
+    pub src_ip: &'a str,
+}
+
+/// Where a timeline reads `agg_kind`: hour rows of `[from, to)`, or the spans of a day-level
+/// cover with every bucket floored to its day (a week row cannot be split into days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineSource {
+    Hours { from: i64, to: i64 },
+    Days { spans: [Span; 5] },
+}
+
+/// Attempts and logins of one timeline bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSum {
+    pub bucket: i64,
+    pub attempts: i64,
+    pub logins: i64,
+}
+
+/// A sensor with its counters and its share of the aggregates, for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorHealthRecord {
+    pub name: String,
+    pub revoked: bool,
+    pub last_contact_ms: Option<i64>,
+    pub high_water_seq: i64,
+    pub evicted_total: i64,
+    pub shed_total: i64,
+    /// Event rows folded into the aggregates for it (all time, from the day rows).
+    pub events_folded: i64,
+    pub health: Option<Health>,
+}
+
+/// One stored event as the aggregates see it.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldEvent<'a> {
+    pub sensor_id: i64,
+    pub time_ms: i64,
+    pub protocol: &'a str,
+    pub kind: &'a str,
+    pub src_ip: &'a str,
+    pub dst_port: i64,
+    pub count: i64,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+}
+
+/// Interning inside a fold transaction: ids of addresses and strings, created on first sight.
+pub trait FoldTx {
+    /// The id and packed country of `ip`; `new` gives the record for an address seen first.
+    fn ip_id(&mut self, ip: &str, new: &mut dyn FnMut() -> IpRecord) -> Result<(i64, i64), StorageError>;
+    /// The id of a user name or password.
+    fn string_id(&mut self, s: &str) -> Result<i64, StorageError>;
+}
+
+/// (res, bucket, sensor, protocol, kind)
+pub type KindKey = (i64, i64, i64, String, String);
+/// (res, bucket, sensor, protocol, port)
+pub type PortKey = (i64, i64, i64, String, i64);
+/// (res, bucket, sensor, ip id)
+pub type SrcKey = (i64, i64, i64, i64);
+/// (cc, attempts, logins, events, first, last)
+pub type SrcVal = (i64, i64, i64, i64, i64, i64);
+/// (res, bucket, sensor, user id, password id)
+pub type CredKey = (i64, i64, i64, i64, i64);
+
+/// What one fold step adds to the aggregate tables (sensor 0 = the all-sensors rows).
+#[derive(Debug, Default)]
+pub struct AggDelta {
+    /// → (rows, n)
+    pub kind: HashMap<KindKey, (i64, i64)>,
+    /// → attempts
+    pub port: HashMap<PortKey, i64>,
+    pub src: HashMap<SrcKey, SrcVal>,
+    /// → n
+    pub cred: HashMap<CredKey, i64>,
+}
+
+/// The callback that folds one event: interns through the [`FoldTx`], adds to the delta.
+pub type FoldFn<'a> = dyn FnMut(&FoldEvent<'_>, &mut dyn FoldTx, &mut AggDelta) -> Result<(), StorageError> + 'a;
+
+/// Raw events of `[since, until)` (exact milliseconds), of one sensor or all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRange {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub sensor_id: Option<i64>,
+}
+
+/// One exported event with its sensor's name and its address's enrichment.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportRow<'a> {
+    pub time_ms: i64,
+    pub src_ip: &'a str,
+    pub src_port: i64,
+    pub dst_port: i64,
+    pub protocol: &'a str,
+    pub transport: &'a str,
+    pub sensor: &'a str,
+    /// "" when the address is not enriched yet.
+    pub country: &'a str,
+    pub asn: Option<i64>,
+    pub as_org: &'a str,
+    pub kind: &'a str,
+    pub session_id: i64,
+    pub duration_ms: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub count: i64,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a str>,
+    pub payload_sha256: Option<&'a str>,
+    pub url: Option<&'a str>,
+    /// The detail's flat fields as a JSON object.
+    pub fields: &'a str,
+    pub seq: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interface.
+
+/// Everything the admin asks of its database. See the module docs for the guarantees.
+pub trait Storage: Send {
+    // --- Sensors and ingest -------------------------------------------------------------------
+
+    /// The enrollment record of sensor `name`, if any.
+    fn enrollment(&self, name: &str) -> Result<Option<Enrollment>, StorageError>;
+
+    /// Enrolls `name` with the certificate `cert_sha256`, unless an active sensor with a
+    /// certificate has that name. A revoked sensor is enrolled again (un-revoked, new
+    /// certificate, counters kept).
+    fn register_sensor(&self, name: &str, cert_sha256: &str, now_ms: i64) -> Result<Registered, StorageError>;
+
+    /// Marks `name` revoked; false if no such sensor.
+    fn revoke_sensor(&self, name: &str) -> Result<bool, StorageError>;
+
+    /// Every sensor, by name.
+    fn list_sensors(&self) -> Result<Vec<SensorRecord>, StorageError>;
+
+    /// Records an admitted sensor's hello: contact time and the event schema it speaks.
+    fn record_hello(&self, sensor_id: i64, schema_version: u16, now_ms: i64) -> Result<(), StorageError>;
+
+    /// Records that these sensors were heard from (pings).
+    fn touch_sensors(&self, sensor_ids: &[i64], now_ms: i64) -> Result<(), StorageError>;
+
+    /// Stores a group of batches in ONE transaction and answers each, in order. Per batch: a
+    /// revoked sensor is refused; a batch whose `last_seq` is at or below the sensor's
+    /// high-water mark is acknowledged with the mark and stores nothing (a resend after a lost
+    /// ack); otherwise the events above the mark are stored (a duplicate `(sensor, seq)` is
+    /// skipped), and the mark moves to `last_seq` together with the contact time, the evicted
+    /// and shed totals and the last health sample of the events newly stored
+    /// ([`row::Tally`]). On error nothing of the group is stored.
+    fn commit_batches(&self, batches: &[BatchIn<'_>], now_ms: i64) -> Result<Vec<BatchOutcome>, StorageError>;
+
+    // --- Users and dashboard sessions ---------------------------------------------------------
+
+    /// Creates user `name` or replaces its password hash (`phc`), and ends its sessions.
+    /// Returns true if the user is new.
+    fn upsert_user(&self, name: &str, phc: &str, now_ms: i64) -> Result<bool, StorageError>;
+
+    /// The password hash of user `name`.
+    fn user_phc(&self, name: &str) -> Result<Option<String>, StorageError>;
+
+    /// Stores a session, after deleting expired ones and the oldest beyond `max_sessions - 1`.
+    fn create_session(&self, s: &NewSession<'_>, now_ms: i64, max_sessions: i64) -> Result<(), StorageError>;
+
+    /// The unexpired session with this token hash.
+    fn session(&self, token_sha256: &str, now_ms: i64) -> Result<Option<SessionRecord>, StorageError>;
+
+    fn end_session(&self, token_sha256: &str) -> Result<(), StorageError>;
+
+    // --- Analytics: folding -------------------------------------------------------------------
+
+    /// In one transaction: reads up to `limit` events after the fold cursor (in id order),
+    /// hands each to `fold`, writes the resulting delta into the aggregate tables and moves the
+    /// cursor past them. Returns the number of events folded (0: nothing new).
+    fn fold_events(&self, limit: u64, fold: &mut FoldFn<'_>) -> Result<u64, StorageError>;
+
+    // --- Analytics: reading -------------------------------------------------------------------
+
+    /// The id of sensor `name`.
+    fn sensor_id(&self, name: &str) -> Result<Option<i64>, StorageError>;
+
+    /// Hour rows before this time were pruned by retention (day rows remain).
+    fn hourly_from(&self) -> Result<i64, StorageError>;
+
+    /// Event rows and connections per kind (every kind present in the range).
+    fn kind_sums(&self, r: &AggRange) -> Result<Vec<KindSum>, StorageError>;
+
+    /// Per protocol, see [`ProtocolSum`].
+    fn protocol_sums(&self, r: &AggRange) -> Result<Vec<ProtocolSum>, StorageError>;
+
+    /// The `limit` (protocol, port) pairs with most attempts (ties: lower port first).
+    fn port_sums(&self, r: &AggRange, limit: i64) -> Result<Vec<PortSum>, StorageError>;
+
+    /// Every source aggregate row of the range (an address may come several times).
+    fn scan_sources(&self, r: &AggRange, f: &mut dyn FnMut(SrcAgg)) -> Result<(), StorageError>;
+
+    /// Every credential aggregate row of the range (a pair may come several times).
+    fn scan_credentials(&self, r: &AggRange, f: &mut dyn FnMut(CredAgg)) -> Result<(), StorageError>;
+
+    /// The first and last bucket of the source's rows for `sensor_id` (0 = all sensors).
+    fn timeline_bounds(&self, src: &TimelineSource, sensor_id: i64) -> Result<Option<(i64, i64)>, StorageError>;
+
+    /// Attempts and logins per bucket in `first..=last` for `sensor_id` (0 = all sensors).
+    fn timeline_sums(
+        &self,
+        src: &TimelineSource,
+        sensor_id: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<BucketSum>, StorageError>;
+
+    /// (id, name) of every sensor, by name.
+    fn sensor_names(&self) -> Result<Vec<(i64, String)>, StorageError>;
+
+    /// Raw rows of one rare kind in `range`, until `f` breaks.
+    fn scan_items(
+        &self,
+        kind: ItemKind,
+        range: &EventRange,
+        f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+
+    /// A user name or password by id ("" if unknown).
+    fn string_of(&self, id: i64) -> Result<String, StorageError>;
+
+    /// An address by id (`None` if unknown).
+    fn ip_of(&self, id: i64) -> Result<Option<IpRecord>, StorageError>;
+
+    /// Sensors (one, or all by name) with their counters and folded event counts.
+    fn sensor_health(&self, name: Option<&str>) -> Result<Vec<SensorHealthRecord>, StorageError>;
+
+    // --- Export -------------------------------------------------------------------------------
+
+    /// Every raw event of `range`, ordered by time, sensor and sequence number, until `f`
+    /// breaks; constant memory.
+    fn export_events(
+        &self,
+        range: &EventRange,
+        f: &mut dyn FnMut(&ExportRow<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+
+    // --- Retention ----------------------------------------------------------------------------
+
+    /// The highest event id retention may delete: folded into the aggregates, and not the
+    /// newest event (so ids keep growing).
+    fn prunable_upto(&self) -> Result<i64, StorageError>;
+
+    /// Deletes up to `chunk` events older than `before_ms` with id at most `upto_id`, oldest
+    /// first; returns how many.
+    fn delete_events_before(&self, before_ms: i64, upto_id: i64, chunk: i64) -> Result<u64, StorageError>;
+
+    /// Deletes the `chunk` oldest events with id at most `upto_id`; returns how many.
+    fn delete_oldest_events(&self, upto_id: i64, chunk: i64) -> Result<u64, StorageError>;
+
+    /// Bytes the database uses (not counting free space it will reuse).
+    fn used_bytes(&self) -> Result<u64, StorageError>;
+
+    /// The time of the oldest raw event.
+    fn oldest_event_ms(&self) -> Result<Option<i64>, StorageError>;
+
+    /// Deletes hour rows of buckets before `before_ms` and records that hour rows start there
+    /// (never moving that mark back), in one transaction; returns rows deleted.
+    fn prune_hourly(&self, before_ms: i64) -> Result<u64, StorageError>;
+
+    /// Deletes day rows of buckets before `before_ms` and week rows ending at or before it, and
+    /// then addresses and strings no aggregate refers to, in one transaction; returns
+    /// aggregate rows deleted.
+    fn prune_rollups(&self, before_ms: i64) -> Result<u64, StorageError>;
+}

@@ -1,0 +1,189 @@
+//! The SQLite backend: one [`rusqlite::Connection`] per user (the ingest writer, the dashboard,
+//! each CLI command), in WAL mode so readers never block the writer.
+//!
+//! The connection itself implements [`Storage`]; the SQL lives in one file per area
+//! ([`ingest`], [`sensors`], [`users`], [`analytics`], [`export`], [`retention`]) and the schema
+//! in [`schema`]. Multi-statement writes run in `unchecked_transaction`s (the trait takes `&self`;
+//! one connection is used by one thread at a time).
+
+pub mod analytics;
+pub mod export;
+pub mod ingest;
+pub mod retention;
+pub mod schema;
+pub mod sensors;
+pub mod users;
+
+pub use ingest::{insert_event, sensor_id};
+
+use super::*;
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// Opens (creating if needed) the database at `path` with WAL and the schema migrated.
+pub fn open(path: &Path) -> Result<Connection, StorageError> {
+    let name = path.display().to_string();
+    let err = |source| StorageError::Open { path: name.clone(), source };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    configure(&conn).map_err(err)?;
+    schema::migrate(&conn, &name)?;
+    Ok(conn)
+}
+
+/// A private in-memory database with the schema (for tests).
+pub fn open_in_memory() -> Result<Connection, StorageError> {
+    let conn = Connection::open_in_memory()?;
+    configure(&conn)?;
+    schema::migrate(&conn, ":memory:")?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+}
+
+/// Column `i` as text borrowed from the row, NULL as "" (what `Option<String>` then
+/// `unwrap_or_default` gives); other types are an error, as for `String`.
+fn text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+    Ok(opt_text(row, i)?.unwrap_or(""))
+}
+
+/// Column `i` as optional text borrowed from the row.
+fn opt_text<'a>(row: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'a str>> {
+    match row.get_ref(i)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(b) => std::str::from_utf8(b).map(Some).map_err(rusqlite::Error::Utf8Error),
+        other => Err(rusqlite::Error::InvalidColumnType(i, String::new(), other.data_type())),
+    }
+}
+
+impl Storage for Connection {
+    fn enrollment(&self, name: &str) -> Result<Option<Enrollment>, StorageError> {
+        sensors::enrollment(self, name)
+    }
+    fn register_sensor(&self, name: &str, cert_sha256: &str, now_ms: i64) -> Result<Registered, StorageError> {
+        sensors::register(self, name, cert_sha256, now_ms)
+    }
+    fn revoke_sensor(&self, name: &str) -> Result<bool, StorageError> {
+        sensors::revoke(self, name)
+    }
+    fn list_sensors(&self) -> Result<Vec<SensorRecord>, StorageError> {
+        sensors::list(self)
+    }
+    fn record_hello(&self, sensor_id: i64, schema_version: u16, now_ms: i64) -> Result<(), StorageError> {
+        sensors::record_hello(self, sensor_id, schema_version, now_ms)
+    }
+    fn touch_sensors(&self, sensor_ids: &[i64], now_ms: i64) -> Result<(), StorageError> {
+        sensors::touch(self, sensor_ids, now_ms)
+    }
+    fn commit_batches(&self, batches: &[BatchIn<'_>], now_ms: i64) -> Result<Vec<BatchOutcome>, StorageError> {
+        ingest::commit_batches(self, batches, now_ms)
+    }
+
+    fn upsert_user(&self, name: &str, phc: &str, now_ms: i64) -> Result<bool, StorageError> {
+        users::upsert(self, name, phc, now_ms)
+    }
+    fn user_phc(&self, name: &str) -> Result<Option<String>, StorageError> {
+        users::phc(self, name)
+    }
+    fn create_session(&self, s: &NewSession<'_>, now_ms: i64, max_sessions: i64) -> Result<(), StorageError> {
+        users::create_session(self, s, now_ms, max_sessions)
+    }
+    fn session(&self, token_sha256: &str, now_ms: i64) -> Result<Option<SessionRecord>, StorageError> {
+        users::session(self, token_sha256, now_ms)
+    }
+    fn end_session(&self, token_sha256: &str) -> Result<(), StorageError> {
+        users::end_session(self, token_sha256)
+    }
+
+    fn fold_events(&self, limit: u64, fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
+        analytics::fold_events(self, limit, fold)
+    }
+    fn sensor_id(&self, name: &str) -> Result<Option<i64>, StorageError> {
+        analytics::sensor_id_of(self, name)
+    }
+    fn hourly_from(&self) -> Result<i64, StorageError> {
+        analytics::hourly_from(self)
+    }
+    fn kind_sums(&self, r: &AggRange) -> Result<Vec<KindSum>, StorageError> {
+        analytics::kind_sums(self, r)
+    }
+    fn protocol_sums(&self, r: &AggRange) -> Result<Vec<ProtocolSum>, StorageError> {
+        analytics::protocol_sums(self, r)
+    }
+    fn port_sums(&self, r: &AggRange, limit: i64) -> Result<Vec<PortSum>, StorageError> {
+        analytics::port_sums(self, r, limit)
+    }
+    fn scan_sources(&self, r: &AggRange, f: &mut dyn FnMut(SrcAgg)) -> Result<(), StorageError> {
+        analytics::scan_sources(self, r, f)
+    }
+    fn scan_credentials(&self, r: &AggRange, f: &mut dyn FnMut(CredAgg)) -> Result<(), StorageError> {
+        analytics::scan_credentials(self, r, f)
+    }
+    fn timeline_bounds(&self, src: &TimelineSource, sensor_id: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        analytics::timeline_bounds(self, src, sensor_id)
+    }
+    fn timeline_sums(
+        &self,
+        src: &TimelineSource,
+        sensor_id: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<BucketSum>, StorageError> {
+        analytics::timeline_sums(self, src, sensor_id, first, last)
+    }
+    fn sensor_names(&self) -> Result<Vec<(i64, String)>, StorageError> {
+        analytics::sensor_names(self)
+    }
+    fn scan_items(
+        &self,
+        kind: ItemKind,
+        range: &EventRange,
+        f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        analytics::scan_items(self, kind, range, f)
+    }
+    fn string_of(&self, id: i64) -> Result<String, StorageError> {
+        analytics::string_of(self, id)
+    }
+    fn ip_of(&self, id: i64) -> Result<Option<IpRecord>, StorageError> {
+        analytics::ip_of(self, id)
+    }
+    fn sensor_health(&self, name: Option<&str>) -> Result<Vec<SensorHealthRecord>, StorageError> {
+        analytics::sensor_health(self, name)
+    }
+
+    fn export_events(
+        &self,
+        range: &EventRange,
+        f: &mut dyn FnMut(&ExportRow<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        export::export_events(self, range, f)
+    }
+
+    fn prunable_upto(&self) -> Result<i64, StorageError> {
+        retention::prunable_upto(self)
+    }
+    fn delete_events_before(&self, before_ms: i64, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
+        retention::delete_events_before(self, before_ms, upto_id, chunk)
+    }
+    fn delete_oldest_events(&self, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
+        retention::delete_oldest_events(self, upto_id, chunk)
+    }
+    fn used_bytes(&self) -> Result<u64, StorageError> {
+        retention::used_bytes(self)
+    }
+    fn oldest_event_ms(&self) -> Result<Option<i64>, StorageError> {
+        retention::oldest_event_ms(self)
+    }
+    fn prune_hourly(&self, before_ms: i64) -> Result<u64, StorageError> {
+        retention::prune_hourly(self, before_ms)
+    }
+    fn prune_rollups(&self, before_ms: i64) -> Result<u64, StorageError> {
+        retention::prune_rollups(self, before_ms)
+    }
+}
