@@ -189,3 +189,278 @@ pub fn migrate(conn: &Connection, path: &str) -> Result<(), StorageError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Databases as the admin wrote them before this module existed, migrated.
+    use super::*;
+    use rusqlite::params;
+
+    // The schema of drosera-admin at 73ba0b1, verbatim: `db::SCHEMA` (applied by every open,
+    // with user_version 1), `analytics::SCHEMA` (report, dashboard) and `users::SCHEMA`
+    // (`user add`, dashboard).
+    const OLD_DB: &str = r#"
+    CREATE TABLE IF NOT EXISTS sensors (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        cert_sha256     TEXT NOT NULL DEFAULT '',
+        created_ms      INTEGER NOT NULL DEFAULT 0,
+        revoked         INTEGER NOT NULL DEFAULT 0,
+        last_contact_ms INTEGER,
+        -- highest sequence number stored for this sensor (batches at or below it are re-acked only)
+        high_water_seq  INTEGER NOT NULL DEFAULT 0,
+        schema_version  INTEGER NOT NULL DEFAULT 0,
+        -- last health sample, as JSON of drosera_uplink::event::Health
+        health_json     TEXT,
+        evicted_total   INTEGER NOT NULL DEFAULT 0,
+        shed_total      INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE IF NOT EXISTS events (
+        id             INTEGER PRIMARY KEY,
+        sensor_id      INTEGER NOT NULL REFERENCES sensors(id),
+        seq            INTEGER NOT NULL,
+        time_ms        INTEGER NOT NULL,
+        transport      TEXT NOT NULL,
+        protocol       TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        src_ip         TEXT NOT NULL,
+        src_port       INTEGER NOT NULL,
+        dst_port       INTEGER NOT NULL,
+        session_id     INTEGER NOT NULL,
+        duration_ms    INTEGER NOT NULL,
+        bytes_in       INTEGER NOT NULL,
+        bytes_out      INTEGER NOT NULL,
+        priority       INTEGER NOT NULL,
+        -- connections this row stands for (rollups: many; everything else: 1)
+        count          INTEGER NOT NULL DEFAULT 1,
+        username       TEXT,
+        password       TEXT,
+        payload_sha256 TEXT,
+        url            TEXT,
+        -- JSON object of the detail's flat fields
+        fields         TEXT NOT NULL,
+        UNIQUE (sensor_id, seq)
+    );
+    CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
+    CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time_ms);
+    -- No query reads these two (reports use the analytics tables; export and retention use
+    -- events_time); each cost a random B-tree insert per event, halving the ingest rate.
+    DROP INDEX IF EXISTS events_src;
+    DROP INDEX IF EXISTS events_sensor_time;
+    "#;
+    const OLD_ANALYTICS: &str = r#"
+    CREATE TABLE IF NOT EXISTS analytics_state (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        last_event_id  INTEGER NOT NULL,
+        -- hour rows older than this were pruned by retention (day rows remain)
+        hourly_from_ms INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT OR IGNORE INTO analytics_state(id, last_event_id) VALUES (1, 0);
+    -- enrichment cache; `id` is what the aggregates store, `cc` the packed country (see cc_code)
+    CREATE TABLE IF NOT EXISTS ip_info (
+        id      INTEGER PRIMARY KEY,
+        ip      TEXT NOT NULL UNIQUE,
+        country TEXT NOT NULL,
+        cc      INTEGER NOT NULL,
+        asn     INTEGER,
+        as_org  TEXT NOT NULL DEFAULT ''
+    );
+    -- user names and passwords, interned so the credential aggregates hold integers
+    CREATE TABLE IF NOT EXISTS strings (
+        id INTEGER PRIMARY KEY,
+        s  TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE IF NOT EXISTS agg_kind (
+        res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
+        protocol TEXT NOT NULL, kind TEXT NOT NULL,
+        rows INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (res, sensor_id, bucket, protocol, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS agg_port (
+        res INTEGER NOT NULL, bucket INTEGER NOT NULL, sensor_id INTEGER NOT NULL,
+        protocol TEXT NOT NULL, dst_port INTEGER NOT NULL, attempts INTEGER NOT NULL,
+        PRIMARY KEY (res, sensor_id, bucket, protocol, dst_port)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS agg_src (
+        res INTEGER NOT NULL, sensor_id INTEGER NOT NULL, bucket INTEGER NOT NULL, ip_id INTEGER NOT NULL,
+        cc INTEGER NOT NULL, attempts INTEGER NOT NULL, logins INTEGER NOT NULL, events INTEGER NOT NULL,
+        first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+        PRIMARY KEY (res, sensor_id, bucket, ip_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS agg_cred (
+        res INTEGER NOT NULL, sensor_id INTEGER NOT NULL, bucket INTEGER NOT NULL,
+        user_id INTEGER NOT NULL, pass_id INTEGER NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (res, sensor_id, bucket, user_id, pass_id)
+    ) WITHOUT ROWID;
+    -- Covering indexes for the rare kinds `items` lists (payloads, exploits, downloads), one partial
+    -- index per kind holding every column the list reads: a 30-day list is then one sequential
+    -- index scan instead of one random read of the events table per row (~3 us each; 160 ms per
+    -- list at 10 M events through events_kind). Ingest maintains them only for those ~1.5 % of
+    -- events. Built once (a scan of `events`) the first time a database is opened by this version.
+    CREATE INDEX IF NOT EXISTS events_payload
+        ON events(kind, time_ms, sensor_id, src_ip, payload_sha256, fields) WHERE kind = 'payload';
+    CREATE INDEX IF NOT EXISTS events_exploit
+        ON events(kind, time_ms, sensor_id, src_ip, fields) WHERE kind = 'exploit';
+    CREATE INDEX IF NOT EXISTS events_download
+        ON events(kind, time_ms, sensor_id, src_ip, url, fields) WHERE kind = 'download_offered';
+    "#;
+    const OLD_USERS: &str = r#"
+    CREATE TABLE IF NOT EXISTS users (
+        name       TEXT PRIMARY KEY,
+        phc        TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS dashboard_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user         TEXT NOT NULL,
+        -- random per-session value the login and logout forms must echo (CSRF)
+        csrf         TEXT NOT NULL,
+        expires_ms   INTEGER NOT NULL
+    );
+    "#;
+
+    /// Before e3b1455 the events table had two more indexes (also at version 1).
+    const OLDER_INDEXES: &str = "CREATE INDEX IF NOT EXISTS events_src ON events(src_ip, time_ms);
+        CREATE INDEX IF NOT EXISTS events_sensor_time ON events(sensor_id, time_ms);";
+
+    fn names(conn: &Connection, kind: &str) -> Vec<String> {
+        let mut s = conn.prepare("SELECT name FROM sqlite_master WHERE type = ?1 ORDER BY name").unwrap();
+        s.query_map([kind], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// A database as the old admin left it: `sql` applied, version 1, one sensor with 3 events.
+    fn old_database(path: &std::path::Path, sql: &[&str]) {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        for s in sql {
+            conn.execute_batch(s).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO sensors(name, cert_sha256, created_ms, high_water_seq) VALUES ('pi', 'aa', 1, 3)",
+            [],
+        )
+        .unwrap();
+        for seq in 1..=3i64 {
+            conn.execute(
+                "INSERT INTO events (sensor_id, seq, time_ms, transport, protocol, kind, src_ip, src_port, dst_port,
+                    session_id, duration_ms, bytes_in, bytes_out, priority, count, username, password, fields)
+                 VALUES (1, ?1, ?2, 'tcp', 'telnet', ?3, '8.8.8.8', 4000, 23, 7, 0, 0, 0, 1, 1, ?4, ?5, '{}')",
+                params![
+                    seq,
+                    1_714_521_600_000 + seq,
+                    if seq == 3 { "connection" } else { "login" },
+                    (seq < 3).then_some("root"),
+                    (seq < 3).then_some("xc3511")
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    fn assert_current(conn: &Connection) {
+        assert_eq!(user_version(conn).unwrap(), SCHEMA_VERSION);
+        let tables = names(conn, "table");
+        for t in [
+            "agg_cred",
+            "agg_kind",
+            "agg_port",
+            "agg_src",
+            "analytics_state",
+            "dashboard_sessions",
+            "events",
+            "ip_info",
+            "sensors",
+            "strings",
+            "users",
+        ] {
+            assert!(tables.iter().any(|x| x == t), "{t} missing: {tables:?}");
+        }
+        let indexes = names(conn, "index");
+        for i in ["events_download", "events_exploit", "events_kind", "events_payload", "events_time"] {
+            assert!(indexes.iter().any(|x| x == i), "{i} missing: {indexes:?}");
+        }
+        for i in ["events_src", "events_sensor_time"] {
+            assert!(!indexes.iter().any(|x| x == i), "{i} still there: {indexes:?}");
+        }
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3, "events kept");
+    }
+
+    #[test]
+    fn old_databases_migrate_and_keep_their_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let variants: [(&str, Vec<&str>); 3] = [
+            // `serve` before its first report: only the event schema.
+            ("events-only.db", vec![OLD_DB]),
+            // Older still: the two dropped indexes.
+            ("older.db", vec![OLD_DB, OLDER_INDEXES]),
+            // Reports and users already created their tables.
+            ("full.db", vec![OLD_DB, OLD_ANALYTICS, OLD_USERS]),
+        ];
+        for (name, sql) in variants {
+            let path = dir.path().join(name);
+            old_database(&path, &sql);
+            let full = sql.len() == 3;
+            if full {
+                // Folded state and a user must survive the migration.
+                let conn = Connection::open(&path).unwrap();
+                conn.execute("UPDATE analytics_state SET last_event_id = 2, hourly_from_ms = 5 WHERE id = 1", [])
+                    .unwrap();
+                conn.execute("INSERT INTO users(name, phc, created_ms) VALUES ('alice', 'x', 1)", []).unwrap();
+            }
+            let conn = super::super::open(&path).unwrap();
+            assert_current(&conn);
+            let state: (i64, i64) = conn
+                .query_row("SELECT last_event_id, hourly_from_ms FROM analytics_state", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!(state, if full { (2, 5) } else { (0, 0) }, "{name}");
+            let users: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).unwrap();
+            assert_eq!(users, i64::from(full), "{name}");
+            drop(conn);
+            // Opening again changes nothing.
+            let conn = super::super::open(&path).unwrap();
+            assert_current(&conn);
+            // The migrated database works through the storage interface.
+            let db: &dyn crate::storage::Storage = &conn;
+            let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+            let folded = crate::analytics::refresh(db, &en).unwrap();
+            assert_eq!(folded, if full { 1 } else { 3 }, "{name}");
+            if !full {
+                let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+                let t = crate::analytics::totals(db, &q).unwrap();
+                assert_eq!((t.attempts, t.logins, t.attackers), (1, 2, 1), "{name}");
+            }
+            assert_eq!(db.enrollment("pi").unwrap().map(|e| e.high_water_seq), Some(3));
+        }
+    }
+
+    #[test]
+    fn a_new_database_gets_every_step_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let conn = super::super::open(&path).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
+        assert_eq!(names(&conn, "table").len(), 11);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let e = super::super::open(&path).err().unwrap();
+        assert!(matches!(e, StorageError::TooNew { found, .. } if found == SCHEMA_VERSION + 1), "{e}");
+        assert!(e.to_string().contains("upgrade drosera-admin"), "{e}");
+    }
+
+    #[test]
+    fn steps_are_idempotent() {
+        // Each step applied twice (as on a database that had the tables before its version).
+        let conn = Connection::open_in_memory().unwrap();
+        for (_, sql) in MIGRATIONS {
+            conn.execute_batch(sql).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM analytics_state", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+}
