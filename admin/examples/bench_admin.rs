@@ -185,11 +185,11 @@ fn time_it<T>(f: impl Fn() -> anyhow::Result<T>) -> anyhow::Result<f64> {
 }
 
 fn time_queries(path: &Path) -> anyhow::Result<()> {
-    let conn = db::open(path)?;
+    let mut conn = db::open(path)?;
     let en = Enricher::new(&Default::default())?;
     let n: i64 = conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
     let t = Instant::now();
-    let folded = analytics::refresh(&conn, &en)?;
+    let folded = analytics::refresh(&mut conn, &en)?;
     let secs = t.elapsed().as_secs_f64();
     println!("events in database: {n}");
     println!(
@@ -227,7 +227,7 @@ fn time_queries(path: &Path) -> anyhow::Result<()> {
     }
     tx.commit()?;
     let t = Instant::now();
-    let folded = analytics::refresh(&conn, &en)?;
+    let folded = analytics::refresh(&mut conn, &en)?;
     println!("incremental refresh: {folded} new events in {:.2} s", t.elapsed().as_secs_f64());
     Ok(())
 }

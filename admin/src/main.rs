@@ -9,7 +9,7 @@ use drosera_admin::cli::{Cli, Command, SensorCommand, UserCommand};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
 use drosera_admin::{analytics, app, cli, enroll, export, sensors, storage, users};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -94,10 +94,16 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Add { name, config }) => {
             let cfg = config.load()?;
+            // A piped password is read before the name is checked, so whoever writes it never
+            // meets a closed pipe; a terminal is prompted only for a valid name.
+            let piped = if std::io::stdin().is_terminal() { None } else { Some(cli::read_password()?) };
             if !users::valid_name(&name) {
                 return Err(users::UserError::BadName.into());
             }
-            let password = cli::read_password()?;
+            let password = match piped {
+                Some(p) => p,
+                None => cli::read_password()?,
+            };
             let db = storage::open(&cfg.database)?;
             let new = users::add_user(&*db, &name, &password)?;
             eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
@@ -114,7 +120,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// Opens the database and folds new events into the analytics tables (enriching new addresses),
 /// so reports and exports see everything stored so far.
 fn open_for_analytics(cfg: &drosera_admin::config::AdminConfig) -> anyhow::Result<Box<dyn storage::Storage>> {
-    let db = storage::open(&cfg.database)?;
-    analytics::refresh(&*db, &Enricher::new(&cfg.enrichment)?)?;
+    let mut db = storage::open(&cfg.database)?;
+    analytics::refresh(&mut *db, &Enricher::new(&cfg.enrichment)?)?;
     Ok(db)
 }

@@ -50,7 +50,7 @@ pub struct PruneStats {
 
 /// Runs one retention pass at time `now_ms`.
 pub fn prune(
-    db: &dyn Storage,
+    db: &mut dyn Storage,
     cfg: &RetentionConfig,
     enricher: &Enricher,
     now_ms: i64,

@@ -152,8 +152,9 @@ fn fold(
 
 /// Folds events added since the last call into the aggregate tables and enriches their new
 /// source addresses; returns how many events were folded. Safe to call concurrently with ingest
-/// (each batch is one short transaction; event ids only grow).
-pub fn refresh(db: &dyn Storage, enricher: &Enricher) -> Result<u64, AnalyticsError> {
+/// (each batch is one short transaction; event ids only grow). Takes the storage exclusively:
+/// it writes, in many transactions.
+pub fn refresh(db: &mut dyn Storage, enricher: &Enricher) -> Result<u64, AnalyticsError> {
     let mut total = 0u64;
     let mut interner = Interner::default();
     loop {

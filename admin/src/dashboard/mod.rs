@@ -90,7 +90,7 @@ impl App {
     /// Runs `f` on the storage in a blocking thread.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Storage, &Enricher) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&mut dyn Storage, &Enricher) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let enricher = self.enricher.clone();
         self.db.run(move |db| f(db, &enricher)).await.map_err(|e| e.to_string())?

@@ -102,12 +102,12 @@ impl Shared {
     /// Runs `f` with the storage on a blocking thread.
     pub async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&dyn Storage) -> T + Send + 'static,
+        f: impl FnOnce(&mut dyn Storage) -> T + Send + 'static,
     ) -> Result<T, StorageError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let db = inner.lock().unwrap_or_else(|p| p.into_inner());
-            f(&**db)
+            let mut db = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut **db)
         })
         .await
         .map_err(|e| StorageError::Task(e.to_string()))

@@ -422,16 +422,16 @@ mod tests {
             assert_eq!(users, i64::from(full), "{name}");
             drop(conn);
             // Opening again changes nothing.
-            let conn = super::super::open(&path).unwrap();
+            let mut conn = super::super::open(&path).unwrap();
             assert_current(&conn);
             // The migrated database works through the storage interface.
-            let db: &dyn crate::storage::Storage = &conn;
+            let db: &mut dyn crate::storage::Storage = &mut conn;
             let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
             let folded = crate::analytics::refresh(db, &en).unwrap();
             assert_eq!(folded, if full { 1 } else { 3 }, "{name}");
             if !full {
                 let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
-                let t = crate::analytics::totals(db, &q).unwrap();
+                let t = crate::analytics::totals(&*db, &q).unwrap();
                 assert_eq!((t.attempts, t.logins, t.attackers), (1, 2, 1), "{name}");
             }
             assert_eq!(db.enrollment("pi").unwrap().map(|e| e.high_water_seq), Some(3));
