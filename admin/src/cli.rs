@@ -177,7 +177,7 @@ pub enum SensorCommand {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
-    #[error("cannot read the password: {0}")]
+    #[error("cannot read the password")]
     Io(#[from] std::io::Error),
     #[error("the passwords differ")]
     Mismatch,

@@ -49,11 +49,11 @@ enum Job {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("cannot listen on [ingest] listen = {addr}: {source} (choose a free address)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("{0}")]
+    #[error("cannot listen on [ingest] listen = {addr}: {error} (choose a free address)")]
+    Bind { addr: SocketAddr, error: std::io::Error },
+    #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("ingest: {0}")]
+    #[error("ingest")]
     Io(#[from] std::io::Error),
 }
 
@@ -65,7 +65,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|source| IngestError::Bind { addr: cfg.listen, source })?;
+        TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
     serve_listener(listener, cfg, tls_cfg, db, shutdown).await
 }
 

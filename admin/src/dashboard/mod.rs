@@ -71,9 +71,9 @@ impl Default for DashboardConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
-    #[error("cannot listen on [dashboard] listen = {addr} (choose a free address): {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("dashboard server: {0}")]
+    #[error("cannot listen on [dashboard] listen = {addr} (choose a free address): {error}")]
+    Bind { addr: SocketAddr, error: std::io::Error },
+    #[error("dashboard server")]
     Serve(#[from] std::io::Error),
 }
 
@@ -416,7 +416,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
     let listener =
-        TcpListener::bind(cfg.listen).await.map_err(|source| DashboardError::Bind { addr: cfg.listen, source })?;
+        TcpListener::bind(cfg.listen).await.map_err(|error| DashboardError::Bind { addr: cfg.listen, error })?;
     serve_listener(listener, cfg, db, enricher, shutdown).await
 }
 

@@ -73,10 +73,10 @@ impl Default for DatabaseConfig {
 pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("cannot open database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
-    #[error("cannot migrate database {path} to schema version {version}: {source}")]
-    Migrate { path: String, version: i64, source: rusqlite::Error },
+    #[error("cannot open database {path}: {error}")]
+    Open { path: String, error: rusqlite::Error },
+    #[error("cannot migrate database {path} to schema version {version}: {error}")]
+    Migrate { path: String, version: i64, error: rusqlite::Error },
     #[error("database {path} has schema version {found}, newer than this admin ({supported}); upgrade drosera-admin")]
     TooNew { path: String, found: i64, supported: i64 },
     #[error("internal error: database task failed: {0}")]

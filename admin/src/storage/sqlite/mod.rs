@@ -24,7 +24,7 @@ use std::path::Path;
 /// Opens (creating if needed) the database at `path` with WAL and the schema migrated.
 pub fn open(path: &Path) -> Result<Connection, StorageError> {
     let name = path.display().to_string();
-    let err = |source| StorageError::Open { path: name.clone(), source };
+    let err = |error| StorageError::Open { path: name.clone(), error };
     let conn = Connection::open(path).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     configure(&conn).map_err(err)?;

@@ -164,7 +164,7 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// than this admin is refused untouched.
 pub fn migrate(conn: &Connection, path: &str) -> Result<(), StorageError> {
     let too_new = |found| StorageError::TooNew { path: path.to_string(), found, supported: SCHEMA_VERSION };
-    let found = user_version(conn).map_err(|source| StorageError::Open { path: path.to_string(), source })?;
+    let found = user_version(conn).map_err(|error| StorageError::Open { path: path.to_string(), error })?;
     if found > SCHEMA_VERSION {
         return Err(too_new(found));
     }
@@ -172,7 +172,7 @@ pub fn migrate(conn: &Connection, path: &str) -> Result<(), StorageError> {
         if version <= found {
             continue;
         }
-        let err = |source| StorageError::Migrate { path: path.to_string(), version, source };
+        let err = |error| StorageError::Migrate { path: path.to_string(), version, error };
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(err)?;
         // Another process may have migrated since we looked.
         let now = user_version(&tx).map_err(err)?;
