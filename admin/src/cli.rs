@@ -39,10 +39,12 @@ impl ConfigArg {
 /// `--since`, `--until`, `--sensor`: the range of `report` and `export`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RangeArgs {
-    /// Start: RFC 3339, YYYY-MM-DD, ms since the epoch, or an age like 7d / 24h (inclusive).
+    /// Start of the range: RFC 3339, YYYY-MM-DD, ms since the epoch, or an age like 7d / 24h;
+    /// inclusive (report: rounded down to the hour; export: exact).
     #[arg(long)]
     pub since: Option<String>,
-    /// End (same forms; exclusive); default now.
+    /// End of the range (same forms); exclusive (report: rounded up to the hour; export: exact);
+    /// default now.
     #[arg(long)]
     pub until: Option<String>,
     /// Only this sensor.
@@ -145,13 +147,17 @@ pub enum UserCommand {
 
 #[derive(Subcommand)]
 pub enum SensorCommand {
-    /// Issue a certificate for sensor NAME and write its bundle (keys, CA, [uplink] section) to DIR.
+    // (`about`/`help` instead of doc comments: rustdoc would read the brackets as links.)
+    #[command(about = "Issue a certificate for sensor NAME and write its bundle (keys, CA, [uplink] section) to DIR")]
     Add {
         name: String,
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// host:port the sensor connects to (default: [ingest] public_address).
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(
+            long,
+            value_name = "HOST:PORT",
+            help = "host:port the sensor connects to (default: [ingest] public_address)"
+        )]
         admin: Option<String>,
         /// Where the bundle will live on the sensor (default: the absolute --out).
         #[arg(long, value_name = "DIR")]

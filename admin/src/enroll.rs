@@ -25,7 +25,7 @@ const VALIDITY_DAYS: i64 = 365 * 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -33,9 +33,9 @@ pub enum EnrollError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0} already exists; refusing to overwrite it (choose another directory)")]
     Exists(PathBuf),
-    #[error("{0}")]
+    #[error(transparent)]
     Sensor(#[from] SensorError),
-    #[error("database: {0}")]
+    #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
     #[error("--admin {0:?} is not host:port (for example admin.example.net:7443)")]
     BadAddress(String),

@@ -98,7 +98,7 @@ fn csv_cell(s: &str, text: bool) -> String {
 }
 
 /// Writes the events of `q` (exact bounds; `None` = unbounded) to `out`; returns rows written.
-/// The caller should [`crate::analytics::refresh`] first so `country` is filled in.
+/// The caller should [`crate::analytics::refresh()`] first so `country` is filled in.
 pub fn export(db: &dyn Storage, q: &Query, format: Format, out: &mut dyn Write) -> Result<u64, ExportError> {
     let sensor_id = match &q.sensor {
         None => None,

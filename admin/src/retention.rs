@@ -2,7 +2,7 @@
 //!
 //! WHY: raw events are the bulk of the database; the questions asked of old data (who, from
 //! where, which protocols, how many) are answered by the daily aggregate rows that
-//! [`crate::analytics::refresh`] maintains. So pruning deletes raw events and hourly aggregates
+//! [`crate::analytics::refresh()`] maintains. So pruning deletes raw events and hourly aggregates
 //! (oldest first) and keeps the daily (and weekly) ones, which are themselves kept for
 //! `rollup_days`.
 //!

@@ -15,7 +15,7 @@
 //! # Speed: aggregate tables
 //! Reports over ten million events must answer in well under a second, so they never scan the raw
 //! events except for the rare kinds (payloads, exploits, downloads), which the SQLite backend
-//! reads from a covering partial index each. [`refresh`] folds new events (by event id, which
+//! reads from a covering partial index each. [`refresh()`] folds new events (by event id, which
 //! only grows) into small aggregate tables at three resolutions: hours, days and weeks, each once
 //! per sensor and once for all sensors together, keyed so that every query is one index range
 //! scan per span. A query over a range uses week rows for the whole weeks inside it, day rows for
@@ -26,22 +26,22 @@
 //!
 //! A 30-day range at ten million events still reads ~600,000 source rows and ~800,000
 //! credential rows (the week rows cover at most the middle; edge days and hours add the rest).
-//! They are summed in Rust rather than grouped in SQL ([`scan`]). `docs/benchmarks.md` has the
+//! They are summed in Rust rather than grouped in SQL (`scan.rs`). `docs/benchmarks.md` has the
 //! times.
 //!
 //! Refreshing happens before every query from the CLI and the dashboard (cheap when nothing is
 //! new) and periodically in `serve`; ingest itself is not slowed down by it.
 //!
 //! # Layout
-//! [`range`]: the [`Query`] and how it resolves to aggregate spans; [`refresh`]: enrichment and
-//! folding; [`scan`]: summing rows by id and top-n selection; [`queries`]: the report's parts;
-//! [`text`]: the plain-text report.
+//! `range.rs`: the [`Query`] and how it resolves to aggregate spans; `refresh.rs`: enrichment and
+//! folding; `scan.rs`: summing rows by id and top-n selection; `queries.rs`: the report's parts;
+//! `text.rs`: the plain-text report. What callers use is re-exported here.
 
-pub mod queries;
-pub mod range;
-pub mod refresh;
+mod queries;
+mod range;
+mod refresh;
 mod scan;
-pub mod text;
+mod text;
 
 pub use queries::{
     countries, credentials, downloads, exploits, payloads, ports, protocols, report, sensors, timeline, top_sources,

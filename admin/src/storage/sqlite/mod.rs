@@ -1,18 +1,18 @@
 //! The SQLite backend: one [`rusqlite::Connection`] per user (the ingest writer, the dashboard,
 //! each CLI command), in WAL mode so readers never block the writer.
 //!
-//! The connection itself implements [`Storage`]; the SQL lives in one file per area
-//! ([`ingest`], [`sensors`], [`users`], [`analytics`], [`export`], [`retention`]) and the schema
-//! in [`schema`]. Multi-statement writes run in `unchecked_transaction`s (the trait takes `&self`;
-//! one connection is used by one thread at a time).
+//! The connection itself implements [`Storage`]; the SQL lives in one file per area (`ingest`,
+//! `sensors`, `users`, `analytics`, `export`, `retention`) and the schema in [`schema`].
+//! Multi-statement writes run in `unchecked_transaction`s (the trait takes `&self`; one
+//! connection is used by one thread at a time).
 
-pub mod analytics;
-pub mod export;
-pub mod ingest;
-pub mod retention;
+mod analytics;
+mod export;
+mod ingest;
+mod retention;
 pub mod schema;
-pub mod sensors;
-pub mod users;
+mod sensors;
+mod users;
 
 pub use ingest::{insert_event, sensor_id};
 
