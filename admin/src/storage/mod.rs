@@ -20,11 +20,15 @@
 //!   per query; a blocking row callback costs nothing there, while an `async` trait would not be
 //!   object safe and would make every row a future. A PostgreSQL backend (tokio-postgres with
 //!   deadpool-postgres) fits this shape: each method checks out a pooled client and drives its
-//!   futures with `tokio::runtime::Handle::block_on`, which is allowed on the blocking threads
-//!   these methods run on (or it uses the blocking `postgres` crate, the same driver).
-//! * **`&self` everywhere.** A pooled backend checks a connection out per call; SQLite holds one
+//!   futures with a `tokio::runtime::Handle::block_on` kept by the backend (allowed on the
+//!   writer thread and on `spawn_blocking` threads, not on async workers; the CLI has no runtime,
+//!   so the backend brings a small one), or it uses the blocking `postgres` crate, the same
+//!   driver. Bulk insert (COPY) fits [`Storage::commit_batches`], which gets a whole group.
+//! * **`&self` methods.** A pooled backend checks a connection out per call; SQLite holds one
 //!   connection (not shared between threads: `Storage: Send`, not `Sync`) and opens its
-//!   transactions with `unchecked_transaction`.
+//!   transactions with `unchecked_transaction`. The two domain functions that write in many
+//!   transactions, `analytics::refresh` and `retention::prune`, take `&mut dyn Storage` to say
+//!   they want it to themselves.
 //!
 //! # What every backend must guarantee (see each method)
 //! * [`Storage::commit_batches`] is one transaction for the whole group: a batch's events and its
@@ -32,8 +36,14 @@
 //!   without storing anything, and `(sensor, seq)` is unique as a second guard. With several
 //!   admins on one database, the sensor's row must be locked for the transaction
 //!   (`SELECT … FOR UPDATE`), so two admins never both store the same batch.
-//! * [`Storage::fold_events`] folds events in `events.id` order and moves the fold cursor in the
-//!   same transaction as the aggregate rows it wrote; ids only grow.
+//! * [`Storage::fold_events`] folds every stored event exactly once and moves its cursor in the
+//!   same transaction as the aggregate rows it wrote. SQLite has one writer, so event ids are
+//!   committed in order and the cursor is the last folded id. With several writers (admins on
+//!   one PostgreSQL) ids from a sequence are NOT committed in order: a cursor on the id would skip
+//!   an event whose transaction commits after a higher id was folded. Such a backend needs a
+//!   cursor that is (for example, fold only below the oldest id still in flight, or maintain the
+//!   aggregates in the ingest transaction itself), and folding must be serialized between
+//!   admins (an advisory lock).
 //! * Retention deletes only events the aggregates already include ([`Storage::prunable_upto`]).
 //!
 //! The conformance tests in `tests.rs` take a `&dyn Storage` and run against every backend.
