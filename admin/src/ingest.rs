@@ -291,7 +291,7 @@ pub enum BatchError {
     Header { first_seq: u64, last_seq: u64, count: u32 },
     #[error("batch of {count} events exceeds the limit of {max}")]
     TooMany { count: u32, max: usize },
-    #[error("{0}")]
+    #[error(transparent)]
     Decode(#[from] CodecError),
     #[error("header says {count} events, payload has {found}")]
     Count { count: u32, found: usize },
