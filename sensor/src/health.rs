@@ -102,10 +102,6 @@ pub async fn run(ctx: HealthContext, mut shutdown: watch::Receiver<bool>) {
         };
         cpu = p;
         tracing::debug!(rss = h.rss_bytes, backlog = h.backlog_events, governor = %h.governor, "health");
-        ctx.sink.emit(health_event(h));
+        ctx.sink.emit(Event::internal(Detail::Health(h)));
     }
-}
-
-pub fn health_event(h: Health) -> Event {
-    crate::store::internal_event(Detail::Health(h))
 }

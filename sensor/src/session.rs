@@ -15,8 +15,9 @@
 //! Every way a session can end is a [`CloseReason`], so handlers use `?` freely and the listener
 //! records how each connection ended.
 
-use crate::sink::{now_ms, EventSink};
+use crate::sink::EventSink;
 use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, Transport};
+use drosera_uplink::now_ms;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

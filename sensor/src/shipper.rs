@@ -18,14 +18,13 @@
 //! cancels a half-read frame.
 
 use crate::config::UplinkSection;
-use crate::sink::{now_ms, EventSink};
+use crate::sink::EventSink;
 use crate::store::StoreHandle;
 use backon::BackoffBuilder;
 use drosera_uplink::codec;
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport, SCHEMA_VERSION};
+use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -419,20 +418,9 @@ impl<B: Backlog> Shipper<B> {
             "admin rejected a batch as invalid; kept aside and skipped");
         if let Some(sink) = &self.sink {
             sink.emit(Event {
-                seq: 0,
-                time_ms: now_ms(),
                 sensor: self.sensor.to_string(),
-                transport: Transport::Internal,
-                protocol: Protocol::Sensor,
-                src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                src_port: 0,
-                dst_port: 0,
-                session_id: 0,
-                duration_ms: 0,
                 bytes_in: payload.len() as u64,
-                bytes_out: 0,
-                priority: Priority::System,
-                detail: Detail::Extension {
+                ..Event::internal(Detail::Extension {
                     kind: "uplink_batch_rejected".into(),
                     fields: vec![
                         ("first_seq".into(), first.to_string()),
@@ -440,7 +428,7 @@ impl<B: Backlog> Shipper<B> {
                         ("reason".into(), reason.to_string()),
                         ("kept_at".into(), kept),
                     ],
-                },
+                })
             });
         }
     }

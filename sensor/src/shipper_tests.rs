@@ -2,12 +2,13 @@
 //! rcgen): what it frees and when, how it retries, and what it does with a rejected batch.
 
 use super::*;
-use drosera_uplink::event::CloseReason;
+use drosera_uplink::event::{CloseReason, Priority, Protocol, Transport};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::net::TcpListener;

@@ -44,9 +44,6 @@ pub fn synthetic_event(i: u64) -> Event {
         )
     };
     Event {
-        seq: 0,
-        time_ms: crate::sink::now_ms(),
-        sensor: String::new(),
         transport: Transport::Tcp,
         protocol: if priority == Priority::Noise { Protocol::Http } else { Protocol::Telnet },
         src_ip: std::net::IpAddr::from([203, 0, 113, (i % 250) as u8]),
@@ -57,7 +54,7 @@ pub fn synthetic_event(i: u64) -> Event {
         bytes_in: 30,
         bytes_out: 10,
         priority,
-        detail,
+        ..Event::internal(detail)
     }
 }
 

@@ -39,7 +39,7 @@ mod writer;
 pub use debug::{debug_writer, synthetic_event};
 pub use disk::{dir_free_bytes, Budget};
 pub use reader::read_status;
-pub use writer::{internal_event, StoreWriter};
+pub use writer::StoreWriter;
 
 use crate::config::StoreSection;
 use drosera_uplink::event::Event;

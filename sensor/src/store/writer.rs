@@ -14,10 +14,9 @@ use super::seqfile::SeqFile;
 use super::{Shared, StoreError, DB_FILE};
 use crate::config::StoreSection;
 use crate::rollup::RollupTable;
-use crate::sink::now_ms;
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport};
+use drosera_uplink::event::{Detail, Event, Priority};
+use drosera_uplink::now_ms;
 use rusqlite::{Connection, TransactionBehavior};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -128,7 +127,7 @@ impl StoreWriter {
             last_ballast_try: None,
         };
         if let Some(r) = recovered {
-            let mut ev = internal_event(Detail::StoreRecovered {
+            let mut ev = Event::internal(Detail::StoreRecovered {
                 quarantined_path: r.quarantined_path,
                 reason: r.reason,
                 last_seq_before: r.last_seq_before,
@@ -362,7 +361,7 @@ impl StoreWriter {
         let mut seq = self.next_seq;
         let mut gap_rows = 0u64;
         if let Some(g) = &gap {
-            let mut ev = g.to_event(now_ms());
+            let mut ev = g.to_event();
             let mut body = Vec::with_capacity(128);
             encode_body(&mut ev, &mut body)?;
             tx.prepare_cached(insert_sql(Priority::System))?.execute(rusqlite::params![seq as i64, body])?;
@@ -548,7 +547,7 @@ impl StoreWriter {
         let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.shared.rows.load(Ordering::Acquire))? else {
             return Ok(());
         };
-        let mut ev = g.to_event(now_ms());
+        let mut ev = g.to_event();
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
         let seq = self.next_seq;
@@ -600,24 +599,4 @@ enum Wake {
     Event(Option<Box<Event>>),
     Timer,
     NoShutdown,
-}
-
-/// A sensor-internal event with the given detail.
-pub fn internal_event(detail: Detail) -> Event {
-    Event {
-        seq: 0,
-        time_ms: now_ms(),
-        sensor: String::new(),
-        transport: Transport::Internal,
-        protocol: Protocol::Sensor,
-        src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        src_port: 0,
-        dst_port: 0,
-        session_id: 0,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        priority: Priority::System,
-        detail,
-    }
 }
