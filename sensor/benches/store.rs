@@ -44,14 +44,14 @@ fn ingest(synchronous: &str, n: u64) {
     };
     let (handle, writer) = store::open(&cfg, dir.path(), "bench").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let t0 = Instant::now();
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 0..n {
         tx.blocking_send(typical(i)).unwrap();
     }
     drop(tx);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     wh.join().unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let st = handle.status().unwrap();

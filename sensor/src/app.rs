@@ -5,6 +5,11 @@
 //! stop first (so no new events appear), then the health reporter and governor, and only then the
 //! store writer, which drains the channel and the rollup table and commits before the process
 //! exits, so nothing accepted is lost on a clean stop.
+//!
+//! Shutdown is one primitive, tokio-util's `CancellationToken`, in two stages: `stop_services`
+//! (listeners, health, governor, shipper, watchdog) is a child of `stop_store` (the writer), so
+//! the services can be stopped and awaited first, and cancelling the store's token could never
+//! leave a service running.
 
 use crate::config::Config;
 use crate::governor::Governor;
@@ -16,7 +21,7 @@ use crate::{shipper, store};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the sensor until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -31,12 +36,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
     let (sink, rx) = EventSink::new(cfg.store.channel_capacity, rollups.clone());
-    let (writer_stop, writer_stop_rx) = watch::channel(false);
-    let writer_thread = writer.spawn(rx, rollups, writer_stop_rx).context("cannot start the store writer thread")?;
+    let stop_store = CancellationToken::new();
+    let stop_services = stop_store.child_token();
+    let writer_thread =
+        writer.spawn(rx, rollups, stop_store.clone()).context("cannot start the store writer thread")?;
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let (gov, governor) = Governor::new(cfg.memory.clone());
-    let gov_task = tokio::spawn(gov.run(shutdown_rx.clone()));
+    let gov_task = tokio::spawn(gov.run(stop_services.clone()));
 
     let listeners = Listeners::bind(&cfg).await.context("cannot bind the service ports")?;
     for (protocol, addr) in listeners.local_addrs() {
@@ -55,14 +61,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         sink: sink.clone(),
         governor: governor.clone(),
         sensor: sensor.clone(),
-        shutdown: shutdown_rx.clone(),
+        shutdown: stop_services.clone(),
     };
     let serve = tokio::spawn(listeners.serve(ctx));
     // The shipper runs on its own thread with a current-thread runtime: its TLS and blocking
     // store calls stay off the listeners' workers, and its future need not be `Send`.
     let shipper_thread = match cfg.uplink.clone() {
         Some(u) => {
-            let (s, st, rx) = (sensor.clone(), store.clone(), shutdown_rx.clone());
+            let (s, st, rx) = (sensor.clone(), store.clone(), stop_services.clone());
             let (data_dir, ship_sink) = (cfg.sensor.data_dir.clone(), sink.clone());
             let t = std::thread::Builder::new()
                 .name("shipper".into())
@@ -93,13 +99,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             listeners: stats,
             interval: cfg.health_interval(),
         },
-        shutdown_rx.clone(),
+        stop_services.clone(),
     ));
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
     tracing::info!(sensor = %sensor, "sensor running");
     // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
     crate::systemd::notify_ready();
-    let watchdog = crate::systemd::spawn_watchdog(shutdown_rx.clone());
+    let watchdog = crate::systemd::spawn_watchdog(stop_services.clone());
 
     // Stop on SIGINT/SIGTERM, or if the store writer ever stops by itself (a bug): then exit
     // non-zero after the orderly shutdown, so the service manager restarts the sensor instead of
@@ -117,7 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: stopping listeners, flushing the store");
     crate::systemd::notify_stopping();
-    let _ = shutdown.send(true);
+    stop_services.cancel();
     if let Some(w) = watchdog {
         let _ = w.await;
     }
@@ -125,7 +131,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = health_task.await;
     let _ = gov_task.await;
     drop(sink);
-    let _ = writer_stop.send(true);
+    stop_store.cancel();
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     if let Some(t) = shipper_thread {
         let join = tokio::task::spawn_blocking(move || t.join());

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -35,8 +35,8 @@ pub struct ListenerContext {
     pub sink: EventSink,
     pub governor: GovernorHandle,
     pub sensor: Arc<str>,
-    /// Becomes `true` when the sensor shuts down.
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled when the sensor shuts down.
+    pub shutdown: CancellationToken,
 }
 
 /// Live counters the health sampler and tests read.
@@ -109,7 +109,7 @@ impl Listeners {
         self.stats.clone()
     }
 
-    /// Serves until `ctx.shutdown` turns true, then stops accepting and gives running sessions
+    /// Serves until `ctx.shutdown` is cancelled, then stops accepting and gives running sessions
     /// a short grace period before closing them (each still records its connection event).
     pub async fn serve(self, ctx: ListenerContext) {
         let admission = Admission::new(&self.limits);
@@ -129,13 +129,13 @@ impl Listeners {
         }
         let housekeeping = {
             let admission = admission.clone();
-            let mut shutdown = ctx.shutdown.clone();
+            let shutdown = ctx.shutdown.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
                 loop {
                     tokio::select! {
                         _ = tick.tick() => admission.housekeeping(),
-                        _ = shutdown.changed() => break,
+                        _ = shutdown.cancelled() => break,
                     }
                 }
             })
@@ -166,16 +166,13 @@ struct Shared {
 }
 
 async fn accept_loop(b: Bound, sh: Shared) {
-    let mut shutdown = sh.ctx.shutdown.clone();
+    let shutdown = sh.ctx.shutdown.clone();
     let mut sessions = JoinSet::new();
     let local_port = b.listener.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         let accepted = tokio::select! {
             r = b.listener.accept() => r,
-            _ = shutdown.changed() => continue,
+            _ = shutdown.cancelled() => break,
             // Reap finished session tasks so the set does not grow.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
@@ -256,22 +253,13 @@ fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: P
     drop(stream);
 }
 
-async fn run_session(
-    mut session: Session,
-    kind: ServiceKind,
-    svc: Arc<ServiceSection>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run_session(mut session: Session, kind: ServiceKind, svc: Arc<ServiceSection>, shutdown: CancellationToken) {
     let deadline = session.deadline();
     let reason = {
         let handler = protocols::handle(kind, &mut session, &svc);
         tokio::pin!(handler);
         let grace = async {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
+            shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
@@ -308,7 +296,7 @@ mod tests {
     #[test]
     fn a_session_task_stays_small() {
         let (sink, _rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
-        let (_tx, shutdown) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         for kind in ServiceKind::ALL {
             let (a, _b) = tokio::io::duplex(64);
             let session = Session::new(

@@ -30,9 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 /// Batches sent before waiting for an acknowledgement.
 pub const WINDOW: usize = 4;
@@ -81,12 +82,12 @@ pub struct ShipperContext {
     pub sink: Option<EventSink>,
 }
 
-/// Ships until `shutdown` turns true. Never gives up on the admin (jittered backoff).
+/// Ships until `shutdown` is cancelled. Never gives up on the admin (jittered backoff).
 pub async fn run(
     cfg: UplinkSection,
     sensor: Arc<str>,
     store: StoreHandle,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     run_with(cfg, sensor, store, ShipperContext::default(), shutdown).await
 }
@@ -122,19 +123,13 @@ struct Shipper<B: Backlog> {
     backoff_max: Duration,
 }
 
-/// Resolves once shutdown is requested. (Awaiting `wait_for` directly inside `select!` would keep
-/// its non-`Send` guard in the select's output and make the shipper future `!Send`.)
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|v| *v).await;
-}
-
 /// [`run`] with a data directory and an event sink, over any [`Backlog`].
 pub async fn run_with<B: Backlog>(
     cfg: UplinkSection,
     sensor: Arc<str>,
     backlog: B,
     ctx: ShipperContext,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tls = drosera_uplink::tls::client_config(&cfg.ca_cert, &cfg.cert, &cfg.key)?;
     let host = if cfg.server_name.is_empty() {
@@ -158,7 +153,7 @@ pub async fn run_with<B: Backlog>(
         rejected_dir,
         sink: ctx.sink,
     };
-    shipper.run(&mut shutdown).await
+    shipper.run(&shutdown).await
 }
 
 impl<B: Backlog> Shipper<B> {
@@ -172,11 +167,11 @@ impl<B: Backlog> Shipper<B> {
             .build()
     }
 
-    async fn run(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn run(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut backoff = self.backoff();
         let mut failures: u64 = 0;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 return Ok(());
             }
             let mut progress = false;
@@ -204,7 +199,7 @@ impl<B: Backlog> Shipper<B> {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stopped(shutdown) => return Ok(()),
+                        _ = shutdown.cancelled() => return Ok(()),
                     }
                 }
             }
@@ -236,7 +231,7 @@ impl<B: Backlog> Shipper<B> {
     }
 
     /// One connection: hello, then batches until an error or shutdown (`Ok` only on shutdown).
-    async fn session(&self, progress: &mut bool, shutdown: &mut watch::Receiver<bool>) -> Result<(), ShipError> {
+    async fn session(&self, progress: &mut bool, shutdown: &CancellationToken) -> Result<(), ShipError> {
         let tls = self.connect().await?;
         let (mut rd, mut wr) = tokio::io::split(tls);
         let (tx, mut rx) = mpsc::channel::<Result<Frame, FrameError>>(2 * WINDOW + 2);
@@ -265,7 +260,7 @@ impl<B: Backlog> Shipper<B> {
         wr: &mut W,
         rx: &mut mpsc::Receiver<Result<Frame, FrameError>>,
         progress: &mut bool,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
     ) -> Result<(), ShipError> {
         frame::write_frame(
             wr,
@@ -397,7 +392,7 @@ impl<B: Backlog> Shipper<B> {
                         last_heard = Instant::now();
                     }
                 }
-                _ = stopped(shutdown), if draining.is_none() => {
+                _ = shutdown.cancelled(), if draining.is_none() => {
                     draining = Some(Instant::now() + DRAIN_TIMEOUT);
                 }
             }

@@ -259,8 +259,8 @@ async fn ship_until(
     ctx: ShipperContext,
     done: impl Fn(&MemBacklog) -> bool,
 ) -> bool {
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run_with(cfg, Arc::from("s1"), backlog.clone(), ctx, rx));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run_with(cfg, Arc::from("s1"), backlog.clone(), ctx, stop.clone()));
     let until = Instant::now() + Duration::from_secs(20);
     let mut ok = false;
     while Instant::now() < until {
@@ -270,7 +270,7 @@ async fn ship_until(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tx.send(true).unwrap();
+    stop.cancel();
     let r = tokio::time::timeout(Duration::from_secs(10), task).await;
     assert!(matches!(r, Ok(Ok(Ok(())))), "the shipper did not stop cleanly: {r:?}");
     ok

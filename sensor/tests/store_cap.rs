@@ -57,9 +57,9 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
     };
     let (handle, writer) = store::open(&cfg, dir.path(), "t1").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let rollups = Arc::new(RollupTable::new(100));
-    let wh = writer.spawn(rx, rollups, stop_rx).unwrap();
+    let wh = writer.spawn(rx, rollups, stop.clone()).unwrap();
 
     let db = handle.db_path();
     let done = Arc::new(AtomicBool::new(false));
@@ -106,7 +106,7 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
     for i in 0..written {
         tx.blocking_send(conn_event(i)).unwrap();
     }
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     done.store(true, Ordering::Relaxed);
     sampler.join().unwrap();

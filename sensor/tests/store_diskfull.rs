@@ -92,8 +92,8 @@ fn full_disk_store_keeps_accepting_evicts_and_reports() {
     let (handle, writer) = store::open(&cfg, &data, "full").unwrap();
     let rollups = Arc::new(RollupTable::new(1000));
     let (sink, rx) = EventSink::new(cfg.channel_capacity, rollups.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, rollups.clone(), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, rollups.clone(), stop.clone()).unwrap();
 
     // Producer: emits like a listener does (never blocks), pacing itself a little.
     let stop_producer = Arc::new(AtomicBool::new(false));
@@ -151,7 +151,7 @@ fn full_disk_store_keeps_accepting_evicts_and_reports() {
     stop_producer.store(true, Ordering::Relaxed);
     let emitted = producer.join().unwrap();
     drop(sink);
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     let end = handle.status().unwrap();
     let mut gaps = 0u64;

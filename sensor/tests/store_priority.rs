@@ -10,12 +10,12 @@ use std::sync::Arc;
 fn run_events(cfg: &StoreSection, dir: &std::path::Path, events: impl Iterator<Item = Event>) -> StoreHandle {
     let (handle, writer) = store::open(cfg, dir, "prio").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for ev in events {
         tx.blocking_send(ev).unwrap();
     }
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     handle
 }

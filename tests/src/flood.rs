@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// What the client sends first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,15 +143,9 @@ impl Flood {
         (src, heavy, t)
     }
 
-    /// `rate` new connections per second until `deadline` or `stop` turns true, at most
+    /// `rate` new connections per second until `deadline` or until `stop` is cancelled, at most
     /// `max_inflight` open at once (ticks that find no free slot are counted as skipped).
-    pub async fn steady(
-        &self,
-        rate: u64,
-        deadline: Instant,
-        max_inflight: usize,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    ) {
+    pub async fn steady(&self, rate: u64, deadline: Instant, max_inflight: usize, stop: CancellationToken) {
         if rate == 0 || self.targets.is_empty() {
             return;
         }
@@ -159,7 +154,7 @@ impl Flood {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let start = Instant::now();
         let mut launched: u64 = 0;
-        while Instant::now() < deadline && !stop.load(Relaxed) {
+        while Instant::now() < deadline && !stop.is_cancelled() {
             tick.tick().await;
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             while launched < due {

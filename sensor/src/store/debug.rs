@@ -71,8 +71,8 @@ pub fn debug_writer(data_dir: &Path, cap_bytes: u64, events: u64) -> anyhow::Res
     };
     let (handle, writer) = super::open(&cfg, data_dir, "debug")?;
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(100)), stop_rx)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(100)), stop.clone())?;
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
         let (handle, done) = (handle.clone(), done.clone());
@@ -103,7 +103,7 @@ pub fn debug_writer(data_dir: &Path, cap_bytes: u64, events: u64) -> anyhow::Res
         }
         i += 1;
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = wh.join();
     done.store(true, Ordering::Release);
     let _ = reporter.join();

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
 const ROW_OVERHEAD: u64 = 12;
@@ -139,24 +140,19 @@ impl StoreWriter {
         Ok(w)
     }
 
-    /// Runs on a dedicated OS thread until `shutdown` turns true (or every sender is gone), then
-    /// drains the channel and the rollup table, commits and returns.
+    /// Runs on a dedicated OS thread until `shutdown` is cancelled (or every sender is gone),
+    /// then drains the channel and the rollup table, commits and returns.
     pub fn spawn(
         self,
         rx: mpsc::Receiver<Event>,
         rollups: Arc<RollupTable>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("store-writer".into()).spawn(move || self.run(rx, rollups, shutdown))
     }
 
     /// The writer loop (blocking; see [`StoreWriter::spawn`]).
-    pub fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Event>,
-        rollups: Arc<RollupTable>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Event>, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -168,11 +164,9 @@ impl StoreWriter {
         let max_events = self.cfg.commit_max_events.max(1);
         let mut stopping = false;
         let mut closed = false;
-        // Set when the shutdown sender is gone: then only a closed channel stops the writer.
-        let mut no_shutdown = false;
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            if !stopping && *shutdown.borrow() {
+            if !stopping && shutdown.is_cancelled() {
                 stopping = true;
                 rx.close();
                 stop_deadline = Some(Instant::now() + Duration::from_secs(10));
@@ -193,7 +187,7 @@ impl StoreWriter {
                             // instead of waking up for every single event (a wake-up costs more
                             // than an insert).
                             std::thread::sleep((deadline - now).min(GATHER_NAP));
-                            if *shutdown.borrow() {
+                            if shutdown.is_cancelled() {
                                 break;
                             }
                             continue;
@@ -202,18 +196,14 @@ impl StoreWriter {
                             tokio::select! {
                                 r = rx.recv() => Wake::Event(r.map(Box::new)),
                                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
-                                r = shutdown.changed(), if !no_shutdown => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
+                                _ = shutdown.cancelled() => Wake::Shutdown,
                             }
                         });
                         match got {
                             Wake::Event(Some(mut ev)) => self.push_logged(&mut ev, 0),
                             Wake::Event(None) => closed = true,
-                            Wake::Timer => {
-                                if *shutdown.borrow() {
-                                    break;
-                                }
-                            }
-                            Wake::NoShutdown => no_shutdown = true,
+                            Wake::Timer => {}
+                            Wake::Shutdown => break,
                         }
                     }
                 }
@@ -595,8 +585,9 @@ fn insert_sql(p: Priority) -> &'static str {
     SQL[p.as_u8().min(4) as usize]
 }
 
+/// Why the writer's wait for the next event ended.
 enum Wake {
     Event(Option<Box<Event>>),
     Timer,
-    NoShutdown,
+    Shutdown,
 }

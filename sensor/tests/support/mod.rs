@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub struct Harness {
     pub addrs: Vec<(Protocol, SocketAddr)>,
@@ -21,7 +21,7 @@ pub struct Harness {
     pub rollups: Arc<RollupTable>,
     pub stats: Arc<ListenerStats>,
     pub sink: EventSink,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
 }
 
 /// A config with the given service kinds on 127.0.0.1, port 0 each.
@@ -56,12 +56,12 @@ impl Harness {
         let stats = listeners.stats();
         let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
         let (sink, mut rx) = EventSink::new(channel, rollups.clone());
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let ctx = ListenerContext {
             sink: sink.clone(),
             governor: GovernorHandle::fixed(pressure),
             sensor: Arc::from("test-sensor"),
-            shutdown: shutdown_rx,
+            shutdown: shutdown.clone(),
         };
         tokio::spawn(listeners.serve(ctx));
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -109,13 +109,13 @@ impl Harness {
     }
 
     pub fn stop(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
     }
 }
 
