@@ -11,7 +11,7 @@
 use crate::admission::Admission;
 use crate::config::{Config, LimitsSection, ServiceSection};
 use crate::governor::{GovernorHandle, Pressure};
-use crate::protocols::{self, ServiceKind};
+use crate::protocols::{self, blackhole, ServiceKind};
 use crate::session::{Session, SessionLimits};
 use crate::sink::EventSink;
 use drosera_uplink::event::{CloseReason, Protocol, ShedReason};
@@ -51,10 +51,29 @@ pub struct ListenerStats {
     pub accept_errors: AtomicU64,
 }
 
+/// What a bound socket serves.
+#[derive(Clone)]
+enum Role {
+    /// An emulated service from a `[[service]]` section.
+    Service { kind: ServiceKind, svc: Arc<ServiceSection> },
+    /// A `[blackhole]` port: records the first bytes, never answers.
+    Blackhole,
+}
+
+impl Role {
+    fn protocol(&self) -> Protocol {
+        match self {
+            Role::Service { kind, .. } => kind.protocol(),
+            Role::Blackhole => Protocol::Blackhole,
+        }
+    }
+}
+
 struct Bound {
     listener: TcpListener,
-    kind: ServiceKind,
-    svc: Arc<ServiceSection>,
+    role: Role,
+    /// The configured bind address (maybe unspecified) and the bound port.
+    addr: SocketAddr,
 }
 
 /// All bound sockets, before serving.
@@ -73,24 +92,13 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
         let mut bound = Vec::new();
         for svc in cfg.services.iter().filter(|s| s.enabled) {
-            let Some(kind) = ServiceKind::parse(&svc.kind) else { continue };
-            let svc = Arc::new(svc.clone());
+            let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
             for port in &svc.ports {
-                bound.push(bind_one(kind, svc.clone(), SocketAddr::new(svc.bind, *port))?);
+                bound.push(bind_one(role.clone(), SocketAddr::new(svc.bind, *port))?);
             }
         }
-        if !cfg.blackhole.ports.is_empty() {
-            let svc = Arc::new(ServiceSection {
-                kind: "blackhole".into(),
-                ports: cfg.blackhole.ports.clone(),
-                bind: cfg.blackhole.bind,
-                banner: String::new(),
-                enabled: true,
-                host_key: None,
-            });
-            for port in &svc.ports {
-                bound.push(bind_one(ServiceKind::Blackhole, svc.clone(), SocketAddr::new(svc.bind, *port))?);
-            }
+        for port in &cfg.blackhole.ports {
+            bound.push(bind_one(Role::Blackhole, SocketAddr::new(cfg.blackhole.bind, *port))?);
         }
         Ok(Listeners {
             bound,
@@ -102,7 +110,7 @@ impl Listeners {
 
     /// The actually bound addresses (port 0 in the config gets an ephemeral port).
     pub fn local_addrs(&self) -> Vec<(Protocol, SocketAddr)> {
-        self.bound.iter().filter_map(|b| Some((b.kind.protocol(), b.listener.local_addr().ok()?))).collect()
+        self.bound.iter().filter_map(|b| Some((b.role.protocol(), b.listener.local_addr().ok()?))).collect()
     }
 
     pub fn stats(&self) -> Arc<ListenerStats> {
@@ -145,14 +153,14 @@ impl Listeners {
     }
 }
 
-fn bind_one(kind: ServiceKind, svc: Arc<ServiceSection>, addr: SocketAddr) -> Result<Bound, ListenerError> {
-    let err = |source| ListenerError::Bind { protocol: kind.protocol().to_string(), addr, source };
+fn bind_one(role: Role, addr: SocketAddr) -> Result<Bound, ListenerError> {
+    let err = |source| ListenerError::Bind { protocol: role.protocol().to_string(), addr, source };
     let socket =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     let listener = socket.listen(1024).map_err(err)?;
-    Ok(Bound { listener, kind, svc })
+    Ok(Bound { listener, role, addr })
 }
 
 #[derive(Clone)]
@@ -188,7 +196,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
             }
         };
         sh.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let protocol = b.kind.protocol();
+        let protocol = b.role.protocol();
         let permit = match sh.admission.admit(peer.ip(), sh.ctx.governor.pressure()) {
             Ok(p) => p,
             Err(reason) => {
@@ -197,14 +205,14 @@ async fn accept_loop(b: Bound, sh: Shared) {
             }
         };
         // The listener's own address unless it listens on every address (then ask the kernel).
-        let local = if b.svc.bind.is_unspecified() {
-            stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.svc.bind, local_port))
+        let local = if b.addr.ip().is_unspecified() {
+            stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.addr.ip(), local_port))
         } else {
-            SocketAddr::new(b.svc.bind, local_port)
+            SocketAddr::new(b.addr.ip(), local_port)
         };
         // Sessions send each turn's replies in one write (Session::flush), so Nagle's algorithm
         // never holds a reply back; russh writes the SSH handshake in many small pieces itself.
-        if b.kind == ServiceKind::Ssh {
+        if matches!(b.role, Role::Service { kind: ServiceKind::Ssh, .. }) {
             let _ = stream.set_nodelay(true);
         }
         let id = sh.session_ids.fetch_add(1, Ordering::Relaxed);
@@ -212,7 +220,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
         if sh.ctx.governor.pressure() != Pressure::Normal {
             limits.max_payload = 0;
         }
-        if b.kind == ServiceKind::Blackhole {
+        if matches!(b.role, Role::Blackhole) {
             limits.first_bytes = sh.blackhole_bytes;
         }
         let session = Session::new(
@@ -225,13 +233,12 @@ async fn accept_loop(b: Bound, sh: Shared) {
             sh.ctx.sink.clone(),
             sh.ctx.sensor.clone(),
         );
-        let svc = b.svc.clone();
-        let kind = b.kind;
+        let role = b.role.clone();
         let stats = sh.stats.clone();
         let shutdown_rx = sh.ctx.shutdown.clone();
         stats.active_connections.fetch_add(1, Ordering::Relaxed);
         sessions.spawn(async move {
-            run_session(session, kind, svc, shutdown_rx).await;
+            run_session(session, role, shutdown_rx).await;
             stats.active_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -253,10 +260,15 @@ fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: P
     drop(stream);
 }
 
-async fn run_session(mut session: Session, kind: ServiceKind, svc: Arc<ServiceSection>, shutdown: CancellationToken) {
+async fn run_session(mut session: Session, role: Role, shutdown: CancellationToken) {
     let deadline = session.deadline();
     let reason = {
-        let handler = protocols::handle(kind, &mut session, &svc);
+        let handler = async {
+            match &role {
+                Role::Service { kind, svc } => protocols::handle(*kind, &mut session, svc).await,
+                Role::Blackhole => blackhole::handle(&mut session).await,
+            }
+        };
         tokio::pin!(handler);
         let grace = async {
             shutdown.cancelled().await;
@@ -297,29 +309,33 @@ mod tests {
     fn a_session_task_stays_small() {
         let (sink, _rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
         let shutdown = CancellationToken::new();
-        for kind in ServiceKind::ALL {
-            let (a, _b) = tokio::io::duplex(64);
-            let session = Session::new(
-                Box::new(a),
-                1,
-                "192.0.2.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-                kind.protocol(),
-                SessionLimits::default(),
-                sink.clone(),
-                Arc::from("t"),
-            );
-            let svc = Arc::new(ServiceSection {
-                kind: kind.protocol().as_str().into(),
+        let services = ServiceKind::ALL.map(|kind| {
+            let svc = ServiceSection {
+                kind,
                 ports: vec![2],
                 bind: "127.0.0.1".parse().unwrap(),
                 banner: String::new(),
                 enabled: true,
                 host_key: None,
-            });
-            let task = run_session(session, kind, svc, shutdown.clone());
+            };
+            Role::Service { kind, svc: Arc::new(svc) }
+        });
+        for role in services.into_iter().chain([Role::Blackhole]) {
+            let (a, _b) = tokio::io::duplex(64);
+            let protocol = role.protocol();
+            let session = Session::new(
+                Box::new(a),
+                1,
+                "192.0.2.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                protocol,
+                SessionLimits::default(),
+                sink.clone(),
+                Arc::from("t"),
+            );
+            let task = run_session(session, role, shutdown.clone());
             let size = std::mem::size_of_val(&task);
-            assert!(size <= 3072, "{kind:?} session task is {size} bytes");
+            assert!(size <= 3072, "{protocol} session task is {size} bytes");
         }
     }
 }

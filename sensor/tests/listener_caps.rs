@@ -12,8 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_source_cap_sheds_and_counts() {
-    let mut cfg = support::config_for(&["blackhole"]);
-    cfg.services.clear();
+    let mut cfg = support::config_for(&[]);
     cfg.blackhole.ports = vec![0];
     cfg.blackhole.bind = "127.0.0.1".parse().unwrap();
     cfg.limits.max_per_source = 5;

@@ -4,12 +4,11 @@
 //! The blackhole records up to `blackhole.record_bytes` of it (the session's first-bytes buffer,
 //! hashed into a payload event) and says nothing, so it fingerprints as a silent open port.
 
-use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, MAX_PAYLOAD_PREFIX};
 use sha2::{Digest, Sha256};
 
-pub async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session) -> SessionResult<()> {
     let want = session.limits.first_bytes;
     let end = loop {
         if session.first_bytes().len() >= want {

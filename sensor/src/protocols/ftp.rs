@@ -37,7 +37,7 @@ pub fn pasv_reply(ip: std::net::Ipv4Addr, port: u16) -> String {
 }
 
 pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
+    let banner = svc.banner_or(DEFAULT_BANNER);
     session.write_all(format!("{banner}\r\n").as_bytes()).await?;
     let mut user = String::new();
     let mut logged_in = false;

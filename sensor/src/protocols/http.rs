@@ -170,7 +170,7 @@ fn response(status: &str, banner: &str, body: &str, extra: &str, keep_alive: boo
 }
 
 pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
+    let banner = svc.banner_or(DEFAULT_BANNER);
     for _ in 0..MAX_REQUESTS {
         let first = session.read_line().await?;
         if first.is_empty() {

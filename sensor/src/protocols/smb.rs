@@ -18,6 +18,8 @@ use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 
+/// Default NetBIOS host name (what the config's `banner` replaces), named in the NTLM challenge.
+pub const DEFAULT_BANNER: &str = "FILESRV01";
 /// Largest SMB message we accept (real negotiate/session setup messages are < 4 KiB; exploit
 /// payloads are bigger, and are recorded only up to this size).
 pub const MAX_MESSAGE: usize = 128 * 1024;
@@ -423,7 +425,8 @@ fn smb1_negotiate_response(req: &Smb1, index: u16, challenge: &[u8; 8]) -> Vec<u
     w.push(8);
     let mut b = challenge.to_vec();
     b.extend_from_slice(&utf16("WORKGROUP\0"));
-    b.extend_from_slice(&utf16("FILESRV01\0"));
+    b.extend_from_slice(&utf16(DEFAULT_BANNER));
+    b.extend_from_slice(&utf16("\0"));
     smb1_reply(req, STATUS_SUCCESS, 0, 0, &w, &b)
 }
 
@@ -461,7 +464,7 @@ fn exploit(session: &Session, name: &str, extra: Vec<(String, String)>) {
 }
 
 pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let host = if svc.banner.is_empty() { "FILESRV01".to_string() } else { svc.banner.clone() };
+    let host = svc.banner_or(DEFAULT_BANNER);
     let challenge: [u8; 8] = rand::random();
     let guid: [u8; 16] = rand::random();
     let session_id: u64 = rand::random::<u64>() | 1;
@@ -589,7 +592,7 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
                     match ntlmssp_type(ntlm) {
                         Some(1) => {
                             let token =
-                                spnego_challenge(&ntlm_challenge(&challenge, "WORKGROUP", &host, filetime_now()));
+                                spnego_challenge(&ntlm_challenge(&challenge, "WORKGROUP", host, filetime_now()));
                             let r =
                                 smb2_session_setup_response(&m, STATUS_MORE_PROCESSING_REQUIRED, session_id, &token);
                             send(session, &r).await?;

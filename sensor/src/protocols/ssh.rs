@@ -210,7 +210,7 @@ impl russh::server::Handler for Trap {
 fn server_config(svc: &ServiceSection, idle: Duration) -> Arc<russh::server::Config> {
     type Cache = Mutex<HashMap<(String, Option<std::path::PathBuf>), Arc<russh::server::Config>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER.to_string() } else { svc.banner.clone() };
+    let banner = svc.banner_or(DEFAULT_BANNER).to_string();
     let key = (banner.clone(), svc.host_key.clone());
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cache.get(&key) {

@@ -12,7 +12,7 @@ use super::recover::Recovered;
 use super::schema::{self, encode_body, encode_body_append, meta_get, meta_set, table, PAGE_SIZE};
 use super::seqfile::SeqFile;
 use super::{Shared, StoreError, DB_FILE};
-use crate::config::StoreSection;
+use crate::config::{StoreSection, Synchronous};
 use crate::rollup::RollupTable;
 use drosera_uplink::event::{Detail, Event, Priority};
 use drosera_uplink::now_ms;
@@ -91,7 +91,7 @@ impl StoreWriter {
     ) -> Result<StoreWriter, StoreError> {
         let db = dir.join(DB_FILE);
         let budget = Budget::new(Budget::effective_cap(&cfg, dir, &db), &cfg);
-        let conn = schema::open_writer(&db, cfg.synchronous == "full", budget.wal_keep())?;
+        let conn = schema::open_writer(&db, cfg.synchronous == Synchronous::Full, budget.wal_keep())?;
         let db_last = meta_get(&conn, "last_seq")?.max(schema::max_seq(&conn)?);
         // A fresh database (new, deleted or quarantined) starts above everything ever reserved.
         let last = if db_last == 0 { seqfile.ceiling() } else { db_last };

@@ -3,12 +3,14 @@
 //! clients with a timeout. Shared by the `proto_*` tests.
 #![allow(dead_code)]
 
-use drosera_sensor::config::{Config, ServiceSection};
+use drosera_sensor::config::{Config, ServiceKind, ServiceSection};
 use drosera_sensor::governor::{GovernorHandle, Pressure};
 use drosera_sensor::listener::{ListenerContext, ListenerStats, Listeners};
 use drosera_sensor::rollup::RollupTable;
 use drosera_sensor::sink::EventSink;
 use drosera_uplink::event::{Detail, Event, Protocol};
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -24,12 +26,13 @@ pub struct Harness {
     shutdown: CancellationToken,
 }
 
-/// A config with the given service kinds on 127.0.0.1, port 0 each.
+/// A config with the given service kinds (config `kind` names) on 127.0.0.1, port 0 each.
 pub fn config_for(kinds: &[&str]) -> Config {
     let services = kinds
         .iter()
         .map(|k| ServiceSection {
-            kind: k.to_string(),
+            kind: ServiceKind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(*k))
+                .expect("a service kind"),
             ports: vec![0],
             bind: "127.0.0.1".parse().unwrap(),
             banner: String::new(),
