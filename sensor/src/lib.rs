@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod app;
+pub(crate) mod capture;
 pub mod config;
 pub mod governor;
 pub mod health;

@@ -14,9 +14,10 @@
 //! Framing: direct-TCP NetBIOS session messages (1 type byte + 24-bit length), capped at
 //! [`MAX_MESSAGE`]. All parsers below are pure functions over bytes.
 
+use crate::capture::PayloadCapture;
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
-use drosera_uplink::event::{CloseReason, Detail, Secret};
+use drosera_uplink::event::{CloseReason, Detail, Secret, MAX_PAYLOAD_PREFIX};
 
 /// Default NetBIOS host name (what the config's `banner` replaces), named in the NTLM challenge.
 pub const DEFAULT_BANNER: &str = "FILESRV01";
@@ -553,14 +554,9 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
                 }
                 0x32 | 0x33 | 0x25 if msg.len() > 1024 => {
                     // Large transactions after the probe: the exploit itself. Keep it as payload.
-                    use sha2::{Digest, Sha256};
-                    session.emit(Detail::Payload {
-                        sha256: Sha256::digest(&msg).into(),
-                        size: msg.len() as u64,
-                        name: format!("smb1-cmd-{:#04x}", m.command),
-                        prefix: msg[..msg.len().min(drosera_uplink::event::MAX_PAYLOAD_PREFIX)].to_vec(),
-                        truncated: false,
-                    });
+                    let mut exploit_bytes = PayloadCapture::new(MAX_PAYLOAD_PREFIX);
+                    exploit_bytes.update(&msg);
+                    session.emit(exploit_bytes.finish(format!("smb1-cmd-{:#04x}", m.command)));
                     exploit(
                         session,
                         "eternalblue-transaction",
