@@ -19,7 +19,7 @@
 
 use crate::config::UplinkSection;
 use crate::sink::EventSink;
-use crate::store::StoreHandle;
+use crate::store::{StoreError, StoreHandle};
 use backon::BackoffBuilder;
 use drosera_uplink::codec;
 use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
@@ -52,20 +52,23 @@ pub const REJECTED_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where the shipper reads from: the store, or a test double.
 pub trait Backlog: Clone + Send + Sync + 'static {
+    /// What reading or freeing can fail with.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Events with `seq > after_seq`, in order, at most `max_events` and about `max_bytes`.
-    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, String>;
+    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, Self::Error>;
     /// Durably frees everything up to `upto_seq`.
-    fn ack(&self, upto_seq: u64) -> Result<(), String>;
+    fn ack(&self, upto_seq: u64) -> Result<(), Self::Error>;
     /// Highest sequence number acknowledged so far.
     fn acked_seq(&self) -> u64;
 }
 
 impl Backlog for StoreHandle {
-    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, String> {
-        StoreHandle::read_batch(self, after_seq, max_events, max_bytes).map_err(|e| e.to_string())
+    type Error = StoreError;
+    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
+        StoreHandle::read_batch(self, after_seq, max_events, max_bytes)
     }
-    fn ack(&self, upto_seq: u64) -> Result<(), String> {
-        StoreHandle::ack(self, upto_seq).map_err(|e| e.to_string())
+    fn ack(&self, upto_seq: u64) -> Result<(), StoreError> {
+        StoreHandle::ack(self, upto_seq)
     }
     fn acked_seq(&self) -> u64 {
         StoreHandle::acked_seq(self)
@@ -109,7 +112,11 @@ enum ShipError {
     #[error("admin closed the connection")]
     Closed,
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot encode a batch: {0}")]
+    Encode(#[from] codec::CodecError),
+    #[error("shipper task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 struct Shipper<B: Backlog> {
@@ -219,15 +226,13 @@ impl<B: Backlog> Shipper<B> {
             .map_err(|source| ShipError::Tls { addr, source })
     }
 
+    /// Runs a blocking backlog call off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(B) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(B) -> Result<T, B::Error> + Send + 'static,
     ) -> Result<T, ShipError> {
         let b = self.backlog.clone();
-        tokio::task::spawn_blocking(move || f(b))
-            .await
-            .map_err(|e| ShipError::Store(e.to_string()))?
-            .map_err(ShipError::Store)
+        tokio::task::spawn_blocking(move || f(b)).await?.map_err(|e| ShipError::Store(Box::new(e)))
     }
 
     /// One connection: hello, then batches until an error or shutdown (`Ok` only on shutdown).
@@ -313,9 +318,7 @@ impl<B: Backlog> Shipper<B> {
                     }
                     codec::encode(&events, codec::DEFAULT_LEVEL)
                 })
-                .await
-                .map_err(|e| ShipError::Store(e.to_string()))?
-                .map_err(|e| ShipError::Store(e.to_string()))?;
+                .await??;
                 let f = Frame::Batch {
                     first_seq: first,
                     last_seq: last,

@@ -114,11 +114,12 @@ impl MemBacklog {
 }
 
 impl Backlog for MemBacklog {
-    fn read_batch(&self, after_seq: u64, max_events: usize, _max_bytes: usize) -> Result<Vec<Event>, String> {
+    type Error = std::convert::Infallible;
+    fn read_batch(&self, after_seq: u64, max_events: usize, _max_bytes: usize) -> Result<Vec<Event>, Self::Error> {
         let g = self.inner.lock().unwrap();
         Ok(g.events.iter().filter(|e| e.seq > after_seq).take(max_events).cloned().collect())
     }
-    fn ack(&self, upto_seq: u64) -> Result<(), String> {
+    fn ack(&self, upto_seq: u64) -> Result<(), Self::Error> {
         let mut g = self.inner.lock().unwrap();
         assert!(upto_seq >= g.acked, "ack went backwards: {upto_seq} < {}", g.acked);
         let newest = g.events.last().map(|e| e.seq).unwrap_or(0);

@@ -58,6 +58,10 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("stored event {seq} cannot be decoded: {message}")]
     Decode { seq: u64, message: String },
+    /// Not a failure of the disk: the events waiting for one commit do not fit into what the
+    /// store can free; the writer retries at once with a smaller group.
+    #[error("a group of {events} events is larger than the free store budget; retrying smaller")]
+    GroupTooLarge { events: usize },
 }
 
 impl StoreError {

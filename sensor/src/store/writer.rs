@@ -240,6 +240,10 @@ impl StoreWriter {
                         self.commit_limit = (self.commit_limit * 2).min(max_events);
                         self.evict_limit = (self.evict_limit * 2).min(self.budget.txn_bytes);
                     }
+                    // The group is already halved; the next cycle commits the smaller one.
+                    Err(StoreError::GroupTooLarge { events }) => {
+                        tracing::debug!(events, commit_limit = self.commit_limit, "group too large; retrying smaller")
+                    }
                     Err(e) => self.on_failure(&e, &rt),
                 }
             }
@@ -343,10 +347,7 @@ impl StoreWriter {
             return Ok(Progress::EvictedOnly);
         } else {
             self.commit_limit = (n / 2).max(1);
-            return Err(StoreError::Io {
-                path: self.db.display().to_string(),
-                source: std::io::Error::other("group larger than the free store budget; retrying smaller"),
-            });
+            return Err(StoreError::GroupTooLarge { events: n });
         };
         let mut seq = self.next_seq;
         let mut gap_rows = 0u64;
