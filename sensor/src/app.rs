@@ -64,28 +64,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown: stop_services.clone(),
     };
     let serve = tokio::spawn(listeners.serve(ctx));
-    // The shipper runs on its own thread with a current-thread runtime: its TLS and blocking
-    // store calls stay off the listeners' workers, and its future need not be `Send`.
+    // Rejected batches are kept in the data directory and reported as events.
     let shipper_thread = match cfg.uplink.clone() {
-        Some(u) => {
-            let (s, st, rx) = (sensor.clone(), store.clone(), stop_services.clone());
-            let (data_dir, ship_sink) = (cfg.sensor.data_dir.clone(), sink.clone());
-            let t = std::thread::Builder::new()
-                .name("shipper".into())
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "shipper cannot build its runtime");
-                            return;
-                        }
-                    };
-                    // Rejected batches are kept in the data directory and reported as events.
-                    let ctx = shipper::ShipperContext { data_dir: Some(data_dir), sink: Some(ship_sink) };
-                    if let Err(e) = rt.block_on(shipper::run_with(u, s, st, ctx, rx)) {
-                        tracing::error!(error = %e, "shipper stopped");
-                    }
-                })
+        Some(uplink) => {
+            let ctx = shipper::ShipperContext { data_dir: cfg.sensor.data_dir.clone(), sink: sink.clone() };
+            let t = shipper::spawn(uplink, sensor.clone(), store.clone(), ctx, stop_services.clone())
                 .context("cannot start the shipper thread")?;
             Some(t)
         }
