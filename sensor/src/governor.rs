@@ -57,12 +57,6 @@ impl GovernorHandle {
     pub fn pressure(&self) -> Pressure {
         *self.rx.borrow()
     }
-
-    /// Waits until the state changes (for listeners that want to react).
-    pub async fn changed(&mut self) -> Pressure {
-        let _ = self.rx.changed().await;
-        *self.rx.borrow()
-    }
 }
 
 /// One memory sample, bytes.

@@ -6,18 +6,18 @@
 //! bounded SQLite ring buffer) → [`shipper`] (mutual TLS to the admin).
 //! The [`governor`] watches memory and tells the listeners how much to accept.
 
-pub mod admission;
+pub(crate) mod admission;
 pub mod app;
 pub(crate) mod capture;
 pub mod config;
 pub mod governor;
-pub mod health;
+pub(crate) mod health;
 pub mod listener;
-pub mod privileges;
+pub(crate) mod privileges;
 pub mod protocols;
 pub mod rollup;
-pub mod session;
-pub mod shipper;
+pub(crate) mod session;
+pub(crate) mod shipper;
 pub mod sink;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;

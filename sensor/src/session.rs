@@ -237,11 +237,6 @@ impl Session {
         }
     }
 
-    /// The sensor port the attacker connected to.
-    pub fn dst_port(&self) -> u16 {
-        self.local.port()
-    }
-
     pub fn bytes_in(&self) -> u64 {
         self.counters.bytes_in.load(Ordering::Relaxed)
     }
@@ -259,16 +254,8 @@ impl Session {
         }
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    pub fn sink(&self) -> &EventSink {
-        &self.sink
     }
 
     /// Waits for input and lends up to `max` bytes of it without copying; the caller says how

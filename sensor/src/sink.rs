@@ -65,15 +65,6 @@ impl EventSink {
     pub fn counters(&self) -> &SinkCounters {
         &self.counters
     }
-
-    pub fn rollups(&self) -> &Arc<RollupTable> {
-        &self.rollups
-    }
-
-    /// Free slots in the channel right now.
-    pub fn capacity(&self) -> usize {
-        self.tx.capacity()
-    }
 }
 
 #[cfg(test)]

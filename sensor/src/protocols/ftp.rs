@@ -36,7 +36,7 @@ pub fn pasv_reply(ip: std::net::Ipv4Addr, port: u16) -> String {
     format!("227 Entering Passive Mode ({},{},{},{},{},{}).\r\n", o[0], o[1], o[2], o[3], port >> 8, port & 0xff)
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let banner = svc.banner_or(DEFAULT_BANNER);
     session.write_all(format!("{banner}\r\n").as_bytes()).await?;
     let mut user = String::new();

@@ -169,7 +169,7 @@ fn response(status: &str, banner: &str, body: &str, extra: &str, keep_alive: boo
     .into_bytes()
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let banner = svc.banner_or(DEFAULT_BANNER);
     for _ in 0..MAX_REQUESTS {
         let Some((req, len)) = read_head(session, banner).await? else { continue };

@@ -215,7 +215,7 @@ async fn read_message(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
     }
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let server_name = svc.banner_or(DEFAULT_BANNER);
     let (kind, payload) = read_message(session).await?;
     let login_msg = if kind == TYPE_PRELOGIN {

@@ -207,7 +207,7 @@ async fn read_packet(session: &mut Session) -> SessionResult<(Vec<u8>, u8)> {
     Ok((payload, seq))
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let version = svc.banner_or(DEFAULT_BANNER);
     let mut salt = [0u8; 20];
     for b in salt.iter_mut() {

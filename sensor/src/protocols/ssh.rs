@@ -257,7 +257,7 @@ fn load_or_create_seed(path: &Path) -> std::io::Result<[u8; 32]> {
     }
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let config = server_config(svc, session.limits.idle_timeout);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let trap = Trap {

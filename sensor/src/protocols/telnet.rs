@@ -116,7 +116,7 @@ async fn read_text_line(session: &mut Session) -> SessionResult<String> {
     Ok(String::from_utf8_lossy(&strip_iac(&raw)).trim_end_matches('\r').to_string())
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     // WILL ECHO, WILL SUPPRESS-GO-AHEAD, DO NAWS: what a BusyBox telnetd sends.
     session.write_all(&[IAC, 251, 1, IAC, 251, 3, IAC, 253, 31]).await?;
     let banner = svc.banner_or(DEFAULT_BANNER);

@@ -244,7 +244,7 @@ impl StoreWriter {
                     Err(StoreError::GroupTooLarge { events }) => {
                         tracing::debug!(events, commit_limit = self.commit_limit, "group too large; retrying smaller")
                     }
-                    Err(e) => self.on_failure(&e, &rt),
+                    Err(e) => self.on_failure(&e),
                 }
             }
             self.maintain();
@@ -395,7 +395,7 @@ impl StoreWriter {
     }
 
     /// After a failed commit: re-read the disk, make room, shrink the batch and back off.
-    fn on_failure(&mut self, e: &StoreError, rt: &tokio::runtime::Runtime) {
+    fn on_failure(&mut self, e: &StoreError) {
         self.failures = self.failures.saturating_add(1);
         self.shared.write_retries.fetch_add(1, Ordering::Relaxed);
         if self.failures <= 3 || self.failures % 50 == 0 {
@@ -415,7 +415,6 @@ impl StoreWriter {
         self.shrink_if_needed(true);
         let backoff = Duration::from_millis((25u64 << self.failures.min(5)).min(1000));
         // Nothing else runs on this thread: a plain sleep is the backoff.
-        let _ = rt;
         std::thread::sleep(backoff);
     }
 
@@ -560,11 +559,6 @@ impl StoreWriter {
         s.evicted_total.store(self.evicted_total, Ordering::Release);
         s.last_seq.store(seq, Ordering::Release);
         Ok(())
-    }
-
-    /// The budget currently in force (tests, tools).
-    pub fn budget(&self) -> Budget {
-        self.budget
     }
 }
 
