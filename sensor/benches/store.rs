@@ -3,6 +3,8 @@
 //! connection event, and batch-read rate. Prints one `key=value` line per measurement.
 //!
 //! Not a test: numbers go into docs/benchmarks.md, nothing here asserts on time.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::{StoreSection, Synchronous};
 use drosera_sensor::rollup::RollupTable;

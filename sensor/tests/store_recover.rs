@@ -2,6 +2,8 @@
 //! timestamp), a fresh store starts with a `StoreRecovered` event, and sequence numbers continue
 //! above everything the old file used. Repeated corruption never stops the store and keeps at
 //! most two quarantined copies.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;

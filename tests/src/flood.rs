@@ -17,7 +17,6 @@
 
 use drosera_flood::probe;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -263,20 +262,7 @@ impl Flood {
 
 fn socket_from(src: Ipv4Addr) -> std::io::Result<TcpSocket> {
     let sock = TcpSocket::new_v4()?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
     sock.bind(SocketAddr::from((src, 0)))?;
     Ok(sock)
 }

@@ -453,8 +453,7 @@ impl Rng {
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Mounts a tmpfs of `bytes` at `dir`; unmounted on drop.
@@ -485,14 +484,9 @@ impl Drop for Tmpfs {
 }
 
 fn free_bytes(dir: &Path) -> u64 {
-    let Ok(c) = std::ffi::CString::new(dir.display().to_string()) else { return 0 };
-    // SAFETY: statvfs with a NUL-terminated path and a zeroed out-struct.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return 0;
-        }
-        s.f_bavail as u64 * s.f_frsize as u64
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
+        Err(_) => 0,
     }
 }
 
