@@ -2,10 +2,10 @@
 //!
 //! Binding is separate from serving so that a sensor started as root can bind the low ports and
 //! then drop privileges before it reads a single attacker byte. Serving follows mini-redis: one
-//! accept loop per socket, one task per admitted connection, bounded by [`Admission`] — except
+//! accept loop per socket, one task per admitted connection, bounded by `Admission` — except
 //! that we never *wait* for a slot: a flood must not queue inside the sensor, so a connection
 //! past any cap is closed at once and counted as a rollup ([`EventSink::shed`]). Every admitted
-//! connection ends in exactly one connection event ([`Session::close`]), whatever ended it, so
+//! connection ends in exactly one connection event (`Session::close`), whatever ended it, so
 //! `accepted = connection events + rolled-up connections` holds exactly.
 
 use crate::admission::Admission;

@@ -2,7 +2,7 @@
 //!
 //! Each module has pure parser functions over bytes (fuzzed in `fuzz/`), its believable
 //! `DEFAULT_BANNER` (used when the config leaves `banner` empty), and an async
-//! `handle(session, service)` that speaks the protocol through a [`Session`], emits events, and
+//! `handle(session, service)` that speaks the protocol through a `Session`, emits events, and
 //! returns `Ok(())` when the server ended the conversation or the
 //! [`CloseReason`](drosera_uplink::event::CloseReason) that ended it otherwise. The listener
 //! records the connection itself (`Session::close`) whatever happens here.
@@ -10,7 +10,7 @@
 //! [`ServiceKind`] is the one list of services a config may name: serde reads `kind` into it
 //! (an unknown kind is an error that lists the valid ones), and each kind is spelled like the
 //! [`Protocol`] its events carry. The blackhole is not a service kind: it has its own config
-//! section and the listener runs [`blackhole::handle`] for it directly.
+//! section and the listener runs `blackhole::handle` for it directly.
 
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};

@@ -5,7 +5,7 @@
 //!   groups (every `commit_interval_ms` or `commit_max_events`): an SD card wears out with
 //!   per-event commits, and one writer means no lock fights with producers, who only ever touch
 //!   the bounded channel.
-//! * One table per [`Priority`] class (`ev0` .. `ev4`, `seq INTEGER PRIMARY KEY, body BLOB`).
+//! * One table per [`Priority`](drosera_uplink::Priority) class (`ev0` .. `ev4`, `seq INTEGER PRIMARY KEY, body BLOB`).
 //!   Eviction is "oldest first within the lowest class", and acknowledgement is "everything up to
 //!   a sequence number"; with a table per class both are always deletions from the *front* of a
 //!   B-tree, which free whole pages and write almost nothing to the WAL. That keeps the WAL (and

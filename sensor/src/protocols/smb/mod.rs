@@ -12,8 +12,8 @@
 //! hand (the payload that follows is recorded, never executed).
 //!
 //! Framing: direct-TCP NetBIOS session messages (1 type byte + 24-bit length), capped at
-//! [`MAX_MESSAGE`]. This file reads and dispatches messages; [`smb1`] and [`smb2`] parse and
-//! answer their dialect's commands (named constants, one function per command), [`ntlm`] holds
+//! [`MAX_MESSAGE`]. This file reads and dispatches messages; `smb1` and `smb2` parse and
+//! answer their dialect's commands (named constants, one function per command), `ntlm` holds
 //! NTLMSSP and SPNEGO. All parsers are pure functions over bytes.
 
 mod ntlm;
