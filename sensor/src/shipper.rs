@@ -386,10 +386,7 @@ impl<B: Backlog> Shipper<B> {
                     max_bytes: self.cfg.batch_max_bytes.min(max_batch_bytes as usize / 2).max(1024),
                 })
             }
-            Some(Ok(Frame::Refused { reason })) => Err(ShipError::Refused(reason)),
-            Some(Ok(other)) => Err(ShipError::Protocol(format!("expected hello ack, got {}", other.name()))),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(ShipError::Closed),
+            other => Err(unexpected(other, "hello ack")),
         }
     }
 
@@ -467,10 +464,7 @@ impl<B: Backlog> Shipper<B> {
                 c.ping_sent = None;
                 Ok(())
             }
-            Some(Ok(Frame::Refused { reason })) => Err(ShipError::Refused(reason)),
-            Some(Ok(other)) => Err(ShipError::Protocol(format!("unexpected {} frame", other.name()))),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(ShipError::Closed),
+            other => Err(unexpected(other, "ack, rejection or pong")),
         }
     }
 
@@ -536,6 +530,17 @@ impl<B: Backlog> Shipper<B> {
         std::fs::write(&path, &batch.payload)?;
         std::fs::write(path.with_extension("reason.txt"), reason)?;
         Ok(Some(path))
+    }
+}
+
+/// Why a session ends on an answer other than the `expected` one: the admin refused us, sent
+/// another frame, broke the framing or closed the connection.
+fn unexpected(answer: Option<Result<Frame, FrameError>>, expected: &str) -> ShipError {
+    match answer {
+        Some(Ok(Frame::Refused { reason })) => ShipError::Refused(reason),
+        Some(Ok(other)) => ShipError::Protocol(format!("expected {expected}, got {}", other.name())),
+        Some(Err(e)) => e.into(),
+        None => ShipError::Closed,
     }
 }
 

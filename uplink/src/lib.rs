@@ -1,6 +1,6 @@
 //! `drosera-uplink`: everything a sensor and an admin must agree on, and nothing else.
 //!
-//! * [`event`] — the one [`Event`](event::Event) type for everything a sensor reports, with an
+//! * [`event`] — the one [`Event`] type for everything a sensor reports, with an
 //!   explicit schema version and the rules for evolving it.
 //! * [`codec`] — batches on the wire: postcard-encoded events compressed with zstd, decoded with
 //!   hard caps so hostile bytes can neither panic nor balloon memory.
