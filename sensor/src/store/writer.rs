@@ -152,7 +152,7 @@ impl StoreWriter {
     }
 
     /// The writer loop (blocking; see [`StoreWriter::spawn`]).
-    pub fn run(mut self, mut rx: mpsc::Receiver<Event>, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
+    fn run(mut self, mut rx: mpsc::Receiver<Event>, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
             Err(e) => {
