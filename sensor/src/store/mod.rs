@@ -139,12 +139,11 @@ impl StoreHandle {
     /// Durably records that the admin committed everything up to `upto_seq`, freeing those rows.
     /// Acknowledging less than the current acknowledged sequence is a no-op.
     pub fn ack(&self, upto_seq: u64) -> Result<(), StoreError> {
-        let upto = upto_seq.min(self.shared.last_seq.load(Ordering::Acquire));
-        if upto <= self.shared.acked_seq.load(Ordering::Acquire) {
+        if upto_seq <= self.shared.acked_seq.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let deleted = reader::ack(&mut conn, upto)?;
+        let (deleted, upto) = reader::ack(&mut conn, upto_seq)?;
         self.shared.acked_seq.fetch_max(upto, Ordering::AcqRel);
         let _ = self.shared.rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(deleted)));
         Ok(())
