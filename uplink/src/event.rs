@@ -33,7 +33,7 @@
 //! [`Event::clamp`] enforces those caps on any event that comes from elsewhere.
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Version of the event schema defined in this file. Bump it when appending a variant.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -493,6 +493,29 @@ impl Detail {
 }
 
 impl Event {
+    /// An event the sensor reports about itself (health, eviction gap, store recovery, rollup,
+    /// rejected batch): `Internal` transport, `Sensor` protocol, no source address, no session,
+    /// `System` priority, stamped with the current time. `seq` stays 0 and `sensor` empty: the
+    /// store assigns the one and fills in the other.
+    pub fn internal(detail: Detail) -> Event {
+        Event {
+            seq: 0,
+            time_ms: now_ms(),
+            sensor: String::new(),
+            transport: Transport::Internal,
+            protocol: Protocol::Sensor,
+            src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: 0,
+            session_id: 0,
+            duration_ms: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            priority: Priority::System,
+            detail,
+        }
+    }
+
     /// Rewrites this event so that an admin speaking schema `version` can decode it: a detail
     /// variant newer than `version` becomes a [`Detail::Extension`] carrying the same data.
     pub fn downgrade_to(&mut self, version: u16) {
@@ -573,6 +596,15 @@ impl Event {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (UTC), the unit of [`Event::time_ms`]; 0 if the
+/// clock is before 1970.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Truncates `s` to at most `max` bytes without splitting a character.
 pub fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
@@ -597,6 +629,17 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_internal_event_is_the_sensors_own_system_record_stamped_now() {
+        let before = now_ms();
+        let ev = Event::internal(Detail::Scan { kind: "k".into(), ports: vec![] });
+        assert!(ev.time_ms >= before && ev.time_ms <= now_ms());
+        assert!(before > 1_600_000_000_000, "the clock helper counts milliseconds since 1970");
+        assert_eq!((ev.transport, ev.protocol, ev.priority), (Transport::Internal, Protocol::Sensor, Priority::System));
+        assert_eq!((ev.seq, ev.sensor.as_str(), ev.session_id), (0, "", 0));
+        assert!(ev.src_ip.is_unspecified());
+    }
+
     #[test]
     fn transport_names_are_the_lower_case_variants() {
         for t in [Transport::Tcp, Transport::Udp, Transport::Internal] {
