@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(rename = "service")]
     pub services: Vec<ServiceSection>,
     pub blackhole: BlackholeSection,
+    /// Malware samples: whole files attackers deliver, kept until the admin has them.
+    pub samples: SamplesSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -226,6 +228,35 @@ impl Default for BlackholeSection {
     }
 }
 
+/// The sample area (`data_dir/samples`, see [`crate::samples`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplesSection {
+    /// Keep delivered files whole. Off: each one is still hashed and reported, not kept.
+    pub enabled: bool,
+    /// Largest file kept, in bytes; a larger one is reported as too large (hash of its start).
+    pub max_sample_bytes: u64,
+    /// Most bytes of samples on disk not yet shipped to the admin. Never more than the free disk
+    /// left after the store's reserve and the store's own room up to its cap.
+    pub cap_bytes: u64,
+    /// Most samples on disk not yet shipped.
+    pub max_files: usize,
+    /// Most samples being received at the same time (each holds a 64 KiB write buffer).
+    pub max_writers: usize,
+}
+
+impl Default for SamplesSection {
+    fn default() -> Self {
+        SamplesSection {
+            enabled: true,
+            max_sample_bytes: 16 * 1024 * 1024,
+            cap_bytes: 256 * 1024 * 1024,
+            max_files: 10_000,
+            max_writers: 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
@@ -391,6 +422,21 @@ impl Config {
                 ));
             }
         }
+        let sm = &self.samples;
+        if sm.max_sample_bytes == 0 || sm.max_sample_bytes > sm.cap_bytes {
+            return Err(invalid(
+                "samples.max_sample_bytes",
+                format!("must be between 1 and samples.cap_bytes ({})", sm.cap_bytes),
+                "use max_sample_bytes = 16777216 with cap_bytes = 268435456",
+            ));
+        }
+        if sm.max_files == 0 || sm.max_writers == 0 {
+            return Err(invalid(
+                "samples.max_writers",
+                "max_writers and max_files must be greater than zero",
+                "remove the keys to use the defaults (64 writers, 10000 files)",
+            ));
+        }
         if let Some(u) = &self.uplink {
             if !u.admin.contains(':') {
                 return Err(invalid(
@@ -430,6 +476,7 @@ mod tests {
         assert_eq!(cfg.store, StoreSection::default());
         assert_eq!(cfg.memory, MemorySection::default());
         assert_eq!(cfg.limits, LimitsSection::default());
+        assert_eq!(cfg.samples, SamplesSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }

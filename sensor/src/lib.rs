@@ -15,6 +15,7 @@ pub mod listener;
 pub mod privileges;
 pub mod protocols;
 pub mod rollup;
+pub mod samples;
 pub mod session;
 pub mod shipper;
 pub mod sink;
