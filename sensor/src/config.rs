@@ -38,6 +38,8 @@ pub struct Config {
     pub blackhole: BlackholeSection,
     /// Malware samples: whole files attackers deliver, kept until the admin has them.
     pub samples: SamplesSection,
+    /// Which logins succeed on the services that let attackers in (FTP, Telnet, SSH, ...).
+    pub credentials: CredentialsSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -227,6 +229,56 @@ impl Default for BlackholeSection {
         BlackholeSection { ports: Vec::new(), bind: default_bind(), record_bytes: 4096 }
     }
 }
+
+/// The login policy (see [`crate::credentials`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsSection {
+    /// Logins refused from a source address before any may succeed.
+    pub refuse_first: u32,
+    /// `user:password` pairs that may then succeed; `*` matches anything, `!pw` anything but pw.
+    pub accept: Vec<String>,
+    /// Most source addresses whose refused attempts are counted (oldest dropped past it).
+    pub max_sources: usize,
+}
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        CredentialsSection {
+            refuse_first: 2,
+            accept: DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
+            max_sources: 65_536,
+        }
+    }
+}
+
+/// The default weak pairs: the factory logins IoT botnets (Mirai and its descendants) try first,
+/// and the classic server ones. Anonymous FTP is not among them.
+pub const DEFAULT_ACCEPT: &[&str] = &[
+    "root:root",
+    "root:admin",
+    "root:123456",
+    "root:12345",
+    "root:password",
+    "root:default",
+    "root:vizxv",
+    "root:xc3511",
+    "root:888888",
+    "root:xmhdipc",
+    "root:juantech",
+    "root:54321",
+    "root:realtek",
+    "root:1234",
+    "admin:admin",
+    "admin:password",
+    "admin:1234",
+    "admin:12345",
+    "support:support",
+    "user:user",
+    "guest:guest",
+    "ubnt:ubnt",
+    "pi:raspberry",
+];
 
 /// The sample area (`data_dir/samples`, see [`crate::samples`]).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -422,6 +474,13 @@ impl Config {
                 ));
             }
         }
+        if let Err(e) = crate::credentials::validate_accept(&self.credentials.accept) {
+            return Err(invalid(
+                &format!("credentials.accept[{}]", e.index),
+                format!("{:?} is not user:password", e.entry),
+                "write pairs like \"root:admin\" (\"*\" matches any, \"root:!root\" any but root)",
+            ));
+        }
         let sm = &self.samples;
         if sm.max_sample_bytes == 0 || sm.max_sample_bytes > sm.cap_bytes {
             return Err(invalid(
@@ -477,6 +536,7 @@ mod tests {
         assert_eq!(cfg.memory, MemorySection::default());
         assert_eq!(cfg.limits, LimitsSection::default());
         assert_eq!(cfg.samples, SamplesSection::default());
+        assert_eq!(cfg.credentials, CredentialsSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }

@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod app;
 pub mod config;
+pub mod credentials;
 pub mod governor;
 pub mod health;
 pub mod listener;
