@@ -50,6 +50,10 @@ pub struct Config {
     #[serde(rename = "service")]
     pub services: Vec<ServiceSection>,
     pub blackhole: BlackholeSection,
+    /// Malware samples: whole files attackers deliver, kept until the admin has them.
+    pub samples: SamplesSection,
+    /// Which logins succeed on the services that let attackers in (FTP, Telnet, SSH, ...).
+    pub credentials: CredentialsSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -273,6 +277,85 @@ impl Default for BlackholeSection {
     }
 }
 
+/// The login policy (see [`crate::credentials`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsSection {
+    /// Logins refused from a source address before any may succeed.
+    pub refuse_first: u32,
+    /// `user:password` pairs that may then succeed; `*` matches anything, `!pw` anything but pw.
+    pub accept: Vec<String>,
+    /// Most source addresses whose refused attempts are counted (oldest dropped past it).
+    pub max_sources: usize,
+}
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        CredentialsSection {
+            refuse_first: 2,
+            accept: DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
+            max_sources: 65_536,
+        }
+    }
+}
+
+/// The default weak pairs: the factory logins IoT botnets (Mirai and its descendants) try first,
+/// and the classic server ones. Anonymous FTP is not among them.
+pub const DEFAULT_ACCEPT: &[&str] = &[
+    "root:root",
+    "root:admin",
+    "root:123456",
+    "root:12345",
+    "root:password",
+    "root:default",
+    "root:vizxv",
+    "root:xc3511",
+    "root:888888",
+    "root:xmhdipc",
+    "root:juantech",
+    "root:54321",
+    "root:realtek",
+    "root:1234",
+    "admin:admin",
+    "admin:password",
+    "admin:1234",
+    "admin:12345",
+    "support:support",
+    "user:user",
+    "guest:guest",
+    "ubnt:ubnt",
+    "pi:raspberry",
+];
+
+/// The sample area (`data_dir/samples`, see [`crate::samples`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplesSection {
+    /// Keep delivered files whole. Off: each one is still hashed and reported, not kept.
+    pub enabled: bool,
+    /// Largest file kept, in bytes; a larger one is reported as too large (hash of its start).
+    pub max_sample_bytes: u64,
+    /// Most bytes of samples on disk not yet shipped to the admin. Never more than the free disk
+    /// left after the store's reserve and the store's own room up to its cap.
+    pub cap_bytes: u64,
+    /// Most samples on disk not yet shipped.
+    pub max_files: usize,
+    /// Most samples being received at the same time (each holds a 64 KiB write buffer).
+    pub max_writers: usize,
+}
+
+impl Default for SamplesSection {
+    fn default() -> Self {
+        SamplesSection {
+            enabled: true,
+            max_sample_bytes: 16 * 1024 * 1024,
+            cap_bytes: 256 * 1024 * 1024,
+            max_files: 10_000,
+            max_writers: 64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
@@ -440,6 +523,28 @@ impl Config {
                 ));
             }
         }
+        if let Err(e) = crate::credentials::validate_accept(&self.credentials.accept) {
+            return Err(invalid(
+                &format!("credentials.accept[{}]", e.index),
+                format!("{:?} is not user:password", e.entry),
+                "write pairs like \"root:admin\" (\"*\" matches any, \"root:!root\" any but root)",
+            ));
+        }
+        let sm = &self.samples;
+        if sm.max_sample_bytes == 0 || sm.max_sample_bytes > sm.cap_bytes {
+            return Err(invalid(
+                "samples.max_sample_bytes",
+                format!("must be between 1 and samples.cap_bytes ({})", sm.cap_bytes),
+                "use max_sample_bytes = 16777216 with cap_bytes = 268435456",
+            ));
+        }
+        if sm.max_files == 0 || sm.max_writers == 0 {
+            return Err(invalid(
+                "samples.max_writers",
+                "max_writers and max_files must be greater than zero",
+                "remove the keys to use the defaults (64 writers, 10000 files)",
+            ));
+        }
         if let Some(u) = &self.uplink {
             if !u.admin.contains(':') {
                 return Err(invalid(
@@ -479,6 +584,8 @@ mod tests {
         assert_eq!(cfg.store, StoreSection::default());
         assert_eq!(cfg.memory, MemorySection::default());
         assert_eq!(cfg.limits, LimitsSection::default());
+        assert_eq!(cfg.samples, SamplesSection::default());
+        assert_eq!(cfg.credentials, CredentialsSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }
