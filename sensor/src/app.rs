@@ -16,6 +16,8 @@ use crate::governor::Governor;
 use crate::health::{self, HealthContext};
 use crate::listener::{ListenerContext, Listeners};
 use crate::rollup::RollupTable;
+use crate::samples::{self, SampleArea};
+use crate::session::SessionEnv;
 use crate::sink::EventSink;
 use crate::store::{StoreHandle, StoreWriter};
 use crate::{shipper, store};
@@ -127,12 +129,15 @@ impl Services {
         let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
         tracing::info!(?dropped, "privileges");
         let stats = listeners.stats();
-        let ctx = ListenerContext {
-            sink: sink.clone(),
-            governor: governor.clone(),
-            sensor: sensor.clone(),
-            shutdown: stop.clone(),
-        };
+        // Opened as the sensor user, so every sample file belongs to it (and the shipper can
+        // read them); it leaves the event store its disk room (its cap and its reserve).
+        let claim = store.clone();
+        let room = samples::disk_room(cfg.sensor.data_dir.clone(), move || claim.disk_claim());
+        let area = SampleArea::open(&cfg.sensor.data_dir, cfg.samples.clone(), room)
+            .context("cannot open the sample area (samples/ in the data directory)")?;
+        let env = SessionEnv::new(cfg, sink.clone(), sensor.clone(), Some(area))
+            .context("the login policy in [credentials] is invalid")?;
+        let ctx = ListenerContext { env, governor: governor.clone(), shutdown: stop.clone() };
         let serve = tokio::spawn(listeners.serve(ctx));
         // Rejected batches are kept in the data directory and reported as events.
         let shipper = match cfg.uplink.clone() {

@@ -72,6 +72,8 @@ pub struct SensorSection {
     pub log_format: LogFormat,
     /// Seconds between health events.
     pub health_interval_s: u64,
+    /// The one story every service tells (products, versions, OS); see [`Persona`].
+    pub persona: Persona,
 }
 
 impl Default for SensorSection {
@@ -81,6 +83,7 @@ impl Default for SensorSection {
             data_dir: PathBuf::from("/var/lib/drosera"),
             user: "drosera".into(),
             log_format: LogFormat::Text,
+            persona: Persona::Mixed,
             health_interval_s: 60,
         }
     }
@@ -207,6 +210,24 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line (for log shippers).
     Json,
+}
+
+/// `sensor.persona`: which machine every emulated service pretends to be, so that banners,
+/// versions, OS strings and pages agree with each other (a scanner that fingerprints several
+/// ports of one address sees one believable host).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Persona {
+    /// Each service keeps its own most-attacked default (BusyBox telnet, Debian OpenSSH,
+    /// MSSQL, a Windows file server, ...): the widest net, at the price of one story.
+    #[default]
+    Mixed,
+    /// A Debian server: OpenSSH, Apache, MySQL/MariaDB, vsftpd, Redis, ...
+    LinuxServer,
+    /// A Windows Server: SMB, MSSQL, RDP, IIS, Microsoft FTP, ...
+    WindowsServer,
+    /// A home router or camera: BusyBox telnet, a router login page, dropbear SSH, ...
+    IotRouter,
 }
 
 /// `store.synchronous`: SQLite's `synchronous` pragma for the store.

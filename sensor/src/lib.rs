@@ -59,3 +59,5 @@ pub(crate) mod shipper;
 pub mod sink;
 pub mod store;
 pub(crate) mod systemd;
+
+pub use session::SessionEnv;

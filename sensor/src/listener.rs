@@ -12,8 +12,7 @@ use crate::admission::Admission;
 use crate::config::{Config, LimitsSection, ServiceSection};
 use crate::governor::{GovernorHandle, Pressure};
 use crate::protocols::{self, blackhole, ServiceKind};
-use crate::session::{Session, SessionLimits};
-use crate::sink::EventSink;
+use crate::session::{Session, SessionEnv, SessionLimits};
 use drosera_uplink::event::{CloseReason, Protocol, ShedReason};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -32,9 +31,10 @@ pub enum ListenerError {
 /// What every listener needs at run time.
 #[derive(Clone)]
 pub struct ListenerContext {
-    pub sink: EventSink,
+    /// What every session shares: the event sink, the sensor name, the login policy, the
+    /// sample area and the persona.
+    pub env: Arc<SessionEnv>,
     pub governor: GovernorHandle,
-    pub sensor: Arc<str>,
     /// Cancelled when the sensor shuts down.
     pub shutdown: CancellationToken,
 }
@@ -223,16 +223,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
         if matches!(b.role, Role::Blackhole) {
             limits.first_bytes = sh.blackhole_bytes;
         }
-        let session = Session::new(
-            Box::new(stream),
-            id,
-            peer,
-            local,
-            protocol,
-            limits,
-            sh.ctx.sink.clone(),
-            sh.ctx.sensor.clone(),
-        );
+        let session = Session::new(Box::new(stream), id, peer, local, protocol, limits, sh.ctx.env.clone());
         let role = b.role.clone();
         let stats = sh.stats.clone();
         let shutdown_rx = sh.ctx.shutdown.clone();
@@ -252,7 +243,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
 
 fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: Protocol, reason: ShedReason) {
     sh.stats.shed.fetch_add(1, Ordering::Relaxed);
-    sh.ctx.sink.shed(peer.ip(), port, protocol, reason);
+    sh.ctx.env.sink.shed(peer.ip(), port, protocol, reason);
     // Close at once, with a reset so the socket does not linger in TIME_WAIT on our side. A zero
     // linger never blocks (the deprecation is about non-zero timeouts).
     #[allow(deprecated)]
@@ -301,6 +292,7 @@ fn session_limits(l: &LimitsSection) -> SessionLimits {
 mod tests {
     use super::*;
     use crate::rollup::RollupTable;
+    use crate::sink::EventSink;
 
     /// Every open connection costs one task of this size (plus its buffers): 2,000 sessions in
     /// flight must fit the sensor's memory budget, so no handler may keep big buffers on its
@@ -330,8 +322,7 @@ mod tests {
                 "127.0.0.1:2".parse().unwrap(),
                 protocol,
                 SessionLimits::default(),
-                sink.clone(),
-                Arc::from("t"),
+                SessionEnv::basic(sink.clone(), Arc::from("t")),
             );
             let task = run_session(session, role, shutdown.clone());
             let size = std::mem::size_of_val(&task);

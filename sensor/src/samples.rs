@@ -154,7 +154,7 @@ impl SampleArea {
     /// record an outcome even when nothing is kept.
     pub fn begin(self: &Arc<Self>, paused: bool) -> SampleWriter {
         let mut w = SampleWriter {
-            area: self.clone(),
+            area: Some(self.clone()),
             file: None,
             part: PathBuf::new(),
             buf: Vec::new(),
@@ -271,7 +271,8 @@ pub struct SampleResult {
 /// One sample being received: hashes everything, streams it to a part file while the area has
 /// room, and ends in a [`SampleResult`]. Dropping it unfinished deletes the part.
 pub struct SampleWriter {
-    area: Arc<SampleArea>,
+    /// `None` for a writer that keeps nothing ([`SampleWriter::not_kept`]).
+    area: Option<Arc<SampleArea>>,
     file: Option<std::fs::File>,
     part: PathBuf,
     buf: Vec<u8>,
@@ -286,6 +287,23 @@ pub struct SampleWriter {
 }
 
 impl SampleWriter {
+    /// A writer without an area: it hashes and counts, and ends in `outcome` (for a sensor or a
+    /// test without a sample area).
+    pub fn not_kept(outcome: SampleOutcome) -> SampleWriter {
+        SampleWriter {
+            area: None,
+            file: None,
+            part: PathBuf::new(),
+            buf: Vec::new(),
+            hasher: Sha256::new(),
+            size: 0,
+            reserved: 0,
+            written: 0,
+            registered: false,
+            refused: Some(outcome),
+        }
+    }
+
     /// Bytes received so far.
     pub fn size(&self) -> u64 {
         self.size
@@ -298,7 +316,7 @@ impl SampleWriter {
 
     /// Adds received bytes. Never fails: a problem turns into the final outcome.
     pub fn write(&mut self, data: &[u8]) {
-        let cap = self.area.cfg.max_sample_bytes;
+        let cap = self.area.as_ref().map_or(u64::MAX - 1, |a| a.cfg.max_sample_bytes);
         if self.size > cap {
             return;
         }
@@ -313,8 +331,9 @@ impl SampleWriter {
         if self.refused.is_some() {
             return;
         }
+        let Some(area) = self.area.clone() else { return };
         while self.size > self.reserved {
-            if let Err(outcome) = self.area.reserve(RESERVE_STEP) {
+            if let Err(outcome) = area.reserve(RESERVE_STEP) {
                 self.refuse(outcome);
                 return;
             }
@@ -339,7 +358,9 @@ impl SampleWriter {
                 return;
             }
             self.written += self.buf.len() as u64;
-            self.area.state().written += self.buf.len() as u64;
+            if let Some(area) = &self.area {
+                area.state().written += self.buf.len() as u64;
+            }
         }
         self.buf.clear();
     }
@@ -357,8 +378,8 @@ impl SampleWriter {
         if self.file.take().is_some() {
             let _ = std::fs::remove_file(&self.part);
         }
-        if self.reserved > 0 || self.written > 0 {
-            let mut st = self.area.state();
+        if let (Some(area), true) = (&self.area, self.reserved > 0 || self.written > 0) {
+            let mut st = area.state();
             st.reserved -= self.reserved.min(st.reserved);
             st.written -= self.written.min(st.written);
             self.reserved = 0;
@@ -382,13 +403,15 @@ impl SampleWriter {
         if outcome != SampleOutcome::Kept {
             self.discard();
         }
-        self.area.count(outcome);
+        if let Some(area) = &self.area {
+            area.count(outcome);
+        }
         SampleResult { sha256, size: self.size, outcome }
     }
 
     /// Makes the part the kept sample `sha256` (or drops it as a duplicate).
     fn commit(&mut self, sha256: &[u8; 32]) -> SampleOutcome {
-        let area = self.area.clone();
+        let Some(area) = self.area.clone() else { return SampleOutcome::Failed };
         let Some(file) = self.file.take() else { return SampleOutcome::Failed };
         // Durable and read-only before it gets its name: a kept sample is never half-written.
         if let Err(e) = file.sync_all().and_then(|_| file.set_permissions(std::fs::Permissions::from_mode(0o400))) {
@@ -435,8 +458,8 @@ impl SampleWriter {
 impl Drop for SampleWriter {
     fn drop(&mut self) {
         self.discard();
-        if self.registered {
-            let mut st = self.area.state();
+        if let (Some(area), true) = (&self.area, self.registered) {
+            let mut st = area.state();
             st.writers = st.writers.saturating_sub(1);
         }
     }

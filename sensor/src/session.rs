@@ -15,8 +15,12 @@
 //! Every way a session can end is a [`CloseReason`], so handlers use `?` freely and the listener
 //! records how each connection ended.
 
+use crate::capture::PayloadCapture;
+use crate::config::Persona;
+use crate::credentials::CredentialPolicy;
+use crate::samples::{SampleArea, SampleWriter};
 use crate::sink::EventSink;
-use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, Transport};
+use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, SampleOutcome, Transport};
 use drosera_uplink::now_ms;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -167,8 +171,7 @@ pub struct Session {
     deadline: Instant,
     io: BufReader<CappedIo<Box<dyn SessionStream>>>,
     counters: Arc<IoCounters>,
-    sink: EventSink,
-    sensor: Arc<str>,
+    env: Arc<SessionEnv>,
     taken_first: Vec<u8>,
     /// Replies written but not sent yet (at most [`OUT_FLUSH_AT`] plus one reply).
     out: Vec<u8>,
@@ -203,9 +206,48 @@ impl Emitter {
     }
 }
 
+/// What every session of the sensor shares: where events go, the sensor's name, and the
+/// sensor-wide policies a handler consults (the one login policy, the sample area, the persona).
+pub struct SessionEnv {
+    pub sink: EventSink,
+    pub sensor: Arc<str>,
+    pub persona: Persona,
+    pub credentials: CredentialPolicy,
+    /// `None`: samples are not kept (tests, tools); every delivered file is still reported.
+    pub samples: Option<Arc<SampleArea>>,
+}
+
+impl SessionEnv {
+    /// The environment of a running sensor, from its config.
+    pub fn new(
+        cfg: &crate::config::Config,
+        sink: EventSink,
+        sensor: Arc<str>,
+        samples: Option<Arc<SampleArea>>,
+    ) -> Result<Arc<SessionEnv>, crate::credentials::BadEntry> {
+        Ok(Arc::new(SessionEnv {
+            sink,
+            sensor,
+            persona: cfg.sensor.persona,
+            credentials: CredentialPolicy::new(&cfg.credentials)?,
+            samples,
+        }))
+    }
+
+    /// An environment for tests and tools: mixed persona, every login refused, no sample area.
+    pub fn basic(sink: EventSink, sensor: Arc<str>) -> Arc<SessionEnv> {
+        Arc::new(SessionEnv {
+            sink,
+            sensor,
+            persona: Persona::Mixed,
+            credentials: CredentialPolicy::refuse_all(),
+            samples: None,
+        })
+    }
+}
+
 impl Session {
     /// Every argument is a distinct fact about the connection, fixed at accept time.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         stream: Box<dyn SessionStream>,
         id: u64,
@@ -213,8 +255,7 @@ impl Session {
         local: SocketAddr,
         protocol: Protocol,
         limits: SessionLimits,
-        sink: EventSink,
-        sensor: Arc<str>,
+        env: Arc<SessionEnv>,
     ) -> Session {
         let capped = CappedIo::new(stream, limits.max_bytes_in, limits.first_bytes);
         let counters = capped.counters();
@@ -230,8 +271,7 @@ impl Session {
             started_ms: now_ms(),
             io: BufReader::with_capacity(4096, capped),
             counters,
-            sink,
-            sensor,
+            env,
             taken_first: Vec::new(),
             out: Vec::new(),
         }
@@ -366,7 +406,7 @@ impl Session {
         Event {
             seq: 0,
             time_ms: now_ms(),
-            sensor: self.sensor.to_string(),
+            sensor: self.env.sensor.to_string(),
             transport: Transport::Tcp,
             protocol: self.protocol,
             src_ip: self.peer.ip(),
@@ -383,7 +423,50 @@ impl Session {
 
     /// Builds and emits an event with this session's common fields.
     pub fn emit(&self, detail: Detail) {
-        self.sink.emit(self.event(detail));
+        self.env.sink.emit(self.event(detail));
+    }
+
+    /// The sensor-wide persona (see [`Persona`]).
+    #[allow(dead_code)] // the services answer per persona in the next changes (issue 14)
+    pub fn persona(&self) -> Persona {
+        self.env.persona
+    }
+
+    /// The one login policy: true lets this attempt in (and counts it for the source address).
+    #[allow(dead_code)] // FTP, Telnet and SSH move to it in the next changes (issue 14)
+    pub fn check_login(&self, user: &str, password: &str) -> bool {
+        self.env.credentials.check(self.peer.ip(), user, password)
+    }
+
+    /// A capture for a whole file the attacker delivers (an upload, a body, a dropped file): it
+    /// hashes, keeps the payload prefix (up to `limits.max_payload`) and streams the bytes into
+    /// the sample area. `source` names the channel (`ftp-stor`, `http-body`, ...). End it with
+    /// [`Session::emit_capture`].
+    pub fn capture(&self, source: &'static str) -> PayloadCapture {
+        // The governor pauses payload keeping by setting max_payload to 0; samples pause with it.
+        let paused = self.limits.max_payload == 0;
+        let writer = match &self.env.samples {
+            Some(area) => area.begin(paused),
+            None => SampleWriter::not_kept(SampleOutcome::Disabled),
+        };
+        PayloadCapture::with_sample(self.limits.max_payload, writer, source)
+    }
+
+    /// Most bytes one delivered file may bring on a separate data connection (FTP, ...): the
+    /// largest sample kept plus one byte (to tell that a file was larger), and never less than
+    /// the session's own byte cap.
+    pub fn file_cap(&self) -> u64 {
+        let sample = self.env.samples.as_ref().map_or(0, |a| a.max_sample_bytes().saturating_add(1));
+        self.limits.max_bytes_in.max(sample)
+    }
+
+    /// Records a finished capture: its `Payload` event and, for a file, its `Sample` event.
+    pub fn emit_capture(&self, capture: PayloadCapture, name: &str) {
+        let done = capture.finish(name);
+        self.emit(done.payload);
+        if let Some(sample) = done.sample {
+            self.emit(sample);
+        }
     }
 
     /// Ends the session: sends the replies still queued (bounded: a peer that does not read
@@ -395,7 +478,7 @@ impl Session {
         let first_bytes = self.first_bytes().to_vec();
         let mut ev = self.event(Detail::Connection { first_bytes, closed_by });
         ev.time_ms = self.started_ms;
-        self.sink.emit(ev);
+        self.env.sink.emit(ev);
     }
 
     /// A cloneable, `'static` event builder for code that cannot borrow the session (for example
@@ -405,7 +488,7 @@ impl Session {
             base: self.event(Detail::Command { line: String::new() }),
             counters: self.counters.clone(),
             started: self.started,
-            sink: self.sink.clone(),
+            sink: self.env.sink.clone(),
         }
     }
 
@@ -457,8 +540,7 @@ mod tests {
             "127.0.0.1:21".parse().unwrap(),
             Protocol::Ftp,
             limits,
-            sink,
-            Arc::from("t"),
+            SessionEnv::basic(sink, Arc::from("t")),
         );
         (s, b, rx)
     }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use drosera_uplink::event::{Detail, Event, Protocol, Secret};
+use drosera_uplink::event::{Detail, Event, Protocol, SampleOutcome, Secret};
 use std::time::Duration;
 use support::{require_client, run_client, sha256_hex, Harness};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,6 +98,25 @@ async fn curl_ftp_login_and_upload_is_kept_as_payload() {
     assert_eq!(size, content.len() as u64);
     assert_eq!(name, "x.sh");
     assert!(!truncated);
+    // The whole file is kept as a sample: one event says so, and the area holds the exact bytes,
+    // read-only, under its sha256.
+    let samples: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Sample { sha256, size, name, source, outcome } => {
+                Some((hex::encode(sha256), *size, name.clone(), source.clone(), *outcome))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        samples,
+        vec![(sha.clone(), content.len() as u64, "x.sh".into(), "ftp-stor".into(), SampleOutcome::Kept)]
+    );
+    let kept = h.samples_dir().join(&sha);
+    assert_eq!(std::fs::read(&kept).unwrap(), content);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

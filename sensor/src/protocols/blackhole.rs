@@ -31,7 +31,7 @@ pub(crate) async fn handle(session: &mut Session) -> SessionResult<()> {
         if session.bytes_in() > data.len() as u64 {
             bytes.mark_truncated();
         }
-        session.emit(bytes.finish(String::new()));
+        session.emit(bytes.finish(String::new()).payload);
     }
     match end {
         CloseReason::ServerClosed => Ok(()),

@@ -7,7 +7,6 @@
 //! never does. One data connection at a time, from the control connection's address only,
 //! bounded in time and bytes. Downloads always fail (`550`): we never serve files.
 
-use crate::capture::PayloadCapture;
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
@@ -131,10 +130,12 @@ async fn receive_upload(session: &mut Session, listener: TcpListener, name: &str
     if peer.ip() != session.peer.ip() {
         return Err(CloseReason::ProtocolError);
     }
-    let cap = session.limits.max_bytes_in;
+    // An upload may be as large as the largest sample kept (plus one byte to see that it was
+    // larger), even where that is more than the control connection's byte cap.
+    let cap = session.file_cap();
     let idle = session.limits.idle_timeout;
     let deadline = session.deadline();
-    let mut upload = PayloadCapture::new(session.limits.max_payload);
+    let mut upload = session.capture("ftp-stor");
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let read = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + idle), data.read(&mut buf)).await;
@@ -153,7 +154,7 @@ async fn receive_upload(session: &mut Session, listener: TcpListener, name: &str
             break;
         }
     }
-    session.emit(upload.finish(name));
+    session.emit_capture(upload, name);
     Ok(())
 }
 

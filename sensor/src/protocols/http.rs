@@ -6,7 +6,7 @@
 //! as a `Payload` (capped). The answer is a small router login page behind a configurable
 //! `Server` header. Keep-alive is honoured for at most [`MAX_REQUESTS`] requests per connection.
 
-use crate::capture::PayloadCapture;
+use crate::capture::{Captured, PayloadCapture};
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use base64::Engine;
@@ -51,6 +51,11 @@ impl Request {
             None => Ok(0),
             Some(v) => v.trim().parse().map_err(|_| HttpError::BadLength),
         }
+    }
+
+    /// A URL-encoded form body (a login page's POST), as opposed to a file or script.
+    pub fn is_form(&self) -> bool {
+        self.header("content-type").is_some_and(|c| c.to_ascii_lowercase().contains("x-www-form-urlencoded"))
     }
 
     pub fn keep_alive(&self) -> bool {
@@ -173,7 +178,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     let banner = svc.banner_or(DEFAULT_BANNER);
     for _ in 0..MAX_REQUESTS {
         let Some((req, len)) = read_head(session, banner).await? else { continue };
-        let body = read_body(session, len).await?;
+        let body = read_body(session, &req, len).await?;
         let authed = record(session, &req, len, body);
         let keep_alive = req.keep_alive();
         session.write_all(&answer(&req, banner, authed, keep_alive)).await?;
@@ -222,9 +227,14 @@ async fn refuse<T>(session: &mut Session, banner: &str, status: &str) -> Session
 }
 
 /// Reads a body of `len` bytes: hashes all of it (up to the session byte cap), keeps up to the
-/// session's payload cap.
-async fn read_body(session: &mut Session, len: u64) -> SessionResult<PayloadCapture> {
-    let mut body = PayloadCapture::new(session.limits.max_payload);
+/// session's payload cap. A body that is not a login form is a delivered file (an uploaded
+/// script or binary): it also goes to the sample area.
+async fn read_body(session: &mut Session, req: &Request, len: u64) -> SessionResult<PayloadCapture> {
+    let mut body = if len == 0 || req.is_form() {
+        PayloadCapture::new(session.limits.max_payload)
+    } else {
+        session.capture("http-body")
+    };
     let mut remaining = len;
     while remaining > 0 {
         let chunk = session.peek_some(usize::try_from(remaining).unwrap_or(usize::MAX)).await?;
@@ -239,15 +249,14 @@ async fn read_body(session: &mut Session, len: u64) -> SessionResult<PayloadCapt
 /// Emits the request, its body as a payload, and any basic-auth or form login, in that order.
 /// Returns whether the request carried basic-auth credentials.
 fn record(session: &Session, req: &Request, len: u64, mut body: PayloadCapture) -> bool {
-    let is_form = req.header("content-type").is_some_and(|c| c.contains("x-www-form-urlencoded"));
-    let form = if req.method == "POST" && is_form { form_login(body.kept()) } else { None };
+    let form = if req.method == "POST" && req.is_form() { form_login(body.kept()) } else { None };
     // For a body, "truncated" means the event does not carry all of it.
     if !body.kept_all() {
         body.mark_truncated();
     }
-    let payload = (len > 0).then(|| body.finish(req.path.clone()));
-    let body_sha = match &payload {
-        Some(Detail::Payload { sha256, .. }) => Some(*sha256),
+    let captured = (len > 0).then(|| body.finish(req.path.clone()));
+    let body_sha = match &captured {
+        Some(Captured { payload: Detail::Payload { sha256, .. }, .. }) => Some(*sha256),
         _ => None,
     };
     let extra: Vec<(String, String)> = ["content-type", "x-forwarded-for", "cookie", "referer", "accept"]
@@ -264,8 +273,11 @@ fn record(session: &Session, req: &Request, len: u64, mut body: PayloadCapture) 
         body_len: len,
         extra,
     });
-    if let Some(payload) = payload {
-        session.emit(payload);
+    if let Some(c) = captured {
+        session.emit(c.payload);
+        if let Some(sample) = c.sample {
+            session.emit(sample);
+        }
     }
     let basic = req.header("authorization").and_then(basic_auth);
     let authed = basic.is_some();
@@ -332,7 +344,8 @@ mod tests {
         let limits = SessionLimits { max_payload, ..SessionLimits::default() };
         let (peer_addr, local) = ("192.0.2.9:4444".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
         let proto = drosera_uplink::Protocol::Http;
-        let mut s = Session::new(Box::new(a), 1, peer_addr, local, proto, limits, sink, Arc::from("t"));
+        let env = crate::session::SessionEnv::basic(sink, Arc::from("t"));
+        let mut s = Session::new(Box::new(a), 1, peer_addr, local, proto, limits, env);
         peer.write_all(request).await.unwrap();
         let svc = ServiceSection {
             kind: crate::protocols::ServiceKind::Http,

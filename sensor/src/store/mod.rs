@@ -180,6 +180,13 @@ impl StoreHandle {
         self.dir.join(DB_FILE)
     }
 
+    /// Bytes of free disk the store may still claim: its reserve, plus its room up to the
+    /// configured cap. The sample area leaves this much free (see [`crate::samples`]).
+    pub fn disk_claim(&self) -> u64 {
+        let used = self.shared.store_bytes.load(Ordering::Acquire);
+        self.cfg.reserve_bytes.saturating_add(self.cfg.cap_bytes.saturating_sub(used))
+    }
+
     /// Free bytes on the store's filesystem (for health reports).
     pub fn disk_free_bytes(&self) -> u64 {
         dir_free_bytes(&self.dir).unwrap_or(0)

@@ -7,7 +7,9 @@ use drosera_sensor::config::{Config, ServiceKind, ServiceSection};
 use drosera_sensor::governor::{GovernorHandle, Pressure};
 use drosera_sensor::listener::{ListenerContext, ListenerStats, Listeners};
 use drosera_sensor::rollup::RollupTable;
+use drosera_sensor::samples::{SampleArea, SAMPLES_DIR};
 use drosera_sensor::sink::EventSink;
+use drosera_sensor::SessionEnv;
 use drosera_uplink::event::{Detail, Event, Protocol};
 use serde::de::IntoDeserializer;
 use serde::Deserialize;
@@ -24,6 +26,8 @@ pub struct Harness {
     pub stats: Arc<ListenerStats>,
     pub sink: EventSink,
     shutdown: CancellationToken,
+    /// The sensor's data directory (holds `samples/`), removed when the harness is dropped.
+    data_dir: tempfile::TempDir,
 }
 
 /// A config with the given service kinds (config `kind` names) on 127.0.0.1, port 0 each.
@@ -60,12 +64,11 @@ impl Harness {
         let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
         let (sink, mut rx) = EventSink::new(channel, rollups.clone());
         let shutdown = CancellationToken::new();
-        let ctx = ListenerContext {
-            sink: sink.clone(),
-            governor: GovernorHandle::fixed(pressure),
-            sensor: Arc::from("test-sensor"),
-            shutdown: shutdown.clone(),
-        };
+        // The real login policy of `cfg` and a sample area in a temporary data directory.
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let area = SampleArea::open(data_dir.path(), cfg.samples.clone(), Arc::new(|| u64::MAX / 4)).expect("samples");
+        let env = SessionEnv::new(&cfg, sink.clone(), Arc::from("test-sensor"), Some(area)).expect("env");
+        let ctx = ListenerContext { env, governor: GovernorHandle::fixed(pressure), shutdown: shutdown.clone() };
         tokio::spawn(listeners.serve(ctx));
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev2 = events.clone();
@@ -74,12 +77,17 @@ impl Harness {
                 ev2.lock().unwrap().push(ev);
             }
         });
-        Harness { addrs, events, rollups, stats, sink, shutdown }
+        Harness { addrs, events, rollups, stats, sink, shutdown, data_dir }
     }
 
     /// The first bound address of `protocol`.
     pub fn addr(&self, protocol: Protocol) -> SocketAddr {
         self.addrs.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("service not started")
+    }
+
+    /// Where kept samples are (`<sha256 hex>` files, mode 0400).
+    pub fn samples_dir(&self) -> std::path::PathBuf {
+        self.data_dir.path().join(SAMPLES_DIR)
     }
 
     pub fn port(&self, protocol: Protocol) -> u16 {

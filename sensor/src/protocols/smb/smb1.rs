@@ -241,7 +241,7 @@ async fn tree_connect(session: &mut Session, m: &Smb1) -> SessionResult<Flow> {
 async fn exploit_transaction(session: &mut Session, m: &Smb1, msg: &[u8]) -> SessionResult<Flow> {
     let mut bytes = PayloadCapture::new(MAX_PAYLOAD_PREFIX);
     bytes.update(msg);
-    session.emit(bytes.finish(format!("smb1-cmd-{:#04x}", m.command)));
+    session.emit(bytes.finish(format!("smb1-cmd-{:#04x}", m.command)).payload);
     exploit(session, "eternalblue-transaction", vec![("command".into(), format!("{:#04x}", m.command))]);
     send(session, &reply(m, STATUS_NOT_IMPLEMENTED, m.tid, m.uid, &[], &[])).await?;
     Ok(Flow::Continue)
