@@ -50,6 +50,7 @@ PACKAGES=(
   linux-image-arm64 raspi-firmware initramfs-tools zstd
   firmware-brcm80211 wpasupplicant
   nftables openssh-server iproute2 e2fsprogs fdisk dosfstools netbase
+  unattended-upgrades ca-certificates
 )
 # MODULES=list: the initramfs holds only what finds and mounts the root file system (plus their
 # dependencies, which initramfs-tools resolves), instead of MODULES=most's thousands of modules,
@@ -182,7 +183,8 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOTFS/etc/resolv.conf"
 # enable/disable units offline with the host's systemctl (no emulation needed)
 # (ssh.service stays enabled: its drop-in skips it unless an authorized key was installed)
 systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service ssh.service
+  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service ssh.service \
+  apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service
 systemctl --root="$ROOTFS" disable wpa_supplicant.service >/dev/null 2>&1 || true
 systemctl --root="$ROOTFS" mask systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 # the firmware files go to the FAT partition; /boot/firmware stays as its mount point
@@ -192,6 +194,7 @@ mkdir -p "$ROOTFS/boot/firmware" "$BOOTSRC/drosera"
 [ -f "$BOOTSRC/config.txt" ] || die "raspi-firmware did not produce config.txt"
 cp "$ROOT_DIR/image/boot/README.txt" "$BOOTSRC/drosera/README.txt"
 cp "$ROOT_DIR/image/boot/wifi.conf.example" "$BOOTSRC/drosera/wifi.conf.example"
+cp "$ROOT_DIR/image/boot/updates.conf.example" "$BOOTSRC/drosera/updates.conf.example"
 # kernel + initrd for the qemu boot test (the Pi boots the copies on the FAT partition)
 cp "$ROOTFS"/boot/vmlinuz-* "$OUT/vmlinuz"
 cp "$ROOTFS"/boot/initrd.img-* "$OUT/initrd.img"
