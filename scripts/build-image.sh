@@ -153,7 +153,7 @@ stage "packages: done ($(du -sh "$ROOTFS_CACHE" | cut -f1))"
 SENSOR_BIN=${DROSERA_SENSOR_BIN:-$ROOT_DIR/target-aarch64/aarch64-unknown-linux-gnu/release/drosera-sensor}
 if [ -z "${DROSERA_SENSOR_BIN:-}" ]; then
   stage "sensor: cross build (scripts/cross-build.sh)"
-  bash "$ROOT_DIR/scripts/cross-build.sh" || die "cross build failed"
+  bash "$ROOT_DIR/scripts/cross-build.sh" drosera-sensor || die "cross build failed"
 fi
 [ -x "$SENSOR_BIN" ] || die "sensor binary $SENSOR_BIN not found"
 if command -v file >/dev/null; then

@@ -11,9 +11,9 @@
 #   scripts/cross-image.sh --check      fail if Cross.toml does not name that image (no engine)
 #   scripts/cross-image.sh --rebuild    make it again (newer Debian packages, same recipe)
 #
-# Engine: $CROSS_CONTAINER_ENGINE (podman or docker, as `cross` reads it), else podman when
-# installed, else docker. With podman, CONTAINERS_CONF defaults to scripts/containers.conf
-# (runc, cgroupfs, no default ulimits, no network: what works on the CI machines).
+# Engine: as scripts/cross-env.sh picks it: $CROSS_CONTAINER_ENGINE (podman or docker, as `cross`
+# reads it), else podman when installed, else docker. With podman, CONTAINERS_CONF defaults to
+# scripts/containers.conf (runc, cgroupfs, no default ulimits, no network: what works here).
 # Needs: mmdebstrap (root, or unprivileged user namespaces for its unshare mode), the engine.
 set -euo pipefail
 ROOT_DIR="$(cd "$(dirname "$0")/.." && pwd)"
@@ -69,13 +69,11 @@ case "${1:-}" in
 esac
 check_cross_toml
 
+# shellcheck source=cross-env.sh
+. "$ROOT_DIR/scripts/cross-env.sh"
 ENGINE=${CROSS_CONTAINER_ENGINE:-}
-if [ -z "$ENGINE" ]; then
-  if command -v podman >/dev/null; then ENGINE=podman; elif command -v docker >/dev/null; then ENGINE=docker; fi
-fi
 [ -n "$ENGINE" ] && command -v "$ENGINE" >/dev/null \
   || die "no container engine; install podman (apt-get install podman runc) or Docker, or set CROSS_CONTAINER_ENGINE"
-if [ "$(basename "$ENGINE")" = podman ]; then export CONTAINERS_CONF=${CONTAINERS_CONF:-$ROOT_DIR/scripts/containers.conf}; fi
 
 if [ "$MODE" = make ] && "$ENGINE" image inspect "$IMAGE" >/dev/null 2>&1; then
   echo "cross-image: $IMAGE is up to date"

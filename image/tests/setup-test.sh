@@ -112,9 +112,9 @@ bad_updates "bad on/off" "reboot = yes" "reboot must be on or off"
 bad_updates "nft text in a mirror" 'mirror = http://203.0.113.80/x } ; add rule inet drosera output accept' "mirror must be an http:// or https:// URL"
 bad_updates "apt text in a mirror" 'security_mirror = http://evil.example/debian bookworm main' "security_mirror must be an http:// or https:// URL"
 bad_updates "not key = value" 'just words' "expected key = value"
-printf 'updates = on\nreboot = off\n' > "$T/boot/drosera/updates.conf"
+printf '\357\273\277updates = on\r\nreboot = off\r\n' > "$T/boot/drosera/updates.conf"
 run_setup
-check "reboot = off" "grep -qx 'Unattended-Upgrade::Automatic-Reboot \"false\";' '$UU'"
+check "reboot = off (file from Windows: BOM, CRLF)" "grep -qx 'Unattended-Upgrade::Automatic-Reboot \"false\";' '$UU'"
 printf 'updates = off\n' > "$T/boot/drosera/updates.conf"
 run_setup
 check "updates = off: nothing periodic" "grep -qx 'APT::Periodic::Unattended-Upgrade \"0\";' '$UU' && grep -qx 'APT::Periodic::Update-Package-Lists \"0\";' '$UU'"
