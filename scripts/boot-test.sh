@@ -151,7 +151,8 @@ if [ "$UPDATES" = 1 ]; then
   ! grep -q 'WARNING: no user' "$T/status.txt" || die "STATUS.txt: a system user for the firewall is missing"
   grep -q 'updates: Debian security updates on' "$T/status.txt" || die "STATUS.txt: updates not configured"
   for set in sensor_uid dns_uid ntp_uid apt_uid; do
-    guest nft list set inet drosera $set | grep -q 'elements = {' || die "nft set $set is empty in the guest"
+    out=$(guest nft list set inet drosera $set) || die "nft list set $set failed in the guest"
+    grep -q 'elements = {' <<< "$out" || die "nft set $set is empty in the guest"
   done
   # the probe prints blocked (EPERM from the output hook), connected/sent, or an error
   probe='import socket,sys
@@ -162,7 +163,7 @@ try:
     else:
         socket.create_connection((host,port),timeout=5); print("connected")
 except (PermissionError,TimeoutError): print("blocked")'
-  as_in_guest() { guest setpriv --reuid="$1" --regid="$1" --clear-groups python3 -c "'$probe'" "$2" "$3" "$4"; }
+  as_in_guest() { guest "setpriv --reuid=$1 --regid=\$(id -g $1) --clear-groups python3 -c '$probe' $2 $3 $4"; }
   r=$(as_in_guest drosera udp 10.0.2.3 53); [ "$r" = blocked ] || die "sensor user DNS over UDP: $r (want blocked)"
   r=$(as_in_guest drosera tcp 10.0.2.3 53); [ "$r" = blocked ] || die "sensor user DNS over TCP: $r (want blocked)"
   say "updates: the sensor user is blocked from DNS (10.0.2.3:53 udp+tcp)"

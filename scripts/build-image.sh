@@ -63,8 +63,8 @@ INITRAMFS_MODULES="sdhci-iproc bcm2835 mmc_block dwc2 xhci_pci pcie-brcmstb usb_
 # ---------------------------------------------------------------- stage 0: preflight
 stage "preflight"
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap chroot mode and root-owned files in the image); try: sudo $0"
-for t in mmdebstrap sfdisk mkfs.vfat mcopy mmd mke2fs xz sha256sum tar systemctl; do
-  command -v "$t" >/dev/null || die "missing tool '$t'; install: apt-get install mmdebstrap fdisk dosfstools mtools e2fsprogs xz-utils systemd"
+for t in mmdebstrap arch-test sfdisk mkfs.vfat mcopy mmd mke2fs xz sha256sum tar systemctl; do
+  command -v "$t" >/dev/null || die "missing tool '$t'; install: apt-get install mmdebstrap arch-test fdisk dosfstools mtools e2fsprogs xz-utils systemd"
 done
 [ -e /usr/share/mmdebstrap/hooks/eatmydata ] || die "missing mmdebstrap hooks (/usr/share/mmdebstrap/hooks/eatmydata); install mmdebstrap >= 1.0"
 if [ "$(uname -m)" != aarch64 ]; then
