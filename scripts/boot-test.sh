@@ -13,6 +13,13 @@
 #     the BCM2835 watchdog resets the moment it is armed (it does not count down), so the
 #     emulated run blacklists bcm2835_wdt on the kernel command line; a real Pi keeps it.
 #
+# BOOT_TEST_UPDATES=1 additionally (needs the Debian mirror deb.debian.org through QEMU's NAT):
+# flashes an SSH key, logs in on 22022 and checks the egress rules and the security updates on
+# the booted image: STATUS says the firewall loaded with every user's uid; the sensor user gets
+# EPERM for DNS (QEMU's resolver 10.0.2.3:53) and for the mirror; apt-daily.service (with
+# apt-firewall before it) downloads the package lists as _apt through the firewall;
+# `unattended-upgrade --dry-run` runs with the generated settings.
+#
 # Networking is QEMU user mode: the guest reaches the host's loopback at 10.0.2.2 (QEMU's
 # internal address), the host reaches the guest's port 80 at 127.0.0.1:<free port>. The bundle
 # is written onto a copy of the image with scripts/flash.sh --force-file (so that is tested too).
@@ -57,6 +64,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 INGEST_PORT=$(free_port)
 DASH_PORT=$(free_port)
 HTTP_PORT=$(free_port)
+UPDATES=${BOOT_TEST_UPDATES:-0}
+SSH_PORT=$(free_port)
 
 say "admin: init + enroll sensor 'boot-test' (admin address for the guest: 10.0.2.2:$INGEST_PORT)"
 "$ADMIN" init --dir "$T/admin" --admin "10.0.2.2:$INGEST_PORT" --listen "127.0.0.1:$INGEST_PORT" \
@@ -68,9 +77,15 @@ ADMIN_PID=$!
 
 say "disk: image copy + bundle via scripts/flash.sh --force-file"
 cp --sparse=always "$IMG_DIR/drosera-rpi-arm64.img" "$T/disk.img"
+flash_extra=()
+if [ "$UPDATES" = 1 ]; then
+  ssh-keygen -q -t ed25519 -N '' -C drosera-boot-test -f "$T/id" || die "ssh-keygen failed"
+  flash_extra=(--ssh-key "$T/id.pub")
+fi
 bash "$ROOT_DIR/scripts/flash.sh" "$IMG_DIR/drosera-rpi-arm64.img" "$T/disk.img" --bundle "$T/bundle" --force-file --yes \
-  > "$T/flash.log" 2>&1 || { cat "$T/flash.log"; die "flash.sh failed"; }
+  "${flash_extra[@]}" > "$T/flash.log" 2>&1 || { cat "$T/flash.log"; die "flash.sh failed"; }
 NET="user,id=n0,hostfwd=tcp:127.0.0.1:$HTTP_PORT-:80"
+[ "$UPDATES" = 1 ] && NET="$NET,hostfwd=tcp:127.0.0.1:$SSH_PORT-:22022"
 if [ "$MACHINE" = virt ]; then
   # a bigger "card" so the first-boot grow has something to do
   truncate -s +512M "$T/disk.img"
@@ -123,6 +138,54 @@ while [ "$(date +%s)" -lt "$deadline" ]; do
 done
 [ "$stored" = 1 ] || { tail -n 40 "$T/console.log"; tail -n 20 "$T/admin-serve.log"; die "the admin did not store the probe event within ${TIMEOUT}s"; }
 say "admin stored the probe event: $("$ADMIN" export --format jsonl --sensor boot-test -c "$CFG" | grep -m1 -E 'boot-test-probe|drosera-boot-test' | head -c 400)"
+
+if [ "$UPDATES" = 1 ]; then
+  guest() { timeout 900 ssh -q -i "$T/id" -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o ConnectTimeout=20 -o BatchMode=yes root@127.0.0.1 "$@"; }
+  for _ in $(seq 1 30); do guest true 2>/dev/null && break; sleep 5; done
+  guest true || die "no SSH login on 22022 with the flashed key"
+  say "updates: SSH login works; checking the firewall and unattended-upgrades in the guest"
+  guest cat /boot/firmware/drosera/STATUS.txt > "$T/status.txt" || die "cannot read STATUS.txt"
+  sed 's/^/    /' "$T/status.txt"
+  grep -q 'firewall: loaded' "$T/status.txt" || die "STATUS.txt: the firewall did not load"
+  ! grep -q 'WARNING: no user' "$T/status.txt" || die "STATUS.txt: a system user for the firewall is missing"
+  grep -q 'updates: Debian security updates on' "$T/status.txt" || die "STATUS.txt: updates not configured"
+  for set in sensor_uid dns_uid ntp_uid apt_uid; do
+    out=$(guest nft list set inet drosera $set) || die "nft list set $set failed in the guest"
+    grep -q 'elements = {' <<< "$out" || die "nft set $set is empty in the guest"
+  done
+  # the probe prints blocked (EPERM from the output hook), connected/sent, or an error
+  probe='import socket,sys
+kind,host,port=sys.argv[1],sys.argv[2],int(sys.argv[3])
+try:
+    if kind=="udp":
+        s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.sendto(b"x",(host,port)); print("sent")
+    else:
+        socket.create_connection((host,port),timeout=5); print("connected")
+except (PermissionError,TimeoutError): print("blocked")'
+  as_in_guest() { guest "setpriv --reuid=$1 --regid=\$(id -g $1) --clear-groups python3 -c '$probe' $2 $3 $4"; }
+  r=$(as_in_guest drosera udp 10.0.2.3 53); [ "$r" = blocked ] || die "sensor user DNS over UDP: $r (want blocked)"
+  r=$(as_in_guest drosera tcp 10.0.2.3 53); [ "$r" = blocked ] || die "sensor user DNS over TCP: $r (want blocked)"
+  say "updates: the sensor user is blocked from DNS (10.0.2.3:53 udp+tcp)"
+  guest 'systemctl start apt-daily.service; systemctl is-failed apt-daily.service; journalctl -u apt-daily.service --no-pager | tail -n 12' \
+    > "$T/apt-daily.log" 2>&1 || true
+  sed 's/^/    /' "$T/apt-daily.log"
+  grep -q 'apt-firewall: apt may reach' "$T/apt-daily.log" || die "apt-firewall did not open the mirrors before apt-daily"
+  guest 'ls /var/lib/apt/lists/ | grep -c _Packages' > "$T/lists.txt" || true
+  [ "$(cat "$T/lists.txt")" -ge 3 ] 2>/dev/null || die "apt-daily did not download the package lists (main, updates, security): $(cat "$T/lists.txt")"
+  say "updates: apt-daily fetched $(cat "$T/lists.txt") package lists as _apt through the firewall"
+  mirror_ip=$(guest "nft list set inet drosera mirror_v4 | grep -Eo '([0-9]+\.){3}[0-9]+ \. 80' | head -n1 | cut -d' ' -f1")
+  [ -n "$mirror_ip" ] || die "no mirror address in the guest's rules"
+  r=$(as_in_guest drosera tcp "$mirror_ip" 80); [ "$r" = blocked ] || die "sensor user to the mirror $mirror_ip:80: $r (want blocked)"
+  r=$(as_in_guest _apt tcp "$mirror_ip" 80); [ "$r" = connected ] || die "_apt to the mirror $mirror_ip:80: $r (want connected)"
+  say "updates: _apt reaches the mirror $mirror_ip:80, the sensor user does not"
+  guest 'unattended-upgrade --dry-run --debug > /tmp/uu.log 2>&1; echo "rc=$?"; grep -m1 "Allowed origins are" /tmp/uu.log; tail -n 6 /tmp/uu.log' \
+    > "$T/uu.log" 2>&1 || true
+  sed 's/^/    /' "$T/uu.log"
+  grep -qx 'rc=0' "$T/uu.log" || die "unattended-upgrade --dry-run failed"
+  grep -q 'Allowed origins are:.*label=Debian-Security' "$T/uu.log" || die "unattended-upgrade does not take Debian-Security"
+  say "updates: unattended-upgrade --dry-run ran (exit 0)"
+fi
 
 if [ "$MACHINE" = raspi3b ]; then
   # no ACPI power button on the Pi model: the checks below only read the disk image

@@ -50,6 +50,7 @@ PACKAGES=(
   linux-image-arm64 raspi-firmware initramfs-tools zstd
   firmware-brcm80211 wpasupplicant
   nftables openssh-server iproute2 e2fsprogs fdisk dosfstools netbase
+  unattended-upgrades ca-certificates
 )
 # MODULES=list: the initramfs holds only what finds and mounts the root file system (plus their
 # dependencies, which initramfs-tools resolves), instead of MODULES=most's thousands of modules,
@@ -62,8 +63,8 @@ INITRAMFS_MODULES="sdhci-iproc bcm2835 mmc_block dwc2 xhci_pci pcie-brcmstb usb_
 # ---------------------------------------------------------------- stage 0: preflight
 stage "preflight"
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap chroot mode and root-owned files in the image); try: sudo $0"
-for t in mmdebstrap sfdisk mkfs.vfat mcopy mmd mke2fs xz sha256sum tar systemctl; do
-  command -v "$t" >/dev/null || die "missing tool '$t'; install: apt-get install mmdebstrap fdisk dosfstools mtools e2fsprogs xz-utils systemd"
+for t in mmdebstrap arch-test sfdisk mkfs.vfat mcopy mmd mke2fs xz sha256sum tar systemctl; do
+  command -v "$t" >/dev/null || die "missing tool '$t'; install: apt-get install mmdebstrap arch-test fdisk dosfstools mtools e2fsprogs xz-utils systemd"
 done
 [ -e /usr/share/mmdebstrap/hooks/eatmydata ] || die "missing mmdebstrap hooks (/usr/share/mmdebstrap/hooks/eatmydata); install mmdebstrap >= 1.0"
 if [ "$(uname -m)" != aarch64 ]; then
@@ -152,7 +153,7 @@ stage "packages: done ($(du -sh "$ROOTFS_CACHE" | cut -f1))"
 SENSOR_BIN=${DROSERA_SENSOR_BIN:-$ROOT_DIR/target-aarch64/aarch64-unknown-linux-gnu/release/drosera-sensor}
 if [ -z "${DROSERA_SENSOR_BIN:-}" ]; then
   stage "sensor: cross build (scripts/cross-build.sh)"
-  bash "$ROOT_DIR/scripts/cross-build.sh" || die "cross build failed"
+  bash "$ROOT_DIR/scripts/cross-build.sh" drosera-sensor || die "cross build failed"
 fi
 [ -x "$SENSOR_BIN" ] || die "sensor binary $SENSOR_BIN not found"
 if command -v file >/dev/null; then
@@ -182,7 +183,8 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOTFS/etc/resolv.conf"
 # enable/disable units offline with the host's systemctl (no emulation needed)
 # (ssh.service stays enabled: its drop-in skips it unless an authorized key was installed)
 systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service ssh.service
+  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service ssh.service \
+  apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service
 systemctl --root="$ROOTFS" disable wpa_supplicant.service >/dev/null 2>&1 || true
 systemctl --root="$ROOTFS" mask systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 # the firmware files go to the FAT partition; /boot/firmware stays as its mount point
@@ -192,6 +194,7 @@ mkdir -p "$ROOTFS/boot/firmware" "$BOOTSRC/drosera"
 [ -f "$BOOTSRC/config.txt" ] || die "raspi-firmware did not produce config.txt"
 cp "$ROOT_DIR/image/boot/README.txt" "$BOOTSRC/drosera/README.txt"
 cp "$ROOT_DIR/image/boot/wifi.conf.example" "$BOOTSRC/drosera/wifi.conf.example"
+cp "$ROOT_DIR/image/boot/updates.conf.example" "$BOOTSRC/drosera/updates.conf.example"
 # kernel + initrd for the qemu boot test (the Pi boots the copies on the FAT partition)
 cp "$ROOTFS"/boot/vmlinuz-* "$OUT/vmlinuz"
 cp "$ROOTFS"/boot/initrd.img-* "$OUT/initrd.img"

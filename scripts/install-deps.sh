@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs from Debian's packages and rustup: the ordinary clients of
-# every emulated protocol, the aarch64 cross toolchain and qemu-user for arm64 tests.
+# Installs what the test suite needs from Debian's packages, rustup and crates.io: the ordinary
+# clients of every emulated protocol, the aarch64 cross toolchain and qemu-user for arm64 tests,
+# and `cross` with Podman (runc) and mmdebstrap for the aarch64 CI (scripts/ci-aarch64.sh,
+# scripts/cross-image.sh).
 # Safe to run again; does nothing for packages already present. Needs root (or sudo).
 set -euo pipefail
 PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass telnet netcat-openbsd
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3
-      python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime)
+      python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime
+      podman runc mmdebstrap arch-test file util-linux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,5 +30,12 @@ fi
 if command -v rustup >/dev/null; then
   rustup target list --installed | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
   rustup component list --installed | grep -q clippy || rustup component add clippy rustfmt
+fi
+# cross from crates.io, the version scripts/cross-env.sh guards (once; `cargo install --list`
+# does not run cross, whose own start-up could update the toolchain: see scripts/cross-rustup)
+CROSS_VERSION=$(sed -n 's/^CROSS_VERSION=//p' "$(dirname "$0")/cross-env.sh")
+if command -v cargo >/dev/null && ! cargo install --list | grep -q "^cross v$CROSS_VERSION:"; then
+  echo "install-deps: cargo install cross --locked --version $CROSS_VERSION"
+  cargo install cross --locked --version "$CROSS_VERSION"
 fi
 echo "install-deps: ok"

@@ -5,7 +5,11 @@
 # `drosera-sensor check-config`. The generated nftables rules are syntax-checked (`nft -c`) in
 # a private network namespace; nothing touches this host's firewall.
 #   image/tests/setup-test.sh [SENSOR_BIN] [ADMIN_BIN]   (default: target/debug binaries)
-# Needs root (chown to the sensor user, ip netns).
+# Also: the strict check of the bundle's `admin` (nothing can be injected into the nft rules),
+# drosera/updates.conf (unattended-upgrades settings, apt sources, mirrors), and, with packets
+# between namespaces, which user may send what: the sensor user only to the admin, DNS/NTP only
+# for the resolver/time users, the Debian mirrors only for apt's _apt.
+# Needs root (chown to the sensor user, ip netns, setpriv to run as those users).
 set -euo pipefail
 ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 SENSOR=${1:-${CARGO_TARGET_DIR:-$ROOT_DIR/target}/debug/drosera-sensor}
@@ -14,6 +18,7 @@ SETUP="$ROOT_DIR/image/rootfs/usr/lib/drosera/setup"
 for b in "$SENSOR" "$ADMIN"; do [ -x "$b" ] || { echo "setup-test: $b missing; cargo build --bins first" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "setup-test: needs root (chown, ip netns)" >&2; exit 1; }
 command -v nft >/dev/null || { echo "setup-test: nft missing (apt-get install nftables)" >&2; exit 1; }
+command -v setpriv >/dev/null || { echo "setup-test: setpriv missing (apt-get install util-linux)" >&2; exit 1; }
 
 T=$(mktemp -d /tmp/drosera-setup-test.XXXXXX)
 NS="drosera-setup-$$"
@@ -25,10 +30,14 @@ ok() { echo "ok - $*"; }
 fail() { echo "FAIL - $*"; fails=$((fails + 1)); }
 check() { if eval "$2"; then ok "$1"; else fail "$1"; fi; }
 
-# the sensor user: daemon exists on every Debian system (the image has its own 'drosera')
-USER_=daemon
+# the sensor user: daemon exists on every Debian system (the image has its own 'drosera');
+# stand-ins for the image's systemd-resolve and systemd-timesync users from base-passwd (on
+# every Debian system); apt's _apt is the real one
+USER_=daemon RESOLVER_=proxy TIMESYNC_=list APT_=_apt
 export DROSERA_BOOT="$T/boot" DROSERA_ETC="$T/etc" DROSERA_STATE="$T/state" DROSERA_SENSOR_BIN="$SENSOR" \
-  DROSERA_USER=$USER_ DROSERA_NO_NFT_LOAD=1 DROSERA_NFT_RULES="$T/nftables.conf" DROSERA_SET_CLOCK=0
+  DROSERA_USER=$USER_ DROSERA_NO_NFT_LOAD=1 DROSERA_NFT_RULES="$T/nftables.conf" DROSERA_SET_CLOCK=0 \
+  DROSERA_RESOLVER_USER=$RESOLVER_ DROSERA_TIMESYNC_USER=$TIMESYNC_ DROSERA_APT_USER=$APT_ \
+  DROSERA_APT_DIR="$T/apt" DROSERA_SYSTEMD_DIR="$T/systemd"
 mkdir -p "$T/boot" "$T/etc" "$T/state"
 cp "$ROOT_DIR/image/rootfs/etc/drosera/sensor.base.toml" "$T/etc/"
 cp "$ROOT_DIR/image/rootfs/etc/drosera/firewall.nft" "$T/etc/"
@@ -45,6 +54,93 @@ check "no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
 check "STATUS.txt says not configured" "grep -q 'sensor: NOT configured' '$T/boot/drosera/STATUS.txt'"
 check "journal line" "grep -q 'drosera-setup: sensor: NOT configured' '$T/setup.out'"
 check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 21,22,23,80,445,1433,2222,2323,3306,8080 }' '$T/etc/firewall.nft'"
+uid() { id -u "$1"; }
+check "firewall: the sensor user's uid" "grep -qx 'add element inet drosera sensor_uid { $(uid $USER_) }' '$T/etc/firewall.nft'"
+check "firewall: the resolver user's uid (DNS)" "grep -qx 'add element inet drosera dns_uid { $(uid $RESOLVER_) }' '$T/etc/firewall.nft'"
+check "firewall: the time-sync user's uid (NTP)" "grep -qx 'add element inet drosera ntp_uid { $(uid $TIMESYNC_) }' '$T/etc/firewall.nft'"
+check "firewall: apt's download user's uid" "grep -qx 'add element inet drosera apt_uid { $(uid $APT_) }' '$T/etc/firewall.nft'"
+check "default firewall rules pass nft -c" "ip netns exec '$NS' nft -c -f '$T/nftables.conf'"
+
+echo "# 1b. security updates without drosera/updates.conf: the defaults"
+UU="$T/apt/apt.conf.d/52drosera-updates"
+check "STATUS: updates on" "grep -q 'updates: Debian security updates on (install from 03:00 UTC' '$T/boot/drosera/STATUS.txt'"
+check "unattended-upgrades enabled" "grep -qx 'APT::Periodic::Unattended-Upgrade \"1\";' '$UU' && grep -qx 'APT::Periodic::Update-Package-Lists \"1\";' '$UU'"
+check "reboot when needed, at 04:00" "grep -qx 'Unattended-Upgrade::Automatic-Reboot \"true\";' '$UU' && grep -qx 'Unattended-Upgrade::Automatic-Reboot-Time \"04:00\";' '$UU'"
+check "conffiles kept, never a prompt" "grep -q 'force-confold' '$UU'"
+check "apt parses the generated apt.conf" "APT_CONFIG='$UU' apt-config dump | grep 'Unattended-Upgrade::Automatic-Reboot-Time \"04:00\";' >/dev/null"
+check "sources: Debian + security from deb.debian.org" "grep -qx 'deb http://deb.debian.org/debian-security bookworm-security main non-free-firmware' '$T/apt/sources.list' && grep -qx 'deb http://deb.debian.org/debian bookworm main non-free-firmware' '$T/apt/sources.list'"
+check "upgrade timer at 03:00 UTC" "grep -qx 'OnCalendar=\*-\*-\* 03:00 UTC' '$T/systemd/apt-daily-upgrade.timer.d/drosera.conf'"
+check "systemd understands the calendar spec" "systemd-analyze calendar '*-*-* 03:00 UTC' >/dev/null"
+check "mirrors for apt-firewall" "[ \"\$(cat '$T/etc/mirrors')\" = \"\$(printf 'http://deb.debian.org/debian\nhttp://deb.debian.org/debian-security')\" ]"
+
+echo "# 1b2. the image's updates.conf.example is valid and says what the defaults are"
+cp "$UU" "$T/uu.defaults"; cp "$T/apt/sources.list" "$T/sources.defaults"
+cp "$ROOT_DIR/image/boot/updates.conf.example" "$T/boot/drosera/updates.conf"
+run_setup
+check "example accepted" "! grep -q 'updates: ERROR' '$T/boot/drosera/STATUS.txt'"
+check "example = the defaults" "cmp -s '$UU' '$T/uu.defaults' && cmp -s '$T/apt/sources.list' '$T/sources.defaults'"
+
+echo "# 1c. drosera/updates.conf with a LAN mirror (apt-cacher-ng style) and an internet one"
+cat > "$T/boot/drosera/updates.conf" <<'CONF'
+# Debian security updates on this sensor
+updates = on
+upgrade_time = 02:30     # UTC
+reboot = on
+reboot_time = "05:15"
+mirror = http://192.168.77.2:3142/debian
+security_mirror = http://203.0.113.80/debian-security
+CONF
+run_setup
+check "STATUS: the configured times and mirrors" "grep -q 'updates: Debian security updates on (install from 02:30 UTC within 30 min; reboot when needed: on at 05:15; mirrors http://192.168.77.2:3142/debian, http://203.0.113.80/debian-security)' '$T/boot/drosera/STATUS.txt'"
+check "reboot time 05:15" "grep -qx 'Unattended-Upgrade::Automatic-Reboot-Time \"05:15\";' '$UU'"
+check "upgrade timer at 02:30 UTC" "grep -qx 'OnCalendar=\*-\*-\* 02:30 UTC' '$T/systemd/apt-daily-upgrade.timer.d/drosera.conf'"
+check "sources use the mirrors" "grep -qx 'deb http://192.168.77.2:3142/debian bookworm-updates main non-free-firmware' '$T/apt/sources.list' && grep -qx 'deb http://203.0.113.80/debian-security bookworm-security main non-free-firmware' '$T/apt/sources.list'"
+check "firewall: the mirrors by address and port" "grep -qx 'add element inet drosera mirror_v4 { 192.168.77.2 . 3142,203.0.113.80 . 80 }' '$T/etc/firewall.nft'"
+check "firewall rules with mirrors pass nft -c" "ip netns exec '$NS' nft -c -f '$T/nftables.conf'"
+cp "$UU" "$T/uu.good"; cp "$T/apt/sources.list" "$T/sources.good"
+cp "$T/boot/drosera/updates.conf" "$T/updates.good"
+bad_updates() { # name, line, expected STATUS text
+  { cat "$T/updates.good"; printf '%s\n' "$2"; } > "$T/boot/drosera/updates.conf"
+  run_setup
+  check "bad updates.conf ($1): refused, line and key named" "grep -q \"updates: ERROR: drosera/updates.conf: line 8: $3\" '$T/boot/drosera/STATUS.txt'"
+  check "bad updates.conf ($1): previous settings stay" "cmp -s '$UU' '$T/uu.good' && cmp -s '$T/apt/sources.list' '$T/sources.good'"
+  check "bad updates.conf ($1): nothing of it in the rules or apt" "! grep -Eq 'add rule|evil|25:00|yes' '$T/etc/firewall.nft' '$UU' '$T/apt/sources.list'"
+}
+bad_updates "unknown key" "reboot_window = 04:00" "unknown key 'reboot_window'"
+bad_updates "bad time" "reboot_time = 25:00" "reboot_time must be HH:MM"
+bad_updates "bad on/off" "reboot = yes" "reboot must be on or off"
+bad_updates "nft text in a mirror" 'mirror = http://203.0.113.80/x } ; add rule inet drosera output accept' "mirror must be an http:// or https:// URL"
+bad_updates "apt text in a mirror" 'security_mirror = http://evil.example/debian bookworm main' "security_mirror must be an http:// or https:// URL"
+bad_updates "not key = value" 'just words' "expected key = value"
+printf '\357\273\277updates = on\r\nreboot = off\r\n' > "$T/boot/drosera/updates.conf"
+run_setup
+check "reboot = off (file from Windows: BOM, CRLF)" "grep -qx 'Unattended-Upgrade::Automatic-Reboot \"false\";' '$UU'"
+printf 'updates = off\n' > "$T/boot/drosera/updates.conf"
+run_setup
+check "updates = off: nothing periodic" "grep -qx 'APT::Periodic::Unattended-Upgrade \"0\";' '$UU' && grep -qx 'APT::Periodic::Update-Package-Lists \"0\";' '$UU'"
+check "updates = off: STATUS says so" "grep -q 'updates: OFF' '$T/boot/drosera/STATUS.txt'"
+check "updates = off: no mirror in the firewall" "! grep -q mirror_v '$T/etc/firewall.nft'"
+cp "$T/updates.good" "$T/boot/drosera/updates.conf"
+run_setup
+check "back to the LAN + internet mirrors" "grep -q 'mirror_v4 { 192.168.77.2 . 3142,203.0.113.80 . 80 }' '$T/etc/firewall.nft'"
+
+echo "# 1d. apt-firewall resolves mirror names and ignores what is not a mirror URL"
+mkdir -p "$T/af"
+printf 'http://localhost:8080/debian\nhttp://x/ } ; add rule inet drosera output accept\nhttps://[fd00::5]/d\n' > "$T/af/mirrors"
+DROSERA_ETC="$T/af" sh "$(dirname "$SETUP")/apt-firewall" --print > "$T/af/out" 2> "$T/af/err"
+cat "$T/af/out"
+check "name resolved (localhost -> 127.0.0.1 . 8080)" "grep -q 'mirror_v4 { 127.0.0.1 . 8080 }' '$T/af/out'"
+check "IPv6 mirror with the https port" "grep -q 'mirror_v6 { fd00::5 . 443 }' '$T/af/out'"
+check "injection line ignored and reported" "! grep -q 'add rule' '$T/af/out' && grep -q 'ignoring' '$T/af/err'"
+
+echo "# 1e. --check-admin: exactly HOST:PORT"
+for good in 1.2.3.4:7443 '[2001:db8::1]:7443' admin.example.org:7443 localhost:1 a-b.example:65535; do
+  check "admin '$good' accepted" "sh '$SETUP' --check-admin '$good' >/dev/null"
+done
+for bad in '1.2.3.4:7443 } ; add rule inet drosera output accept' '1.2.3.4:7443}' 'h$(id):1' '1.2.3.4' '1.2.3.4:0' \
+  '1.2.3.4:65536' '999.1.1.1:7443' '::1:7443' '[::1]' '-x.example:1' 'a b:1' '1.2.3.4:7443,5.6.7.8' ''; do
+  check "admin '$bad' refused" "! sh '$SETUP' --check-admin '$bad' >/dev/null"
+done
 
 echo "# 2. a real bundle from drosera-admin (admin on 10.0.2.2:7443, a private address)"
 "$ADMIN" init --dir "$T/admin" --admin 10.0.2.2:7443 > /dev/null
@@ -61,10 +157,26 @@ echo "# 2b. bundle whose admin address check-config rejects: rolled back, nothin
 cp "$T/bundle/sensor.key" "$T/boot/drosera/sensor.key"
 sed 's/^admin = .*/admin = "no-port-here"/' "$T/bundle/uplink.toml" > "$T/boot/drosera/uplink.toml"
 run_setup
-check "STATUS reports the invalid config and names the key" "grep -q 'bundle: ERROR: the composed config is invalid.*uplink.admin' '$T/boot/drosera/STATUS.txt'"
+check "STATUS names uplink.admin and the form HOST:PORT" "grep -q 'bundle: ERROR: drosera/uplink.toml: uplink.admin is not HOST:PORT' '$T/boot/drosera/STATUS.txt'"
 check "no sensor.toml after a bad bundle" "[ ! -e '$T/etc/sensor.toml' ]"
 check "no half-installed secrets" "[ ! -e '$T/state/uplink' ]"
 check "bundle left on FAT for the owner to fix" "[ -f '$T/boot/drosera/sensor.key' ]"
+
+echo "# 2b1. bundle that check-config rejects (an unknown [uplink] key): rolled back, nothing installed"
+sed 's/^\[uplink\]$/[uplink]\nno_such_key = 1/' "$T/bundle/uplink.toml" > "$T/boot/drosera/uplink.toml"
+grep -q '^no_such_key = 1' "$T/boot/drosera/uplink.toml" || { echo "setup-test: could not make the 2b1 bundle" >&2; exit 1; }
+run_setup
+check "STATUS reports the invalid config and names the key" "grep -q 'bundle: ERROR: the composed config is invalid.*no_such_key' '$T/boot/drosera/STATUS.txt'"
+check "no sensor.toml after a rejected config" "[ ! -e '$T/etc/sensor.toml' ]"
+check "no half-installed secrets after a rejected config" "[ ! -e '$T/state/uplink' ]"
+
+echo "# 2b2. bundle whose admin would inject nft text: refused before anything is installed"
+sed 's/^admin = .*/admin = "10.0.2.2:7443 } ; add rule inet drosera output accept ; add element inet drosera admin_tcp { 1"/' "$T/bundle/uplink.toml" > "$T/boot/drosera/uplink.toml"
+run_setup
+check "STATUS names uplink.admin and the form" "grep -q 'bundle: ERROR: drosera/uplink.toml: uplink.admin is not HOST:PORT' '$T/boot/drosera/STATUS.txt'"
+check "no sensor.toml after an injection attempt" "[ ! -e '$T/etc/sensor.toml' ]"
+check "no secrets installed" "[ ! -e '$T/state/uplink' ]"
+check "nothing of it in the firewall" "! grep -Eq 'add rule|admin' '$T/etc/firewall.nft'"
 
 echo "# 2c. good bundle"
 cp "$T/bundle/uplink.toml" "$T/boot/drosera/uplink.toml"
@@ -89,6 +201,16 @@ echo "# 3. next boot without a bundle keeps the installed config"
 run_setup
 check "still configured" "grep -q 'sensor: configured (pi-test)' '$T/boot/drosera/STATUS.txt'"
 
+echo "# 3a. a sensor.toml whose admin was edited by hand into nft text: no admin rule, nothing injected"
+cp "$T/etc/sensor.toml" "$T/sensor.toml.good"
+sed -i 's/^admin = .*/admin = "10.0.2.2:7443 } ; add rule inet drosera output accept"/' "$T/etc/sensor.toml"
+run_setup
+check "STATUS: firewall ERROR for uplink.admin" "grep -q 'firewall: ERROR: uplink.admin in .* is not HOST:PORT' '$T/boot/drosera/STATUS.txt'"
+check "no admin element, no injected rule" "! grep -Eq 'add rule|admin_' '$T/etc/firewall.nft'"
+cp "$T/sensor.toml.good" "$T/etc/sensor.toml"
+run_setup
+check "admin back with the good config" "grep -q 'admin_v4 { 10.0.2.2 }' '$T/etc/firewall.nft'"
+
 echo "# 3b. a clock behind the enrollment (a Pi with no RTC and no NTP yet) is reported (moving it is off in this test)"
 future=$(( $(date +%s) + 86400 * 365 ))
 sed -i "s/^# enrolled: [0-9]*/# enrolled: $future/" "$T/etc/sensor.toml"
@@ -107,17 +229,58 @@ trap 'ip netns del "$LAN" 2>/dev/null || true; cleanup' EXIT
 ip link add dsr0 netns "$NS" type veth peer name dsr1 netns "$LAN"
 ip -n "$NS" addr add 192.168.77.1/24 dev dsr0; ip -n "$NS" link set dsr0 up; ip -n "$NS" link set lo up
 ip -n "$LAN" addr add 192.168.77.2/24 dev dsr1; ip -n "$LAN" addr add 10.0.2.2/32 dev dsr1
+# "the internet": a public DNS server and the Debian security mirror (TEST-NET-3 addresses)
+ip -n "$LAN" addr add 203.0.113.53/32 dev dsr1; ip -n "$LAN" addr add 203.0.113.80/32 dev dsr1
 ip -n "$LAN" link set dsr1 up; ip -n "$LAN" link set lo up
 ip -n "$NS" route add 10.0.2.2/32 dev dsr0
+ip -n "$NS" route add 203.0.113.0/24 dev dsr0
 listen() { # ns, addr, port: accept one connection, bounded
-  ip netns exec "$1" timeout 20 python3 -c 'import socket,sys
+  ip netns exec "$1" timeout 120 python3 -c 'import socket,sys
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(4)
 while True:
     c,_=s.accept(); c.sendall(b"hi\n"); c.close()' "$2" "$3" & }
 connects() { # ns, addr, port
   ip netns exec "$1" timeout 5 python3 -c 'import socket,sys
 s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print(s.recv(3))' "$2" "$3" >/dev/null 2>&1; }
+# UDP: every datagram received is written (its payload, a token naming the check) to a file
+udp_listen() { # ns, addr, port
+  ip netns exec "$1" timeout 120 python3 -c 'import socket,sys
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    d,_=s.recvfrom(512)
+    with open(sys.argv[3], "ab") as f: f.write(d + b"\n")' "$2" "$3" "$T/udp-$2-$3.log" & }
+as_user() { # user ns cmd...: run a command in the namespace as that user (uid, gid, no groups)
+  local u=$1 ns=$2; shift 2
+  ip netns exec "$ns" setpriv --reuid="$u" --regid="$(id -g "$u")" --clear-groups "$@"
+}
+# Debian's python3 by its path: other users may not be able to run a python3 found in root's PATH
+PY=/usr/bin/python3
+[ -x "$PY" ] || { echo "setup-test: $PY missing (apt-get install python3)" >&2; exit 1; }
+tcp_as() { # user, addr, port (from the sensor namespace): prints connected, blocked or error
+  as_user "$1" "$NS" timeout 6 "$PY" -c 'import socket,sys
+try:
+    s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); s.recv(3); print("connected")
+except (PermissionError, TimeoutError):
+    print("blocked")' "$2" "$3" 2>/dev/null || echo error; }
+udp_as() { # user, addr, port: one datagram with a fresh token; prints arrived, blocked, lost or error
+  local tok="tok-$1-$2-$3-$RANDOM" r
+  r=$(as_user "$1" "$NS" "$PY" -c 'import socket,sys
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2]))); print("sent")
+except PermissionError:
+    print("blocked")' "$2" "$3" "$tok" 2>/dev/null) || r=error
+  if [ "$r" = sent ]; then
+    sleep 0.5
+    if grep -qx "$tok" "$T/udp-$2-$3.log" 2>/dev/null; then r=arrived; else r=lost; fi
+  fi
+  echo "${r:-error}"
+}
+# a "blocked" result is the firewall's EPERM (or a dropped SYN), never a harness failure
+is() { [ "$1" = "$2" ] || { echo "  (got $1, want $2)"; return 1; }; }
 listen "$LAN" 192.168.77.2 8080; listen "$LAN" 10.0.2.2 7443; listen "$LAN" 10.0.2.2 8443; listen "$NS" 0.0.0.0 80; listen "$NS" 0.0.0.0 9999
+listen "$LAN" 192.168.77.2 53; listen "$LAN" 203.0.113.53 53; listen "$LAN" 203.0.113.53 80; listen "$LAN" 192.168.77.2 3142; listen "$LAN" 203.0.113.80 80
+udp_listen "$LAN" 192.168.77.2 53; udp_listen "$LAN" 203.0.113.53 53; udp_listen "$LAN" 203.0.113.53 123; udp_listen "$LAN" 192.168.77.2 67
 sleep 1
 check "sensor cannot reach another LAN device (192.168.77.2:8080)" "! connects '$NS' 192.168.77.2 8080"
 check "sensor reaches the admin (10.0.2.2:7443)" "connects '$NS' 10.0.2.2 7443"
@@ -125,6 +288,35 @@ check "sensor cannot reach another port on the admin host (10.0.2.2:8443)" "! co
 check "attacker reaches the honeypot port 80" "connects '$LAN' 192.168.77.1 80"
 check "attacker cannot reach a non-honeypot port 9999" "! connects '$LAN' 192.168.77.1 9999"
 check "the LAN side itself is fine (control: 8080 answers locally)" "connects '$LAN' 192.168.77.2 8080"
+echo "# 5b. by user: the sensor user reaches the admin and nothing else"
+check "sensor user reaches the admin (10.0.2.2:7443)" "is \$(tcp_as $USER_ 10.0.2.2 7443) connected"
+check "sensor user blocked from LAN:53/tcp (the router's DNS)" "is \$(tcp_as $USER_ 192.168.77.2 53) blocked"
+check "sensor user blocked from internet:53/tcp" "is \$(tcp_as $USER_ 203.0.113.53 53) blocked"
+check "sensor user blocked from LAN:53/udp" "is \$(udp_as $USER_ 192.168.77.2 53) blocked"
+check "sensor user blocked from internet:53/udp" "is \$(udp_as $USER_ 203.0.113.53 53) blocked"
+check "sensor user blocked from internet:123/udp (NTP)" "is \$(udp_as $USER_ 203.0.113.53 123) blocked"
+check "sensor user blocked from the mirrors" "is \$(tcp_as $USER_ 203.0.113.80 80) blocked && is \$(tcp_as $USER_ 192.168.77.2 3142) blocked"
+check "sensor user blocked from another LAN device" "is \$(tcp_as $USER_ 192.168.77.2 8080) blocked"
+check "sensor user blocked from the LAN's DHCP server port (67/udp)" "is \$(udp_as $USER_ 192.168.77.2 67) blocked"
+check "DHCP (67/udp) stays open for system processes (here root; on the Pi systemd-networkd renews)" "is \$(udp_as root 192.168.77.2 67) arrived"
+check "resolver user reaches LAN:53 and internet:53 over TCP" "is \$(tcp_as $RESOLVER_ 192.168.77.2 53) connected && is \$(tcp_as $RESOLVER_ 203.0.113.53 53) connected"
+check "resolver user reaches LAN:53 and internet:53 over UDP" "is \$(udp_as $RESOLVER_ 192.168.77.2 53) arrived && is \$(udp_as $RESOLVER_ 203.0.113.53 53) arrived"
+check "resolver user: no NTP, no mirror, no other LAN port" "is \$(udp_as $RESOLVER_ 203.0.113.53 123) blocked && is \$(tcp_as $RESOLVER_ 203.0.113.80 80) blocked && is \$(tcp_as $RESOLVER_ 192.168.77.2 8080) blocked"
+check "time-sync user reaches NTP (internet:123/udp)" "is \$(udp_as $TIMESYNC_ 203.0.113.53 123) arrived"
+check "time-sync user: no DNS" "is \$(udp_as $TIMESYNC_ 203.0.113.53 53) blocked && is \$(tcp_as $TIMESYNC_ 203.0.113.53 53) blocked"
+check "root (any other process): no DNS either" "is \$(tcp_as root 203.0.113.53 53) blocked && is \$(udp_as root 203.0.113.53 53) blocked"
+echo "# 5c. security updates: apt's _apt reaches the configured mirrors, and only them"
+check "_apt reaches the internet mirror (203.0.113.80:80)" "is \$(tcp_as $APT_ 203.0.113.80 80) connected"
+check "_apt reaches the LAN mirror (192.168.77.2:3142)" "is \$(tcp_as $APT_ 192.168.77.2 3142) connected"
+check "_apt: not another port of a mirror host, not another LAN port, no DNS" "is \$(tcp_as $APT_ 192.168.77.2 8080) blocked && is \$(tcp_as $APT_ 10.0.2.2 8443) blocked && is \$(tcp_as $APT_ 203.0.113.53 53) blocked"
+check "a mirror is not open to other users (root)" "is \$(tcp_as root 203.0.113.80 80) blocked"
+echo "# 5d. apt-firewall replaces the mirror addresses in the running rules (what runs before apt)"
+printf 'http://203.0.113.53/debian\n' > "$T/etc/mirrors"
+check "apt-firewall loads" "ip netns exec '$NS' env DROSERA_ETC='$T/etc' sh '$(dirname "$SETUP")/apt-firewall' | grep 'apt may reach 203.0.113.53 . 80' >/dev/null"
+check "_apt reaches the new mirror" "is \$(tcp_as $APT_ 203.0.113.53 80) connected"
+ip netns exec "$NS" nft list set inet drosera mirror_v4 > "$T/mirror_v4.list"   # (grep -q on a pipe: SIGPIPE under pipefail)
+check "the old mirror is gone, the new one is in" "grep -q '203.0.113.53 . 80' '$T/mirror_v4.list' && ! grep -q '203.0.113.80' '$T/mirror_v4.list'"
+check "_apt no longer reaches the old mirror" "is \$(tcp_as $APT_ 203.0.113.80 80) blocked"
 kill $(jobs -p) 2>/dev/null || true
 check "admin element present" "ip netns exec '$NS' nft list set inet drosera admin_v4 | grep '10.0.2.2' >/dev/null"
 
