@@ -153,18 +153,7 @@ impl SampleArea {
     /// payloads. The writer always exists, so that the caller can hash what it receives and
     /// record an outcome even when nothing is kept.
     pub fn begin(self: &Arc<Self>, paused: bool) -> SampleWriter {
-        let mut w = SampleWriter {
-            area: Some(self.clone()),
-            file: None,
-            part: PathBuf::new(),
-            buf: Vec::new(),
-            hasher: Sha256::new(),
-            size: 0,
-            reserved: 0,
-            written: 0,
-            registered: false,
-            refused: None,
-        };
+        let mut w = SampleWriter::blank(Some(self.clone()));
         if !self.cfg.enabled {
             w.refused = Some(SampleOutcome::Disabled);
             return w;
@@ -290,8 +279,14 @@ impl SampleWriter {
     /// A writer without an area: it hashes and counts, and ends in `outcome` (for a sensor or a
     /// test without a sample area).
     pub fn not_kept(outcome: SampleOutcome) -> SampleWriter {
+        let mut w = SampleWriter::blank(None);
+        w.refused = Some(outcome);
+        w
+    }
+
+    fn blank(area: Option<Arc<SampleArea>>) -> SampleWriter {
         SampleWriter {
-            area: None,
+            area,
             file: None,
             part: PathBuf::new(),
             buf: Vec::new(),
@@ -300,7 +295,7 @@ impl SampleWriter {
             reserved: 0,
             written: 0,
             registered: false,
-            refused: Some(outcome),
+            refused: None,
         }
     }
 
