@@ -57,11 +57,10 @@ pub fn prune(
 ) -> Result<PruneStats, AnalyticsError> {
     analytics::refresh(db, enricher)?;
     let mut st = PruneStats::default();
-    let limit_id = db.prunable_upto()?;
     if cfg.max_age_days > 0 {
         let cutoff = now_ms.saturating_sub(i64::from(cfg.max_age_days) * DAY_MS);
         loop {
-            let n = db.delete_events_before(cutoff, limit_id, CHUNK)?;
+            let n = db.delete_events_before(cutoff, CHUNK)?;
             st.events_by_age += n;
             if (n as i64) < CHUNK {
                 break;
@@ -70,7 +69,7 @@ pub fn prune(
     }
     if cfg.max_bytes > 0 {
         while db.used_bytes()? > cfg.max_bytes {
-            let n = db.delete_oldest_events(limit_id, CHUNK)?;
+            let n = db.delete_oldest_events(CHUNK)?;
             st.events_by_size += n;
             if n == 0 {
                 break;
