@@ -330,3 +330,46 @@ fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
         assert!(db.used_bytes().unwrap() > 0);
     }
 }
+
+#[test]
+fn migrate_moves_every_table_from_sqlite_to_postgres() {
+    let Some(url) = crate::testpg::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut old: Box<dyn Storage> = Box::new(sqlite::open(&path).unwrap());
+    load_fixture(&*old);
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    analytics::refresh(&mut *old, &en).unwrap();
+    // Events stored after the last fold must be folded after the move, once.
+    let id = old.enrollment("pi-a").unwrap().unwrap().sensor_id;
+    let late: Vec<Event> = (41..=45).map(|s| login_ev(s, 1_714_600_000_000 + s as i64, "192.0.2.1", "u", "p")).collect();
+    assert_eq!(commit(&*old, id, 45, &late), BatchOutcome::Ack(45));
+    old.upsert_user("alice", "phc", 1).unwrap();
+    let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };
+    old.create_session(&s, 1, 10).unwrap();
+    old.prune_hourly(1_714_521_600_000 - DAY_MS).unwrap();
+    drop(old);
+
+    let from = Backend::Sqlite(path.clone());
+    let to = Backend::Postgres(url.clone());
+    let stats = copy::migrate(&from, &to).unwrap();
+    let count = |t: &str| stats.tables.iter().find(|x| x.0 == t).map(|x| x.1).unwrap();
+    assert_eq!((count("events"), count("sensors"), count("users"), count("dashboard_sessions")), (70, 2, 1, 1));
+    assert!(count("agg_src") > 0 && count("ip_info") > 0 && count("strings") > 0);
+    // A second migration into the same (now full) database is refused.
+    assert!(copy::migrate(&from, &to).unwrap_err().to_string().contains("not empty"));
+
+    let mut old = open_backend(&from).unwrap();
+    let mut new = open_backend(&to).unwrap();
+    assert_eq!(report_json(&mut *new), report_json(&mut *old), "same report after the move");
+    assert_eq!(export_text(&*new), export_text(&*old));
+    assert_eq!(new.list_sensors().unwrap(), old.list_sensors().unwrap());
+    assert_eq!(new.session("tok", 2).unwrap().map(|s| s.user).as_deref(), Some("alice"));
+    assert_eq!(new.hourly_from().unwrap(), 1_714_521_600_000 - DAY_MS);
+    // Ingest goes on where SQLite stopped: the high-water mark moved with the sensor.
+    let more = [login_ev(46, 1_714_600_100_000, "192.0.2.1", "u", "p")];
+    assert_eq!(commit(&*new, id, 45, &late), BatchOutcome::Ack(45));
+    assert_eq!(commit(&*new, id, 46, &more), BatchOutcome::Ack(46));
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    assert_eq!(analytics::refresh(&mut *new, &en).unwrap(), 1);
+}
