@@ -373,3 +373,86 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
     assert_eq!(analytics::refresh(&mut *new, &en).unwrap(), 1);
 }
+
+/// Where each backend's database lives, so a test can open several handles on it (as several
+/// admins, or the ingest writer and the dashboard of one, do).
+fn backend_locations() -> Vec<(Backend, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = vec![(Backend::Sqlite(dir.path().join("a.db")), dir)];
+    if let Some(url) = crate::testpg::fresh_database() {
+        v.push((Backend::Postgres(url), tempfile::tempdir().unwrap()));
+    }
+    v
+}
+
+#[test]
+fn two_admins_ingesting_one_sensor_store_each_batch_once() {
+    for (loc, _dir) in backend_locations() {
+        let first = open_backend(&loc).unwrap();
+        sensors::register(&*first, "pi", "aa", 0).unwrap();
+        let id = first.enrollment("pi").unwrap().unwrap().sensor_id;
+        drop(first);
+        let events: Vec<Event> = (1..=200).map(ev).collect();
+        // Both "admins" get every batch (a sensor that failed over and resent), in parallel.
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (loc, events) = (loc.clone(), events.clone());
+                std::thread::spawn(move || {
+                    let db = open_backend(&loc).unwrap();
+                    for chunk in events.chunks(10) {
+                        let last = chunk.last().unwrap().seq;
+                        let out = db.commit_batches(&[BatchIn { sensor_id: id, last_seq: last, events: chunk }], 1);
+                        assert!(matches!(out.unwrap()[0], BatchOutcome::Ack(n) if n >= last));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let db = open_backend(&loc).unwrap();
+        let l = db.list_sensors().unwrap();
+        assert_eq!((l[0].events, l[0].high_water_seq), (200, 200), "{loc:?}");
+        let (n, text) = export_text(&*db);
+        assert_eq!(n, 200);
+        let mut seqs: Vec<i64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_i64().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 200, "no sequence number stored twice");
+    }
+}
+
+#[test]
+fn postgres_fold_never_skips_an_event_that_commits_late() {
+    let Some(url) = crate::testpg::fresh_database() else { return };
+    let db = postgres::Postgres::open(&url).unwrap();
+    sensors::register(&db, "pi", "aa", 0).unwrap();
+    let id = db.enrollment("pi").unwrap().unwrap().sensor_id;
+    assert_eq!(commit(&db, id, 1, &[ev(1)]), BatchOutcome::Ack(1));
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    let mut folder: Box<dyn Storage> = Box::new(postgres::Postgres::open(&url).unwrap());
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 1);
+    // A writer that takes a low id and commits late: its transaction starts first and stays open
+    // while a later batch (a higher id) commits.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, conn) = rt.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute(&format!(
+        "BEGIN; INSERT INTO events (txid, sensor_id, seq, time_ms, transport, protocol, kind, src_ip, src_port,
+            dst_port, session_id, duration_ms, bytes_in, bytes_out, priority, count, fields)
+         VALUES (pg_current_xact_id()::text::bigint, {id}, 1000, 1700000000000, 'tcp', 'http', 'connection',
+            '198.51.100.9', 1, 80, 1, 0, 0, 0, 0, 1, '{{}}')"
+    )))
+    .unwrap();
+    assert_eq!(commit(&db, id, 2, &[ev(2)]), BatchOutcome::Ack(2));
+    // The fold must not pass the open transaction (it waits a bounded time, then folds nothing).
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
+    rt.block_on(client.batch_execute("COMMIT")).unwrap();
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 2, "both, once");
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
+    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+    assert_eq!(analytics::totals(&*folder, &q).unwrap().attempts, 3);
+}
