@@ -8,6 +8,7 @@
 //! that probe with fixed bytes (the same round trips as the sensor, without its work).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use drosera_flood::probe;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -306,8 +307,7 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             }
         }
         Probe::Http => {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: drosera-flood\r\nConnection: close\r\n\r\n")
-                .await?;
+            s.write_all(&probe::http_get("/", "bench", "drosera-flood")).await?;
             read_until(s, b"HTTP/1.").await
         }
         Probe::Ftp => {
@@ -329,12 +329,7 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(b"SSH-2.0-drosera-flood\r\n").await
         }
         Probe::Mssql => {
-            // PRELOGIN with VERSION and ENCRYPTION options.
-            let payload: [u8; 18] = [0, 0, 11, 0, 6, 1, 0, 17, 0, 1, 0xff, 9, 0, 0, 0, 0, 0, 0];
-            let mut pkt = vec![0x12, 1, 0, (8 + payload.len() + 1) as u8, 0, 0, 1, 0];
-            pkt.extend_from_slice(&payload);
-            pkt.push(0);
-            s.write_all(&pkt).await?;
+            s.write_all(&probe::mssql_prelogin()).await?;
             let mut h = [0u8; 8];
             s.read_exact(&mut h).await?;
             if h[0] == 0x04 {
@@ -353,16 +348,7 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             }
         }
         Probe::Smb => {
-            let mut m = vec![0xfe, b'S', b'M', b'B', 64, 0];
-            m.resize(64, 0);
-            m[14] = 1; // one credit
-            let mut body = vec![36, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0];
-            body.resize(36, 0);
-            body.extend_from_slice(&[0x02, 0x02, 0x10, 0x02]);
-            m.extend_from_slice(&body);
-            let mut pkt = (m.len() as u32).to_be_bytes().to_vec();
-            pkt.extend_from_slice(&m);
-            s.write_all(&pkt).await?;
+            s.write_all(&probe::smb2_negotiate(&[0x0202, 0x0210])).await?;
             let mut h = [0u8; 8];
             s.read_exact(&mut h).await?;
             if &h[4..8] == b"\xfeSMB" {

@@ -3,8 +3,10 @@
 //! connection event, and batch-read rate. Prints one `key=value` line per measurement.
 //!
 //! Not a test: numbers go into docs/benchmarks.md, nothing here asserts on time.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use drosera_sensor::config::StoreSection;
+use drosera_sensor::config::{StoreSection, Synchronous};
 use drosera_sensor::rollup::RollupTable;
 use drosera_sensor::store;
 use drosera_uplink::event::{CloseReason, Detail, Event, Priority, Protocol, Transport};
@@ -34,24 +36,23 @@ fn typical(i: u64) -> Event {
     }
 }
 
-fn ingest(synchronous: &str, n: u64) {
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
-    let cfg = StoreSection {
-        cap_bytes: 4 << 30,
-        reserve_bytes: 0,
-        synchronous: synchronous.into(),
-        ..StoreSection::default()
+fn ingest(synchronous: Synchronous, n: u64) {
+    let name = match synchronous {
+        Synchronous::Normal => "normal",
+        Synchronous::Full => "full",
     };
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let cfg = StoreSection { cap_bytes: 4 << 30, reserve_bytes: 0, synchronous, ..StoreSection::default() };
     let (handle, writer) = store::open(&cfg, dir.path(), "bench").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let t0 = Instant::now();
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 0..n {
         tx.blocking_send(typical(i)).unwrap();
     }
     drop(tx);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     wh.join().unwrap();
     let secs = t0.elapsed().as_secs_f64();
     let st = handle.status().unwrap();
@@ -61,13 +62,13 @@ fn ingest(synchronous: &str, n: u64) {
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     drop(conn);
     let encoded = postcard::to_stdvec(&typical(n / 2)).unwrap().len();
-    println!("ingest synchronous={synchronous} events={n} seconds={secs:.2} events_per_s={:.0}", n as f64 / secs);
+    println!("ingest synchronous={name} events={n} seconds={secs:.2} events_per_s={:.0}", n as f64 / secs);
     println!(
-        "size synchronous={synchronous} postcard_bytes_per_event={encoded} db_bytes_per_event={:.1} files_bytes_per_event={:.1}",
+        "size synchronous={name} postcard_bytes_per_event={encoded} db_bytes_per_event={:.1} files_bytes_per_event={:.1}",
         ((pages - free) as f64 * 4096.0) / n as f64,
         st.store_bytes as f64 / n as f64
     );
-    if synchronous == "normal" {
+    if synchronous == Synchronous::Normal {
         let t1 = Instant::now();
         let mut after = 0;
         let mut got = 0u64;
@@ -93,6 +94,6 @@ fn ingest(synchronous: &str, n: u64) {
 fn main() {
     // `cargo bench` passes `--bench`; a number argument overrides the event count.
     let n = std::env::args().skip(1).find_map(|a| a.parse::<u64>().ok()).unwrap_or(1_000_000);
-    ingest("normal", n);
-    ingest("full", n / 4);
+    ingest(Synchronous::Normal, n);
+    ingest(Synchronous::Full, n / 4);
 }

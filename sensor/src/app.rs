@@ -5,6 +5,11 @@
 //! stop first (so no new events appear), then the health reporter and governor, and only then the
 //! store writer, which drains the channel and the rollup table and commits before the process
 //! exits, so nothing accepted is lost on a clean stop.
+//!
+//! Shutdown is one primitive, tokio-util's `CancellationToken`, in two stages: `stop_services`
+//! (listeners, health, governor, shipper, watchdog) is a child of `stop_store` (the writer), so
+//! the services can be stopped and awaited first, and cancelling the store's token could never
+//! leave a service running.
 
 use crate::config::Config;
 use crate::governor::Governor;
@@ -12,120 +17,45 @@ use crate::health::{self, HealthContext};
 use crate::listener::{ListenerContext, Listeners};
 use crate::rollup::RollupTable;
 use crate::sink::EventSink;
+use crate::store::{StoreHandle, StoreWriter};
 use crate::{shipper, store};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Runs the sensor until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sensor: Arc<str> = Arc::from(cfg.sensor.name.as_str());
-    let store_cfg = cfg.store.clone();
-    let data_dir = cfg.sensor.data_dir.clone();
-    let name = sensor.clone();
-    let (store, writer) = tokio::task::spawn_blocking(move || store::open(&store_cfg, &data_dir, &name))
-        .await
-        .context("store open task failed")?
-        .with_context(|| format!("cannot open the event store in {}", cfg.sensor.data_dir.display()))?;
-
+    let (store, writer) = open_store(&cfg, &sensor).await?;
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
     let (sink, rx) = EventSink::new(cfg.store.channel_capacity, rollups.clone());
-    let (writer_stop, writer_stop_rx) = watch::channel(false);
-    let writer_thread = writer.spawn(rx, rollups, writer_stop_rx).context("cannot start the store writer thread")?;
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let (gov, governor) = Governor::new(cfg.memory.clone());
-    let gov_task = tokio::spawn(gov.run(shutdown_rx.clone()));
-
-    let listeners = Listeners::bind(&cfg).await.context("cannot bind the service ports")?;
-    for (protocol, addr) in listeners.local_addrs() {
-        // Machine-readable line (tests and scripts parse it), plus the structured log.
-        println!("listening protocol={protocol} addr={addr}");
-        tracing::info!(%protocol, %addr, "listening");
-    }
-    // The store was opened as root: hand its directory and files to the sensor user first, so
-    // the writer can still create its WAL, ballast and quarantine files after the drop.
-    hand_data_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user);
-    // Every port is bound: drop root (if we are root) before a single attacker byte is read.
-    let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
-    tracing::info!(?dropped, "privileges");
-    let stats = listeners.stats();
-    let ctx = ListenerContext {
-        sink: sink.clone(),
-        governor: governor.clone(),
-        sensor: sensor.clone(),
-        shutdown: shutdown_rx.clone(),
-    };
-    let serve = tokio::spawn(listeners.serve(ctx));
-    // The shipper runs on its own thread with a current-thread runtime: its TLS and blocking
-    // store calls stay off the listeners' workers, and its future need not be `Send`.
-    let shipper_thread = match cfg.uplink.clone() {
-        Some(u) => {
-            let (s, st, rx) = (sensor.clone(), store.clone(), shutdown_rx.clone());
-            let (data_dir, ship_sink) = (cfg.sensor.data_dir.clone(), sink.clone());
-            let t = std::thread::Builder::new()
-                .name("shipper".into())
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "shipper cannot build its runtime");
-                            return;
-                        }
-                    };
-                    // Rejected batches are kept in the data directory and reported as events.
-                    let ctx = shipper::ShipperContext { data_dir: Some(data_dir), sink: Some(ship_sink) };
-                    if let Err(e) = rt.block_on(shipper::run_with(u, s, st, ctx, rx)) {
-                        tracing::error!(error = %e, "shipper stopped");
-                    }
-                })
-                .context("cannot start the shipper thread")?;
-            Some(t)
-        }
-        None => None,
-    };
-    let health_task = tokio::spawn(health::run(
-        HealthContext {
-            sink: sink.clone(),
-            store: store.clone(),
-            governor,
-            listeners: stats,
-            interval: cfg.health_interval(),
-        },
-        shutdown_rx.clone(),
-    ));
+    let stop_store = CancellationToken::new();
+    let writer_thread =
+        writer.spawn(rx, rollups, stop_store.clone()).context("cannot start the store writer thread")?;
+    let stop_services = stop_store.child_token();
+    let services = Services::start(&cfg, &sensor, &store, &sink, &stop_services).await?;
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
     tracing::info!(sensor = %sensor, "sensor running");
     // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
     crate::systemd::notify_ready();
-    let watchdog = crate::systemd::spawn_watchdog(shutdown_rx.clone());
+    let watchdog = crate::systemd::spawn_watchdog(stop_services.clone());
 
-    // Stop on SIGINT/SIGTERM, or if the store writer ever stops by itself (a bug): then exit
-    // non-zero after the orderly shutdown, so the service manager restarts the sensor instead of
-    // it running on without storing anything.
-    let writer_died = tokio::select! {
-        _ = wait_for_signal() => false,
-        _ = async {
-            while !writer_thread.is_finished() {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        } => true,
-    };
+    let writer_died = wait_for_stop(&writer_thread).await;
     if writer_died {
         tracing::error!("store writer stopped unexpectedly; shutting down so the sensor is restarted");
     }
     tracing::info!("shutting down: stopping listeners, flushing the store");
     crate::systemd::notify_stopping();
-    let _ = shutdown.send(true);
+    stop_services.cancel();
     if let Some(w) = watchdog {
         let _ = w.await;
     }
-    let _ = serve.await;
-    let _ = health_task.await;
-    let _ = gov_task.await;
+    // First everything that produces events, then the writer drains what they produced.
+    let shipper_thread = services.join().await;
     drop(sink);
-    let _ = writer_stop.send(true);
+    stop_store.cancel();
     let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
     if let Some(t) = shipper_thread {
         let join = tokio::task::spawn_blocking(move || t.join());
@@ -139,6 +69,101 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         anyhow::bail!("the store writer stopped unexpectedly");
     }
     Ok(())
+}
+
+/// Opens (creating, checking, recovering) the store off the async workers.
+async fn open_store(cfg: &Config, sensor: &Arc<str>) -> anyhow::Result<(StoreHandle, StoreWriter)> {
+    let (store_cfg, data_dir, name) = (cfg.store.clone(), cfg.sensor.data_dir.clone(), sensor.clone());
+    tokio::task::spawn_blocking(move || store::open(&store_cfg, &data_dir, &name))
+        .await
+        .context("store open task failed")?
+        .with_context(|| format!("cannot open the event store in {}", cfg.sensor.data_dir.display()))
+}
+
+/// Waits for SIGINT/SIGTERM, or for the store writer to stop by itself (a bug; returns true):
+/// then the sensor exits non-zero after the orderly shutdown, so the service manager restarts it
+/// instead of it running on without storing anything.
+async fn wait_for_stop(writer: &std::thread::JoinHandle<()>) -> bool {
+    tokio::select! {
+        _ = wait_for_signal() => false,
+        _ = async {
+            while !writer.is_finished() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        } => true,
+    }
+}
+
+/// Everything that runs on top of the store and stops before it: the governor, the listeners,
+/// the health reporter and the shipper, all on one `stop_services` token.
+struct Services {
+    governor: JoinHandle<()>,
+    serve: JoinHandle<()>,
+    health: JoinHandle<()>,
+    shipper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Services {
+    /// Binds the ports, drops privileges, then starts serving, reporting health and shipping.
+    async fn start(
+        cfg: &Config,
+        sensor: &Arc<str>,
+        store: &StoreHandle,
+        sink: &EventSink,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Services> {
+        let (gov, governor) = Governor::new(cfg.memory.clone());
+        let governor_task = tokio::spawn(gov.run(stop.clone()));
+        let listeners = Listeners::bind(cfg).await.context("cannot bind the service ports")?;
+        for (protocol, addr) in listeners.local_addrs() {
+            // Machine-readable line (tests and scripts parse it), plus the structured log.
+            println!("listening protocol={protocol} addr={addr}");
+            tracing::info!(%protocol, %addr, "listening");
+        }
+        // The store was opened as root: hand its directory and files to the sensor user first, so
+        // the writer can still create its WAL, ballast and quarantine files after the drop.
+        hand_data_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user);
+        // Every port is bound: drop root (if we are root) before a single attacker byte is read.
+        let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
+        tracing::info!(?dropped, "privileges");
+        let stats = listeners.stats();
+        let ctx = ListenerContext {
+            sink: sink.clone(),
+            governor: governor.clone(),
+            sensor: sensor.clone(),
+            shutdown: stop.clone(),
+        };
+        let serve = tokio::spawn(listeners.serve(ctx));
+        // Rejected batches are kept in the data directory and reported as events.
+        let shipper = match cfg.uplink.clone() {
+            Some(uplink) => {
+                let ctx = shipper::ShipperContext { data_dir: cfg.sensor.data_dir.clone(), sink: sink.clone() };
+                let t = shipper::spawn(uplink, sensor.clone(), store.clone(), ctx, stop.clone())
+                    .context("cannot start the shipper thread")?;
+                Some(t)
+            }
+            None => None,
+        };
+        let health_ctx = HealthContext {
+            sink: sink.clone(),
+            store: store.clone(),
+            governor,
+            listeners: stats,
+            interval: cfg.health_interval(),
+        };
+        let health = tokio::spawn(health::run(health_ctx, stop.clone()));
+        Ok(Services { governor: governor_task, serve, health, shipper })
+    }
+
+    /// After `stop` is cancelled: waits for the listeners (and their sessions' last events),
+    /// then the health reporter and the governor. Returns the shipper's thread, which may still
+    /// be waiting for the admin's last acknowledgements and is joined after the store.
+    async fn join(self) -> Option<std::thread::JoinHandle<()>> {
+        let _ = self.serve.await;
+        let _ = self.health.await;
+        let _ = self.governor.await;
+        self.shipper
+    }
 }
 
 /// When running as root with a configured user, gives `dir` and the files in it to that user.

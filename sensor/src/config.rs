@@ -2,9 +2,13 @@
 //!
 //! Every section and key has a default (documented in `sensor/drosera-sensor.example.toml`,
 //! which a test parses and compares with these defaults), and unknown keys are an error, so a
-//! typo never silently falls back to a default. Validation errors name the offending key and say
-//! how to fix it.
+//! typo never silently falls back to a default. Keys with a fixed set of values are enums
+//! ([`ServiceKind`], [`LogFormat`], [`Synchronous`]), so serde refuses anything else and lists
+//! what is valid. Every error names the offending key (serde's through `serde_path_to_error`,
+//! the checks between keys in [`Config::validate`]) and says how to fix it. Relative paths are
+//! taken relative to the directory of the config file, as the admin's config does.
 
+pub use crate::protocols::ServiceKind;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -15,14 +19,24 @@ use std::time::Duration;
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("config file {path} is not valid{}: {message}", at_key(key))]
+    Parse { path: PathBuf, key: String, message: String },
     #[error("config key `{key}` is invalid: {problem}. Fix: {fix}")]
     Invalid { key: String, problem: String, fix: String },
 }
 
 fn invalid(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_string(), problem: problem.into(), fix: fix.into() }
+}
+
+/// ` at key `service[0].kind`` for a parse error inside a key, nothing for one about the file as
+/// a whole (bad TOML syntax).
+fn at_key(key: &str) -> String {
+    if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!(" at key `{key}`")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -36,6 +50,10 @@ pub struct Config {
     #[serde(rename = "service")]
     pub services: Vec<ServiceSection>,
     pub blackhole: BlackholeSection,
+    /// Malware samples: whole files attackers deliver, kept until the admin has them.
+    pub samples: SamplesSection,
+    /// Which logins succeed on the services that let attackers in (FTP, Telnet, SSH, ...).
+    pub credentials: CredentialsSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -50,8 +68,8 @@ pub struct SensorSection {
     /// If started as root: bind the ports, then switch to this user and drop all capabilities.
     /// Empty keeps root (throw-away test machines only).
     pub user: String,
-    /// `text` or `json` log lines on stderr.
-    pub log_format: String,
+    /// Log lines on stderr as text or JSON.
+    pub log_format: LogFormat,
     /// Seconds between health events.
     pub health_interval_s: u64,
 }
@@ -62,7 +80,7 @@ impl Default for SensorSection {
             name: "sensor-1".into(),
             data_dir: PathBuf::from("/var/lib/drosera"),
             user: "drosera".into(),
-            log_format: "text".into(),
+            log_format: LogFormat::Text,
             health_interval_s: 60,
         }
     }
@@ -86,8 +104,8 @@ pub struct StoreSection {
     pub commit_max_events: usize,
     /// Capacity of the bounded channel from producers to the store writer, in events.
     pub channel_capacity: usize,
-    /// SQLite `synchronous` mode: `normal` (default, safe with WAL) or `full`.
-    pub synchronous: String,
+    /// SQLite `synchronous` mode.
+    pub synchronous: Synchronous,
     /// Seconds between re-checks of free disk space.
     pub disk_check_interval_s: u64,
 }
@@ -102,7 +120,7 @@ impl Default for StoreSection {
             commit_interval_ms: 200,
             commit_max_events: 5000,
             channel_capacity: 20_000,
-            synchronous: "normal".into(),
+            synchronous: Synchronous::Normal,
             disk_check_interval_s: 5,
         }
     }
@@ -180,12 +198,34 @@ impl Default for LimitsSection {
     }
 }
 
+/// `sensor.log_format`: how log lines on stderr look.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// `store.synchronous`: SQLite's `synchronous` pragma for the store.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Safe with WAL: a power loss loses at most the last commit.
+    #[default]
+    Normal,
+    /// Every commit durable on its own (more SD card wear).
+    Full,
+}
+
 /// One emulated service. `kind` picks the protocol module; `ports` may list several ports.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
-    /// `http`, `ftp`, `telnet`, `ssh`, `mssql`, `mysql`, `smb`.
-    pub kind: String,
+    /// Which protocol module serves these ports.
+    pub kind: ServiceKind,
     pub ports: Vec<u16>,
     /// Address to bind; default all IPv4 addresses.
     #[serde(default = "default_bind")]
@@ -200,6 +240,17 @@ pub struct ServiceSection {
     /// survives restarts). Unset: a new host key each start.
     #[serde(default)]
     pub host_key: Option<PathBuf>,
+}
+
+impl ServiceSection {
+    /// The configured banner, or the module's `default` when the config leaves it empty.
+    pub fn banner_or<'a>(&'a self, default: &'a str) -> &'a str {
+        if self.banner.is_empty() {
+            default
+        } else {
+            &self.banner
+        }
+    }
 }
 
 fn default_bind() -> IpAddr {
@@ -223,6 +274,85 @@ pub struct BlackholeSection {
 impl Default for BlackholeSection {
     fn default() -> Self {
         BlackholeSection { ports: Vec::new(), bind: default_bind(), record_bytes: 4096 }
+    }
+}
+
+/// The login policy (see [`crate::credentials`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsSection {
+    /// Logins refused from a source address before any may succeed.
+    pub refuse_first: u32,
+    /// `user:password` pairs that may then succeed; `*` matches anything, `!pw` anything but pw.
+    pub accept: Vec<String>,
+    /// Most source addresses whose refused attempts are counted (oldest dropped past it).
+    pub max_sources: usize,
+}
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        CredentialsSection {
+            refuse_first: 2,
+            accept: DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
+            max_sources: 65_536,
+        }
+    }
+}
+
+/// The default weak pairs: the factory logins IoT botnets (Mirai and its descendants) try first,
+/// and the classic server ones. Anonymous FTP is not among them.
+pub const DEFAULT_ACCEPT: &[&str] = &[
+    "root:root",
+    "root:admin",
+    "root:123456",
+    "root:12345",
+    "root:password",
+    "root:default",
+    "root:vizxv",
+    "root:xc3511",
+    "root:888888",
+    "root:xmhdipc",
+    "root:juantech",
+    "root:54321",
+    "root:realtek",
+    "root:1234",
+    "admin:admin",
+    "admin:password",
+    "admin:1234",
+    "admin:12345",
+    "support:support",
+    "user:user",
+    "guest:guest",
+    "ubnt:ubnt",
+    "pi:raspberry",
+];
+
+/// The sample area (`data_dir/samples`, see [`crate::samples`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplesSection {
+    /// Keep delivered files whole. Off: each one is still hashed and reported, not kept.
+    pub enabled: bool,
+    /// Largest file kept, in bytes; a larger one is reported as too large (hash of its start).
+    pub max_sample_bytes: u64,
+    /// Most bytes of samples on disk not yet shipped to the admin. Never more than the free disk
+    /// left after the store's reserve and the store's own room up to its cap.
+    pub cap_bytes: u64,
+    /// Most samples on disk not yet shipped.
+    pub max_files: usize,
+    /// Most samples being received at the same time (each holds a 64 KiB write buffer).
+    pub max_writers: usize,
+}
+
+impl Default for SamplesSection {
+    fn default() -> Self {
+        SamplesSection {
+            enabled: true,
+            max_sample_bytes: 16 * 1024 * 1024,
+            cap_bytes: 256 * 1024 * 1024,
+            max_files: 10_000,
+            max_writers: 64,
+        }
     }
 }
 
@@ -259,22 +389,46 @@ fn default_backoff_max() -> u64 {
     300
 }
 
-pub const SERVICE_KINDS: &[&str] = &["http", "ftp", "telnet", "ssh", "mssql", "mysql", "smb"];
-
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file, and resolves its relative paths against the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&text, path)
+        let mut cfg = Config::parse(&text, path)?;
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new("")));
+        Ok(cfg)
     }
 
-    /// Parses and validates config text (`path` is only used in messages).
+    /// Parses and validates config text (`path` is only used in messages; relative paths stay
+    /// as written).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            ConfigError::Parse { path: path.to_path_buf(), key: e.path().to_string(), message: e.inner().to_string() }
+        })?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Makes every relative path in the config relative to `base` (the config file's directory),
+    /// so a sensor's folder can move as a whole and the working directory does not matter.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.sensor.data_dir);
+        for s in &mut self.services {
+            if let Some(k) = s.host_key.as_mut() {
+                fix(k);
+            }
+        }
+        if let Some(u) = self.uplink.as_mut() {
+            fix(&mut u.ca_cert);
+            fix(&mut u.cert);
+            fix(&mut u.key);
+        }
     }
 
     /// Checks the relations between keys that serde cannot express.
@@ -284,13 +438,6 @@ impl Config {
                 "sensor.name",
                 "must be 1 to 64 characters",
                 "set a short name such as \"pi-livingroom\"",
-            ));
-        }
-        if !matches!(self.sensor.log_format.as_str(), "text" | "json") {
-            return Err(invalid(
-                "sensor.log_format",
-                format!("unknown format {:?}", self.sensor.log_format),
-                "use \"text\" or \"json\"",
             ));
         }
         let st = &self.store;
@@ -316,13 +463,6 @@ impl Config {
         }
         if st.channel_capacity == 0 || st.channel_capacity > 10_000_000 {
             return Err(invalid("store.channel_capacity", "must be between 1 and 10000000", "use 20000"));
-        }
-        if !matches!(st.synchronous.as_str(), "normal" | "full") {
-            return Err(invalid(
-                "store.synchronous",
-                format!("unknown mode {:?}", st.synchronous),
-                "use \"normal\" or \"full\"",
-            ));
         }
         let m = &self.memory;
         if m.soft_limit_bytes >= m.hard_limit_bytes {
@@ -357,14 +497,6 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.services.iter().enumerate() {
-            let key = format!("service[{i}].kind");
-            if !SERVICE_KINDS.contains(&s.kind.as_str()) {
-                return Err(invalid(
-                    &key,
-                    format!("unknown service {:?}", s.kind),
-                    format!("use one of {}", SERVICE_KINDS.join(", ")),
-                ));
-            }
             if s.ports.is_empty() {
                 return Err(invalid(
                     &format!("service[{i}].ports"),
@@ -390,6 +522,28 @@ impl Config {
                     "remove it from blackhole.ports",
                 ));
             }
+        }
+        if let Err(e) = crate::credentials::validate_accept(&self.credentials.accept) {
+            return Err(invalid(
+                &format!("credentials.accept[{}]", e.index),
+                format!("{:?} is not user:password", e.entry),
+                "write pairs like \"root:admin\" (\"*\" matches any, \"root:!root\" any but root)",
+            ));
+        }
+        let sm = &self.samples;
+        if sm.max_sample_bytes == 0 || sm.max_sample_bytes > sm.cap_bytes {
+            return Err(invalid(
+                "samples.max_sample_bytes",
+                format!("must be between 1 and samples.cap_bytes ({})", sm.cap_bytes),
+                "use max_sample_bytes = 16777216 with cap_bytes = 268435456",
+            ));
+        }
+        if sm.max_files == 0 || sm.max_writers == 0 {
+            return Err(invalid(
+                "samples.max_writers",
+                "max_writers and max_files must be greater than zero",
+                "remove the keys to use the defaults (64 writers, 10000 files)",
+            ));
         }
         if let Some(u) = &self.uplink {
             if !u.admin.contains(':') {
@@ -430,6 +584,8 @@ mod tests {
         assert_eq!(cfg.store, StoreSection::default());
         assert_eq!(cfg.memory, MemorySection::default());
         assert_eq!(cfg.limits, LimitsSection::default());
+        assert_eq!(cfg.samples, SamplesSection::default());
+        assert_eq!(cfg.credentials, CredentialsSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }
@@ -449,5 +605,41 @@ mod tests {
         let err =
             Config::parse("[[service]]\nkind = \"gopher\"\nports = [70]\n", Path::new("x")).unwrap_err().to_string();
         assert!(err.contains("service[0].kind"), "{err}");
+    }
+
+    #[test]
+    fn a_value_outside_an_enum_names_the_key_and_lists_the_valid_values() {
+        for (text, key, valid) in [
+            (
+                "[[service]]\nkind = \"http\"\nports = [80]\n[[service]]\nkind = \"gopher\"\nports = [70]\n",
+                "`service[1].kind`",
+                "`http`, `ftp`, `telnet`, `ssh`, `mssql`, `mysql`, `smb`",
+            ),
+            ("[[service]]\nkind = \"blackhole\"\nports = [9]\n", "`service[0].kind`", "`smb`"),
+            ("[sensor]\nlog_format = \"xml\"\n", "`sensor.log_format`", "`text` or `json`"),
+            ("[store]\nsynchronous = \"off\"\n", "`store.synchronous`", "`normal` or `full`"),
+        ] {
+            let err = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(valid), "{err}");
+        }
+        let cfg = Config::parse("[sensor]\nlog_format = \"json\"\n[store]\nsynchronous = \"full\"\n", Path::new("x"));
+        let cfg = cfg.unwrap();
+        assert_eq!((cfg.sensor.log_format, cfg.store.synchronous), (LogFormat::Json, Synchronous::Full));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("drosera-sensor.toml");
+        let text = "[sensor]\ndata_dir = \"data\"\n\n[[service]]\nkind = \"ssh\"\nports = [2222]\nhost_key = \"keys/seed\"\n\n\
+                    [uplink]\nadmin = \"a:1\"\nca_cert = \"up/ca.pem\"\ncert = \"/etc/s.pem\"\nkey = \"up/s.key\"\n";
+        std::fs::write(&file, text).unwrap();
+        let cfg = Config::load(&file).unwrap();
+        assert_eq!(cfg.sensor.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.services[0].host_key.as_deref(), Some(dir.path().join("keys/seed").as_path()));
+        let up = cfg.uplink.unwrap();
+        assert_eq!(up.ca_cert, dir.path().join("up/ca.pem"));
+        assert_eq!(up.cert, PathBuf::from("/etc/s.pem"), "absolute paths stay as written");
+        assert_eq!(up.key, dir.path().join("up/s.key"));
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Memory pressure as seen by the listeners.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -54,12 +55,6 @@ impl GovernorHandle {
     }
 
     pub fn pressure(&self) -> Pressure {
-        *self.rx.borrow()
-    }
-
-    /// Waits until the state changes (for listeners that want to react).
-    pub async fn changed(&mut self) -> Pressure {
-        let _ = self.rx.changed().await;
         *self.rx.borrow()
     }
 }
@@ -171,14 +166,14 @@ impl Governor {
         next
     }
 
-    /// Samples every `sample_interval_ms` until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Samples every `sample_interval_ms` until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.sample_interval_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = tick.tick() => { self.apply(sample()); }
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+                _ = shutdown.cancelled() => break,
             }
         }
     }

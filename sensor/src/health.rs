@@ -13,7 +13,7 @@ use drosera_uplink::event::{Detail, Event, Health};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// What the reporter reads.
 #[derive(Clone)]
@@ -75,8 +75,8 @@ pub fn snapshot(ctx: &HealthContext, started: Instant, cpu: &mut Option<(u64, In
     }
 }
 
-/// Emits a health event every interval until `shutdown` turns true.
-pub async fn run(ctx: HealthContext, mut shutdown: watch::Receiver<bool>) {
+/// Emits a health event every interval until `shutdown` is cancelled.
+pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
     let started = Instant::now();
     let mut cpu = None;
     let mut tick = tokio::time::interval(ctx.interval.max(Duration::from_secs(1)));
@@ -87,7 +87,7 @@ pub async fn run(ctx: HealthContext, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break } else { continue },
+            _ = shutdown.cancelled() => break,
         }
         let c = ctx.clone();
         let mut prev = cpu;
@@ -102,10 +102,6 @@ pub async fn run(ctx: HealthContext, mut shutdown: watch::Receiver<bool>) {
         };
         cpu = p;
         tracing::debug!(rss = h.rss_bytes, backlog = h.backlog_events, governor = %h.governor, "health");
-        ctx.sink.emit(health_event(h));
+        ctx.sink.emit(Event::internal(Detail::Health(h)));
     }
-}
-
-pub fn health_event(h: Health) -> Event {
-    crate::store::internal_event(Detail::Health(h))
 }

@@ -2,16 +2,16 @@
 //!
 //! Binding is separate from serving so that a sensor started as root can bind the low ports and
 //! then drop privileges before it reads a single attacker byte. Serving follows mini-redis: one
-//! accept loop per socket, one task per admitted connection, bounded by [`Admission`] — except
+//! accept loop per socket, one task per admitted connection, bounded by `Admission` — except
 //! that we never *wait* for a slot: a flood must not queue inside the sensor, so a connection
 //! past any cap is closed at once and counted as a rollup ([`EventSink::shed`]). Every admitted
-//! connection ends in exactly one connection event ([`Session::close`]), whatever ended it, so
+//! connection ends in exactly one connection event (`Session::close`), whatever ended it, so
 //! `accepted = connection events + rolled-up connections` holds exactly.
 
 use crate::admission::Admission;
 use crate::config::{Config, LimitsSection, ServiceSection};
 use crate::governor::{GovernorHandle, Pressure};
-use crate::protocols::{self, ServiceKind};
+use crate::protocols::{self, blackhole, ServiceKind};
 use crate::session::{Session, SessionLimits};
 use crate::sink::EventSink;
 use drosera_uplink::event::{CloseReason, Protocol, ShedReason};
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
@@ -35,8 +35,8 @@ pub struct ListenerContext {
     pub sink: EventSink,
     pub governor: GovernorHandle,
     pub sensor: Arc<str>,
-    /// Becomes `true` when the sensor shuts down.
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled when the sensor shuts down.
+    pub shutdown: CancellationToken,
 }
 
 /// Live counters the health sampler and tests read.
@@ -51,10 +51,29 @@ pub struct ListenerStats {
     pub accept_errors: AtomicU64,
 }
 
+/// What a bound socket serves.
+#[derive(Clone)]
+enum Role {
+    /// An emulated service from a `[[service]]` section.
+    Service { kind: ServiceKind, svc: Arc<ServiceSection> },
+    /// A `[blackhole]` port: records the first bytes, never answers.
+    Blackhole,
+}
+
+impl Role {
+    fn protocol(&self) -> Protocol {
+        match self {
+            Role::Service { kind, .. } => kind.protocol(),
+            Role::Blackhole => Protocol::Blackhole,
+        }
+    }
+}
+
 struct Bound {
     listener: TcpListener,
-    kind: ServiceKind,
-    svc: Arc<ServiceSection>,
+    role: Role,
+    /// The configured bind address (maybe unspecified) and the bound port.
+    addr: SocketAddr,
 }
 
 /// All bound sockets, before serving.
@@ -73,24 +92,13 @@ impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
         let mut bound = Vec::new();
         for svc in cfg.services.iter().filter(|s| s.enabled) {
-            let Some(kind) = ServiceKind::parse(&svc.kind) else { continue };
-            let svc = Arc::new(svc.clone());
+            let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
             for port in &svc.ports {
-                bound.push(bind_one(kind, svc.clone(), SocketAddr::new(svc.bind, *port))?);
+                bound.push(bind_one(role.clone(), SocketAddr::new(svc.bind, *port))?);
             }
         }
-        if !cfg.blackhole.ports.is_empty() {
-            let svc = Arc::new(ServiceSection {
-                kind: "blackhole".into(),
-                ports: cfg.blackhole.ports.clone(),
-                bind: cfg.blackhole.bind,
-                banner: String::new(),
-                enabled: true,
-                host_key: None,
-            });
-            for port in &svc.ports {
-                bound.push(bind_one(ServiceKind::Blackhole, svc.clone(), SocketAddr::new(svc.bind, *port))?);
-            }
+        for port in &cfg.blackhole.ports {
+            bound.push(bind_one(Role::Blackhole, SocketAddr::new(cfg.blackhole.bind, *port))?);
         }
         Ok(Listeners {
             bound,
@@ -102,14 +110,14 @@ impl Listeners {
 
     /// The actually bound addresses (port 0 in the config gets an ephemeral port).
     pub fn local_addrs(&self) -> Vec<(Protocol, SocketAddr)> {
-        self.bound.iter().filter_map(|b| Some((b.kind.protocol(), b.listener.local_addr().ok()?))).collect()
+        self.bound.iter().filter_map(|b| Some((b.role.protocol(), b.listener.local_addr().ok()?))).collect()
     }
 
     pub fn stats(&self) -> Arc<ListenerStats> {
         self.stats.clone()
     }
 
-    /// Serves until `ctx.shutdown` turns true, then stops accepting and gives running sessions
+    /// Serves until `ctx.shutdown` is cancelled, then stops accepting and gives running sessions
     /// a short grace period before closing them (each still records its connection event).
     pub async fn serve(self, ctx: ListenerContext) {
         let admission = Admission::new(&self.limits);
@@ -129,13 +137,13 @@ impl Listeners {
         }
         let housekeeping = {
             let admission = admission.clone();
-            let mut shutdown = ctx.shutdown.clone();
+            let shutdown = ctx.shutdown.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(10));
                 loop {
                     tokio::select! {
                         _ = tick.tick() => admission.housekeeping(),
-                        _ = shutdown.changed() => break,
+                        _ = shutdown.cancelled() => break,
                     }
                 }
             })
@@ -145,14 +153,14 @@ impl Listeners {
     }
 }
 
-fn bind_one(kind: ServiceKind, svc: Arc<ServiceSection>, addr: SocketAddr) -> Result<Bound, ListenerError> {
-    let err = |source| ListenerError::Bind { protocol: kind.protocol().to_string(), addr, source };
+fn bind_one(role: Role, addr: SocketAddr) -> Result<Bound, ListenerError> {
+    let err = |source| ListenerError::Bind { protocol: role.protocol().to_string(), addr, source };
     let socket =
         if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     let listener = socket.listen(1024).map_err(err)?;
-    Ok(Bound { listener, kind, svc })
+    Ok(Bound { listener, role, addr })
 }
 
 #[derive(Clone)]
@@ -166,16 +174,13 @@ struct Shared {
 }
 
 async fn accept_loop(b: Bound, sh: Shared) {
-    let mut shutdown = sh.ctx.shutdown.clone();
+    let shutdown = sh.ctx.shutdown.clone();
     let mut sessions = JoinSet::new();
     let local_port = b.listener.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         let accepted = tokio::select! {
             r = b.listener.accept() => r,
-            _ = shutdown.changed() => continue,
+            _ = shutdown.cancelled() => break,
             // Reap finished session tasks so the set does not grow.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
@@ -191,7 +196,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
             }
         };
         sh.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let protocol = b.kind.protocol();
+        let protocol = b.role.protocol();
         let permit = match sh.admission.admit(peer.ip(), sh.ctx.governor.pressure()) {
             Ok(p) => p,
             Err(reason) => {
@@ -200,14 +205,14 @@ async fn accept_loop(b: Bound, sh: Shared) {
             }
         };
         // The listener's own address unless it listens on every address (then ask the kernel).
-        let local = if b.svc.bind.is_unspecified() {
-            stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.svc.bind, local_port))
+        let local = if b.addr.ip().is_unspecified() {
+            stream.local_addr().unwrap_or_else(|_| SocketAddr::new(b.addr.ip(), local_port))
         } else {
-            SocketAddr::new(b.svc.bind, local_port)
+            SocketAddr::new(b.addr.ip(), local_port)
         };
         // Sessions send each turn's replies in one write (Session::flush), so Nagle's algorithm
         // never holds a reply back; russh writes the SSH handshake in many small pieces itself.
-        if b.kind == ServiceKind::Ssh {
+        if matches!(b.role, Role::Service { kind: ServiceKind::Ssh, .. }) {
             let _ = stream.set_nodelay(true);
         }
         let id = sh.session_ids.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +220,7 @@ async fn accept_loop(b: Bound, sh: Shared) {
         if sh.ctx.governor.pressure() != Pressure::Normal {
             limits.max_payload = 0;
         }
-        if b.kind == ServiceKind::Blackhole {
+        if matches!(b.role, Role::Blackhole) {
             limits.first_bytes = sh.blackhole_bytes;
         }
         let session = Session::new(
@@ -228,13 +233,12 @@ async fn accept_loop(b: Bound, sh: Shared) {
             sh.ctx.sink.clone(),
             sh.ctx.sensor.clone(),
         );
-        let svc = b.svc.clone();
-        let kind = b.kind;
+        let role = b.role.clone();
         let stats = sh.stats.clone();
         let shutdown_rx = sh.ctx.shutdown.clone();
         stats.active_connections.fetch_add(1, Ordering::Relaxed);
         sessions.spawn(async move {
-            run_session(session, kind, svc, shutdown_rx).await;
+            run_session(session, role, shutdown_rx).await;
             stats.active_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -256,22 +260,18 @@ fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: P
     drop(stream);
 }
 
-async fn run_session(
-    mut session: Session,
-    kind: ServiceKind,
-    svc: Arc<ServiceSection>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run_session(mut session: Session, role: Role, shutdown: CancellationToken) {
     let deadline = session.deadline();
     let reason = {
-        let handler = protocols::handle(kind, &mut session, &svc);
+        let handler = async {
+            match &role {
+                Role::Service { kind, svc } => protocols::handle(*kind, &mut session, svc).await,
+                Role::Blackhole => blackhole::handle(&mut session).await,
+            }
+        };
         tokio::pin!(handler);
         let grace = async {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
+            shutdown.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
         tokio::select! {
@@ -308,30 +308,34 @@ mod tests {
     #[test]
     fn a_session_task_stays_small() {
         let (sink, _rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
-        let (_tx, shutdown) = watch::channel(false);
-        for kind in ServiceKind::ALL {
-            let (a, _b) = tokio::io::duplex(64);
-            let session = Session::new(
-                Box::new(a),
-                1,
-                "192.0.2.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-                kind.protocol(),
-                SessionLimits::default(),
-                sink.clone(),
-                Arc::from("t"),
-            );
-            let svc = Arc::new(ServiceSection {
-                kind: kind.protocol().as_str().into(),
+        let shutdown = CancellationToken::new();
+        let services = ServiceKind::ALL.map(|kind| {
+            let svc = ServiceSection {
+                kind,
                 ports: vec![2],
                 bind: "127.0.0.1".parse().unwrap(),
                 banner: String::new(),
                 enabled: true,
                 host_key: None,
-            });
-            let task = run_session(session, kind, svc, shutdown.clone());
+            };
+            Role::Service { kind, svc: Arc::new(svc) }
+        });
+        for role in services.into_iter().chain([Role::Blackhole]) {
+            let (a, _b) = tokio::io::duplex(64);
+            let protocol = role.protocol();
+            let session = Session::new(
+                Box::new(a),
+                1,
+                "192.0.2.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+                protocol,
+                SessionLimits::default(),
+                sink.clone(),
+                Arc::from("t"),
+            );
+            let task = run_session(session, role, shutdown.clone());
             let size = std::mem::size_of_val(&task);
-            assert!(size <= 3072, "{kind:?} session task is {size} bytes");
+            assert!(size <= 3072, "{protocol} session task is {size} bytes");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use drosera_sensor::config::Config;
+use drosera_sensor::config::{Config, LogFormat};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -46,14 +46,13 @@ enum Cmd {
     },
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
     }
 }
 
@@ -62,7 +61,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
-            init_logging(&cfg.sensor.log_format);
+            init_logging(cfg.sensor.log_format);
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
             rt.block_on(drosera_sensor::app::run(cfg))
         }
@@ -95,7 +94,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::DebugStoreWriter { data_dir, cap_bytes, events } => {
-            init_logging("text");
+            init_logging(LogFormat::Text);
             drosera_sensor::store::debug_writer(&data_dir, cap_bytes, events)
         }
     }

@@ -10,7 +10,7 @@
 //! counter per reason with an unspecified source address, so the total count stays exact even
 //! when a flood uses millions of source addresses.
 
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, ShedReason, Transport};
+use drosera_uplink::event::{Detail, Event, Protocol, ShedReason, Transport};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,22 +92,17 @@ impl RollupTable {
     }
 }
 
+/// The sensor's own account of connections it shed: an internal event, except that it names
+/// the source, port and protocol the counter is about.
 fn rollup_event(sensor: &str, now_ms: i64, k: Key, n: u64) -> Event {
     Event {
-        seq: 0,
         time_ms: if k.minute_ms > 0 { k.minute_ms } else { now_ms },
         sensor: sensor.to_string(),
         transport: if k.protocol == Protocol::Sensor { Transport::Internal } else { Transport::Tcp },
         protocol: k.protocol,
         src_ip: k.src_ip,
-        src_port: 0,
         dst_port: k.dst_port,
-        session_id: 0,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        priority: Priority::System,
-        detail: Detail::Rollup { minute_ms: k.minute_ms, reason: k.reason, connections: n },
+        ..Event::internal(Detail::Rollup { minute_ms: k.minute_ms, reason: k.reason, connections: n })
     }
 }
 

@@ -15,8 +15,9 @@
 //! Every way a session can end is a [`CloseReason`], so handlers use `?` freely and the listener
 //! records how each connection ended.
 
-use crate::sink::{now_ms, EventSink};
+use crate::sink::EventSink;
 use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, Transport};
+use drosera_uplink::now_ms;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -236,11 +237,6 @@ impl Session {
         }
     }
 
-    /// The sensor port the attacker connected to.
-    pub fn dst_port(&self) -> u16 {
-        self.local.port()
-    }
-
     pub fn bytes_in(&self) -> u64 {
         self.counters.bytes_in.load(Ordering::Relaxed)
     }
@@ -258,16 +254,8 @@ impl Session {
         }
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-
-    pub fn sink(&self) -> &EventSink {
-        &self.sink
     }
 
     /// Waits for input and lends up to `max` bytes of it without copying; the caller says how

@@ -18,22 +18,22 @@
 //! cancels a half-read frame.
 
 use crate::config::UplinkSection;
-use crate::sink::{now_ms, EventSink};
-use crate::store::StoreHandle;
+use crate::sink::EventSink;
+use crate::store::{StoreError, StoreHandle};
 use backon::BackoffBuilder;
 use drosera_uplink::codec;
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport, SCHEMA_VERSION};
+use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 /// Batches sent before waiting for an acknowledgement.
 pub const WINDOW: usize = 4;
@@ -52,46 +52,48 @@ pub const REJECTED_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where the shipper reads from: the store, or a test double.
 pub trait Backlog: Clone + Send + Sync + 'static {
+    /// What reading or freeing can fail with.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Events with `seq > after_seq`, in order, at most `max_events` and about `max_bytes`.
-    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, String>;
+    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, Self::Error>;
     /// Durably frees everything up to `upto_seq`.
-    fn ack(&self, upto_seq: u64) -> Result<(), String>;
+    fn ack(&self, upto_seq: u64) -> Result<(), Self::Error>;
     /// Highest sequence number acknowledged so far.
     fn acked_seq(&self) -> u64;
 }
 
 impl Backlog for StoreHandle {
-    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, String> {
-        StoreHandle::read_batch(self, after_seq, max_events, max_bytes).map_err(|e| e.to_string())
+    type Error = StoreError;
+    fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
+        StoreHandle::read_batch(self, after_seq, max_events, max_bytes)
     }
-    fn ack(&self, upto_seq: u64) -> Result<(), String> {
-        StoreHandle::ack(self, upto_seq).map_err(|e| e.to_string())
+    fn ack(&self, upto_seq: u64) -> Result<(), StoreError> {
+        StoreHandle::ack(self, upto_seq)
     }
     fn acked_seq(&self) -> u64 {
         StoreHandle::acked_seq(self)
     }
 }
 
-/// Optional surroundings of the shipper.
-#[derive(Clone, Debug, Default)]
+/// What the shipper needs around it.
+#[derive(Clone, Debug)]
 pub struct ShipperContext {
-    /// The sensor's data directory; rejected batches go to `data_dir/rejected/`. Without it they
-    /// go to `rejected/` next to the uplink key file.
-    pub data_dir: Option<PathBuf>,
-    /// Where to report rejected batches as events.
-    pub sink: Option<EventSink>,
+    /// The sensor's data directory; rejected batches are kept under `data_dir/rejected/`.
+    pub data_dir: PathBuf,
+    /// Where rejected batches are reported as events.
+    pub sink: EventSink,
 }
 
-/// Ships until `shutdown` turns true. Never gives up on the admin (jittered backoff).
-pub async fn run(
-    cfg: UplinkSection,
-    sensor: Arc<str>,
-    store: StoreHandle,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    run_with(cfg, sensor, store, ShipperContext::default(), shutdown).await
+/// Why the shipper cannot start at all (everything after the start is retried, never fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum ShipperError {
+    #[error("uplink TLS setup: {0}")]
+    Tls(#[from] drosera_uplink::tls::TlsError),
+    #[error("uplink.server_name / uplink.admin: {host:?} is not a valid server name ({message})")]
+    ServerName { host: String, message: String },
 }
 
+/// Why one uplink session ended (the shipper then backs off and connects again).
 #[derive(Debug, thiserror::Error)]
 enum ShipError {
     #[error("cannot connect to {addr}: {source}")]
@@ -109,7 +111,67 @@ enum ShipError {
     #[error("admin closed the connection")]
     Closed,
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot encode a batch: {0}")]
+    Encode(#[from] codec::CodecError),
+    #[error("shipper task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Starts the shipper on its own OS thread with a current-thread runtime, like
+/// [`StoreWriter::spawn`](crate::store::StoreWriter::spawn): its TLS work and blocking store
+/// calls stay off the listeners' workers, and its future need not be `Send`. It ships until
+/// `shutdown` is cancelled.
+pub fn spawn(
+    cfg: UplinkSection,
+    sensor: Arc<str>,
+    store: StoreHandle,
+    ctx: ShipperContext,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("shipper".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "shipper cannot build its runtime");
+                return;
+            }
+        };
+        if let Err(e) = rt.block_on(run(cfg, sensor, store, ctx, shutdown)) {
+            tracing::error!(error = %e, "shipper stopped");
+        }
+    })
+}
+
+/// Ships from `backlog` until `shutdown` is cancelled; never gives up on the admin (jittered
+/// backoff). Fails only when the uplink config cannot work at all.
+pub async fn run<B: Backlog>(
+    cfg: UplinkSection,
+    sensor: Arc<str>,
+    backlog: B,
+    ctx: ShipperContext,
+    shutdown: CancellationToken,
+) -> Result<(), ShipperError> {
+    let tls = drosera_uplink::tls::client_config(&cfg.ca_cert, &cfg.cert, &cfg.key)?;
+    let host = if cfg.server_name.is_empty() {
+        cfg.admin.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or("")
+    } else {
+        cfg.server_name.as_str()
+    };
+    let server_name = ServerName::try_from(host.to_string())
+        .map_err(|e| ShipperError::ServerName { host: host.to_string(), message: e.to_string() })?;
+    let shipper = Shipper {
+        backoff_max: Duration::from_secs(cfg.backoff_max_s.max(1)),
+        cfg,
+        sensor,
+        backlog,
+        connector: TlsConnector::from(tls),
+        server_name,
+        rejected_dir: ctx.data_dir.join("rejected"),
+        sink: ctx.sink,
+    };
+    shipper.run(&shutdown).await;
+    Ok(())
 }
 
 struct Shipper<B: Backlog> {
@@ -119,47 +181,50 @@ struct Shipper<B: Backlog> {
     connector: TlsConnector,
     server_name: ServerName<'static>,
     rejected_dir: PathBuf,
-    sink: Option<EventSink>,
+    sink: EventSink,
     backoff_max: Duration,
 }
 
-/// Resolves once shutdown is requested. (Awaiting `wait_for` directly inside `select!` would keep
-/// its non-`Send` guard in the select's output and make the shipper future `!Send`.)
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|v| *v).await;
+/// A batch sent on this connection and not answered yet.
+struct InFlight {
+    first: u64,
+    last: u64,
+    /// The encoded batch, kept to set it aside if the admin rejects it.
+    payload: Vec<u8>,
 }
 
-/// [`run`] with a data directory and an event sink, over any [`Backlog`].
-pub async fn run_with<B: Backlog>(
-    cfg: UplinkSection,
-    sensor: Arc<str>,
-    backlog: B,
-    ctx: ShipperContext,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let tls = drosera_uplink::tls::client_config(&cfg.ca_cert, &cfg.cert, &cfg.key)?;
-    let host = if cfg.server_name.is_empty() {
-        cfg.admin.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or("")
-    } else {
-        cfg.server_name.as_str()
-    };
-    let server_name = ServerName::try_from(host.to_string())
-        .map_err(|e| anyhow::anyhow!("uplink.server_name / uplink.admin: {host:?} is not a valid server name ({e})"))?;
-    let rejected_dir = match &ctx.data_dir {
-        Some(d) => d.join("rejected"),
-        None => cfg.key.parent().unwrap_or(Path::new(".")).join("rejected"),
-    };
-    let shipper = Shipper {
-        backoff_max: Duration::from_secs(cfg.backoff_max_s.max(1)),
-        cfg,
-        sensor,
-        backlog,
-        connector: TlsConnector::from(tls),
-        server_name,
-        rejected_dir,
-        sink: ctx.sink,
-    };
-    shipper.run(&mut shutdown).await
+/// What the admin's hello ack allows on this connection.
+#[derive(Clone, Copy)]
+struct Terms {
+    /// Schema version the events are downgraded to.
+    schema: u16,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+/// The state of one connection's conversation after the hello.
+struct Conversation {
+    terms: Terms,
+    inflight: VecDeque<InFlight>,
+    /// Highest seq freed in the store.
+    acked: u64,
+    /// Highest seq sent on this connection.
+    next_after: u64,
+    /// Set once shutdown is requested: the end of the wait for the last answers.
+    draining: Option<Instant>,
+    last_heard: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl Conversation {
+    /// How long to wait for the admin before looking at the clock again.
+    fn wait(&self) -> Duration {
+        match self.draining {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None if self.inflight.is_empty() && self.ping_sent.is_none() => POLL,
+            None => Duration::from_secs(1),
+        }
+    }
 }
 
 impl<B: Backlog> Shipper<B> {
@@ -173,12 +238,13 @@ impl<B: Backlog> Shipper<B> {
             .build()
     }
 
-    async fn run(&self, shutdown: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    /// Session after session, with a backoff between failed ones, until shutdown.
+    async fn run(&self, shutdown: &CancellationToken) {
         let mut backoff = self.backoff();
         let mut failures: u64 = 0;
         loop {
-            if *shutdown.borrow() {
-                return Ok(());
+            if shutdown.is_cancelled() {
+                return;
             }
             let mut progress = false;
             let result = self.session(&mut progress, shutdown).await;
@@ -186,28 +252,19 @@ impl<B: Backlog> Shipper<B> {
                 backoff = self.backoff();
                 failures = 0;
             }
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    failures += 1;
-                    // Cap: the backoff never stops; the iterator is infinite, the fallback is the max.
-                    let delay = backoff.next().unwrap_or(self.backoff_max).min(self.backoff_max);
-                    match &e {
-                        ShipError::Refused(_) => {
-                            tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "uplink refused")
-                        }
-                        _ if failures <= 3 => {
-                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "uplink session ended")
-                        }
-                        _ => {
-                            tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "uplink session ended")
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stopped(shutdown) => return Ok(()),
-                    }
-                }
+            let Err(e) = result else { return };
+            failures += 1;
+            // Cap: the backoff never stops; the iterator is infinite, the fallback is the max.
+            let delay = backoff.next().unwrap_or(self.backoff_max).min(self.backoff_max);
+            let retry_in_ms = delay.as_millis() as u64;
+            match &e {
+                ShipError::Refused(_) => tracing::error!(error = %e, retry_in_ms, "uplink refused"),
+                _ if failures <= 3 => tracing::warn!(error = %e, retry_in_ms, "uplink session ended"),
+                _ => tracing::debug!(error = %e, retry_in_ms, "uplink session ended"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     }
@@ -225,19 +282,17 @@ impl<B: Backlog> Shipper<B> {
             .map_err(|source| ShipError::Tls { addr, source })
     }
 
+    /// Runs a blocking backlog call off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(B) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(B) -> Result<T, B::Error> + Send + 'static,
     ) -> Result<T, ShipError> {
         let b = self.backlog.clone();
-        tokio::task::spawn_blocking(move || f(b))
-            .await
-            .map_err(|e| ShipError::Store(e.to_string()))?
-            .map_err(ShipError::Store)
+        tokio::task::spawn_blocking(move || f(b)).await?.map_err(|e| ShipError::Store(Box::new(e)))
     }
 
     /// One connection: hello, then batches until an error or shutdown (`Ok` only on shutdown).
-    async fn session(&self, progress: &mut bool, shutdown: &mut watch::Receiver<bool>) -> Result<(), ShipError> {
+    async fn session(&self, progress: &mut bool, shutdown: &CancellationToken) -> Result<(), ShipError> {
         let tls = self.connect().await?;
         let (mut rd, mut wr) = tokio::io::split(tls);
         let (tx, mut rx) = mpsc::channel::<Result<Frame, FrameError>>(2 * WINDOW + 2);
@@ -261,153 +316,181 @@ impl<B: Backlog> Shipper<B> {
         result
     }
 
+    /// Hello, then keep the window full and handle answers until shutdown has drained it.
     async fn converse<W: tokio::io::AsyncWrite + Unpin>(
         &self,
         wr: &mut W,
         rx: &mut mpsc::Receiver<Result<Frame, FrameError>>,
         progress: &mut bool,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
     ) -> Result<(), ShipError> {
-        frame::write_frame(
-            wr,
-            &Frame::Hello {
-                sensor: self.sensor.to_string(),
-                protocol_version: PROTOCOL_VERSION,
-                schema_version: SCHEMA_VERSION,
-                software: concat!("drosera-sensor ", env!("CARGO_PKG_VERSION")).to_string(),
-            },
-        )
-        .await?;
-        let (schema, max_events, max_bytes) = match tokio::time::timeout(RESPONSE_TIMEOUT, rx.recv())
-            .await
-            .map_err(|_| ShipError::Timeout("hello ack"))?
-        {
-            Some(Ok(Frame::HelloAck { schema_version, high_water_seq, max_batch_events, max_batch_bytes })) => {
-                tracing::info!(admin = %self.cfg.admin, schema_version, high_water_seq, "uplink connected");
-                (
-                    schema_version.min(SCHEMA_VERSION),
-                    self.cfg.batch_max_events.min(max_batch_events as usize).max(1),
-                    // read_batch sizes are approximate: stay well inside the admin's cap.
-                    self.cfg.batch_max_bytes.min(max_batch_bytes as usize / 2).max(1024),
-                )
-            }
-            Some(Ok(Frame::Refused { reason })) => return Err(ShipError::Refused(reason)),
-            Some(Ok(other)) => return Err(ShipError::Protocol(format!("expected hello ack, got {}", other.name()))),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(ShipError::Closed),
+        let terms = self.hello(wr, rx).await?;
+        let acked = self.backlog.acked_seq();
+        let mut c = Conversation {
+            terms,
+            inflight: VecDeque::new(),
+            acked,
+            next_after: acked,
+            draining: None,
+            last_heard: Instant::now(),
+            ping_sent: None,
         };
-
-        // (first_seq, last_seq, payload) of batches sent and not yet answered.
-        let mut inflight: VecDeque<(u64, u64, Vec<u8>)> = VecDeque::new();
-        let mut acked = self.backlog.acked_seq();
-        let mut next_after = acked;
-        let mut draining: Option<Instant> = None;
-        let mut last_heard = Instant::now();
-        let mut ping_sent: Option<Instant> = None;
         loop {
-            // Fill the window.
-            while draining.is_none() && inflight.len() < WINDOW {
-                let after = next_after;
-                let events = self.blocking(move |b| b.read_batch(after, max_events, max_bytes)).await?;
-                let Some(last) = events.last().map(|e| e.seq) else { break };
-                let first = events.first().map(|e| e.seq).unwrap_or(last);
-                let count = events.len() as u32;
-                let payload = tokio::task::spawn_blocking(move || {
-                    let mut events = events;
-                    for ev in &mut events {
-                        ev.downgrade_to(schema);
-                    }
-                    codec::encode(&events, codec::DEFAULT_LEVEL)
-                })
-                .await
-                .map_err(|e| ShipError::Store(e.to_string()))?
-                .map_err(|e| ShipError::Store(e.to_string()))?;
-                let f = Frame::Batch {
-                    first_seq: first,
-                    last_seq: last,
-                    count,
-                    codec: codec::CODEC_ZSTD_POSTCARD,
-                    payload,
-                };
-                frame::write_frame(wr, &f).await?;
-                if let Frame::Batch { payload, .. } = f {
-                    inflight.push_back((first, last, payload));
-                }
-                next_after = last;
+            if c.draining.is_none() {
+                self.fill_window(wr, &mut c).await?;
             }
-            if draining.is_some() && inflight.is_empty() {
+            if c.draining.is_some() && c.inflight.is_empty() {
                 return Ok(());
             }
-            let wait = match draining {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None if inflight.is_empty() && ping_sent.is_none() => POLL,
-                None => Duration::from_secs(1),
-            };
+            let wait = c.wait();
             tokio::select! {
                 msg = rx.recv() => {
-                    last_heard = Instant::now();
-                    match msg {
-                        Some(Ok(Frame::Ack { upto_seq })) => {
-                            // Never free more than was sent on this connection.
-                            let upto = upto_seq.min(next_after);
-                            while inflight.front().is_some_and(|b| b.1 <= upto) {
-                                inflight.pop_front();
-                            }
-                            if upto > acked {
-                                self.blocking(move |b| b.ack(upto)).await?;
-                                acked = upto;
-                                *progress = true;
-                            }
-                        }
-                        Some(Ok(Frame::Rejected { first_seq, last_seq, reason })) => {
-                            let Some((first, last, payload)) = inflight.pop_front() else {
-                                return Err(ShipError::Protocol("rejection without a batch in flight".into()));
-                            };
-                            if (first, last) != (first_seq, last_seq) {
-                                return Err(ShipError::Protocol(format!(
-                                    "rejection for {first_seq}..={last_seq} but the oldest batch is {first}..={last}"
-                                )));
-                            }
-                            self.set_aside(first, last, &payload, &reason);
-                            self.blocking(move |b| b.ack(last)).await?;
-                            acked = acked.max(last);
-                            *progress = true;
-                        }
-                        Some(Ok(Frame::Pong)) => ping_sent = None,
-                        Some(Ok(Frame::Refused { reason })) => return Err(ShipError::Refused(reason)),
-                        Some(Ok(other)) => {
-                            return Err(ShipError::Protocol(format!("unexpected {} frame", other.name())))
-                        }
-                        Some(Err(e)) => return Err(e.into()),
-                        None => return Err(ShipError::Closed),
-                    }
+                    c.last_heard = Instant::now();
+                    self.on_frame(msg, &mut c, progress).await?;
                 }
                 _ = tokio::time::sleep(wait) => {
-                    if let Some(deadline) = draining {
-                        if Instant::now() >= deadline {
-                            return Ok(());
-                        }
+                    if c.draining.is_some_and(|deadline| Instant::now() >= deadline) {
+                        return Ok(());
                     }
-                    let waiting = !inflight.is_empty() || ping_sent.is_some();
-                    if waiting && last_heard.elapsed() > RESPONSE_TIMEOUT {
-                        return Err(ShipError::Timeout("the admin's answer"));
-                    }
-                    if !waiting && last_heard.elapsed() > PING_EVERY {
-                        frame::write_frame(wr, &Frame::Ping).await?;
-                        ping_sent = Some(Instant::now());
-                        last_heard = Instant::now();
-                    }
+                    self.on_quiet(wr, &mut c).await?;
                 }
-                _ = stopped(shutdown), if draining.is_none() => {
-                    draining = Some(Instant::now() + DRAIN_TIMEOUT);
+                _ = shutdown.cancelled(), if c.draining.is_none() => {
+                    c.draining = Some(Instant::now() + DRAIN_TIMEOUT);
                 }
             }
         }
     }
 
+    /// Sends the hello and reads the admin's terms (or its refusal).
+    async fn hello<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        rx: &mut mpsc::Receiver<Result<Frame, FrameError>>,
+    ) -> Result<Terms, ShipError> {
+        let hello = Frame::Hello {
+            sensor: self.sensor.to_string(),
+            protocol_version: PROTOCOL_VERSION,
+            schema_version: SCHEMA_VERSION,
+            software: concat!("drosera-sensor ", env!("CARGO_PKG_VERSION")).to_string(),
+        };
+        frame::write_frame(wr, &hello).await?;
+        let answer =
+            tokio::time::timeout(RESPONSE_TIMEOUT, rx.recv()).await.map_err(|_| ShipError::Timeout("hello ack"))?;
+        match answer {
+            Some(Ok(Frame::HelloAck { schema_version, high_water_seq, max_batch_events, max_batch_bytes })) => {
+                tracing::info!(admin = %self.cfg.admin, schema_version, high_water_seq, "uplink connected");
+                Ok(Terms {
+                    schema: schema_version.min(SCHEMA_VERSION),
+                    max_events: self.cfg.batch_max_events.min(max_batch_events as usize).max(1),
+                    // read_batch sizes are approximate: stay well inside the admin's cap.
+                    max_bytes: self.cfg.batch_max_bytes.min(max_batch_bytes as usize / 2).max(1024),
+                })
+            }
+            other => Err(unexpected(other, "hello ack")),
+        }
+    }
+
+    /// Reads, encodes and sends batches until [`WINDOW`] are in flight or nothing is pending.
+    async fn fill_window<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        c: &mut Conversation,
+    ) -> Result<(), ShipError> {
+        while c.inflight.len() < WINDOW {
+            let (after, Terms { schema, max_events, max_bytes }) = (c.next_after, c.terms);
+            let events = self.blocking(move |b| b.read_batch(after, max_events, max_bytes)).await?;
+            let Some(last) = events.last().map(|e| e.seq) else { break };
+            let first = events.first().map(|e| e.seq).unwrap_or(last);
+            let count = events.len() as u32;
+            let payload = tokio::task::spawn_blocking(move || {
+                let mut events = events;
+                for ev in &mut events {
+                    ev.downgrade_to(schema);
+                }
+                codec::encode(&events, codec::DEFAULT_LEVEL)
+            })
+            .await??;
+            let f =
+                Frame::Batch { first_seq: first, last_seq: last, count, codec: codec::CODEC_ZSTD_POSTCARD, payload };
+            frame::write_frame(wr, &f).await?;
+            if let Frame::Batch { payload, .. } = f {
+                c.inflight.push_back(InFlight { first, last, payload });
+            }
+            c.next_after = last;
+        }
+        Ok(())
+    }
+
+    /// Handles one answer from the admin: frees what it acknowledged, sets aside what it
+    /// rejected; anything unexpected ends the session.
+    async fn on_frame(
+        &self,
+        msg: Option<Result<Frame, FrameError>>,
+        c: &mut Conversation,
+        progress: &mut bool,
+    ) -> Result<(), ShipError> {
+        match msg {
+            Some(Ok(Frame::Ack { upto_seq })) => {
+                // Never free more than was sent on this connection.
+                let upto = upto_seq.min(c.next_after);
+                while c.inflight.front().is_some_and(|b| b.last <= upto) {
+                    c.inflight.pop_front();
+                }
+                if upto > c.acked {
+                    self.blocking(move |b| b.ack(upto)).await?;
+                    c.acked = upto;
+                    *progress = true;
+                }
+                Ok(())
+            }
+            Some(Ok(Frame::Rejected { first_seq, last_seq, reason })) => {
+                let Some(batch) = c.inflight.pop_front() else {
+                    return Err(ShipError::Protocol("rejection without a batch in flight".into()));
+                };
+                if (batch.first, batch.last) != (first_seq, last_seq) {
+                    return Err(ShipError::Protocol(format!(
+                        "rejection for {first_seq}..={last_seq} but the oldest batch is {}..={}",
+                        batch.first, batch.last
+                    )));
+                }
+                self.set_aside(&batch, &reason);
+                let last = batch.last;
+                self.blocking(move |b| b.ack(last)).await?;
+                c.acked = c.acked.max(last);
+                *progress = true;
+                Ok(())
+            }
+            Some(Ok(Frame::Pong)) => {
+                c.ping_sent = None;
+                Ok(())
+            }
+            other => Err(unexpected(other, "ack, rejection or pong")),
+        }
+    }
+
+    /// Nothing heard for a while: give up on an admin that stopped answering, or ping an idle
+    /// connection so neither side's idle timeout closes it.
+    async fn on_quiet<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        c: &mut Conversation,
+    ) -> Result<(), ShipError> {
+        let waiting = !c.inflight.is_empty() || c.ping_sent.is_some();
+        if waiting && c.last_heard.elapsed() > RESPONSE_TIMEOUT {
+            return Err(ShipError::Timeout("the admin's answer"));
+        }
+        if !waiting && c.last_heard.elapsed() > PING_EVERY {
+            frame::write_frame(wr, &Frame::Ping).await?;
+            c.ping_sent = Some(Instant::now());
+            c.last_heard = Instant::now();
+        }
+        Ok(())
+    }
+
     /// Keeps a rejected batch under `rejected/` (if there is room) and reports it.
-    fn set_aside(&self, first: u64, last: u64, payload: &[u8], reason: &str) {
-        let kept = match self.write_rejected(first, last, payload, reason) {
+    fn set_aside(&self, batch: &InFlight, reason: &str) {
+        let (first, last) = (batch.first, batch.last);
+        let kept = match self.write_rejected(batch, reason) {
             Ok(Some(path)) => path.display().to_string(),
             Ok(None) => String::new(),
             Err(e) => {
@@ -417,49 +500,47 @@ impl<B: Backlog> Shipper<B> {
         };
         tracing::error!(first_seq = first, last_seq = last, %reason, kept_at = %kept,
             "admin rejected a batch as invalid; kept aside and skipped");
-        if let Some(sink) = &self.sink {
-            sink.emit(Event {
-                seq: 0,
-                time_ms: now_ms(),
-                sensor: self.sensor.to_string(),
-                transport: Transport::Internal,
-                protocol: Protocol::Sensor,
-                src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                src_port: 0,
-                dst_port: 0,
-                session_id: 0,
-                duration_ms: 0,
-                bytes_in: payload.len() as u64,
-                bytes_out: 0,
-                priority: Priority::System,
-                detail: Detail::Extension {
-                    kind: "uplink_batch_rejected".into(),
-                    fields: vec![
-                        ("first_seq".into(), first.to_string()),
-                        ("last_seq".into(), last.to_string()),
-                        ("reason".into(), reason.to_string()),
-                        ("kept_at".into(), kept),
-                    ],
-                },
-            });
-        }
+        self.sink.emit(Event {
+            sensor: self.sensor.to_string(),
+            bytes_in: batch.payload.len() as u64,
+            ..Event::internal(Detail::Extension {
+                kind: "uplink_batch_rejected".into(),
+                fields: vec![
+                    ("first_seq".into(), first.to_string()),
+                    ("last_seq".into(), last.to_string()),
+                    ("reason".into(), reason.to_string()),
+                    ("kept_at".into(), kept),
+                ],
+            })
+        });
     }
 
-    fn write_rejected(&self, first: u64, last: u64, payload: &[u8], reason: &str) -> std::io::Result<Option<PathBuf>> {
+    fn write_rejected(&self, batch: &InFlight, reason: &str) -> std::io::Result<Option<PathBuf>> {
         std::fs::create_dir_all(&self.rejected_dir)?;
         let (mut files, mut bytes) = (0usize, 0u64);
         for entry in std::fs::read_dir(&self.rejected_dir)?.flatten() {
             files += 1;
             bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
         }
-        if files + 2 > REJECTED_MAX_FILES || bytes + payload.len() as u64 > REJECTED_MAX_BYTES {
+        if files + 2 > REJECTED_MAX_FILES || bytes + batch.payload.len() as u64 > REJECTED_MAX_BYTES {
             tracing::error!(files, bytes, "rejected/ is full; the rejected batch is reported but not kept");
             return Ok(None);
         }
-        let path = self.rejected_dir.join(format!("batch-{first}-{last}.postcard.zst"));
-        std::fs::write(&path, payload)?;
+        let path = self.rejected_dir.join(format!("batch-{}-{}.postcard.zst", batch.first, batch.last));
+        std::fs::write(&path, &batch.payload)?;
         std::fs::write(path.with_extension("reason.txt"), reason)?;
         Ok(Some(path))
+    }
+}
+
+/// Why a session ends on an answer other than the `expected` one: the admin refused us, sent
+/// another frame, broke the framing or closed the connection.
+fn unexpected(answer: Option<Result<Frame, FrameError>>, expected: &str) -> ShipError {
+    match answer {
+        Some(Ok(Frame::Refused { reason })) => ShipError::Refused(reason),
+        Some(Ok(other)) => ShipError::Protocol(format!("expected {expected}, got {}", other.name())),
+        Some(Err(e)) => e.into(),
+        None => ShipError::Closed,
     }
 }
 

@@ -2,12 +2,13 @@
 //! rcgen): what it frees and when, how it retries, and what it does with a rejected batch.
 
 use super::*;
-use drosera_uplink::event::CloseReason;
+use drosera_uplink::event::{CloseReason, Priority, Protocol, Transport};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::net::TcpListener;
@@ -113,11 +114,12 @@ impl MemBacklog {
 }
 
 impl Backlog for MemBacklog {
-    fn read_batch(&self, after_seq: u64, max_events: usize, _max_bytes: usize) -> Result<Vec<Event>, String> {
+    type Error = std::convert::Infallible;
+    fn read_batch(&self, after_seq: u64, max_events: usize, _max_bytes: usize) -> Result<Vec<Event>, Self::Error> {
         let g = self.inner.lock().unwrap();
         Ok(g.events.iter().filter(|e| e.seq > after_seq).take(max_events).cloned().collect())
     }
-    fn ack(&self, upto_seq: u64) -> Result<(), String> {
+    fn ack(&self, upto_seq: u64) -> Result<(), Self::Error> {
         let mut g = self.inner.lock().unwrap();
         assert!(upto_seq >= g.acked, "ack went backwards: {upto_seq} < {}", g.acked);
         let newest = g.events.last().map(|e| e.seq).unwrap_or(0);
@@ -251,6 +253,14 @@ async fn scripted_admin(pki: &Pki, hello: Arc<HelloScript>, batch: Arc<BatchScri
     (addr.to_string(), seen)
 }
 
+/// A data directory and an event sink for a shipper whose rejection reports the test does not
+/// read (the directory lives as long as the returned guard).
+fn unwatched() -> (ShipperContext, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, _reports) = EventSink::new(16, Arc::new(crate::rollup::RollupTable::new(16)));
+    (ShipperContext { data_dir: dir.path().to_path_buf(), sink }, dir)
+}
+
 /// Runs the shipper until `done` holds (checked every 20 ms) or 20 s pass; then shuts it down.
 async fn ship_until(
     cfg: UplinkSection,
@@ -258,8 +268,8 @@ async fn ship_until(
     ctx: ShipperContext,
     done: impl Fn(&MemBacklog) -> bool,
 ) -> bool {
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run_with(cfg, Arc::from("s1"), backlog.clone(), ctx, rx));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(cfg, Arc::from("s1"), backlog.clone(), ctx, stop.clone()));
     let until = Instant::now() + Duration::from_secs(20);
     let mut ok = false;
     while Instant::now() < until {
@@ -269,7 +279,7 @@ async fn ship_until(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tx.send(true).unwrap();
+    stop.cancel();
     let r = tokio::time::timeout(Duration::from_secs(10), task).await;
     assert!(matches!(r, Ok(Ok(Ok(())))), "the shipper did not stop cleanly: {r:?}");
     ok
@@ -280,7 +290,8 @@ async fn ships_everything_in_order_and_frees_only_what_was_acknowledged() {
     let pki = Pki::new();
     let (addr, seen) = scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
     let backlog = MemBacklog::with_events(95);
-    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ShipperContext::default(), |b| b.acked() == 95).await;
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 95).await;
     assert!(ok, "not everything was acknowledged: acked {}", backlog.acked());
     let batches = seen.batches.lock().unwrap().clone();
     assert_eq!(batches.len(), 10, "95 events in batches of at most 10");
@@ -310,7 +321,8 @@ async fn a_hangup_frees_nothing_and_the_next_connection_sends_the_batch_again() 
     )
     .await;
     let backlog = MemBacklog::with_events(30);
-    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ShipperContext::default(), |b| b.acked() == 30).await;
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 30).await;
     assert!(ok, "acked {}", backlog.acked());
     let batches = seen.batches.lock().unwrap().clone();
     let first_conn: Vec<_> = batches.iter().filter(|b| b.0 == 0).collect();
@@ -332,7 +344,8 @@ async fn an_ack_beyond_what_was_sent_frees_only_what_was_sent() {
         scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::AckUpTo(1_000_000))).await;
     let backlog = MemBacklog::with_events(5);
     let b2 = backlog.clone();
-    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ShipperContext::default(), move |b| {
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, move |b| {
         // Once the first five are freed, events 6..=8 arrive; they must still be shipped.
         if b.acked() == 5 && b.inner.lock().unwrap().events.len() == 5 {
             b2.push(6, 8);
@@ -357,7 +370,7 @@ async fn a_rejected_batch_is_kept_aside_reported_and_skipped() {
     .await;
     let rollups = Arc::new(crate::rollup::RollupTable::new(16));
     let (sink, mut reports) = EventSink::new(16, rollups);
-    let ctx = ShipperContext { data_dir: Some(data.path().to_path_buf()), sink: Some(sink) };
+    let ctx = ShipperContext { data_dir: data.path().to_path_buf(), sink };
     let backlog = MemBacklog::with_events(25);
     let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 25).await;
     assert!(ok, "shipping stopped at the rejected batch: acked {}", backlog.acked());
@@ -396,7 +409,8 @@ async fn a_refused_sensor_keeps_trying_and_ships_once_let_in() {
     )
     .await;
     let backlog = MemBacklog::with_events(7);
-    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ShipperContext::default(), |b| b.acked() == 7).await;
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 7).await;
     assert!(ok, "acked {}", backlog.acked());
     assert!(seen.connections.load(Ordering::SeqCst) >= 4);
     assert!(seen.batches.lock().unwrap().iter().all(|b| b.0 >= 3), "a batch went to a connection that was refused");
@@ -410,10 +424,10 @@ async fn an_admin_with_a_certificate_from_another_ca_gets_nothing() {
     let (addr, seen) = scripted_admin(&impostor, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
     let backlog = MemBacklog::with_events(3);
     let seen2 = seen.clone();
-    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ShipperContext::default(), move |_| {
-        seen2.connections.load(Ordering::SeqCst) >= 2
-    })
-    .await;
+    let (ctx, _data) = unwatched();
+    let ok =
+        ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, move |_| seen2.connections.load(Ordering::SeqCst) >= 2)
+            .await;
     assert!(ok, "the sensor did not retry");
     assert!(seen.batches.lock().unwrap().is_empty(), "a batch was sent to an admin the sensor's CA did not sign");
     assert_eq!(backlog.acked(), 0);

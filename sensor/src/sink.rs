@@ -7,6 +7,7 @@
 
 use crate::rollup::RollupTable;
 use drosera_uplink::event::{Event, Protocol, ShedReason};
+use drosera_uplink::now_ms;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,20 +65,6 @@ impl EventSink {
     pub fn counters(&self) -> &SinkCounters {
         &self.counters
     }
-
-    pub fn rollups(&self) -> &Arc<RollupTable> {
-        &self.rollups
-    }
-
-    /// Free slots in the channel right now.
-    pub fn capacity(&self) -> usize {
-        self.tx.capacity()
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

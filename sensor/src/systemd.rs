@@ -10,8 +10,8 @@
 //! no `WATCHDOG_USEC`), so tests and hand-started sensors behave exactly as before.
 
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Shortest ping interval accepted: a misconfigured tiny `WatchdogSec=` must not busy-loop.
 const MIN_PING: Duration = Duration::from_millis(100);
@@ -64,8 +64,8 @@ pub fn ping_interval(usec: Option<&str>, pid: Option<&str>, my_pid: u32) -> Opti
 }
 
 /// Starts the watchdog ping task if systemd's watchdog is enabled for this process; it stops
-/// when `shutdown` turns true. Returns `None` (and does nothing) otherwise.
-pub fn spawn_watchdog(mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+/// when `shutdown` is cancelled. Returns `None` (and does nothing) otherwise.
+pub fn spawn_watchdog(shutdown: CancellationToken) -> Option<JoinHandle<()>> {
     let every = watchdog_interval()?;
     tracing::info!(interval_ms = every.as_millis() as u64, "systemd watchdog enabled");
     Some(tokio::spawn(async move {
@@ -76,11 +76,7 @@ pub fn spawn_watchdog(mut shutdown: watch::Receiver<bool>) -> Option<JoinHandle<
                 _ = tick.tick() => {
                     notify(&[sd_notify::NotifyState::Watchdog], "WATCHDOG=1");
                 }
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() {
-                        return;
-                    }
-                }
+                _ = shutdown.cancelled() => return,
             }
         }
     }))
@@ -128,13 +124,13 @@ mod tests {
         let n = sock.recv(&mut buf).unwrap();
         assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
 
-        let (stop, stop_rx) = watch::channel(false);
-        let task = spawn_watchdog(stop_rx).expect("watchdog enabled");
+        let stop = CancellationToken::new();
+        let task = spawn_watchdog(stop.clone()).expect("watchdog enabled");
         for _ in 0..2 {
             let n = tokio::task::block_in_place(|| sock.recv(&mut buf)).unwrap();
             assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "WATCHDOG=1");
         }
-        stop.send(true).unwrap();
+        stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
         std::env::remove_var("NOTIFY_SOCKET");
         std::env::remove_var("WATCHDOG_USEC");

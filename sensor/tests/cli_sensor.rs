@@ -1,6 +1,8 @@
 //! The `drosera-sensor` command line: check-config names the bad key, status --json prints the
 //! store's state, bad arguments print usage, and `run` stores health events and stops cleanly
 //! on SIGTERM (flushing the store).
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
@@ -82,12 +84,12 @@ fn status_json_prints_the_store_state() {
     let cfg = StoreSection { cap_bytes: 4 << 20, reserve_bytes: 0, commit_interval_ms: 10, ..Default::default() };
     let (handle, writer) = store::open(&cfg, &dir.path().join("data"), "cli-test").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(100);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 1..=500 {
         tx.blocking_send(synthetic_event(i)).unwrap();
     }
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     handle.ack(200).unwrap();
     drop(handle);

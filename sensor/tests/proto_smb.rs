@@ -1,7 +1,10 @@
 //! SMB emulation against Samba's `smbclient` and hand-made MS17-010 / DoublePulsar probes.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use drosera_flood::probe::smb1;
 use drosera_uplink::event::{Detail, Protocol, Secret};
 use std::time::Duration;
 use support::{require_client, run_client, Harness};
@@ -49,24 +52,6 @@ async fn smbclient_ntlmv2_login_is_recorded_as_hashcat_5600() {
     assert_eq!(parts[3].len(), 16, "server challenge: 8 bytes hex");
     assert_eq!(parts[4].len(), 32, "NTProofStr: 16 bytes hex");
     assert!(parts[5].len() > 32 && parts[5].starts_with("0101"), "NTLMv2 blob: {}", parts[5]);
-}
-
-fn netbios(msg: &[u8]) -> Vec<u8> {
-    let mut v = (msg.len() as u32).to_be_bytes().to_vec();
-    v.extend_from_slice(msg);
-    v
-}
-
-fn smb1(command: u8, mid: u16, words: &[u8], bytes: &[u8]) -> Vec<u8> {
-    let mut m = vec![0xff, b'S', b'M', b'B', command, 0, 0, 0, 0, 0x18, 0x01, 0x28];
-    m.extend_from_slice(&[0; 12]);
-    m.extend_from_slice(&[0, 8, 0xff, 0xfe, 0, 8]); // tid, pid, uid
-    m.extend_from_slice(&mid.to_le_bytes());
-    m.push((words.len() / 2) as u8);
-    m.extend_from_slice(words);
-    m.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-    m.extend_from_slice(bytes);
-    netbios(&m)
 }
 
 async fn reply(s: &mut tokio::net::TcpStream) -> Vec<u8> {

@@ -1,5 +1,7 @@
 //! HTTP, FTP and Telnet against their ordinary clients: curl (HTTP basic auth, form login, FTP
 //! login and upload) and a scripted Telnet session.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

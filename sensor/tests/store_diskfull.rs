@@ -2,6 +2,8 @@
 //! as CI has) that something else fills up: the store keeps accepting events, evicts, shrinks,
 //! reports the evictions, and the writer never exits. Producers never see an error: what the
 //! store cannot take at once is counted in rollups, and every event is accounted for at the end.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
@@ -92,8 +94,8 @@ fn full_disk_store_keeps_accepting_evicts_and_reports() {
     let (handle, writer) = store::open(&cfg, &data, "full").unwrap();
     let rollups = Arc::new(RollupTable::new(1000));
     let (sink, rx) = EventSink::new(cfg.channel_capacity, rollups.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, rollups.clone(), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, rollups.clone(), stop.clone()).unwrap();
 
     // Producer: emits like a listener does (never blocks), pacing itself a little.
     let stop_producer = Arc::new(AtomicBool::new(false));
@@ -151,7 +153,7 @@ fn full_disk_store_keeps_accepting_evicts_and_reports() {
     stop_producer.store(true, Ordering::Relaxed);
     let emitted = producer.join().unwrap();
     drop(sink);
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     let end = handle.status().unwrap();
     let mut gaps = 0u64;

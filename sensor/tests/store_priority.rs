@@ -1,5 +1,7 @@
 //! Issue 2, test 2: under eviction, low-priority events go first; logins and payloads survive
 //! longest, and `System` records (gaps) go last of all.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
@@ -10,12 +12,12 @@ use std::sync::Arc;
 fn run_events(cfg: &StoreSection, dir: &std::path::Path, events: impl Iterator<Item = Event>) -> StoreHandle {
     let (handle, writer) = store::open(cfg, dir, "prio").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for ev in events {
         tx.blocking_send(ev).unwrap();
     }
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     handle
 }

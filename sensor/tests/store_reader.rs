@@ -1,6 +1,8 @@
 //! The reader API the shipper uses: batches bounded by events and bytes (at least one event),
 //! in sequence order with `seq` and `sensor` filled, no sequence skipped while the writer
 //! commits concurrently, and durable acknowledgements that free rows.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
@@ -22,8 +24,8 @@ fn batches_are_bounded_ordered_and_never_skip_while_writing() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, writer) = store::open(&cfg(), dir.path(), "rd").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(1000);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     let total = 30_000u64;
     let producer = std::thread::spawn(move || {
         for i in 1..=total {
@@ -53,7 +55,7 @@ fn batches_are_bounded_ordered_and_never_skip_while_writing() {
     }
     producer.join().unwrap();
     // The writer also stops by itself once every sender is gone.
-    let _ = stop_tx.send(true);
+    stop.cancel();
     wh.join().unwrap();
     // A tiny byte bound still returns one event.
     let one = handle.read_batch(0, 10, 1).unwrap();
@@ -78,9 +80,10 @@ fn writer_without_a_shutdown_sender_runs_until_the_channel_closes() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, writer) = store::open(&cfg(), dir.path(), "rd").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(10);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    drop(stop_tx);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    // Nobody holds the token any more: it can never be cancelled.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.child_token()).unwrap();
+    drop(stop);
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(!wh.is_finished(), "writer must keep running while producers exist");
     for i in 1..=50 {

@@ -2,6 +2,8 @@
 //! timestamp), a fresh store starts with a `StoreRecovered` event, and sequence numbers continue
 //! above everything the old file used. Repeated corruption never stops the store and keeps at
 //! most two quarantined copies.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
@@ -19,12 +21,12 @@ fn cfg() -> StoreSection {
 fn write(dir: &Path, n: u64) -> (u64, Vec<drosera_uplink::event::Event>) {
     let (handle, writer) = store::open(&cfg(), dir, "rec").unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(1000);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop_rx).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 0..n {
         tx.blocking_send(synthetic_event(i + 1)).unwrap();
     }
-    stop_tx.send(true).unwrap();
+    stop.cancel();
     wh.join().unwrap();
     let first = handle.read_batch(0, 3, 1 << 20).unwrap();
     (handle.last_seq(), first)

@@ -15,14 +15,15 @@
 //! * `unconfirmed`: connected, but nothing came back before the read timeout (possible only if
 //!   the sensor never accepted it — for example, the accept queue overflowed).
 
+use drosera_flood::probe;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// What the client sends first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,15 +143,9 @@ impl Flood {
         (src, heavy, t)
     }
 
-    /// `rate` new connections per second until `deadline` or `stop` turns true, at most
+    /// `rate` new connections per second until `deadline` or until `stop` is cancelled, at most
     /// `max_inflight` open at once (ticks that find no free slot are counted as skipped).
-    pub async fn steady(
-        &self,
-        rate: u64,
-        deadline: Instant,
-        max_inflight: usize,
-        stop: Arc<std::sync::atomic::AtomicBool>,
-    ) {
+    pub async fn steady(&self, rate: u64, deadline: Instant, max_inflight: usize, stop: CancellationToken) {
         if rate == 0 || self.targets.is_empty() {
             return;
         }
@@ -159,7 +154,7 @@ impl Flood {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let start = Instant::now();
         let mut launched: u64 = 0;
-        while Instant::now() < deadline && !stop.load(Relaxed) {
+        while Instant::now() < deadline && !stop.is_cancelled() {
             tick.tick().await;
             let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
             while launched < due {
@@ -267,67 +262,18 @@ impl Flood {
 
 fn socket_from(src: Ipv4Addr) -> std::io::Result<TcpSocket> {
     let sock = TcpSocket::new_v4()?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
     sock.bind(SocketAddr::from((src, 0)))?;
     Ok(sock)
 }
 
-/// The first bytes a client of each service sends.
+/// The first bytes a client of each service sends (built by `drosera_flood::probe`).
 pub fn probe_bytes(p: Probe) -> Vec<u8> {
     match p {
         Probe::Banner => Vec::new(),
-        Probe::Http => {
-            b"GET /index.html HTTP/1.1\r\nHost: torture\r\nUser-Agent: drosera-torture\r\nConnection: close\r\n\r\n"
-                .to_vec()
-        }
-        Probe::Mssql => {
-            // TDS header (type 0x12 PRELOGIN, status EOM) + options VERSION, ENCRYPTION, terminator.
-            let body: Vec<u8> = vec![
-                0x00, 0x00, 0x0b, 0x00, 0x06, // VERSION at 11, length 6
-                0x01, 0x00, 0x11, 0x00, 0x01, // ENCRYPTION at 17, length 1
-                0xff, // terminator
-                0x0f, 0x00, 0x07, 0xd0, 0x00, 0x00, // version 15.0.2000.0
-                0x02, // ENCRYPT_NOT_SUP
-            ];
-            let len = (8 + body.len()) as u16;
-            let mut v = vec![0x12, 0x01, (len >> 8) as u8, len as u8, 0x00, 0x00, 0x01, 0x00];
-            v.extend_from_slice(&body);
-            v
-        }
-        Probe::Smb => {
-            let dialects: &[&[u8]] = &[b"NT LM 0.12", b"SMB 2.002", b"SMB 2.???"];
-            let mut d = Vec::new();
-            for x in dialects {
-                d.push(0x02);
-                d.extend_from_slice(x);
-                d.push(0);
-            }
-            let mut smb = vec![0xff, b'S', b'M', b'B', 0x72]; // SMB1 NEGOTIATE
-            smb.extend_from_slice(&[0; 4]); // status
-            smb.push(0x18); // flags
-            smb.extend_from_slice(&[0x01, 0x28]); // flags2
-            smb.extend_from_slice(&[0; 12]); // pid high, signature, reserved
-            smb.extend_from_slice(&[0, 0, 0xff, 0xfe, 0, 0, 0, 0]); // tid, pid, uid, mid
-            smb.push(0); // word count
-            smb.extend_from_slice(&(d.len() as u16).to_le_bytes());
-            smb.extend_from_slice(&d);
-            let mut v = vec![0x00, 0x00, (smb.len() >> 8) as u8, smb.len() as u8];
-            v.extend_from_slice(&smb);
-            v
-        }
+        Probe::Http => probe::http_get("/index.html", "torture", "drosera-torture"),
+        Probe::Mssql => probe::mssql_prelogin(),
+        Probe::Smb => probe::smb1_negotiate(&["NT LM 0.12", "SMB 2.002", "SMB 2.???"]),
     }
 }
 

@@ -115,9 +115,9 @@ impl Proc {
     /// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status text.
     pub fn stop(&mut self, grace: Duration) -> String {
         let Some(mut child) = self.child.take() else { return "not running".into() };
-        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        // The pid of a child we spawned and have not reaped yet.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
         let until = Instant::now() + grace;
         let status = loop {
@@ -227,13 +227,8 @@ pub fn run(program: &Path, args: &[&str]) -> Result<String> {
 /// Raises this process's open-file soft limit to its hard limit (children inherit it): 2,000
 /// concurrent connections need more than the usual 1,024 descriptors on both ends.
 pub fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a pointer to a live rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 0 };
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    hard
 }

@@ -1,6 +1,8 @@
 //! End to end with the real binaries: a real client's login against the sensor arrives at the
 //! admin over mutual TLS with its fields; with the admin stopped the sensor keeps the events,
 //! and after the admin restarts every one of them arrives exactly once.
+// Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_admin::storage::Backend;
 use std::io::{BufRead, BufReader};

@@ -33,10 +33,10 @@
 //! [`Event::clamp`] enforces those caps on any event that comes from elsewhere.
 
 use serde::{Deserialize, Serialize};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Version of the event schema defined in this file. Bump it when appending a variant.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Longest attacker-supplied text kept in any single field, in bytes.
 pub const MAX_TEXT: usize = 4096;
@@ -110,10 +110,28 @@ pub enum Protocol {
     Redis,
     /// Sensor-internal records (health, eviction gaps, store recovery).
     Sensor,
+    // --- schema version 2 (appended; see the module docs) ---
+    /// Packets seen by scan detection (TCP SYNs and UDP datagrams to any port), not a service.
+    Scan,
+    Memcached,
+    Mqtt,
+    Mongodb,
+    /// DCE/RPC endpoint mapper (MS-RPC, port 135).
+    Epmap,
+    Pptp,
+    /// Raw printing (port 9100: PJL, PostScript).
+    Printer,
+    Upnp,
+    Rdp,
+    Vnc,
+    Adb,
+    /// The Docker Engine API.
+    Docker,
+    Smtp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 12] = [
+    pub const ALL: [Protocol; 25] = [
         Protocol::Http,
         Protocol::Ftp,
         Protocol::Telnet,
@@ -126,7 +144,29 @@ impl Protocol {
         Protocol::Sip,
         Protocol::Redis,
         Protocol::Sensor,
+        Protocol::Scan,
+        Protocol::Memcached,
+        Protocol::Mqtt,
+        Protocol::Mongodb,
+        Protocol::Epmap,
+        Protocol::Pptp,
+        Protocol::Printer,
+        Protocol::Upnp,
+        Protocol::Rdp,
+        Protocol::Vnc,
+        Protocol::Adb,
+        Protocol::Docker,
+        Protocol::Smtp,
     ];
+
+    /// The schema version in which this protocol first appeared (see [`Event::downgrade_to`]).
+    pub fn since_version(self) -> u16 {
+        if self as u8 > Protocol::Sensor as u8 {
+            2
+        } else {
+            1
+        }
+    }
 
     /// Lower-case stable name, used in configs, databases and exports.
     pub fn as_str(self) -> &'static str {
@@ -143,6 +183,19 @@ impl Protocol {
             Protocol::Sip => "sip",
             Protocol::Redis => "redis",
             Protocol::Sensor => "sensor",
+            Protocol::Scan => "scan",
+            Protocol::Memcached => "memcached",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Mongodb => "mongodb",
+            Protocol::Epmap => "epmap",
+            Protocol::Pptp => "pptp",
+            Protocol::Printer => "printer",
+            Protocol::Upnp => "upnp",
+            Protocol::Rdp => "rdp",
+            Protocol::Vnc => "vnc",
+            Protocol::Adb => "adb",
+            Protocol::Docker => "docker",
+            Protocol::Smtp => "smtp",
         }
     }
 
@@ -304,6 +357,60 @@ pub enum Detail {
     /// A generic observation: used for variants newer than the receiving admin (see
     /// [`Event::downgrade_to`]) and for experimental services.
     Extension { kind: String, fields: Vec<(String, String)> },
+    // --- schema version 2 (appended; see the module docs) ---
+    /// A whole file the attacker delivered (upload, body, dropped file, decrypted implant
+    /// payload), and what the sensor did with it. `Kept` means the bytes are in the sensor's
+    /// sample area and will be shipped to the admin (unless the admin already has them);
+    /// every other outcome says why they were not kept.
+    Sample {
+        sha256: [u8; 32],
+        /// Bytes seen (for `TooLarge`: at least the cap plus one).
+        size: u64,
+        /// File name or path given by the attacker, if any.
+        name: String,
+        /// How it arrived: `ftp-stor`, `http-body`, `smb-doublepulsar`, `smb-write`,
+        /// `telnet-echo`, `ssh-scp`, `sftp`, `tftp-wrq`, ...
+        source: String,
+        outcome: SampleOutcome,
+    },
+}
+
+/// What the sensor did with a delivered file ([`Detail::Sample`]).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleOutcome {
+    /// Stored whole in the sample area, to be shipped.
+    Kept,
+    /// The same bytes (same sha256) are already in the sample area; this is one more sighting.
+    AlreadyKept,
+    /// Larger than the per-sample cap; `sha256` covers only the first cap bytes.
+    TooLarge,
+    /// The sample area (or the disk reserve) had no room left.
+    AreaFull,
+    /// The memory governor or the writer cap paused sample keeping.
+    Paused,
+    /// Sample keeping is turned off in the config.
+    Disabled,
+    /// The sample could not be written (I/O error).
+    Failed,
+}
+
+impl SampleOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleOutcome::Kept => "kept",
+            SampleOutcome::AlreadyKept => "already_kept",
+            SampleOutcome::TooLarge => "too_large",
+            SampleOutcome::AreaFull => "area_full",
+            SampleOutcome::Paused => "paused",
+            SampleOutcome::Disabled => "disabled",
+            SampleOutcome::Failed => "failed",
+        }
+    }
+
+    /// True when the bytes are (or already were) in the sample area.
+    pub fn is_kept(self) -> bool {
+        matches!(self, SampleOutcome::Kept | SampleOutcome::AlreadyKept)
+    }
 }
 
 /// Why a session ended.
@@ -378,14 +485,18 @@ impl Detail {
             Detail::Health(_) => "health",
             Detail::StoreRecovered { .. } => "store_recovered",
             Detail::Extension { .. } => "extension",
+            Detail::Sample { .. } => "sample",
         }
     }
 
     /// The schema version in which this variant first appeared.
     pub fn since_version(&self) -> u16 {
-        // Every variant so far is part of version 1. A variant appended later returns the
-        // version that introduced it, so `Event::downgrade_to` can rewrite it for older admins.
-        1
+        // A variant appended later returns the version that introduced it, so
+        // `Event::downgrade_to` can rewrite it for older admins.
+        match self {
+            Detail::Sample { .. } => 2,
+            _ => 1,
+        }
     }
 
     /// The default eviction class of this kind of observation.
@@ -397,7 +508,10 @@ impl Detail {
             | Detail::Fingerprint { .. }
             | Detail::Extension { .. } => Priority::Interaction,
             Detail::Login { .. } => Priority::Credential,
-            Detail::Payload { .. } | Detail::DownloadOffered { .. } | Detail::Exploit { .. } => Priority::Critical,
+            Detail::Payload { .. }
+            | Detail::DownloadOffered { .. }
+            | Detail::Exploit { .. }
+            | Detail::Sample { .. } => Priority::Critical,
             Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {
                 Priority::System
             }
@@ -488,17 +602,56 @@ impl Detail {
                 kv("last_seq_before", last_seq_before),
             ],
             Detail::Extension { fields, .. } => fields.clone(),
+            Detail::Sample { sha256, size, name, source, outcome } => vec![
+                kv("sha256", to_hex(sha256)),
+                kv("size", size),
+                kv("name", name),
+                kv("source", source),
+                kv("outcome", outcome.as_str()),
+            ],
         }
     }
 }
 
 impl Event {
+    /// An event the sensor reports about itself (health, eviction gap, store recovery, rollup,
+    /// rejected batch): `Internal` transport, `Sensor` protocol, no source address, no session,
+    /// `System` priority, stamped with the current time. `seq` stays 0 and `sensor` empty: the
+    /// store assigns the one and fills in the other.
+    pub fn internal(detail: Detail) -> Event {
+        Event {
+            seq: 0,
+            time_ms: now_ms(),
+            sensor: String::new(),
+            transport: Transport::Internal,
+            protocol: Protocol::Sensor,
+            src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            src_port: 0,
+            dst_port: 0,
+            session_id: 0,
+            duration_ms: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            priority: Priority::System,
+            detail,
+        }
+    }
+
     /// Rewrites this event so that an admin speaking schema `version` can decode it: a detail
     /// variant newer than `version` becomes a [`Detail::Extension`] carrying the same data.
+    ///
+    /// A protocol newer than `version` cannot be named on the event itself: the event is then
+    /// sent as [`Protocol::Blackhole`] (the "other port" of a version-1 admin) with its detail
+    /// as an extension whose `protocol` field names the real one.
     pub fn downgrade_to(&mut self, version: u16) {
-        if self.detail.since_version() > version {
+        let new_protocol = self.protocol.since_version() > version;
+        if self.detail.since_version() > version || new_protocol {
             let kind = self.detail.kind().to_string();
-            let fields = self.detail.to_fields();
+            let mut fields = self.detail.to_fields();
+            if new_protocol {
+                fields.push(("protocol".to_string(), self.protocol.as_str().to_string()));
+                self.protocol = Protocol::Blackhole;
+            }
             self.detail = Detail::Extension { kind, fields };
         }
     }
@@ -568,9 +721,22 @@ impl Event {
                 s(kind);
                 kvs(fields);
             }
+            Detail::Sample { name, source, .. } => {
+                s(name);
+                truncate_utf8(source, 64);
+            }
             Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {}
         }
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (UTC), the unit of [`Event::time_ms`]; 0 if the
+/// clock is before 1970.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Truncates `s` to at most `max` bytes without splitting a character.
@@ -597,6 +763,17 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_internal_event_is_the_sensors_own_system_record_stamped_now() {
+        let before = now_ms();
+        let ev = Event::internal(Detail::Scan { kind: "k".into(), ports: vec![] });
+        assert!(ev.time_ms >= before && ev.time_ms <= now_ms());
+        assert!(before > 1_600_000_000_000, "the clock helper counts milliseconds since 1970");
+        assert_eq!((ev.transport, ev.protocol, ev.priority), (Transport::Internal, Protocol::Sensor, Priority::System));
+        assert_eq!((ev.seq, ev.sensor.as_str(), ev.session_id), (0, "", 0));
+        assert!(ev.src_ip.is_unspecified());
+    }
+
     #[test]
     fn transport_names_are_the_lower_case_variants() {
         for t in [Transport::Tcp, Transport::Udp, Transport::Internal] {
@@ -670,7 +847,47 @@ mod tests {
             Detail::Health(Health { governor: "normal".into(), ..Health::default() }),
             Detail::StoreRecovered { quarantined_path: "/x".into(), reason: "bad".into(), last_seq_before: 0 },
             Detail::Extension { kind: "future".into(), fields: vec![("a".into(), "b".into())] },
+            Detail::Sample {
+                sha256: [3; 32],
+                size: 1234,
+                name: "x86".into(),
+                source: "ftp-stor".into(),
+                outcome: SampleOutcome::Kept,
+            },
         ]
+    }
+
+    #[test]
+    fn version_2_variants_downgrade_for_a_version_1_admin() {
+        let mut ev = sample(all_details().pop().unwrap());
+        ev.downgrade_to(1);
+        match &ev.detail {
+            Detail::Extension { kind, fields } => {
+                assert_eq!(kind, "sample");
+                assert!(fields.contains(&("outcome".to_string(), "kept".to_string())));
+            }
+            other => panic!("not downgraded: {other:?}"),
+        }
+        // A version-1 detail on a version-2 protocol: named in the extension, sent as blackhole.
+        let mut ev = sample(all_details().remove(1));
+        ev.protocol = Protocol::Rdp;
+        ev.downgrade_to(1);
+        assert_eq!(ev.protocol, Protocol::Blackhole);
+        match &ev.detail {
+            Detail::Extension { kind, fields } => {
+                assert_eq!(kind, "login");
+                assert!(fields.contains(&("protocol".to_string(), "rdp".to_string())));
+            }
+            other => panic!("not downgraded: {other:?}"),
+        }
+        // Nothing changes for a version-2 admin, and version-1 protocols keep their name.
+        let mut ev = sample(all_details().remove(1));
+        ev.protocol = Protocol::Rdp;
+        ev.downgrade_to(2);
+        assert_eq!((ev.protocol, ev.detail.kind()), (Protocol::Rdp, "login"));
+        for p in Protocol::ALL {
+            assert_eq!(p.since_version() == 1, p as u8 <= Protocol::Sensor as u8, "{p}");
+        }
     }
 
     #[test]

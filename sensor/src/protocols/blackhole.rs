@@ -4,12 +4,11 @@
 //! The blackhole records up to `blackhole.record_bytes` of it (the session's first-bytes buffer,
 //! hashed into a payload event) and says nothing, so it fingerprints as a silent open port.
 
-use crate::config::ServiceSection;
+use crate::capture::PayloadCapture;
 use crate::session::{Session, SessionResult};
-use drosera_uplink::event::{CloseReason, Detail, MAX_PAYLOAD_PREFIX};
-use sha2::{Digest, Sha256};
+use drosera_uplink::event::CloseReason;
 
-pub async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session) -> SessionResult<()> {
     let want = session.limits.first_bytes;
     let end = loop {
         if session.first_bytes().len() >= want {
@@ -26,15 +25,13 @@ pub async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResu
     };
     let data = session.first_bytes();
     if !data.is_empty() {
-        let sha256: [u8; 32] = Sha256::digest(data).into();
-        let detail = Detail::Payload {
-            sha256,
-            size: data.len() as u64,
-            name: String::new(),
-            prefix: data[..data.len().min(MAX_PAYLOAD_PREFIX)].to_vec(),
-            truncated: session.bytes_in() > data.len() as u64,
-        };
-        session.emit(detail);
+        let mut bytes = PayloadCapture::new(data.len());
+        bytes.update(data);
+        // The client sent more than `record_bytes`: the hash covers the recorded part.
+        if session.bytes_in() > data.len() as u64 {
+            bytes.mark_truncated();
+        }
+        session.emit(bytes.finish(String::new()));
     }
     match end {
         CloseReason::ServerClosed => Ok(()),

@@ -7,10 +7,10 @@
 //! never does. One data connection at a time, from the control connection's address only,
 //! bounded in time and bytes. Downloads always fail (`550`): we never serve files.
 
+use crate::capture::PayloadCapture;
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
-use drosera_uplink::event::{CloseReason, Detail, Secret, MAX_PAYLOAD_PREFIX};
-use sha2::{Digest, Sha256};
+use drosera_uplink::event::{CloseReason, Detail, Secret};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
@@ -36,8 +36,8 @@ pub fn pasv_reply(ip: std::net::Ipv4Addr, port: u16) -> String {
     format!("227 Entering Passive Mode ({},{},{},{},{},{}).\r\n", o[0], o[1], o[2], o[3], port >> 8, port & 0xff)
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    let banner = svc.banner_or(DEFAULT_BANNER);
     session.write_all(format!("{banner}\r\n").as_bytes()).await?;
     let mut user = String::new();
     let mut logged_in = false;
@@ -131,14 +131,10 @@ async fn receive_upload(session: &mut Session, listener: TcpListener, name: &str
     if peer.ip() != session.peer.ip() {
         return Err(CloseReason::ProtocolError);
     }
-    let keep = session.limits.max_payload;
     let cap = session.limits.max_bytes_in;
     let idle = session.limits.idle_timeout;
     let deadline = session.deadline();
-    let mut hasher = Sha256::new();
-    let mut kept = Vec::new();
-    let mut size: u64 = 0;
-    let mut truncated = false;
+    let mut upload = PayloadCapture::new(session.limits.max_payload);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let read = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + idle), data.read(&mut buf)).await;
@@ -146,29 +142,18 @@ async fn receive_upload(session: &mut Session, listener: TcpListener, name: &str
             Ok(Ok(0)) => break,
             Ok(Ok(n)) => n,
             _ => {
-                truncated = true;
+                upload.mark_truncated();
                 break;
             }
         };
-        let n = n.min((cap - size.min(cap)) as usize);
-        hasher.update(&buf[..n]);
-        if kept.len() < keep {
-            let take = n.min(keep - kept.len());
-            kept.extend_from_slice(&buf[..take]);
-        }
-        size += n as u64;
-        if size >= cap {
-            truncated = true;
+        let n = n.min((cap - upload.size().min(cap)) as usize);
+        upload.update(&buf[..n]);
+        if upload.size() >= cap {
+            upload.mark_truncated();
             break;
         }
     }
-    session.emit(Detail::Payload {
-        sha256: hasher.finalize().into(),
-        size,
-        name: name.to_string(),
-        prefix: kept[..kept.len().min(MAX_PAYLOAD_PREFIX)].to_vec(),
-        truncated,
-    });
+    session.emit(upload.finish(name));
     Ok(())
 }
 

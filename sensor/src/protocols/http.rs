@@ -6,11 +6,11 @@
 //! as a `Payload` (capped). The answer is a small router login page behind a configurable
 //! `Server` header. Keep-alive is honoured for at most [`MAX_REQUESTS`] requests per connection.
 
+use crate::capture::PayloadCapture;
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use base64::Engine;
-use drosera_uplink::event::{CloseReason, Detail, Secret, MAX_PAYLOAD_PREFIX};
-use sha2::{Digest, Sha256};
+use drosera_uplink::event::{CloseReason, Detail, Secret};
 
 /// Default `Server` header.
 pub const DEFAULT_BANNER: &str = "Apache/2.4.62 (Debian)";
@@ -169,123 +169,134 @@ fn response(status: &str, banner: &str, body: &str, extra: &str, keep_alive: boo
     .into_bytes()
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    let banner = svc.banner_or(DEFAULT_BANNER);
     for _ in 0..MAX_REQUESTS {
-        let first = session.read_line().await?;
-        if first.is_empty() {
-            continue;
-        }
-        let mut req = match parse_request_line(&first) {
-            Ok(r) => r,
-            Err(_) => {
-                session.write_all(&response("400 Bad Request", banner, "", "", false)).await?;
-                return Err(CloseReason::ProtocolError);
-            }
-        };
-        loop {
-            let line = session.read_line().await?;
-            if line.is_empty() {
-                break;
-            }
-            if req.headers.len() >= MAX_HEADERS {
-                session.write_all(&response("431 Request Header Fields Too Large", banner, "", "", false)).await?;
-                return Err(CloseReason::ProtocolError);
-            }
-            if let Ok(h) = parse_header_line(&line) {
-                req.headers.push(h);
-            }
-        }
-        let Ok(len) = req.content_length() else {
-            session.write_all(&response("400 Bad Request", banner, "", "", false)).await?;
-            return Err(CloseReason::ProtocolError);
-        };
-        if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            session.write_all(&response("411 Length Required", banner, "", "", false)).await?;
-            return Err(CloseReason::ProtocolError);
-        }
-        // Read the body: hash all of it (up to the session byte cap), keep up to max_payload.
-        let keep = session.limits.max_payload;
-        let mut hasher = Sha256::new();
-        let mut kept = Vec::new();
-        let mut remaining = len;
-        while remaining > 0 {
-            let chunk = session.peek_some(usize::try_from(remaining).unwrap_or(usize::MAX)).await?;
-            let n = chunk.len();
-            hasher.update(chunk);
-            if kept.len() < keep {
-                kept.extend_from_slice(&chunk[..n.min(keep - kept.len())]);
-            }
-            session.consume(n);
-            remaining -= n as u64;
-        }
-        let body_sha: Option<[u8; 32]> = (len > 0).then(|| hasher.finalize().into());
-        let extra: Vec<(String, String)> = ["content-type", "x-forwarded-for", "cookie", "referer", "accept"]
-            .iter()
-            .filter_map(|k| req.header(k).map(|v| (k.to_string(), v.to_string())))
-            .collect();
-        session.emit(Detail::HttpRequest {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            query: req.query.clone(),
-            host: req.header("host").unwrap_or("").to_string(),
-            user_agent: req.header("user-agent").unwrap_or("").to_string(),
-            body_sha256: body_sha,
-            body_len: len,
-            extra,
-        });
-        if let Some(sha256) = body_sha {
-            session.emit(Detail::Payload {
-                sha256,
-                size: len,
-                name: req.path.clone(),
-                prefix: kept[..kept.len().min(MAX_PAYLOAD_PREFIX)].to_vec(),
-                truncated: (kept.len() as u64) < len,
-            });
-        }
-        let mut authed = false;
-        if let Some((user, pass)) = req.header("authorization").and_then(basic_auth) {
-            authed = true;
-            session.emit(Detail::Login {
-                username: user,
-                secret: Secret::Password(pass),
-                success: false,
-                extra: vec![("method".into(), "basic".into()), ("path".into(), req.path.clone())],
-            });
-        }
-        let is_form = req.header("content-type").is_some_and(|c| c.contains("x-www-form-urlencoded"));
-        if req.method == "POST" && is_form {
-            if let Some((user, pass)) = form_login(&kept) {
-                session.emit(Detail::Login {
-                    username: user,
-                    secret: Secret::Password(pass),
-                    success: false,
-                    extra: vec![("method".into(), "form".into()), ("path".into(), req.path.clone())],
-                });
-            }
-        }
+        let Some((req, len)) = read_head(session, banner).await? else { continue };
+        let body = read_body(session, len).await?;
+        let authed = record(session, &req, len, body);
         let keep_alive = req.keep_alive();
-        let protected =
-            ["/admin", "/manager", "/cgi-bin", "/setup", "/phpmyadmin"].iter().any(|p| req.path.starts_with(p));
-        let resp = if protected || authed {
-            response(
-                "401 Unauthorized",
-                banner,
-                "<html><body><h1>401 Unauthorized</h1></body></html>\n",
-                "WWW-Authenticate: Basic realm=\"Web Management\"\r\n",
-                keep_alive,
-            )
-        } else if req.path == "/" || req.path.starts_with("/index") || req.path.starts_with("/login") {
-            response("200 OK", banner, PAGE, "", keep_alive)
-        } else {
-            response("404 Not Found", banner, "<html><body><h1>Not Found</h1></body></html>\n", "", keep_alive)
-        };
-        session.write_all(&resp).await?;
+        session.write_all(&answer(&req, banner, authed, keep_alive)).await?;
         if !keep_alive {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// Reads a request head (request line, headers) and its body length, refusing what a server
+/// would refuse, with the status it would send. `None` for an empty line between requests.
+async fn read_head(session: &mut Session, banner: &str) -> SessionResult<Option<(Request, u64)>> {
+    let first = session.read_line().await?;
+    if first.is_empty() {
+        return Ok(None);
+    }
+    let Ok(mut req) = parse_request_line(&first) else {
+        return refuse(session, banner, "400 Bad Request").await;
+    };
+    loop {
+        let line = session.read_line().await?;
+        if line.is_empty() {
+            break;
+        }
+        if req.headers.len() >= MAX_HEADERS {
+            return refuse(session, banner, "431 Request Header Fields Too Large").await;
+        }
+        if let Ok(h) = parse_header_line(&line) {
+            req.headers.push(h);
+        }
+    }
+    let Ok(len) = req.content_length() else {
+        return refuse(session, banner, "400 Bad Request").await;
+    };
+    if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return refuse(session, banner, "411 Length Required").await;
+    }
+    Ok(Some((req, len)))
+}
+
+/// Answers `status` and ends the session as a protocol error.
+async fn refuse<T>(session: &mut Session, banner: &str, status: &str) -> SessionResult<T> {
+    session.write_all(&response(status, banner, "", "", false)).await?;
+    Err(CloseReason::ProtocolError)
+}
+
+/// Reads a body of `len` bytes: hashes all of it (up to the session byte cap), keeps up to the
+/// session's payload cap.
+async fn read_body(session: &mut Session, len: u64) -> SessionResult<PayloadCapture> {
+    let mut body = PayloadCapture::new(session.limits.max_payload);
+    let mut remaining = len;
+    while remaining > 0 {
+        let chunk = session.peek_some(usize::try_from(remaining).unwrap_or(usize::MAX)).await?;
+        let n = chunk.len();
+        body.update(chunk);
+        session.consume(n);
+        remaining -= n as u64;
+    }
+    Ok(body)
+}
+
+/// Emits the request, its body as a payload, and any basic-auth or form login, in that order.
+/// Returns whether the request carried basic-auth credentials.
+fn record(session: &Session, req: &Request, len: u64, mut body: PayloadCapture) -> bool {
+    let is_form = req.header("content-type").is_some_and(|c| c.contains("x-www-form-urlencoded"));
+    let form = if req.method == "POST" && is_form { form_login(body.kept()) } else { None };
+    // For a body, "truncated" means the event does not carry all of it.
+    if !body.kept_all() {
+        body.mark_truncated();
+    }
+    let payload = (len > 0).then(|| body.finish(req.path.clone()));
+    let body_sha = match &payload {
+        Some(Detail::Payload { sha256, .. }) => Some(*sha256),
+        _ => None,
+    };
+    let extra: Vec<(String, String)> = ["content-type", "x-forwarded-for", "cookie", "referer", "accept"]
+        .iter()
+        .filter_map(|k| req.header(k).map(|v| (k.to_string(), v.to_string())))
+        .collect();
+    session.emit(Detail::HttpRequest {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        host: req.header("host").unwrap_or("").to_string(),
+        user_agent: req.header("user-agent").unwrap_or("").to_string(),
+        body_sha256: body_sha,
+        body_len: len,
+        extra,
+    });
+    if let Some(payload) = payload {
+        session.emit(payload);
+    }
+    let basic = req.header("authorization").and_then(basic_auth);
+    let authed = basic.is_some();
+    for (method, login) in [("basic", basic), ("form", form)] {
+        let Some((user, pass)) = login else { continue };
+        session.emit(Detail::Login {
+            username: user,
+            secret: Secret::Password(pass),
+            success: false,
+            extra: vec![("method".into(), method.into()), ("path".into(), req.path.clone())],
+        });
+    }
+    authed
+}
+
+/// The answer: 401 behind a login (or to anyone who sent credentials), the login page, or 404.
+fn answer(req: &Request, banner: &str, authed: bool, keep_alive: bool) -> Vec<u8> {
+    let protected = ["/admin", "/manager", "/cgi-bin", "/setup", "/phpmyadmin"].iter().any(|p| req.path.starts_with(p));
+    if protected || authed {
+        response(
+            "401 Unauthorized",
+            banner,
+            "<html><body><h1>401 Unauthorized</h1></body></html>\n",
+            "WWW-Authenticate: Basic realm=\"Web Management\"\r\n",
+            keep_alive,
+        )
+    } else if req.path == "/" || req.path.starts_with("/index") || req.path.starts_with("/login") {
+        response("200 OK", banner, PAGE, "", keep_alive)
+    } else {
+        response("404 Not Found", banner, "<html><body><h1>Not Found</h1></body></html>\n", "", keep_alive)
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +318,77 @@ mod tests {
         assert_eq!(form_login(b"username=root&password=p%40ss+1&submit=x"), Some(("root".into(), "p@ss 1".into())));
         assert_eq!(form_login(b"q=1"), None);
         assert_eq!(url_decode("%zz%4"), "%zz%4");
+    }
+
+    /// Runs one request through the handler over an in-memory stream; returns its events.
+    async fn serve_one(request: &[u8], max_payload: usize) -> Vec<drosera_uplink::Event> {
+        use crate::rollup::RollupTable;
+        use crate::session::SessionLimits;
+        use crate::sink::EventSink;
+        use std::sync::Arc;
+        use tokio::io::AsyncWriteExt;
+        let (a, mut peer) = tokio::io::duplex(64 * 1024);
+        let (sink, mut rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
+        let limits = SessionLimits { max_payload, ..SessionLimits::default() };
+        let (peer_addr, local) = ("192.0.2.9:4444".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+        let proto = drosera_uplink::Protocol::Http;
+        let mut s = Session::new(Box::new(a), 1, peer_addr, local, proto, limits, sink, Arc::from("t"));
+        peer.write_all(request).await.unwrap();
+        let svc = ServiceSection {
+            kind: crate::protocols::ServiceKind::Http,
+            ports: vec![80],
+            bind: "127.0.0.1".parse().unwrap(),
+            banner: String::new(),
+            enabled: true,
+            host_key: None,
+        };
+        handle(&mut s, &svc).await.unwrap();
+        drop(s);
+        let mut evs = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            evs.push(ev);
+        }
+        evs
+    }
+
+    fn form_post(body: &str) -> Vec<u8> {
+        format!(
+            "POST /login.cgi HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_form_post_is_a_request_a_payload_and_a_login() {
+        let body = "username=root&password=hunter2";
+        let evs = serve_one(&form_post(body), 1 << 20).await;
+        let details: Vec<&Detail> = evs.iter().map(|e| &e.detail).collect();
+        let [Detail::HttpRequest { body_sha256: Some(req_sha), body_len, .. }, Detail::Payload { sha256, size, name, prefix, truncated }, Detail::Login { username, secret, .. }] =
+            details[..]
+        else {
+            panic!("unexpected events {details:?}");
+        };
+        assert_eq!(req_sha, sha256, "the request names the payload it carried");
+        assert_eq!(*sha256, <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes())));
+        assert_eq!((*body_len, *size, name.as_str(), *truncated), (30, 30, "/login.cgi", false));
+        assert_eq!(prefix, body.as_bytes());
+        assert_eq!((username.as_str(), secret), ("root", &Secret::Password("hunter2".into())));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_payload_cap_is_hashed_whole_and_marked_truncated() {
+        let body = "username=root&password=hunter2";
+        let evs = serve_one(&form_post(body), 8).await;
+        let Some(Detail::Payload { sha256, size, prefix, truncated, .. }) =
+            evs.iter().map(|e| &e.detail).find(|d| matches!(d, Detail::Payload { .. }))
+        else {
+            panic!("no payload in {evs:?}");
+        };
+        assert_eq!(*sha256, <[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes())));
+        assert_eq!((*size, prefix.as_slice(), *truncated), (30, &b"username"[..], true));
+        assert!(!evs.iter().any(|e| matches!(e.detail, Detail::Login { .. })), "no login from a cut form");
     }
 
     #[test]

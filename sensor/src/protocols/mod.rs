@@ -1,14 +1,21 @@
 //! One module per emulated service, like mini-redis's `cmd/` folder.
 //!
-//! Each module has pure parser functions over bytes (fuzzed in `fuzz/`) and an async
-//! `handle(session, service)` that speaks the protocol through a [`Session`], emits events, and
+//! Each module has pure parser functions over bytes (fuzzed in `fuzz/`), its believable
+//! `DEFAULT_BANNER` (used when the config leaves `banner` empty), and an async
+//! `handle(session, service)` that speaks the protocol through a `Session`, emits events, and
 //! returns `Ok(())` when the server ended the conversation or the
 //! [`CloseReason`](drosera_uplink::event::CloseReason) that ended it otherwise. The listener
 //! records the connection itself (`Session::close`) whatever happens here.
+//!
+//! [`ServiceKind`] is the one list of services a config may name: serde reads `kind` into it
+//! (an unknown kind is an error that lists the valid ones), and each kind is spelled like the
+//! [`Protocol`] its events carry. The blackhole is not a service kind: it has its own config
+//! section and the listener runs `blackhole::handle` for it directly.
 
 use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Protocol;
+use serde::Deserialize;
 
 pub mod blackhole;
 pub mod ftp;
@@ -21,8 +28,11 @@ pub mod smb;
 pub mod ssh;
 pub mod telnet;
 
-/// The services a listener can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The services a config's `[[service]] kind` can name. The serde name of each is its
+/// protocol's name (`http`, `ftp`, ...), so the config, the events and the admin's reports use
+/// one spelling (a unit test holds the two together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     Http,
     Ftp,
@@ -31,12 +41,11 @@ pub enum ServiceKind {
     Mssql,
     Mysql,
     Smb,
-    Blackhole,
 }
 
 impl ServiceKind {
-    /// Every service a listener can run.
-    pub const ALL: [ServiceKind; 8] = [
+    /// Every service kind.
+    pub const ALL: [ServiceKind; 7] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -44,14 +53,7 @@ impl ServiceKind {
         ServiceKind::Mssql,
         ServiceKind::Mysql,
         ServiceKind::Smb,
-        ServiceKind::Blackhole,
     ];
-
-    /// Parses a config `kind` (see `config::SERVICE_KINDS`): the service's protocol name, so the
-    /// config, the events and the admin's reports all use one spelling.
-    pub fn parse(kind: &str) -> Option<ServiceKind> {
-        ServiceKind::ALL.into_iter().find(|k| k.protocol().as_str() == kind)
-    }
 
     /// The protocol recorded in this service's events.
     pub fn protocol(self) -> Protocol {
@@ -63,13 +65,12 @@ impl ServiceKind {
             ServiceKind::Mssql => Protocol::Mssql,
             ServiceKind::Mysql => Protocol::Mysql,
             ServiceKind::Smb => Protocol::Smb,
-            ServiceKind::Blackhole => Protocol::Blackhole,
         }
     }
 }
 
 /// Runs the protocol of `kind` on `session`.
-pub async fn handle(kind: ServiceKind, session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     match kind {
         ServiceKind::Http => http::handle(session, svc).await,
         ServiceKind::Ftp => ftp::handle(session, svc).await,
@@ -78,7 +79,6 @@ pub async fn handle(kind: ServiceKind, session: &mut Session, svc: &ServiceSecti
         ServiceKind::Mssql => mssql::handle(session, svc).await,
         ServiceKind::Mysql => mysql::handle(session, svc).await,
         ServiceKind::Smb => smb::handle(session, svc).await,
-        ServiceKind::Blackhole => blackhole::handle(session, svc).await,
     }
 }
 
@@ -96,15 +96,21 @@ fn boxed_ssh<'a>(
 mod tests {
     use super::*;
 
+    fn kind(name: &str) -> Result<ServiceKind, serde::de::value::Error> {
+        ServiceKind::deserialize(serde::de::IntoDeserializer::<serde::de::value::Error>::into_deserializer(name))
+    }
+
     #[test]
-    fn every_config_kind_parses_to_the_service_of_that_protocol() {
+    fn every_config_kind_is_spelled_like_the_protocol_of_its_events() {
         for k in ServiceKind::ALL {
-            assert_eq!(ServiceKind::parse(k.protocol().as_str()), Some(k));
+            assert_eq!(kind(k.protocol().as_str()), Ok(k));
         }
-        for name in crate::config::SERVICE_KINDS {
-            assert!(ServiceKind::parse(name).is_some(), "config kind {name} has no service");
+        // Everything else a protocol is called is not a service a config can start.
+        let services: Vec<Protocol> = ServiceKind::ALL.iter().map(|k| k.protocol()).collect();
+        for p in Protocol::ALL.into_iter().filter(|p| !services.contains(p)) {
+            assert!(kind(p.as_str()).is_err(), "{p} parses as a service kind");
         }
-        assert_eq!(ServiceKind::parse("sensor"), None);
-        assert_eq!(ServiceKind::parse("HTTP"), None);
+        let err = kind("HTTP").unwrap_err().to_string();
+        assert!(err.contains("`http`, `ftp`, `telnet`, `ssh`, `mssql`, `mysql`, `smb`"), "{err}");
     }
 }

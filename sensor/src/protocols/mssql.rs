@@ -19,7 +19,9 @@ pub const TYPE_LOGIN7: u8 = 0x10;
 pub const TYPE_RESPONSE: u8 = 0x04;
 const STATUS_EOM: u8 = 0x01;
 
-/// Default product version announced in PRELOGIN: SQL Server 2019 RTM (15.0.2000).
+/// Default server name (what the config's `banner` replaces), shown in the login error.
+pub const DEFAULT_BANNER: &str = "SQLSRV01";
+/// Product version announced in PRELOGIN: SQL Server 2019 RTM (15.0.2000).
 const DEFAULT_VERSION: [u8; 6] = [15, 0, 0x07, 0xd0, 0, 0];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -213,8 +215,8 @@ async fn read_message(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
     }
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let server_name = if svc.banner.is_empty() { "SQLSRV01".to_string() } else { svc.banner.clone() };
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    let server_name = svc.banner_or(DEFAULT_BANNER);
     let (kind, payload) = read_message(session).await?;
     let login_msg = if kind == TYPE_PRELOGIN {
         let opts = parse_prelogin(&payload).map_err(|_| CloseReason::ProtocolError)?;
@@ -253,7 +255,7 @@ pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResul
         success: false,
         extra,
     });
-    session.write_all(&packet(TYPE_RESPONSE, &login_failed_response(&login.user_name, &server_name))).await?;
+    session.write_all(&packet(TYPE_RESPONSE, &login_failed_response(&login.user_name, server_name))).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 
 /// Default version string: a current MySQL 8.0 on Debian.
-pub const DEFAULT_VERSION: &str = "8.0.36";
+pub const DEFAULT_BANNER: &str = "8.0.36";
 /// Largest packet payload we accept from a client (a login is a few hundred bytes).
 pub const MAX_PACKET: usize = 16 * 1024;
 
@@ -207,8 +207,8 @@ async fn read_packet(session: &mut Session) -> SessionResult<(Vec<u8>, u8)> {
     Ok((payload, seq))
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let version = if svc.banner.is_empty() { DEFAULT_VERSION } else { svc.banner.as_str() };
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    let version = svc.banner_or(DEFAULT_BANNER);
     let mut salt = [0u8; 20];
     for b in salt.iter_mut() {
         // Printable, non-NUL salt bytes, as real servers send.

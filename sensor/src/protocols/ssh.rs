@@ -210,7 +210,7 @@ impl russh::server::Handler for Trap {
 fn server_config(svc: &ServiceSection, idle: Duration) -> Arc<russh::server::Config> {
     type Cache = Mutex<HashMap<(String, Option<std::path::PathBuf>), Arc<russh::server::Config>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let banner = if svc.banner.is_empty() { DEFAULT_BANNER.to_string() } else { svc.banner.clone() };
+    let banner = svc.banner_or(DEFAULT_BANNER).to_string();
     let key = (banner.clone(), svc.host_key.clone());
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = cache.get(&key) {
@@ -248,21 +248,16 @@ fn load_or_create_seed(path: &Path) -> std::io::Result<[u8; 32]> {
             bytes.try_into().map_err(|_| std::io::Error::other("host key seed must be 32 bytes of hex"))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             let seed: [u8; 32] = rand::random();
-            let tmp = path.with_extension("tmp");
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(hex::encode(seed).as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
+            drosera_uplink::tls::write_file_atomic(path, hex::encode(seed).as_bytes(), 0o600)
+                .map_err(std::io::Error::other)?;
             Ok(seed)
         }
         Err(e) => Err(e),
     }
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let config = server_config(svc, session.limits.idle_timeout);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let trap = Trap {
@@ -329,6 +324,19 @@ mod tests {
         assert_eq!(h.version, "SSH-2.0-Go");
         assert_eq!(h.hassh_algorithms(), "curve25519-sha256;aes128-ctr;hmac-sha2-256;none");
         assert_eq!(h.hassh(), hex::encode(Md5::digest(b"curve25519-sha256;aes128-ctr;hmac-sha2-256;none")));
+    }
+
+    #[test]
+    fn the_host_key_seed_is_created_private_once_and_then_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ssh_host_key.seed");
+        let seed = load_or_create_seed(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(load_or_create_seed(&path).unwrap(), seed, "a restart keeps the host key");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(load_or_create_seed(&path).is_err());
     }
 
     #[test]

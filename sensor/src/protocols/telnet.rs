@@ -10,6 +10,8 @@ use crate::config::ServiceSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{Detail, Secret};
 
+/// Default login prompt (what the config's `banner` replaces).
+pub const DEFAULT_BANNER: &str = "router login: ";
 /// Command lines accepted per session.
 const MAX_COMMANDS: usize = 200;
 
@@ -114,10 +116,10 @@ async fn read_text_line(session: &mut Session) -> SessionResult<String> {
     Ok(String::from_utf8_lossy(&strip_iac(&raw)).trim_end_matches('\r').to_string())
 }
 
-pub async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     // WILL ECHO, WILL SUPPRESS-GO-AHEAD, DO NAWS: what a BusyBox telnetd sends.
     session.write_all(&[IAC, 251, 1, IAC, 251, 3, IAC, 253, 31]).await?;
-    let banner = if svc.banner.is_empty() { "router login: " } else { svc.banner.as_str() };
+    let banner = svc.banner_or(DEFAULT_BANNER);
     session.write_all(banner.as_bytes()).await?;
     let mut user = read_text_line(session).await?;
     while user.trim().is_empty() {

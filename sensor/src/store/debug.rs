@@ -44,9 +44,6 @@ pub fn synthetic_event(i: u64) -> Event {
         )
     };
     Event {
-        seq: 0,
-        time_ms: crate::sink::now_ms(),
-        sensor: String::new(),
         transport: Transport::Tcp,
         protocol: if priority == Priority::Noise { Protocol::Http } else { Protocol::Telnet },
         src_ip: std::net::IpAddr::from([203, 0, 113, (i % 250) as u8]),
@@ -57,7 +54,7 @@ pub fn synthetic_event(i: u64) -> Event {
         bytes_in: 30,
         bytes_out: 10,
         priority,
-        detail,
+        ..Event::internal(detail)
     }
 }
 
@@ -74,8 +71,8 @@ pub fn debug_writer(data_dir: &Path, cap_bytes: u64, events: u64) -> anyhow::Res
     };
     let (handle, writer) = super::open(&cfg, data_dir, "debug")?;
     let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wh = writer.spawn(rx, Arc::new(RollupTable::new(100)), stop_rx)?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wh = writer.spawn(rx, Arc::new(RollupTable::new(100)), stop.clone())?;
     let done = Arc::new(AtomicBool::new(false));
     let reporter = {
         let (handle, done) = (handle.clone(), done.clone());
@@ -106,7 +103,7 @@ pub fn debug_writer(data_dir: &Path, cap_bytes: u64, events: u64) -> anyhow::Res
         }
         i += 1;
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = wh.join();
     done.store(true, Ordering::Release);
     let _ = reporter.join();

@@ -41,9 +41,9 @@ impl Gap {
         *self.per_priority.entry(prio).or_insert(0) += 1;
     }
 
-    /// The gap as an event (seq and sensor are filled in by the store).
-    pub fn to_event(&self, now_ms: i64) -> Event {
-        let mut ev = super::writer::internal_event(Detail::EvictionGap {
+    /// The gap as an event, stamped now (seq and sensor are filled in by the store).
+    pub fn to_event(&self) -> Event {
+        Event::internal(Detail::EvictionGap {
             count: self.count,
             first_seq: self.first_seq,
             last_seq: self.last_seq,
@@ -51,9 +51,7 @@ impl Gap {
             last_time_ms: self.last_time_ms,
             per_protocol: self.per_protocol.iter().map(|(p, n)| (*p, *n)).collect(),
             per_priority: self.per_priority.iter().map(|(p, n)| (*p, *n)).collect(),
-        });
-        ev.time_ms = now_ms;
-        ev
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //!   groups (every `commit_interval_ms` or `commit_max_events`): an SD card wears out with
 //!   per-event commits, and one writer means no lock fights with producers, who only ever touch
 //!   the bounded channel.
-//! * One table per [`Priority`] class (`ev0` .. `ev4`, `seq INTEGER PRIMARY KEY, body BLOB`).
+//! * One table per [`Priority`](drosera_uplink::Priority) class (`ev0` .. `ev4`, `seq INTEGER PRIMARY KEY, body BLOB`).
 //!   Eviction is "oldest first within the lowest class", and acknowledgement is "everything up to
 //!   a sequence number"; with a table per class both are always deletions from the *front* of a
 //!   B-tree, which free whole pages and write almost nothing to the WAL. That keeps the WAL (and
@@ -39,7 +39,7 @@ mod writer;
 pub use debug::{debug_writer, synthetic_event};
 pub use disk::{dir_free_bytes, Budget};
 pub use reader::read_status;
-pub use writer::{internal_event, StoreWriter};
+pub use writer::StoreWriter;
 
 use crate::config::StoreSection;
 use drosera_uplink::event::Event;
@@ -58,6 +58,10 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("stored event {seq} cannot be decoded: {message}")]
     Decode { seq: u64, message: String },
+    /// Not a failure of the disk: the events waiting for one commit do not fit into what the
+    /// store can free; the writer retries at once with a smaller group.
+    #[error("a group of {events} events is larger than the free store budget; retrying smaller")]
+    GroupTooLarge { events: usize },
 }
 
 impl StoreError {
@@ -135,12 +139,11 @@ impl StoreHandle {
     /// Durably records that the admin committed everything up to `upto_seq`, freeing those rows.
     /// Acknowledging less than the current acknowledged sequence is a no-op.
     pub fn ack(&self, upto_seq: u64) -> Result<(), StoreError> {
-        let upto = upto_seq.min(self.shared.last_seq.load(Ordering::Acquire));
-        if upto <= self.shared.acked_seq.load(Ordering::Acquire) {
+        if upto_seq <= self.shared.acked_seq.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let deleted = reader::ack(&mut conn, upto)?;
+        let (deleted, upto) = reader::ack(&mut conn, upto_seq)?;
         self.shared.acked_seq.fetch_max(upto, Ordering::AcqRel);
         let _ = self.shared.rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(deleted)));
         Ok(())

@@ -71,9 +71,13 @@ fn next_row(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, Vec<u8>)>, Sto
 }
 
 /// Deletes every event with `seq <= upto` and records the acknowledgement, in one transaction.
-/// Returns the number of rows deleted.
-pub fn ack(conn: &mut Connection, upto: u64) -> Result<u64, StoreError> {
+/// `upto` is first capped at the database's own `last_seq`: nothing beyond what is committed is
+/// ever acknowledged, and (unlike the writer's published copy, which trails its commit by a
+/// moment) it never lags the rows a reader could already have seen. Returns the number of rows
+/// deleted and the sequence number acknowledged.
+pub fn ack(conn: &mut Connection, upto: u64) -> Result<(u64, u64), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let upto = upto.min(meta_get(&tx, "last_seq")?);
     let mut n = 0u64;
     for t in TABLES {
         n += tx
@@ -84,7 +88,7 @@ pub fn ack(conn: &mut Connection, upto: u64) -> Result<u64, StoreError> {
         meta_set(&tx, "acked_seq", upto)?;
     }
     tx.commit()?;
-    Ok(n)
+    Ok((n, upto))
 }
 
 /// The store's status read from another process (for `drosera-sensor status`): opens the

@@ -12,17 +12,17 @@ use super::recover::Recovered;
 use super::schema::{self, encode_body, encode_body_append, meta_get, meta_set, table, PAGE_SIZE};
 use super::seqfile::SeqFile;
 use super::{Shared, StoreError, DB_FILE};
-use crate::config::StoreSection;
+use crate::config::{StoreSection, Synchronous};
 use crate::rollup::RollupTable;
-use crate::sink::now_ms;
-use drosera_uplink::event::{Detail, Event, Priority, Protocol, Transport};
+use drosera_uplink::event::{Detail, Event, Priority};
+use drosera_uplink::now_ms;
 use rusqlite::{Connection, TransactionBehavior};
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
 const ROW_OVERHEAD: u64 = 12;
@@ -91,7 +91,7 @@ impl StoreWriter {
     ) -> Result<StoreWriter, StoreError> {
         let db = dir.join(DB_FILE);
         let budget = Budget::new(Budget::effective_cap(&cfg, dir, &db), &cfg);
-        let conn = schema::open_writer(&db, cfg.synchronous == "full", budget.wal_keep())?;
+        let conn = schema::open_writer(&db, cfg.synchronous == Synchronous::Full, budget.wal_keep())?;
         let db_last = meta_get(&conn, "last_seq")?.max(schema::max_seq(&conn)?);
         // A fresh database (new, deleted or quarantined) starts above everything ever reserved.
         let last = if db_last == 0 { seqfile.ceiling() } else { db_last };
@@ -128,7 +128,7 @@ impl StoreWriter {
             last_ballast_try: None,
         };
         if let Some(r) = recovered {
-            let mut ev = internal_event(Detail::StoreRecovered {
+            let mut ev = Event::internal(Detail::StoreRecovered {
                 quarantined_path: r.quarantined_path,
                 reason: r.reason,
                 last_seq_before: r.last_seq_before,
@@ -140,24 +140,19 @@ impl StoreWriter {
         Ok(w)
     }
 
-    /// Runs on a dedicated OS thread until `shutdown` turns true (or every sender is gone), then
-    /// drains the channel and the rollup table, commits and returns.
+    /// Runs on a dedicated OS thread until `shutdown` is cancelled (or every sender is gone),
+    /// then drains the channel and the rollup table, commits and returns.
     pub fn spawn(
         self,
         rx: mpsc::Receiver<Event>,
         rollups: Arc<RollupTable>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new().name("store-writer".into()).spawn(move || self.run(rx, rollups, shutdown))
     }
 
     /// The writer loop (blocking; see [`StoreWriter::spawn`]).
-    pub fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Event>,
-        rollups: Arc<RollupTable>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    fn run(mut self, mut rx: mpsc::Receiver<Event>, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -169,11 +164,9 @@ impl StoreWriter {
         let max_events = self.cfg.commit_max_events.max(1);
         let mut stopping = false;
         let mut closed = false;
-        // Set when the shutdown sender is gone: then only a closed channel stops the writer.
-        let mut no_shutdown = false;
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            if !stopping && *shutdown.borrow() {
+            if !stopping && shutdown.is_cancelled() {
                 stopping = true;
                 rx.close();
                 stop_deadline = Some(Instant::now() + Duration::from_secs(10));
@@ -194,7 +187,7 @@ impl StoreWriter {
                             // instead of waking up for every single event (a wake-up costs more
                             // than an insert).
                             std::thread::sleep((deadline - now).min(GATHER_NAP));
-                            if *shutdown.borrow() {
+                            if shutdown.is_cancelled() {
                                 break;
                             }
                             continue;
@@ -203,18 +196,14 @@ impl StoreWriter {
                             tokio::select! {
                                 r = rx.recv() => Wake::Event(r.map(Box::new)),
                                 _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
-                                r = shutdown.changed(), if !no_shutdown => if r.is_err() { Wake::NoShutdown } else { Wake::Timer },
+                                _ = shutdown.cancelled() => Wake::Shutdown,
                             }
                         });
                         match got {
                             Wake::Event(Some(mut ev)) => self.push_logged(&mut ev, 0),
                             Wake::Event(None) => closed = true,
-                            Wake::Timer => {
-                                if *shutdown.borrow() {
-                                    break;
-                                }
-                            }
-                            Wake::NoShutdown => no_shutdown = true,
+                            Wake::Timer => {}
+                            Wake::Shutdown => break,
                         }
                     }
                 }
@@ -251,7 +240,11 @@ impl StoreWriter {
                         self.commit_limit = (self.commit_limit * 2).min(max_events);
                         self.evict_limit = (self.evict_limit * 2).min(self.budget.txn_bytes);
                     }
-                    Err(e) => self.on_failure(&e, &rt),
+                    // The group is already halved; the next cycle commits the smaller one.
+                    Err(StoreError::GroupTooLarge { events }) => {
+                        tracing::debug!(events, commit_limit = self.commit_limit, "group too large; retrying smaller")
+                    }
+                    Err(e) => self.on_failure(&e),
                 }
             }
             self.maintain();
@@ -354,15 +347,12 @@ impl StoreWriter {
             return Ok(Progress::EvictedOnly);
         } else {
             self.commit_limit = (n / 2).max(1);
-            return Err(StoreError::Io {
-                path: self.db.display().to_string(),
-                source: std::io::Error::other("group larger than the free store budget; retrying smaller"),
-            });
+            return Err(StoreError::GroupTooLarge { events: n });
         };
         let mut seq = self.next_seq;
         let mut gap_rows = 0u64;
         if let Some(g) = &gap {
-            let mut ev = g.to_event(now_ms());
+            let mut ev = g.to_event();
             let mut body = Vec::with_capacity(128);
             encode_body(&mut ev, &mut body)?;
             tx.prepare_cached(insert_sql(Priority::System))?.execute(rusqlite::params![seq as i64, body])?;
@@ -405,7 +395,7 @@ impl StoreWriter {
     }
 
     /// After a failed commit: re-read the disk, make room, shrink the batch and back off.
-    fn on_failure(&mut self, e: &StoreError, rt: &tokio::runtime::Runtime) {
+    fn on_failure(&mut self, e: &StoreError) {
         self.failures = self.failures.saturating_add(1);
         self.shared.write_retries.fetch_add(1, Ordering::Relaxed);
         if self.failures <= 3 || self.failures % 50 == 0 {
@@ -425,7 +415,6 @@ impl StoreWriter {
         self.shrink_if_needed(true);
         let backoff = Duration::from_millis((25u64 << self.failures.min(5)).min(1000));
         // Nothing else runs on this thread: a plain sleep is the backoff.
-        let _ = rt;
         std::thread::sleep(backoff);
     }
 
@@ -548,7 +537,7 @@ impl StoreWriter {
         let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.shared.rows.load(Ordering::Acquire))? else {
             return Ok(());
         };
-        let mut ev = g.to_event(now_ms());
+        let mut ev = g.to_event();
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
         let seq = self.next_seq;
@@ -571,11 +560,6 @@ impl StoreWriter {
         s.last_seq.store(seq, Ordering::Release);
         Ok(())
     }
-
-    /// The budget currently in force (tests, tools).
-    pub fn budget(&self) -> Budget {
-        self.budget
-    }
 }
 
 /// The row count is shared with acknowledgements (which delete rows on the reader's connection).
@@ -596,28 +580,9 @@ fn insert_sql(p: Priority) -> &'static str {
     SQL[p.as_u8().min(4) as usize]
 }
 
+/// Why the writer's wait for the next event ended.
 enum Wake {
     Event(Option<Box<Event>>),
     Timer,
-    NoShutdown,
-}
-
-/// A sensor-internal event with the given detail.
-pub fn internal_event(detail: Detail) -> Event {
-    Event {
-        seq: 0,
-        time_ms: now_ms(),
-        sensor: String::new(),
-        transport: Transport::Internal,
-        protocol: Protocol::Sensor,
-        src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        src_port: 0,
-        dst_port: 0,
-        session_id: 0,
-        duration_ms: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        priority: Priority::System,
-        detail,
-    }
+    Shutdown,
 }

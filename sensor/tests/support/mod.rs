@@ -3,17 +3,19 @@
 //! clients with a timeout. Shared by the `proto_*` tests.
 #![allow(dead_code)]
 
-use drosera_sensor::config::{Config, ServiceSection};
+use drosera_sensor::config::{Config, ServiceKind, ServiceSection};
 use drosera_sensor::governor::{GovernorHandle, Pressure};
 use drosera_sensor::listener::{ListenerContext, ListenerStats, Listeners};
 use drosera_sensor::rollup::RollupTable;
 use drosera_sensor::sink::EventSink;
 use drosera_uplink::event::{Detail, Event, Protocol};
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub struct Harness {
     pub addrs: Vec<(Protocol, SocketAddr)>,
@@ -21,15 +23,16 @@ pub struct Harness {
     pub rollups: Arc<RollupTable>,
     pub stats: Arc<ListenerStats>,
     pub sink: EventSink,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
 }
 
-/// A config with the given service kinds on 127.0.0.1, port 0 each.
+/// A config with the given service kinds (config `kind` names) on 127.0.0.1, port 0 each.
 pub fn config_for(kinds: &[&str]) -> Config {
     let services = kinds
         .iter()
         .map(|k| ServiceSection {
-            kind: k.to_string(),
+            kind: ServiceKind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(*k))
+                .expect("a service kind"),
             ports: vec![0],
             bind: "127.0.0.1".parse().unwrap(),
             banner: String::new(),
@@ -56,12 +59,12 @@ impl Harness {
         let stats = listeners.stats();
         let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
         let (sink, mut rx) = EventSink::new(channel, rollups.clone());
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let ctx = ListenerContext {
             sink: sink.clone(),
             governor: GovernorHandle::fixed(pressure),
             sensor: Arc::from("test-sensor"),
-            shutdown: shutdown_rx,
+            shutdown: shutdown.clone(),
         };
         tokio::spawn(listeners.serve(ctx));
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -109,13 +112,13 @@ impl Harness {
     }
 
     pub fn stop(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
     }
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
     }
 }
 

@@ -22,9 +22,8 @@ use flood::{Flood, Sources};
 use sample::{Sampler, Series};
 use stack::{Bins, SensorOpts, Stack};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "drosera-torture", about = "Flood, soak, fault and arm64 runs against the real binaries")]
@@ -226,7 +225,7 @@ fn run_flood(
     bursts: u64,
     args: &Args,
 ) -> flood::Snapshot {
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let steady = {
@@ -366,7 +365,7 @@ fn phase_soak(args: &Args, rt: &tokio::runtime::Runtime, s: &mut Stack) -> Resul
     let pid = s.sensor.current_pid().context("sensor not running")?;
     let mut series = Series::default();
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     eprintln!("drosera-torture: soak: {}/s for {secs} s, sampling every {every:?}", args.soak_rate);
     let c = rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -454,8 +453,7 @@ impl Rng {
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// Mounts a tmpfs of `bytes` at `dir`; unmounted on drop.
@@ -486,14 +484,9 @@ impl Drop for Tmpfs {
 }
 
 fn free_bytes(dir: &Path) -> u64 {
-    let Ok(c) = std::ffi::CString::new(dir.display().to_string()) else { return 0 };
-    // SAFETY: statvfs with a NUL-terminated path and a zeroed out-struct.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return 0;
-        }
-        s.f_bavail as u64 * s.f_frsize as u64
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => s.blocks_available().saturating_mul(s.fragment_size()),
+        Err(_) => 0,
     }
 }
 
@@ -547,7 +540,7 @@ fn phase_faults(args: &Args, rt: &tokio::runtime::Runtime, bins: &Bins, dir: &Pa
     // moments and restarted. Stage 2: admin up, killed -9 and restarted once; the disk fills;
     // the clock jumps back one hour; more sensor kills.
     s.start_sensor()?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let load = {
         let f = f.clone();
@@ -628,7 +621,7 @@ fn phase_faults(args: &Args, rt: &tokio::runtime::Runtime, bins: &Bins, dir: &Pa
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
     let _ = rt.block_on(load);
     let c = f.counters.snapshot();
     if !admin_started {

@@ -4,9 +4,9 @@
 //! WHY from outside: the sensor's own numbers are what is under test; the kernel's are not.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// One look at a process.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -87,18 +87,18 @@ pub struct Peaks {
 /// Samples a process (whose pid may change across restarts: `pid` is re-read every time) and a
 /// store directory every `every` until dropped.
 pub struct Sampler {
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     peaks: Arc<Mutex<Peaks>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sampler {
     pub fn start(pid: Arc<Mutex<Option<u32>>>, store_dir: PathBuf, every: Duration) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let peaks = Arc::new(Mutex::new(Peaks::default()));
         let (s2, p2) = (stop.clone(), peaks.clone());
         let handle = std::thread::spawn(move || {
-            while !s2.load(Relaxed) {
+            while !s2.is_cancelled() {
                 let current = pid.lock().map(|g| *g).unwrap_or(None);
                 let store = store_bytes(&store_dir);
                 let mut p = p2.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +124,7 @@ impl Sampler {
     }
 
     pub fn finish(mut self) -> Peaks {
-        self.stop.store(true, Relaxed);
+        self.stop.cancel();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -134,7 +134,7 @@ impl Sampler {
 
 impl Drop for Sampler {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
+        self.stop.cancel();
     }
 }
 

@@ -1,0 +1,98 @@
+//! The first bytes a client of each emulated service sends, built in one place.
+//!
+//! WHY here: the load generator (`drosera-flood run`), the end-to-end flood and reliability suite
+//! (`drosera-e2e`) and the sensor's own integration tests all speak these probes. One builder
+//! keeps their bytes and length fields right once, instead of three hand-assembled copies that
+//! drift apart. Pure functions over bytes: no I/O, no allocation beyond the message itself.
+
+/// `GET path` with a `Host` and `User-Agent`, asking the server to close afterwards.
+pub fn http_get(path: &str, host: &str, user_agent: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// A TDS PRELOGIN packet (type 0x12, end of message) with the options VERSION (15.0.2000, what
+/// SQL Server 2019 clients send) and ENCRYPTION (not supported), as FreeTDS and sqlcmd open.
+pub fn mssql_prelogin() -> Vec<u8> {
+    let body: [u8; 18] = [
+        0x00, 0x00, 0x0b, 0x00, 0x06, // VERSION at 11, length 6
+        0x01, 0x00, 0x11, 0x00, 0x01, // ENCRYPTION at 17, length 1
+        0xff, // terminator
+        0x0f, 0x00, 0x07, 0xd0, 0x00, 0x00, // version 15.0.2000.0
+        0x02, // ENCRYPT_NOT_SUP
+    ];
+    let len = (8 + body.len()) as u16;
+    let mut v = vec![0x12, 0x01];
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(&[0x00, 0x00, 0x01, 0x00]); // SPID, packet id 1, window
+    v.extend_from_slice(&body);
+    v
+}
+
+/// `msg` framed as a direct-TCP NetBIOS session message (type 0, 24-bit big-endian length).
+pub fn netbios(msg: &[u8]) -> Vec<u8> {
+    let mut v = (msg.len() as u32 & 0x00ff_ffff).to_be_bytes().to_vec();
+    v.extend_from_slice(msg);
+    v
+}
+
+/// An SMB1 request framed for the wire: `command` with multiplex id `mid`, parameter `words`
+/// (an even number of bytes) and data `bytes`; flags as Windows sends them (canonical paths,
+/// case-insensitive; Unicode, NT status, long names), tree and user id 0x0800.
+pub fn smb1(command: u8, mid: u16, words: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut m = vec![0xff, b'S', b'M', b'B', command, 0, 0, 0, 0, 0x18, 0x01, 0x28];
+    m.extend_from_slice(&[0; 12]); // pid high, signature, reserved
+    m.extend_from_slice(&[0, 8, 0xff, 0xfe, 0, 8]); // tid, pid, uid
+    m.extend_from_slice(&mid.to_le_bytes());
+    m.push((words.len() / 2) as u8);
+    m.extend_from_slice(words);
+    m.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    m.extend_from_slice(bytes);
+    netbios(&m)
+}
+
+/// An SMB1 NEGOTIATE offering `dialects` (for example `NT LM 0.12`, `SMB 2.002`, `SMB 2.???`).
+pub fn smb1_negotiate(dialects: &[&str]) -> Vec<u8> {
+    let mut d = Vec::new();
+    for x in dialects {
+        d.push(0x02);
+        d.extend_from_slice(x.as_bytes());
+        d.push(0);
+    }
+    smb1(0x72, 0, &[], &d)
+}
+
+/// An SMB2 NEGOTIATE offering the dialect revisions `dialects` (for example 0x0202, 0x0210),
+/// framed for the wire, asking for one credit.
+pub fn smb2_negotiate(dialects: &[u16]) -> Vec<u8> {
+    let mut m = vec![0xfe, b'S', b'M', b'B', 64, 0];
+    m.resize(64, 0);
+    m[14] = 1; // one credit
+    m.extend_from_slice(&[36, 0]); // structure size
+    m.extend_from_slice(&(dialects.len() as u16).to_le_bytes());
+    m.extend_from_slice(&[1, 0]); // signing enabled
+    m.resize(64 + 36, 0); // reserved, capabilities, client GUID, contexts
+    for d in dialects {
+        m.extend_from_slice(&d.to_le_bytes());
+    }
+    netbios(&m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_fields_match_the_bytes() {
+        let m = mssql_prelogin();
+        assert_eq!(u16::from_be_bytes([m[2], m[3]]) as usize, m.len());
+        for s in [smb1_negotiate(&["NT LM 0.12", "SMB 2.002"]), smb2_negotiate(&[0x0202, 0x0210])] {
+            assert_eq!(u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize + 4, s.len());
+        }
+        let n = smb2_negotiate(&[0x0202, 0x0210, 0x0300]);
+        assert_eq!((&n[4..8], n[4 + 64 + 2]), (&b"\xfeSMB"[..], 3), "SMB2 header, dialect count");
+        assert_eq!(&n[n.len() - 2..], &[0x00, 0x03]);
+        let one = smb1(0x25, 7, &[1, 0, 2, 0], b"xyz");
+        assert_eq!((one[4 + 4], one[4 + 30], one[4 + 32]), (0x25, 7, 2), "command, mid, word count");
+        assert!(http_get("/a", "h", "ua").ends_with(b"\r\n\r\n"));
+    }
+}
