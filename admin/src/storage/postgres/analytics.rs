@@ -4,7 +4,7 @@
 
 use super::super::*;
 use super::{lock, Postgres};
-use futures::{pin_mut, TryStreamExt};
+use futures_util::{pin_mut, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
