@@ -179,9 +179,9 @@ pub enum SensorCommand {
         #[arg(
             long,
             value_name = "HOST:PORT",
-            help = "host:port the sensor connects to (default: [ingest] public_address)"
+            help = "host:port the sensor connects to (default: [ingest] public_address); repeat it for the admins of a fleet, which the sensor fails over between in this order"
         )]
-        admin: Option<String>,
+        admin: Vec<String>,
         /// Where the bundle will live on the sensor (default: the absolute --out).
         #[arg(long, value_name = "DIR")]
         install_dir: Option<PathBuf>,

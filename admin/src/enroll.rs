@@ -244,8 +244,9 @@ pub struct Bundle {
 pub struct AddOptions {
     pub name: String,
     pub out: PathBuf,
-    /// `host:port` the sensor connects to (default: `[ingest] public_address`).
-    pub admin: Option<String>,
+    /// `host:port` the sensor connects to, or several (the admins of a fleet, in the order the
+    /// sensor tries them); default: `[ingest] public_address`.
+    pub admins: Vec<String>,
     /// Directory the bundle will live in on the sensor (default: the absolute `out`).
     pub install_dir: Option<PathBuf>,
 }
@@ -256,8 +257,20 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
     if !tls::valid_sensor_name(name) {
         return Err(SensorError::BadName(name.to_string()).into());
     }
-    let admin = opts.admin.clone().unwrap_or_else(|| cfg.ingest.public_address());
-    let (host, _) = split_host_port(&admin).ok_or_else(|| EnrollError::BadAddress(admin.clone()))?;
+    let admins = if opts.admins.is_empty() { vec![cfg.ingest.public_address()] } else { opts.admins.clone() };
+    let mut hosts = Vec::new();
+    for a in &admins {
+        hosts.push(split_host_port(a).ok_or_else(|| EnrollError::BadAddress(a.clone()))?.0);
+    }
+    // One name for every address, or (different hosts) each address's own host, which the
+    // server certificate must then carry (`init --server-name`).
+    let server_name = if hosts.iter().all(|h| *h == hosts[0]) { hosts[0].clone() } else { String::new() };
+    let admin = admins.join(", ");
+    let admin_toml = if admins.len() == 1 {
+        toml::Value::String(admins[0].clone()).to_string()
+    } else {
+        toml::Value::Array(admins.iter().cloned().map(toml::Value::String).collect()).to_string()
+    };
     let out = absolute(&opts.out);
     let key_path = out.join("sensor.key");
     if key_path.exists() {
@@ -304,7 +317,7 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
          # Copy this folder to {install} on the sensor and append this section to drosera-sensor.toml\n\
          # (whose [sensor] name must be \"{name}\"). Keep sensor.key mode 0600.\n\
          # enrolled: {enrolled} (unix seconds; a sensor with no clock source yet moves its clock forward to it)\n\
-         [uplink]\nadmin = \"{admin}\"\nserver_name = \"{host}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+         [uplink]\nadmin = {admin_toml}\nserver_name = \"{server_name}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         install.join("ca.pem").display(),
         install.join("sensor.pem").display(),
         install.join("sensor.key").display(),
@@ -348,6 +361,19 @@ mod tests {
         assert_eq!(id.name, "pi-1");
         let text = std::fs::read_to_string(&b.uplink_toml).unwrap();
         assert!(text.contains("admin = \"admin.example.net:17443\""), "{text}");
+        let two = add_sensor(
+            &cfg,
+            &AddOptions {
+                name: "pi-2".into(),
+                out: dir.path().join("pi-2"),
+                admins: vec!["a1.example.net:7443".into(), "a2.example.net:7443".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&two.uplink_toml).unwrap();
+        assert!(text.contains(r#"admin = ["a1.example.net:7443", "a2.example.net:7443"]"#), "{text}");
+        assert!(text.contains("server_name = \"\""), "each address's own host: {text}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
