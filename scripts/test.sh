@@ -12,4 +12,4 @@ cargo test --workspace -- --test-threads=2
 # The storage conformance tests above already ran on both.
 export DROSERA_TEST_BACKEND=postgres
 cargo test -p drosera-admin --tests -- --test-threads=2
-cargo test -p drosera-e2e --test uplink_e2e --test fleet_e2e -- --test-threads=2
+cargo test -p drosera-e2e --test uplink_e2e -- --test-threads=2
