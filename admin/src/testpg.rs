@@ -94,8 +94,15 @@ impl TestPg {
         Self::start_with(&bin)
     }
 
-    /// Starts a server with the binaries in `bin`.
+    /// Starts a server with the binaries in `bin` (not durable: `fsync = off`).
     pub fn start_with(bin: &Path) -> io::Result<TestPg> {
+        Self::start_opts(bin, false)
+    }
+
+    /// Starts a server with the binaries in `bin`; `durable` keeps PostgreSQL's defaults for
+    /// `fsync`, `synchronous_commit` and `full_page_writes` (benchmarks), otherwise they are off
+    /// (tests).
+    pub fn start_opts(bin: &Path, durable: bool) -> io::Result<TestPg> {
         let dir = tempfile::Builder::new().prefix("drosera-pg-").tempdir()?;
         let data = dir.path().join("data");
         let root = std::fs::metadata("/proc/self")?.uid() == 0;
@@ -124,10 +131,11 @@ impl TestPg {
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = dir.path().join("postgres.log");
+        let sync = if durable { "" } else { "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
         let script = format!(
             "\"$0\" -D \"$1\" -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-             -c shared_buffers=128MB >\"$2\" 2>&1 & pid=$!; read _ ; kill -INT $pid; wait $pid"
+             {sync} -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB \
+             >\"$2\" 2>&1 & pid=$!; read _ ; kill -INT $pid; wait $pid"
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
