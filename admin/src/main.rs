@@ -48,7 +48,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Sensor(SensorCommand::Add { name, out, admin, install_dir, config }) => {
             let cfg = config.load()?;
-            let b = enroll::add_sensor(&cfg, &enroll::AddOptions { name: name.clone(), out, admins: admin, install_dir })?;
+            let b =
+                enroll::add_sensor(&cfg, &enroll::AddOptions { name: name.clone(), out, admins: admin, install_dir })?;
             println!("sensor {name:?} enrolled; bundle in {} (connects to {})", b.dir.display(), b.admin);
             println!("copy the folder to the sensor and append {} to its drosera-sensor.toml", b.uplink_toml.display());
             Ok(())

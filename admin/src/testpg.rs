@@ -63,7 +63,9 @@ pub fn shared() -> Option<&'static TestPg> {
     static SERVER: OnceLock<Option<TestPg>> = OnceLock::new();
     SERVER
         .get_or_init(|| match bin_dir() {
-            Some(bin) => Some(TestPg::start_with(&bin).unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}"))),
+            Some(bin) => {
+                Some(TestPg::start_with(&bin).unwrap_or_else(|e| panic!("cannot start a test PostgreSQL: {e}")))
+            }
             None if required() => {
                 panic!("PostgreSQL is required (DROSERA_REQUIRE_CLIENTS=1): apt-get install postgresql")
             }
@@ -163,6 +165,11 @@ impl TestPg {
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://drosera@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The server's log so far (for error messages).

@@ -374,9 +374,9 @@ impl<'de> Deserialize<'de> for AdminAddrs {
             One(String),
             Many(Vec<String>),
         }
-        match OneOrMany::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected \"host:port\" or a list [\"host:port\", \"host:port\"]")
-        })? {
+        match OneOrMany::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected \"host:port\" or a list [\"host:port\", \"host:port\"]"))?
+        {
             OneOrMany::One(a) => Ok(AdminAddrs(vec![a])),
             OneOrMany::Many(v) => Ok(AdminAddrs(v)),
         }

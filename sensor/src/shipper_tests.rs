@@ -440,8 +440,7 @@ async fn a_fleet_list_fails_over_to_the_next_admin_and_stays_there() {
     // Admin 1 hangs up on every batch; admin 2 acknowledges. A third address refuses TCP.
     let (bad, bad_seen) =
         scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Hangup)).await;
-    let (good, good_seen) =
-        scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
+    let (good, good_seen) = scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
@@ -461,7 +460,8 @@ async fn a_fleet_list_fails_over_to_the_next_admin_and_stays_there() {
 #[test]
 fn the_admin_key_takes_one_address_or_a_list() {
     let base = "[uplink]\nca_cert = \"/c\"\ncert = \"/s\"\nkey = \"/k\"\n";
-    let parse = |admin: &str| crate::config::Config::parse(&format!("{base}admin = {admin}\n"), std::path::Path::new("x"));
+    let parse =
+        |admin: &str| crate::config::Config::parse(&format!("{base}admin = {admin}\n"), std::path::Path::new("x"));
     assert_eq!(parse("\"a:1\"").unwrap().uplink.unwrap().admin.0, vec!["a:1".to_string()]);
     assert_eq!(parse("[\"a:1\", \"b:2\"]").unwrap().uplink.unwrap().admin.0, vec!["a:1".to_string(), "b:2".into()]);
     for bad in ["[]", "[\"a:1\", \"b\"]", "7"] {

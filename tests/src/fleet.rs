@@ -58,9 +58,12 @@ pub fn events(k: usize, n: u64, now_ms: i64) -> Vec<Event> {
             let u = (r % 10_000) as f64 / 10_000.0;
             let ipn = (50_000.0 * u.powi(4)) as u32;
             let src = IpAddr::V4(Ipv4Addr::from(0x0b00_0000u32 + ipn * 7919 % 0x00ff_ffff));
-            let (protocol, port) = [(Protocol::Telnet, 23), (Protocol::Ssh, 22), (Protocol::Http, 80)][(r >> 20) as usize % 3];
+            let (protocol, port) =
+                [(Protocol::Telnet, 23), (Protocol::Ssh, 22), (Protocol::Http, 80)][(r >> 20) as usize % 3];
             let detail = match (r >> 8) % 10 {
-                0..=5 => Detail::Connection { first_bytes: b"\xff\xfb\x01".to_vec(), closed_by: CloseReason::ClientClosed },
+                0..=5 => {
+                    Detail::Connection { first_bytes: b"\xff\xfb\x01".to_vec(), closed_by: CloseReason::ClientClosed }
+                }
                 6..=8 => Detail::Login {
                     username: USERS[(r >> 32) as usize % USERS.len()].into(),
                     secret: Secret::Password(format!("pw{}", (r >> 40) % 2000)),
@@ -107,8 +110,12 @@ pub fn encode(events: &[Event], batch: usize) -> Result<Vec<Batch>> {
 /// Loads a sensor bundle written by `drosera-admin sensor add` (`ca.pem`, `sensor.pem`,
 /// `sensor.key`) and encodes its backlog.
 pub fn sensor(name: &str, bundle: &Path, k: usize, events_n: u64, batch: usize, now_ms: i64) -> Result<SimSensor> {
-    let tls = drosera_uplink::tls::client_config(&bundle.join("ca.pem"), &bundle.join("sensor.pem"), &bundle.join("sensor.key"))
-        .with_context(|| format!("bundle of {name}"))?;
+    let tls = drosera_uplink::tls::client_config(
+        &bundle.join("ca.pem"),
+        &bundle.join("sensor.pem"),
+        &bundle.join("sensor.key"),
+    )
+    .with_context(|| format!("bundle of {name}"))?;
     let batches = encode(&events(k, events_n, now_ms), batch)?;
     Ok(SimSensor { name: name.to_string(), tls, batches, events: events_n })
 }
@@ -192,7 +199,12 @@ pub struct Connected {
 }
 
 /// Connects to `admins[first]` (failing over to the next ones) and says hello.
-pub async fn connect_hello(s: &SimSensor, admins: &[SocketAddr], first: usize, st: &mut ShipStats) -> Result<Connected> {
+pub async fn connect_hello(
+    s: &SimSensor,
+    admins: &[SocketAddr],
+    first: usize,
+    st: &mut ShipStats,
+) -> Result<Connected> {
     let mut last_err = None;
     for attempt in 0..admins.len() * 20 {
         let admin = (first + attempt) % admins.len();
@@ -238,7 +250,8 @@ pub async fn ship(s: &SimSensor, admins: &[SocketAddr], c: Connected, window: us
 /// Resident memory of a process, bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 =
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 

@@ -48,7 +48,8 @@ fn plain(log: &str) -> String {
 }
 
 fn status(bin: &Path, cfg: &Path) -> Option<SensorStatus> {
-    let out = procs::run(&bin.join("drosera-sensor"), &["status", "--config", &cfg.display().to_string(), "--json"]).ok()?;
+    let out =
+        procs::run(&bin.join("drosera-sensor"), &["status", "--config", &cfg.display().to_string(), "--json"]).ok()?;
     SensorStatus::parse(&out).ok()
 }
 
@@ -64,15 +65,41 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
 
     // The fleet: admin A creates the CA and the schema; admin B joins with the same CA.
     let (dir_a, dir_b) = (w.join("admin-a"), w.join("admin-b"));
-    procs::run(&admin_bin, &[
-        "init", "--dir", &s(&dir_a), "--admin", &ingest_a.to_string(), "--listen", &ingest_a.to_string(),
-        "--dashboard-listen", &addr().to_string(), "--db-url", &url,
-    ])
+    procs::run(
+        &admin_bin,
+        &[
+            "init",
+            "--dir",
+            &s(&dir_a),
+            "--admin",
+            &ingest_a.to_string(),
+            "--listen",
+            &ingest_a.to_string(),
+            "--dashboard-listen",
+            &addr().to_string(),
+            "--db-url",
+            &url,
+        ],
+    )
     .unwrap();
-    procs::run(&admin_bin, &[
-        "init", "--dir", &s(&dir_b), "--join", &s(&dir_a), "--admin", &ingest_b.to_string(), "--listen",
-        &ingest_b.to_string(), "--dashboard-listen", &addr().to_string(), "--db-url", &url,
-    ])
+    procs::run(
+        &admin_bin,
+        &[
+            "init",
+            "--dir",
+            &s(&dir_b),
+            "--join",
+            &s(&dir_a),
+            "--admin",
+            &ingest_b.to_string(),
+            "--listen",
+            &ingest_b.to_string(),
+            "--dashboard-listen",
+            &addr().to_string(),
+            "--db-url",
+            &url,
+        ],
+    )
     .unwrap();
     let (cfg_a, cfg_b) = (dir_a.join("drosera-admin.toml"), dir_b.join("drosera-admin.toml"));
 
@@ -82,17 +109,37 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
         let name = format!("fleet-{i}");
         let (first, second) = if i % 2 == 0 { (ingest_a, ingest_b) } else { (ingest_b, ingest_a) };
         let bundle = w.join(format!("bundle-{i}"));
-        procs::run(&admin_bin, &[
-            "sensor", "add", &name, "--out", &s(&bundle), "--config", &s(&cfg_a), "--admin", &first.to_string(),
-            "--admin", &second.to_string(),
-        ])
+        procs::run(
+            &admin_bin,
+            &[
+                "sensor",
+                "add",
+                &name,
+                "--out",
+                &s(&bundle),
+                "--config",
+                &s(&cfg_a),
+                "--admin",
+                &first.to_string(),
+                "--admin",
+                &second.to_string(),
+            ],
+        )
         .unwrap();
         let data = w.join(format!("data-{i}"));
         // The backlog the sensor ships when it starts.
-        procs::run(&bin.join("drosera-sensor"), &[
-            "debug-store-writer", "--data-dir", &s(&data), "--cap-bytes", &(256u64 << 20).to_string(), "--events",
-            &EVENTS.to_string(),
-        ])
+        procs::run(
+            &bin.join("drosera-sensor"),
+            &[
+                "debug-store-writer",
+                "--data-dir",
+                &s(&data),
+                "--cap-bytes",
+                &(256u64 << 20).to_string(),
+                "--events",
+                &EVENTS.to_string(),
+            ],
+        )
         .unwrap();
         let uplink = std::fs::read_to_string(bundle.join("uplink.toml")).unwrap();
         let cfg = w.join(format!("sensor-{i}.toml"));
@@ -109,8 +156,13 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
             ),
         )
         .unwrap();
-        let proc = Proc::new(&name, &bin.join("drosera-sensor"), &["run", "--config", &s(&cfg)], w.join(format!("{name}.log")))
-            .env("RUST_LOG", "info");
+        let proc = Proc::new(
+            &name,
+            &bin.join("drosera-sensor"),
+            &["run", "--config", &s(&cfg)],
+            w.join(format!("{name}.log")),
+        )
+        .env("RUST_LOG", "info");
         sensors.push((name, cfg, proc));
     }
 
@@ -140,7 +192,11 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
             assert!(n < total, "everything arrived before the kill ({n}); the test proves nothing: raise EVENTS");
             break;
         }
-        assert!(Instant::now() < until, "nothing arrived at the admins in 60 s; admin A log:\n{}", admin_a.log_tail(20));
+        assert!(
+            Instant::now() < until,
+            "nothing arrived at the admins in 60 s; admin A log:\n{}",
+            admin_a.log_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     admin_a.kill9();
@@ -152,7 +208,9 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
         loop {
             match status(&bin, cfg) {
                 Some(st) if st.backlog_events == 0 && st.acked_seq >= st.last_seq && st.last_seq >= EVENTS => break,
-                _ if Instant::now() > until => panic!("{name} did not drain after the failover; log:\n{}", p.log_tail(30)),
+                _ if Instant::now() > until => {
+                    panic!("{name} did not drain after the failover; log:\n{}", p.log_tail(30))
+                }
                 _ => std::thread::sleep(Duration::from_millis(250)),
             }
         }
@@ -179,6 +237,8 @@ fn a_sensor_fleet_fails_over_when_an_admin_is_killed_and_nothing_is_lost_or_doub
             &log_b[log_b.len().saturating_sub(3000)..]
         );
     }
-    eprintln!("fleet: {total} events, {at_kill} stored when admin A was killed, all {total} stored once after failover");
+    eprintln!(
+        "fleet: {total} events, {at_kill} stored when admin A was killed, all {total} stored once after failover"
+    );
     admin_b.stop(Duration::from_secs(10));
 }

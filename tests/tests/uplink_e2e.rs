@@ -122,7 +122,14 @@ fn logins_reach_the_admin_exactly_once_even_across_an_admin_outage() {
     let dash = format!("127.0.0.1:{}", free_port());
     let admin_dir = tmp.path().join("admin");
     let mut init = Command::new(bin.join("drosera-admin"));
-    init.args(["init", "--dir"]).arg(&admin_dir).args(["--admin", &ingest, "--listen", &ingest, "--dashboard-listen", &dash]);
+    init.args(["init", "--dir"]).arg(&admin_dir).args([
+        "--admin",
+        &ingest,
+        "--listen",
+        &ingest,
+        "--dashboard-listen",
+        &dash,
+    ]);
     // The second pass of scripts/test.sh: the same test with the admin on PostgreSQL.
     if std::env::var("DROSERA_TEST_BACKEND").as_deref() == Ok("postgres") {
         let url = drosera_admin::testpg::fresh_database().expect("DROSERA_TEST_BACKEND=postgres needs PostgreSQL");

@@ -82,10 +82,7 @@ const TABLES: &[Table] = &[
         cols: &[("res", B), ("sensor_id", B), ("bucket", B), ("user_id", B), ("pass_id", B), ("n", B)],
     },
     Table { name: "users", cols: &[("name", T), ("phc", T), ("created_ms", B)] },
-    Table {
-        name: "dashboard_sessions",
-        cols: &[("token_sha256", T), ("user", T), ("csrf", T), ("expires_ms", B)],
-    },
+    Table { name: "dashboard_sessions", cols: &[("token_sha256", T), ("user", T), ("csrf", T), ("expires_ms", B)] },
 ];
 
 /// The event columns copied as they are (after `id` and `txid`).
@@ -197,8 +194,7 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
     }
 
     // Events: partitions for every day first, then the rows with their fold state as `txid`.
-    let last_folded: i64 =
-        src.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
+    let last_folded: i64 = src.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let hourly_from: i64 =
         src.query_row("SELECT hourly_from_ms FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let mut days = BTreeSet::new();
@@ -234,10 +230,10 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
     let copy = format!("COPY events ({}) FROM STDIN BINARY", cols.join(", "));
     let n = copy_rows(src, &tx, &select, &copy, &types, &cols).await?;
     stats.tables.push(("events".to_string(), n));
-    tx.execute("UPDATE analytics_state SET fold_txid = 1, fold_id = $1, hourly_from_ms = $2 WHERE id = 1", &[
-        &i64::MAX,
-        &hourly_from,
-    ])
+    tx.execute(
+        "UPDATE analytics_state SET fold_txid = 1, fold_id = $1, hourly_from_ms = $2 WHERE id = 1",
+        &[&i64::MAX, &hourly_from],
+    )
     .await?;
     // Derived and sequence state.
     tx.batch_execute(

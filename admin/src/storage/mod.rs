@@ -4,8 +4,23 @@
 //! exports and retention reach the database only through the [`Storage`] trait. Its methods speak
 //! the admin's vocabulary (admit a sensor, commit a group of batches, fold new events, scan the
 //! source aggregates of a range, delete events older than…), never SQL, so a backend is free to
-//! implement each one the way its database does best. SQLite ([`sqlite`]) is the embedded
-//! default; the schema and its migrations are owned by [`sqlite::schema`] alone.
+//! implement each one the way its database does best. Two backends, chosen by `[database] url`
+//! ([`open`]):
+//! * SQLite ([`sqlite`]), the embedded default; its schema and migrations: [`sqlite::schema`].
+//! * PostgreSQL ([`postgres`]), for fleets of admins sharing one database (`docs/fleet.md`); its
+//!   schema and migrations: [`postgres::schema`].
+//!
+//! [`copy`] moves an install from SQLite to PostgreSQL (`drosera-admin migrate`).
+//!
+//! # Adding a method
+//! 1. Declare it on [`Storage`] below with its contract in the doc comment (what is one
+//!    transaction, what must hold with several admins writing).
+//! 2. Implement it in `sqlite/<area>.rs` and `postgres/<area>.rs` (same area file names) and add
+//!    the one-line delegation to each backend's `impl Storage` in its `mod.rs`. A table or column
+//!    it needs is a new migration step in each backend's `schema.rs` (never an edit of a
+//!    shipped step).
+//! 3. Write its check once in `tests.rs` against `&dyn Storage`: it runs on both backends
+//!    (PostgreSQL on a throwaway server, [`crate::testpg`]).
 //!
 //! # Why a trait object with blocking methods
 //! * **A trait, not an enum of backends.** The backend is picked at run time from the config,
@@ -24,6 +39,7 @@
 //!   writer thread and on `spawn_blocking` threads, not on async workers; the CLI has no runtime,
 //!   so the backend brings a small one), or it uses the blocking `postgres` crate, the same
 //!   driver. Bulk insert (COPY) fits [`Storage::commit_batches`], which gets a whole group.
+//!   The PostgreSQL backend does exactly this: see [`postgres`].
 //! * **`&self` methods.** A pooled backend checks a connection out per call; SQLite holds one
 //!   connection (not shared between threads: `Storage: Send`, not `Sync`) and opens its
 //!   transactions with `unchecked_transaction`. The two domain functions that write in many
@@ -43,7 +59,8 @@
 //!   an event whose transaction commits after a higher id was folded. Such a backend needs a
 //!   cursor that is (for example, fold only below the oldest id still in flight, or maintain the
 //!   aggregates in the ingest transaction itself), and folding must be serialized between
-//!   admins (an advisory lock).
+//!   admins (an advisory lock). The PostgreSQL backend orders by `(writing transaction, id)` and
+//!   folds only transactions older than the oldest one still writing.
 //! * Retention deletes only events the aggregates already include ([`Storage::delete_events_before`]).
 //!
 //! The conformance tests in `tests.rs` take a `&dyn Storage` and run against every backend.

@@ -141,12 +141,8 @@ fn login_ev(seq: u64, t: i64, ip: &str, user: &str, pass: &str) -> Event {
     e.protocol = Protocol::Telnet;
     e.dst_port = 23;
     e.src_ip = ip.parse().unwrap();
-    e.detail = Detail::Login {
-        username: user.into(),
-        secret: Secret::Password(pass.into()),
-        success: false,
-        extra: vec![],
-    };
+    e.detail =
+        Detail::Login { username: user.into(), secret: Secret::Password(pass.into()), success: false, extra: vec![] };
     e
 }
 
@@ -342,7 +338,8 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     analytics::refresh(&mut *old, &en).unwrap();
     // Events stored after the last fold must be folded after the move, once.
     let id = old.enrollment("pi-a").unwrap().unwrap().sensor_id;
-    let late: Vec<Event> = (41..=45).map(|s| login_ev(s, 1_714_600_000_000 + s as i64, "192.0.2.1", "u", "p")).collect();
+    let late: Vec<Event> =
+        (41..=45).map(|s| login_ev(s, 1_714_600_000_000 + s as i64, "192.0.2.1", "u", "p")).collect();
     assert_eq!(commit(&*old, id, 45, &late), BatchOutcome::Ack(45));
     old.upsert_user("alice", "phc", 1).unwrap();
     let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };

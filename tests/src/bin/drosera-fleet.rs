@@ -50,6 +50,11 @@ struct Args {
     /// Work directory (default: a new temporary directory, removed at the end).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Report mode instead of shipping: move this SQLite admin database (made by
+    /// `bench_admin gen`) into a PostgreSQL started for the run with `drosera-admin migrate`
+    /// (timed), then run `bench_admin url` on it (fold, every report query).
+    #[arg(long, value_name = "SQLITE_DB")]
+    report_db: Option<PathBuf>,
 }
 
 fn main() {
@@ -64,7 +69,35 @@ fn free_addr() -> Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], procs::free_port()?)))
 }
 
+/// `--report-db`: migrate to PostgreSQL, then fold and time the report queries there.
+fn report(a: &Args, src: &Path) -> Result<()> {
+    let bin_dir = match &a.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?.parent().context("no binary directory")?.to_path_buf(),
+    };
+    let pgbin = drosera_admin::testpg::bin_dir().context("PostgreSQL is not installed")?;
+    let pg = drosera_admin::testpg::TestPg::start_opts(&pgbin, !a.pg_no_fsync)?;
+    let url = pg.create_database("report")?;
+    let t = Instant::now();
+    let out = procs::run(
+        &bin_dir.join("drosera-admin"),
+        &["migrate", "--from", &format!("sqlite:{}", src.display()), "--to", &url],
+    )?;
+    println!("migrate (SQLite -> PostgreSQL, every table): {:.1} s\n{out}", t.elapsed().as_secs_f64());
+    let bench = bin_dir.join("examples").join("bench_admin");
+    let status = std::process::Command::new(&bench).args(["url", &url]).status()?;
+    if !status.success() {
+        bail!("{} failed: {status}", bench.display());
+    }
+    let size = procs::run(Path::new("/usr/bin/du"), &["-sh", &pg.data_dir().display().to_string()])?;
+    println!("PostgreSQL data directory: {}", size.split_whitespace().next().unwrap_or("?"));
+    Ok(())
+}
+
 fn run(a: &Args) -> Result<()> {
+    if let Some(src) = &a.report_db {
+        return report(a, src);
+    }
     if a.sensors == 0 || a.admins == 0 || a.events < a.sensors as u64 {
         bail!("need at least one admin, one sensor and one event per sensor");
     }
@@ -122,10 +155,8 @@ fn run(a: &Args) -> Result<()> {
         }
         procs::run(&admin_bin, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let cfg = dir.join("drosera-admin.toml");
-        let text = std::fs::read_to_string(&cfg)?.replace(
-            "[ingest]\n",
-            &format!("[ingest]\nmax_connections = {}\n", a.sensors + 64),
-        );
+        let text = std::fs::read_to_string(&cfg)?
+            .replace("[ingest]\n", &format!("[ingest]\nmax_connections = {}\n", a.sensors + 64));
         std::fs::write(&cfg, text)?;
         ingest.push(listen);
         cfgs.push(cfg);
@@ -220,9 +251,7 @@ fn run(a: &Args) -> Result<()> {
         let mut tasks = Vec::new();
         for (s, (c, mut st)) in sensors.iter().cloned().zip(connected) {
             let (ingest, window) = (ingest.clone(), a.window);
-            tasks.push(tokio::spawn(async move {
-                fleet::ship(&s, &ingest, c, window, &mut st).await.map(|()| st)
-            }));
+            tasks.push(tokio::spawn(async move { fleet::ship(&s, &ingest, c, window, &mut st).await.map(|()| st) }));
         }
         let mut out = Vec::new();
         for t in tasks {

@@ -140,7 +140,8 @@ impl FoldTx for PgFoldTx<'_> {
     }
 }
 
-pub(crate) const FOLD_SQL: &str = "SELECT txid, id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password
+pub(crate) const FOLD_SQL: &str =
+    "SELECT txid, id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password
      FROM events
      WHERE (txid, id) > ($1, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
      ORDER BY txid, id LIMIT $3";
@@ -211,7 +212,8 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
         if n == 0 {
             return Ok(Vec::new());
         }
-        let sql = format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1::bigint)");
+        let sql =
+            format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1::bigint)");
         Ok(db.block_on(tx.query(&sql, &[&(n as i64)]))?.iter().map(|r| r.get(0)).collect())
     };
     let ip_ids = reserve("ip_info", ips.len() - known_ips.len())?;
@@ -458,10 +460,15 @@ fn timeline_source(src: &TimelineSource, sensor_id: i64) -> (String, Vec<i64>) {
     }
 }
 
-pub fn timeline_bounds(db: &Postgres, src: &TimelineSource, sensor_id: i64) -> Result<Option<(i64, i64)>, StorageError> {
+pub fn timeline_bounds(
+    db: &Postgres,
+    src: &TimelineSource,
+    sensor_id: i64,
+) -> Result<Option<(i64, i64)>, StorageError> {
     let (source, v) = timeline_source(src, sensor_id);
     let sql = format!("SELECT MIN(bucket), MAX(bucket) FROM ({source}) t");
-    let b = query(db, &sql, &params(&v), |row| Ok((row.try_get::<_, Option<i64>>(0)?, row.try_get::<_, Option<i64>>(1)?)))?;
+    let b =
+        query(db, &sql, &params(&v), |row| Ok((row.try_get::<_, Option<i64>>(0)?, row.try_get::<_, Option<i64>>(1)?)))?;
     Ok(match b.first() {
         Some((Some(a), Some(b))) => Some((*a, *b)),
         _ => None,
@@ -487,7 +494,9 @@ pub fn timeline_sums(
 }
 
 pub fn sensor_names(db: &Postgres) -> Result<Vec<(i64, String)>, StorageError> {
-    query(db, "SELECT id, name FROM sensors ORDER BY name COLLATE \"C\"", &[], |row| Ok((row.try_get(0)?, row.try_get(1)?)))
+    query(db, "SELECT id, name FROM sensors ORDER BY name COLLATE \"C\"", &[], |row| {
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    })
 }
 
 pub fn scan_items(
@@ -519,7 +528,10 @@ pub fn scan_items(
 }
 
 pub fn string_of(db: &Postgres, id: i64) -> Result<String, StorageError> {
-    Ok(query(db, "SELECT s FROM strings WHERE id = $1", &[&id], |r| r.try_get(0))?.into_iter().next().unwrap_or_default())
+    Ok(query(db, "SELECT s FROM strings WHERE id = $1", &[&id], |r| r.try_get(0))?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
 pub fn ip_of(db: &Postgres, id: i64) -> Result<Option<IpRecord>, StorageError> {

@@ -51,7 +51,8 @@ pub(crate) async fn write_event(
     let (seq, session) = (ev.seq.min(i64::MAX as u64) as i64, ev.session_id.min(i64::MAX as u64) as i64);
     let (bytes_in, bytes_out) = (ev.bytes_in.min(i64::MAX as u64) as i64, ev.bytes_out.min(i64::MAX as u64) as i64);
     let duration = ev.duration_ms as i64;
-    let (src_port, dst_port, priority) = (i32::from(ev.src_port), i32::from(ev.dst_port), i16::from(ev.priority.as_u8()));
+    let (src_port, dst_port, priority) =
+        (i32::from(ev.src_port), i32::from(ev.dst_port), i16::from(ev.priority.as_u8()));
     let row: [&(dyn ToSql + Sync); 21] = [
         &txid,
         &sensor_id,
@@ -194,7 +195,8 @@ async fn commit_once(db: &Postgres, batches: &[BatchIn<'_>], now: i64) -> Result
     }
     if !updates.is_empty() {
         let mut id = Vec::new();
-        let (mut hw, mut ev, mut sh, mut health, mut stored) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut hw, mut ev, mut sh, mut health, mut stored) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (sid, u) in updates {
             id.push(sid);
             hw.push(u.high_water);

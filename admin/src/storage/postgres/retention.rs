@@ -35,9 +35,9 @@ async fn drop_if_folded(c: &mut deadpool_postgres::Object, name: &str) -> Result
     if unfolded {
         return Ok(None);
     }
-    let per_sensor =
-        tx.query(&format!("SELECT sensor_id, COUNT(*) FROM {name} GROUP BY sensor_id"), &[]).await?;
-    let (ids, counts): (Vec<i64>, Vec<i64>) = per_sensor.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).unzip();
+    let per_sensor = tx.query(&format!("SELECT sensor_id, COUNT(*) FROM {name} GROUP BY sensor_id"), &[]).await?;
+    let (ids, counts): (Vec<i64>, Vec<i64>) =
+        per_sensor.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1))).unzip();
     tx.execute(
         "UPDATE sensors s SET events_stored = GREATEST(s.events_stored - u.n, 0)
          FROM unnest($1::bigint[], $2::bigint[]) AS u(id, n) WHERE s.id = u.id",
@@ -113,9 +113,10 @@ pub fn prune_hourly(db: &Postgres, before_ms: i64) -> Result<u64, StorageError> 
         for t in AGG_TABLES {
             n += tx.execute(&format!("DELETE FROM {t} WHERE res = 0 AND bucket < $1"), &[&before_ms]).await?;
         }
-        tx.execute("UPDATE analytics_state SET hourly_from_ms = GREATEST(hourly_from_ms, $1) WHERE id = 1", &[
-            &before_ms,
-        ])
+        tx.execute(
+            "UPDATE analytics_state SET hourly_from_ms = GREATEST(hourly_from_ms, $1) WHERE id = 1",
+            &[&before_ms],
+        )
         .await?;
         tx.commit().await?;
         Ok(n)

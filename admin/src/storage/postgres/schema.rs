@@ -140,8 +140,7 @@ pub fn migrate(db: &Postgres) -> Result<(), StorageError> {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::MIGRATE]).await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS drosera_schema (version BIGINT NOT NULL)").await?;
-        let found: i64 =
-            tx.query_opt("SELECT version FROM drosera_schema", &[]).await?.map(|r| r.get(0)).unwrap_or(0);
+        let found: i64 = tx.query_opt("SELECT version FROM drosera_schema", &[]).await?.map(|r| r.get(0)).unwrap_or(0);
         if found > SCHEMA_VERSION {
             return Err(StorageError::TooNew { path: path.clone(), found, supported: SCHEMA_VERSION });
         }

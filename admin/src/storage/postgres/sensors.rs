@@ -24,20 +24,20 @@ pub fn register(db: &Postgres, name: &str, cert_sha256: &str, now_ms: i64) -> Re
         let tx = c.transaction().await?;
         // A new name is inserted (or nothing happens if another admin just did); then the row is
         // locked and decided on, so two admins enrolling one name cannot both succeed.
-        tx.execute("INSERT INTO sensors(name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[
-            &name, &now_ms,
-        ])
+        tx.execute(
+            "INSERT INTO sensors(name, created_ms) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &now_ms],
+        )
         .await?;
         let r = tx.query_one("SELECT revoked, cert_sha256 FROM sensors WHERE name = $1 FOR UPDATE", &[&name]).await?;
         let (revoked, cert): (bool, String) = (r.get(0), r.get(1));
         if !revoked && !cert.is_empty() {
             return Ok(Registered::AlreadyActive);
         }
-        tx.execute("UPDATE sensors SET cert_sha256 = $2, revoked = false, created_ms = $3 WHERE name = $1", &[
-            &name,
-            &cert_sha256,
-            &now_ms,
-        ])
+        tx.execute(
+            "UPDATE sensors SET cert_sha256 = $2, revoked = false, created_ms = $3 WHERE name = $1",
+            &[&name, &cert_sha256, &now_ms],
+        )
         .await?;
         tx.commit().await?;
         Ok(Registered::Enrolled)
@@ -54,11 +54,10 @@ pub fn revoke(db: &Postgres, name: &str) -> Result<bool, StorageError> {
 pub fn record_hello(db: &Postgres, sensor_id: i64, schema_version: u16, now_ms: i64) -> Result<(), StorageError> {
     db.block_on(async {
         let c = db.client().await?;
-        c.execute("UPDATE sensors SET last_contact_ms = $2, schema_version = $3 WHERE id = $1", &[
-            &sensor_id,
-            &now_ms,
-            &i64::from(schema_version),
-        ])
+        c.execute(
+            "UPDATE sensors SET last_contact_ms = $2, schema_version = $3 WHERE id = $1",
+            &[&sensor_id, &now_ms, &i64::from(schema_version)],
+        )
         .await?;
         Ok(())
     })
