@@ -169,7 +169,7 @@ fn refresh_is_incremental_and_counts_each_session_once() {
         drosera_uplink::event::Detail::Command { line: "uname -a".into() },
     ));
     evs.push(ev(201, T0 + 2 * DAY + 10 * HOUR + 5, Protocol::Telnet, "8.8.8.8", 23, 999, conn()));
-    insert(&mut *c, "s2", &evs);
+    insert(&*c, "s2", &evs);
     assert_eq!(analytics::refresh(&mut *c, &en).unwrap(), 7);
     let t = analytics::totals(&*c, &all()).unwrap();
     assert_eq!((t.attempts, t.logins, t.commands, t.attackers), (117, 15, 1, 4));
@@ -210,7 +210,7 @@ fn retention_prunes_raw_events_and_keeps_daily_rollups() {
     assert_eq!(c.raw_events(), left);
     assert_eq!(analytics::totals(&*c, &all()).unwrap().attempts, 116);
     // New events after pruning are still folded in.
-    insert(&mut *c, "s2", &[ev(500, T0 + 2 * DAY + 20 * HOUR, Protocol::Ssh, "1.1.1.1", 22, 77, conn())]);
+    insert(&*c, "s2", &[ev(500, T0 + 2 * DAY + 20 * HOUR, Protocol::Ssh, "1.1.1.1", 22, 77, conn())]);
     assert_eq!(analytics::refresh(&mut *c, &en).unwrap(), 1);
     assert_eq!(analytics::totals(&*c, &all()).unwrap().attempts, 117);
 }

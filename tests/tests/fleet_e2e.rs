@@ -6,6 +6,8 @@
 //! Needs PostgreSQL (Debian's `postgresql`; a throwaway server, `drosera_admin::testpg`):
 //! skipped without it, failing when `DROSERA_REQUIRE_CLIENTS=1`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use drosera_admin::storage::Backend;
 use drosera_e2e::account::{self, SensorStatus};
 use drosera_e2e::procs::{self, Proc};
