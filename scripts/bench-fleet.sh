@@ -23,8 +23,8 @@ ulimit -n "$(ulimit -Hn)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| backend | admins | sensors | events | time | end to end | admin CPU | admin RSS idle / all connected / peak | RSS per connected sensor | failovers | exactly once |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| backend | admins | sensors | events | time | end to end | admin CPU | PostgreSQL CPU | admin RSS idle / all connected / peak | RSS per connected sensor | failovers | exactly once |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for s in $counts; do
   for b in ${BACKENDS:-sqlite postgres postgres2}; do
     case $b in

@@ -246,6 +246,7 @@ fn run(a: &Args) -> Result<()> {
         })
     };
     let cpu0 = cpu(&pids);
+    let db_cpu0 = fleet::postgres_cpu_secs();
     let t = Instant::now();
     let stats = rt.block_on(async {
         let mut tasks = Vec::new();
@@ -261,6 +262,7 @@ fn run(a: &Args) -> Result<()> {
     })?;
     let secs = t.elapsed().as_secs_f64();
     let admin_cpu = cpu(&pids) - cpu0;
+    let db_cpu = fleet::postgres_cpu_secs() - db_cpu0;
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let rss_peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,7 +286,7 @@ fn run(a: &Args) -> Result<()> {
     };
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     println!(
-        "| {} | {} | {} | {} | {:.1} s | **{:.0} events/s** | {:.1} CPU-s | {:.0} / {:.0} / {:.0} MiB | {:.1} KiB | {} | {} |",
+        "| {} | {} | {} | {} | {:.1} s | **{:.0} events/s** | {:.1} CPU-s | {} | {:.0} / {:.0} / {:.0} MiB | {:.1} KiB | {} | {} |",
         if pg.is_some() { if a.pg_no_fsync { "PostgreSQL (fsync off)" } else { "PostgreSQL" } } else { "SQLite" },
         a.admins,
         a.sensors,
@@ -292,6 +294,7 @@ fn run(a: &Args) -> Result<()> {
         secs,
         total as f64 / secs,
         admin_cpu,
+        if pg.is_some() { format!("{db_cpu:.1} CPU-s") } else { "(in the admin)".into() },
         mib(rss_idle),
         mib(rss_connected),
         mib(rss_peak),
