@@ -6,8 +6,9 @@
 //! (oldest first) and keeps the daily (and weekly) ones, which are themselves kept for
 //! `rollup_days`.
 //!
-//! Pruning only ever deletes events the aggregates already include (`id <= last_event_id`) and
-//! never the newest event row, so `events.id` keeps growing and no event is missed by analytics.
+//! Pruning only ever deletes events the aggregates already include (each backend checks against
+//! its fold cursor: SQLite by event id, never the newest row so ids keep growing; PostgreSQL
+//! drops whole day partitions whose every row is folded), so no event is missed by analytics.
 //! Payload, exploit and download lists come from raw events and therefore cover the retained
 //! period only.
 
