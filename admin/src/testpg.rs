@@ -8,8 +8,9 @@
 //! PostgreSQL refuses to run as root, and CI runs as root: the server then runs as `nobody`
 //! (its directory is handed to it). It stops when the [`TestPg`] is dropped, and also when the
 //! process that started it dies in any way: the server runs under a small shell that waits on a
-//! pipe from this process and shuts the server down (fast shutdown) when the pipe closes. Data
-//! is not synced to disk (`fsync = off`): a test server is thrown away.
+//! pipe from this process and shuts the server down (fast shutdown) when the pipe closes, then
+//! deletes the server's directory (the [`shared`] server is a static, never dropped). Data is
+//! not synced to disk (`fsync = off`): a test server is thrown away.
 //!
 //! [`shared`] gives one server per test process; each test creates its own database on it
 //! ([`TestPg::create_database`]).
@@ -137,7 +138,7 @@ impl TestPg {
         let script = format!(
             "\"$0\" -D \"$1\" -p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
              {sync} -c max_connections=200 -c shared_buffers=256MB -c max_wal_size=4GB \
-             >\"$2\" 2>&1 & pid=$!; read _ ; kill -INT $pid; wait $pid"
+             >\"$2\" 2>&1 & pid=$!; read _ ; kill -INT $pid; wait $pid; rm -rf \"$3\""
         );
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
@@ -145,7 +146,8 @@ impl TestPg {
             .arg(bin.join("postgres"))
             .arg(&data)
             .arg(&log)
-            .current_dir(dir.path())
+            .arg(dir.path())
+            .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
