@@ -110,8 +110,8 @@ CREATE TABLE agg_cred (
 );
 -- Folding updates aggregate rows in place: room left in each page lets PostgreSQL update them
 -- without touching the index (HOT updates), and no index beyond the primary key (retention's
--- orphan checks run once a day as hash anti-joins). Measured on a 10 M-event fold: 6,700 ->
--- 8,300 events/s (docs/benchmarks.md).
+-- orphan checks run once a day as hash anti-joins). Changed on a running 10 M-event fold: one
+-- minute before 6,700 events/s, one minute after 8,300 (load 8-10, noisy; docs/benchmarks.md).
 ALTER TABLE agg_kind SET (fillfactor = 70);
 ALTER TABLE agg_port SET (fillfactor = 70);
 ALTER TABLE agg_src SET (fillfactor = 70);
