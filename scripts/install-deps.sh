@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs from Debian's packages, rustup and crates.io: the ordinary
 # clients of every emulated protocol, the aarch64 cross toolchain and qemu-user for arm64 tests,
-# and `cross` with Podman (runc) and mmdebstrap for the aarch64 CI (scripts/ci-aarch64.sh,
-# scripts/cross-image.sh).
+# `cross` with Podman (runc) and mmdebstrap for the aarch64 CI (scripts/ci-aarch64.sh,
+# scripts/cross-image.sh), and PostgreSQL (its binaries only: tests start their own throwaway
+# server, see admin/src/testpg.rs).
 # Safe to run again; does nothing for packages already present. Needs root (or sudo).
 set -euo pipefail
 PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass telnet netcat-openbsd
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3
       python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime
-      podman runc mmdebstrap arch-test file util-linux)
+      podman runc mmdebstrap arch-test file util-linux postgresql)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,7 +8,11 @@
 //!                         report query over several ranges and prints a Markdown table, then
 //!                         times folding 100k new events.
 //! `bench_admin queries DB` only the query table (changes nothing; for before/after runs).
+//! `bench_admin url URL`   any backend (`sqlite:PATH`, `postgres://…`): folds what is new
+//!                         (timed), then the query table (`scripts/bench-fleet.sh` runs it on a
+//!                         PostgreSQL copy made by `drosera-admin migrate`).
 
+use anyhow::Context;
 use drosera_admin::analytics::{self, Query, DAY_MS, HOUR_MS};
 use drosera_admin::enrich::Enricher;
 use drosera_admin::storage::sqlite as db;
@@ -233,7 +237,7 @@ fn time_queries(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Times every report query over the four ranges (best of 3) and prints the Markdown table.
-fn query_table(conn: &rusqlite::Connection) -> anyhow::Result<()> {
+fn query_table(conn: &dyn drosera_admin::storage::Storage) -> anyhow::Result<()> {
     let now = analytics::now_ms();
     let ranges = [
         ("30 days", Query { since_ms: Some(now - 31 * DAY_MS), until_ms: None, sensor: None }),
@@ -245,7 +249,7 @@ fn query_table(conn: &rusqlite::Connection) -> anyhow::Result<()> {
         ),
     ];
     println!("\n| query | 30 days | 7 days | 24 hours | 30 days, 1 sensor |\n|---|---|---|---|---|");
-    type Q = Box<dyn Fn(&rusqlite::Connection, &Query) -> anyhow::Result<()>>;
+    type Q = Box<dyn Fn(&dyn drosera_admin::storage::Storage, &Query) -> anyhow::Result<()>>;
     let queries: Vec<(&str, Q)> = vec![
         ("totals", Box::new(|c, q| Ok(analytics::totals(c, q).map(|_| ())?))),
         ("timeline", Box::new(|c, q| Ok(analytics::timeline(c, q).map(|_| ())?))),
@@ -281,6 +285,21 @@ fn main() -> anyhow::Result<()> {
         Some("gen") if args.len() == 4 => generate(Path::new(&args[2]), args[3].parse()?),
         Some("time") if args.len() == 3 => time_queries(Path::new(&args[2])),
         Some("queries") if args.len() == 3 => query_table(&db::open(Path::new(&args[2]))?),
-        _ => anyhow::bail!("usage: bench_admin gen DB N | bench_admin time DB | bench_admin queries DB"),
+        // Any backend by URL (sqlite:PATH or postgres://…): fold what is new (timed), then the table.
+        Some("url") if args.len() == 3 => {
+            let b = drosera_admin::storage::parse_url(&args[2]).map_err(anyhow::Error::msg)?.context("empty URL")?;
+            let mut store = drosera_admin::storage::open_backend(&b)?;
+            let t = Instant::now();
+            let folded = analytics::refresh(&mut *store, &Enricher::new(&Default::default())?)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "analytics refresh: {folded} events in {secs:.1} s = {:.0} events/s",
+                folded as f64 / secs.max(1e-9)
+            );
+            query_table(&*store)
+        }
+        _ => anyhow::bail!(
+            "usage: bench_admin gen DB N | bench_admin time DB | bench_admin queries DB | bench_admin url URL"
+        ),
     }
 }

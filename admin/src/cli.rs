@@ -107,6 +107,19 @@ pub enum Command {
         /// Dashboard listen address (default 127.0.0.1:9080).
         #[arg(long, value_name = "ADDR:PORT")]
         dashboard_listen: Option<SocketAddr>,
+        /// The database: sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB (default: SQLite
+        /// admin.db in DIR).
+        #[arg(long, value_name = "URL")]
+        db_url: Option<String>,
+        /// Another name or address of this admin for the server certificate (repeatable): every
+        /// name sensors may reach any admin of a fleet by.
+        #[arg(long, value_name = "NAME")]
+        server_name: Vec<String>,
+        /// Join a fleet: take the CA and the server certificate from the folder of the fleet's
+        /// first admin (made by `init`) instead of creating new ones, so sensors enrolled by any
+        /// admin are accepted by all of them. Use with the same --db-url.
+        #[arg(long, value_name = "DIR")]
+        join: Option<PathBuf>,
     },
     /// Enroll, revoke and list sensors.
     #[command(subcommand)]
@@ -128,6 +141,16 @@ pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Copy an existing install's database into a new one (every table): sqlite:PATH to
+    /// postgres://…
+    Migrate {
+        /// The database to copy (sqlite:PATH).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The new, empty database (postgres://USER:PASSWORD@HOST:PORT/DB).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// Run the ingest server (mutual TLS) and the dashboard.
     Serve {
         #[command(flatten)]
@@ -156,9 +179,9 @@ pub enum SensorCommand {
         #[arg(
             long,
             value_name = "HOST:PORT",
-            help = "host:port the sensor connects to (default: [ingest] public_address)"
+            help = "host:port the sensor connects to (default: [ingest] public_address); repeat it for the admins of a fleet, which the sensor fails over between in this order"
         )]
-        admin: Option<String>,
+        admin: Vec<String>,
         /// Where the bundle will live on the sensor (default: the absolute --out).
         #[arg(long, value_name = "DIR")]
         install_dir: Option<PathBuf>,

@@ -144,6 +144,12 @@ impl AdminConfig {
             }
         };
         fix(&mut self.database.path);
+        if let Some(rest) = self.database.url.strip_prefix("sqlite:") {
+            let p = Path::new(rest.strip_prefix("//").unwrap_or(rest));
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                self.database.url = format!("sqlite:{}", base.join(p).display());
+            }
+        }
         fix(&mut self.tls.ca_cert);
         fix(&mut self.tls.ca_key);
         fix(&mut self.tls.cert);
@@ -154,6 +160,13 @@ impl AdminConfig {
 
     /// Checks relations serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(problem) = self.database.backend() {
+            return Err(invalid(
+                "database.url",
+                problem,
+                "write sqlite:PATH, postgres://USER:PASSWORD@HOST:PORT/DB, or leave it empty for SQLite at database.path",
+            ));
+        }
         let i = &self.ingest;
         if i.max_connections == 0 {
             return Err(invalid("ingest.max_connections", "must be at least 1", "use the default, 256"));
@@ -260,6 +273,12 @@ mod tests {
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
         }
         assert!(AdminConfig::parse("[retention]\nmax_bytes = 0\n", Path::new("x")).is_ok());
+        for bad in ["mysql://x", "sqlite:", "postgres://a:b@h:notaport/db"] {
+            let e = AdminConfig::parse(&format!("[database]\nurl = \"{bad}\"\n"), Path::new("x")).unwrap_err();
+            assert!(e.to_string().contains("database.url"), "{bad}: {e}");
+        }
+        let e = AdminConfig::parse("[database]\nurl = \"mysql://u:secret@h/db\"\n", Path::new("x")).unwrap_err();
+        assert!(!e.to_string().contains("secret"), "passwords are not printed: {e}");
     }
 
     #[test]
@@ -270,5 +289,11 @@ mod tests {
         let cfg = AdminConfig::load(&p).unwrap();
         assert_eq!(cfg.database.path, dir.path().join("x.db"));
         assert_eq!(cfg.tls.ca_cert, Path::new("/abs/ca.pem"));
+        std::fs::write(&p, "[database]\nurl = \"sqlite:y.db\"\n").unwrap();
+        let cfg = AdminConfig::load(&p).unwrap();
+        assert_eq!(cfg.database.backend().unwrap(), crate::storage::Backend::Sqlite(dir.path().join("y.db")));
+        std::fs::write(&p, "[database]\nurl = \"postgres://drosera@db.example:5432/drosera\"\n").unwrap();
+        let cfg = AdminConfig::load(&p).unwrap();
+        assert!(matches!(cfg.database.backend().unwrap(), crate::storage::Backend::Postgres(_)));
     }
 }

@@ -39,6 +39,10 @@ pub enum EnrollError {
     Storage(#[from] crate::storage::StorageError),
     #[error("--admin {0:?} is not host:port (for example admin.example.net:7443)")]
     BadAddress(String),
+    #[error("--db-url: {0}")]
+    BadUrl(String),
+    #[error("--server-name does not apply with --join: the fleet's first admin's server certificate is used (give every name to its `init`)")]
+    JoinNames,
 }
 
 /// What `drosera-admin init` needs.
@@ -51,6 +55,12 @@ pub struct InitOptions {
     pub listen: Option<SocketAddr>,
     /// Dashboard listen address (default `127.0.0.1:9080`).
     pub dashboard_listen: Option<SocketAddr>,
+    /// `[database] url` (default: SQLite `admin.db` in the directory).
+    pub db_url: Option<String>,
+    /// More names of this admin for the server certificate.
+    pub server_names: Vec<String>,
+    /// The folder of a fleet's first admin: copy its CA and server certificate.
+    pub join: Option<PathBuf>,
 }
 
 /// Splits `host:port` (also `[v6]:port`).
@@ -125,19 +135,62 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
     let port = admin.as_ref().map(|(_, p)| *p).unwrap_or(7443);
     let listen = opts.listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)));
     let dashboard = opts.dashboard_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9080)));
+    if let Some(url) = &opts.db_url {
+        crate::storage::parse_url(url).map_err(EnrollError::BadUrl)?;
+    }
+    if opts.join.is_some() && !opts.server_names.is_empty() {
+        return Err(EnrollError::JoinNames);
+    }
     create_dir(&dir, 0o700)?;
+    match &opts.join {
+        Some(first) => join_fleet(first, &dir)?,
+        None => new_ca(&dir, admin.as_ref().map(|(h, _)| h.as_str()), &opts.server_names)?,
+    }
+    let public = opts.admin.clone().unwrap_or_default();
+    let database = match &opts.db_url {
+        Some(url) => format!("url = {}", toml::Value::String(url.clone())),
+        None => "path = \"admin.db\"".to_string(),
+    };
+    let text = format!(
+        "# drosera-admin configuration written by `drosera-admin init`.\n\
+         # Every key and its default: see drosera-admin.example.toml. Relative paths are relative to this file.\n\n\
+         [database]\n{database}\n\n\
+         [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
+         [ingest]\nlisten = \"{listen}\"\n# host:port written into sensor bundles\npublic_address = \"{public}\"\n\n\
+         [dashboard]\nlisten = \"{dashboard}\"\n"
+    );
+    write_public(&config_path, &text)?;
+    #[cfg(unix)]
+    if opts.db_url.is_some() {
+        // The URL may hold the database password.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| EnrollError::Io { path: config_path.clone(), source })?;
+    }
+    // Create the database now, so `sensor add` and `serve` find it.
+    let cfg = AdminConfig::load(&config_path).map_err(|e| EnrollError::Io {
+        path: config_path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    crate::storage::open(&cfg.database)?;
+    Ok(config_path)
+}
 
+/// A new CA and a server certificate for `localhost`, the loopback addresses, `admin_host` and
+/// `names`, written into `dir`.
+fn new_ca(dir: &Path, admin_host: Option<&str>, names: &[String]) -> Result<(), EnrollError> {
     let ca_key = KeyPair::generate()?;
     let ca_name = format!("Drosera admin CA {:08x}", rand::random::<u32>());
     let ca_cert = ca_params(&ca_name).self_signed(&ca_key)?;
 
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    if let Some((host, _)) = &admin {
-        if !names.contains(host) {
-            names.push(host.clone());
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    for host in admin_host.into_iter().chain(names.iter().map(String::as_str)) {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if !host.is_empty() && !sans.iter().any(|s| s == host) {
+            sans.push(host.to_string());
         }
     }
-    let mut sp = CertificateParams::new(names)?;
+    let mut sp = CertificateParams::new(sans)?;
     sp.distinguished_name = DistinguishedName::new();
     sp.distinguished_name.push(DnType::CommonName, "drosera-admin");
     sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -151,23 +204,28 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
     write_public(&dir.join("ca.pem"), &ca_cert.pem())?;
     write_secret(&dir.join("server.key"), &server_key.serialize_pem())?;
     write_public(&dir.join("server.pem"), &server_cert.pem())?;
-    let public = opts.admin.clone().unwrap_or_default();
-    let text = format!(
-        "# drosera-admin configuration written by `drosera-admin init`.\n\
-         # Every key and its default: see drosera-admin.example.toml. Relative paths are relative to this file.\n\n\
-         [database]\npath = \"admin.db\"\n\n\
-         [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
-         [ingest]\nlisten = \"{listen}\"\n# host:port written into sensor bundles\npublic_address = \"{public}\"\n\n\
-         [dashboard]\nlisten = \"{dashboard}\"\n"
-    );
-    write_public(&config_path, &text)?;
-    // Create the database now, so `sensor add` and `serve` find it.
-    let cfg = AdminConfig::load(&config_path).map_err(|e| EnrollError::Io {
-        path: config_path.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-    })?;
-    crate::storage::open(&cfg.database)?;
-    Ok(config_path)
+    Ok(())
+}
+
+/// Copies the fleet's CA (with its key, so this admin can enroll sensors too) and its server
+/// certificate from the first admin's folder `first` into `dir`.
+fn join_fleet(first: &Path, dir: &Path) -> Result<(), EnrollError> {
+    let read = |name: &str| {
+        let p = first.join(name);
+        std::fs::read_to_string(&p).map_err(|source| EnrollError::Io { path: p, source })
+    };
+    let (ca, server) = (read("ca.pem")?, read("server.pem")?);
+    let server_key = tls::read_private_key_pem(&first.join("server.key"))?;
+    // The CA key is optional: without it this admin ingests but cannot enroll.
+    if first.join("ca.key").exists() {
+        write_secret(&dir.join("ca.key"), &tls::read_private_key_pem(&first.join("ca.key"))?)?;
+    }
+    write_public(&dir.join("ca.pem"), &ca)?;
+    write_secret(&dir.join("server.key"), &server_key)?;
+    write_public(&dir.join("server.pem"), &server)?;
+    // The copied files must still make a working server configuration.
+    tls::server_config(&dir.join("ca.pem"), &dir.join("server.pem"), &dir.join("server.key"))?;
+    Ok(())
 }
 
 /// The files of a sensor bundle.
@@ -186,8 +244,9 @@ pub struct Bundle {
 pub struct AddOptions {
     pub name: String,
     pub out: PathBuf,
-    /// `host:port` the sensor connects to (default: `[ingest] public_address`).
-    pub admin: Option<String>,
+    /// `host:port` the sensor connects to, or several (the admins of a fleet, in the order the
+    /// sensor tries them); default: `[ingest] public_address`.
+    pub admins: Vec<String>,
     /// Directory the bundle will live in on the sensor (default: the absolute `out`).
     pub install_dir: Option<PathBuf>,
 }
@@ -198,8 +257,20 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
     if !tls::valid_sensor_name(name) {
         return Err(SensorError::BadName(name.to_string()).into());
     }
-    let admin = opts.admin.clone().unwrap_or_else(|| cfg.ingest.public_address());
-    let (host, _) = split_host_port(&admin).ok_or_else(|| EnrollError::BadAddress(admin.clone()))?;
+    let admins = if opts.admins.is_empty() { vec![cfg.ingest.public_address()] } else { opts.admins.clone() };
+    let mut hosts = Vec::new();
+    for a in &admins {
+        hosts.push(split_host_port(a).ok_or_else(|| EnrollError::BadAddress(a.clone()))?.0);
+    }
+    // One name for every address, or (different hosts) each address's own host, which the
+    // server certificate must then carry (`init --server-name`).
+    let server_name = if hosts.iter().all(|h| *h == hosts[0]) { hosts[0].clone() } else { String::new() };
+    let admin = admins.join(", ");
+    let admin_toml = if admins.len() == 1 {
+        toml::Value::String(admins[0].clone()).to_string()
+    } else {
+        toml::Value::Array(admins.iter().cloned().map(toml::Value::String).collect()).to_string()
+    };
     let out = absolute(&opts.out);
     let key_path = out.join("sensor.key");
     if key_path.exists() {
@@ -246,7 +317,7 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
          # Copy this folder to {install} on the sensor and append this section to drosera-sensor.toml\n\
          # (whose [sensor] name must be \"{name}\"). Keep sensor.key mode 0600.\n\
          # enrolled: {enrolled} (unix seconds; a sensor with no clock source yet moves its clock forward to it)\n\
-         [uplink]\nadmin = \"{admin}\"\nserver_name = \"{host}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+         [uplink]\nadmin = {admin_toml}\nserver_name = \"{server_name}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
         install.join("ca.pem").display(),
         install.join("sensor.pem").display(),
         install.join("sensor.key").display(),
@@ -290,6 +361,19 @@ mod tests {
         assert_eq!(id.name, "pi-1");
         let text = std::fs::read_to_string(&b.uplink_toml).unwrap();
         assert!(text.contains("admin = \"admin.example.net:17443\""), "{text}");
+        let two = add_sensor(
+            &cfg,
+            &AddOptions {
+                name: "pi-2".into(),
+                out: dir.path().join("pi-2"),
+                admins: vec!["a1.example.net:7443".into(), "a2.example.net:7443".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&two.uplink_toml).unwrap();
+        assert!(text.contains(r#"admin = ["a1.example.net:7443", "a2.example.net:7443"]"#), "{text}");
+        assert!(text.contains("server_name = \"\""), "each address's own host: {text}");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -297,6 +381,33 @@ mod tests {
                 assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600);
             }
         }
+        // A second admin of the fleet: same CA, same server certificate, its own config.
+        let second = init(&InitOptions {
+            dir: dir.path().join("admin2"),
+            join: Some(dir.path().join("admin")),
+            db_url: Some("sqlite:other.db".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let cfg2 = AdminConfig::load(&second).unwrap();
+        for f in ["ca.pem", "server.pem"] {
+            assert_eq!(
+                std::fs::read(dir.path().join("admin").join(f)).unwrap(),
+                std::fs::read(dir.path().join("admin2").join(f)).unwrap()
+            );
+        }
+        tls::server_config(&cfg2.tls.ca_cert, &cfg2.tls.cert, &cfg2.tls.key).unwrap();
+        assert_eq!(
+            cfg2.database.backend().unwrap(),
+            crate::storage::Backend::Sqlite(dir.path().join("admin2").join("other.db"))
+        );
+        let names = InitOptions {
+            dir: dir.path().join("admin3"),
+            join: Some(dir.path().join("admin")),
+            server_names: vec!["x".into()],
+            ..Default::default()
+        };
+        assert!(matches!(init(&names), Err(EnrollError::JoinNames)));
         // Same name again: refused, and the existing bundle is untouched.
         let again =
             add_sensor(&cfg, &AddOptions { name: "pi-1".into(), out: dir.path().join("pi-1b"), ..Default::default() });

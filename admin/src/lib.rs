@@ -18,4 +18,5 @@ pub mod ingest;
 pub mod retention;
 pub mod sensors;
 pub mod storage;
+pub mod testpg;
 pub mod users;

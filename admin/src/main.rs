@@ -32,15 +32,24 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init { dir, admin, listen, dashboard_listen } => {
-            let path = enroll::init(&enroll::InitOptions { dir, admin, listen, dashboard_listen })?;
+        Command::Init { dir, admin, listen, dashboard_listen, db_url, server_name, join } => {
+            let path = enroll::init(&enroll::InitOptions {
+                dir,
+                admin,
+                listen,
+                dashboard_listen,
+                db_url,
+                server_names: server_name,
+                join,
+            })?;
             println!("created the CA, the server certificate and {}", path.display());
             println!("next: drosera-admin sensor add NAME --out DIR --config {}", path.display());
             Ok(())
         }
         Command::Sensor(SensorCommand::Add { name, out, admin, install_dir, config }) => {
             let cfg = config.load()?;
-            let b = enroll::add_sensor(&cfg, &enroll::AddOptions { name: name.clone(), out, admin, install_dir })?;
+            let b =
+                enroll::add_sensor(&cfg, &enroll::AddOptions { name: name.clone(), out, admins: admin, install_dir })?;
             println!("sensor {name:?} enrolled; bundle in {} (connects to {})", b.dir.display(), b.admin);
             println!("copy the folder to the sensor and append {} to its drosera-sensor.toml", b.uplink_toml.display());
             Ok(())
@@ -107,6 +116,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             let db = storage::open(&cfg.database)?;
             let new = users::add_user(&*db, &name, &password)?;
             eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
+            Ok(())
+        }
+        Command::Migrate { from, to } => {
+            let parse = |u: &str| -> anyhow::Result<storage::Backend> {
+                storage::parse_url(u).map_err(anyhow::Error::msg)?.context("the database URL is empty")
+            };
+            let stats = storage::copy::migrate(&parse(&from)?, &parse(&to)?)?;
+            for (table, n) in &stats.tables {
+                println!("{table:<20} {n:>12} rows");
+            }
+            println!("migrated to {}; point [database] url at it", storage::redact(&to));
             Ok(())
         }
         Command::Serve { config } => {

@@ -6,8 +6,9 @@
 //! (oldest first) and keeps the daily (and weekly) ones, which are themselves kept for
 //! `rollup_days`.
 //!
-//! Pruning only ever deletes events the aggregates already include (`id <= last_event_id`) and
-//! never the newest event row, so `events.id` keeps growing and no event is missed by analytics.
+//! Pruning only ever deletes events the aggregates already include (each backend checks against
+//! its fold cursor: SQLite by event id, never the newest row so ids keep growing; PostgreSQL
+//! drops whole day partitions whose every row is folded), so no event is missed by analytics.
 //! Payload, exploit and download lists come from raw events and therefore cover the retained
 //! period only.
 
@@ -57,11 +58,10 @@ pub fn prune(
 ) -> Result<PruneStats, AnalyticsError> {
     analytics::refresh(db, enricher)?;
     let mut st = PruneStats::default();
-    let limit_id = db.prunable_upto()?;
     if cfg.max_age_days > 0 {
         let cutoff = now_ms.saturating_sub(i64::from(cfg.max_age_days) * DAY_MS);
         loop {
-            let n = db.delete_events_before(cutoff, limit_id, CHUNK)?;
+            let n = db.delete_events_before(cutoff, CHUNK)?;
             st.events_by_age += n;
             if (n as i64) < CHUNK {
                 break;
@@ -70,7 +70,7 @@ pub fn prune(
     }
     if cfg.max_bytes > 0 {
         while db.used_bytes()? > cfg.max_bytes {
-            let n = db.delete_oldest_events(limit_id, CHUNK)?;
+            let n = db.delete_oldest_events(CHUNK)?;
             st.events_by_size += n;
             if n == 0 {
                 break;

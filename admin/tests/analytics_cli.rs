@@ -8,13 +8,14 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drosera-admin");
 
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, drosera_admin::storage::Backend) {
     let dir = tempfile::tempdir().unwrap();
-    fixture(&dir.path().join("admin.db"));
+    let db = fixture(&dir.path().join("admin.db"));
     let cfg = dir.path().join("drosera-admin.toml");
     // relative paths are relative to the config file
-    std::fs::write(&cfg, "[database]\npath = \"admin.db\"\n").unwrap();
-    (dir, cfg)
+    let section = if on_postgres() { db.config_section() } else { "[database]\npath = \"admin.db\"\n".into() };
+    std::fs::write(&cfg, section).unwrap();
+    (dir, cfg, db.loc.clone())
 }
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -32,7 +33,7 @@ fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
 
 #[test]
 fn report_text_and_json_match_the_library() {
-    let (dir, cfg) = setup();
+    let (_dir, cfg, loc) = setup();
     let cfg = cfg.to_str().unwrap();
     let range = ["--since", "2024-05-01", "--until", "2024-05-11"];
     let (ok, out, err) = run(&[&["report", "--config", cfg], &range[..]].concat(), "");
@@ -46,9 +47,9 @@ fn report_text_and_json_match_the_library() {
         run(&[&["report", "--json", "--min-attempts", "10", "--config", cfg], &range[..]].concat(), "");
     assert!(ok, "{err}");
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let c = drosera_admin::storage::sqlite::open(&dir.path().join("admin.db")).unwrap();
+    let c = Db::open(&loc);
     let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None };
-    assert_eq!(got, serde_json::to_value(analytics::report(&c, &q, 10, 20).unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::report(&*c, &q, 10, 20).unwrap()).unwrap());
     assert_eq!(got["top_sources"]["matching"], 2);
 
     let (ok, out, _) = run(&[&["report", "--json", "--sensor", "s2", "--config", cfg], &range[..]].concat(), "");
@@ -66,7 +67,7 @@ fn report_text_and_json_match_the_library() {
 
 #[test]
 fn export_streams_jsonl_and_csv() {
-    let (dir, cfg) = setup();
+    let (dir, cfg, _loc) = setup();
     let cfg = cfg.to_str().unwrap();
     let out_file = dir.path().join("e.jsonl");
     let (ok, _, err) = run(&["export", "--format", "jsonl", "--out", out_file.to_str().unwrap(), "--config", cfg], "");
@@ -88,13 +89,13 @@ fn export_streams_jsonl_and_csv() {
 
 #[test]
 fn user_add_reads_the_password_from_stdin() {
-    let (dir, cfg) = setup();
+    let (_dir, cfg, loc) = setup();
     let cfg = cfg.to_str().unwrap();
     let (ok, _, err) = run(&["user", "add", "alice", "--config", cfg], "correct horse\n");
     assert!(ok, "{err}");
-    let c = drosera_admin::storage::sqlite::open(&dir.path().join("admin.db")).unwrap();
-    assert!(drosera_admin::users::verify(&c, "alice", "correct horse").unwrap());
-    assert!(!drosera_admin::users::verify(&c, "alice", "correct horse\n").unwrap());
+    let c = Db::open(&loc);
+    assert!(drosera_admin::users::verify(&*c, "alice", "correct horse").unwrap());
+    assert!(!drosera_admin::users::verify(&*c, "alice", "correct horse\n").unwrap());
     let (ok, _, err) = run(&["user", "add", "bob", "--config", cfg], "short\n");
     assert!(!ok);
     assert!(err.contains("password must be"), "{err}");

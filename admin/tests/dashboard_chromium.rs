@@ -177,9 +177,10 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let c = fixture(&db);
-    drosera_admin::users::add_user(&c, "admin", "correct horse").unwrap();
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let loc = c.loc.clone();
     drop(c);
-    let served = serve_dashboard(&db, true);
+    let served = serve_dashboard(&loc, true);
     let Some((_browser, mut b)) = launch() else { return };
     let base = format!("http://{}", served.addr);
 

@@ -30,8 +30,8 @@ fn login_required_csrf_and_numbers_match_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let mut c = fixture(&db);
-    drosera_admin::users::add_user(&c, "admin", "correct horse").unwrap();
-    let served = serve_dashboard(&db, true);
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let served = serve_dashboard(&c.loc, true);
     let a = served.addr;
 
     // Nothing answers without a session.
@@ -74,15 +74,15 @@ fn login_required_csrf_and_numbers_match_the_api() {
     let auth = [("Cookie", session.as_str())];
 
     // The API gives exactly what the library computes.
-    analytics::refresh(&mut c, &enricher()).unwrap();
+    analytics::refresh(&mut *c, &enricher()).unwrap();
     let r = http(a, "GET", &format!("/api/totals?{RANGE}"), &auth, "");
     assert_eq!(r.status, 200);
     let got: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(got, serde_json::to_value(analytics::totals(&c, &all()).unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::totals(&*c, &all()).unwrap()).unwrap());
     assert_eq!(got["attempts"], 116);
     let r = http(a, "GET", &format!("/api/report?{RANGE}&min_attempts=10"), &auth, "");
     let got: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(got, serde_json::to_value(analytics::report(&c, &all(), 10, 50).unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::report(&*c, &all(), 10, 50).unwrap()).unwrap());
     let r = http(a, "GET", &format!("/api/sources?{RANGE}&sensor=s2"), &auth, "");
     let got: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(got["rows"][0]["ip"], "1.1.1.1");
@@ -129,8 +129,8 @@ fn login_required_csrf_and_numbers_match_the_api() {
 fn oversized_bodies_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
-    fixture(&db);
-    let served = serve_dashboard(&db, true);
+    let c = fixture(&db);
+    let served = serve_dashboard(&c.loc, true);
     let big = format!("csrf=x&username=a&password={}", "x".repeat(100_000));
     let r = http(
         served.addr,

@@ -5,7 +5,7 @@ use analytics_support::*;
 use drosera_admin::analytics::{self, Query};
 use drosera_admin::export::{export, Format, CSV_COLUMNS};
 
-fn exported(c: &rusqlite::Connection, q: &Query, f: Format) -> (u64, String) {
+fn exported(c: &dyn drosera_admin::storage::Storage, q: &Query, f: Format) -> (u64, String) {
     let mut out = Vec::new();
     let n = export(c, q, f, &mut out).unwrap();
     (n, String::from_utf8(out).unwrap())
@@ -15,8 +15,8 @@ fn exported(c: &rusqlite::Connection, q: &Query, f: Format) -> (u64, String) {
 fn jsonl_has_the_mhn_fields_and_detail_fields() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = fixture(&dir.path().join("a.db"));
-    analytics::refresh(&mut c, &enricher()).unwrap();
-    let (n, text) = exported(&c, &Query::default(), Format::Jsonl);
+    analytics::refresh(&mut *c, &enricher()).unwrap();
+    let (n, text) = exported(&*c, &Query::default(), Format::Jsonl);
     assert_eq!(n, 32);
     let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 32);
@@ -40,17 +40,17 @@ fn jsonl_has_the_mhn_fields_and_detail_fields() {
 
     // filters: sensor and exact time bounds
     let q = Query { sensor: Some("s2".into()), ..Default::default() };
-    assert_eq!(exported(&c, &q, Format::Jsonl).0, 6);
+    assert_eq!(exported(&*c, &q, Format::Jsonl).0, 6);
     let q = Query { since_ms: Some(T0 + HOUR + 60_000), until_ms: Some(T0 + HOUR + 61_000), sensor: None };
-    assert_eq!(exported(&c, &q, Format::Jsonl).0, 1, "until is exclusive, exact to the ms");
+    assert_eq!(exported(&*c, &q, Format::Jsonl).0, 1, "until is exclusive, exact to the ms");
 }
 
 #[test]
 fn csv_has_a_header_and_one_line_per_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = fixture(&dir.path().join("a.db"));
-    analytics::refresh(&mut c, &enricher()).unwrap();
-    let (n, text) = exported(&c, &Query::default(), Format::Csv);
+    analytics::refresh(&mut *c, &enricher()).unwrap();
+    let (n, text) = exported(&*c, &Query::default(), Format::Csv);
     assert_eq!(n, 32);
     let mut lines = text.lines();
     assert_eq!(lines.next().unwrap(), CSV_COLUMNS.join(","));
@@ -77,10 +77,10 @@ fn pandas_reads_the_jsonl_export() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut c = fixture(&dir.path().join("a.db"));
-    analytics::refresh(&mut c, &enricher()).unwrap();
+    analytics::refresh(&mut *c, &enricher()).unwrap();
     let path = dir.path().join("events.jsonl");
     let mut f = std::fs::File::create(&path).unwrap();
-    export(&c, &Query::default(), Format::Jsonl, &mut f).unwrap();
+    export(&*c, &Query::default(), Format::Jsonl, &mut f).unwrap();
     drop(f);
     let script = r#"
 import sys, json, pandas

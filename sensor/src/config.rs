@@ -377,12 +377,51 @@ impl Default for SamplesSection {
     }
 }
 
+/// Most admin addresses `[uplink] admin` may list.
+pub const MAX_ADMINS: usize = 16;
+
+/// `[uplink] admin`: one `host:port`, or a list of them (the admins of a fleet sharing one
+/// database). The shipper keeps to the admin that works and moves to the next one in the list
+/// when a session fails; the admins' shared high-water mark makes a resend to another admin
+/// store nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminAddrs(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for AdminAddrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        match OneOrMany::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected \"host:port\" or a list [\"host:port\", \"host:port\"]"))?
+        {
+            OneOrMany::One(a) => Ok(AdminAddrs(vec![a])),
+            OneOrMany::Many(v) => Ok(AdminAddrs(v)),
+        }
+    }
+}
+
+impl From<String> for AdminAddrs {
+    fn from(a: String) -> Self {
+        AdminAddrs(vec![a])
+    }
+}
+
+impl std::fmt::Display for AdminAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkSection {
-    /// The admin's ingest address, `host:port`.
-    pub admin: String,
-    /// Name the admin's certificate is issued for (default: the host part of `admin`).
+    /// The admin's ingest address, `host:port`, or a list of them (see [`AdminAddrs`]).
+    pub admin: AdminAddrs,
+    /// Name the admin's certificate is issued for (default: the host part of each `admin`).
     #[serde(default)]
     pub server_name: String,
     /// PEM files: the admin's CA, this sensor's certificate and private key (mode 0600).
@@ -567,10 +606,17 @@ impl Config {
             ));
         }
         if let Some(u) = &self.uplink {
-            if !u.admin.contains(':') {
+            if u.admin.0.is_empty() || u.admin.0.len() > MAX_ADMINS {
                 return Err(invalid(
                     "uplink.admin",
-                    format!("{:?} has no port", u.admin),
+                    format!("lists {} addresses", u.admin.0.len()),
+                    format!("list 1 to {MAX_ADMINS} admins as \"host:port\""),
+                ));
+            }
+            if let Some(a) = u.admin.0.iter().find(|a| !a.contains(':')) {
+                return Err(invalid(
+                    "uplink.admin",
+                    format!("{a:?} has no port"),
                     "write host:port, e.g. \"admin.example.net:7443\"",
                 ));
             }

@@ -8,6 +8,10 @@
 //! * **Never gives up**: every failure (refused, unreachable, timeout, bad answer) ends the
 //!   session, and the next one starts after a jittered exponential backoff (`backon`) capped at
 //!   `uplink.backoff_max_s`; the backoff resets once a session makes progress.
+//! * **Fails over** between the admins of a fleet (`uplink.admin` as a list): a failed session
+//!   moves to the next admin at once; the backoff applies once all of them failed in a row. The
+//!   admins share one database, so the high-water mark in the hello ack is the fleet's and a
+//!   batch resent to another admin is stored once.
 //! * **Throughput**: one long-lived connection with up to [`WINDOW`] batches in flight, so
 //!   reading and compressing the next batch overlaps the admin's commit of the previous one.
 //! * **A poisoned batch cannot block the queue**: a batch the admin rejects as invalid is written
@@ -26,6 +30,7 @@ use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -46,6 +51,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown is requested, how long to wait for acknowledgements of batches in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause before trying the next admin of a fleet after a session with one failed.
+const FAILOVER_DELAY: Duration = Duration::from_millis(200);
 /// Caps on what `data_dir/rejected/` may hold.
 pub const REJECTED_MAX_FILES: usize = 100;
 pub const REJECTED_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -153,20 +160,25 @@ pub async fn run<B: Backlog>(
     shutdown: CancellationToken,
 ) -> Result<(), ShipperError> {
     let tls = drosera_uplink::tls::client_config(&cfg.ca_cert, &cfg.cert, &cfg.key)?;
-    let host = if cfg.server_name.is_empty() {
-        cfg.admin.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or("")
-    } else {
-        cfg.server_name.as_str()
-    };
-    let server_name = ServerName::try_from(host.to_string())
-        .map_err(|e| ShipperError::ServerName { host: host.to_string(), message: e.to_string() })?;
+    let mut admins = Vec::with_capacity(cfg.admin.0.len());
+    for addr in &cfg.admin.0 {
+        let host = if cfg.server_name.is_empty() {
+            addr.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']')).unwrap_or("")
+        } else {
+            cfg.server_name.as_str()
+        };
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|e| ShipperError::ServerName { host: host.to_string(), message: e.to_string() })?;
+        admins.push((addr.clone(), server_name));
+    }
     let shipper = Shipper {
         backoff_max: Duration::from_secs(cfg.backoff_max_s.max(1)),
         cfg,
         sensor,
         backlog,
         connector: TlsConnector::from(tls),
-        server_name,
+        admins,
+        current: AtomicUsize::new(0),
         rejected_dir: ctx.data_dir.join("rejected"),
         sink: ctx.sink,
     };
@@ -179,7 +191,10 @@ struct Shipper<B: Backlog> {
     sensor: Arc<str>,
     backlog: B,
     connector: TlsConnector,
-    server_name: ServerName<'static>,
+    /// Every admin (address, TLS name), in the config's order.
+    admins: Vec<(String, ServerName<'static>)>,
+    /// The admin the next session connects to (an index into `admins`).
+    current: AtomicUsize,
     rejected_dir: PathBuf,
     sink: EventSink,
     backoff_max: Duration,
@@ -254,8 +269,18 @@ impl<B: Backlog> Shipper<B> {
             }
             let Err(e) = result else { return };
             failures += 1;
-            // Cap: the backoff never stops; the iterator is infinite, the fallback is the max.
-            let delay = backoff.next().unwrap_or(self.backoff_max).min(self.backoff_max);
+            // Fail over: the next session goes to the next admin of the list. Only once every
+            // admin failed in a row does the shipper back off.
+            let n = self.admins.len();
+            let from = self.current.load(Ordering::Relaxed);
+            self.current.store((from + 1) % n, Ordering::Relaxed);
+            let delay = if n > 1 && failures % n as u64 != 0 {
+                tracing::warn!(error = %e, from = %self.admins[from].0, to = %self.admins[(from + 1) % n].0, "uplink failing over");
+                FAILOVER_DELAY
+            } else {
+                // Cap: the backoff never stops; the iterator is infinite, the fallback is the max.
+                backoff.next().unwrap_or(self.backoff_max).min(self.backoff_max)
+            };
             let retry_in_ms = delay.as_millis() as u64;
             match &e {
                 ShipError::Refused(_) => tracing::error!(error = %e, retry_in_ms, "uplink refused"),
@@ -269,14 +294,19 @@ impl<B: Backlog> Shipper<B> {
         }
     }
 
+    /// The admin sessions go to now.
+    fn admin(&self) -> &(String, ServerName<'static>) {
+        &self.admins[self.current.load(Ordering::Relaxed) % self.admins.len()]
+    }
+
     async fn connect(&self) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ShipError> {
-        let addr = self.cfg.admin.clone();
+        let (addr, server_name) = self.admin().clone();
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
             .await
             .map_err(|_| ShipError::Timeout("TCP connect"))?
             .map_err(|source| ShipError::Connect { addr: addr.clone(), source })?;
         let _ = tcp.set_nodelay(true);
-        tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(self.server_name.clone(), tcp))
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(server_name, tcp))
             .await
             .map_err(|_| ShipError::Timeout("TLS handshake"))?
             .map_err(|source| ShipError::Tls { addr, source })
@@ -378,7 +408,7 @@ impl<B: Backlog> Shipper<B> {
             tokio::time::timeout(RESPONSE_TIMEOUT, rx.recv()).await.map_err(|_| ShipError::Timeout("hello ack"))?;
         match answer {
             Some(Ok(Frame::HelloAck { schema_version, high_water_seq, max_batch_events, max_batch_bytes })) => {
-                tracing::info!(admin = %self.cfg.admin, schema_version, high_water_seq, "uplink connected");
+                tracing::info!(admin = %self.admin().0, schema_version, high_water_seq, "uplink connected");
                 Ok(Terms {
                     schema: schema_version.min(SCHEMA_VERSION),
                     max_events: self.cfg.batch_max_events.min(max_batch_events as usize).max(1),

@@ -58,7 +58,7 @@ impl Pki {
 
     fn uplink(&self, admin: String, batch_max_events: usize) -> UplinkSection {
         UplinkSection {
-            admin,
+            admin: admin.into(),
             server_name: String::new(),
             ca_cert: self.path("ca.pem"),
             cert: self.path("sensor.pem"),
@@ -432,4 +432,40 @@ async fn an_admin_with_a_certificate_from_another_ca_gets_nothing() {
     assert!(seen.batches.lock().unwrap().is_empty(), "a batch was sent to an admin the sensor's CA did not sign");
     assert_eq!(backlog.acked(), 0);
     assert_eq!(backlog.unfreed(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_list_fails_over_to_the_next_admin_and_stays_there() {
+    let pki = Pki::new();
+    // Admin 1 hangs up on every batch; admin 2 acknowledges. A third address refuses TCP.
+    let (bad, bad_seen) =
+        scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Hangup)).await;
+    let (good, good_seen) = scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut cfg = pki.uplink(dead, 10);
+    cfg.admin.0.extend([bad, good]);
+    let backlog = MemBacklog::with_events(40);
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(cfg, backlog.clone(), ctx, |b| b.acked() == 40).await;
+    assert!(ok, "acked {}", backlog.acked());
+    assert!(bad_seen.connections.load(Ordering::SeqCst) >= 1, "the second admin was tried");
+    assert_eq!(good_seen.committed.lock().unwrap().len(), 40, "the third admin has everything");
+    // Once shipping works it keeps to that admin (one connection was enough).
+    assert_eq!(good_seen.connections.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn the_admin_key_takes_one_address_or_a_list() {
+    let base = "[uplink]\nca_cert = \"/c\"\ncert = \"/s\"\nkey = \"/k\"\n";
+    let parse =
+        |admin: &str| crate::config::Config::parse(&format!("{base}admin = {admin}\n"), std::path::Path::new("x"));
+    assert_eq!(parse("\"a:1\"").unwrap().uplink.unwrap().admin.0, vec!["a:1".to_string()]);
+    assert_eq!(parse("[\"a:1\", \"b:2\"]").unwrap().uplink.unwrap().admin.0, vec!["a:1".to_string(), "b:2".into()]);
+    for bad in ["[]", "[\"a:1\", \"b\"]", "7"] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("uplink.admin") || e.contains("admin"), "{bad}: {e}");
+    }
 }

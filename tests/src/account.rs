@@ -7,8 +7,8 @@
 //!   exactly once, or inside an eviction gap the sensor reported.
 
 use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OpenFlags};
-use std::path::Path;
+use drosera_admin::storage::{open_backend, Backend, EventRange};
+use std::ops::ControlFlow;
 
 /// The fields of `drosera-sensor status --json` this suite reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,50 +63,52 @@ impl AdminTotals {
     }
 }
 
-/// Reads the totals for `sensor` from the admin database at `db`, checking seqs up to `last_seq`.
-pub fn admin_totals(db: &Path, sensor: &str, last_seq: u64) -> Result<AdminTotals> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("opening admin database {}", db.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    let sid: Option<i64> = conn.query_row("SELECT id FROM sensors WHERE name = ?1", params![sensor], |r| r.get(0)).ok();
-    let Some(sid) = sid else { return Ok(AdminTotals { missing: last_seq, ..Default::default() }) };
-    let mut t = AdminTotals::default();
-    let (rows, distinct, max): (i64, i64, Option<i64>) = conn.query_row(
-        "SELECT COUNT(*), COUNT(DISTINCT seq), MAX(seq) FROM events WHERE sensor_id = ?1",
-        params![sid],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    t.rows = rows as u64;
-    t.distinct_seqs = distinct as u64;
-    t.max_seq = max.unwrap_or(0) as u64;
-    let sum_kind = |kind: &str| -> Result<(u64, u64)> {
-        let (n, s): (i64, Option<i64>) = conn.query_row(
-            "SELECT COUNT(*), SUM(count) FROM events WHERE sensor_id = ?1 AND kind = ?2",
-            params![sid, kind],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok((n as u64, s.unwrap_or(0) as u64))
+/// Reads the totals for `sensor` from the admin database `db` (either backend, through the
+/// admin's own storage interface: its export cursor), checking seqs up to `last_seq`.
+pub fn admin_totals(db: &Backend, sensor: &str, last_seq: u64) -> Result<AdminTotals> {
+    let store = open_backend(db).with_context(|| format!("opening admin database {db:?}"))?;
+    let Some(sid) = store.sensor_id(sensor)? else {
+        return Ok(AdminTotals { missing: last_seq, ..Default::default() });
     };
-    t.connection_events = sum_kind("connection")?.0;
-    let (rn, rs) = sum_kind("rollup")?;
-    t.rollup_events = rn;
-    t.rollup_connections = rs;
-    // Gap ranges from the detail's flat fields.
+    let mut t = AdminTotals::default();
+    let mut seqs: Vec<u64> = Vec::new();
     let mut gaps: Vec<(u64, u64)> = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT CAST(json_extract(fields, '$.count') AS INTEGER), CAST(json_extract(fields, '$.first_seq') AS INTEGER),
-                CAST(json_extract(fields, '$.last_seq') AS INTEGER)
-         FROM events WHERE sensor_id = ?1 AND kind = 'eviction_gap'",
-    )?;
-    let rows = stmt.query_map(params![sid], |r| {
-        Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+    let range = EventRange { since_ms: i64::MIN, until_ms: i64::MAX, sensor_id: Some(sid) };
+    let mut bad_fields = None;
+    store.export_events(&range, &mut |row| {
+        t.rows += 1;
+        seqs.push(row.seq.max(0) as u64);
+        match row.kind {
+            "connection" => t.connection_events += 1,
+            "rollup" => {
+                t.rollup_events += 1;
+                t.rollup_connections += row.count.max(0) as u64;
+            }
+            "eviction_gap" => {
+                // Gap ranges from the detail's flat fields.
+                let f: serde_json::Value = match serde_json::from_str(row.fields) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        bad_fields = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
+                let num = |k: &str| f.get(k).and_then(|v| v.as_str()).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+                t.gap_events += 1;
+                t.evicted += num("count");
+                gaps.push((num("first_seq"), num("last_seq")));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
     })?;
-    for row in rows {
-        let (c, f, l) = row?;
-        t.gap_events += 1;
-        t.evicted += c.unwrap_or(0).max(0) as u64;
-        gaps.push((f.unwrap_or(0).max(0) as u64, l.unwrap_or(0).max(0) as u64));
+    if let Some(e) = bad_fields {
+        return Err(e).context("an eviction gap's fields are not JSON");
     }
+    seqs.sort_unstable();
+    t.max_seq = seqs.last().copied().unwrap_or(0);
+    seqs.dedup();
+    t.distinct_seqs = seqs.len() as u64;
     gaps.sort_unstable();
     // Merge overlapping gap ranges so a hole's uncovered part is one subtraction per range.
     let mut merged: Vec<(u64, u64)> = Vec::new();
@@ -117,9 +119,6 @@ pub fn admin_totals(db: &Path, sensor: &str, last_seq: u64) -> Result<AdminTotal
         }
     }
     // Walk the admin's seqs in order and count holes not covered by a gap range.
-    let mut present =
-        conn.prepare("SELECT DISTINCT seq FROM events WHERE sensor_id = ?1 AND seq <= ?2 ORDER BY seq")?;
-    let seqs = present.query_map(params![sid, last_seq.min(i64::MAX as u64) as i64], |r| r.get::<_, i64>(0))?;
     let mut expect: u64 = 1;
     let mut missing = 0u64;
     // O(gap ranges) per hole, whatever its length (a huge `last_seq` must not mean a huge loop).
@@ -127,8 +126,7 @@ pub fn admin_totals(db: &Path, sensor: &str, last_seq: u64) -> Result<AdminTotal
         let covered: u64 = merged.iter().map(|&(f, l)| (to.min(l) + 1).saturating_sub(from.max(f))).sum();
         *missing += (to - from + 1).saturating_sub(covered);
     };
-    for s in seqs {
-        let s = s?.max(0) as u64;
+    for &s in seqs.iter().take_while(|&&s| s <= last_seq) {
         if s > expect {
             count_hole(expect, s - 1, &mut missing);
         }
@@ -144,36 +142,53 @@ pub fn admin_totals(db: &Path, sensor: &str, last_seq: u64) -> Result<AdminTotal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drosera_admin::storage::BatchIn;
+    use drosera_uplink::event::{CloseReason, Detail, Event, Priority, Protocol, ShedReason, Transport};
 
-    fn db_with(events: &[(u64, &str, i64, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("a.db");
-        let c = Connection::open(&p).unwrap();
-        c.execute_batch(
-            "CREATE TABLE sensors(id INTEGER PRIMARY KEY, name TEXT UNIQUE);
-             CREATE TABLE events(id INTEGER PRIMARY KEY, sensor_id INTEGER, seq INTEGER, kind TEXT,
-                                 count INTEGER, fields TEXT, UNIQUE(sensor_id, seq));
-             INSERT INTO sensors(id, name) VALUES (1, 's');",
-        )
-        .unwrap();
-        for (seq, kind, count, fields) in events {
-            c.execute(
-                "INSERT INTO events(sensor_id, seq, kind, count, fields) VALUES (1, ?1, ?2, ?3, ?4)",
-                params![*seq as i64, kind, count, fields],
-            )
-            .unwrap();
+    fn ev(seq: u64, detail: Detail) -> Event {
+        Event {
+            seq,
+            time_ms: 1_700_000_000_000,
+            sensor: String::new(),
+            transport: Transport::Tcp,
+            protocol: Protocol::Http,
+            src_ip: "198.51.100.9".parse().unwrap(),
+            src_port: 5,
+            dst_port: 80,
+            session_id: seq,
+            duration_ms: 1,
+            bytes_in: 1,
+            bytes_out: 1,
+            priority: Priority::Noise,
+            detail,
         }
-        (d, p)
+    }
+
+    fn conn() -> Detail {
+        Detail::Connection { first_bytes: vec![], closed_by: CloseReason::ClientClosed }
+    }
+
+    fn db_with(events: &[Event]) -> (tempfile::TempDir, Backend) {
+        let d = tempfile::tempdir().unwrap();
+        let loc = Backend::Sqlite(d.path().join("a.db"));
+        let store = open_backend(&loc).unwrap();
+        store.register_sensor("s", "", 0).unwrap();
+        let id = store.sensor_id("s").unwrap().unwrap();
+        let last_seq = events.last().unwrap().seq;
+        store.commit_batches(&[BatchIn { sensor_id: id, last_seq, events }], 0).unwrap();
+        (d, loc)
     }
 
     #[test]
     fn connections_and_rollups_add_up() {
-        let (_d, p) = db_with(&[
-            (1, "connection", 1, "{}"),
-            (2, "login", 1, "{}"),
-            (3, "rollup", 40, "{}"),
-            (4, "connection", 1, "{}"),
-        ]);
+        let rollup = Detail::Rollup { minute_ms: 0, reason: ShedReason::GlobalConnections, connections: 40 };
+        let login = Detail::Login {
+            username: "u".into(),
+            secret: drosera_uplink::event::Secret::None,
+            success: false,
+            extra: vec![],
+        };
+        let (_d, p) = db_with(&[ev(1, conn()), ev(2, login), ev(3, rollup), ev(4, conn())]);
         let t = admin_totals(&p, "s", 4).unwrap();
         assert_eq!(t.connections(), 42);
         assert_eq!(t.missing, 0);
@@ -182,8 +197,16 @@ mod tests {
 
     #[test]
     fn holes_are_missing_unless_a_gap_covers_them() {
-        let gap = r#"{"count":"3","first_seq":"2","last_seq":"4"}"#;
-        let (_d, p) = db_with(&[(1, "connection", 1, "{}"), (5, "eviction_gap", 1, gap), (7, "connection", 1, "{}")]);
+        let gap = Detail::EvictionGap {
+            count: 3,
+            first_seq: 2,
+            last_seq: 4,
+            first_time_ms: 0,
+            last_time_ms: 0,
+            per_protocol: vec![],
+            per_priority: vec![],
+        };
+        let (_d, p) = db_with(&[ev(1, conn()), ev(5, gap), ev(7, conn())]);
         let t = admin_totals(&p, "s", 9).unwrap();
         assert_eq!(t.evicted, 3);
         // 6, 8 and 9 are not covered.

@@ -1,9 +1,10 @@
 //! Helpers shared by the end-to-end tests and the reliability suite (`drosera-torture`):
 //! the processes under test ([`procs`]), one admin + one sensor set up the way an operator would
-//! ([`stack`]), the connection flood ([`flood`]) and the accounting that proves nothing was lost
-//! ([`account`]).
+//! ([`stack`]), the connection flood ([`flood`]), the accounting that proves nothing was lost
+//! ([`account`]) and a simulated sensor fleet ([`fleet`]).
 
 pub mod account;
+pub mod fleet;
 pub mod flood;
 pub mod procs;
 pub mod stack;

@@ -230,12 +230,20 @@ impl Stack {
         }
         self.start_sensor()?;
         let s = self.drain(timeout)?;
-        let t = account::admin_totals(&self.admin_db, &self.opts.name, s.last_seq)?;
+        let t = account::admin_totals(
+            &drosera_admin::storage::Backend::Sqlite(self.admin_db.clone()),
+            &self.opts.name,
+            s.last_seq,
+        )?;
         Ok((s, t))
     }
 
     pub fn admin_totals(&self, last_seq: u64) -> Result<AdminTotals> {
-        account::admin_totals(&self.admin_db, &self.opts.name, last_seq)
+        account::admin_totals(
+            &drosera_admin::storage::Backend::Sqlite(self.admin_db.clone()),
+            &self.opts.name,
+            last_seq,
+        )
     }
 }
 

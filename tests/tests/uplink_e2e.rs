@@ -4,6 +4,7 @@
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use drosera_admin::storage::Backend;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -82,20 +83,22 @@ fn curl_login(port: u16, user: &str, pass: &str) {
     assert!(st.success());
 }
 
-fn query_logins(db: &Path) -> Vec<(i64, String, String)> {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
-        return Vec::new();
-    };
-    let Ok(mut st) = conn.prepare("SELECT seq, username, password FROM events WHERE kind = 'login' ORDER BY seq")
-    else {
-        return Vec::new();
-    };
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .map(|rows| rows.filter_map(Result::ok).collect())
-        .unwrap_or_default()
+/// The logins the admin stored, by seq (read through the admin's storage, either backend).
+fn query_logins(db: &Backend) -> Vec<(i64, String, String)> {
+    let Ok(store) = drosera_admin::storage::open_backend(db) else { return Vec::new() };
+    let mut rows = Vec::new();
+    let range = drosera_admin::storage::EventRange { since_ms: i64::MIN, until_ms: i64::MAX, sensor_id: None };
+    let _ = store.export_events(&range, &mut |r| {
+        if r.kind == "login" {
+            rows.push((r.seq, r.username.unwrap_or("").to_string(), r.password.unwrap_or("").to_string()));
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    rows.sort();
+    rows
 }
 
-fn wait_logins(db: &Path, n: usize) -> Vec<(i64, String, String)> {
+fn wait_logins(db: &Backend, n: usize) -> Vec<(i64, String, String)> {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         let rows = query_logins(db);
@@ -118,14 +121,21 @@ fn logins_reach_the_admin_exactly_once_even_across_an_admin_outage() {
     let ingest = format!("127.0.0.1:{}", free_port());
     let dash = format!("127.0.0.1:{}", free_port());
     let admin_dir = tmp.path().join("admin");
-    run_ok(Command::new(bin.join("drosera-admin")).args(["init", "--dir"]).arg(&admin_dir).args([
+    let mut init = Command::new(bin.join("drosera-admin"));
+    init.args(["init", "--dir"]).arg(&admin_dir).args([
         "--admin",
         &ingest,
         "--listen",
         &ingest,
         "--dashboard-listen",
         &dash,
-    ]));
+    ]);
+    // The second pass of scripts/test.sh: the same test with the admin on PostgreSQL.
+    if std::env::var("DROSERA_TEST_BACKEND").as_deref() == Ok("postgres") {
+        let url = drosera_admin::testpg::fresh_database().expect("DROSERA_TEST_BACKEND=postgres needs PostgreSQL");
+        init.args(["--db-url", &url]);
+    }
+    run_ok(&mut init);
     let admin_cfg = admin_dir.join("drosera-admin.toml");
     let bundle = tmp.path().join("bundle");
     run_ok(
@@ -143,12 +153,7 @@ fn logins_reach_the_admin_exactly_once_even_across_an_admin_outage() {
     );
     text.push_str(&std::fs::read_to_string(bundle.join("uplink.toml")).unwrap());
     std::fs::write(&sensor_cfg, text).unwrap();
-    let admin_db = std::fs::read_to_string(&admin_cfg)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("path = ").map(|p| p.trim_matches('"').to_string()))
-        .map(|p| if Path::new(&p).is_absolute() { PathBuf::from(p) } else { admin_dir.join(p) })
-        .expect("database path in the admin config");
+    let admin_db = drosera_admin::config::AdminConfig::load(&admin_cfg).unwrap().database.backend().unwrap();
 
     let admin = start_admin(&bin, &admin_cfg);
     let _sensor = start_sensor(&bin, &sensor_cfg);

@@ -4,8 +4,23 @@
 //! exports and retention reach the database only through the [`Storage`] trait. Its methods speak
 //! the admin's vocabulary (admit a sensor, commit a group of batches, fold new events, scan the
 //! source aggregates of a range, delete events older than…), never SQL, so a backend is free to
-//! implement each one the way its database does best. SQLite ([`sqlite`]) is the embedded
-//! default; the schema and its migrations are owned by [`sqlite::schema`] alone.
+//! implement each one the way its database does best. Two backends, chosen by `[database] url`
+//! ([`open`]):
+//! * SQLite ([`sqlite`]), the embedded default; its schema and migrations: [`sqlite::schema`].
+//! * PostgreSQL ([`postgres`]), for fleets of admins sharing one database (`docs/fleet.md`); its
+//!   schema and migrations: [`postgres::schema`].
+//!
+//! [`copy`] moves an install from SQLite to PostgreSQL (`drosera-admin migrate`).
+//!
+//! # Adding a method
+//! 1. Declare it on [`Storage`] below with its contract in the doc comment (what is one
+//!    transaction, what must hold with several admins writing).
+//! 2. Implement it in `sqlite/<area>.rs` and `postgres/<area>.rs` (same area file names) and add
+//!    the one-line delegation to each backend's `impl Storage` in its `mod.rs`. A table or column
+//!    it needs is a new migration step in each backend's `schema.rs` (never an edit of a
+//!    shipped step).
+//! 3. Write its check once in `tests.rs` against `&dyn Storage`: it runs on both backends
+//!    (PostgreSQL on a throwaway server, [`crate::testpg`]).
 //!
 //! # Why a trait object with blocking methods
 //! * **A trait, not an enum of backends.** The backend is picked at run time from the config,
@@ -24,6 +39,7 @@
 //!   writer thread and on `spawn_blocking` threads, not on async workers; the CLI has no runtime,
 //!   so the backend brings a small one), or it uses the blocking `postgres` crate, the same
 //!   driver. Bulk insert (COPY) fits [`Storage::commit_batches`], which gets a whole group.
+//!   The PostgreSQL backend does exactly this: see [`postgres`].
 //! * **`&self` methods.** A pooled backend checks a connection out per call; SQLite holds one
 //!   connection (not shared between threads: `Storage: Send`, not `Sync`) and opens its
 //!   transactions with `unchecked_transaction`. The two domain functions that write in many
@@ -43,11 +59,14 @@
 //!   an event whose transaction commits after a higher id was folded. Such a backend needs a
 //!   cursor that is (for example, fold only below the oldest id still in flight, or maintain the
 //!   aggregates in the ingest transaction itself), and folding must be serialized between
-//!   admins (an advisory lock).
-//! * Retention deletes only events the aggregates already include ([`Storage::prunable_upto`]).
+//!   admins (an advisory lock). The PostgreSQL backend orders by `(writing transaction, id)` and
+//!   folds only transactions older than the oldest one still writing.
+//! * Retention deletes only events the aggregates already include ([`Storage::delete_events_before`]).
 //!
 //! The conformance tests in `tests.rs` take a `&dyn Storage` and run against every backend.
 
+pub mod copy;
+pub mod postgres;
 pub mod row;
 pub mod sqlite;
 #[cfg(test)]
@@ -69,13 +88,67 @@ pub const WEEK_MS: i64 = 7 * DAY_MS;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The SQLite database file (WAL mode; created if missing).
+    /// Which database: `sqlite:PATH` (the embedded default) or `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (`postgresql://` and libpq's `key=value` form are not accepted: use the URL). Empty means
+    /// SQLite at [`DatabaseConfig::path`].
+    pub url: String,
+    /// The SQLite database file (WAL mode; created if missing) when `url` is empty.
     pub path: PathBuf,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { path: PathBuf::from("/var/lib/drosera-admin/admin.db") }
+        DatabaseConfig { url: String::new(), path: PathBuf::from("/var/lib/drosera-admin/admin.db") }
+    }
+}
+
+/// The database a [`DatabaseConfig`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite(PathBuf),
+    /// The `postgres://` URL as written (it may hold a password: print [`redact`]ed).
+    Postgres(String),
+}
+
+impl DatabaseConfig {
+    /// Which backend and where; the error says what is wrong with `url`.
+    pub fn backend(&self) -> Result<Backend, String> {
+        parse_url(&self.url).map(|b| b.unwrap_or_else(|| Backend::Sqlite(self.path.clone())))
+    }
+}
+
+/// Parses a database URL: `sqlite:PATH`, `postgres://…`, or "" (`None`).
+pub fn parse_url(url: &str) -> Result<Option<Backend>, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err("sqlite: needs a file path, e.g. sqlite:/var/lib/drosera-admin/admin.db".into());
+        }
+        return Ok(Some(Backend::Sqlite(PathBuf::from(path))));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return url
+            .parse::<tokio_postgres::Config>()
+            .map(|_| Some(Backend::Postgres(url.to_string())))
+            .map_err(|e| format!("{} is not a valid PostgreSQL URL: {e}", redact(url)));
+    }
+    Err(format!("{} names no known database (use sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB)", redact(url)))
+}
+
+/// The URL with any password replaced by `***` (for messages and logs).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
     }
 }
 
@@ -89,13 +162,27 @@ pub enum StorageError {
     Migrate { path: String, version: i64, error: rusqlite::Error },
     #[error("database {path} has schema version {found}, newer than this admin ({supported}); upgrade drosera-admin")]
     TooNew { path: String, found: i64, supported: i64 },
+    #[error("database error: {0}")]
+    Postgres(String),
+    #[error("cannot connect to PostgreSQL at {url}: {error}")]
+    Connect { url: String, error: String },
+    #[error("[database] url: {0}")]
+    Url(String),
     #[error("internal error: database task failed: {0}")]
     Task(String),
 }
 
 /// Opens the database `cfg` names (creating and migrating it if needed).
 pub fn open(cfg: &DatabaseConfig) -> Result<Box<dyn Storage>, StorageError> {
-    Ok(Box::new(sqlite::open(&cfg.path)?))
+    open_backend(&cfg.backend().map_err(StorageError::Url)?)
+}
+
+/// Opens one backend (creating and migrating its schema if needed).
+pub fn open_backend(b: &Backend) -> Result<Box<dyn Storage>, StorageError> {
+    Ok(match b {
+        Backend::Sqlite(path) => Box::new(sqlite::open(path)?),
+        Backend::Postgres(url) => Box::new(postgres::Postgres::open(url)?),
+    })
 }
 
 /// One storage handle shared by async code: each call runs on a blocking thread, one at a time.
@@ -557,16 +644,15 @@ pub trait Storage: Send {
 
     // --- Retention ----------------------------------------------------------------------------
 
-    /// The highest event id retention may delete: folded into the aggregates, and not the
-    /// newest event (so ids keep growing).
-    fn prunable_upto(&self) -> Result<i64, StorageError>;
+    /// Deletes events older than `before_ms` that the aggregates already include, oldest
+    /// first, about `chunk` at a time; returns how many (less than `chunk`: nothing left to do
+    /// now). A backend may delete in coarser units (PostgreSQL drops whole day partitions, so
+    /// it keeps up to one day more than asked) but never an event not yet folded.
+    fn delete_events_before(&self, before_ms: i64, chunk: i64) -> Result<u64, StorageError>;
 
-    /// Deletes up to `chunk` events older than `before_ms` with id at most `upto_id`, oldest
-    /// first; returns how many.
-    fn delete_events_before(&self, before_ms: i64, upto_id: i64, chunk: i64) -> Result<u64, StorageError>;
-
-    /// Deletes the `chunk` oldest events with id at most `upto_id`; returns how many.
-    fn delete_oldest_events(&self, upto_id: i64, chunk: i64) -> Result<u64, StorageError>;
+    /// Deletes about `chunk` of the oldest events the aggregates already include, never the
+    /// newest one (PostgreSQL: the oldest day partition, never the newest); returns how many.
+    fn delete_oldest_events(&self, chunk: i64) -> Result<u64, StorageError>;
 
     /// Bytes the database uses (not counting free space it will reuse).
     fn used_bytes(&self) -> Result<u64, StorageError>;

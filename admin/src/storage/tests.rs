@@ -1,5 +1,9 @@
 //! Conformance tests of the [`Storage`] contract. Each check takes a `&dyn Storage`, so every
-//! backend runs the same checks: add a backend to [`backends`].
+//! backend runs the same checks: add a backend to [`backends`]. PostgreSQL runs on a throwaway
+//! server ([`crate::testpg`]); without PostgreSQL installed those runs are skipped, unless
+//! `DROSERA_REQUIRE_CLIENTS=1` (CI), where they fail.
+//!
+//! A new [`Storage`] method gets its check here, written once against the trait.
 
 use super::*;
 use crate::sensors;
@@ -9,7 +13,11 @@ use drosera_uplink::event::{CloseReason, Detail, Priority, Protocol, Transport};
 fn backends() -> Vec<(Box<dyn Storage>, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite::open(&dir.path().join("a.db")).unwrap();
-    vec![(Box::new(sqlite), dir)]
+    let mut v: Vec<(Box<dyn Storage>, tempfile::TempDir)> = vec![(Box::new(sqlite), dir)];
+    if let Some(url) = crate::testpg::fresh_database() {
+        v.push((Box::new(postgres::Postgres::open(&url).unwrap()), tempfile::tempdir().unwrap()));
+    }
+    v
 }
 
 fn ev(seq: u64) -> Event {
@@ -119,4 +127,329 @@ fn group_order() {
     for (db, _dir) in backends() {
         group_commit_answers_each_batch_in_order(&*db);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything else the admin does, through the trait, compared between backends.
+
+use crate::analytics::{self, Query};
+use drosera_uplink::event::{Health, Secret};
+
+fn login_ev(seq: u64, t: i64, ip: &str, user: &str, pass: &str) -> Event {
+    let mut e = ev(seq);
+    e.time_ms = t;
+    e.protocol = Protocol::Telnet;
+    e.dst_port = 23;
+    e.src_ip = ip.parse().unwrap();
+    e.detail =
+        Detail::Login { username: user.into(), secret: Secret::Password(pass.into()), success: false, extra: vec![] };
+    e
+}
+
+/// Two sensors, three days, logins, connections, a payload, a rollup and a health sample.
+fn load_fixture(db: &dyn Storage) {
+    const T0: i64 = 1_714_521_600_000;
+    const H: i64 = 3_600_000;
+    for (name, n) in [("pi-a", 40u64), ("pi-b", 25)] {
+        sensors::register(db, name, "ab", 0).unwrap();
+        let id = db.enrollment(name).unwrap().unwrap().sensor_id;
+        let mut evs = Vec::new();
+        for seq in 1..=n {
+            let t = T0 + (seq as i64 % 60) * H + seq as i64;
+            let ip = format!("203.0.113.{}", seq % 7 + 1);
+            evs.push(match seq % 5 {
+                0 => login_ev(seq, t, &ip, "root", if seq % 2 == 0 { "xc3511" } else { "admin" }),
+                1 => {
+                    let mut e = ev(seq);
+                    e.time_ms = t;
+                    e.detail = Detail::Payload {
+                        sha256: [seq as u8; 32],
+                        size: seq,
+                        name: "x".into(),
+                        prefix: b"#!".to_vec(),
+                        truncated: false,
+                    };
+                    e
+                }
+                2 if seq == 7 => {
+                    let mut e = ev(seq);
+                    e.time_ms = t;
+                    e.protocol = Protocol::Sensor;
+                    e.detail = Detail::Health(Health { backlog_events: 3, ..Default::default() });
+                    e
+                }
+                _ => {
+                    let mut e = ev(seq);
+                    e.time_ms = t;
+                    e.src_ip = ip.parse().unwrap();
+                    e
+                }
+            });
+        }
+        // Two batches and a resend of the first.
+        let (a, b) = evs.split_at(evs.len() / 2);
+        let a_last = a.last().unwrap().seq;
+        for (batch, last) in [(a, a_last), (b, n), (a, a_last)] {
+            assert!(matches!(commit(db, id, last, batch), BatchOutcome::Ack(_)));
+        }
+    }
+}
+
+fn report_json(db: &mut dyn Storage) -> String {
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    analytics::refresh(db, &en).unwrap();
+    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), sensor: None };
+    let mut r = serde_json::to_value(analytics::report(&*db, &q, 0, 50).unwrap()).unwrap();
+    // Contact times come from the clock of the commit.
+    if let Some(v) = r.get_mut("generated_ms") {
+        *v = serde_json::Value::Null;
+    }
+    r.to_string()
+}
+
+fn export_text(db: &dyn Storage) -> (u64, String) {
+    let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None };
+    let mut out = Vec::new();
+    let n = crate::export::export(db, &q, crate::export::Format::Jsonl, &mut out).unwrap();
+    (n, String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn every_backend_gives_the_same_report_and_export() {
+    let mut results = Vec::new();
+    for (mut db, _dir) in backends() {
+        load_fixture(&*db);
+        let report = report_json(&mut *db);
+        // Folding again finds nothing new and changes nothing.
+        assert_eq!(report_json(&mut *db), report);
+        let (n, text) = export_text(&*db);
+        assert_eq!(n, 65);
+        let list = sensors::list(&*db).unwrap();
+        assert_eq!(list.iter().map(|s| s.events).sum::<u64>(), 65);
+        assert_eq!(list[0].health.as_ref().map(|h| h.backlog_events), Some(3));
+        results.push((report, text));
+    }
+    for r in &results[1..] {
+        assert_eq!(r.0, results[0].0, "report differs between backends");
+        assert_eq!(r.1, results[0].1, "export differs between backends");
+    }
+}
+
+#[test]
+fn users_and_sessions() {
+    for (db, _dir) in backends() {
+        assert!(db.upsert_user("alice", "phc1", 1).unwrap());
+        let s = NewSession { token_sha256: "t1", user: "alice", csrf: "c1", expires_ms: 100 };
+        db.create_session(&s, 10, 1000).unwrap();
+        assert_eq!(db.session("t1", 50).unwrap(), Some(SessionRecord { user: "alice".into(), csrf: "c1".into() }));
+        assert_eq!(db.session("t1", 100).unwrap(), None, "expired");
+        // A new password ends the sessions.
+        assert!(!db.upsert_user("alice", "phc2", 2).unwrap());
+        assert_eq!(db.user_phc("alice").unwrap().as_deref(), Some("phc2"));
+        assert_eq!(db.session("t1", 50).unwrap(), None);
+        // At most max_sessions are kept, the oldest go first.
+        for (i, t) in ["a", "b", "c"].iter().enumerate() {
+            let s = NewSession { token_sha256: t, user: "alice", csrf: "c", expires_ms: 1000 + i as i64 };
+            db.create_session(&s, 10, 2).unwrap();
+        }
+        assert_eq!(db.session("a", 10).unwrap(), None);
+        assert!(db.session("b", 10).unwrap().is_some() && db.session("c", 10).unwrap().is_some());
+        db.end_session("c").unwrap();
+        assert_eq!(db.session("c", 10).unwrap(), None);
+        assert_eq!(db.user_phc("bob").unwrap(), None);
+    }
+}
+
+#[test]
+fn enrollment_and_revocation() {
+    for (db, _dir) in backends() {
+        assert_eq!(db.register_sensor("pi", "aa", 1).unwrap(), Registered::Enrolled);
+        assert_eq!(db.register_sensor("pi", "bb", 2).unwrap(), Registered::AlreadyActive);
+        assert!(db.revoke_sensor("pi").unwrap());
+        assert!(!db.revoke_sensor("nope").unwrap());
+        assert!(db.enrollment("pi").unwrap().unwrap().revoked);
+        assert_eq!(db.register_sensor("pi", "cc", 3).unwrap(), Registered::Enrolled);
+        let e = db.enrollment("pi").unwrap().unwrap();
+        assert_eq!((e.revoked, e.cert_sha256.as_str()), (false, "cc"));
+        db.record_hello(e.sensor_id, 4, 77).unwrap();
+        let l = db.list_sensors().unwrap();
+        assert_eq!((l[0].schema_version, l[0].last_contact_ms), (4, Some(77)));
+        db.touch_sensors(&[e.sensor_id], 88).unwrap();
+        assert_eq!(db.list_sensors().unwrap()[0].last_contact_ms, Some(88));
+        assert_eq!(db.sensor_id("pi").unwrap(), Some(e.sensor_id));
+    }
+}
+
+#[test]
+fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
+    const DAY: i64 = DAY_MS;
+    let t0 = 1_714_521_600_000; // a day boundary
+    for (mut db, _dir) in backends() {
+        sensors::register(&*db, "pi", "aa", 0).unwrap();
+        let id = db.enrollment("pi").unwrap().unwrap().sensor_id;
+        let evs: Vec<Event> = (1..=30u64)
+            .map(|s| {
+                let mut e = ev(s);
+                e.time_ms = t0 + (s as i64 - 1) / 10 * DAY + 1000;
+                e
+            })
+            .collect();
+        assert_eq!(commit(&*db, id, 30, &evs), BatchOutcome::Ack(30));
+        // Nothing folded yet: nothing may go.
+        assert_eq!(db.delete_events_before(t0 + 2 * DAY, 1000).unwrap(), 0);
+        let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+        assert_eq!(analytics::refresh(&mut *db, &en).unwrap(), 30);
+        let mut gone = 0;
+        loop {
+            let n = db.delete_events_before(t0 + 2 * DAY, 1000).unwrap();
+            gone += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        assert_eq!(gone, 20, "the first two days");
+        assert_eq!(db.oldest_event_ms().unwrap(), Some(t0 + 2 * DAY + 1000));
+        assert_eq!(db.list_sensors().unwrap()[0].events, 10);
+        // The size cap never takes the newest events.
+        while db.delete_oldest_events(1000).unwrap() > 0 {}
+        assert!(db.list_sensors().unwrap()[0].events >= 1);
+        assert!(db.prune_hourly(t0 + 2 * DAY).unwrap() > 0);
+        assert_eq!(db.hourly_from().unwrap(), t0 + 2 * DAY);
+        db.prune_hourly(t0).unwrap();
+        assert_eq!(db.hourly_from().unwrap(), t0 + 2 * DAY, "the mark never moves back");
+        // Day rows keep the totals of the deleted events.
+        let q = Query { since_ms: Some(t0), until_ms: Some(t0 + 3 * DAY), sensor: None };
+        let t = analytics::totals(&*db, &q).unwrap();
+        assert_eq!(t.attempts, 30);
+        assert!(db.prune_rollups(t0 + 10 * DAY).unwrap() > 0);
+        assert_eq!(analytics::totals(&*db, &q).unwrap().attempts, 0);
+        assert!(db.used_bytes().unwrap() > 0);
+    }
+}
+
+#[test]
+fn migrate_moves_every_table_from_sqlite_to_postgres() {
+    let Some(url) = crate::testpg::fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut old: Box<dyn Storage> = Box::new(sqlite::open(&path).unwrap());
+    load_fixture(&*old);
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    analytics::refresh(&mut *old, &en).unwrap();
+    // Events stored after the last fold must be folded after the move, once.
+    let id = old.enrollment("pi-a").unwrap().unwrap().sensor_id;
+    let late: Vec<Event> =
+        (41..=45).map(|s| login_ev(s, 1_714_600_000_000 + s as i64, "192.0.2.1", "u", "p")).collect();
+    assert_eq!(commit(&*old, id, 45, &late), BatchOutcome::Ack(45));
+    old.upsert_user("alice", "phc", 1).unwrap();
+    let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };
+    old.create_session(&s, 1, 10).unwrap();
+    old.prune_hourly(1_714_521_600_000 - DAY_MS).unwrap();
+    drop(old);
+
+    let from = Backend::Sqlite(path.clone());
+    let to = Backend::Postgres(url.clone());
+    let stats = copy::migrate(&from, &to).unwrap();
+    let count = |t: &str| stats.tables.iter().find(|x| x.0 == t).map(|x| x.1).unwrap();
+    assert_eq!((count("events"), count("sensors"), count("users"), count("dashboard_sessions")), (70, 2, 1, 1));
+    assert!(count("agg_src") > 0 && count("ip_info") > 0 && count("strings") > 0);
+    // A second migration into the same (now full) database is refused.
+    assert!(copy::migrate(&from, &to).unwrap_err().to_string().contains("not empty"));
+
+    let mut old = open_backend(&from).unwrap();
+    let mut new = open_backend(&to).unwrap();
+    assert_eq!(report_json(&mut *new), report_json(&mut *old), "same report after the move");
+    assert_eq!(export_text(&*new), export_text(&*old));
+    assert_eq!(new.list_sensors().unwrap(), old.list_sensors().unwrap());
+    assert_eq!(new.session("tok", 2).unwrap().map(|s| s.user).as_deref(), Some("alice"));
+    assert_eq!(new.hourly_from().unwrap(), 1_714_521_600_000 - DAY_MS);
+    // Ingest goes on where SQLite stopped: the high-water mark moved with the sensor.
+    let more = [login_ev(46, 1_714_600_100_000, "192.0.2.1", "u", "p")];
+    assert_eq!(commit(&*new, id, 45, &late), BatchOutcome::Ack(45));
+    assert_eq!(commit(&*new, id, 46, &more), BatchOutcome::Ack(46));
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    assert_eq!(analytics::refresh(&mut *new, &en).unwrap(), 1);
+}
+
+/// Where each backend's database lives, so a test can open several handles on it (as several
+/// admins, or the ingest writer and the dashboard of one, do).
+fn backend_locations() -> Vec<(Backend, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = vec![(Backend::Sqlite(dir.path().join("a.db")), dir)];
+    if let Some(url) = crate::testpg::fresh_database() {
+        v.push((Backend::Postgres(url), tempfile::tempdir().unwrap()));
+    }
+    v
+}
+
+#[test]
+fn two_admins_ingesting_one_sensor_store_each_batch_once() {
+    for (loc, _dir) in backend_locations() {
+        let first = open_backend(&loc).unwrap();
+        sensors::register(&*first, "pi", "aa", 0).unwrap();
+        let id = first.enrollment("pi").unwrap().unwrap().sensor_id;
+        drop(first);
+        let events: Vec<Event> = (1..=200).map(ev).collect();
+        // Both "admins" get every batch (a sensor that failed over and resent), in parallel.
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (loc, events) = (loc.clone(), events.clone());
+                std::thread::spawn(move || {
+                    let db = open_backend(&loc).unwrap();
+                    for chunk in events.chunks(10) {
+                        let last = chunk.last().unwrap().seq;
+                        let out = db.commit_batches(&[BatchIn { sensor_id: id, last_seq: last, events: chunk }], 1);
+                        assert!(matches!(out.unwrap()[0], BatchOutcome::Ack(n) if n >= last));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let db = open_backend(&loc).unwrap();
+        let l = db.list_sensors().unwrap();
+        assert_eq!((l[0].events, l[0].high_water_seq), (200, 200), "{loc:?}");
+        let (n, text) = export_text(&*db);
+        assert_eq!(n, 200);
+        let mut seqs: Vec<i64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_i64().unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 200, "no sequence number stored twice");
+    }
+}
+
+#[test]
+fn postgres_fold_never_skips_an_event_that_commits_late() {
+    let Some(url) = crate::testpg::fresh_database() else { return };
+    let db = postgres::Postgres::open(&url).unwrap();
+    sensors::register(&db, "pi", "aa", 0).unwrap();
+    let id = db.enrollment("pi").unwrap().unwrap().sensor_id;
+    assert_eq!(commit(&db, id, 1, &[ev(1)]), BatchOutcome::Ack(1));
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    let mut folder: Box<dyn Storage> = Box::new(postgres::Postgres::open(&url).unwrap());
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 1);
+    // A writer that takes a low id and commits late: its transaction starts first and stays open
+    // while a later batch (a higher id) commits.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (client, conn) = rt.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute(&format!(
+        "BEGIN; INSERT INTO events (txid, sensor_id, seq, time_ms, transport, protocol, kind, src_ip, src_port,
+            dst_port, session_id, duration_ms, bytes_in, bytes_out, priority, count, fields)
+         VALUES (pg_current_xact_id()::text::bigint, {id}, 1000, 1700000000000, 'tcp', 'http', 'connection',
+            '198.51.100.9', 1, 80, 1, 0, 0, 0, 0, 1, '{{}}')"
+    )))
+    .unwrap();
+    assert_eq!(commit(&db, id, 2, &[ev(2)]), BatchOutcome::Ack(2));
+    // The fold must not pass the open transaction (it waits a bounded time, then folds nothing).
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
+    rt.block_on(client.batch_execute("COMMIT")).unwrap();
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 2, "both, once");
+    assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
+    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+    assert_eq!(analytics::totals(&*folder, &q).unwrap().attempts, 3);
 }

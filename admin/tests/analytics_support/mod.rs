@@ -2,9 +2,81 @@
 //! database with known numbers.
 #![allow(dead_code)]
 
-use drosera_admin::storage::sqlite as db;
+use drosera_admin::storage::{open_backend, Backend, BatchIn, BatchOutcome, Storage};
 use drosera_uplink::event::{CloseReason, Detail, Event, Health, Priority, Protocol, Secret, ShedReason, Transport};
 use std::path::Path;
+
+/// True when these tests run on PostgreSQL (`DROSERA_TEST_BACKEND=postgres`, the second pass of
+/// `scripts/test.sh`); SQLite otherwise. The tests are the same on both.
+pub fn on_postgres() -> bool {
+    std::env::var("DROSERA_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// A test database: SQLite at the given path, or a fresh database on the test PostgreSQL.
+pub fn location(path: &Path) -> Backend {
+    if on_postgres() {
+        let url = drosera_admin::testpg::fresh_database()
+            .unwrap_or_else(|| panic!("DROSERA_TEST_BACKEND=postgres but PostgreSQL is not installed"));
+        Backend::Postgres(url)
+    } else {
+        Backend::Sqlite(path.to_path_buf())
+    }
+}
+
+/// An open test database and where it is (to open more handles on it).
+pub struct Db {
+    store: Box<dyn Storage>,
+    pub loc: Backend,
+}
+
+impl Db {
+    pub fn open(loc: &Backend) -> Db {
+        Db { store: open_backend(loc).unwrap(), loc: loc.clone() }
+    }
+
+    /// The `[database]` section of an admin config for it.
+    pub fn config_section(&self) -> String {
+        match &self.loc {
+            Backend::Sqlite(p) => format!("[database]\npath = {:?}\n", p.display().to_string()),
+            Backend::Postgres(url) => format!("[database]\nurl = {url:?}\n"),
+        }
+    }
+
+    /// Runs SQL both backends understand, outside the storage interface (fixture set-up).
+    pub fn exec(&self, sql: &str) {
+        match &self.loc {
+            Backend::Sqlite(p) => rusqlite::Connection::open(p).unwrap().execute_batch(sql).unwrap(),
+            Backend::Postgres(url) => {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+                    let task = tokio::spawn(conn);
+                    c.batch_execute(sql).await.unwrap();
+                    drop(c);
+                    let _ = task.await;
+                });
+            }
+        }
+    }
+
+    /// Raw event rows stored, all sensors.
+    pub fn raw_events(&self) -> u64 {
+        self.store.list_sensors().unwrap().iter().map(|s| s.events as u64).sum()
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = dyn Storage;
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut *self.store
+    }
+}
 
 /// 2024-05-01T00:00:00Z
 pub const T0: i64 = 1_714_521_600_000;
@@ -38,14 +110,16 @@ pub fn login(u: &str, p: &str) -> Detail {
     Detail::Login { username: u.into(), secret: Secret::Password(p.into()), success: false, extra: vec![] }
 }
 
-/// Inserts `events` for sensor `name` in one transaction (as ingest does).
-pub fn insert(conn: &mut rusqlite::Connection, name: &str, events: &[Event]) {
-    let tx = conn.transaction().unwrap();
-    let id = db::sensor_id(&tx, name).unwrap();
-    for e in events {
-        assert!(db::insert_event(&tx, id, e).unwrap());
+/// Stores `events` (in sequence order) for sensor `name` in one batch, as ingest does; the
+/// sensor is created (without a certificate) if needed.
+pub fn insert(db: &dyn Storage, name: &str, events: &[Event]) {
+    if db.enrollment(name).unwrap().is_none() {
+        db.register_sensor(name, "", 0).unwrap();
     }
-    tx.commit().unwrap();
+    let id = db.enrollment(name).unwrap().unwrap().sensor_id;
+    let last_seq = events.iter().map(|e| e.seq).max().unwrap();
+    let out = db.commit_batches(&[BatchIn { sensor_id: id, last_seq, events }], 0).unwrap();
+    assert_eq!(out, vec![BatchOutcome::Ack(last_seq)]);
 }
 
 /// The fixture. Known numbers (whole range):
@@ -55,8 +129,8 @@ pub fn insert(conn: &mut rusqlite::Connection, name: &str, events: &[Event]) {
 /// * attackers 4, countries 4 (US, AU, private, IE)
 /// * 1 payload, 1 exploit, 1 download (10.0.0.5); 1 health event (sensor-internal)
 /// * the 3 ssh connections are on day 3 (T0 + 2 days), everything else on day 1.
-pub fn fixture(path: &Path) -> rusqlite::Connection {
-    let mut c = db::open(path).unwrap();
+pub fn fixture(path: &Path) -> Db {
+    let c = Db::open(&location(path));
     let mut s1 = Vec::new();
     let mut seq = 0;
     let mut next = || {
@@ -147,14 +221,14 @@ pub fn fixture(path: &Path) -> rusqlite::Connection {
     health.transport = Transport::Internal;
     health.priority = Priority::System;
     s1.push(health);
-    insert(&mut c, "s1", &s1);
+    insert(&*c, "s1", &s1);
     let mut s2 = Vec::new();
     for i in 0..3u64 {
         let t = T0 + 2 * DAY + (i as i64) * HOUR + 30_000;
         s2.push(ev(i * 2 + 1, t, Protocol::Ssh, "1.1.1.1", 22, 10 + i, login("root", "123456")));
         s2.push(ev(i * 2 + 2, t + 500, Protocol::Ssh, "1.1.1.1", 22, 10 + i, conn()));
     }
-    insert(&mut c, "s2", &s2);
+    insert(&*c, "s2", &s2);
     let h = Health {
         uptime_s: 60,
         rss_bytes: 20 << 20,
@@ -169,11 +243,11 @@ pub fn fixture(path: &Path) -> rusqlite::Connection {
         active_connections: 2,
         governor: "normal".into(),
     };
-    c.execute(
-        "UPDATE sensors SET last_contact_ms = ?1, health_json = ?2, evicted_total = 7, shed_total = 100 WHERE name = 's1'",
-        rusqlite::params![T0 + 7 * HOUR, serde_json::to_string(&h).unwrap()],
-    )
-    .unwrap();
+    c.exec(&format!(
+        "UPDATE sensors SET last_contact_ms = {}, health_json = '{}', evicted_total = 7, shed_total = 100 WHERE name = 's1'",
+        T0 + 7 * HOUR,
+        serde_json::to_string(&h).unwrap().replace('\'', "''")
+    ));
     c
 }
 
@@ -199,18 +273,19 @@ impl Drop for Served {
     }
 }
 
-pub fn serve_dashboard(db_path: &Path, cookie_secure: bool) -> Served {
+pub fn serve_dashboard(loc: &Backend, cookie_secure: bool) -> Served {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let db_path = db_path.to_path_buf();
+    let loc = loc.clone();
     let thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        // Opened outside the async block: a storage handle blocks (see `storage::Shared`).
+        let store = drosera_admin::storage::Shared::new(open_backend(&loc).unwrap());
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             let cfg = drosera_admin::dashboard::DashboardConfig { cookie_secure, ..Default::default() };
-            let store = drosera_admin::storage::Shared::new(Box::new(db::open(&db_path).unwrap()));
             drosera_admin::dashboard::serve_listener(
                 listener,
                 &cfg,

@@ -89,7 +89,9 @@ impl FoldTx for SqliteFoldTx<'_, '_> {
 }
 
 pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
-    let tx = conn.unchecked_transaction()?;
+    // IMMEDIATE: reads the cursor, then writes; `report` folds while `serve` folds and ingests,
+    // and a deferred transaction would fail with "database is locked" instead of waiting.
+    let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let last: i64 = tx.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let mut delta = AggDelta::default();
     let mut max_id = last;

@@ -3,11 +3,13 @@
 use super::super::row::{Lifted, Tally};
 use super::super::{BatchIn, BatchOutcome, StorageError};
 use drosera_uplink::event::Event;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 /// Stores a group of batches in one transaction (see `Storage::commit_batches`).
 pub fn commit_batches(conn: &Connection, batches: &[BatchIn<'_>], now: i64) -> Result<Vec<BatchOutcome>, StorageError> {
-    let tx = conn.unchecked_transaction()?;
+    // IMMEDIATE: the transaction reads the high-water marks and then writes; a deferred one
+    // would fail with "database is locked" (not wait) when another process wrote in between.
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batches.len());
     for b in batches {
         outcomes.push(store_batch(&tx, b, now)?);

@@ -165,14 +165,11 @@ impl Storage for Connection {
         export::export_events(self, range, f)
     }
 
-    fn prunable_upto(&self) -> Result<i64, StorageError> {
-        retention::prunable_upto(self)
+    fn delete_events_before(&self, before_ms: i64, chunk: i64) -> Result<u64, StorageError> {
+        retention::delete_events_before(self, before_ms, chunk)
     }
-    fn delete_events_before(&self, before_ms: i64, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
-        retention::delete_events_before(self, before_ms, upto_id, chunk)
-    }
-    fn delete_oldest_events(&self, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
-        retention::delete_oldest_events(self, upto_id, chunk)
+    fn delete_oldest_events(&self, chunk: i64) -> Result<u64, StorageError> {
+        retention::delete_oldest_events(self, chunk)
     }
     fn used_bytes(&self) -> Result<u64, StorageError> {
         retention::used_bytes(self)

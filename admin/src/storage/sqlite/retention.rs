@@ -5,13 +5,17 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 const AGG_TABLES: [&str; 4] = ["agg_kind", "agg_port", "agg_src", "agg_cred"];
 
-pub fn prunable_upto(conn: &Connection) -> Result<i64, StorageError> {
+/// The highest event id retention may delete: folded into the aggregates (SQLite has one
+/// writer, so ids commit in order and the fold cursor is an id), and not the newest event (so
+/// ids keep growing).
+fn prunable_upto(conn: &Connection) -> Result<i64, StorageError> {
     let last: i64 = conn.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
     Ok(last.min(max_id - 1))
 }
 
-pub fn delete_events_before(conn: &Connection, before_ms: i64, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
+pub fn delete_events_before(conn: &Connection, before_ms: i64, chunk: i64) -> Result<u64, StorageError> {
+    let upto_id = prunable_upto(conn)?;
     Ok(conn.execute(
         "DELETE FROM events WHERE id IN
            (SELECT id FROM events WHERE time_ms < ?1 AND id <= ?2 ORDER BY time_ms LIMIT ?3)",
@@ -19,7 +23,8 @@ pub fn delete_events_before(conn: &Connection, before_ms: i64, upto_id: i64, chu
     )? as u64)
 }
 
-pub fn delete_oldest_events(conn: &Connection, upto_id: i64, chunk: i64) -> Result<u64, StorageError> {
+pub fn delete_oldest_events(conn: &Connection, chunk: i64) -> Result<u64, StorageError> {
+    let upto_id = prunable_upto(conn)?;
     Ok(conn.execute(
         "DELETE FROM events WHERE id IN
            (SELECT id FROM events WHERE id <= ?1 ORDER BY time_ms LIMIT ?2)",

@@ -17,7 +17,8 @@ pub fn enrollment(conn: &Connection, name: &str) -> Result<Option<Enrollment>, S
 }
 
 pub fn register(conn: &Connection, name: &str, cert_sha256: &str, now_ms: i64) -> Result<Registered, StorageError> {
-    let tx = conn.unchecked_transaction()?;
+    // IMMEDIATE: read then write, with other processes writing (see ingest).
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let existing: Option<(bool, String)> = tx
         .query_row("SELECT revoked, cert_sha256 FROM sensors WHERE name = ?1", params![name], |r| {
             Ok((r.get::<_, i64>(0)? != 0, r.get(1)?))
