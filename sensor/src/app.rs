@@ -1,7 +1,11 @@
 //! Runtime wiring of `drosera-sensor run`: store, writer, governor, listeners, shipper, health,
 //! and graceful shutdown.
 //!
-//! Order matters. Ports are bound before privileges are dropped. On SIGINT/SIGTERM the listeners
+//! Order matters. [`bind_and_drop`] runs first, while the process has one thread: it binds every
+//! port, gives the data directory to the sensor user and drops root (a thread started earlier
+//! would keep root's capability bounding set; see `privileges.rs`), and it checks that the
+//! uplink can start, so a sensor never serves without being able to ship. Only then does
+//! `main` build the tokio runtime and call [`run`]. On SIGINT/SIGTERM the listeners
 //! stop first (so no new events appear), then the health reporter and governor, and only then the
 //! store writer, which drains the channel and the rollup table and commits before the process
 //! exits, so nothing accepted is lost on a clean stop.
@@ -27,8 +31,43 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Runs the sensor until SIGINT or SIGTERM.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+/// The sockets of a sensor that has bound its ports and dropped root, ready for [`run`].
+pub struct Prepared {
+    listeners: Listeners,
+}
+
+/// The privileged start, to be called before any thread exists (before the tokio runtime):
+/// binds every port, hands the data directory to `sensor.user` without following links, drops
+/// root, then checks that the uplink (if configured) can start as that user.
+pub fn bind_and_drop(cfg: &Config) -> anyhow::Result<Prepared> {
+    let listeners = Listeners::bind(cfg).context("cannot bind the service ports")?;
+    for (protocol, addr) in listeners.local_addrs() {
+        // Machine-readable line (tests and scripts parse it), plus the structured log.
+        println!("listening protocol={protocol} addr={addr}");
+        tracing::info!(%protocol, %addr, "listening");
+    }
+    // Everything in the data directory becomes the sensor user's, so the store and the sample
+    // area are opened as that user after the drop.
+    let handed = crate::privileges::hand_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user)
+        .context("cannot hand the data directory to the sensor user")?;
+    // Every port is bound: drop root (if we are root) before a single attacker byte is read.
+    let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
+    tracing::info!(?dropped, handed = handed.handed, left_alone = handed.skipped, "privileges");
+    if let Some(uplink) = &cfg.uplink {
+        shipper::check(uplink)
+            .context("the uplink cannot start, so the sensor would store events it can never ship")?;
+    }
+    Ok(Prepared { listeners })
+}
+
+/// What `run` checks before serving, for `check-config`: the uplink's CA, certificate, key (mode
+/// 0600 or stricter) and admin names load, so the sensor can ship.
+pub fn check_uplink(uplink: &crate::config::UplinkSection) -> Result<(), shipper::ShipperError> {
+    shipper::check(uplink)
+}
+
+/// Runs the sensor until SIGINT or SIGTERM, on the sockets [`bind_and_drop`] prepared.
+pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let sensor: Arc<str> = Arc::from(cfg.sensor.name.as_str());
     let (store, writer) = open_store(&cfg, &sensor).await?;
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
@@ -37,7 +76,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let writer_thread =
         writer.spawn(rx, rollups, stop_store.clone()).context("cannot start the store writer thread")?;
     let stop_services = stop_store.child_token();
-    let services = Services::start(&cfg, &sensor, &store, &sink, &stop_services).await?;
+    let services = Services::start(&cfg, prepared.listeners, &sensor, &store, &sink, &stop_services).await?;
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
     tracing::info!(sensor = %sensor, "sensor running");
     // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
@@ -106,9 +145,10 @@ struct Services {
 }
 
 impl Services {
-    /// Binds the ports, drops privileges, then starts serving, reporting health and shipping.
+    /// Starts serving on the bound `listeners`, reporting health and shipping.
     async fn start(
         cfg: &Config,
+        listeners: Listeners,
         sensor: &Arc<str>,
         store: &StoreHandle,
         sink: &EventSink,
@@ -116,18 +156,6 @@ impl Services {
     ) -> anyhow::Result<Services> {
         let (gov, governor) = Governor::new(cfg.memory.clone());
         let governor_task = tokio::spawn(gov.run(stop.clone()));
-        let listeners = Listeners::bind(cfg).await.context("cannot bind the service ports")?;
-        for (protocol, addr) in listeners.local_addrs() {
-            // Machine-readable line (tests and scripts parse it), plus the structured log.
-            println!("listening protocol={protocol} addr={addr}");
-            tracing::info!(%protocol, %addr, "listening");
-        }
-        // The store was opened as root: hand its directory and files to the sensor user first, so
-        // the writer can still create its WAL, ballast and quarantine files after the drop.
-        hand_data_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user);
-        // Every port is bound: drop root (if we are root) before a single attacker byte is read.
-        let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
-        tracing::info!(?dropped, "privileges");
         let stats = listeners.stats();
         // Opened as the sensor user, so every sample file belongs to it (and the shipper can
         // read them); it leaves the event store its disk room (its cap and its reserve).
@@ -168,23 +196,6 @@ impl Services {
         let _ = self.health.await;
         let _ = self.governor.await;
         self.shipper
-    }
-}
-
-/// When running as root with a configured user, gives `dir` and the files in it to that user.
-fn hand_data_dir_to(dir: &std::path::Path, user: &str) {
-    if !nix::unistd::geteuid().is_root() || user.is_empty() {
-        return;
-    }
-    let Ok(Some(u)) = nix::unistd::User::from_name(user) else { return };
-    let mut paths = vec![dir.to_path_buf()];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        paths.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
-    }
-    for p in paths {
-        if let Err(e) = nix::unistd::chown(&p, Some(u.uid), Some(u.gid)) {
-            tracing::warn!(path = %p.display(), error = %e, "cannot hand the store file to the sensor user");
-        }
     }
 }
 

@@ -70,7 +70,8 @@ impl Role {
 }
 
 struct Bound {
-    listener: TcpListener,
+    /// Non-blocking; registered with the runtime when serving starts.
+    listener: std::net::TcpListener,
     role: Role,
     /// The configured bind address (maybe unspecified) and the bound port.
     addr: SocketAddr,
@@ -89,7 +90,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl Listeners {
     /// Binds every enabled service port and every blackhole port from `cfg`.
-    pub async fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
+    /// Synchronous and runtime-free, so that `drosera-sensor run` can bind before any thread
+    /// exists (see `app::bind_and_drop`).
+    pub fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
         let mut bound = Vec::new();
         for svc in cfg.services.iter().filter(|s| s.enabled) {
             let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
@@ -154,13 +157,14 @@ impl Listeners {
 }
 
 fn bind_one(role: Role, addr: SocketAddr) -> Result<Bound, ListenerError> {
+    use socket2::{Domain, Socket, Type};
     let err = |source| ListenerError::Bind { protocol: role.protocol().to_string(), addr, source };
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }.map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(addr).map_err(err)?;
-    let listener = socket.listen(1024).map_err(err)?;
-    Ok(Bound { listener, role, addr })
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(Bound { listener: socket.into(), role, addr })
 }
 
 #[derive(Clone)]
@@ -177,9 +181,18 @@ async fn accept_loop(b: Bound, sh: Shared) {
     let shutdown = sh.ctx.shutdown.clone();
     let mut sessions = JoinSet::new();
     let local_port = b.listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let listener = match TcpListener::from_std(b.listener) {
+        Ok(l) => l,
+        Err(e) => {
+            // Only possible outside a runtime with I/O enabled: a programming error, logged
+            // loudly rather than serving the other ports silently short of one.
+            tracing::error!(error = %e, port = local_port, protocol = %b.role.protocol(), "cannot serve a bound port");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
-            r = b.listener.accept() => r,
+            r = listener.accept() => r,
             _ = shutdown.cancelled() => break,
             // Reap finished session tasks so the set does not grow.
             Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,

@@ -62,8 +62,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
             init_logging(cfg.sensor.log_format);
+            // Before any thread exists: bind, hand over the data directory, drop root.
+            let prepared = drosera_sensor::app::bind_and_drop(&cfg)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-            rt.block_on(drosera_sensor::app::run(cfg))
+            rt.block_on(drosera_sensor::app::run(cfg, prepared))
         }
         Cmd::Status { config, json } => {
             let cfg = Config::load(&config)?;
@@ -84,6 +86,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::CheckConfig { file } => {
             let cfg = Config::load(&file)?;
+            // The same check `run` makes: a key readable by others, a missing certificate or a
+            // bad server name would leave a running sensor that never ships.
+            if let Some(uplink) = &cfg.uplink {
+                drosera_sensor::app::check_uplink(uplink)
+                    .with_context(|| format!("{}: [uplink] cannot start", file.display()))?;
+            }
             println!(
                 "{}: ok (sensor {}, {} services, store cap {} bytes)",
                 file.display(),

@@ -1,16 +1,34 @@
 //! Dropping root after the ports are bound.
 //!
 //! The sensor is meant to run as an unprivileged user with only `CAP_NET_BIND_SERVICE` (the Pi
-//! image's systemd unit does that). When it is started as root anyway, it binds its ports first
-//! and then calls [`drop_privileges`]: supplementary groups, gid and uid switch to the configured
-//! user, every capability (bounding set included) is dropped and `no_new_privs` is set, so an
-//! exploited handler holds nothing an ordinary user does not.
+//! image's systemd unit does that). When it is started as root anyway, it binds its ports first,
+//! gives its data directory to the configured user ([`hand_dir_to`]) and then calls
+//! [`drop_privileges`]: supplementary groups, gid and uid switch to the configured user, every
+//! capability (bounding set included) is dropped and `no_new_privs` is set, so an exploited
+//! handler holds nothing an ordinary user does not.
+//!
+//! Two traps, both found by a review (issue 19):
+//! * The bounding set and `no_new_privs` are per thread. A thread that exists before the drop
+//!   keeps its full bounding set, so the drop must happen while the process has exactly one
+//!   thread: before the tokio runtime and the store writer exist. [`drop_privileges`] refuses to
+//!   run otherwise.
+//! * The data directory belongs to the sensor user, who may have planted symlinks or hard links
+//!   in it during an earlier (compromised) run. A root `chown` that follows one hands an
+//!   arbitrary file to that user. [`hand_dir_to`] opens every entry with `O_NOFOLLOW`, changes
+//!   the owner through the open descriptor (`fchown`), never touches a symlink's target and
+//!   skips regular files with more than one link.
 //!
 //! The only `unsafe` in the sensor: `prctl` (no_new_privs, the capability bounding set) has no
-//! safe wrapper in nix, and the test forks. Every block says why it is sound.
+//! safe wrapper in nix, nix 0.29's `openat` returns a raw descriptor, and the test forks. Every
+//! block says why it is sound.
 #![allow(unsafe_code)]
 
-use nix::unistd::{getegid, geteuid, setgid, setgroups, setuid, Gid, Uid, User};
+use nix::dir::Dir;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::unistd::{fchown, getegid, geteuid, setgid, setgroups, setuid, Gid, Uid, User};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
@@ -22,6 +40,97 @@ pub enum PrivilegeError {
     Syscall { step: &'static str, source: nix::Error },
     #[error("capabilities remain after dropping privileges (CapEff={0}); refusing to serve")]
     CapsRemain(String),
+    #[error("privileges must be dropped while the process has one thread, but it has {0}: threads started earlier would keep root's capability bounding set")]
+    Threaded(usize),
+    #[error("config key `sensor.data_dir`: cannot hand {path} to the sensor user ({step}): {source}. Fix: make it a real directory (not a symlink) that root can write")]
+    DataDir { path: String, step: &'static str, source: nix::Error },
+}
+
+/// What [`hand_dir_to`] did, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HandedOver {
+    /// Directories and regular files now owned by the sensor user.
+    pub handed: u64,
+    /// Entries left alone: symlinks, files with several links, devices, sockets, FIFOs, and
+    /// anything deeper than [`HAND_OVER_DEPTH`].
+    pub skipped: u64,
+}
+
+/// How deep [`hand_dir_to`] descends (the store and the sample area use two levels).
+pub const HAND_OVER_DEPTH: usize = 4;
+
+/// When running as root with a configured user: creates `dir` (mode 0700) if it is missing and
+/// gives it and what is in it to that user, without following any link (see the module docs).
+/// A no-op when not root or when `user` is empty.
+pub fn hand_dir_to(dir: &Path, user: &str) -> Result<HandedOver, PrivilegeError> {
+    if !geteuid().is_root() || user.is_empty() {
+        return Ok(HandedOver::default());
+    }
+    let u = User::from_name(user)
+        .map_err(|source| PrivilegeError::Syscall { step: "look up user", source })?
+        .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
+    let err = |step, source| PrivilegeError::DataDir { path: dir.display().to_string(), step, source };
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err("create", nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    }
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(None, dir, flags, Mode::empty()).map_err(|e| err("open without following links", e))?;
+    // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fchown(fd.as_raw_fd(), Some(u.uid), Some(u.gid)).map_err(|e| err("chown", e))?;
+    let mut done = HandedOver { handed: 1, skipped: 0 };
+    hand_entries(fd, &u, HAND_OVER_DEPTH, &mut done).map_err(|e| err("read", e))?;
+    Ok(done)
+}
+
+/// Hands every entry of the open directory `dir` to `u`, descending `depth` more levels.
+fn hand_entries(dir: OwnedFd, u: &User, depth: usize, done: &mut HandedOver) -> nix::Result<()> {
+    let mut d = Dir::from_fd(dir.into_raw_fd())?;
+    let dfd: RawFd = d.as_raw_fd();
+    let names: Vec<std::ffi::CString> = d
+        .iter()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect();
+    for name in names {
+        // O_NOFOLLOW: a symlink fails with ELOOP and is left alone; O_NONBLOCK: a FIFO does not
+        // block the open (it is skipped after fstat).
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+        let fd = match openat(Some(dfd), name.as_c_str(), flags, Mode::empty()) {
+            // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+            Err(e) => {
+                tracing::warn!(entry = ?name, error = %e, "data dir entry left alone (a symlink or unreadable)");
+                done.skipped += 1;
+                continue;
+            }
+        };
+        let st = fstat(fd.as_raw_fd())?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFDIR && depth > 0 {
+            fchown(fd.as_raw_fd(), Some(u.uid), Some(u.gid))?;
+            done.handed += 1;
+            hand_entries(fd, u, depth - 1, done)?;
+        } else if kind == SFlag::S_IFREG && st.st_nlink == 1 {
+            fchown(fd.as_raw_fd(), Some(u.uid), Some(u.gid))?;
+            done.handed += 1;
+        } else {
+            tracing::warn!(entry = ?name, nlink = st.st_nlink, "data dir entry left alone (hard-linked, special or too deep)");
+            done.skipped += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The number of threads of this process (from /proc; 1 when /proc cannot be read).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|rd| rd.count()).unwrap_or(1)
 }
 
 /// What happened, for the log.
@@ -50,6 +159,10 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, PrivilegeError> {
         .ok_or_else(|| PrivilegeError::NoSuchUser(user.to_string()))?;
     if u.uid.is_root() {
         return Err(PrivilegeError::UserIsRoot(user.to_string()));
+    }
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(PrivilegeError::Threaded(threads));
     }
     // Drop every capability from the bounding set while we still hold CAP_SETPCAP.
     for cap in 0..=63 {
@@ -97,6 +210,61 @@ mod tests {
         assert!(err.contains("sensor.user"), "{err}");
         let err = drop_privileges("root").unwrap_err().to_string();
         assert!(err.contains("uid 0"), "{err}");
+    }
+
+    /// Root hands the data directory over, entry by entry, and leaves symlinks, hard links and
+    /// special files alone, so a compromised sensor's planted links gain it nothing.
+    #[test]
+    fn hand_over_follows_no_link() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(nobody) = User::from_name("nobody").ok().flatten().filter(|_| geteuid().is_root()) else {
+            assert_eq!(hand_dir_to(Path::new("/nonexistent"), "nobody").unwrap(), HandedOver::default());
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("samples/tmp")).unwrap();
+        std::fs::write(data.join("store.db"), "x").unwrap();
+        std::fs::write(data.join("samples/tmp/part"), "x").unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root only").unwrap();
+        std::os::unix::fs::symlink(&secret, data.join("link")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), data.join("samples/dirlink")).unwrap();
+        std::fs::hard_link(&secret, data.join("hard")).unwrap();
+        nix::unistd::mkfifo(&data.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let done = hand_dir_to(&data, "nobody").unwrap();
+        // data, samples, samples/tmp, store.db, samples/tmp/part
+        assert_eq!(done, HandedOver { handed: 5, skipped: 4 });
+        for p in ["", "samples", "samples/tmp", "store.db", "samples/tmp/part"] {
+            assert_eq!(std::fs::metadata(data.join(p)).unwrap().uid(), nobody.uid.as_raw(), "{p}");
+        }
+        assert_eq!(std::fs::metadata(&secret).unwrap().uid(), 0);
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().uid(), 0);
+        // A data directory that is itself a symlink is refused with the key's name.
+        let link = dir.path().join("data-link");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        let err = hand_dir_to(&link, "nobody").unwrap_err().to_string();
+        assert!(err.contains("sensor.data_dir"), "{err}");
+        // A missing one is created 0700 and handed over.
+        let fresh = dir.path().join("fresh/data");
+        hand_dir_to(&fresh, "nobody").unwrap();
+        let md = std::fs::metadata(&fresh).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o777), (nobody.uid.as_raw(), 0o700));
+    }
+
+    #[test]
+    fn refuses_to_drop_with_threads_running() {
+        if !geteuid().is_root() {
+            return;
+        }
+        // The test runner has threads: the drop must refuse rather than half-drop.
+        let (_tx, rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || rx.recv());
+        let err = drop_privileges("nobody").unwrap_err();
+        assert!(matches!(err, PrivilegeError::Threaded(n) if n > 1), "{err}");
+        assert!(geteuid().is_root());
+        drop(_tx);
+        let _ = t.join();
     }
 
     #[test]

@@ -150,15 +150,18 @@ pub fn spawn(
     })
 }
 
-/// Ships from `backlog` until `shutdown` is cancelled; never gives up on the admin (jittered
-/// backoff). Fails only when the uplink config cannot work at all.
-pub async fn run<B: Backlog>(
-    cfg: UplinkSection,
-    sensor: Arc<str>,
-    backlog: B,
-    ctx: ShipperContext,
-    shutdown: CancellationToken,
-) -> Result<(), ShipperError> {
+/// Checks that the shipper can start with `cfg`: the CA, certificate and key load (the key
+/// only with mode 0600 or stricter) and every admin has a valid TLS server name. `run` and
+/// `check-config` call it, so a sensor never starts without being able to ship.
+pub fn check(cfg: &UplinkSection) -> Result<(), ShipperError> {
+    plan(cfg).map(drop)
+}
+
+/// The TLS client configuration and every admin (address, TLS name), in the config's order.
+#[allow(clippy::type_complexity)]
+fn plan(
+    cfg: &UplinkSection,
+) -> Result<(Arc<tokio_rustls::rustls::ClientConfig>, Vec<(String, ServerName<'static>)>), ShipperError> {
     let tls = drosera_uplink::tls::client_config(&cfg.ca_cert, &cfg.cert, &cfg.key)?;
     let mut admins = Vec::with_capacity(cfg.admin.0.len());
     for addr in &cfg.admin.0 {
@@ -171,6 +174,19 @@ pub async fn run<B: Backlog>(
             .map_err(|e| ShipperError::ServerName { host: host.to_string(), message: e.to_string() })?;
         admins.push((addr.clone(), server_name));
     }
+    Ok((tls, admins))
+}
+
+/// Ships from `backlog` until `shutdown` is cancelled; never gives up on the admin (jittered
+/// backoff). Fails only when the uplink config cannot work at all.
+pub async fn run<B: Backlog>(
+    cfg: UplinkSection,
+    sensor: Arc<str>,
+    backlog: B,
+    ctx: ShipperContext,
+    shutdown: CancellationToken,
+) -> Result<(), ShipperError> {
+    let (tls, admins) = plan(&cfg)?;
     let shipper = Shipper {
         backoff_max: Duration::from_secs(cfg.backoff_max_s.max(1)),
         cfg,

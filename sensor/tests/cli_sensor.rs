@@ -1,6 +1,8 @@
 //! The `drosera-sensor` command line: check-config names the bad key, status --json prints the
 //! store's state, bad arguments print usage, and `run` stores health events and stops cleanly
-//! on SIGTERM (flushing the store).
+//! on SIGTERM (flushing the store). Started as root, `run` drops root in every thread and hands
+//! its data directory over without following links; a sensor key readable by others fails
+//! `check-config` and `run` (issue 19).
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -109,9 +111,55 @@ fn status_json_prints_the_store_state() {
     assert!(v["store_bytes"].as_u64().unwrap() > 0);
 }
 
+/// Files outside the data directory that a root start must not hand to the sensor user, though
+/// the data directory holds a symlink and a hard link to them (planted by a compromised sensor
+/// in an earlier run).
+struct Planted {
+    symlink_target: std::path::PathBuf,
+    hardlink_target: std::path::PathBuf,
+}
+
+fn plant_links(dir: &Path) -> Planted {
+    use std::os::unix::fs::PermissionsExt;
+    // The sensor user must be able to reach its data directory inside the test's directory.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("samples")).unwrap();
+    let symlink_target = dir.join("root-secret");
+    let hardlink_target = dir.join("root-secret-2");
+    for t in [&symlink_target, &hardlink_target] {
+        std::fs::write(t, "root only").unwrap();
+        std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::os::unix::fs::symlink(&symlink_target, data.join("planted-symlink")).unwrap();
+    std::os::unix::fs::symlink(&symlink_target, data.join("samples").join("deeper-symlink")).unwrap();
+    std::fs::hard_link(&hardlink_target, data.join("planted-hardlink")).unwrap();
+    Planted { symlink_target, hardlink_target }
+}
+
+/// Every thread of `pid` has an empty capability bounding set and no_new_privs (the drop
+/// happened before any thread existed).
+fn assert_every_thread_dropped(pid: u32) {
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(tasks.len() > 2, "expected the runtime's threads, got {tasks:?}");
+    for t in tasks {
+        let status = std::fs::read_to_string(t.join("status")).unwrap();
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+        };
+        assert_eq!(field("CapBnd:"), "0000000000000000", "{}: {status}", t.display());
+        assert_eq!(field("CapEff:"), "0000000000000000", "{}", t.display());
+        assert_eq!(field("NoNewPrivs:"), "1", "{}", t.display());
+        assert_ne!(field("Uid:").split_whitespace().next(), Some("0"), "{}", t.display());
+    }
+}
+
 #[test]
 fn run_records_health_and_stops_cleanly_on_sigterm() {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
+    let root = !test_user().is_empty();
+    let planted = root.then(|| plant_links(dir.path()));
     let cfg_path = write_config(dir.path(), "commit_interval_ms = 20\n");
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
@@ -136,6 +184,15 @@ fn run_records_health_and_stops_cleanly_on_sigterm() {
         }
     }
     assert!(ready, "sensor never printed its ready line");
+    if let Some(p) = &planted {
+        assert_every_thread_dropped(child.id());
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+        let data = dir.path().join("data");
+        assert_eq!(std::fs::metadata(&data).unwrap().uid(), nobody, "the data directory was not handed over");
+        assert_eq!(std::fs::metadata(data.join("samples")).unwrap().uid(), nobody);
+        assert_eq!(std::fs::metadata(&p.symlink_target).unwrap().uid(), 0, "a symlink was followed");
+        assert_eq!(std::fs::metadata(&p.hardlink_target).unwrap().uid(), 0, "a hard link was handed over");
+    }
     std::thread::sleep(Duration::from_millis(2600)); // two health intervals
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     let t = Instant::now();
@@ -156,4 +213,59 @@ fn run_records_health_and_stops_cleanly_on_sigterm() {
     let evs = handle.read_batch(0, 100, 1 << 20).unwrap();
     assert!(evs.iter().filter(|e| e.detail.kind() == "health").count() >= 2, "{evs:?}");
     assert!(evs.iter().all(|e| e.sensor == "cli-test"));
+}
+
+/// A self-signed certificate and its key, as the uplink's CA, certificate and key files.
+fn write_pki(dir: &Path, key_mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["cli-test".into()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.join("ca.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("sensor.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("sensor.key"), key.serialize_pem()).unwrap();
+    std::fs::set_permissions(dir.join("sensor.key"), std::fs::Permissions::from_mode(key_mode)).unwrap();
+}
+
+/// A sensor whose key others can read would run without ever shipping: `check-config` fails
+/// naming the fix, and `run` exits non-zero before it serves.
+#[test]
+fn a_key_readable_by_others_fails_check_config_and_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_pki(dir.path(), 0o644);
+    let uplink =
+        "\n[uplink]\nadmin = \"127.0.0.1:9\"\nca_cert = \"ca.pem\"\ncert = \"sensor.pem\"\nkey = \"sensor.key\"\n";
+    let cfg_path = write_config(dir.path(), uplink);
+    let out = Command::new(BIN).args(["check-config"]).arg(&cfg_path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check-config accepted a 0644 key");
+    assert!(err.contains("chmod 600") && err.contains("uplink"), "{err}");
+
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("run kept going with a key it cannot use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!status.success(), "run exited 0 with a 0644 key");
+    assert!(!stdout.contains("ready "), "run served with a key it cannot use: {stdout}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    std::fs::set_permissions(dir.path().join("sensor.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(BIN).args(["check-config"]).arg(&cfg_path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -58,7 +58,7 @@ impl Harness {
 
     /// Starts the listeners of `cfg` (services with port 0 get ephemeral ports).
     pub async fn start_with(cfg: Config, pressure: Pressure, channel: usize) -> Harness {
-        let listeners = Listeners::bind(&cfg).await.expect("bind");
+        let listeners = Listeners::bind(&cfg).expect("bind");
         let addrs = listeners.local_addrs();
         let stats = listeners.stats();
         let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
