@@ -181,6 +181,11 @@ pub struct LimitsSection {
     pub max_payload: usize,
     /// Bytes of the client's first input kept in each connection event.
     pub first_bytes: usize,
+    /// Events of Critical priority (payloads, exploits, offered downloads) one session may
+    /// record as Critical; later ones are stored one class lower (Interaction), so that an
+    /// attacker cannot cheaply push credentials out of a full store. Sample events are exempt
+    /// (the sample area bounds them).
+    pub max_critical_per_session: u32,
 }
 
 impl Default for LimitsSection {
@@ -197,6 +202,7 @@ impl Default for LimitsSection {
             max_line: 4096,
             max_payload: 1024 * 1024,
             first_bytes: 256,
+            max_critical_per_session: 32,
         }
     }
 }
@@ -550,6 +556,7 @@ impl Config {
             ("limits.session_timeout_s", l.session_timeout_s),
             ("limits.max_bytes_in", l.max_bytes_in),
             ("limits.max_line", l.max_line as u64),
+            ("limits.max_critical_per_session", l.max_critical_per_session as u64),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be greater than zero", "remove the key to use the default"));

@@ -298,6 +298,7 @@ fn session_limits(l: &LimitsSection) -> SessionLimits {
         max_line: l.max_line,
         max_payload: l.max_payload,
         first_bytes: l.first_bytes,
+        max_critical: l.max_critical_per_session,
     }
 }
 

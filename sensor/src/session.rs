@@ -20,11 +20,11 @@ use crate::config::Persona;
 use crate::credentials::CredentialPolicy;
 use crate::samples::{SampleArea, SampleWriter};
 use crate::sink::EventSink;
-use drosera_uplink::event::{CloseReason, Detail, Event, Protocol, SampleOutcome, Transport};
+use drosera_uplink::event::{CloseReason, Detail, Event, Priority, Protocol, SampleOutcome, Transport};
 use drosera_uplink::now_ms;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub struct SessionLimits {
     pub max_payload: usize,
     /// Bytes of the client's first input kept in the connection event.
     pub first_bytes: usize,
+    /// Critical events this session may record as Critical (see [`CriticalBudget`]).
+    pub max_critical: u32,
 }
 
 impl Default for SessionLimits {
@@ -53,6 +55,38 @@ impl Default for SessionLimits {
             max_line: 4096,
             max_payload: 1 << 20,
             first_bytes: 256,
+            max_critical: 32,
+        }
+    }
+}
+
+/// How many more Critical events a session may record as Critical, shared by the session and
+/// its emitters. Critical events are evicted last, and one telnet line can offer ~64 URLs, one
+/// HTTP connection post body after body: without a budget an attacker could fill a full store
+/// with cheap Critical events and push the credentials out first (issue 19). Past the budget
+/// an event is stored one class lower (Interaction): nothing is dropped, it is just no longer
+/// protected ahead of credentials. Samples are exempt: each is a kept file the analyst must
+/// be told about, and the sample area caps them.
+#[derive(Clone, Debug)]
+pub struct CriticalBudget(Arc<AtomicU32>);
+
+impl CriticalBudget {
+    pub fn new(max: u32) -> CriticalBudget {
+        CriticalBudget(Arc::new(AtomicU32::new(max)))
+    }
+
+    /// The priority `detail` is stored with: its default, or Interaction once the budget is
+    /// spent.
+    pub fn priority(&self, detail: &Detail) -> Priority {
+        let p = detail.default_priority();
+        if p != Priority::Critical || matches!(detail, Detail::Sample { .. }) {
+            return p;
+        }
+        let took = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        if took {
+            p
+        } else {
+            Priority::Interaction
         }
     }
 }
@@ -171,6 +205,7 @@ pub struct Session {
     deadline: Instant,
     io: BufReader<CappedIo<Box<dyn SessionStream>>>,
     counters: Arc<IoCounters>,
+    critical: CriticalBudget,
     env: Arc<SessionEnv>,
     taken_first: Vec<u8>,
     /// Replies written but not sent yet (at most [`OUT_FLUSH_AT`] plus one reply).
@@ -189,6 +224,7 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 pub struct Emitter {
     base: Event,
     counters: Arc<IoCounters>,
+    critical: CriticalBudget,
     started: Instant,
     sink: EventSink,
 }
@@ -200,7 +236,7 @@ impl Emitter {
         ev.duration_ms = self.started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         ev.bytes_in = self.counters.bytes_in.load(Ordering::Relaxed);
         ev.bytes_out = self.counters.bytes_out.load(Ordering::Relaxed);
-        ev.priority = detail.default_priority();
+        ev.priority = self.critical.priority(&detail);
         ev.detail = detail;
         self.sink.emit(ev);
     }
@@ -259,6 +295,7 @@ impl Session {
     ) -> Session {
         let capped = CappedIo::new(stream, limits.max_bytes_in, limits.first_bytes);
         let counters = capped.counters();
+        let critical = CriticalBudget::new(limits.max_critical);
         let started = Instant::now();
         Session {
             id,
@@ -271,6 +308,7 @@ impl Session {
             started_ms: now_ms(),
             io: BufReader::with_capacity(4096, capped),
             counters,
+            critical,
             env,
             taken_first: Vec::new(),
             out: Vec::new(),
@@ -416,7 +454,7 @@ impl Session {
             duration_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
             bytes_in: self.bytes_in(),
             bytes_out: self.bytes_out(),
-            priority: detail.default_priority(),
+            priority: self.critical.priority(&detail),
             detail,
         }
     }
@@ -487,6 +525,7 @@ impl Session {
         Emitter {
             base: self.event(Detail::Command { line: String::new() }),
             counters: self.counters.clone(),
+            critical: self.critical.clone(),
             started: self.started,
             sink: self.env.sink.clone(),
         }
@@ -543,6 +582,40 @@ mod tests {
             SessionEnv::basic(sink, Arc::from("t")),
         );
         (s, b, rx)
+    }
+
+    /// Past `max_critical`, Critical events of one session (through the session or an emitter)
+    /// are stored as Interaction; samples and other classes keep their priority; every event is
+    /// still emitted.
+    #[tokio::test]
+    async fn critical_events_past_the_budget_are_demoted_not_dropped() {
+        let limits = SessionLimits { max_critical: 3, ..SessionLimits::default() };
+        let (s, _peer, mut rx) = pair(limits);
+        let offer = |i: usize| Detail::DownloadOffered { url: format!("http://192.0.2.1/{i}"), tool: "wget".into() };
+        let emitter = s.emitter();
+        for i in 0..4 {
+            s.emit(offer(i));
+        }
+        emitter.emit(offer(9));
+        s.emit(Detail::Login {
+            username: "u".into(),
+            secret: drosera_uplink::event::Secret::Password("p".into()),
+            success: false,
+            extra: vec![],
+        });
+        s.emit(Detail::Sample {
+            sha256: [0; 32],
+            size: 1,
+            name: "x".into(),
+            source: "ftp-stor".into(),
+            outcome: SampleOutcome::Kept,
+        });
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(ev.priority);
+        }
+        use Priority::*;
+        assert_eq!(got, vec![Critical, Critical, Critical, Interaction, Interaction, Credential, Critical]);
     }
 
     #[tokio::test]
