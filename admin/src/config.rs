@@ -88,6 +88,15 @@ pub struct IngestConfig {
     pub commit_queue: usize,
     /// Batches one connection may have queued for commit before its reads pause.
     pub max_in_flight_per_connection: usize,
+    /// Batches decompressed and decoded at once over all connections (each up to
+    /// `max_batch_bytes`): the bound on decompression memory whatever the sensors send.
+    pub max_concurrent_decodes: usize,
+    /// Connections from one address that may be in the TLS handshake or before their hello at
+    /// once; more are closed at accept (sensors retry with backoff).
+    pub max_handshakes_per_source: usize,
+    /// Seconds a new connection has to send its first TLS byte (a real sensor sends its
+    /// ClientHello at once); idle connections are closed before they can hold a slot.
+    pub client_hello_timeout_s: u64,
 }
 
 impl Default for IngestConfig {
@@ -99,10 +108,13 @@ impl Default for IngestConfig {
             handshake_timeout_s: 10,
             idle_timeout_s: 300,
             max_frame_bytes: 16 * 1024 * 1024,
-            max_batch_events: 100_000,
-            max_batch_bytes: 64 * 1024 * 1024,
+            max_batch_events: 20_000,
+            max_batch_bytes: 8 * 1024 * 1024,
             commit_queue: 64,
             max_in_flight_per_connection: 8,
+            max_concurrent_decodes: 2,
+            max_handshakes_per_source: 8,
+            client_hello_timeout_s: 3,
         }
     }
 }
@@ -178,6 +190,20 @@ impl AdminConfig {
                 "use the defaults, 10 and 300",
             ));
         }
+        if i.max_concurrent_decodes == 0 || i.max_handshakes_per_source == 0 || i.client_hello_timeout_s == 0 {
+            return Err(invalid(
+                "ingest.max_concurrent_decodes / ingest.max_handshakes_per_source / ingest.client_hello_timeout_s",
+                "must be at least 1",
+                "use the defaults, 2, 8 and 3",
+            ));
+        }
+        if i.client_hello_timeout_s > i.handshake_timeout_s {
+            return Err(invalid(
+                "ingest.client_hello_timeout_s",
+                "must not be longer than ingest.handshake_timeout_s",
+                "use the default, 3",
+            ));
+        }
         if i.idle_timeout_s < 60 {
             return Err(invalid(
                 "ingest.idle_timeout_s",
@@ -196,7 +222,7 @@ impl AdminConfig {
             return Err(invalid(
                 "ingest.max_batch_events / ingest.max_batch_bytes",
                 "batches need at least 1 event and 64 KiB",
-                "use the defaults, 100000 and 67108864",
+                "use the defaults, 20000 and 8388608",
             ));
         }
         if i.commit_queue == 0 || i.max_in_flight_per_connection == 0 {

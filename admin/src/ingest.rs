@@ -13,6 +13,13 @@
 //!   a second guard.
 //! * **Group commit**: the writer takes every batch waiting in its queue (from any number of
 //!   sensors) and commits them in one transaction, so many sensors cost one fsync.
+//! * **A compromised sensor cannot take the admin down** (issue 19): each sensor has one
+//!   connection (a new one replaces the old), at most `max_concurrent_decodes` batches are
+//!   decompressed at once over all connections (each capped at `max_batch_bytes`, a few MiB),
+//!   clamped strings give their memory back, and internal events are validated like attacker
+//!   input. Before TLS, an address may hold only `max_handshakes_per_source` connections, and a
+//!   connection that does not send its first TLS byte within `client_hello_timeout_s` is closed,
+//!   so idle connections cannot keep real sensors waiting for a slot.
 //! * **Isolation**: a connection that sends garbage, an oversized frame or the wrong name is
 //!   closed; it never affects the others. A batch that is well framed but invalid (bad zstd, bad
 //!   events, sequence numbers that do not match) is answered with [`Frame::Rejected`], so the
@@ -26,8 +33,10 @@ use drosera_uplink::codec::{self, CodecError, DecodeLimits};
 use drosera_uplink::event::{Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
 use drosera_uplink::tls::{self, PeerIdentity, TlsError};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -57,6 +66,85 @@ pub enum IngestError {
     Io(#[from] std::io::Error),
 }
 
+/// The live connection of each sensor: a new one cancels the old one's token, so a sensor (or
+/// a stolen certificate) holds one connection and one window of batches, not 256.
+#[derive(Default)]
+struct LiveSensors {
+    next_id: AtomicU64,
+    by_sensor: Mutex<HashMap<i64, (u64, CancellationToken)>>,
+}
+
+impl LiveSensors {
+    /// Registers a connection of `sensor_id`; returns its id and the token cancelled when a
+    /// newer connection of the same sensor arrives.
+    fn register(&self, sensor_id: i64) -> (u64, CancellationToken) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let old = match self.by_sensor.lock() {
+            Ok(mut m) => m.insert(sensor_id, (id, token.clone())),
+            Err(poisoned) => poisoned.into_inner().insert(sensor_id, (id, token.clone())),
+        };
+        if let Some((_, old)) = old {
+            old.cancel();
+        }
+        (id, token)
+    }
+
+    fn unregister(&self, sensor_id: i64, id: u64) {
+        let mut m = match self.by_sensor.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if m.get(&sensor_id).map(|(i, _)| *i) == Some(id) {
+            m.remove(&sensor_id);
+        }
+    }
+}
+
+/// Connections per address that have not finished their hello yet (bounded by
+/// `max_handshakes_per_source`); a [`HandshakeSlot`] gives its place back when dropped.
+#[derive(Default)]
+struct Handshaking(Mutex<HashMap<IpAddr, usize>>);
+
+struct HandshakeSlot {
+    table: Arc<Handshaking>,
+    ip: IpAddr,
+}
+
+impl Handshaking {
+    fn try_take(table: &Arc<Handshaking>, ip: IpAddr, max: usize) -> Option<HandshakeSlot> {
+        let mut m = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot { table: table.clone(), ip })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut m = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What every connection shares.
+#[derive(Clone)]
+struct Shared {
+    acceptor: TlsAcceptor,
+    jobs: mpsc::Sender<Job>,
+    cfg: Arc<IngestConfig>,
+    live: Arc<LiveSensors>,
+    decodes: Arc<Semaphore>,
+}
+
 /// Binds `[ingest] listen` and serves until `shutdown` is cancelled; `db` becomes the writer's.
 pub async fn serve(
     cfg: &IngestConfig,
@@ -84,6 +172,15 @@ pub async fn serve_listener(
     let icfg = Arc::new(cfg.clone());
     let max = icfg.max_connections;
     let permits = Arc::new(Semaphore::new(max));
+    let handshaking = Arc::new(Handshaking::default());
+    let shared = Shared {
+        acceptor,
+        jobs: jobs_tx,
+        cfg: icfg.clone(),
+        live: Arc::new(LiveSensors::default()),
+        decodes: Arc::new(Semaphore::new(icfg.max_concurrent_decodes)),
+    };
+    let mut refused_at_accept = 0u64;
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "ingest listening");
     loop {
         let permit = tokio::select! {
@@ -102,19 +199,28 @@ pub async fn serve_listener(
             },
             _ = shutdown.cancelled() => break,
         };
-        let acceptor = acceptor.clone();
-        let jobs = jobs_tx.clone();
-        let icfg = icfg.clone();
+        let Some(slot) = Handshaking::try_take(&handshaking, addr.ip(), icfg.max_handshakes_per_source) else {
+            // Closed at once (the permit goes back with it); counted and logged, not silently.
+            refused_at_accept += 1;
+            if refused_at_accept.is_power_of_two() {
+                tracing::warn!(%addr, refused_at_accept, "too many connections from one address in the handshake; closed");
+            }
+            continue;
+        };
+        let sh = shared.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match handle(stream, addr, acceptor, jobs, &icfg, stop).await {
+            match handle(stream, addr, slot, &sh, stop).await {
                 Ok(()) => tracing::debug!(%addr, "sensor connection closed"),
                 Err(e) => tracing::warn!(%addr, error = %e, "sensor connection closed"),
             }
         });
     }
-    drop(jobs_tx);
+    if refused_at_accept > 0 {
+        tracing::info!(refused_at_accept, "connections closed at accept (per-address handshake cap)");
+    }
+    drop(shared);
     // Let open connections finish their in-flight batches (they watch `shutdown` too).
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(max as u32)).await;
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
@@ -138,6 +244,8 @@ enum ConnError {
     Refused(String),
     #[error("admin is shutting down")]
     Shutdown,
+    #[error("replaced by a newer connection of the same sensor")]
+    Replaced,
 }
 
 async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, reason: String) -> Result<(), ConnError> {
@@ -154,14 +262,23 @@ enum Pending {
 async fn handle(
     stream: TcpStream,
     addr: SocketAddr,
-    acceptor: TlsAcceptor,
-    jobs: mpsc::Sender<Job>,
-    cfg: &IngestConfig,
+    slot: HandshakeSlot,
+    sh: &Shared,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
+    let (cfg, jobs) = (&*sh.cfg, &sh.jobs);
     let _ = stream.set_nodelay(true);
+    // A sensor sends its ClientHello at once; an idle connection is closed long before the
+    // handshake timeout, so it cannot hold a connection slot.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(Duration::from_secs(cfg.client_hello_timeout_s), stream.peek(&mut first)).await {
+        Err(_) => return Err(ConnError::Timeout("first TLS byte")),
+        Ok(Err(e)) => return Err(ConnError::Handshake(e)),
+        Ok(Ok(0)) => return Ok(()),
+        Ok(Ok(_)) => {}
+    }
     let handshake = Duration::from_secs(cfg.handshake_timeout_s);
-    let tls = tokio::time::timeout(handshake, acceptor.accept(stream))
+    let tls = tokio::time::timeout(handshake, sh.acceptor.accept(stream))
         .await
         .map_err(|_| ConnError::Timeout("TLS handshake"))?
         .map_err(ConnError::Handshake)?;
@@ -207,6 +324,29 @@ async fn handle(
     )
     .await?;
     tracing::info!(%addr, sensor = %peer.name, schema_version, high_water, "sensor connected");
+    drop(slot);
+    let (conn_id, replaced) = sh.live.register(sensor_id);
+    let result = serve_batches(rd, wr, &peer, sensor_id, sh, &shutdown, &replaced).await;
+    sh.live.unregister(sensor_id, conn_id);
+    result
+}
+
+/// Reads batches and pings of an admitted sensor until it closes, idles out, is replaced by a
+/// newer connection, or the admin stops.
+async fn serve_batches<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer: &PeerIdentity,
+    sensor_id: i64,
+    sh: &Shared,
+    shutdown: &CancellationToken,
+    replaced: &CancellationToken,
+) -> Result<(), ConnError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (cfg, jobs) = (&*sh.cfg, &sh.jobs);
 
     // Replies go out in order from a separate task, so reading the next batch overlaps the
     // commit of the previous ones (bounded by max_in_flight_per_connection).
@@ -240,6 +380,7 @@ async fn handle(
         let next = tokio::select! {
             r = tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)) => r,
             _ = shutdown.cancelled() => break Ok(()),
+            _ = replaced.cancelled() => break Err(ConnError::Replaced),
         };
         let f = match next {
             Err(_) => break Err(ConnError::Timeout("idle")),
@@ -250,7 +391,13 @@ async fn handle(
         let pending = match f {
             Frame::Batch { first_seq, last_seq, count, codec, payload } => {
                 let name = peer.name.clone();
+                // One of `max_concurrent_decodes` slots for the whole admin: decompression
+                // memory stays bounded however many connections send at once.
+                let Ok(decode_slot) = sh.decodes.clone().acquire_owned().await else {
+                    break Err(ConnError::Shutdown);
+                };
                 let checked = tokio::task::spawn_blocking(move || {
+                    let _slot = decode_slot;
                     check_batch(first_seq, last_seq, count, codec, &payload, &name, limits)
                 })
                 .await

@@ -49,6 +49,10 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// Longest wait for the admin's answer to a batch, a hello or a ping.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the TLS handshake: longer than the admin's own handshake timeout (10 s by
+/// default), so that a busy admin closes a slow handshake rather than the sensor giving up on
+/// one the admin is about to finish.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// After shutdown is requested, how long to wait for acknowledgements of batches in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause before trying the next admin of a fleet after a session with one failed.
@@ -322,7 +326,7 @@ impl<B: Backlog> Shipper<B> {
             .map_err(|_| ShipError::Timeout("TCP connect"))?
             .map_err(|source| ShipError::Connect { addr: addr.clone(), source })?;
         let _ = tcp.set_nodelay(true);
-        tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(server_name, tcp))
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(server_name, tcp))
             .await
             .map_err(|_| ShipError::Timeout("TLS handshake"))?
             .map_err(|source| ShipError::Tls { addr, source })

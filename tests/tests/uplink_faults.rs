@@ -7,7 +7,11 @@
 //! * peers that must not get in are refused — no client certificate, a certificate from another
 //!   CA (with the good sensor's name), a revoked sensor, a hello naming another sensor — and peers
 //!   that speak garbage, announce an oversized frame or send an invalid batch are cut off or
-//!   rejected, while the admin keeps serving the good sensor throughout.
+//!   rejected, while the admin keeps serving the good sensor throughout;
+//! * a compromised sensor (a valid certificate) cannot take the admin down (issue 19): 16
+//!   connections each sending decompression bombs leave one connection alive and the admin's
+//!   memory within a stated bound, and idle TCP connections that never start TLS are closed
+//!   (at accept past the per-address cap, the rest within the first-byte timeout).
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -351,7 +355,7 @@ fn intruders_and_garbage_are_refused_while_the_good_sensor_keeps_shipping() {
         Ok(Frame::Rejected { first_seq: 1, last_seq: 3, reason }) => eprintln!("invalid batch rejected: {reason}"),
         other => panic!("an invalid batch was not rejected: {other:?}"),
     }
-    // A decompression bomb: 256 MiB of zeros (the admin's default cap is 64 MiB) in a few KiB.
+    // A decompression bomb: 256 MiB of zeros (the admin's default cap is 8 MiB) in a few KiB.
     let bomb = zstd_zeros(256 << 20);
     p.send_frame(&Frame::Batch { first_seq: 4, last_seq: 4, count: 1, codec: 1, payload: bomb }).unwrap();
     match p.recv() {
@@ -369,6 +373,82 @@ fn intruders_and_garbage_are_refused_while_the_good_sensor_keeps_shipping() {
         .unwrap();
     assert_eq!(stored, 0, "the misbehaving peer got events stored");
     good_sensor_still_ships("invalid batches");
+
+    // 8. A compromised sensor: 16 connections with the probe's valid certificate at once, each
+    //    sending four batches that decompress to 65 MB. Each sensor keeps one connection (a newer
+    //    one replaces the older), at most `max_concurrent_decodes` (2) batches are decompressed at
+    //    once and each stops at the 8 MiB cap: the admin grows by far less than the 64 MiB bound
+    //    (before: 165 -> 488 MB with four connections).
+    let bomb = Arc::new(zstd_zeros(65 << 20));
+    let rss_before = vm_rss_kib(admin_pid);
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(120);
+            while !done.load(Relaxed) && Instant::now() < until {
+                peak.fetch_max(vm_rss_kib(admin_pid), Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let attackers: Vec<_> = (0..16)
+        .map(|_| {
+            let (cfg, bomb) = (probe_cfg.clone(), bomb.clone());
+            std::thread::spawn(move || {
+                let Ok(mut p) = Peer::connect(ingest, cfg) else { return true };
+                if !matches!(p.hello("probe"), Ok(Frame::HelloAck { .. })) {
+                    return true;
+                }
+                for i in 0..4u64 {
+                    let f = Frame::Batch {
+                        first_seq: 10 + i,
+                        last_seq: 10 + i,
+                        count: 1,
+                        codec: 1,
+                        payload: bomb.to_vec(),
+                    };
+                    if p.send_frame(&f).is_err() {
+                        return true;
+                    }
+                }
+                // Replies (rejections) until the admin cuts this connection or 15 s pass.
+                p.cut_off()
+            })
+        })
+        .collect();
+    let cut: usize = attackers.into_iter().map(|t| t.join().unwrap() as usize).sum();
+    done.store(true, Relaxed);
+    sampler.join().unwrap();
+    let grown = peak.load(Relaxed).saturating_sub(rss_before);
+    eprintln!("16 bomb connections: admin RSS {rss_before} KiB, peak +{grown} KiB, {cut} of 16 cut off");
+    assert!(grown < 64 * 1024, "16 connections of bombs grew the admin by {grown} KiB (bound 64 MiB)");
+    assert!(cut >= 15, "a sensor kept {} connections open at once", 16 - cut);
+    good_sensor_still_ships("16 connections of decompression bombs");
+
+    // 9. Idle TCP connections that never start TLS: past 8 per address they are closed at accept,
+    //    and the rest within the 3 s first-byte timeout, so they cannot hold the admin's slots.
+    let idle: Vec<TcpStream> =
+        (0..40).filter_map(|_| TcpStream::connect_timeout(&ingest, Duration::from_secs(5)).ok()).collect();
+    assert_eq!(idle.len(), 40);
+    let t0 = Instant::now();
+    // Closed (EOF or reset) within `wait`; the admin never sends a byte first.
+    let closed_within = |mut c: &TcpStream, wait: Duration| {
+        c.set_read_timeout(Some(wait)).unwrap();
+        let mut b = [0u8; 1];
+        match c.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => panic!("the admin sent bytes before the ClientHello"),
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let at_accept = idle.iter().filter(|c| closed_within(c, Duration::from_millis(10))).count();
+    assert!(at_accept >= 32, "only {at_accept} of 40 idle connections from one address were closed at accept");
+    assert!(idle.iter().all(|c| closed_within(c, Duration::from_secs(10))), "an idle connection outlived the timeout");
+    assert!(t0.elapsed() < Duration::from_secs(10), "idle connections were held {:?}", t0.elapsed());
+    good_sensor_still_ships("40 idle connections");
 
     assert!(s.admin.running(), "the admin died: {}", s.admin.log_tail(20));
     assert!(s.sensor.running(), "the sensor died: {}", s.sensor.log_tail(20));

@@ -663,7 +663,7 @@ impl Event {
             truncate_utf8(v, MAX_TEXT);
         }
         fn kvs(v: &mut Vec<(String, String)>) {
-            v.truncate(MAX_EXTRA);
+            truncate_vec(v, MAX_EXTRA);
             for (k, val) in v.iter_mut() {
                 truncate_utf8(k, 256);
                 truncate_utf8(val, MAX_TEXT);
@@ -671,7 +671,7 @@ impl Event {
         }
         truncate_utf8(&mut self.sensor, 256);
         match &mut self.detail {
-            Detail::Connection { first_bytes, .. } => first_bytes.truncate(MAX_PAYLOAD_PREFIX),
+            Detail::Connection { first_bytes, .. } => truncate_vec(first_bytes, MAX_PAYLOAD_PREFIX),
             Detail::Login { username, secret, extra, .. } => {
                 s(username);
                 match secret {
@@ -697,7 +697,7 @@ impl Event {
             }
             Detail::Payload { name, prefix, .. } => {
                 s(name);
-                prefix.truncate(MAX_PAYLOAD_PREFIX);
+                truncate_vec(prefix, MAX_PAYLOAD_PREFIX);
             }
             Detail::DownloadOffered { url, tool } => {
                 s(url);
@@ -710,7 +710,7 @@ impl Event {
             }
             Detail::Scan { kind, ports } => {
                 s(kind);
-                ports.truncate(1024);
+                truncate_vec(ports, 1024);
             }
             Detail::Fingerprint { kind, value, extra } => {
                 s(kind);
@@ -725,7 +725,24 @@ impl Event {
                 s(name);
                 truncate_utf8(source, 64);
             }
-            Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {}
+            // Internal events come from the sensor, which a compromised one controls as much
+            // as an attacker controls a payload: clamp and validate them the same way.
+            Detail::EvictionGap { per_protocol, per_priority, .. } => {
+                per_protocol.truncate(Protocol::ALL.len());
+                per_priority.truncate(Priority::ALL.len());
+                per_protocol.shrink_to_fit();
+                per_priority.shrink_to_fit();
+            }
+            Detail::Health(h) => {
+                if !matches!(h.governor.as_str(), "normal" | "soft" | "hard") {
+                    h.governor = "invalid".to_string();
+                }
+            }
+            Detail::StoreRecovered { quarantined_path, reason, .. } => {
+                s(quarantined_path);
+                s(reason);
+            }
+            Detail::Rollup { .. } => {}
         }
     }
 }
@@ -739,7 +756,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Truncates `s` to at most `max` bytes without splitting a character.
+/// Truncates `s` to at most `max` bytes without splitting a character, and gives back the
+/// memory it no longer needs (a 60 MB string clamped to 4 KiB must not keep its 60 MB).
 pub fn truncate_utf8(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;
@@ -747,6 +765,15 @@ pub fn truncate_utf8(s: &mut String, max: usize) {
             end -= 1;
         }
         s.truncate(end);
+        s.shrink_to_fit();
+    }
+}
+
+/// Truncates `v` to at most `max` items and releases the memory beyond them.
+fn truncate_vec<T>(v: &mut Vec<T>, max: usize) {
+    if v.len() > max {
+        v.truncate(max);
+        v.shrink_to_fit();
     }
 }
 
@@ -957,6 +984,56 @@ mod tests {
         ev.clamp();
         match &ev.detail {
             Detail::Command { line } => assert!(line.len() <= MAX_TEXT && line.len() >= MAX_TEXT - 1),
+            _ => unreachable!(),
+        }
+    }
+
+    /// What a compromised sensor sends is clamped like attacker input: a huge string gives its
+    /// memory back, the health event's governor is one of its three states, internal strings
+    /// are capped.
+    #[test]
+    fn clamp_releases_memory_and_validates_internal_events() {
+        let mut ev = sample(Detail::Command { line: "x".repeat(8 << 20) });
+        ev.clamp();
+        match &ev.detail {
+            Detail::Command { line } => assert!(line.capacity() <= MAX_TEXT, "{}", line.capacity()),
+            _ => unreachable!(),
+        }
+        let mut ev = sample(Detail::Connection { first_bytes: vec![0; 1 << 20], closed_by: CloseReason::ClientClosed });
+        ev.clamp();
+        match &ev.detail {
+            Detail::Connection { first_bytes, .. } => assert!(first_bytes.capacity() <= MAX_PAYLOAD_PREFIX),
+            _ => unreachable!(),
+        }
+        let health = |governor: &str| Health {
+            uptime_s: 1,
+            rss_bytes: 1,
+            mem_available_bytes: 1,
+            cpu_permille: 1,
+            disk_free_bytes: 1,
+            store_bytes: 1,
+            cap_bytes: 1,
+            backlog_events: 1,
+            evicted_total: 0,
+            shed_total: 0,
+            active_connections: 0,
+            governor: governor.to_string(),
+        };
+        for (sent, kept) in [("normal", "normal"), ("hard", "hard"), ("normal\u{1b}]0;pwned\u{7}", "invalid")] {
+            let mut ev = sample(Detail::Health(health(sent)));
+            ev.clamp();
+            assert_eq!(ev.detail, Detail::Health(health(kept)));
+        }
+        let mut ev = sample(Detail::StoreRecovered {
+            quarantined_path: "p".repeat(1 << 20),
+            reason: "r".repeat(1 << 20),
+            last_seq_before: 1,
+        });
+        ev.clamp();
+        match &ev.detail {
+            Detail::StoreRecovered { quarantined_path, reason, .. } => {
+                assert!(quarantined_path.len() <= MAX_TEXT && reason.len() <= MAX_TEXT)
+            }
             _ => unreachable!(),
         }
     }

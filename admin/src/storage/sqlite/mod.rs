@@ -21,15 +21,39 @@ use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 use std::path::Path;
 
-/// Opens (creating if needed) the database at `path` with WAL and the schema migrated.
+/// Opens (creating if needed) the database at `path` with WAL and the schema migrated. The file
+/// is private to the admin's user (mode 0600; SQLite gives its -wal and -shm files the same
+/// mode): it holds every credential attackers tried and the dashboard's password hashes.
 pub fn open(path: &Path) -> Result<Connection, StorageError> {
     let name = path.display().to_string();
     let err = |error| StorageError::Open { path: name.clone(), error };
+    make_private(path).map_err(|e| StorageError::Open {
+        path: name.clone(),
+        error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+    })?;
     let conn = Connection::open(path).map_err(err)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     configure(&conn).map_err(err)?;
     schema::migrate(&conn, &name)?;
     Ok(conn)
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (an empty file is an empty SQLite
+/// database), or takes group and other permissions away from an existing one.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "database readable by others; setting mode 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7700))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// A private in-memory database with the schema (for tests).
@@ -182,5 +206,28 @@ impl Storage for Connection {
     }
     fn prune_rollups(&self, before_ms: i64) -> Result<u64, StorageError> {
         retention::prune_rollups(self, before_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    /// The database, its WAL and shared-memory files are private to the admin's user, and a
+    /// world-readable database left by an older admin is made private when opened.
+    #[test]
+    fn the_database_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.db");
+        let conn = super::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+        for f in ["admin.db", "admin.db-wal", "admin.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        drop(conn);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(super::open(&path).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
