@@ -42,11 +42,11 @@ fn sshpass(password: &str, program: &str, args: &[&str]) -> tokio::process::Comm
 }
 
 /// The kept samples: (sha256 hex, name, source, outcome).
-fn samples(evs: &[Event]) -> Vec<(String, String, String, SampleOutcome)> {
+fn samples(evs: &[Event]) -> Vec<(String, String, String, &'static str)> {
     evs.iter()
         .filter_map(|e| match &e.detail {
             Detail::Sample { sha256, name, source, outcome, .. } => {
-                Some((hex::encode(sha256), name.clone(), source.clone(), *outcome))
+                Some((hex::encode(sha256), name.clone(), source.clone(), outcome.as_str()))
             }
             _ => None,
         })
@@ -202,7 +202,9 @@ async fn openssh_sees_sshd_auth_methods_again_and_max_auth_tries() {
     let out = run_client(cmd, Duration::from_secs(60)).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert_eq!(err.matches("Authentications that can continue: publickey,password").count(), 6, "{err}");
+    // After `none` and after each of the six refused passwords (sshd sends its disconnect in
+    // place of the sixth failure message; russh has no hook for that, so it sends both).
+    assert_eq!(err.matches("Authentications that can continue: publickey,password").count(), 7, "{err}");
     assert!(err.contains("Too many authentication failures"), "{err}");
     assert!(err.contains("Remote protocol version 2.0, remote software version OpenSSH_9.2p1 Debian-2+deb12u3"), "{err}");
     let evs = h.wait_connections(1, Duration::from_secs(15)).await;
@@ -244,17 +246,21 @@ fn nmap_sections(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut current = None;
     for line in text.lines() {
-        let body = line.trim_start_matches('|').trim_start_matches('_');
+        // Script lines start with `| ` or `|_`; what follows is indented by level.
+        let Some(body) = line.strip_prefix('|').and_then(|b| b.get(1..)) else {
+            current = None;
+            continue;
+        };
         let indent = body.len() - body.trim_start().len();
         let t = body.trim();
-        if indent == 3 && t.ends_with(')') && t.contains(": (") {
+        if indent == 2 && t.ends_with(')') && t.contains(": (") {
             let name = t.split(':').next().unwrap().to_string();
             out.insert(name.clone(), Vec::new());
             current = Some(name);
-        } else if indent == 3 && t == "Supported authentication methods:" {
+        } else if indent == 2 && t == "Supported authentication methods:" {
             out.insert("auth".into(), Vec::new());
             current = Some("auth".into());
-        } else if indent >= 5 {
+        } else if indent >= 4 {
             if let Some(c) = &current {
                 out.get_mut(c).unwrap().push(t.to_string());
             }
@@ -396,8 +402,8 @@ async fn exec_and_an_echo_loader_on_stdin_keep_the_binary() {
     let sha = sha256_hex(&original);
     let evs = h.wait_for(Duration::from_secs(15), |evs| samples(evs).len() >= 2).await;
     let got = samples(&evs);
-    assert_eq!(got[0], (sha256_hex(b"\x7fELF\x01"), "/tmp/small".into(), "ssh-echo".into(), SampleOutcome::Kept));
-    assert_eq!(got[1], (sha.clone(), "/tmp/.x".into(), "ssh-echo".into(), SampleOutcome::Kept));
+    assert_eq!(got[0], (sha256_hex(b"\x7fELF\x01"), "/tmp/small".into(), "ssh-echo".into(), SampleOutcome::Kept.as_str()));
+    assert_eq!(got[1], (sha.clone(), "/tmp/.x".into(), "ssh-echo".into(), SampleOutcome::Kept.as_str()));
     assert_eq!(std::fs::read(h.samples_dir().join(&sha)).unwrap(), original);
 }
 
@@ -438,9 +444,9 @@ async fn scp_legacy_scp_and_sftp_uploads_are_kept_byte_for_byte() {
     let evs = h.wait_for(Duration::from_secs(15), |evs| samples(evs).len() >= 3).await;
     let got: BTreeSet<_> = samples(&evs).into_iter().collect();
     let want: BTreeSet<_> = [
-        (sha256_hex(&files[0].1), "/tmp/up0.bin".to_string(), "sftp".to_string(), SampleOutcome::Kept),
-        (sha256_hex(&files[1].1), "/tmp/up1.bin".into(), "ssh-scp".into(), SampleOutcome::Kept),
-        (sha256_hex(&files[2].1), "/var/tmp/x.bin".into(), "sftp".into(), SampleOutcome::Kept),
+        (sha256_hex(&files[0].1), "/tmp/up0.bin".to_string(), "sftp".to_string(), SampleOutcome::Kept.as_str()),
+        (sha256_hex(&files[1].1), "/tmp/up1.bin".into(), "ssh-scp".into(), SampleOutcome::Kept.as_str()),
+        (sha256_hex(&files[2].1), "/var/tmp/x.bin".into(), "sftp".into(), SampleOutcome::Kept.as_str()),
     ]
     .into_iter()
     .collect();

@@ -149,3 +149,79 @@ pub fn echo_loader_lines(data: &[u8], file: &str, per_line: usize) -> Vec<String
         })
         .collect()
 }
+
+/// A transparent TCP relay in front of a service that keeps what each client sent, so a test
+/// can compare what a tool really put on the wire with what the sensor recorded (hydra's own
+/// `[ATTEMPT]` lines are not that: its telnet module counts some pairs it never sends).
+pub struct Tap {
+    pub addr: std::net::SocketAddr,
+    /// Client-to-server bytes, one buffer per connection, in accept order.
+    pub sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+}
+
+impl Tap {
+    pub async fn start(target: std::net::SocketAddr) -> Tap {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::new(Mutex::new(Vec::new()));
+        let all = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else { continue };
+                let buf = Arc::new(Mutex::new(Vec::new()));
+                all.lock().unwrap().push(buf.clone());
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                // Set when the server has hung up: what the client sends after that never reached it.
+                let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let gone2 = gone.clone();
+                tokio::spawn(async move {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = cr.read(&mut b).await {
+                        if n == 0 || gone.load(std::sync::atomic::Ordering::SeqCst) || sw.write_all(&b[..n]).await.is_err() {
+                            break;
+                        }
+                        buf.lock().unwrap().extend_from_slice(&b[..n]);
+                    }
+                    let _ = sw.shutdown().await;
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    gone2.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = cw.shutdown().await;
+                });
+            }
+        });
+        Tap { addr, sent }
+    }
+
+    /// The (login, password) pairs clients sent to a login prompt: Telnet commands removed,
+    /// lines split at `\r\0`, `\r\n`, `\n` or `\r`, an empty line answered by a new prompt, and
+    /// a login without a password (sent after the server hung up) not a pair.
+    pub fn telnet_pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        for conn in self.sent.lock().unwrap().iter() {
+            let raw = conn.lock().unwrap().clone();
+            let mut data = Vec::new();
+            let mut i = 0;
+            while i < raw.len() {
+                if raw[i] == 0xff {
+                    i += if raw.get(i + 1).is_some_and(|v| (251..=254).contains(v)) { 3 } else { 2 };
+                    continue;
+                }
+                data.push(raw[i]);
+                i += 1;
+            }
+            let text = String::from_utf8_lossy(&data).replace("\r\0", "\n").replace("\r\n", "\n").replace('\r', "\n");
+            let mut login: Option<String> = None;
+            for line in text.split('\n') {
+                match login.take() {
+                    None if line.is_empty() => {}
+                    None => login = Some(line.to_string()),
+                    Some(l) => pairs.push((l, line.to_string())),
+                }
+            }
+        }
+        pairs
+    }
+}

@@ -313,12 +313,13 @@ impl Trap {
                     Self::end(s, channel, 0);
                 }
             }
-            Mode::Shell => {
+            // sftp-server exits 0 when its client sends end-of-file (scp checks that status).
+            Mode::Shell | Mode::Sftp => {
                 if let Some(s) = session {
                     Self::end(s, channel, 0);
                 }
             }
-            Mode::Idle | Mode::Sftp => {}
+            Mode::Idle => {}
         }
     }
 }
@@ -541,7 +542,7 @@ impl russh::server::Handler for Trap {
                 self.shell_data(channel, b"\n", session);
             }
         }
-        let finishes = self.channels.get(&channel).is_some_and(|c| !matches!(c.mode, Mode::Idle | Mode::Sftp));
+        let finishes = self.channels.get(&channel).is_some_and(|c| !matches!(c.mode, Mode::Idle));
         if finishes {
             self.finish_channel(channel, Some(session));
         }
