@@ -55,7 +55,9 @@ fn samples(evs: &[Event]) -> Vec<(String, String, String, &'static str)> {
 
 /// Bytes that look like a binary and differ per `seed`.
 fn blob(seed: u32, len: usize) -> Vec<u8> {
-    (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) >> 11) as u8).collect()
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503)) >> 11) as u8)
+        .collect()
 }
 
 /// `ssh` with `extra` options (they must come before the destination).
@@ -206,7 +208,10 @@ async fn openssh_sees_sshd_auth_methods_again_and_max_auth_tries() {
     // place of the sixth failure message; russh has no hook for that, so it sends both).
     assert_eq!(err.matches("Authentications that can continue: publickey,password").count(), 7, "{err}");
     assert!(err.contains("Too many authentication failures"), "{err}");
-    assert!(err.contains("Remote protocol version 2.0, remote software version OpenSSH_9.2p1 Debian-2+deb12u3"), "{err}");
+    assert!(
+        err.contains("Remote protocol version 2.0, remote software version OpenSSH_9.2p1 Debian-2+deb12u3"),
+        "{err}"
+    );
     let evs = h.wait_connections(1, Duration::from_secs(15)).await;
     assert_eq!(password_logins(&evs).len(), 6, "MaxAuthTries 6, every try recorded");
 }
@@ -221,7 +226,16 @@ async fn hydra_ssh_every_pair_it_sends_is_recorded() {
     let pairs = pairs_file(dir.path());
     let mut cmd = tokio::process::Command::new("hydra");
     cmd.current_dir(dir.path());
-    cmd.args(["-C"]).arg(&pairs).args(["-t", "4", "-V", "-I", "-s", &h.port(Protocol::Ssh).to_string(), "127.0.0.1", "ssh"]);
+    cmd.args(["-C"]).arg(&pairs).args([
+        "-t",
+        "4",
+        "-V",
+        "-I",
+        "-s",
+        &h.port(Protocol::Ssh).to_string(),
+        "127.0.0.1",
+        "ssh",
+    ]);
     let out = run_client(cmd, Duration::from_secs(150)).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let tried = hydra_attempts(&stdout);
@@ -306,7 +320,14 @@ async fn nmap_names_each_persona_and_sees_its_algorithms() {
         ("compression_algorithms", "none"),
         ("auth", "publickey,password,keyboard-interactive"),
     ];
-    let missing = ["sntrup761x25519-sha512@openssh.com", "kexguess2@matt.ucc.asn.au", "umac-64-etm@openssh.com", "umac-128-etm@openssh.com", "umac-64@openssh.com", "umac-128@openssh.com"];
+    let missing = [
+        "sntrup761x25519-sha512@openssh.com",
+        "kexguess2@matt.ucc.asn.au",
+        "umac-64-etm@openssh.com",
+        "umac-128-etm@openssh.com",
+        "umac-64@openssh.com",
+        "umac-128@openssh.com",
+    ];
     for (persona, product, real) in [
         (Persona::LinuxServer, "OpenSSH 9.2p1 Debian 2+deb12u3 (protocol 2.0)", &debian_real),
         (Persona::Mixed, "OpenSSH 9.2p1 Debian 2+deb12u3 (protocol 2.0)", &debian_real),
@@ -318,7 +339,17 @@ async fn nmap_names_each_persona_and_sees_its_algorithms() {
         let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
         let port = h.port(Protocol::Ssh).to_string();
         let mut cmd = tokio::process::Command::new("nmap");
-        cmd.args(["-Pn", "-n", "-sV", "--version-light", "--script", "ssh2-enum-algos,ssh-auth-methods", "-p", &port, "127.0.0.1"]);
+        cmd.args([
+            "-Pn",
+            "-n",
+            "-sV",
+            "--version-light",
+            "--script",
+            "ssh2-enum-algos,ssh-auth-methods",
+            "-p",
+            &port,
+            "127.0.0.1",
+        ]);
         let out = run_client(cmd, Duration::from_secs(90)).await;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(text.contains(product), "{persona:?}: {text}");
@@ -377,7 +408,12 @@ async fn exec_and_an_echo_loader_on_stdin_keep_the_binary() {
     let port = h.port(Protocol::Ssh).to_string();
     // A plain exec: recon commands answered as Debian's bash would.
     let mut args: Vec<&str> = OPTS.to_vec();
-    args.extend(["-p", &port, "root@127.0.0.1", "uname -a; id; cd /tmp && printf '\\x7fELF\\x01' > small && chmod +x small"]);
+    args.extend([
+        "-p",
+        &port,
+        "root@127.0.0.1",
+        "uname -a; id; cd /tmp && printf '\\x7fELF\\x01' > small && chmod +x small",
+    ]);
     let out = run_client(sshpass("root", "ssh", &args), Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -402,7 +438,10 @@ async fn exec_and_an_echo_loader_on_stdin_keep_the_binary() {
     let sha = sha256_hex(&original);
     let evs = h.wait_for(Duration::from_secs(15), |evs| samples(evs).len() >= 2).await;
     let got = samples(&evs);
-    assert_eq!(got[0], (sha256_hex(b"\x7fELF\x01"), "/tmp/small".into(), "ssh-echo".into(), SampleOutcome::Kept.as_str()));
+    assert_eq!(
+        got[0],
+        (sha256_hex(b"\x7fELF\x01"), "/tmp/small".into(), "ssh-echo".into(), SampleOutcome::Kept.as_str())
+    );
     assert_eq!(got[1], (sha.clone(), "/tmp/.x".into(), "ssh-echo".into(), SampleOutcome::Kept.as_str()));
     assert_eq!(std::fs::read(h.samples_dir().join(&sha)).unwrap(), original);
 }
@@ -432,9 +471,21 @@ async fn scp_legacy_scp_and_sftp_uploads_are_kept_byte_for_byte() {
         let out = run_client(sshpass("root", "scp", &args), Duration::from_secs(60)).await;
         assert!(out.status.success(), "scp legacy={legacy}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // A legacy scp download is refused.
+    let mut args: Vec<&str> = OPTS.to_vec();
+    let got_path = dir.path().join("got").display().to_string();
+    args.extend(["-O", "-P", &port, "root@127.0.0.1:/etc/shadow", &got_path]);
+    let out = run_client(sshpass("root", "scp", &args), Duration::from_secs(60)).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("scp: /etc/shadow: Permission denied"));
+    assert!(!dir.path().join("got").exists());
     // sftp with a batch file.
     let batch = dir.path().join("batch");
-    std::fs::write(&batch, format!("cd /var/tmp\nput {} x.bin\nget /etc/passwd {}\n", local(2), dir.path().join("pw").display())).unwrap();
+    std::fs::write(
+        &batch,
+        format!("cd /var/tmp\nput {} x.bin\nget /etc/passwd {}\n", local(2), dir.path().join("pw").display()),
+    )
+    .unwrap();
     let batch_arg = batch.display().to_string();
     let mut args: Vec<&str> = OPTS.to_vec();
     args.extend(["-o", "BatchMode=no", "-b", &batch_arg, "-P", &port, "root@127.0.0.1"]);

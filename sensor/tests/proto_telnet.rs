@@ -129,7 +129,16 @@ async fn hydra_telnet_every_pair_it_sends_is_recorded() {
     let pairs = pairs_file(dir.path());
     let mut cmd = tokio::process::Command::new("hydra");
     cmd.current_dir(dir.path());
-    cmd.args(["-C"]).arg(&pairs).args(["-t", "4", "-V", "-I", "-s", &tap.addr.port().to_string(), "127.0.0.1", "telnet"]);
+    cmd.args(["-C"]).arg(&pairs).args([
+        "-t",
+        "4",
+        "-V",
+        "-I",
+        "-s",
+        &tap.addr.port().to_string(),
+        "127.0.0.1",
+        "telnet",
+    ]);
     let out = run_client(cmd, Duration::from_secs(150)).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let attempted: BTreeSet<(String, String)> = hydra_attempts(&stdout).into_iter().collect();

@@ -82,7 +82,9 @@ fn telnetd(persona: Persona) -> Telnetd {
         // Microsoft Telnet Service: DO AUTH, WILL ECHO, WILL SGA, DO NEW-ENVIRON, DO NAWS,
         // DO BINARY, WILL BINARY.
         Persona::WindowsServer => Telnetd {
-            negotiation: &[IAC, DO, 37, IAC, WILL, ECHO, IAC, WILL, 3, IAC, DO, 39, IAC, DO, 31, IAC, DO, 0, IAC, WILL, 0],
+            negotiation: &[
+                IAC, DO, 37, IAC, WILL, ECHO, IAC, WILL, 3, IAC, DO, 39, IAC, DO, 31, IAC, DO, 0, IAC, WILL, 0,
+            ],
             waits_for_client: true,
             issue: b"Welcome to Microsoft Telnet Service \r\n\n\r",
             login: "login: ",
@@ -240,7 +242,11 @@ impl Recorder for SessionRecorder<'_> {
 
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let d = telnetd(session.persona());
-    let mut input = TelnetInput { decoder: TelnetDecoder::default(), editor: LineEditor::new(session.limits.max_line), client_echoes: false };
+    let mut input = TelnetInput {
+        decoder: TelnetDecoder::default(),
+        editor: LineEditor::new(session.limits.max_line),
+        client_echoes: false,
+    };
     session.write_all(d.negotiation).await?;
     if d.waits_for_client {
         session.flush().await?;

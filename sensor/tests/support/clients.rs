@@ -178,7 +178,10 @@ impl Tap {
                 tokio::spawn(async move {
                     let mut b = [0u8; 4096];
                     while let Ok(n) = cr.read(&mut b).await {
-                        if n == 0 || gone.load(std::sync::atomic::Ordering::SeqCst) || sw.write_all(&b[..n]).await.is_err() {
+                        if n == 0
+                            || gone.load(std::sync::atomic::Ordering::SeqCst)
+                            || sw.write_all(&b[..n]).await.is_err()
+                        {
                             break;
                         }
                         buf.lock().unwrap().extend_from_slice(&b[..n]);

@@ -39,10 +39,10 @@ const BUSYBOX_BANNER: &str = "BusyBox v1.24.1 (2024-02-12 10:05:11 CST) multi-ca
 /// The applets of the router's BusyBox. `wget`, `tftp`, `ftpget` and `curl` are missing on
 /// purpose: a loader that finds no downloader pastes its binary with `echo`, which is kept.
 const APPLETS: &[&str] = &[
-    "[", "[[", "ash", "awk", "cat", "chmod", "cp", "date", "dd", "df", "dmesg", "echo", "env", "false", "free",
-    "grep", "halt", "hostname", "ifconfig", "init", "kill", "killall", "ln", "login", "ls", "mkdir", "mount",
-    "mv", "nc", "netstat", "passwd", "ping", "ps", "pwd", "reboot", "rm", "route", "sed", "sh", "sleep", "tail",
-    "telnetd", "test", "top", "touch", "true", "umount", "uname", "uptime", "vi",
+    "[", "[[", "ash", "awk", "cat", "chmod", "cp", "date", "dd", "df", "dmesg", "echo", "env", "false", "free", "grep",
+    "halt", "hostname", "ifconfig", "init", "kill", "killall", "ln", "login", "ls", "mkdir", "mount", "mv", "nc",
+    "netstat", "passwd", "ping", "ps", "pwd", "reboot", "rm", "route", "sed", "sh", "sleep", "tail", "telnetd", "test",
+    "top", "touch", "true", "umount", "uname", "uptime", "vi",
 ];
 
 /// A 32-bit little-endian MIPS ELF header (what `cat /bin/echo` starts with on the router):
@@ -160,7 +160,8 @@ fn uname(flavor: Flavor, args: &[Vec<u8>]) -> Out {
         Flavor::BusyBox => ("Linux", ROUTER_HOST, "3.10.14", "#1 SMP PREEMPT Mon Feb 12 10:11:32 CST 2024", "mips"),
         _ => ("Linux", DEBIAN_HOST, "6.1.0-18-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)", "x86_64"),
     };
-    let flags: String = args.iter().filter_map(|a| a.strip_prefix(b"-")).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
+    let flags: String =
+        args.iter().filter_map(|a| a.strip_prefix(b"-")).map(|f| String::from_utf8_lossy(f).into_owned()).collect();
     let line = if flags.contains('a') {
         format!("{s} {n} {r} {v} {m} GNU/Linux")
     } else {
@@ -261,9 +262,7 @@ fn downloader_fails(name: &str, args: &[Vec<u8>]) -> Out {
     if name == "curl" {
         Out::err(format!("curl: (7) Failed to connect to {host} port 80 after 3 ms: Couldn't connect to server\n"))
     } else {
-        Out::err(format!(
-            "--2024-06-30 03:12:44--  {url}\nConnecting to {host}:80... failed: Connection refused.\n"
-        ))
+        Out::err(format!("--2024-06-30 03:12:44--  {url}\nConnecting to {host}:80... failed: Connection refused.\n"))
     }
 }
 
@@ -344,7 +343,8 @@ fn applet(sh: &mut Shell, rec: &dyn Recorder, name: &str, args: &[Vec<u8>], stdi
         "echo" => Out::bytes(loader::echo(args)),
         "printf" => Out::bytes(loader::printf(args)),
         "base64" => {
-            let decode = args.iter().any(|a| a.as_slice() == b"-d" || a.as_slice() == b"--decode" || a.as_slice() == b"-di");
+            let decode =
+                args.iter().any(|a| a.as_slice() == b"-d" || a.as_slice() == b"--decode" || a.as_slice() == b"-di");
             let input = match args.iter().find(|a| !a.starts_with(b"-")) {
                 Some(f) => sh.files.get(&sh.resolve(f)).map(|v| v.data.clone()).unwrap_or_default(),
                 None => stdin.unwrap_or_default().to_vec(),
@@ -450,7 +450,8 @@ fn applet(sh: &mut Shell, rec: &dyn Recorder, name: &str, args: &[Vec<u8>], stdi
             }
         }
         "nohup" | "sudo" | "exec" | "command" | "env" | "time" => {
-            let rest: Vec<Vec<u8>> = args.iter().skip_while(|a| a.starts_with(b"-") || a.contains(&b'=')).cloned().collect();
+            let rest: Vec<Vec<u8>> =
+                args.iter().skip_while(|a| a.starts_with(b"-") || a.contains(&b'=')).cloned().collect();
             if rest.is_empty() || depth > super::MAX_DEPTH {
                 return Out::default();
             }
@@ -476,10 +477,8 @@ fn applet(sh: &mut Shell, rec: &dyn Recorder, name: &str, args: &[Vec<u8>], stdi
         "wget" | "curl" => downloader_fails(name, args),
         "tftp" | "ftpget" => not_found(flavor, name),
         "enable" | "system" | "shell" | "linuxshell" | "true" | ":" | "export" | "unset" | "history" | "sleep"
-        | "kill" | "killall" | "pkill" | "mkdir" | "touch" | "mount" | "umount" | "sync" | "ulimit"
-        | "trap" | "set" | "grep" | "clear" | "[" | "test" | "iptables" | "crontab" | "passwd" | "false" => {
-            Out::default()
-        }
+        | "kill" | "killall" | "pkill" | "mkdir" | "touch" | "mount" | "umount" | "sync" | "ulimit" | "trap"
+        | "set" | "grep" | "clear" | "[" | "test" | "iptables" | "crontab" | "passwd" | "false" => Out::default(),
         "wc" => Out::text(&format!("{}\n", stdin.map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count()))),
         "ifconfig" | "ip" => Out::text(if flavor == Flavor::BusyBox {
             "br0       Link encap:Ethernet  HWaddr 00:0C:43:28:80:A1\n          inet addr:192.168.1.1  Bcast:192.168.1.255  Mask:255.255.255.0\n"
@@ -492,7 +491,10 @@ fn applet(sh: &mut Shell, rec: &dyn Recorder, name: &str, args: &[Vec<u8>], stdi
                 let n = lossy(a);
                 let have = match flavor {
                     Flavor::BusyBox => APPLETS.contains(&n.as_str()),
-                    _ => matches!(n.as_str(), "wget" | "curl" | "bash" | "sh" | "python3" | "perl" | "cat" | "ls" | "base64"),
+                    _ => matches!(
+                        n.as_str(),
+                        "wget" | "curl" | "bash" | "sh" | "python3" | "perl" | "cat" | "ls" | "base64"
+                    ),
                 };
                 if have {
                     out.stdout.extend_from_slice(format!("/usr/bin/{n}\n").as_bytes());

@@ -59,10 +59,16 @@ enum Tok {
     /// `;`, `&&`, `||`, `&`, newline: ends a command.
     End,
     Pipe,
-    Out { append: bool },
+    Out {
+        append: bool,
+    },
     /// `N>` / `N>>` for a descriptor other than 1, `<`, `N>&M`: the next word is not an argument.
-    OtherRedirect { takes_word: bool },
-    Heredoc { strip_tabs: bool },
+    OtherRedirect {
+        takes_word: bool,
+    },
+    Heredoc {
+        strip_tabs: bool,
+    },
 }
 
 impl<'a> Lexer<'a> {

@@ -134,18 +134,7 @@ impl Shell {
         let files = VirtualFiles::new(limits.max_files, limits.max_file, limits.file_budget);
         let user = if user.is_empty() || flavor == Flavor::BusyBox { "root".to_string() } else { user.to_string() };
         let cwd = commands::home(flavor, &user);
-        Shell {
-            flavor,
-            user,
-            cwd,
-            files,
-            pending: None,
-            limits,
-            lines: 0,
-            events: 0,
-            shed_lines: 0,
-            shed_bytes: 0,
-        }
+        Shell { flavor, user, cwd, files, pending: None, limits, lines: 0, events: 0, shed_lines: 0, shed_bytes: 0 }
     }
 
     /// What the system prints right after a login (before the first prompt).
@@ -273,8 +262,13 @@ impl Shell {
         if let Some(at) = cmds.iter().position(|c| c.heredoc.is_some()) {
             if depth == 0 {
                 if let Some(h) = cmds[at].heredoc.clone() {
-                    self.pending =
-                        Some(Pending { commands: cmds, at, delimiter: h.delimiter, strip_tabs: h.strip_tabs, body: Vec::new() });
+                    self.pending = Some(Pending {
+                        commands: cmds,
+                        at,
+                        delimiter: h.delimiter,
+                        strip_tabs: h.strip_tabs,
+                        body: Vec::new(),
+                    });
                     return Reply::default();
                 }
             }
@@ -300,7 +294,13 @@ impl Shell {
     }
 
     /// Runs the simple commands of one line, wiring pipes and redirections.
-    fn execute(&mut self, rec: &dyn Recorder, cmds: &[lex::Command], heredoc: Option<(usize, &[u8])>, depth: u8) -> Reply {
+    fn execute(
+        &mut self,
+        rec: &dyn Recorder,
+        cmds: &[lex::Command],
+        heredoc: Option<(usize, &[u8])>,
+        depth: u8,
+    ) -> Reply {
         let mut out = Vec::new();
         let mut pipe: Option<Vec<u8>> = None;
         for (i, c) in cmds.iter().enumerate() {

@@ -29,7 +29,9 @@ impl Rec {
             .borrow()
             .iter()
             .filter_map(|d| match d {
-                Detail::Payload { name, sha256, size, truncated, .. } => Some((name.clone(), *sha256, *size, *truncated)),
+                Detail::Payload { name, sha256, size, truncated, .. } => {
+                    Some((name.clone(), *sha256, *size, *truncated))
+                }
                 _ => None,
             })
             .collect()
@@ -54,7 +56,10 @@ fn a_mirai_echo_loader_is_rebuilt_byte_for_byte() {
     let rec = Rec::default();
     let mut sh = Shell::new(Flavor::BusyBox, "root", ShellLimits::default());
     assert_eq!(run(&mut sh, &rec, "/bin/busybox ECCHI"), "ECCHI: applet not found\n");
-    assert_eq!(run(&mut sh, &rec, "/bin/busybox wget; /bin/busybox tftp"), "wget: applet not found\ntftp: applet not found\n");
+    assert_eq!(
+        run(&mut sh, &rec, "/bin/busybox wget; /bin/busybox tftp"),
+        "wget: applet not found\ntftp: applet not found\n"
+    );
     let elf = sh.input_line(&rec, b"/bin/busybox cat /bin/echo").output;
     assert_eq!(&elf[..4], b"\x7fELF");
     run(&mut sh, &rec, "cd /tmp");
@@ -82,7 +87,8 @@ fn printf_base64_and_heredoc_loaders() {
     let mut sh = Shell::new(Flavor::Debian, "root", ShellLimits::default());
     // printf with octal and hex escapes, in pieces.
     for (n, chunk) in data.chunks(100).enumerate() {
-        let esc: String = chunk.iter().map(|b| if b % 2 == 0 { format!("\\{b:03o}") } else { format!("\\x{b:02x}") }).collect();
+        let esc: String =
+            chunk.iter().map(|b| if b % 2 == 0 { format!("\\{b:03o}") } else { format!("\\x{b:02x}") }).collect();
         let op = if n == 0 { ">" } else { ">>" };
         run(&mut sh, &rec, &format!("printf '{esc}' {op} /var/tmp/p"));
     }
@@ -196,7 +202,8 @@ fn hostile_input_never_panics() {
         // Lines made of shell syntax, so the lexer, pipes, heredocs and loaders are reached.
         let alphabet: &[u8] = b" ;|&<>'\"\\$`#\n-ecnd/.x0=echo printf base64 cat sh chmod rm mv cp cd >> << EOF";
         for (n, raw) in random_inputs(0x5ee1_1c0d_e000_0000 + flavor as u64, 8_000, 120, false).enumerate() {
-            let line: Vec<u8> = if n % 2 == 0 { raw.iter().map(|b| alphabet[*b as usize % alphabet.len()]).collect() } else { raw };
+            let line: Vec<u8> =
+                if n % 2 == 0 { raw.iter().map(|b| alphabet[*b as usize % alphabet.len()]).collect() } else { raw };
             let r = sh.input_line(&rec, &line);
             assert!(r.output.len() <= 64 << 10);
             if n % 1000 == 0 {

@@ -60,7 +60,9 @@ fn load_or_create(path: Option<&Path>) -> HostKeys {
             .ok()
     });
     let ed25519 = PrivateKey::from(Ed25519Keypair::from_seed(&ed_seed.unwrap_or_else(rand::random)));
-    let rsa = keyed_file(path, "rsa", || RsaKeypair::random(&mut russh::keys::key::safe_rng(), RSA_BITS).map(PrivateKey::from));
+    let rsa = keyed_file(path, "rsa", || {
+        RsaKeypair::random(&mut russh::keys::key::safe_rng(), RSA_BITS).map(PrivateKey::from)
+    });
     let ecdsa = keyed_file(path, "ecdsa", || {
         EcdsaKeypair::random(&mut russh::keys::key::safe_rng(), EcdsaCurve::NistP256).map(PrivateKey::from)
     });
@@ -68,7 +70,11 @@ fn load_or_create(path: Option<&Path>) -> HostKeys {
 }
 
 /// The key in `PATH.ext` (created with `make` when missing), or a new one for this run.
-fn keyed_file(path: Option<&Path>, ext: &str, make: impl Fn() -> russh::keys::ssh_key::Result<PrivateKey>) -> PrivateKey {
+fn keyed_file(
+    path: Option<&Path>,
+    ext: &str,
+    make: impl Fn() -> russh::keys::ssh_key::Result<PrivateKey>,
+) -> PrivateKey {
     let file = path.map(|p| {
         let mut name = p.as_os_str().to_owned();
         name.push(".");
@@ -78,7 +84,9 @@ fn keyed_file(path: Option<&Path>, ext: &str, make: impl Fn() -> russh::keys::ss
     if let Some(f) = &file {
         match load_or_create_key(f, &make) {
             Ok(k) => return k,
-            Err(e) => tracing::warn!(path = %f.display(), error = %e, "cannot use the SSH host key file; using a key for this run only"),
+            Err(e) => {
+                tracing::warn!(path = %f.display(), error = %e, "cannot use the SSH host key file; using a key for this run only")
+            }
         }
     }
     // A key for this run: generation only fails on a broken random source, which would make
@@ -151,8 +159,10 @@ mod tests {
             }
             other => panic!("not RSA: {other:?}"),
         }
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, ["ssh_host_key.seed", "ssh_host_key.seed.ecdsa", "ssh_host_key.seed.rsa"]);
         for n in &names {

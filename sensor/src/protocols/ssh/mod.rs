@@ -109,7 +109,14 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     let fingerprint = Arc::new(tee::Fingerprint::new(seen, version));
     let handle_cell = Arc::new(OnceLock::new());
     let limits = ShellLimits::for_session(session.limits.max_payload, session.max_sample_bytes());
-    let trap = server::Trap::new(em.clone(), profile, fingerprint.clone(), handle_cell.clone(), limits, session.limits.max_line);
+    let trap = server::Trap::new(
+        em.clone(),
+        profile,
+        fingerprint.clone(),
+        handle_cell.clone(),
+        limits,
+        session.limits.max_line,
+    );
     let running = russh::server::run_stream(config, stream, trap).await.map_err(|_| CloseReason::ProtocolError)?;
     let handle = running.handle();
     let _ = handle_cell.set(handle.clone());

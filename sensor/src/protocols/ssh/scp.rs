@@ -19,13 +19,19 @@ pub enum Step<'a> {
     /// Send these bytes back to the client.
     Reply(&'static [u8]),
     /// A file starts: its name (as the client sent it), size and mode.
-    FileStart { name: String, size: u64, mode: u32 },
+    FileStart {
+        name: String,
+        size: u64,
+        mode: u32,
+    },
     /// The next bytes of the current file.
     Data(&'a [u8]),
     /// The current file is complete.
     FileEnd,
     /// The client entered a directory (`D`) or left one (`E`).
-    Dir { name: String },
+    Dir {
+        name: String,
+    },
     EndDir,
     /// The client broke the protocol; the sink is done.
     Error(String),
@@ -34,7 +40,9 @@ pub enum Step<'a> {
 #[derive(Debug, PartialEq, Eq)]
 enum State {
     Line,
-    Data { left: u64 },
+    Data {
+        left: u64,
+    },
     /// The zero byte the client sends after a file's data.
     DataAck,
     Failed,
@@ -165,30 +173,44 @@ impl ScpSink {
     }
 }
 
-/// The options and target of an scp command line (`scp -t [-r] [-p] [-d] [-v] TARGET`), or
-/// `None` when `cmd` is not an scp sink command. `to_dir` is true when TARGET names a directory
-/// (`-d`, `-r`, or a trailing `/`).
-pub fn parse_command(cmd: &str) -> Option<(String, bool)> {
+/// What an `scp` command line asks the server to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `scp -t [-r] [-p] [-d] [-v] TARGET`: receive files. `to_dir` is true when TARGET names a
+    /// directory (`-d`, `-r`, or a trailing `/`, `.` or `~`).
+    Sink { target: String, to_dir: bool },
+    /// `scp -f PATH…`: send files (a download, always refused).
+    Source { paths: Vec<String> },
+}
+
+/// The scp mode of `cmd`, or `None` when it is not an scp server command.
+pub fn parse_command(cmd: &str) -> Option<Command> {
     let mut words = cmd.split_whitespace();
     let prog = words.next()?;
     if prog.rsplit('/').next() != Some("scp") {
         return None;
     }
-    let mut sink = false;
-    let mut to_dir = false;
-    let mut target = None;
-    for w in words {
+    let (mut sink, mut source, mut to_dir) = (false, false, false);
+    let mut rest: Vec<String> = Vec::new();
+    for w in words.take(64) {
         match w.strip_prefix('-') {
-            Some(flags) if target.is_none() && !flags.is_empty() => {
+            Some(flags) if rest.is_empty() && !flags.is_empty() => {
                 sink |= flags.contains('t');
+                source |= flags.contains('f');
                 to_dir |= flags.contains('d') || flags.contains('r');
             }
-            _ => target = Some(w.to_string()),
+            _ => rest.push(w.to_string()),
         }
     }
-    let target = target.unwrap_or_else(|| ".".into());
-    let to_dir = to_dir || target.ends_with('/') || target == "." || target == "~";
-    sink.then_some((target, to_dir))
+    if sink {
+        let target = rest.into_iter().next().unwrap_or_else(|| ".".into());
+        let to_dir = to_dir || target.ends_with('/') || target == "." || target == "~";
+        Some(Command::Sink { target, to_dir })
+    } else if source {
+        Some(Command::Source { paths: rest })
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -243,11 +265,13 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse_command("scp -t /tmp/"), Some(("/tmp/".into(), true)));
-        assert_eq!(parse_command("scp -v -t -- x.bin"), Some(("x.bin".into(), false)));
-        assert_eq!(parse_command("/usr/bin/scp -r -t ."), Some((".".into(), true)));
-        assert_eq!(parse_command("scp -f /etc/passwd"), None);
+        let sink = |t: &str, d: bool| Some(Command::Sink { target: t.into(), to_dir: d });
+        assert_eq!(parse_command("scp -t /tmp/"), sink("/tmp/", true));
+        assert_eq!(parse_command("scp -v -t -- x.bin"), sink("x.bin", false));
+        assert_eq!(parse_command("/usr/bin/scp -r -t ."), sink(".", true));
+        assert_eq!(parse_command("scp -f /etc/passwd"), Some(Command::Source { paths: vec!["/etc/passwd".into()] }));
         assert_eq!(parse_command("ls -t"), None);
+        assert_eq!(parse_command("scp x y"), None);
     }
 
     #[test]

@@ -44,7 +44,10 @@ enum Mode {
     Idle,
     Shell,
     /// An `exec` whose command reads stdin: the channel's data until end-of-file.
-    ExecStdin { line: Vec<u8>, stdin: Vec<u8> },
+    ExecStdin {
+        line: Vec<u8>,
+        stdin: Vec<u8>,
+    },
     Scp(Box<ScpState>),
     Sftp,
 }
@@ -167,7 +170,11 @@ impl Trap {
             if let Some(h) = self.handle.get() {
                 // sshd's auth_maxtries_exceeded: a disconnect instead of another chance.
                 let _ = h
-                    .disconnect(russh::Disconnect::ProtocolError, "Too many authentication failures".into(), String::new())
+                    .disconnect(
+                        russh::Disconnect::ProtocolError,
+                        "Too many authentication failures".into(),
+                        String::new(),
+                    )
                     .await;
             }
         }
@@ -444,7 +451,12 @@ impl russh::server::Handler for Trap {
         Ok(())
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let Some(c) = self.channels.get_mut(&channel) else {
             session.channel_failure(channel)?;
             return Ok(());
@@ -453,7 +465,16 @@ impl russh::server::Handler for Trap {
         let pty = c.pty;
         session.channel_success(channel)?;
         let text = String::from_utf8_lossy(data).into_owned();
-        if let Some((target, to_dir)) = scp::parse_command(&text) {
+        if let Some(scp::Command::Source { paths }) = scp::parse_command(&text) {
+            // A download: refused, as for a file the account may not read.
+            self.em.emit(Detail::Command { line: text });
+            let path = paths.first().cloned().unwrap_or_default();
+            let _ = session.data(channel, format!("\x01scp: {path}: Permission denied\n").into_bytes());
+            self.channels.remove(&channel);
+            Self::end(session, channel, 1);
+            return Ok(());
+        }
+        if let Some(scp::Command::Sink { target, to_dir }) = scp::parse_command(&text) {
             self.em.emit(Detail::Command { line: text });
             if let Some(c) = self.channels.get_mut(&channel) {
                 c.mode = Mode::Scp(Box::new(ScpState {
@@ -484,7 +505,12 @@ impl russh::server::Handler for Trap {
         Ok(())
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let home = self.home();
         let taken = match self.channels.get_mut(&channel) {
             Some(c) if name == "sftp" && matches!(c.mode, Mode::Idle) => {

@@ -14,9 +14,7 @@ use crate::capture::PayloadCapture;
 use crate::protocols::shell::resolve;
 use crate::session::Emitter;
 use drosera_uplink::event::Detail;
-use russh_sftp::protocol::{
-    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
-};
+use russh_sftp::protocol::{Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +28,8 @@ const MAX_HANDLES: usize = 16;
 const MAX_EVENTS: usize = 100;
 
 /// Directories every server has (`stat` says they exist, so clients upload into them).
-const DIRS: &[&str] = &["/", "/tmp", "/var", "/var/tmp", "/dev", "/dev/shm", "/root", "/home", "/usr", "/etc", "/bin", "/run"];
+const DIRS: &[&str] =
+    &["/", "/tmp", "/var", "/var/tmp", "/dev", "/dev/shm", "/root", "/home", "/usr", "/etc", "/bin", "/run"];
 
 struct Upload {
     path: String,
@@ -61,7 +60,17 @@ pub(super) struct SftpTrap {
 
 impl SftpTrap {
     pub fn new(em: Emitter, home: String, uploads: Arc<AtomicUsize>, max_uploads: usize, max_file: u64) -> SftpTrap {
-        SftpTrap { em, home, uploads, max_uploads, max_file, handles: HashMap::new(), next: 0, events: 0, written: Vec::new() }
+        SftpTrap {
+            em,
+            home,
+            uploads,
+            max_uploads,
+            max_file,
+            handles: HashMap::new(),
+            next: 0,
+            events: 0,
+            written: Vec::new(),
+        }
     }
 
     fn record(&mut self, what: &str, path: &str) {
@@ -163,7 +172,13 @@ impl russh_sftp::server::Handler for SftpTrap {
         }
     }
 
-    async fn open(&mut self, id: u32, filename: String, pflags: OpenFlags, _attrs: FileAttributes) -> Result<Handle, Self::Error> {
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
         let path = self.path(&filename);
         let writes = pflags.intersects(OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::APPEND | OpenFlags::TRUNCATE);
         if !writes {
