@@ -250,9 +250,9 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     session.write_all(d.negotiation).await?;
     if d.waits_for_client {
         session.flush().await?;
-        match tokio::time::timeout(NEGOTIATION_WAIT, session.peek_some(1)).await {
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(_)) | Err(_) => {}
+        // The client's answers (or the end of the wait) let the login start.
+        if let Ok(Err(e)) = tokio::time::timeout(NEGOTIATION_WAIT, session.peek_some(1)).await {
+            return Err(e);
         }
     }
     session.write_all(d.issue).await?;

@@ -150,20 +150,23 @@ pub fn echo_loader_lines(data: &[u8], file: &str, per_line: usize) -> Vec<String
         .collect()
 }
 
+/// What each connection's client sent, one buffer per connection, in accept order.
+pub type Sent = Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>;
+
 /// A transparent TCP relay in front of a service that keeps what each client sent, so a test
 /// can compare what a tool really put on the wire with what the sensor recorded (hydra's own
 /// `[ATTEMPT]` lines are not that: its telnet module counts some pairs it never sends).
 pub struct Tap {
     pub addr: std::net::SocketAddr,
     /// Client-to-server bytes, one buffer per connection, in accept order.
-    pub sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    pub sent: Sent,
 }
 
 impl Tap {
     pub async fn start(target: std::net::SocketAddr) -> Tap {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::new(Mutex::new(Vec::new()));
+        let sent: Sent = Arc::new(Mutex::new(Vec::new()));
         let all = sent.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
