@@ -506,3 +506,39 @@ async fn scp_legacy_scp_and_sftp_uploads_are_kept_byte_for_byte() {
         assert_eq!(&std::fs::read(h.samples_dir().join(sha256_hex(data))).unwrap(), data);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banner_grabs_get_no_handshake_and_a_waiting_client_gets_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(&["ssh"]).await;
+    let banner = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
+    // A grabber that sends its version and leaves: it gets the version line and nothing else.
+    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Ssh)).await.unwrap();
+    s.write_all(b"SSH-2.0-Go\r\n").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, banner, "no KEXINIT: russh never started");
+    // nmap -sV's way: read the banner, say nothing, leave.
+    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Ssh)).await.unwrap();
+    let mut first = vec![0u8; banner.len()];
+    s.read_exact(&mut first).await.unwrap();
+    assert_eq!(first, banner);
+    drop(s);
+    let evs = h.wait_connections(2, Duration::from_secs(10)).await;
+    let fps: Vec<(String, usize)> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Fingerprint { kind, value, extra } if kind == "ssh_client" => Some((value.clone(), extra.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fps, vec![("SSH-2.0-Go".to_string(), 0)], "the grabber's version, without HASSH");
+    // A client that waits for the server's KEXINIT before sending its own gets it.
+    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Ssh)).await.unwrap();
+    s.write_all(b"SSH-2.0-waiter\r\n").await.unwrap();
+    let mut head = vec![0u8; banner.len() + 6];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(&head[..banner.len()], banner, "the version line once (russh's own is swallowed)");
+    assert_eq!(head[banner.len() + 5], 20, "then a KEXINIT packet");
+}
