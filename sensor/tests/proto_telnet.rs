@@ -185,3 +185,26 @@ async fn nmap_names_the_telnetd_of_each_persona() {
         assert!(text.contains(product), "{persona:?}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_linux_server_persona_is_debian_end_to_end() {
+    let mut cfg = config_for(&["telnet"]);
+    cfg.sensor.persona = Persona::LinuxServer;
+    cfg.credentials.refuse_first = 0;
+    let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let mut c = Scripted::connect(h.addr(Protocol::Telnet)).await;
+    // Answering the options lets the login start at once (no 2 s wait).
+    c.send(b"\xff\xfc\x18\xff\xfc\x20\xff\xfc\x23\xff\xfc\x27").await;
+    c.until("Debian GNU/Linux 12\r\nweb01 login: ").await;
+    c.send(b"root\r\n").await;
+    c.until("Password: ").await;
+    c.send(b"root\r\n").await;
+    c.until("root@web01:~# ").await;
+    c.send(b"uname -a; cat /nope\r\n").await;
+    c.until("Debian 6.1.76-1 (2024-02-01) x86_64 GNU/Linux\r\ncat: /nope: No such file or directory\r\nroot@web01:~# ")
+        .await;
+    c.send(b"logout\r\n").await;
+    c.until_closed().await;
+    let evs = h.wait_connections(1, Duration::from_secs(10)).await;
+    assert_eq!(password_logins(&evs), vec![("root".into(), "root".into(), true)]);
+}
