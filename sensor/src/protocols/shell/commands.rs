@@ -78,13 +78,23 @@ pub(super) fn motd(flavor: Flavor, user: &str) -> String {
                  the exact distribution terms for each program are described in the\n\
                  individual files in /usr/share/doc/*/copyright.\n\n\
                  Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY, to the extent\n\
-                 permitted by applicable law.\n"
+                 permitted by applicable law.\n{}",
+                last_login()
             )
         }
         Flavor::WindowsCmd => {
             "Microsoft Windows [Version 10.0.17763.5329]\n(c) 2018 Microsoft Corporation. All rights reserved.\n\n".into()
         }
     }
+}
+
+/// sshd's "Last login" line: the previous login a day and some hours ago, from the LAN.
+fn last_login() -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::minutes(27 * 60 + 13);
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+    );
+    t.format(&fmt).map(|d| format!("Last login: {d} from 10.0.0.5\n")).unwrap_or_default()
 }
 
 pub(super) fn prompt(flavor: Flavor, user: &str, cwd: &str) -> String {
