@@ -542,3 +542,42 @@ async fn banner_grabs_get_no_handshake_and_a_waiting_client_gets_one() {
     assert_eq!(&head[..banner.len()], banner, "the version line once (russh's own is swallowed)");
     assert_eq!(head[banner.len() + 5], 20, "then a KEXINIT packet");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_connection_cap_are_reported_not_kept() {
+    if !require_client("scp") || !require_client("sshpass") {
+        return;
+    }
+    let h = open_harness().await;
+    let port = h.port(Protocol::Ssh).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // Six files in one legacy scp run (one connection, one channel): four are kept.
+    let mut paths = Vec::new();
+    for n in 0..6u32 {
+        let p = dir.path().join(format!("f{n}"));
+        std::fs::write(&p, blob(100 + n, 2_000 + n as usize)).unwrap();
+        paths.push(p.display().to_string());
+    }
+    let mut args: Vec<&str> = OPTS.to_vec();
+    args.extend(["-O", "-P", &port]);
+    args.extend(paths.iter().map(String::as_str));
+    args.push("root@127.0.0.1:/tmp/");
+    let out = run_client(sshpass("root", "scp", &args), Duration::from_secs(60)).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let evs = h.wait_connections(1, Duration::from_secs(15)).await;
+    let kept: Vec<String> = samples(&evs).into_iter().map(|s| s.1).collect();
+    assert_eq!(kept, ["/tmp/f0", "/tmp/f1", "/tmp/f2", "/tmp/f3"]);
+    let dropped: Vec<Vec<(String, String)>> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Extension { kind, fields } if kind == "upload_not_kept" => Some(fields.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert_eq!(
+        dropped[0][..3],
+        [("source".into(), "ssh-scp".into()), ("name".into(), "/tmp/f4".into()), ("size".into(), "2004".into())]
+    );
+    assert_eq!(dropped[1][1], ("name".into(), "/tmp/f5".into()));
+}

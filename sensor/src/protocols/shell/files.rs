@@ -30,11 +30,14 @@ pub struct VirtualFiles {
     used: usize,
     /// Files that could not be tracked because `max_files` were open.
     pub shed_files: u64,
+    /// Set while a command runs whose input was cut at a cap (a here-document or an SSH
+    /// `exec`'s stdin longer than the shell follows): what it writes is marked truncated.
+    pub input_cut: bool,
 }
 
 impl VirtualFiles {
     pub fn new(max_files: usize, max_file: usize, budget: usize) -> VirtualFiles {
-        VirtualFiles { files: Vec::new(), max_files, max_file, budget, used: 0, shed_files: 0 }
+        VirtualFiles { files: Vec::new(), max_files, max_file, budget, used: 0, shed_files: 0, input_cut: false }
     }
 
     pub fn get(&self, path: &str) -> Option<&VirtualFile> {
@@ -69,7 +72,7 @@ impl VirtualFiles {
         let take = data.len().min(room);
         f.data.extend_from_slice(&data[..take]);
         self.used += take;
-        if take < data.len() {
+        if take < data.len() || self.input_cut {
             f.truncated = true;
         }
     }
@@ -146,6 +149,9 @@ mod tests {
         let f = v.take_if_written("/tmp/d").unwrap();
         assert_eq!((f.data.as_slice(), f.truncated), (&b"x"[..], false));
         assert!(v.get("/tmp/d").is_none());
+        v.input_cut = true;
+        v.write("/tmp/e", b"abc", false);
+        assert!(v.get("/tmp/e").unwrap().truncated, "a write from cut input is marked");
     }
 
     #[test]

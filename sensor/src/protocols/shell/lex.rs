@@ -334,4 +334,25 @@ mod tests {
         assert_eq!(split(&wide)[0].words.len(), MAX_WORDS);
         assert!(split(b"").is_empty() && split(b" ;; ; ").is_empty());
     }
+
+    #[test]
+    fn hostile_input_never_panics() {
+        use crate::protocols::hostile::{random_inputs, truncations};
+        let good = br#"cd /tmp; echo -ne '\x7f' >> .d && printf "%s\n" a\ b | base64 -d > f 2>&1 <<-'EOF' # c"#;
+        for t in truncations(good) {
+            let _ = split(t);
+        }
+        // Random bytes, and random strings over the lexer's own syntax.
+        let alphabet: &[u8] = b" ;|&<>'\"\\$`#\t-=ab<<>>2>&1EOF";
+        for (n, raw) in random_inputs(0x1e8e_5eed_0bad_cafe, 20_000, 400, false).enumerate() {
+            let line: Vec<u8> =
+                if n % 2 == 0 { raw.iter().map(|b| alphabet[*b as usize % alphabet.len()]).collect() } else { raw };
+            let cs = split(&line);
+            assert!(cs.len() <= MAX_COMMANDS);
+            for c in &cs {
+                assert!(c.words.len() <= MAX_WORDS);
+                assert!(c.words.iter().map(Vec::len).sum::<usize>() <= line.len());
+            }
+        }
+    }
 }

@@ -108,6 +108,8 @@ struct Pending {
     delimiter: Vec<u8>,
     strip_tabs: bool,
     body: Vec<u8>,
+    /// Body lines were dropped at the cap: what the command writes is marked truncated.
+    cut: bool,
 }
 
 /// Nested `sh -c`, `… | sh` scripts run at most this deep.
@@ -127,6 +129,8 @@ pub(crate) struct Shell {
     events: usize,
     shed_lines: u64,
     shed_bytes: u64,
+    /// Input bytes (here-document bodies, an `exec`'s stdin) dropped past the caps.
+    shed_input: u64,
 }
 
 impl Shell {
@@ -134,7 +138,19 @@ impl Shell {
         let files = VirtualFiles::new(limits.max_files, limits.max_file, limits.file_budget);
         let user = if user.is_empty() || flavor == Flavor::BusyBox { "root".to_string() } else { user.to_string() };
         let cwd = commands::home(flavor, &user);
-        Shell { flavor, user, cwd, files, pending: None, limits, lines: 0, events: 0, shed_lines: 0, shed_bytes: 0 }
+        Shell {
+            flavor,
+            user,
+            cwd,
+            files,
+            pending: None,
+            limits,
+            lines: 0,
+            events: 0,
+            shed_lines: 0,
+            shed_bytes: 0,
+            shed_input: 0,
+        }
     }
 
     /// What the system prints right after a login (before the first prompt).
@@ -162,7 +178,7 @@ impl Shell {
             if l == p.delimiter.as_slice() {
                 let p = self.pending.take();
                 return match p {
-                    Some(p) => self.execute(rec, &p.commands, Some((p.at, &p.body)), 0),
+                    Some(p) => self.execute_input(rec, &p.commands, (p.at, &p.body), p.cut),
                     None => Reply::default(),
                 };
             }
@@ -172,6 +188,9 @@ impl Shell {
             if p.body.len() + body_line.len() < cap {
                 p.body.extend_from_slice(body_line);
                 p.body.push(b'\n');
+            } else {
+                p.cut = true;
+                self.shed_input += body_line.len() as u64 + 1;
             }
             return Reply::default();
         }
@@ -199,7 +218,11 @@ impl Shell {
 
     /// Runs one command line whose standard input is `stdin` (an SSH `exec` of `cat > f`,
     /// `sh`, `base64 -d > f`, fed by the client's channel data until it sent end-of-file).
-    pub fn run_with_stdin(&mut self, rec: &dyn Recorder, line: &[u8], stdin: &[u8]) -> Reply {
+    /// `dropped` counts the bytes the transport dropped past its cap: they are reported, and
+    /// files written from the cut input are marked truncated.
+    pub fn run_with_stdin(&mut self, rec: &dyn Recorder, line: &[u8], stdin: &[u8], dropped: u64) -> Reply {
+        let cut = dropped > 0;
+        self.shed_input += dropped;
         self.lines += 1;
         if self.lines > self.limits.max_lines {
             return Reply { output: Vec::new(), exit: true };
@@ -215,30 +238,45 @@ impl Shell {
             && matches!(cmds[0].name(), b"sh" | b"bash" | b"ash")
             && cmds[0].words.iter().skip(1).all(|w| matches!(w.as_slice(), b"-s" | b"-i" | b"-l" | b"-"));
         if bare_shell {
-            return self.run_script(rec, stdin);
+            self.files.input_cut = cut;
+            let r = self.run_script(rec, stdin);
+            self.files.input_cut = false;
+            return r;
         }
-        self.execute(rec, &cmds, Some((at, stdin)), 0)
+        self.execute_input(rec, &cmds, (at, stdin), cut)
+    }
+
+    /// Runs `cmds` with the `.1` bytes as the standard input of command `.0`; `cut` marks
+    /// what they write as truncated.
+    fn execute_input(&mut self, rec: &dyn Recorder, cmds: &[lex::Command], input: (usize, &[u8]), cut: bool) -> Reply {
+        self.files.input_cut = cut;
+        let r = self.execute(rec, cmds, Some(input), 0);
+        self.files.input_cut = false;
+        r
     }
 
     /// The session ends: a here-document still open is run with what arrived, every file
     /// written is kept, and what was counted instead of recorded is reported.
     pub fn finish(&mut self, rec: &dyn Recorder) {
         if let Some(p) = self.pending.take() {
-            let _ = self.execute(rec, &p.commands, Some((p.at, &p.body)), 0);
+            let _ = self.execute_input(rec, &p.commands, (p.at, &p.body), p.cut);
         }
         for f in self.files.take_all() {
             keep(rec, f);
         }
-        if self.shed_lines > 0 || self.files.shed_files > 0 {
+        if self.shed_lines > 0 || self.files.shed_files > 0 || self.shed_input > 0 {
             rec.emit(Detail::Extension {
                 kind: "shell_shed".into(),
                 fields: vec![
                     ("lines_not_recorded".into(), self.shed_lines.to_string()),
                     ("bytes_not_recorded".into(), self.shed_bytes.to_string()),
                     ("files_not_followed".into(), self.files.shed_files.to_string()),
+                    ("input_bytes_not_followed".into(), self.shed_input.to_string()),
                 ],
             });
             self.shed_lines = 0;
+            self.shed_bytes = 0;
+            self.shed_input = 0;
             self.files.shed_files = 0;
         }
     }
@@ -268,6 +306,7 @@ impl Shell {
                         delimiter: h.delimiter,
                         strip_tabs: h.strip_tabs,
                         body: Vec::new(),
+                        cut: false,
                     });
                     return Reply::default();
                 }

@@ -216,3 +216,35 @@ fn hostile_input_never_panics() {
         rec.events.borrow_mut().clear();
     }
 }
+
+#[test]
+fn input_cut_at_a_cap_marks_the_file_truncated_and_is_reported() {
+    // A base64 here-document body longer than the shell follows (4/3 of the file budget):
+    // what decodes fits the budget, but the file is partial.
+    let rec = Rec::default();
+    let limits = ShellLimits { file_budget: 30, ..ShellLimits::default() };
+    let mut sh = Shell::new(Flavor::Debian, "root", limits);
+    run(&mut sh, &rec, "base64 -d > /tmp/h <<EOF");
+    for _ in 0..10 {
+        run(&mut sh, &rec, "QUFBQUFBQUFB");
+    }
+    run(&mut sh, &rec, "EOF");
+    // An `exec`'s stdin the transport cut: the same.
+    sh.run_with_stdin(&rec, b"cat > /tmp/s", b"abc", 7);
+    sh.finish(&rec);
+    let files = rec.files();
+    let got: Vec<(&str, bool)> = files.iter().map(|f| (f.0.as_str(), f.3)).collect();
+    assert_eq!(got, [("/tmp/h", true), ("/tmp/s", true)]);
+    assert_eq!(files[0].2, 27, "the three body lines under the cap, decoded");
+    let shed = rec.events.borrow().iter().find_map(|d| match d {
+        Detail::Extension { kind, fields } if kind == "shell_shed" => Some(fields.clone()),
+        _ => None,
+    });
+    assert_eq!(shed.unwrap()[3], ("input_bytes_not_followed".to_string(), (7 * 13 + 7).to_string()));
+    // Input that fit is not marked.
+    let rec = Rec::default();
+    let mut sh = Shell::new(Flavor::Debian, "root", ShellLimits::default());
+    sh.run_with_stdin(&rec, b"cat > /tmp/s", b"abc", 0);
+    sh.finish(&rec);
+    assert!(!rec.files()[0].3);
+}

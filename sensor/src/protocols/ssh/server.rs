@@ -47,6 +47,8 @@ enum Mode {
     ExecStdin {
         line: Vec<u8>,
         stdin: Vec<u8>,
+        /// Bytes past the cap, dropped (reported by the shell).
+        dropped: u64,
     },
     Scp(Box<ScpState>),
     Sftp,
@@ -97,6 +99,20 @@ fn crlf(out: &[u8]) -> Vec<u8> {
         v.push(b);
     }
     v
+}
+
+/// An upload the connection's cap ([`MAX_UPLOADS`]) does not let into the sample area: an
+/// event says so (the scp client is told it succeeded, as its data is read and dropped).
+pub(super) fn upload_not_kept(em: &Emitter, source: &str, path: &str, size: u64) {
+    em.emit(Detail::Extension {
+        kind: "upload_not_kept".into(),
+        fields: vec![
+            ("source".into(), source.into()),
+            ("name".into(), path.into()),
+            ("size".into(), size.to_string()),
+            ("reason".into(), format!("more than {MAX_UPLOADS} uploads on one connection")),
+        ],
+    });
 }
 
 /// Per-connection russh handler.
@@ -248,7 +264,7 @@ impl Trap {
                 Step::Reply(b) => {
                     let _ = session.data(channel, b.to_vec());
                 }
-                Step::FileStart { name, .. } => {
+                Step::FileStart { name, size, .. } => {
                     let mut parts = vec![st.target.clone()];
                     parts.extend(st.dirs.iter().cloned());
                     let path = if st.to_dir || !st.dirs.is_empty() {
@@ -258,6 +274,10 @@ impl Trap {
                     };
                     self.em.emit(Detail::Command { line: format!("scp upload {path}") });
                     let n = self.uploads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= MAX_UPLOADS {
+                        // Past the per-connection cap the bytes are read and dropped: said so.
+                        upload_not_kept(&self.em, "ssh-scp", &path, size);
+                    }
                     st.current = (n < MAX_UPLOADS).then(|| (path, self.em.capture("ssh-scp")));
                     let _ = session.data(channel, scp::OK.to_vec());
                 }
@@ -300,9 +320,10 @@ impl Trap {
     fn finish_channel(&mut self, channel: ChannelId, session: Option<&mut Session>) {
         let Some(chan) = self.channels.remove(&channel) else { return };
         match chan.mode {
-            Mode::ExecStdin { line, stdin } => {
+            Mode::ExecStdin { line, stdin, dropped } => {
                 let em = self.em.clone();
-                let r = self.shell().run_with_stdin(&EmitRecorder { em: &em, source: "ssh-echo" }, &line, &stdin);
+                let r =
+                    self.shell().run_with_stdin(&EmitRecorder { em: &em, source: "ssh-echo" }, &line, &stdin, dropped);
                 if let Some(s) = session {
                     let out = if chan.pty { crlf(&r.output) } else { r.output };
                     if !out.is_empty() {
@@ -490,7 +511,7 @@ impl russh::server::Handler for Trap {
         }
         if shell::reads_stdin(data) {
             if let Some(c) = self.channels.get_mut(&channel) {
-                c.mode = Mode::ExecStdin { line: data.to_vec(), stdin: Vec::new() };
+                c.mode = Mode::ExecStdin { line: data.to_vec(), stdin: Vec::new(), dropped: 0 };
             }
             return Ok(());
         }
@@ -541,9 +562,12 @@ impl russh::server::Handler for Trap {
             Some(2) => {
                 // The input of a command is bounded like a file (base64 takes 4/3 of it).
                 let cap = self.limits.file_budget.saturating_mul(4) / 3 + 4;
-                if let Some(Chan { mode: Mode::ExecStdin { stdin, .. }, .. }) = self.channels.get_mut(&channel) {
+                if let Some(Chan { mode: Mode::ExecStdin { stdin, dropped, .. }, .. }) = self.channels.get_mut(&channel)
+                {
                     let room = cap.saturating_sub(stdin.len());
-                    stdin.extend_from_slice(&data[..data.len().min(room)]);
+                    let take = data.len().min(room);
+                    stdin.extend_from_slice(&data[..take]);
+                    *dropped += (data.len() - take) as u64;
                 }
             }
             Some(3) => self.scp_data(channel, data, session),

@@ -192,6 +192,8 @@ impl russh_sftp::server::Handler for SftpTrap {
         }
         if self.uploads.fetch_add(1, Ordering::Relaxed) >= self.max_uploads {
             self.uploads.fetch_sub(1, Ordering::Relaxed);
+            // The client is refused (it sees the error); the event says why nothing was kept.
+            super::server::upload_not_kept(&self.em, "sftp", &path, 0);
             return Err(StatusCode::PermissionDenied);
         }
         let capture = self.em.capture("sftp");
