@@ -581,3 +581,47 @@ async fn uploads_past_the_connection_cap_are_reported_not_kept() {
     );
     assert_eq!(dropped[1][1], ("name".into(), "/tmp/f5".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_login_gets_debians_motd_last_login_and_prompt() {
+    if !require_client("ssh") || !require_client("sshpass") {
+        return;
+    }
+    let mut cfg = config_for(&["ssh"]);
+    cfg.sensor.persona = Persona::LinuxServer;
+    cfg.credentials.refuse_first = 0;
+    let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let port = h.port(Protocol::Ssh).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let typed = dir.path().join("typed");
+    std::fs::write(&typed, "cd /tmp\nid\nexit\n").unwrap();
+    // `-tt`: a pty although stdin is a file, as an interactive client has.
+    let mut args: Vec<&str> = OPTS.to_vec();
+    args.extend(["-tt", "-p", &port, "root@127.0.0.1"]);
+    let mut cmd = sshpass("root", "ssh", &args);
+    cmd.stdin(std::fs::File::open(&typed).unwrap());
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.kill_on_drop(true).output()).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("Linux web01 6.1.0-18-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01) x86_64\r\n"),
+        "{text:?}"
+    );
+    // sshd's lastlog line after the motd: `Last login: Tue Dec  1 05:17:02 2026 from 10.0.0.5`.
+    let last = text.lines().find(|l| l.starts_with("Last login: ")).unwrap_or_else(|| panic!("{text:?}"));
+    let words: Vec<&str> = last.split_whitespace().collect();
+    assert_eq!(words.len(), 9, "{last:?}");
+    assert_eq!(&words[7..], ["from", "10.0.0.5"], "{last:?}");
+    assert!(text.contains("root@web01:~# "), "{text:?}");
+    assert!(text.contains("root@web01:/tmp# "), "{text:?}");
+    assert!(text.contains("uid=0(root) gid=0(root) groups=0(root)\r\n"), "{text:?}");
+    let evs = h.wait_connections(1, Duration::from_secs(15)).await;
+    let cmds: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Command { line } => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cmds, ["cd /tmp", "id", "exit"]);
+}

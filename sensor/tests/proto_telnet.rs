@@ -199,7 +199,10 @@ async fn the_linux_server_persona_is_debian_end_to_end() {
     c.send(b"root\r\n").await;
     c.until("Password: ").await;
     c.send(b"root\r\n").await;
-    c.until("root@web01:~# ").await;
+    c.until("permitted by applicable law.\r\nLast login: ").await;
+    // pam_lastlog's line after the motd: `Tue Dec  1 05:17:02 UTC 2026 from 10.0.0.5 on pts/0`.
+    c.until(" UTC 20").await;
+    c.until(" from 10.0.0.5 on pts/0\r\nroot@web01:~# ").await;
     c.send(b"uname -a; cat /nope\r\n").await;
     c.until("Debian 6.1.76-1 (2024-02-01) x86_64 GNU/Linux\r\ncat: /nope: No such file or directory\r\nroot@web01:~# ")
         .await;

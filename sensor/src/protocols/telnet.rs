@@ -17,7 +17,7 @@
 use crate::capture::PayloadCapture;
 use crate::config::{Persona, ServiceSection};
 use crate::protocols::shell::editor::{Input, LineEditor};
-use crate::protocols::shell::{Flavor, Recorder, Shell, ShellLimits};
+use crate::protocols::shell::{Flavor, Recorder, Shell, ShellLimits, Via};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 use std::time::Duration;
@@ -296,7 +296,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
 }
 
 async fn run_shell(session: &mut Session, input: &mut TelnetInput, shell: &mut Shell) -> SessionResult<()> {
-    let greeting = format!("{}{}", shell.motd(), shell.prompt());
+    let greeting = format!("{}{}", shell.motd(Via::Login), shell.prompt());
     session.write_all(&to_nvt(greeting.as_bytes())).await?;
     loop {
         match input.next(session, true).await? {

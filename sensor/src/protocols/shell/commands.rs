@@ -8,7 +8,7 @@
 //! the persona (`uname` says MIPS on the router, Debian 12 on the server). Every output is a
 //! fixed string or bounded by its input.
 
-use super::{lex::Command, loader, Flavor, Recorder, Shell};
+use super::{lex::Command, loader, Flavor, Recorder, Shell, Via};
 
 /// What one simple command printed.
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ pub(super) fn home(flavor: Flavor, user: &str) -> String {
     }
 }
 
-pub(super) fn motd(flavor: Flavor, user: &str) -> String {
+pub(super) fn motd(flavor: Flavor, user: &str, via: Via) -> String {
     match flavor {
         Flavor::BusyBox => {
             "\n\nBusyBox v1.24.1 (2024-02-12 10:05:11 CST) built-in shell (ash)\nEnter 'help' for a list of built-in commands.\n\n"
@@ -79,7 +79,7 @@ pub(super) fn motd(flavor: Flavor, user: &str) -> String {
                  individual files in /usr/share/doc/*/copyright.\n\n\
                  Debian GNU/Linux comes with ABSOLUTELY NO WARRANTY, to the extent\n\
                  permitted by applicable law.\n{}",
-                last_login()
+                last_login(via)
             )
         }
         Flavor::WindowsCmd => {
@@ -88,13 +88,24 @@ pub(super) fn motd(flavor: Flavor, user: &str) -> String {
     }
 }
 
-/// sshd's "Last login" line: the previous login a day and some hours ago, from the LAN.
-fn last_login() -> String {
+/// The "Last login" line of the previous login, a day and some hours ago, from the LAN: sshd's
+/// (ctime, `PrintLastLog`) or, after login(1), pam_lastlog's (with the zone and the tty; Debian
+/// 12's /etc/pam.d/login runs it after pam_motd, so it follows the motd there too).
+fn last_login(via: Via) -> String {
     let t = time::OffsetDateTime::now_utc() - time::Duration::minutes(27 * 60 + 13);
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
-    );
-    t.format(&fmt).map(|d| format!("Last login: {d} from 10.0.0.5\n")).unwrap_or_default()
+    let d = match via {
+        Via::Sshd => t.format(time::macros::format_description!(
+            "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+        )),
+        Via::Login => t.format(time::macros::format_description!(
+            "[weekday repr:short] [month repr:short] [day padding:space] [hour]:[minute]:[second] UTC [year]"
+        )),
+    };
+    let tty = match via {
+        Via::Sshd => "",
+        Via::Login => " on pts/0",
+    };
+    d.map(|d| format!("Last login: {d} from 10.0.0.5{tty}\n")).unwrap_or_default()
 }
 
 pub(super) fn prompt(flavor: Flavor, user: &str, cwd: &str) -> String {

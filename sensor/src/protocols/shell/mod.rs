@@ -43,6 +43,15 @@ pub enum Flavor {
     WindowsCmd,
 }
 
+/// Which program logged the user in (they print the last login differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// sshd.
+    Sshd,
+    /// login(1), behind a telnetd.
+    Login,
+}
+
 /// Where the shell's events go: a Telnet session or an SSH connection's emitter.
 pub(crate) trait Recorder {
     fn emit(&self, detail: Detail);
@@ -153,9 +162,10 @@ impl Shell {
         }
     }
 
-    /// What the system prints right after a login (before the first prompt).
-    pub fn motd(&self) -> String {
-        commands::motd(self.flavor, &self.user)
+    /// What the system prints right after a login (before the first prompt), as sshd or
+    /// login(1) (`via`) shows it.
+    pub fn motd(&self, via: Via) -> String {
+        commands::motd(self.flavor, &self.user, via)
     }
 
     /// The prompt to show now (`> ` while a here-document is being read).

@@ -466,7 +466,7 @@ impl russh::server::Handler for Trap {
         session.channel_success(channel)?;
         if pty {
             let sh = self.shell();
-            let greeting = format!("{}{}", sh.motd(), sh.prompt());
+            let greeting = format!("{}{}", sh.motd(shell::Via::Sshd), sh.prompt());
             let _ = session.data(channel, crlf(greeting.as_bytes()));
         }
         Ok(())
