@@ -1,9 +1,10 @@
 #![no_main]
 //! The echo-loader parser: each input line is split into commands (quotes, escapes, pipes,
 //! redirections, here-documents) and what `echo`, `printf` and `base64 -d` would write is
-//! applied to a bounded set of virtual files, as the fake shell does.
+//! applied to a bounded set of virtual files, as the fake shell does; then the same bytes go
+//! through the fake shell itself (every flavor, typed, as a script and as a command's stdin).
 use drosera_sensor::protocols::shell::files::VirtualFiles;
-use drosera_sensor::protocols::shell::{lex, loader, resolve};
+use drosera_sensor::protocols::shell::{fuzz_lines, lex, loader, resolve};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -33,4 +34,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = files.take_all();
+    fuzz_lines(data);
 });

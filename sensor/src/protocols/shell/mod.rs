@@ -467,5 +467,44 @@ pub fn resolve(cwd: &str, path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Runs the lines of `input` through a shell of each flavor, as a transport would (typed
+/// lines, then the whole input as an `exec` script and as a command's stdin), with small caps
+/// and a recorder that drops what it gets. For the `shell_loader` fuzz target: the real code
+/// path, not a copy of it.
+#[doc(hidden)]
+pub fn fuzz_lines(input: &[u8]) {
+    struct Drop;
+    impl Recorder for Drop {
+        fn emit(&self, _: Detail) {}
+        fn capture(&self) -> PayloadCapture {
+            PayloadCapture::new(64)
+        }
+        fn emit_capture(&self, capture: PayloadCapture, name: &str) {
+            let _ = capture.finish(name);
+        }
+    }
+    let limits = ShellLimits {
+        max_events: 8,
+        max_lines: 512,
+        max_files: 4,
+        max_file: 4096,
+        file_budget: 8192,
+        max_output: 4096,
+    };
+    for flavor in [Flavor::BusyBox, Flavor::Debian, Flavor::WindowsCmd] {
+        let mut sh = Shell::new(flavor, "root", limits.clone());
+        for line in input.split(|&b| b == b'\n') {
+            if sh.input_line(&Drop, line).exit {
+                break;
+            }
+        }
+        sh.finish(&Drop);
+        let _ = sh.run_script(&Drop, input);
+        let (first, rest) = input.split_at(input.iter().position(|&b| b == b'\n').unwrap_or(input.len()));
+        let _ = sh.run_with_stdin(&Drop, first, rest, 1);
+        sh.finish(&Drop);
+    }
+}
+
 #[cfg(test)]
 mod tests;

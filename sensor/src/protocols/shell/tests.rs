@@ -248,3 +248,11 @@ fn input_cut_at_a_cap_marks_the_file_truncated_and_is_reported() {
     sh.finish(&rec);
     assert!(!rec.files()[0].3);
 }
+
+#[test]
+fn the_fuzz_entry_runs_hostile_scripts() {
+    for raw in crate::protocols::hostile::random_inputs(0xf022_11e5_0000_0001, 300, 600, true) {
+        fuzz_lines(&raw);
+    }
+    fuzz_lines(b"cat > /tmp/x <<EOF\nsh -c 'echo a | sh'\n\x00\xff");
+}
