@@ -125,6 +125,9 @@ struct Pending {
 const MAX_DEPTH: u8 = 2;
 /// Lines of a nested script that are run.
 const MAX_NESTED_LINES: usize = 256;
+/// Nested lines run for one input (a typed line, an `exec`): without it a script that runs
+/// itself costs 256 × 256 lines per typed line, seconds of a Pi's CPU.
+const MAX_NESTED_PER_INPUT: usize = 1024;
 
 /// One session's shell.
 pub(crate) struct Shell {
@@ -140,6 +143,11 @@ pub(crate) struct Shell {
     shed_bytes: u64,
     /// Input bytes (here-document bodies, an `exec`'s stdin) dropped past the caps.
     shed_input: u64,
+    /// Nested lines run for the current input (see [`MAX_NESTED_PER_INPUT`]).
+    nested_run: usize,
+    /// `DownloadOffered` events recorded, and those past `max_events` only counted.
+    offered: usize,
+    shed_offers: u64,
 }
 
 impl Shell {
@@ -159,6 +167,9 @@ impl Shell {
             shed_lines: 0,
             shed_bytes: 0,
             shed_input: 0,
+            nested_run: 0,
+            offered: 0,
+            shed_offers: 0,
         }
     }
 
@@ -178,6 +189,7 @@ impl Shell {
 
     /// Runs one line the attacker typed.
     pub fn input_line(&mut self, rec: &dyn Recorder, raw: &[u8]) -> Reply {
+        self.nested_run = 0;
         self.lines += 1;
         if self.lines > self.limits.max_lines {
             return Reply { output: Vec::new(), exit: true };
@@ -233,14 +245,13 @@ impl Shell {
     pub fn run_with_stdin(&mut self, rec: &dyn Recorder, line: &[u8], stdin: &[u8], dropped: u64) -> Reply {
         let cut = dropped > 0;
         self.shed_input += dropped;
+        self.nested_run = 0;
         self.lines += 1;
         if self.lines > self.limits.max_lines {
             return Reply { output: Vec::new(), exit: true };
         }
         self.record(rec, line);
-        for (tool, url) in extract_downloads(&String::from_utf8_lossy(line)) {
-            rec.emit(Detail::DownloadOffered { url, tool });
-        }
+        self.offer_downloads(rec, line);
         let cmds = lex::split(line);
         let at = stdin_reader(&cmds).unwrap_or(0);
         // `ssh host sh < script`: the script's lines are typed commands, each recorded.
@@ -274,7 +285,7 @@ impl Shell {
         for f in self.files.take_all() {
             keep(rec, f);
         }
-        if self.shed_lines > 0 || self.files.shed_files > 0 || self.shed_input > 0 {
+        if self.shed_lines > 0 || self.files.shed_files > 0 || self.shed_input > 0 || self.shed_offers > 0 {
             rec.emit(Detail::Extension {
                 kind: "shell_shed".into(),
                 fields: vec![
@@ -282,8 +293,10 @@ impl Shell {
                     ("bytes_not_recorded".into(), self.shed_bytes.to_string()),
                     ("files_not_followed".into(), self.files.shed_files.to_string()),
                     ("input_bytes_not_followed".into(), self.shed_input.to_string()),
+                    ("downloads_not_recorded".into(), self.shed_offers.to_string()),
                 ],
             });
+            self.shed_offers = 0;
             self.shed_lines = 0;
             self.shed_bytes = 0;
             self.shed_input = 0;
@@ -301,11 +314,23 @@ impl Shell {
         }
     }
 
+    /// Records the URLs `line` would fetch, at most `max_events` per session (a script that
+    /// loops over a download would otherwise make an event per nested line); later ones are
+    /// counted.
+    fn offer_downloads(&mut self, rec: &dyn Recorder, line: &[u8]) {
+        for (tool, url) in extract_downloads(&String::from_utf8_lossy(line)) {
+            if self.offered < self.limits.max_events {
+                self.offered += 1;
+                rec.emit(Detail::DownloadOffered { url, tool });
+            } else {
+                self.shed_offers += 1;
+            }
+        }
+    }
+
     /// One (already recorded) line: downloads, then its commands (or wait for a heredoc body).
     fn line(&mut self, rec: &dyn Recorder, raw: &[u8], depth: u8) -> Reply {
-        for (tool, url) in extract_downloads(&String::from_utf8_lossy(raw)) {
-            rec.emit(Detail::DownloadOffered { url, tool });
-        }
+        self.offer_downloads(rec, raw);
         let cmds = lex::split(raw);
         if let Some(at) = cmds.iter().position(|c| c.heredoc.is_some()) {
             if depth == 0 {
@@ -333,6 +358,10 @@ impl Shell {
             return Reply::default();
         }
         for l in script.split(|&b| b == b'\n').take(MAX_NESTED_LINES) {
+            if self.nested_run >= MAX_NESTED_PER_INPUT {
+                break;
+            }
+            self.nested_run += 1;
             let r = self.line(rec, l.strip_suffix(b"\r").unwrap_or(l), depth);
             append_capped(&mut out, &r.output, self.limits.max_output);
             if r.exit {

