@@ -534,6 +534,27 @@ async fn banner_grabs_get_no_handshake_and_a_waiting_client_gets_one() {
         })
         .collect();
     assert_eq!(fps, vec![("SSH-2.0-Go".to_string(), 0)], "the grabber's version, without HASSH");
+    // An SSH 1 client (nmap's sshv1 script) and a client speaking something else get sshd's
+    // answers, and their first lines are recorded.
+    for (hello, answer) in [
+        (&b"SSH-1.5-Nmap-SSH1-Hostkey\r\n"[..], &b"Protocol major versions differ.\r\n"[..]),
+        (b"GET / HTTP/1.0\r\n\r\n", b"Invalid SSH identification string.\r\n"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Ssh)).await.unwrap();
+        s.write_all(hello).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, [&banner[..], answer].concat());
+    }
+    let evs = h.wait_connections(4, Duration::from_secs(10)).await;
+    let firsts: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Fingerprint { kind, value, .. } if kind == "ssh_client" => Some(value.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(firsts, ["SSH-2.0-Go", "SSH-1.5-Nmap-SSH1-Hostkey", "GET / HTTP/1.0"]);
     // A client that waits for the server's KEXINIT before sending its own gets it.
     let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Ssh)).await.unwrap();
     s.write_all(b"SSH-2.0-waiter\r\n").await.unwrap();

@@ -13,7 +13,7 @@
 
 use super::hello::{client_version_line, MAX_VERSION_LINE};
 use crate::session::{Session, SessionResult};
-use drosera_uplink::event::CloseReason;
+use drosera_uplink::event::{CloseReason, Detail};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,8 +52,18 @@ pub(super) async fn exchange(session: &mut Session, server_line: &str) -> Sessio
             Ok(Some(len)) => break len,
             Ok(None) => continue,
             Err(_) => {
-                // What sshd answers a client that is not speaking SSH 2.
-                session.write_all(b"Invalid SSH identification string.\r\n").await?;
+                // What sshd answers: an SSH 1 client (`SSH-1.5-`), or a client that does not
+                // speak SSH at all.
+                let answer: &[u8] = if got.starts_with(b"SSH-") && got.contains(&b'\n') {
+                    b"Protocol major versions differ.\r\n"
+                } else {
+                    b"Invalid SSH identification string.\r\n"
+                };
+                session.write_all(answer).await?;
+                if let Some(nl) = got.iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&got[..nl]).trim_end().to_string();
+                    session.emit(Detail::Fingerprint { kind: "ssh_client".into(), value: line, extra: Vec::new() });
+                }
                 return Err(CloseReason::ProtocolError);
             }
         }
