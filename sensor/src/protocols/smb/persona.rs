@@ -1,0 +1,116 @@
+//! What the SMB service says about the machine, per sensor persona.
+//!
+//! WHY one table: `nmap -sV` (the SMB1 negotiate's fields), `smb-os-discovery` (the session
+//! setup's native OS and LAN manager strings, the NTLM challenge's names) and
+//! `smb-vuln-ms17-010` (the PeekNamedPipe answer) must all tell the same story, and that story
+//! must agree with the other services of the persona. Two machines are modelled:
+//! * an unpatched Windows Server 2008 R2 SP1 in a workgroup (`windows-server`, and `mixed`,
+//!   whose SMB was always a Windows file server): SMB1 and SMB 2.1, vulnerable to MS17-010 on
+//!   purpose, so worms show their hand and DoublePulsar uploads arrive;
+//! * Samba 4 on Debian (`linux-server`, `iot-router`): SMB1 enabled (`server min protocol =
+//!   NT1`), not vulnerable, no implant.
+//!
+//! Both offer SMB 2.1 at most: 3.x sessions must sign the final session setup response, which
+//! needs the session key, and 2.1 is exactly what Windows Server 2008 R2 speaks.
+
+use super::ntlm::{ntlm_version, NtlmTarget};
+use crate::config::Persona;
+
+/// The SMB face of one persona.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmbPersona {
+    /// NetBIOS name when the config's `banner` is empty.
+    pub default_host: &'static str,
+    /// Workgroup named in the SMB1 negotiate (and by Samba in NTLM).
+    pub workgroup: &'static str,
+    /// SMB1 session setup `NativeOS` / `NativeLanMan`.
+    pub native_os: &'static str,
+    pub native_lanman: &'static str,
+    /// NTLM VERSION field.
+    pub ntlm_version: [u8; 8],
+    /// Samba picks "NT LANMAN 1.0" when offered; Windows "NT LM 0.12".
+    pub samba: bool,
+    /// Answers the MS17-010 PeekNamedPipe probe with STATUS_INSUFF_SERVER_RESOURCES and the
+    /// DoublePulsar ping like an implanted host.
+    pub vulnerable: bool,
+    /// Disk shares a logged-in user may connect to (besides `IPC$`), upper case.
+    pub disk_shares: &'static [&'static str],
+    /// SMB1 server capabilities in the negotiate response (without extended security).
+    pub capabilities: u32,
+}
+
+/// Windows Server 2008 R2 SP1 (6.1.7601), standalone.
+pub const WINDOWS_2008_R2: SmbPersona = SmbPersona {
+    default_host: "FILESRV01",
+    workgroup: "WORKGROUP",
+    native_os: "Windows Server 2008 R2 Standard 7601 Service Pack 1",
+    native_lanman: "Windows Server 2008 R2 Standard 6.1",
+    ntlm_version: ntlm_version(6, 1, 7601),
+    samba: false,
+    vulnerable: true,
+    disk_shares: &["C$", "ADMIN$", "SHARE", "USERS"],
+    capabilities: 0x0001_e3fd,
+};
+
+/// Samba 4.17 as Debian 12 ships it, with SMB1 enabled.
+pub const SAMBA_DEBIAN: SmbPersona = SmbPersona {
+    default_host: "FILESRV01",
+    workgroup: "WORKGROUP",
+    native_os: "Windows 6.1",
+    native_lanman: "Samba 4.17.12-Debian",
+    ntlm_version: ntlm_version(6, 1, 0),
+    samba: true,
+    vulnerable: false,
+    disk_shares: &["SHARE", "PUBLIC", "HOMES"],
+    capabilities: 0x0000_f3fd,
+};
+
+/// A router's Samba (USB disk sharing).
+pub const SAMBA_ROUTER: SmbPersona = SmbPersona { default_host: "ROUTER", disk_shares: &["USB", "SHARE"], ..SAMBA_DEBIAN };
+
+impl SmbPersona {
+    pub fn of(p: Persona) -> &'static SmbPersona {
+        match p {
+            Persona::Mixed | Persona::WindowsServer => &WINDOWS_2008_R2,
+            Persona::LinuxServer => &SAMBA_DEBIAN,
+            Persona::IotRouter => &SAMBA_ROUTER,
+        }
+    }
+
+    /// The names of `host` in the NTLM challenge: a standalone Windows server uses its own name
+    /// as NetBIOS and DNS domain; Samba names its workgroup and leaves the DNS domain empty.
+    pub fn ntlm_target<'a>(&self, host: &'a str, dns_host: &'a str) -> NtlmTarget<'a> {
+        if self.samba {
+            NtlmTarget { nb_domain: self.workgroup, nb_host: host, dns_domain: "", dns_host, version: self.ntlm_version }
+        } else {
+            NtlmTarget { nb_domain: host, nb_host: host, dns_domain: dns_host, dns_host, version: self.ntlm_version }
+        }
+    }
+
+    /// Whether `share` (as the client names it, any case) is a disk share of this machine.
+    pub fn is_disk_share(&self, share: &str) -> bool {
+        self.disk_shares.iter().any(|s| s.eq_ignore_ascii_case(share))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_persona_has_one_smb_face() {
+        assert!(SmbPersona::of(Persona::WindowsServer).vulnerable);
+        assert_eq!(SmbPersona::of(Persona::Mixed), SmbPersona::of(Persona::WindowsServer));
+        for p in [Persona::LinuxServer, Persona::IotRouter] {
+            let s = SmbPersona::of(p);
+            assert!(s.samba && !s.vulnerable);
+            assert!(s.native_lanman.starts_with("Samba 4"));
+            assert!(!s.is_disk_share("C$"));
+        }
+        assert!(WINDOWS_2008_R2.is_disk_share("admin$"));
+        let t = WINDOWS_2008_R2.ntlm_target("FILESRV01", "filesrv01");
+        assert_eq!((t.nb_domain, t.dns_domain), ("FILESRV01", "filesrv01"));
+        let t = SAMBA_DEBIAN.ntlm_target("FILESRV01", "filesrv01");
+        assert_eq!((t.nb_domain, t.dns_domain), ("WORKGROUP", ""));
+    }
+}
