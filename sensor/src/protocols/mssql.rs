@@ -87,8 +87,15 @@ pub struct Header {
     pub payload_len: usize,
 }
 
+/// Parses a client's TDS packet header. Anything but a packet type a client sends (SQL batch,
+/// TDS 4.2 login, RPC, attention, bulk load, transaction manager, LOGIN7, SSPI, PRELOGIN) is
+/// refused at once, as SQL Server does (so a scanner's HTTP probe is not held waiting for a
+/// length it never sends).
 pub fn parse_header(h: &[u8]) -> Result<Header, TdsError> {
     let h = h.get(..HEADER).ok_or(TdsError::Truncated)?;
+    if !matches!(h[0], 0x01 | 0x02 | 0x03 | 0x06 | 0x07 | 0x0e | 0x0f | 0x10 | 0x11 | 0x12) || h[1] > 0x1f {
+        return Err(TdsError::UnexpectedType(h[0]));
+    }
     let len = u16::from_be_bytes([h[2], h[3]]) as usize;
     if len < HEADER {
         return Err(TdsError::BadLength(len));
@@ -117,15 +124,17 @@ pub fn parse_prelogin(payload: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, TdsError> {
     }
 }
 
-/// Builds the PRELOGIN response payload.
-pub fn prelogin_response(version: [u8; 6]) -> Vec<u8> {
-    // Options: VERSION(6), ENCRYPTION(1) = NOT_SUP, INSTOPT(1), THREADID(0), MARS(1).
-    let opts: [(u8, Vec<u8>); 5] =
+/// Builds the PRELOGIN response payload. Like SQL Server, it answers the options the client
+/// sent (`offered` tokens) among VERSION, ENCRYPTION (NOT_SUP), INSTOPT, THREADID (empty from
+/// a server) and MARS; VERSION and ENCRYPTION always. `nmap -sV` matches the exact layout.
+pub fn prelogin_response(version: [u8; 6], offered: &[u8]) -> Vec<u8> {
+    let all: [(u8, Vec<u8>); 5] =
         [(0x00, version.to_vec()), (0x01, vec![0x02]), (0x02, vec![0x00]), (0x03, vec![]), (0x04, vec![0x00])];
+    let opts: Vec<&(u8, Vec<u8>)> = all.iter().filter(|(t, _)| *t <= 0x01 || offered.contains(t)).collect();
     let table_len = opts.len() * 5 + 1;
     let mut table = Vec::new();
     let mut data = Vec::new();
-    for (token, d) in &opts {
+    for (token, d) in opts {
         let off = (table_len + data.len()) as u16;
         table.push(*token);
         table.extend_from_slice(&off.to_be_bytes());
@@ -319,13 +328,15 @@ pub fn packet(kind: u8, payload: &[u8]) -> Vec<u8> {
 /// Reads one TDS message (one or more packets up to EOM), bounded by [`MAX_MESSAGE`].
 async fn read_message(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
     let mut msg = Vec::new();
+    let mut kind = 0;
     loop {
         let mut h = [0u8; HEADER];
         session.read_exact(&mut h).await?;
         let hdr = parse_header(&h).map_err(|_| CloseReason::ProtocolError)?;
-        if msg.len() + hdr.payload_len > MAX_MESSAGE {
+        if (!msg.is_empty() && hdr.kind != kind) || msg.len() + hdr.payload_len > MAX_MESSAGE {
             return Err(CloseReason::ProtocolError);
         }
+        kind = hdr.kind;
         let start = msg.len();
         msg.resize(start + hdr.payload_len, 0);
         session.read_exact(&mut msg[start..]).await?;
@@ -381,7 +392,8 @@ async fn prelogin(session: &mut Session, conn: &Conn<'_>, payload: &[u8]) -> Ses
             extra: opts.iter().map(|(t, d)| (format!("prelogin_{t}"), hex::encode(d))).collect(),
         });
     }
-    session.write_all(&packet(TYPE_RESPONSE, &prelogin_response(conn.persona.version))).await?;
+    let offered: Vec<u8> = opts.iter().map(|(t, _)| *t).collect();
+    session.write_all(&packet(TYPE_RESPONSE, &prelogin_response(conn.persona.version, &offered))).await?;
     Ok(Flow::Continue)
 }
 
@@ -518,10 +530,17 @@ mod tests {
 
     #[test]
     fn prelogin_response_parses_back() {
-        let r = prelogin_response(SQL_2012_SP4.version);
+        let r = prelogin_response(SQL_2012_SP4.version, &[0, 1, 2, 3, 4]);
         let opts = parse_prelogin(&r).unwrap();
         assert_eq!(opts[0], (0x00, vec![11, 0, 0x1b, 0x59, 0, 0]), "11.0.7001");
         assert_eq!(opts[1], (0x01, vec![0x02]));
+        assert_eq!(opts.len(), 5);
+        // nmap's ms-sql-s probe sends no MARS: the answer is the 37-byte packet its
+        // "Microsoft SQL Server 2012" line matches.
+        let p = packet(TYPE_RESPONSE, &prelogin_response(SQL_2012_SP4.version, &[0, 1, 2, 3]));
+        assert_eq!(p.len(), 0x25);
+        assert_eq!(&p[..8], b"\x04\x01\x00\x25\x00\x00\x01\x00");
+        assert_eq!(&p[8..30], b"\x00\x00\x15\x00\x06\x01\x00\x1b\x00\x01\x02\x00\x1c\x00\x01\x03\x00\x1d\x00\x00\xff\x0b");
     }
 
     /// hydra 9.4's `mssql` module on the wire (captured): a TDS 4.2 LOGIN in two packets (512
@@ -595,5 +614,6 @@ mod tests {
             let _ = parse_header(&buf);
         }
         assert_eq!(parse_header(&[0x12, 1, 0, 3, 0, 0, 0, 0]), Err(TdsError::BadLength(3)));
+        assert_eq!(parse_header(b"GET / HTTP/1.0"), Err(TdsError::UnexpectedType(b'G')));
     }
 }

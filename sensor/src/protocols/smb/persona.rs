@@ -7,10 +7,10 @@
 //! * an unpatched Windows Server 2008 R2 SP1 in a workgroup (`windows-server`, and `mixed`,
 //!   whose SMB was always a Windows file server): SMB1 and SMB 2.1, vulnerable to MS17-010 on
 //!   purpose, so worms show their hand and DoublePulsar uploads arrive;
-//! * Samba 4 on Debian (`linux-server`, `iot-router`): SMB1 enabled (`server min protocol =
-//!   NT1`), not vulnerable, no implant.
+//! * Samba 4 on Debian (`linux-server`): SMB1 enabled (`server min protocol = NT1`), not
+//!   vulnerable, no implant; and the Samba 3.6 of router firmware (`iot-router`).
 //!
-//! Both offer SMB 2.1 at most: 3.x sessions must sign the final session setup response, which
+//! All offer SMB 2.1 at most: 3.x sessions must sign the final session setup response, which
 //! needs the session key, and 2.1 is exactly what Windows Server 2008 R2 speaks.
 
 use super::ntlm::{ntlm_version, NtlmTarget};
@@ -37,6 +37,8 @@ pub struct SmbPersona {
     pub disk_shares: &'static [&'static str],
     /// SMB1 server capabilities in the negotiate response (without extended security).
     pub capabilities: u32,
+    /// Best SMB2 dialect offered (2.1 or 2.0.2).
+    pub smb2_max: u16,
 }
 
 /// Windows Server 2008 R2 SP1 (6.1.7601), standalone.
@@ -50,6 +52,7 @@ pub const WINDOWS_2008_R2: SmbPersona = SmbPersona {
     vulnerable: true,
     disk_shares: &["C$", "ADMIN$", "SHARE", "USERS"],
     capabilities: 0x0001_e3fd,
+    smb2_max: 0x0210,
 };
 
 /// Samba 4.17 as Debian 12 ships it, with SMB1 enabled.
@@ -63,10 +66,19 @@ pub const SAMBA_DEBIAN: SmbPersona = SmbPersona {
     vulnerable: false,
     disk_shares: &["SHARE", "PUBLIC", "HOMES"],
     capabilities: 0x0000_f3fd,
+    smb2_max: 0x0210,
 };
 
-/// A router's Samba (USB disk sharing).
-pub const SAMBA_ROUTER: SmbPersona = SmbPersona { default_host: "ROUTER", disk_shares: &["USB", "SHARE"], ..SAMBA_DEBIAN };
+/// A router's Samba for its USB disk: the 3.6 series router firmware still ships (SMB 2.0.2 at
+/// most, and the "Unix" native OS Samba 3 reports).
+pub const SAMBA_ROUTER: SmbPersona = SmbPersona {
+    default_host: "ROUTER",
+    native_os: "Unix",
+    native_lanman: "Samba 3.6.25",
+    disk_shares: &["USB", "SHARE"],
+    smb2_max: 0x0202,
+    ..SAMBA_DEBIAN
+};
 
 impl SmbPersona {
     pub fn of(p: Persona) -> &'static SmbPersona {
@@ -104,7 +116,7 @@ mod tests {
         for p in [Persona::LinuxServer, Persona::IotRouter] {
             let s = SmbPersona::of(p);
             assert!(s.samba && !s.vulnerable);
-            assert!(s.native_lanman.starts_with("Samba 4"));
+            assert!(s.native_lanman.starts_with("Samba "));
             assert!(!s.is_disk_share("C$"));
         }
         assert!(WINDOWS_2008_R2.is_disk_share("admin$"));

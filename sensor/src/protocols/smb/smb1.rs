@@ -459,7 +459,7 @@ async fn negotiate(session: &mut Session, conn: &mut Conn<'_>, m: &Smb1) -> Sess
     }
     let nt = |name: &str| dialects.iter().position(|d| d == name);
     let nt_index = if conn.persona.samba { nt(NT_LANMAN_1_0).or_else(|| nt(NT_LM_0_12)) } else { nt(NT_LM_0_12) };
-    if dialects.iter().any(|d| d == "SMB 2.???") {
+    if conn.persona.smb2_max > 0x0202 && dialects.iter().any(|d| d == "SMB 2.???") {
         // Multi-protocol negotiate: the SMB2 wildcard; the client follows with an SMB2 NEGOTIATE.
         send(session, &smb2::negotiate_response(&smb2::Smb2::default(), 0x02ff, &conn.guid)).await?;
     } else if dialects.iter().any(|d| d == "SMB 2.002") {
@@ -763,6 +763,8 @@ async fn doublepulsar(session: &mut Session, conn: &mut Conn<'_>, m: &Smb1, msg:
         ("opcode".to_string(), format!("{:#04x}", req.opcode)),
         ("implant".to_string(), if implanted { "answered" } else { "absent" }.to_string()),
     ];
+    // One event per ping or kill; an upload is one event, at its first chunk.
+    let first = req.opcode != dp::EXEC || !implanted || conn.pulsar.is_none();
     let status = match req.opcode {
         _ if !implanted => None,
         dp::PING => Some(dp::STATUS_SUCCESS),
@@ -773,9 +775,7 @@ async fn doublepulsar(session: &mut Session, conn: &mut Conn<'_>, m: &Smb1, msg:
         dp::EXEC => Some(exec_chunk(session, conn, &req, key, &mut extra)),
         _ => None,
     };
-    // One event per ping or kill; an upload is one event at its first chunk.
-    let first_chunk = req.opcode != dp::EXEC || conn.pulsar.is_none_or(|r| r.next == 0) || !implanted;
-    if first_chunk || status == Some(dp::STATUS_INVALID_PARAMS) {
+    if first || status == Some(dp::STATUS_INVALID_PARAMS) {
         exploit(session, name, CVE_ETERNALBLUE, extra);
     }
     let mid = m.mid.wrapping_add(status.unwrap_or(0));

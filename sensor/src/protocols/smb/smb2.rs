@@ -316,7 +316,8 @@ fn command(session: &Session, conn: &mut Conn<'_>, m: &Smb2, previous_file: Opti
                 value: offered.iter().map(|d| format!("{d:#06x}")).collect::<Vec<_>>().join(","),
                 extra: vec![],
             });
-            let dialect = DIALECTS.into_iter().find(|d| offered.contains(d)).unwrap_or(0x0202);
+            let dialect =
+                DIALECTS.into_iter().filter(|d| *d <= conn.persona.smb2_max).find(|d| offered.contains(d)).unwrap_or(0x0202);
             negotiate_response(m, dialect, &conn.guid)
         }
         SESSION_SETUP => session_setup(session, conn, m),
