@@ -5,7 +5,8 @@
 set -euo pipefail
 PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass telnet netcat-openbsd
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3
-      python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime)
+      python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime nmap hydra
+      python3-impacket)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

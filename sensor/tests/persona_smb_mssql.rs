@@ -36,7 +36,10 @@ fn fixed_mssql_lua(dir: &Path) -> Option<()> {
             "local status, instances = Helper.GetDiscoveredInstances(host, port)\n      if status then",
             "local instances = Helper.GetDiscoveredInstances(host, port)\n      if instances then",
         ),
-        ("if #output > 0 then\n        return outlib.sorted_by_key(output)", "if next(output) then\n        return outlib.sorted_by_key(output)"),
+        (
+            "if #output > 0 then\n        return outlib.sorted_by_key(output)",
+            "if next(output) then\n        return outlib.sorted_by_key(output)",
+        ),
     ];
     if !fixes.iter().any(|(bug, _)| lua.contains(bug)) {
         return None;
@@ -144,7 +147,12 @@ async fn iot_router_persona() {
     let Some((text, _)) = scan(Persona::IotRouter, "127.0.0.204").await else { return };
     assert_has(
         &text,
-        &["445/tcp  open  netbios-ssn Samba smbd", "OS: Unix (Samba 3.6.25)", "NetBIOS computer name: ROUTER", "State: NOT VULNERABLE"],
+        &[
+            "445/tcp  open  netbios-ssn Samba smbd",
+            "OS: Unix (Samba 3.6.25)",
+            "NetBIOS computer name: ROUTER",
+            "State: NOT VULNERABLE",
+        ],
     );
     assert!(!text.contains("Windows Server 2008"));
 }

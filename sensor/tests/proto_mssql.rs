@@ -70,7 +70,10 @@ const PAIRS: [(&str, &str); 20] = [
     ("sa", "Summer2024!Summer2024!Summer"),
 ];
 
-fn password_logins(evs: &[Event]) -> Vec<(String, String, Vec<(String, String)>)> {
+/// (user, password, extra attributes) of a login event with a clear password.
+type PasswordLogin = (String, String, Vec<(String, String)>);
+
+fn password_logins(evs: &[Event]) -> Vec<PasswordLogin> {
     evs.iter()
         .filter_map(|e| match &e.detail {
             Detail::Login { username, secret: Secret::Password(p), extra, .. } => {

@@ -17,8 +17,11 @@ use std::time::Duration;
 use support::{config_for, require_client, run_client, sha256_hex, Harness};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Key/value attributes of an event.
+type Extra = Vec<(String, String)>;
+
 /// (user, secret, success, extra) of every login event.
-fn logins(evs: &[Event]) -> Vec<(String, Secret, bool, Vec<(String, String)>)> {
+fn logins(evs: &[Event]) -> Vec<(String, Secret, bool, Extra)> {
     evs.iter()
         .filter_map(|e| match &e.detail {
             Detail::Login { username, secret, success, extra } => {
@@ -30,7 +33,7 @@ fn logins(evs: &[Event]) -> Vec<(String, Secret, bool, Vec<(String, String)>)> {
 }
 
 /// (name, cve, extra) of every exploit event.
-fn exploits(evs: &[Event]) -> Vec<(String, String, Vec<(String, String)>)> {
+fn exploits(evs: &[Event]) -> Vec<(String, String, Extra)> {
     evs.iter()
         .filter_map(|e| match &e.detail {
             Detail::Exploit { name, cve, extra } => Some((name.clone(), cve.clone(), extra.clone())),

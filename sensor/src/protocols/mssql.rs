@@ -399,18 +399,16 @@ async fn prelogin(session: &mut Session, conn: &Conn<'_>, payload: &[u8]) -> Ses
 
 async fn login7(session: &mut Session, conn: &mut Conn<'_>, payload: &[u8]) -> SessionResult<Flow> {
     let login = parse_login7(payload).map_err(|_| CloseReason::ProtocolError)?;
-    if login.sspi {
-        if find_ntlmssp(&login.sspi_token).is_some_and(|n| ntlmssp_type(n) == Some(1)) {
-            // Integrated login: our challenge; the client's AUTHENTICATE follows as SSPI.
-            let challenge: [u8; 8] = rand::random();
-            let smb = SmbPersona::of(session.persona());
-            let dns = conn.server_name.to_lowercase();
-            let token = ntlm_challenge(&challenge, &smb.ntlm_target(conn.server_name, &dns), filetime_now());
-            conn.challenge = Some(challenge);
-            session.emit(Detail::Command { line: format!("LOGIN7 integrated (NTLM) app={}", login.app_name) });
-            session.write_all(&packet(TYPE_RESPONSE, &sspi_response(&token))).await?;
-            return Ok(Flow::Continue);
-        }
+    if login.sspi && find_ntlmssp(&login.sspi_token).is_some_and(|n| ntlmssp_type(n) == Some(1)) {
+        // Integrated login: our challenge; the client's AUTHENTICATE follows as SSPI.
+        let challenge: [u8; 8] = rand::random();
+        let smb = SmbPersona::of(session.persona());
+        let dns = conn.server_name.to_lowercase();
+        let token = ntlm_challenge(&challenge, &smb.ntlm_target(conn.server_name, &dns), filetime_now());
+        conn.challenge = Some(challenge);
+        session.emit(Detail::Command { line: format!("LOGIN7 integrated (NTLM) app={}", login.app_name) });
+        session.write_all(&packet(TYPE_RESPONSE, &sspi_response(&token))).await?;
+        return Ok(Flow::Continue);
     }
     let mut extra = vec![
         ("client_host".to_string(), login.host_name.clone()),
@@ -458,9 +456,7 @@ async fn login42(session: &mut Session, conn: &Conn<'_>, payload: &[u8]) -> Sess
 /// The second leg of an integrated login: the NTLMSSP AUTHENTICATE, recorded like SMB's.
 async fn sspi(session: &mut Session, conn: &Conn<'_>, payload: &[u8]) -> SessionResult<Flow> {
     let Some(challenge) = conn.challenge else { return Err(CloseReason::ProtocolError) };
-    let auth = find_ntlmssp(payload)
-        .and_then(|n| parse_ntlm_authenticate(n).ok())
-        .ok_or(CloseReason::ProtocolError)?;
+    let auth = find_ntlmssp(payload).and_then(|n| parse_ntlm_authenticate(n).ok()).ok_or(CloseReason::ProtocolError)?;
     let secret = match auth.hashcat_5600(&challenge) {
         Some(line) => Secret::Hash { format: "hashcat-5600".into(), value: line },
         None => Secret::None,
@@ -469,10 +465,7 @@ async fn sspi(session: &mut Session, conn: &Conn<'_>, payload: &[u8]) -> Session
         username: if auth.domain.is_empty() { auth.user.clone() } else { format!("{}\\{}", auth.domain, auth.user) },
         secret,
         success: false,
-        extra: vec![
-            ("method".to_string(), "sspi".to_string()),
-            ("workstation".to_string(), auth.workstation.clone()),
-        ],
+        extra: vec![("method".to_string(), "sspi".to_string()), ("workstation".to_string(), auth.workstation.clone())],
     });
     let user = format!("{}\\{}", auth.domain, auth.user);
     session.write_all(&packet(TYPE_RESPONSE, &login_failed_response(&user, conn.server_name))).await?;
@@ -540,7 +533,10 @@ mod tests {
         let p = packet(TYPE_RESPONSE, &prelogin_response(SQL_2012_SP4.version, &[0, 1, 2, 3]));
         assert_eq!(p.len(), 0x25);
         assert_eq!(&p[..8], b"\x04\x01\x00\x25\x00\x00\x01\x00");
-        assert_eq!(&p[8..30], b"\x00\x00\x15\x00\x06\x01\x00\x1b\x00\x01\x02\x00\x1c\x00\x01\x03\x00\x1d\x00\x00\xff\x0b");
+        assert_eq!(
+            &p[8..30],
+            b"\x00\x00\x15\x00\x06\x01\x00\x1b\x00\x01\x02\x00\x1c\x00\x01\x03\x00\x1d\x00\x00\xff\x0b"
+        );
     }
 
     /// hydra 9.4's `mssql` module on the wire (captured): a TDS 4.2 LOGIN in two packets (512

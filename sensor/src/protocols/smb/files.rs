@@ -17,8 +17,10 @@
 
 use crate::capture::PayloadCapture;
 
-/// Files one connection may hold open at once (then STATUS_TOO_MANY_OPENED_FILES).
-pub const MAX_OPEN_FILES: usize = 16;
+/// Files one connection may hold open at once (then STATUS_TOO_MANY_OPENED_FILES). Each one
+/// written to holds a capture (its payload prefix, up to `limits.max_payload`, and the sample
+/// writer's buffer), so this stays small: file drops open one file at a time.
+pub const MAX_OPEN_FILES: usize = 4;
 /// Longest file name kept (in characters).
 pub const MAX_NAME: usize = 260;
 

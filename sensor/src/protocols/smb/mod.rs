@@ -44,10 +44,12 @@ pub use persona::SmbPersona;
 pub use smb1::{
     doublepulsar_request, is_doublepulsar_ping, is_ms17_010_probe, parse_nt_create, parse_smb1_session_setup,
     parse_trans, parse_tree_connect, parse_write_andx, smb1_dialects, smb1_security_blob, DoublePulsarRequest, Smb1,
+    Trans, WriteAndX,
 };
 pub use smb2::{
     negotiate_response as smb2_negotiate_response, parse_create as smb2_parse_create, parse_write as smb2_parse_write,
-    smb2_dialects, smb2_session_setup_blob, split_compound as smb2_split_compound, Smb2,
+    sign as smb2_sign, smb2_dialects, smb2_session_setup_blob, split_compound as smb2_split_compound, Smb2,
+    Write as Smb2Write,
 };
 
 use crate::capture::PayloadCapture;
@@ -495,6 +497,83 @@ mod tests {
             let _ = parse_ntlm_authenticate(&buf);
             let _ = doublepulsar_exec(&buf, 7);
         }
+    }
+
+    /// The stateful handlers, not only the parsers: hostile SMB1 and SMB2 messages of every
+    /// command we answer reach a logged-in connection with a disk tree and an open file.
+    #[tokio::test]
+    async fn handlers_survive_hostile_messages() {
+        use crate::rollup::RollupTable;
+        use crate::session::{SessionEnv, SessionLimits};
+        use crate::sink::EventSink;
+        use std::sync::Arc;
+        use tokio::io::AsyncReadExt;
+
+        let (a, mut peer) = tokio::io::duplex(1 << 16);
+        let (sink, mut rx) = EventSink::new(1 << 16, Arc::new(RollupTable::new(16)));
+        let mut session = Session::new(
+            Box::new(a),
+            1,
+            "192.0.2.9:4444".parse().unwrap(),
+            "127.0.0.1:445".parse().unwrap(),
+            drosera_uplink::event::Protocol::Smb,
+            SessionLimits::default(),
+            SessionEnv::basic(sink, Arc::from("t")),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 16];
+            while peer.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let mut conn = Conn {
+            host: DEFAULT_BANNER,
+            dns_host: "filesrv01".into(),
+            persona: &persona::WINDOWS_2008_R2,
+            challenge: [1; 8],
+            guid: [2; 16],
+            uid: 2048,
+            session_id: 0x41,
+            recorded_dialects: false,
+            login: Some(LoginOutcome::User("admin".into())),
+            signing_key: Some([3; 16]),
+            trees: vec![(1, Tree { share: "C$".into(), disk: true }), (2, Tree { share: "IPC$".into(), disk: false })],
+            next_tree: 2,
+            files: Files::default(),
+            pulsar_signature: 0x1234_5678,
+            pulsar: None,
+            pulsar_upload: None,
+            pulsar_killed: false,
+            exploit_bytes: None,
+        };
+        let smb1_commands = [0x04, 0x25, 0x2b, 0x2f, 0x32, 0x33, 0x71, 0x72, 0x73, 0x74, 0x75, 0xa0, 0xa1, 0xa2];
+        for (i, mut buf) in
+            crate::protocols::hostile::random_inputs(0x9e37_79b9_7f4a_7c15, 6000, 400, false).enumerate()
+        {
+            // Keep an open writable file around so WRITE/CLOSE/QUERY_INFO reach their code.
+            if conn.files.get(1).is_none() && conn.files.by_fid(1).is_none() {
+                conn.files = Files::default();
+                let _ = conn.files.open("C$\\x".into(), true, false);
+            }
+            if i % 2 == 0 && buf.len() >= 36 {
+                buf[..4].copy_from_slice(&[0xff, b'S', b'M', b'B']);
+                buf[4] = smb1_commands[i / 2 % smb1_commands.len()];
+                buf[24..26].copy_from_slice(&[(i % 3) as u8, 0]); // tid 0, 1 or 2
+                buf[32] %= 32;
+                if let Ok(Message::Smb1(m)) = parse_message(&buf) {
+                    let _ = smb1::respond(&mut session, &mut conn, &m, &buf).await;
+                }
+            } else if buf.len() >= 72 {
+                buf[..4].copy_from_slice(&[0xfe, b'S', b'M', b'B']);
+                buf[12..14].copy_from_slice(&((i / 2 % 19) as u16).to_le_bytes());
+                buf[20..24].copy_from_slice(&[0, 0, 0, 0]);
+                buf[36..40].copy_from_slice(&((i % 3) as u32).to_le_bytes());
+                if let Ok(Message::Smb2(m)) = parse_message(&buf) {
+                    let _ = smb2::respond(&mut session, &mut conn, &m).await;
+                }
+            }
+            conn.login = Some(LoginOutcome::User("admin".into()));
+        }
+        conn.finish(&session);
     }
 
     #[test]

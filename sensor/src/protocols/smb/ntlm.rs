@@ -122,9 +122,7 @@ pub const fn ntlm_version(major: u8, minor: u8, build: u16) -> [u8; 8] {
 /// Builds an NTLMSSP CHALLENGE (type 2) for `challenge`, naming `target`.
 pub fn ntlm_challenge(challenge: &[u8; 8], target: &NtlmTarget<'_>, filetime: u64) -> Vec<u8> {
     let mut info = Vec::new();
-    for (id, val) in
-        [(2u16, target.nb_domain), (1, target.nb_host), (4, target.dns_domain), (3, target.dns_host)]
-    {
+    for (id, val) in [(2u16, target.nb_domain), (1, target.nb_host), (4, target.dns_domain), (3, target.dns_host)] {
         if val.is_empty() && id == 4 {
             continue;
         }

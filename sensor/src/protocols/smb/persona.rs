@@ -93,7 +93,13 @@ impl SmbPersona {
     /// as NetBIOS and DNS domain; Samba names its workgroup and leaves the DNS domain empty.
     pub fn ntlm_target<'a>(&self, host: &'a str, dns_host: &'a str) -> NtlmTarget<'a> {
         if self.samba {
-            NtlmTarget { nb_domain: self.workgroup, nb_host: host, dns_domain: "", dns_host, version: self.ntlm_version }
+            NtlmTarget {
+                nb_domain: self.workgroup,
+                nb_host: host,
+                dns_domain: "",
+                dns_host,
+                version: self.ntlm_version,
+            }
         } else {
             NtlmTarget { nb_domain: host, nb_host: host, dns_domain: dns_host, dns_host, version: self.ntlm_version }
         }

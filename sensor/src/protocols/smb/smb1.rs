@@ -22,9 +22,9 @@ use super::ntlm::{
 use super::{exploit, filetime_now, from_utf16, send, slice, smb2, u16le, u32le, utf16, Conn, CreateRequest, Flow};
 use super::{SmbError, CVE_ETERNALBLUE, CVE_MS17_010_PROBE};
 use super::{
-    STATUS_INSUFF_SERVER_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
-    STATUS_LOGON_FAILURE, STATUS_MORE_PROCESSING_REQUIRED, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    STATUS_INSUFF_SERVER_RESOURCES, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_LOGON_FAILURE,
+    STATUS_MORE_PROCESSING_REQUIRED, STATUS_NOT_IMPLEMENTED, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS,
 };
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Detail;
@@ -909,7 +909,7 @@ mod tests {
     #[test]
     fn tree_connect_create_and_write_parse() {
         let mut b = vec![0u8]; // 1-byte password
-        // Bytes start at 33 + 8 + 2 = 43 (odd); after the password, 44: aligned.
+                               // Bytes start at 33 + 8 + 2 = 43 (odd); after the password, 44: aligned.
         b.extend_from_slice(&utf16("\\\\192.0.2.1\\C$\0"));
         b.extend_from_slice(b"?????\0");
         let msg = smb1_msg(TREE_CONNECT_ANDX, 0xc801, &[0xff, 0, 0, 0, 8, 0, 1, 0], &b);

@@ -13,8 +13,6 @@ use super::ntlm::{
     find_ntlmssp, ntlm_challenge, ntlmssp_type, ntlmv2_session_key, parse_ntlm_authenticate, spnego_accept_completed,
     spnego_challenge, spnego_init,
 };
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use super::{filetime_now, from_utf16, send, slice, u16le, u32le, u64le, utf16, Conn, CreateRequest, Flow, SmbError};
 use super::{
     STATUS_ACCESS_DENIED, STATUS_END_OF_FILE, STATUS_FS_DRIVER_REQUIRED, STATUS_INVALID_HANDLE,
@@ -23,6 +21,8 @@ use super::{
 };
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Detail;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// SMB2 command codes ([MS-SMB2] 2.2.1.2).
 const NEGOTIATE: u16 = 0x0000;
@@ -316,8 +316,11 @@ fn command(session: &Session, conn: &mut Conn<'_>, m: &Smb2, previous_file: Opti
                 value: offered.iter().map(|d| format!("{d:#06x}")).collect::<Vec<_>>().join(","),
                 extra: vec![],
             });
-            let dialect =
-                DIALECTS.into_iter().filter(|d| *d <= conn.persona.smb2_max).find(|d| offered.contains(d)).unwrap_or(0x0202);
+            let dialect = DIALECTS
+                .into_iter()
+                .filter(|d| *d <= conn.persona.smb2_max)
+                .find(|d| offered.contains(d))
+                .unwrap_or(0x0202);
             negotiate_response(m, dialect, &conn.guid)
         }
         SESSION_SETUP => session_setup(session, conn, m),
@@ -373,7 +376,8 @@ fn session_setup(session: &Session, conn: &mut Conn<'_>, m: &Smb2) -> Vec<u8> {
         }
         Some(NTLM_AUTHENTICATE) => {
             let Ok(auth) = parse_ntlm_authenticate(ntlm) else { return error(m, STATUS_LOGON_FAILURE) };
-            let (outcome, password) = login::decide(session, &auth, &conn.challenge, "ntlmssp", conn.dialect_name(true));
+            let (outcome, password) =
+                login::decide(session, &auth, &conn.challenge, "ntlmssp", conn.dialect_name(true));
             if !outcome.succeeded() {
                 return error(m, STATUS_LOGON_FAILURE);
             }
@@ -534,7 +538,9 @@ fn query_info(conn: &Conn<'_>, m: &Smb2, id: u64) -> Vec<u8> {
             d.extend_from_slice(&[0, 0]);
             d
         }
-        (2, 3) => [26_214_143u64.to_le_bytes(), 9_872_311u64.to_le_bytes()].concat().into_iter()
+        (2, 3) => [26_214_143u64.to_le_bytes(), 9_872_311u64.to_le_bytes()]
+            .concat()
+            .into_iter()
             .chain(8u32.to_le_bytes())
             .chain(512u32.to_le_bytes())
             .collect(),
@@ -557,7 +563,8 @@ fn query_info(conn: &Conn<'_>, m: &Smb2, id: u64) -> Vec<u8> {
         (3, _) => return error(m, STATUS_ACCESS_DENIED),
         _ => return error(m, STATUS_INVALID_INFO_CLASS),
     };
-    let (data, status) = if data.len() > max { (&data[..max], STATUS_BUFFER_OVERFLOW) } else { (&data[..], STATUS_SUCCESS) };
+    let (data, status) =
+        if data.len() > max { (&data[..max], STATUS_BUFFER_OVERFLOW) } else { (&data[..], STATUS_SUCCESS) };
     let mut b = Vec::with_capacity(8 + data.len());
     b.extend_from_slice(&9u16.to_le_bytes());
     b.extend_from_slice(&72u16.to_le_bytes());
