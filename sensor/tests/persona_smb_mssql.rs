@@ -78,6 +78,8 @@ async fn scan(persona: Persona, addr: &str) -> Option<(String, Vec<Event>)> {
     cmd.arg(addr);
     let out = run_client(cmd, Duration::from_secs(120)).await;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Shown with --nocapture (and when an assertion fails, cargo prints it).
+    eprintln!("nmap against {persona:?} on {addr}:\n{text}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     Some((text, h.events()))
 }

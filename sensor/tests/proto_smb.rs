@@ -1,7 +1,7 @@
 //! SMB emulation against the real tools: Samba's `smbclient` (NTLMv2 logins, `put` over SMB2
-//! and SMB1), nmap's `smb-vuln-ms17-010` script, impacket (a psexec-style drop to `ADMIN$` and
-//! a DoublePulsar upload client, `tests/clients/`), and hand-made MS17-010 / DoublePulsar
-//! probes for the exact answers.
+//! and SMB1), nmap's `smb-vuln-ms17-010` and `smb-double-pulsar-backdoor` scripts, impacket (a
+//! psexec-style drop to `ADMIN$` and a DoublePulsar upload client, `tests/clients/`), and
+//! hand-made MS17-010 / DoublePulsar probes for the exact answers.
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -247,6 +247,28 @@ async fn nmap_smb_vuln_ms17_010_says_vulnerable_and_the_probe_is_recorded() {
     assert_eq!(get(&extra, "answered"), "vulnerable");
     // nmap's anonymous session reached IPC$ (a tree connect recorded as a command).
     assert!(evs.iter().any(|e| matches!(&e.detail, Detail::Command { line } if line.contains("IPC$ ok"))));
+}
+
+/// nmap's own DoublePulsar check (Countercept's ping: TRANS2 SESSION_SETUP with MID 65 on
+/// `IPC$`) finds the implant the Windows persona pretends to have, and the ping is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nmap_smb_double_pulsar_backdoor_finds_the_implant_and_the_ping_is_recorded() {
+    if !require_client("nmap") {
+        return;
+    }
+    let h = Harness::start(&["smb"]).await;
+    let port = h.port(Protocol::Smb).to_string();
+    let mut cmd = tokio::process::Command::new("nmap");
+    cmd.args(["-Pn", "-n", "-p", &port, "--script", "smb-double-pulsar-backdoor"]);
+    cmd.args(["--script-args", &format!("smbport={port}"), "127.0.0.1"]);
+    let out = run_client(cmd, Duration::from_secs(120)).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Double Pulsar SMB Backdoor"), "nmap said: {text}");
+    assert!(text.contains("State: VULNERABLE"), "nmap said: {text}");
+    let evs = h.wait_for(Duration::from_secs(10), |evs| !exploits(evs).is_empty()).await;
+    let (name, cve, extra) = exploits(&evs).remove(0);
+    assert_eq!((name.as_str(), cve.as_str()), ("doublepulsar-ping", "CVE-2017-0144"));
+    assert_eq!(get(&extra, "implant"), "answered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
