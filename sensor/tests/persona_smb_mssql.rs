@@ -1,6 +1,6 @@
 //! Each persona's SMB and MSSQL, as nmap sees them: `nmap -sV --version-light` names one
-//! product per port, and `smb-os-discovery`, `smb-vuln-ms17-010`, `ms-sql-info` and
-//! `ms-sql-ntlm-info` tell the same story (Windows Server 2008 R2 with SQL Server 2012 SP4, or
+//! product per port, and `smb-os-discovery`, `smb-vuln-ms17-010`, `smb2-time`, `ms-sql-info`
+//! and `ms-sql-ntlm-info` tell the same story (Windows Server 2008 R2 with SQL Server 2012 SP4, or
 //! Samba with SQL Server 2019 on Linux).
 //!
 //! nmap's SMB scripts only look at ports 445 and 139 (`smb-os-discovery` fails on any other
@@ -70,7 +70,7 @@ async fn scan(persona: Persona, addr: &str) -> Option<(String, Vec<Event>)> {
     let datadir = tempfile::tempdir().unwrap();
     let mut cmd = tokio::process::Command::new("nmap");
     cmd.args(["-Pn", "-n", "-sV", "--version-light", "-p", "445,1433"]);
-    cmd.args(["--script", "smb-os-discovery,smb-vuln-ms17-010,ms-sql-info,ms-sql-ntlm-info"]);
+    cmd.args(["--script", "smb-os-discovery,smb-vuln-ms17-010,smb2-time,ms-sql-info,ms-sql-ntlm-info"]);
     cmd.args(["--script-args", "vulns.showall,mssql.scanned-ports-only=true"]);
     if fixed_mssql_lua(datadir.path()).is_some() {
         cmd.arg("--datadir").arg(datadir.path());
@@ -114,6 +114,8 @@ async fn windows_server_persona() {
             "NetBIOS_Computer_Name: FILESRV01",
             "Product_Version: 6.1.7601",
             "OS: Windows",
+            // smb2-time: Windows names its boot time (Samba says N/A).
+            "start_date: 20",
         ],
     );
     assert!(!text.contains("Samba"));
@@ -138,6 +140,7 @@ async fn linux_server_persona() {
             "OS: Windows 6.1 (Samba 4.17.12-Debian)",
             "State: NOT VULNERABLE",
             "NetBIOS_Domain_Name: WORKGROUP",
+            "start_date: N/A",
         ],
     );
     assert!(!text.contains("Windows Server 2008"));

@@ -7,7 +7,7 @@
 
 mod support;
 
-use drosera_flood::probe::smb1;
+use drosera_flood::probe::{smb1, smb2_negotiate};
 use drosera_sensor::config::{Config, Persona};
 use drosera_sensor::governor::Pressure;
 use drosera_uplink::event::{Detail, Event, Protocol, SampleOutcome, Secret};
@@ -211,6 +211,34 @@ async fn ms17_010_scan_and_doublepulsar_ping_are_exploit_events() {
             ("doublepulsar-ping".to_string(), "CVE-2017-0144".to_string())
         ]
     );
+}
+
+/// The server GUID and the boot time of an SMB2 NEGOTIATE answer.
+async fn smb2_identity(h: &Harness) -> ([u8; 16], u64) {
+    let mut s = tokio::net::TcpStream::connect(h.addr(Protocol::Smb)).await.unwrap();
+    s.write_all(&smb2_negotiate(&[0x0202, 0x0210])).await.unwrap();
+    let r = reply(&mut s).await;
+    assert_eq!(&r[..4], b"\xfeSMB");
+    assert_eq!(u16::from_le_bytes([r[68], r[69]]), 0x0210, "SMB 2.1");
+    let guid: [u8; 16] = r[72..88].try_into().unwrap();
+    (guid, u64::from_le_bytes(r[112..120].try_into().unwrap()))
+}
+
+/// A real server keeps its GUID and boot time across connections; Windows names its boot time,
+/// Samba sends none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_guid_and_boot_time_stay_the_same_across_connections() {
+    let h = Harness::start_with(smb_config(Persona::WindowsServer), Pressure::Normal, 100_000).await;
+    let (guid, boot) = smb2_identity(&h).await;
+    assert_eq!(smb2_identity(&h).await, (guid, boot));
+    assert_ne!(guid, [0; 16]);
+    let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() / 100) as u64
+        + 116_444_736_000_000_000;
+    let days = (now - boot) / 864_000_000_000;
+    assert!((9..=40).contains(&days), "uptime of {days} days");
+    let h = Harness::start_with(smb_config(Persona::LinuxServer), Pressure::Normal, 100_000).await;
+    let (samba_guid, samba_boot) = smb2_identity(&h).await;
+    assert_eq!((samba_guid, samba_boot), (guid, 0), "one machine per sensor; Samba sends no boot time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

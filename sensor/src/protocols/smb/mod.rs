@@ -222,6 +222,7 @@ struct Conn<'a> {
     persona: &'static SmbPersona,
     /// Our NTLM server challenge (in the hashcat line of every login).
     challenge: [u8; 8],
+    /// The machine's server GUID (the same on every connection: `persona::server_identity`).
     guid: [u8; 16],
     /// SMB1 UID / SMB2 session id handed out at session setup.
     uid: u16,
@@ -250,6 +251,15 @@ impl Conn<'_> {
             "SMB 2.1"
         } else {
             smb1::NT_LM_0_12
+        }
+    }
+
+    /// ServerStartTime of an SMB2 NEGOTIATE answer.
+    fn boot_time(&self) -> u64 {
+        if self.persona.reports_boot_time {
+            persona::server_identity().boot_time
+        } else {
+            0
         }
     }
 
@@ -418,7 +428,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
         dns_host: host.to_lowercase(),
         persona,
         challenge: rand::random(),
-        guid: rand::random(),
+        guid: persona::server_identity().guid,
         uid: 2048,
         session_id: (rand::random::<u64>() & 0x0000_ffff_ffff_0000) | 0x0000_0000_0000_0041,
         recorded_dialects: false,

@@ -15,6 +15,31 @@
 
 use super::ntlm::{ntlm_version, NtlmTarget};
 use crate::config::Persona;
+use std::sync::OnceLock;
+
+/// 100-ns FILETIME units in a day.
+const DAY: u64 = 864_000_000_000;
+
+/// What stays the same on every connection to one machine: its server GUID and the time it
+/// booted. A real server keeps both until it reboots, so they are fixed for the sensor
+/// process (a restart looks like a reboot); a GUID that changed per connection, or a
+/// Windows server without a boot time (`nmap --script smb2-time` prints `start_date: N/A`),
+/// would give the honeypot away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub guid: [u8; 16],
+    /// FILETIME of the last boot: 9 to 40 days before the sensor started.
+    pub boot_time: u64,
+}
+
+/// The sensor process's [`ServerIdentity`] (chosen on first use).
+pub fn server_identity() -> ServerIdentity {
+    static ID: OnceLock<ServerIdentity> = OnceLock::new();
+    *ID.get_or_init(|| ServerIdentity {
+        guid: rand::random(),
+        boot_time: super::filetime_now().saturating_sub(9 * DAY + rand::random::<u64>() % (31 * DAY)),
+    })
+}
 
 /// The SMB face of one persona.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +64,8 @@ pub struct SmbPersona {
     pub capabilities: u32,
     /// Best SMB2 dialect offered (2.1 or 2.0.2).
     pub smb2_max: u16,
+    /// SMB2 NEGOTIATE's ServerStartTime carries the boot time (Windows); Samba sends 0.
+    pub reports_boot_time: bool,
 }
 
 /// Windows Server 2008 R2 SP1 (6.1.7601), standalone.
@@ -53,6 +80,7 @@ pub const WINDOWS_2008_R2: SmbPersona = SmbPersona {
     disk_shares: &["C$", "ADMIN$", "SHARE", "USERS"],
     capabilities: 0x0001_e3fd,
     smb2_max: 0x0210,
+    reports_boot_time: true,
 };
 
 /// Samba 4.17 as Debian 12 ships it, with SMB1 enabled.
@@ -67,6 +95,7 @@ pub const SAMBA_DEBIAN: SmbPersona = SmbPersona {
     disk_shares: &["SHARE", "PUBLIC", "HOMES"],
     capabilities: 0x0000_f3fd,
     smb2_max: 0x0210,
+    reports_boot_time: false,
 };
 
 /// A router's Samba for its USB disk: the 3.6 series router firmware still ships (SMB 2.0.2 at
@@ -130,5 +159,14 @@ mod tests {
         assert_eq!((t.nb_domain, t.dns_domain), ("FILESRV01", "filesrv01"));
         let t = SAMBA_DEBIAN.ntlm_target("FILESRV01", "filesrv01");
         assert_eq!((t.nb_domain, t.dns_domain), ("WORKGROUP", ""));
+    }
+
+    #[test]
+    fn the_machine_keeps_its_guid_and_boot_time() {
+        let a = server_identity();
+        assert_eq!(a, server_identity());
+        let uptime = super::super::filetime_now() - a.boot_time;
+        assert!((9 * DAY..40 * DAY + DAY).contains(&uptime), "uptime {} days", uptime / DAY);
+        assert!(WINDOWS_2008_R2.reports_boot_time && !SAMBA_DEBIAN.reports_boot_time);
     }
 }

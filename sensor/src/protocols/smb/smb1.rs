@@ -461,9 +461,9 @@ async fn negotiate(session: &mut Session, conn: &mut Conn<'_>, m: &Smb1) -> Sess
     let nt_index = if conn.persona.samba { nt(NT_LANMAN_1_0).or_else(|| nt(NT_LM_0_12)) } else { nt(NT_LM_0_12) };
     if conn.persona.smb2_max > 0x0202 && dialects.iter().any(|d| d == "SMB 2.???") {
         // Multi-protocol negotiate: the SMB2 wildcard; the client follows with an SMB2 NEGOTIATE.
-        send(session, &smb2::negotiate_response(&smb2::Smb2::default(), 0x02ff, &conn.guid)).await?;
+        send(session, &smb2::negotiate_response(&smb2::Smb2::default(), 0x02ff, &conn.guid, conn.boot_time())).await?;
     } else if dialects.iter().any(|d| d == "SMB 2.002") {
-        send(session, &smb2::negotiate_response(&smb2::Smb2::default(), 0x0202, &conn.guid)).await?;
+        send(session, &smb2::negotiate_response(&smb2::Smb2::default(), 0x0202, &conn.guid, conn.boot_time())).await?;
     } else if let Some(i) = nt_index {
         send(session, &negotiate_response(m, conn, i as u16)).await?;
     } else {

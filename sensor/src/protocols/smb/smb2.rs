@@ -210,8 +210,9 @@ fn empty(req: &Smb2) -> Vec<u8> {
     answer(req, STATUS_SUCCESS, &[4, 0, 0, 0])
 }
 
-/// SMB2 NEGOTIATE response choosing `dialect`.
-pub fn negotiate_response(req: &Smb2, dialect: u16, guid: &[u8; 16]) -> Vec<u8> {
+/// SMB2 NEGOTIATE response choosing `dialect`, from the server `guid` that booted at
+/// `boot_time` (FILETIME; 0 for none, as Samba sends).
+pub fn negotiate_response(req: &Smb2, dialect: u16, guid: &[u8; 16], boot_time: u64) -> Vec<u8> {
     let blob = spnego_init();
     let mut m = header(&Smb2 { command: NEGOTIATE, ..req.clone() }, STATUS_SUCCESS, 0);
     m.extend_from_slice(&65u16.to_le_bytes());
@@ -224,7 +225,7 @@ pub fn negotiate_response(req: &Smb2, dialect: u16, guid: &[u8; 16]) -> Vec<u8> 
         m.extend_from_slice(&MAX_IO.to_le_bytes());
     }
     m.extend_from_slice(&filetime_now().to_le_bytes());
-    m.extend_from_slice(&0u64.to_le_bytes());
+    m.extend_from_slice(&boot_time.to_le_bytes());
     m.extend_from_slice(&128u16.to_le_bytes());
     m.extend_from_slice(&(blob.len() as u16).to_le_bytes());
     m.extend_from_slice(&0u32.to_le_bytes());
@@ -321,7 +322,7 @@ fn command(session: &Session, conn: &mut Conn<'_>, m: &Smb2, previous_file: Opti
                 .filter(|d| *d <= conn.persona.smb2_max)
                 .find(|d| offered.contains(d))
                 .unwrap_or(0x0202);
-            negotiate_response(m, dialect, &conn.guid)
+            negotiate_response(m, dialect, &conn.guid, conn.boot_time())
         }
         SESSION_SETUP => session_setup(session, conn, m),
         LOGOFF => {
