@@ -437,3 +437,92 @@ fn client_scripts_exist() {
         assert!(Path::new(&client_script(s)).is_file(), "{s}");
     }
 }
+
+/// 20 user/password pairs with what breaks naive parsers (quotes, colons, `%`, backslashes,
+/// spaces, shell and SQL metacharacters, UTF-8 user names, an empty password), ending with the
+/// weak pair admin:admin of the default accept list.
+const HYDRA_PAIRS: [(&str, &str); 20] = [
+    ("administrator", ""),
+    ("administrator", "P@ssw0rd"),
+    ("admin", "letmein"),
+    ("o'brien", "quo\"te"),
+    ("root", "a:b:c"),
+    ("管理员", "password1"),
+    ("user", "100%"),
+    ("user", "%00%41%"),
+    ("backup", "back\\slash"),
+    ("backup", "\\\\double"),
+    ("test", "trail  "),
+    ("test", ";DROP TABLE users--"),
+    ("guest", "$(id)`uname`"),
+    ("guest", "<>&\"'"),
+    ("svc", "{braces}[]"),
+    ("svc", "tab\tinside"),
+    ("ftp", "Summer2024!Summer2024!Summer2024!"),
+    ("ftp", " lead"),
+    ("Администратор", "qwerty"),
+    ("admin", "admin"),
+];
+
+/// The (login, password) of each `[ATTEMPT]` line hydra -V prints.
+fn hydra_attempts(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter(|l| l.starts_with("[ATTEMPT]"))
+        .filter_map(|l| {
+            let login_at = l.find(" - login \"")? + 10;
+            let pass_sep = l[login_at..].find("\" - pass \"")? + login_at;
+            let end = l.rfind("\" - ")?;
+            Some((l[login_at..pass_sep].to_string(), l[pass_sep + 10..end].to_string()))
+        })
+        .collect()
+}
+
+/// The NTLMv1 response of a recorded hashcat 5500 line (`user::domain:lm:nt:challenge`).
+fn ntlmv1_of(line: &str) -> (drosera_sensor::protocols::smb::NtlmAuth, [u8; 8]) {
+    let f: Vec<&str> = line.rsplitn(4, ':').collect();
+    let (challenge, nt, lm) = (hex::decode(f[0]).unwrap(), hex::decode(f[1]).unwrap(), hex::decode(f[2]).unwrap());
+    let auth = drosera_sensor::protocols::smb::NtlmAuth { lm_response: lm, nt_response: nt, ..Default::default() };
+    (auth, challenge.try_into().unwrap())
+}
+
+/// hydra's `smb` module (NTLMv1 in the basic SMB1 session setup): every pair is recorded, its
+/// response proves the password hydra sent (so the hashcat 5500 line cracks to it), and the
+/// weak pair gets in, so hydra reports it like on a badly run server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydra_smb_logins_are_recorded_and_the_weak_pair_gets_in() {
+    if !require_client("hydra") {
+        return;
+    }
+    let h = Harness::start_with(smb_config(Persona::WindowsServer), Pressure::Normal, 100_000).await;
+    let port = h.port(Protocol::Smb);
+    let dir = tempfile::tempdir().unwrap();
+    let list: String = HYDRA_PAIRS.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
+    std::fs::write(dir.path().join("pairs"), list).unwrap();
+    let mut cmd = tokio::process::Command::new("hydra");
+    cmd.current_dir(dir.path());
+    cmd.args(["-I", "-V", "-t", "1", "-C", "pairs", "-s", &port.to_string(), "smb://127.0.0.1"]);
+    let out = run_client(cmd, Duration::from_secs(120)).await;
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("1 valid password found"), "hydra said: {said}");
+    assert!(said.contains("login: admin   password: admin"), "hydra said: {said}");
+    let attempts = hydra_attempts(&said);
+    let wanted: Vec<(String, String)> = HYDRA_PAIRS.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
+    assert_eq!(attempts, wanted, "hydra sent the list as written, in order; it said: {said}");
+
+    let evs = h.wait_for(Duration::from_secs(20), |evs| logins(evs).len() >= 20).await;
+    let l = logins(&evs);
+    assert_eq!(l.len(), 20, "one login event per attempt: {l:?}");
+    for ((user, secret, success, extra), (sent_user, sent_pass)) in l.iter().zip(&wanted) {
+        assert_eq!(user, sent_user);
+        assert_eq!(*success, (user.as_str(), sent_pass.as_str()) == ("admin", "admin"), "{user}:{sent_pass}");
+        assert_eq!(get(extra, "method"), "smb1-basic");
+        let Secret::Hash { format, value } = secret else { panic!("no hash for {user}") };
+        assert_eq!(format, "hashcat-5500");
+        assert!(value.starts_with(&format!("{user}::")), "{value}");
+        let (auth, challenge) = ntlmv1_of(value);
+        assert!(
+            drosera_sensor::protocols::smb::ntlmv1_proves(&auth, &challenge, sent_pass),
+            "the recorded response of {user} does not prove {sent_pass:?}"
+        );
+    }
+}

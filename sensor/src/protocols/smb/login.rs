@@ -1,14 +1,14 @@
 //! One SMB login decision, the same for SMB1 (extended and basic security) and SMB2.
 //!
 //! WHY here and not in each dialect: the decision is the sensor's one login policy
-//! (`Session::check_login_with`), fed with a check of the client's NTLMv2 response instead of a
-//! password (NTLM never sends one, but the challenge is ours, so the response for each accept
-//! list password can be computed and compared). A login the policy lets in reaches the disk
+//! (`Session::check_login_with`), fed with a check of the client's NTLMv2 or NTLMv1 response
+//! instead of a password (NTLM never sends one, but the challenge is ours, so the response for
+//! each accept list password can be computed and compared). A login the policy lets in reaches the disk
 //! shares, so psexec-style file drops arrive; everything is recorded as a `Login` event with the
 //! response as a crackable hashcat line. Anonymous (null) sessions are let in without an event,
 //! as Windows does, but they reach `IPC$` only.
 
-use super::ntlm::{ntlmv2_proves, NtlmAuth};
+use super::ntlm::{ntlmv1_proves, ntlmv2_proves, NtlmAuth};
 use crate::session::Session;
 use drosera_uplink::event::{Detail, Secret};
 
@@ -64,7 +64,7 @@ pub(crate) fn decide(
     }
     let proven = std::cell::RefCell::new(None);
     let success = session.check_login_with(&auth.user, |password| {
-        let yes = ntlmv2_proves(auth, challenge, password);
+        let yes = ntlmv2_proves(auth, challenge, password) || ntlmv1_proves(auth, challenge, password);
         if yes {
             *proven.borrow_mut() = Some(password.to_string());
         }

@@ -3,9 +3,10 @@
 //!
 //! What an SMB honeypot is for:
 //! 1. NTLM credentials — every session setup carries the user, domain, workstation and an
-//!    NTLMv2 response, recorded as a hashcat mode 5600 line (the server challenge is ours, so
-//!    the line is crackable offline). The login policy decides each login from the response
-//!    itself (`login`), so the weak pairs of the accept list get in, like on a badly run server.
+//!    NTLMv2 response (recorded as a hashcat mode 5600 line) or an NTLMv1 one (hydra's `smb`
+//!    module, old bots: mode 5500); the server challenge is ours, so the line is crackable
+//!    offline. The login policy decides each login from the response itself (`login`), so the
+//!    weak pairs of the accept list get in, like on a badly run server.
 //! 2. Worm traffic — `nmap --script smb-vuln-ms17-010`, Metasploit and EternalBlue scanners
 //!    probe MS17-010 with a PeekNamedPipe transaction on `IPC$`; the Windows persona answers
 //!    STATUS_INSUFF_SERVER_RESOURCES (unpatched), and then answers the DoublePulsar ping like an
@@ -37,7 +38,7 @@ pub use doublepulsar::{opcode as doublepulsar_opcode, parse_exec as doublepulsar
 pub use doublepulsar::{xor as doublepulsar_xor, xor_key as doublepulsar_xor_key, ExecChunk, Reassembly, Step};
 pub use files::{place_write, Placement, MAX_OPEN_FILES};
 pub use ntlm::{
-    find_ntlmssp, ntlm_challenge, ntlm_version, ntlmssp_type, ntlmv2_proves, parse_ntlm_authenticate, spnego_challenge,
+    find_ntlmssp, ntlm_challenge, ntlm_version, ntlmssp_type, ntlmv1_proves, ntlmv2_proves, parse_ntlm_authenticate, spnego_challenge,
     spnego_init, NtlmAuth, NtlmTarget,
 };
 pub use persona::SmbPersona;

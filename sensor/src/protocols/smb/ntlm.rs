@@ -12,6 +12,9 @@ use rc4::{consts::U16, Rc4, StreamCipher};
 type HmacMd5 = Hmac<md5::Md5>;
 /// NTLMSSP_NEGOTIATE_KEY_EXCH: the session key is a random one, sent RC4-encrypted.
 const NEGOTIATE_KEY_EXCH: u32 = 0x4000_0000;
+/// NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY: an NTLMv1 response is over a challenge mixed
+/// with the client's ("NTLM2 session response").
+const NEGOTIATE_EXTENDED_SESSIONSECURITY: u32 = 0x0008_0000;
 
 const NTLMSSP_SIG: &[u8; 8] = b"NTLMSSP\0";
 const NTLM_OID: [u8; 12] = [0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a];
@@ -181,6 +184,42 @@ pub fn ntlmv2_proves(auth: &NtlmAuth, server_challenge: &[u8; 8], password: &str
     mac.verify_slice(proof).is_ok()
 }
 
+/// Whether the NTLMv1 response of `auth` (24 bytes: what hydra's `smb` module, old clients and
+/// bots send, in the basic SMB1 session setup or in NTLMSSP) was computed from `password` for
+/// our `server_challenge` ([MS-NLMP] 3.3.1: DESL(NT hash, challenge); with extended session
+/// security the challenge is MD5(server challenge ‖ client challenge)[..8], the client's in the
+/// first 8 bytes of the LM response).
+pub fn ntlmv1_proves(auth: &NtlmAuth, server_challenge: &[u8; 8], password: &str) -> bool {
+    use md5::Digest as _;
+    let Ok(response) = <[u8; 24]>::try_from(auth.nt_response.as_slice()) else { return false };
+    let mut challenge = *server_challenge;
+    if auth.flags & NEGOTIATE_EXTENDED_SESSIONSECURITY != 0 && auth.lm_response.len() == 24 {
+        let mixed = md5::Md5::new().chain_update(server_challenge).chain_update(&auth.lm_response[..8]).finalize();
+        challenge.copy_from_slice(&mixed[..8]);
+    }
+    let nt_hash: [u8; 16] = Md4::digest(utf16(password)).into();
+    desl(&nt_hash, &challenge) == response
+}
+
+/// DESL ([MS-NLMP] 6): the 16-byte key padded to 21 bytes, three DES keys of 7 bytes each,
+/// each encrypting `data`.
+fn desl(key: &[u8; 16], data: &[u8; 8]) -> [u8; 24] {
+    use des::cipher::{BlockCipherEncrypt, KeyInit};
+    let mut k21 = [0u8; 21];
+    k21[..16].copy_from_slice(key);
+    let mut out = [0u8; 24];
+    for (k7, o) in k21.chunks_exact(7).zip(out.chunks_exact_mut(8)) {
+        // 56 key bits spread over 8 bytes, 7 in each (DES ignores the low parity bit).
+        let bits = k7.iter().fold(0u64, |a, b| (a << 8) | *b as u64);
+        let k8: [u8; 8] = std::array::from_fn(|i| ((bits >> (49 - 7 * i)) as u8 & 0x7f) << 1);
+        let cipher = des::Des::new(&k8.into());
+        let mut block = (*data).into();
+        cipher.encrypt_block(&mut block);
+        o.copy_from_slice(&block);
+    }
+    out
+}
+
 /// The session key of an NTLMv2 login made with `password` (already proven): the session base
 /// key HMAC-MD5(NTOWFv2, NTProofStr), or with KEY_EXCH the random key the client sent
 /// RC4-encrypted under it. SMB2 signs with it.
@@ -306,6 +345,44 @@ pub(super) mod tests {
         let v1 = NtlmAuth { nt_response: vec![1; 24], ..auth };
         assert!(!ntlmv2_proves(&v1, &challenge, "Password"));
         assert!(ntlmv2_session_key(&v1, "Password").is_none());
+    }
+
+    /// [MS-NLMP] 4.2.2 (NTLMv1) and 4.2.3 (with extended session security): password
+    /// "Password", server challenge 0123456789abcdef, client challenge aaaaaaaaaaaaaaaa; and
+    /// hydra 9.4's `smb` module on the wire (admin:admin, basic SMB1 session setup).
+    #[test]
+    fn ntlmv1_proof_matches_the_specification_and_hydra() {
+        let challenge = [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef];
+        let v1 = NtlmAuth {
+            user: "User".into(),
+            nt_response: hex::decode("67c43011f30298a2ad35ece64f16331c44bdbed927841f94").unwrap(),
+            ..NtlmAuth::default()
+        };
+        assert!(ntlmv1_proves(&v1, &challenge, "Password"));
+        assert!(!ntlmv1_proves(&v1, &challenge, "password"));
+        assert!(!ntlmv1_proves(&v1, &[0; 8], "Password"));
+        let mut lm = vec![0xaa; 8];
+        lm.extend([0; 16]);
+        let ess = NtlmAuth {
+            flags: NEGOTIATE_EXTENDED_SESSIONSECURITY,
+            lm_response: lm,
+            nt_response: hex::decode("7537f803ae367128ca458204bde7caf81e97ed2683267232").unwrap(),
+            ..v1.clone()
+        };
+        assert!(ntlmv1_proves(&ess, &challenge, "Password"));
+        assert!(!ntlmv1_proves(&NtlmAuth { flags: 0, ..ess }, &challenge, "Password"), "ESS mixes the challenge");
+        let hydra = NtlmAuth {
+            user: "admin".into(),
+            lm_response: vec![0; 24],
+            nt_response: hex::decode("b834f6bf46ed08492c76a1f18a46d699ff186c4597ff4394").unwrap(),
+            ..NtlmAuth::default()
+        };
+        let hydra_challenge = hex::decode("9d7ab21ff65f2611").unwrap().try_into().unwrap();
+        assert!(ntlmv1_proves(&hydra, &hydra_challenge, "admin"));
+        assert!(!ntlmv1_proves(&hydra, &hydra_challenge, "letmein"));
+        // An NTLMv2 response is no NTLMv1 proof, and a short one none at all.
+        assert!(!ntlmv1_proves(&NtlmAuth { nt_response: vec![0; 40], ..hydra.clone() }, &hydra_challenge, "admin"));
+        assert!(!ntlmv1_proves(&NtlmAuth { nt_response: vec![], ..hydra }, &hydra_challenge, ""));
     }
 
     #[test]
