@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(n) = smb::find_ntlmssp(data) {
         if let Ok(a) = smb::parse_ntlm_authenticate(n) {
             let _ = a.hashcat_5600(&[0; 8]);
+            let _ = smb::ntlmv2_proves(&a, &[0; 8], "admin");
+            let _ = smb::ntlmv1_proves(&a, &[0; 8], "admin");
         }
     }
 });

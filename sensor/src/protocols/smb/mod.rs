@@ -473,7 +473,10 @@ mod tests {
         assert_eq!(parse_netbios_header([0, 0xff, 0xff, 0xff]), Err(SmbError::TooLarge(0xff_ffff)));
         let auth = ntlm_authenticate("u", "d", "w", &[1; 40]);
         for t in crate::protocols::hostile::truncations(&auth) {
-            let _ = parse_ntlm_authenticate(t);
+            if let Ok(a) = parse_ntlm_authenticate(t) {
+                let _ = ntlmv1_proves(&a, &[0; 8], "admin");
+                let _ = ntlmv2_proves(&a, &[0; 8], "admin");
+            }
         }
         for (i, mut buf) in crate::protocols::hostile::random_inputs(0x853c49e6748fea9b, 30_000, 300, false).enumerate()
         {
@@ -505,7 +508,10 @@ mod tests {
                 }
             }
             let _ = smb2_split_compound(&buf);
-            let _ = parse_ntlm_authenticate(&buf);
+            if let Ok(a) = parse_ntlm_authenticate(&buf) {
+                let _ = ntlmv1_proves(&a, &[0; 8], "admin");
+                let _ = ntlmv2_proves(&a, &[0; 8], "admin");
+            }
             let _ = doublepulsar_exec(&buf, 7);
         }
     }
