@@ -38,8 +38,8 @@ pub use doublepulsar::{opcode as doublepulsar_opcode, parse_exec as doublepulsar
 pub use doublepulsar::{xor as doublepulsar_xor, xor_key as doublepulsar_xor_key, ExecChunk, Reassembly, Step};
 pub use files::{place_write, Placement, MAX_OPEN_FILES};
 pub use ntlm::{
-    find_ntlmssp, ntlm_challenge, ntlm_version, ntlmssp_type, ntlmv1_proves, ntlmv2_proves, parse_ntlm_authenticate, spnego_challenge,
-    spnego_init, NtlmAuth, NtlmTarget,
+    find_ntlmssp, ntlm_challenge, ntlm_version, ntlmssp_type, ntlmv1_proves, ntlmv2_proves, parse_ntlm_authenticate,
+    spnego_challenge, spnego_init, NtlmAuth, NtlmTarget,
 };
 pub use persona::SmbPersona;
 pub use smb1::{
