@@ -22,6 +22,13 @@ fuzz_target!(|data: &[u8]| {
         if owned.len() >= 4 {
             owned[..4].copy_from_slice(&[0xff, b'S', b'M', b'B']);
         }
+        // Most messages made a TRANS2 SESSION_SETUP (15 words, setup[0] = 0x000e), so the
+        // fuzzer spends its time in the parameters, offsets and chunk reassembly.
+        if owned.len() >= 63 && owned[5] & 0x80 == 0 {
+            owned[4] = 0x32;
+            owned[32] = 15;
+            owned[61..63].copy_from_slice(&[0x0e, 0x00]);
+        }
         if let Ok(smb::Message::Smb1(m)) = smb::parse_message(&owned) {
             if let Ok(Some(r)) = smb::doublepulsar_request(&m, &owned) {
                 if let Ok(chunk) = smb::doublepulsar_exec(r.params, key) {
