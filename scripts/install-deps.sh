@@ -11,7 +11,7 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
       python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime
       podman runc mmdebstrap arch-test file util-linux postgresql)
 # The attacker tools the Telnet and SSH tests run (hydra; nmap -sV and its ssh NSE scripts).
-PKGS+=(hydra nmap)
+PKGS+=(hydra nmap python3-impacket)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

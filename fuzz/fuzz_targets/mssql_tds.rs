@@ -6,4 +6,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = mssql::parse_header(data);
     let _ = mssql::parse_prelogin(data);
     let _ = mssql::parse_login7(data);
+    let _ = mssql::parse_login42(data);
 });

@@ -10,6 +10,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = smb::parse_smb1_session_setup(&s);
                 let _ = smb::is_ms17_010_probe(&s);
                 let _ = smb::is_doublepulsar_ping(&s);
+                let _ = smb::smb1_security_blob(&s);
+                let _ = smb::parse_trans(&s, data);
             }
             smb::Message::Smb2(s) => {
                 let _ = smb::smb2_dialects(&s);
@@ -24,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(n) = smb::find_ntlmssp(data) {
         if let Ok(a) = smb::parse_ntlm_authenticate(n) {
             let _ = a.hashcat_5600(&[0; 8]);
+            let _ = smb::ntlmv2_proves(&a, &[0; 8], "admin");
+            let _ = smb::ntlmv1_proves(&a, &[0; 8], "admin");
         }
     }
 });

@@ -111,9 +111,25 @@ impl CredentialPolicy {
 
     /// Decides one login attempt from `src` and counts it. True: let the attacker in.
     pub fn check(&self, src: IpAddr, user: &str, password: &str) -> bool {
+        self.check_with(src, user, |candidate| candidate == password)
+    }
+
+    /// As [`check`](Self::check), for a login whose password the service never sees, only a
+    /// proof of it (an NTLM challenge response): `proves(candidate)` says whether the client's
+    /// proof was made from the password `candidate`. It is asked only for the passwords that
+    /// accept entries matching `user` name (`*` accepts any proof, `!pw` any proof not of pw),
+    /// so the policy decides exactly as if it had the password.
+    pub fn check_with(&self, src: IpAddr, user: &str, proves: impl Fn(&str) -> bool) -> bool {
         let mut a = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let refused_before = a.refused.get(&src).copied().unwrap_or(0);
-        let listed = self.accept.iter().any(|(u, p)| u.matches(user) && p.matches(password));
+        let listed = self.accept.iter().any(|(u, p)| {
+            u.matches(user)
+                && match p {
+                    Matcher::Any => true,
+                    Matcher::Exactly(x) => proves(x),
+                    Matcher::AnyBut(x) => !proves(x),
+                }
+        });
         if refused_before >= self.refuse_first && listed {
             return true;
         }
@@ -203,6 +219,26 @@ mod tests {
         assert!(p.check(ip(49), "root", "root"));
         // ...an old one starts over.
         assert!(!p.check(ip(0), "root", "root"));
+    }
+
+    #[test]
+    fn a_proof_of_the_password_decides_like_the_password() {
+        let p = policy(0, &["admin:admin", "root:!root", "guest:*"], 10);
+        // The "proof" here is the password itself; NTLM passes a response check instead.
+        let proof_of = |pw: &'static str| move |candidate: &str| candidate == pw;
+        assert!(p.check_with(ip(1), "admin", proof_of("admin")));
+        assert!(!p.check_with(ip(1), "admin", proof_of("hunter2")));
+        assert!(p.check_with(ip(1), "root", proof_of("toor")));
+        assert!(!p.check_with(ip(1), "root", proof_of("root")));
+        assert!(p.check_with(ip(1), "guest", |_| false));
+        assert!(!p.check_with(ip(1), "nobody", |_| true));
+        // Only the candidates of entries for this user are asked about.
+        let asked = std::cell::RefCell::new(Vec::new());
+        p.check_with(ip(1), "admin", |c| {
+            asked.borrow_mut().push(c.to_string());
+            false
+        });
+        assert_eq!(asked.into_inner(), vec!["admin".to_string()]);
     }
 
     #[test]

@@ -518,6 +518,12 @@ impl Session {
         self.env.credentials.check(self.peer.ip(), user, password)
     }
 
+    /// The login policy for a login that proves a password without sending it (NTLM): see
+    /// [`CredentialPolicy::check_with`].
+    pub fn check_login_with(&self, user: &str, proves: impl Fn(&str) -> bool) -> bool {
+        self.env.credentials.check_with(self.peer.ip(), user, proves)
+    }
+
     /// A capture for a whole file the attacker delivers (an upload, a body, a dropped file): it
     /// hashes, keeps the payload prefix (up to `limits.max_payload`) and streams the bytes into
     /// the sample area. `source` names the channel (`ftp-stor`, `http-body`, ...). End it with
