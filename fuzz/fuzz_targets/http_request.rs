@@ -13,10 +13,14 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = req.content_length();
             let _ = req.keep_alive();
+            let _ = req.is_form();
+            let _ = req.expects_continue();
             if let Some(a) = req.header("authorization") {
                 let _ = http::basic_auth(a);
             }
         }
     }
+    // A body: form text or a file, and the login in it.
+    let _ = http::looks_like_form(data);
     let _ = http::form_login(data);
 });
