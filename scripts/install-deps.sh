@@ -7,6 +7,8 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3
       python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime)
 missing=()
+# hydra: the login tests run the brute forcer attackers use (issue 14)
+PKGS+=(hydra)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -160,8 +160,10 @@ async fn accept_data(listener: TcpListener, from: IpAddr) -> Option<TcpStream> {
     loop {
         match tokio::time::timeout_at(end, listener.accept()).await {
             Ok(Ok((stream, peer))) if peer.ip() == from => return Some(stream),
-            Ok(Ok(_)) | Ok(Err(_)) => continue,
-            Err(_) => return None,
+            // Someone else: dropped, keep waiting for the client.
+            Ok(Ok(_)) => continue,
+            // Out of descriptors and the like: no data connection (never a busy loop).
+            Ok(Err(_)) | Err(_) => return None,
         }
     }
 }
