@@ -645,9 +645,43 @@ mod tests {
         assert_eq!(s.peek_some(64).await, Err(CloseReason::ByteCap));
         s.allow_bytes_in(90);
         let mut rest = vec![0u8; 90];
-        s.read_exact(&mut rest).await.unwrap();
+        // Bytes read past the cap and dropped would leave this waiting: fail at once instead.
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut rest)).await.unwrap().unwrap();
         got.extend_from_slice(&rest);
         assert_eq!(got, data, "nothing was lost at the cap");
+    }
+
+    /// An endless source that remembers the most bytes it was ever asked for and how many it
+    /// handed out.
+    struct Endless {
+        asked_most: usize,
+        given: usize,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining();
+            self.asked_most = self.asked_most.max(n);
+            self.given += n;
+            buf.put_slice(&vec![b'x'; n]);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_never_asked_for_bytes_past_the_cap() {
+        let mut io = CappedIo::new(Endless { asked_most: 0, given: 0 }, 10, 4);
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 10);
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<ByteCapExceeded>()), "{err}");
+        assert_eq!((io.inner.asked_most, io.inner.given), (10, 10), "nothing past the cap was read from the stream");
+        assert_eq!(io.first_bytes(), b"xxxx");
+        assert_eq!(io.counters().bytes_in.load(Ordering::Relaxed), 10);
     }
 
     #[tokio::test]

@@ -78,6 +78,8 @@ async fn hydra(port: u16, service: &[&str]) -> HydraRun {
     cmd.args(["-s", &port.to_string(), "127.0.0.1"]).args(service);
     let out = run_client(cmd, Duration::from_secs(120)).await;
     let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Shown with --nocapture (and by the harness when a test fails).
+    eprintln!("hydra {service:?}:\n{output}");
     let attempts = output.lines().filter(|l| l.contains("ATTEMPT]")).filter_map(attempt).collect();
     let tries = number_before(&output, " login tries").unwrap_or_else(|| panic!("no [DATA] line:\n{output}"));
     let valid = number_before(&output, " valid password").unwrap_or_else(|| panic!("no summary:\n{output}"));
