@@ -1,7 +1,8 @@
 //! Samples (issue 15) delivered with the ordinary client, curl: an ELF binary uploaded over FTP
 //! and sent as an HTTP POST and PUT body lands byte-identical in the sample area with a `Kept`
 //! sample event; the same bytes again are `AlreadyKept` (one file); ten times the area's cap
-//! uploaded leaves the area under its cap, and every upload that was not kept says why.
+//! uploaded leaves the area under its cap, and every upload that was not kept says why; bodies
+//! that curl sends in chunks (`Transfer-Encoding: chunked`) are kept whole too.
 // Integration tests and benches may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -180,4 +181,50 @@ async fn ten_times_the_area_cap_uploaded_keeps_the_area_under_its_cap_and_report
     let too_large = got.iter().filter(|s| s.4 == SampleOutcome::TooLarge).count();
     assert_eq!(too_large, 5);
     assert_eq!(got.iter().filter(|s| s.4 == SampleOutcome::AreaFull).count(), 35 - 5 - 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_chunked_http_post_and_put_of_elf_files_are_kept_byte_identical() {
+    if !require_client("curl") {
+        return;
+    }
+    // Small session byte cap: each body is larger, and arrives in curl's chunks.
+    let mut cfg = config();
+    cfg.limits.max_bytes_in = 4096;
+    let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (post_elf, put_elf) = (elf("ls"), elf("cat"));
+    std::fs::write(dir.path().join("post"), &post_elf).unwrap();
+    std::fs::write(dir.path().join("put"), &put_elf).unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let http = format!("http://127.0.0.1:{}", h.port(Protocol::Http));
+    let chunked = "Transfer-Encoding: chunked";
+    curl(&["-H", chunked, "--data-binary", &format!("@{}", path("post")), &format!("{http}/bins/post")]).await;
+    curl(&["-H", chunked, "-T", &path("put"), &format!("{http}/bins/put")]).await;
+    let evs = h.wait_for(Duration::from_secs(20), |evs| samples(evs).len() >= 2).await;
+    assert_eq!(
+        samples(&evs),
+        vec![
+            (
+                sha256_hex(&post_elf),
+                post_elf.len() as u64,
+                "/bins/post".into(),
+                "http-body".into(),
+                SampleOutcome::Kept
+            ),
+            (sha256_hex(&put_elf), put_elf.len() as u64, "/bins/put".into(), "http-body".into(), SampleOutcome::Kept),
+        ]
+    );
+    for bytes in [&post_elf, &put_elf] {
+        assert_eq!(&std::fs::read(h.samples_dir().join(sha256_hex(bytes))).unwrap(), bytes);
+    }
+    // The requests say how long the bodies were, with no Content-Length to go by.
+    let lens: Vec<u64> = evs
+        .iter()
+        .filter_map(|e| match &e.detail {
+            Detail::HttpRequest { body_len, .. } => Some(*body_len),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lens, [post_elf.len() as u64, put_elf.len() as u64]);
 }

@@ -10,6 +10,8 @@
 //! than the sample cap — then `413` and close — or cut short by the client, idle time or the
 //! session's limits). A body may be as large as the sample cap even where that is more than the
 //! session's byte cap (`Session::allow_bytes_in`, per body, like FTP's `Session::file_cap`).
+//! A body sent in chunks (`Transfer-Encoding: chunked`: `curl -T -` and other streaming
+//! uploaders) is a file like any other, decoded as it arrives.
 //! The answer is a small router login page, or the default page of the persona's web server,
 //! behind its `Server` header. Keep-alive is honoured for at most [`MAX_REQUESTS`] requests per
 //! connection.
@@ -40,6 +42,8 @@ pub enum HttpError {
     TooManyHeaders,
     #[error("invalid Content-Length")]
     BadLength,
+    #[error("invalid chunk size line")]
+    BadChunk,
 }
 
 /// A parsed request head.
@@ -62,6 +66,13 @@ impl Request {
             None => Ok(0),
             Some(v) => v.trim().parse().map_err(|_| HttpError::BadLength),
         }
+    }
+
+    /// The body comes in chunks (`Transfer-Encoding: chunked`, which wins over any
+    /// Content-Length): what `curl -T -`, and most clients that stream a file of unknown length,
+    /// send.
+    pub fn is_chunked(&self) -> bool {
+        self.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     }
 
     /// A URL-encoded form body (a login page's POST), as opposed to a file or script.
@@ -111,6 +122,22 @@ pub fn parse_header_line(line: &[u8]) -> Result<(String, String), HttpError> {
         return Err(HttpError::BadHeader);
     }
     Ok((name, String::from_utf8_lossy(&line[colon + 1..]).trim().to_string()))
+}
+
+/// Longest chunk size accepted, in hex digits (16 is all of `u64`).
+const MAX_CHUNK_DIGITS: usize = 16;
+
+/// Parses a chunk size line of a chunked body (`1a2b`, `1a2b;name=value`, spaces around):
+/// the size in bytes. The size is only a number here; the caller reads at most what the file
+/// may still take, so a huge size allocates nothing.
+pub fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+    let digits = digits.trim_ascii();
+    if digits.is_empty() || digits.len() > MAX_CHUNK_DIGITS || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(HttpError::BadChunk);
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| HttpError::BadChunk)?;
+    u64::from_str_radix(text, 16).map_err(|_| HttpError::BadChunk)
 }
 
 /// Decodes `Authorization: Basic ...` into (user, password).
@@ -248,11 +275,16 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     let banner = svc.banner_or(site.server);
     for _ in 0..MAX_REQUESTS {
         let Some((req, len)) = read_head(session, banner).await? else { continue };
-        if len > 0 && req.expects_continue() {
+        if (len > 0 || req.is_chunked()) && req.expects_continue() {
             session.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             session.flush().await?;
         }
-        let (body, end) = read_body(session, &req, len).await;
+        let (body, end) =
+            if req.is_chunked() { read_chunked(session).await } else { read_body(session, &req, len).await };
+        let len = match &body {
+            Body::File(file) if req.is_chunked() => file.size(),
+            _ => len,
+        };
         let seen = record(session, &req, len, body);
         match end {
             BodyEnd::Whole => {}
@@ -294,12 +326,13 @@ async fn read_head(session: &mut Session, banner: &str) -> SessionResult<Option<
             req.headers.push(h);
         }
     }
+    if req.is_chunked() {
+        // The chunks say how long the body is; a Content-Length beside them is ignored.
+        return Ok(Some((req, 0)));
+    }
     let Ok(len) = req.content_length() else {
         return refuse(session, banner, "400 Bad Request").await;
     };
-    if req.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        return refuse(session, banner, "411 Length Required").await;
-    }
     Ok(Some((req, len)))
 }
 
@@ -360,6 +393,56 @@ async fn read_body(session: &mut Session, req: &Request, len: u64) -> (Body, Bod
         file.mark_incomplete();
     }
     (Body::File(file), end)
+}
+
+/// Reads a chunked body: always a file (a login form is never sent in chunks by the tools
+/// that post them), streamed into a sample capture like a body with a length. Each chunk's
+/// bytes get their own allowance beyond the session's byte cap, up to `Session::file_cap` in
+/// all; the size lines, line ends and trailers count against the cap as usual, so a client
+/// cannot send endless empty framing.
+async fn read_chunked(session: &mut Session) -> (Body, BodyEnd) {
+    let cap = session.file_cap();
+    let mut file = session.capture("http-body");
+    let end = loop {
+        let size = match session.read_line().await.map(|l| parse_chunk_size(&l)) {
+            Ok(Ok(size)) => size,
+            Ok(Err(_)) => break BodyEnd::Cut(CloseReason::ProtocolError),
+            Err(reason) => break BodyEnd::Cut(reason),
+        };
+        if size == 0 {
+            break read_trailers(session).await;
+        }
+        let take = size.min(cap - file.size().min(cap));
+        session.allow_bytes_in(take);
+        let got = read_into(session, take, |chunk| file.update(chunk)).await;
+        if got != BodyEnd::Whole {
+            break got;
+        }
+        if file.size() >= cap {
+            break BodyEnd::TooLarge;
+        }
+        match session.read_line().await {
+            Ok(line) if line.is_empty() => {}
+            Ok(_) => break BodyEnd::Cut(CloseReason::ProtocolError),
+            Err(reason) => break BodyEnd::Cut(reason),
+        }
+    };
+    if end != BodyEnd::Whole {
+        file.mark_incomplete();
+    }
+    (Body::File(file), end)
+}
+
+/// Reads the trailer lines after the last chunk, up to the empty line that ends the request.
+async fn read_trailers(session: &mut Session) -> BodyEnd {
+    for _ in 0..=MAX_HEADERS {
+        match session.read_line().await {
+            Ok(line) if line.is_empty() => return BodyEnd::Whole,
+            Ok(_) => {}
+            Err(reason) => return BodyEnd::Cut(reason),
+        }
+    }
+    BodyEnd::Cut(CloseReason::ProtocolError)
 }
 
 /// Reads exactly `len` bytes, handing each piece to `sink`; says how it ended.
@@ -697,6 +780,75 @@ mod tests {
     }
 
     #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a2B"), Ok(0x1a2b));
+        assert_eq!(parse_chunk_size(b" 10 ;ext=1"), Ok(16));
+        assert_eq!(parse_chunk_size(b"0"), Ok(0));
+        assert_eq!(parse_chunk_size(b"ffffffffffffffff"), Ok(u64::MAX));
+        for bad in [&b""[..], b"x", b"-1", b"+1", b"1 2", b"10000000000000000", b";a", b"0x10"] {
+            assert_eq!(parse_chunk_size(bad), Err(HttpError::BadChunk), "{bad:?}");
+        }
+    }
+
+    /// A chunked request for `path` carrying `body` in chunks of `piece` bytes, then a trailer.
+    fn chunked(body: &[u8], piece: usize, extra_headers: &str) -> Vec<u8> {
+        let mut r = format!(
+            "PUT /up.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{extra_headers}Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        for c in body.chunks(piece) {
+            r.extend_from_slice(format!("{:x};x=y\r\n", c.len()).as_bytes());
+            r.extend_from_slice(c);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"0\r\nX-Trailer: 1\r\n\r\n");
+        r
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_is_kept_whole_beyond_the_session_byte_cap() {
+        let body: Vec<u8> = (0..40_000u32).map(|i| (i % 253) as u8).collect();
+        let req = chunked(&body, 7_000, "Expect: 100-continue\r\n");
+        let got = serve(req, limits(1 << 20, 2_000), samples(100_000)).await;
+        assert!(got.end.is_ok(), "{:?}", got.end);
+        assert_eq!(got.sample().unwrap(), (40_000, drosera_uplink::event::SampleOutcome::Kept, sha(&body)));
+        let area = got.area.as_ref().unwrap();
+        assert_eq!(std::fs::read(area.path_of(&sha(&body)).unwrap()).unwrap(), body);
+        assert!(got
+            .events
+            .iter()
+            .any(|e| matches!(&e.detail, Detail::HttpRequest { method, body_len: 40_000, body_sha256: Some(h), .. }
+                if method == "PUT" && *h == sha(&body))));
+        assert!(got.reply.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 "), "{}", got.reply);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_larger_than_the_sample_cap_is_too_large() {
+        let body = vec![0x42u8; 5_000];
+        let got = serve(chunked(&body, 300, ""), limits(1 << 20, 500), samples(1_000)).await;
+        let (size, outcome, hash) = got.sample().unwrap();
+        assert_eq!((size, outcome, hash), (1_001, drosera_uplink::event::SampleOutcome::TooLarge, sha(&body[..1_000])));
+        assert!(got.reply.starts_with("HTTP/1.1 413 "), "{}", got.reply);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_cut_short_or_malformed_is_incomplete() {
+        let body = vec![9u8; 1_000];
+        let mut cut = chunked(&body, 400, "");
+        cut.truncate(cut.len() - 500);
+        let got = serve(cut, limits(1 << 20, 1 << 20), samples(1 << 20)).await;
+        assert_eq!(got.end, Err(CloseReason::ClientClosed));
+        assert_eq!(got.sample().unwrap().1, drosera_uplink::event::SampleOutcome::Incomplete);
+        let mut bad = chunked(&body, 400, "");
+        let at = bad.windows(3).position(|w| w == b"190").unwrap();
+        bad[at] = b'g';
+        let got = serve(bad, limits(1 << 20, 1 << 20), samples(1 << 20)).await;
+        assert_eq!(got.end, Err(CloseReason::ProtocolError));
+        assert_eq!(got.sample().unwrap(), (0, drosera_uplink::event::SampleOutcome::Incomplete, sha(b"")));
+        assert_eq!(got.area.unwrap().usage(), (0, 0));
+    }
+
+    #[test]
     fn form_text_and_personas() {
         assert!(looks_like_form(b"username=a b&password=p\xc3\xa4ss\r\n"));
         assert!(!looks_like_form(b"#!/bin/sh\nwget http://x/y\n"));
@@ -715,6 +867,7 @@ mod tests {
             let _ = basic_auth(&String::from_utf8_lossy(&b));
             let _ = url_decode(&String::from_utf8_lossy(&b));
             let _ = looks_like_form(&b);
+            let _ = parse_chunk_size(&b);
         }
     }
 }
