@@ -13,6 +13,8 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
 # The attacker tools the Telnet and SSH tests run (hydra; nmap -sV and its ssh NSE scripts).
 PKGS+=(hydra nmap python3-impacket)
 missing=()
+# hydra: the login tests run the brute forcer attackers use (issue 14)
+PKGS+=(hydra)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

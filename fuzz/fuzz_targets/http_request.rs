@@ -13,10 +13,19 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = req.content_length();
             let _ = req.keep_alive();
+            let _ = req.is_form();
+            let _ = req.expects_continue();
+            let _ = req.is_chunked();
             if let Some(a) = req.header("authorization") {
                 let _ = http::basic_auth(a);
             }
         }
     }
+    // A body: form text or a file, and the login in it.
+    let _ = http::looks_like_form(data);
     let _ = http::form_login(data);
+    // A chunked body's size lines.
+    for line in data.split(|&b| b == b'\n').take(64) {
+        let _ = http::parse_chunk_size(line);
+    }
 });

@@ -320,5 +320,37 @@ check "_apt no longer reaches the old mirror" "is \$(tcp_as $APT_ 203.0.113.80 8
 kill $(jobs -p) 2>/dev/null || true
 check "admin element present" "ip netns exec '$NS' nft list set inet drosera admin_v4 | grep '10.0.2.2' >/dev/null"
 
+echo "# 6. FTP from the internet through the real rules: the passive range is open, exactly"
+# The sensor config's range as the sensor itself reads it, and the rules generated from it.
+range=$("$SENSOR" passive-ports "$T/etc/sensor.toml")
+first=${range%-*} last=${range#*-}
+check "the config names a passive range ($range)" "echo '$range' | grep -Eqx '[0-9]+-[0-9]+'"
+check "the generated rules open exactly that range" "grep -qx 'add element inet drosera honeypot_tcp { $range }' '$T/etc/firewall.nft'"
+check "the loaded ruleset holds it" "ip netns exec '$NS' nft list set inet drosera honeypot_tcp | grep -q '$range'"
+# "The internet": a public client address (TEST-NET-2) on the far side of the sensor's link.
+ip -n "$LAN" addr add 198.51.100.20/32 dev dsr1
+ip -n "$NS" route add 198.51.100.0/24 dev dsr0
+# The real sensor in the sensor namespace, behind the loaded rules: FTP on 21 with that range.
+mkdir -p "$T/ftp-data"
+printf '[sensor]\nname = "netns-ftp"\ndata_dir = "%s"\nuser = ""\n[credentials]\nrefuse_first = 0\n[[service]]\nkind = "ftp"\nports = [21]\npassive_ports = [%s, %s]\n' \
+  "$T/ftp-data" "$first" "$last" > "$T/ftp-sensor.toml"
+ip netns exec "$NS" timeout 120 "$SENSOR" run --config "$T/ftp-sensor.toml" > "$T/ftp-sensor.log" 2>&1 &
+FTP_SENSOR=$!
+for _ in $(seq 100); do grep -q '^ready' "$T/ftp-sensor.log" 2>/dev/null && break; sleep 0.1; done
+check "the sensor runs in the sensor namespace" "grep -q '^ready' '$T/ftp-sensor.log'"
+head -c 200000 /dev/urandom > "$T/upload.bin"
+sha=$(sha256sum "$T/upload.bin" | cut -d' ' -f1)
+ftp_upload() { # source address: a passive FTP upload (curl's default mode) to the sensor
+  ip netns exec "$LAN" timeout 30 curl -sS --max-time 25 --interface "$1" -T "$T/upload.bin" --user root:root ftp://192.168.77.1/x86.bin
+}
+check "curl from the internet (198.51.100.20) uploads over FTP through the firewall" "ftp_upload 198.51.100.20"
+check "the upload arrived whole in the sensor's sample area" "cmp -s '$T/upload.bin' '$T/ftp-data/samples/$sha'"
+# Only the range: a port just past it stays closed (before this fix every data port was).
+listen "$NS" 0.0.0.0 $((last + 1))
+sleep 0.5
+check "a port just past the range stays closed ($((last + 1)))" "! connects '$LAN' 192.168.77.1 $((last + 1))"
+kill "$FTP_SENSOR" $(jobs -p) 2>/dev/null || true
+wait "$FTP_SENSOR" 2>/dev/null || true
+
 if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi
 echo "setup-test: all passed"

@@ -45,13 +45,16 @@ impl PayloadCapture {
     }
 
     /// A capture of a whole delivered file: as [`new`](Self::new), and every byte also goes to
-    /// `writer` (the sample area), which does the hashing. `source` names the channel.
+    /// `writer` (the sample area), which does the hashing. `source` names the channel. The file
+    /// itself is in the sample area, so memory keeps only the prefix its event carries (at most
+    /// [`MAX_PAYLOAD_PREFIX`] of `keep`): fifty 16 MiB uploads at once must not hold fifty
+    /// payload caps in memory.
     pub(crate) fn with_sample(keep: usize, writer: SampleWriter, source: &'static str) -> PayloadCapture {
         PayloadCapture {
             hashing: Hashing::Sample { writer: Box::new(writer), source },
             size: 0,
             kept: Vec::new(),
-            keep,
+            keep: keep.min(MAX_PAYLOAD_PREFIX),
             truncated: false,
         }
     }
@@ -75,11 +78,13 @@ impl PayloadCapture {
     }
 
     /// The kept prefix (at most `keep` bytes), for handlers that look into the payload.
+    #[allow(dead_code)] // no handler looks into its payload since HTTP forms are not captures
     pub(crate) fn kept(&self) -> &[u8] {
         &self.kept
     }
 
     /// True when every byte received was also kept.
+    #[allow(dead_code)] // as `kept`
     pub(crate) fn kept_all(&self) -> bool {
         self.kept.len() as u64 == self.size
     }
@@ -87,6 +92,17 @@ impl PayloadCapture {
     /// Records that the payload was cut short: the hash and size cover only what was captured.
     pub(crate) fn mark_truncated(&mut self) {
         self.truncated = true;
+    }
+
+    /// Records that the delivery ended before the whole file arrived (the client left or went
+    /// idle, a limit ended the session): the payload is truncated and, for a file, the part
+    /// received is not kept as a sample (its event says `Incomplete`, unless it was already too
+    /// large).
+    pub(crate) fn mark_incomplete(&mut self) {
+        self.truncated = true;
+        if let Hashing::Sample { writer, .. } = &mut self.hashing {
+            writer.cut_short();
+        }
     }
 
     /// Ends the capture: the payload event, named `name` (the attacker's file name, a path, or
@@ -108,7 +124,10 @@ impl PayloadCapture {
                     source: source.to_string(),
                     outcome: r.outcome,
                 };
-                let cut = r.outcome == drosera_uplink::event::SampleOutcome::TooLarge;
+                let cut = matches!(
+                    r.outcome,
+                    drosera_uplink::event::SampleOutcome::TooLarge | drosera_uplink::event::SampleOutcome::Incomplete
+                );
                 (r.sha256, self.truncated || cut, Some(sample))
             }
         };

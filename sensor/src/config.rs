@@ -268,9 +268,61 @@ pub struct ServiceSection {
     /// restarts). Unset: new host keys each start.
     #[serde(default)]
     pub host_key: Option<PathBuf>,
+    /// FTP only: the passive data ports `[first, last]` (inclusive). Each PASV/EPSV listens on
+    /// the next free one; none free is `425`. The appliance firewall opens exactly this range.
+    /// Unset: [`DEFAULT_PASSIVE_PORTS`].
+    #[serde(default)]
+    pub passive_ports: Option<PortRange>,
+    /// FTP only: the address announced in PASV replies (the public address when the sensor is
+    /// behind NAT). Unset: the address the client connected to.
+    #[serde(default)]
+    pub passive_address: Option<IpAddr>,
 }
 
+/// FTP's passive data ports when the config names none (a small range a firewall can open).
+pub const DEFAULT_PASSIVE_PORTS: PortRange = PortRange { first: 50000, last: 50031 };
+
+/// An inclusive port range, written `[first, last]` in the config (exactly two numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<u16>")]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl TryFrom<Vec<u16>> for PortRange {
+    type Error = String;
+    fn try_from(v: Vec<u16>) -> Result<Self, Self::Error> {
+        match v[..] {
+            [first, last] => Ok(PortRange { first, last }),
+            _ => Err(format!("expected [first, last] (two port numbers), got {} numbers", v.len())),
+        }
+    }
+}
+/// Most ports a passive range may span (each PASV tries them in turn until one is free).
+pub const MAX_PASSIVE_PORTS: u32 = 1024;
+
 impl ServiceSection {
+    /// A section with the given kind, bind address and ports, every other key at its default.
+    pub fn new(kind: ServiceKind, bind: IpAddr, ports: Vec<u16>) -> ServiceSection {
+        ServiceSection {
+            kind,
+            ports,
+            bind,
+            banner: String::new(),
+            enabled: true,
+            host_key: None,
+            passive_ports: None,
+            passive_address: None,
+        }
+    }
+
+    /// FTP's passive port range (configured or default), `(first, last)` inclusive.
+    pub fn passive_range(&self) -> (u16, u16) {
+        let r = self.passive_ports.unwrap_or(DEFAULT_PASSIVE_PORTS);
+        (r.first, r.last)
+    }
+
     /// The configured banner, or the module's `default` when the config leaves it empty.
     pub fn banner_or<'a>(&'a self, default: &'a str) -> &'a str {
         if self.banner.is_empty() {
@@ -591,6 +643,9 @@ impl Config {
                 ));
             }
         }
+        for (i, s) in self.services.iter().enumerate() {
+            self.validate_passive(i, s)?;
+        }
         if let Err(e) = crate::credentials::validate_accept(&self.credentials.accept) {
             return Err(invalid(
                 &format!("credentials.accept[{}]", e.index),
@@ -637,6 +692,68 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// FTP's passive keys: only on FTP, a sane range, and no port that a listener already uses.
+    fn validate_passive(&self, i: usize, s: &ServiceSection) -> Result<(), ConfigError> {
+        if s.kind != ServiceKind::Ftp {
+            for (key, set) in
+                [("passive_ports", s.passive_ports.is_some()), ("passive_address", s.passive_address.is_some())]
+            {
+                if set {
+                    return Err(invalid(
+                        &format!("service[{i}].{key}"),
+                        format!(
+                            "only FTP services have passive data connections (this one is kind = \"{}\")",
+                            s.kind.protocol()
+                        ),
+                        "remove the key, or move it to the [[service]] with kind = \"ftp\"",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let key = format!("service[{i}].passive_ports");
+        let (first, last) = s.passive_range();
+        if first == 0 || first > last || u32::from(last - first) >= MAX_PASSIVE_PORTS {
+            return Err(invalid(
+                &key,
+                format!("[{first}, {last}] is not a range of 1 to {MAX_PASSIVE_PORTS} ports [first, last] without port 0"),
+                "use for example passive_ports = [50000, 50031] (and open the same range in any firewall or NAT in front)",
+            ));
+        }
+        let listening = self.services.iter().flat_map(|o| o.ports.iter()).chain(self.blackhole.ports.iter());
+        if let Some(p) = listening.copied().find(|p| (first..=last).contains(p)) {
+            return Err(invalid(
+                &key,
+                format!("[{first}, {last}] contains port {p}, which a service or the blackhole listens on"),
+                "move the passive range or that port so they do not overlap",
+            ));
+        }
+        if let Some(a) = s.passive_address {
+            if a.is_unspecified() || a.is_multicast() || !a.is_ipv4() {
+                return Err(invalid(
+                    &format!("service[{i}].passive_address"),
+                    format!("{a} cannot be announced in a PASV reply (it needs one IPv4 unicast address)"),
+                    "give the public IPv4 address clients reach the sensor at, or remove the key to announce the address each client connected to",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The passive data port ranges of the enabled FTP services, `(first, last)`, without
+    /// repeats: what a firewall in front of the sensor must open besides `ports`.
+    pub fn passive_port_ranges(&self) -> Vec<(u16, u16)> {
+        let mut v: Vec<(u16, u16)> = self
+            .services
+            .iter()
+            .filter(|s| s.enabled && s.kind == ServiceKind::Ftp)
+            .map(|s| s.passive_range())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     pub fn health_interval(&self) -> Duration {
@@ -700,6 +817,64 @@ mod tests {
         let cfg = Config::parse("[sensor]\nlog_format = \"json\"\n[store]\nsynchronous = \"full\"\n", Path::new("x"));
         let cfg = cfg.unwrap();
         assert_eq!((cfg.sensor.log_format, cfg.store.synchronous), (LogFormat::Json, Synchronous::Full));
+    }
+
+    #[test]
+    fn ftp_passive_keys_are_checked_and_named() {
+        let ok = Config::parse(
+            "[[service]]\nkind = \"ftp\"\nports = [21]\npassive_ports = [40000, 40009]\npassive_address = \"203.0.113.7\"\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(ok.services[0].passive_range(), (40000, 40009));
+        assert_eq!(ok.services[0].passive_address, Some("203.0.113.7".parse().unwrap()));
+        let default = Config::parse("[[service]]\nkind = \"ftp\"\nports = [21]\n", Path::new("x")).unwrap();
+        assert_eq!(default.services[0].passive_range(), (50000, 50031));
+        // What the appliance firewall opens: each enabled FTP service's range, once.
+        let two = Config::parse(
+            "[[service]]\nkind = \"ftp\"\nports = [21]\n[[service]]\nkind = \"ftp\"\nports = [2121]\n\
+             [[service]]\nkind = \"ftp\"\nports = [21021]\npassive_ports = [40000, 40001]\nenabled = false\n\
+             [[service]]\nkind = \"http\"\nports = [80]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(two.passive_port_ranges(), vec![(50000, 50031)]);
+        assert_eq!(Config::default().passive_port_ranges(), vec![]);
+        for (text, key, says) in [
+            ("kind = \"http\"\nports = [80]\npassive_ports = [1, 2]", "service[0].passive_ports", "only FTP"),
+            ("kind = \"ssh\"\nports = [22]\npassive_address = \"1.2.3.4\"", "service[0].passive_address", "only FTP"),
+            (
+                "kind = \"ftp\"\nports = [21]\npassive_ports = [50031, 50000]",
+                "service[0].passive_ports",
+                "[50031, 50000]",
+            ),
+            ("kind = \"ftp\"\nports = [21]\npassive_ports = [0, 10]", "service[0].passive_ports", "without port 0"),
+            (
+                "kind = \"ftp\"\nports = [21]\npassive_ports = [1000, 3000]",
+                "service[0].passive_ports",
+                "1 to 1024 ports",
+            ),
+            ("kind = \"ftp\"\nports = [21, 50010]", "service[0].passive_ports", "contains port 50010"),
+            ("kind = \"ftp\"\nports = [21]\npassive_address = \"::1\"", "service[0].passive_address", "IPv4"),
+            (
+                "kind = \"ftp\"\nports = [21]\npassive_address = \"0.0.0.0\"",
+                "service[0].passive_address",
+                "IPv4 unicast",
+            ),
+        ] {
+            let err = Config::parse(&format!("[[service]]\n{text}\n"), Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says) && err.contains("Fix"), "{text}: {err}");
+        }
+        let err =
+            Config::parse("[[service]]\nkind = \"ftp\"\nports = [21]\npassive_ports = [1, 2, 3]\n", Path::new("x"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("service[0].passive_ports") && err.contains("[first, last]"), "{err}");
+        let err =
+            Config::parse("[[service]]\nkind = \"ftp\"\nports = [21]\n[blackhole]\nports = [50000]\n", Path::new("x"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("contains port 50000"), "{err}");
     }
 
     #[test]

@@ -316,14 +316,7 @@ mod tests {
         let (sink, _rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
         let shutdown = CancellationToken::new();
         let services = ServiceKind::ALL.map(|kind| {
-            let svc = ServiceSection {
-                kind,
-                ports: vec![2],
-                bind: "127.0.0.1".parse().unwrap(),
-                banner: String::new(),
-                enabled: true,
-                host_key: None,
-            };
+            let svc = ServiceSection::new(kind, "127.0.0.1".parse().unwrap(), vec![2]);
             Role::Service { kind, svc: Arc::new(svc) }
         });
         for role in services.into_iter().chain([Role::Blackhole]) {

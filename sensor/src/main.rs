@@ -32,6 +32,13 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the FTP passive data port ranges of a config (`first-last`, comma-separated;
+    /// nothing without an enabled FTP service), for the appliance firewall, which must open
+    /// exactly these besides every `ports` entry.
+    PassivePorts {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Test helper: writes synthetic events into a store and prints `committed SEQ` after each
     /// commit (used by the kill -9 test).
     #[command(hide = true)]
@@ -99,6 +106,14 @@ fn main() -> anyhow::Result<()> {
                 cfg.services.len(),
                 cfg.store.cap_bytes
             );
+            Ok(())
+        }
+        Cmd::PassivePorts { file } => {
+            let cfg = Config::load(&file)?;
+            let ranges: Vec<String> = cfg.passive_port_ranges().iter().map(|(a, b)| format!("{a}-{b}")).collect();
+            if !ranges.is_empty() {
+                println!("{}", ranges.join(","));
+            }
             Ok(())
         }
         Cmd::DebugStoreWriter { data_dir, cap_bytes, events } => {

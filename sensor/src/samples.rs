@@ -320,6 +320,11 @@ impl SampleWriter {
         self.hasher.update(&data[..within]);
         self.size += data.len().min(within + 1) as u64;
         if self.size > cap {
+            // Too large wins over a full area: it would never be kept, and it says that the
+            // hash covers only the first `cap` bytes.
+            if self.refused == Some(SampleOutcome::AreaFull) {
+                self.refused = None;
+            }
             self.refuse(SampleOutcome::TooLarge);
             return;
         }
@@ -358,6 +363,13 @@ impl SampleWriter {
             }
         }
         self.buf.clear();
+    }
+
+    /// The delivery ended before the whole file arrived: what arrived is hashed but not kept
+    /// (a partial file is not a sample), and the outcome says `Incomplete` (unless an outcome,
+    /// such as `TooLarge`, was already decided).
+    pub fn cut_short(&mut self) {
+        self.refuse(SampleOutcome::Incomplete);
     }
 
     /// Stops keeping this sample (it is still hashed to the end); releases the disk at once.
@@ -538,6 +550,32 @@ mod tests {
         assert_eq!(a.usage(), (0, 0));
         // Exactly the cap is still kept.
         assert_eq!(receive(&a, &bytes[..cap]).outcome, SampleOutcome::Kept);
+    }
+
+    #[test]
+    fn an_oversized_file_into_a_full_area_is_too_large_and_a_cut_one_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = area(dir.path(), SamplesSection { cap_bytes: 4 * 1024 * 1024, ..cfg() });
+        for i in 0..4u8 {
+            assert_eq!(receive(&a, &vec![i; 1024 * 1024]).outcome, SampleOutcome::Kept);
+        }
+        let big = vec![9u8; cfg().max_sample_bytes as usize + 1];
+        let r = receive(&a, &big);
+        assert_eq!(r.outcome, SampleOutcome::TooLarge, "not area_full: it could never be kept");
+        assert_eq!(r.sha256, <[u8; 32]>::from(Sha256::digest(&big[..big.len() - 1])));
+        assert_eq!(receive(&a, &[1u8; 10]).outcome, SampleOutcome::AreaFull);
+        // Cut short: hashed, not kept, nothing left on disk.
+        let dir2 = tempfile::tempdir().unwrap();
+        let roomy = area(dir2.path(), cfg());
+        let mut w = roomy.begin(false);
+        w.write(&[3u8; 100_000]);
+        w.cut_short();
+        w.write(&[3u8; 10]);
+        let r = w.finish();
+        assert_eq!(r.outcome, SampleOutcome::Incomplete);
+        assert_eq!(r.sha256, <[u8; 32]>::from(Sha256::digest([3u8; 100_010])));
+        assert_eq!(roomy.usage(), (0, 0));
+        assert_eq!(roomy.counters.not_kept.load(Ordering::Relaxed), 1);
     }
 
     #[test]

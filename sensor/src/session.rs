@@ -137,17 +137,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for CappedIo<S> {
         if used >= self.max_bytes_in {
             return Poll::Ready(Err(std::io::Error::other(ByteCapExceeded)));
         }
-        let allowed = (self.max_bytes_in - used) as usize;
+        let allowed = usize::try_from(self.max_bytes_in - used).unwrap_or(usize::MAX);
         let before = buf.filled().len();
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+        let polled = if buf.remaining() > allowed {
+            // Never read past the cap: what lies beyond stays unread (in the socket), so a cap
+            // raised later (`Session::allow_bytes_in`) finds every byte, and a session at its
+            // cap ends on the next read. (Initialised first, so the limited read needs no unsafe.)
+            buf.initialize_unfilled_to(allowed);
+            let mut limited = buf.take(allowed);
+            let r = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+            let n = limited.filled().len();
+            if matches!(r, Poll::Ready(Ok(()))) {
+                buf.set_filled(before + n);
+            }
+            r
+        } else {
+            Pin::new(&mut this.inner).poll_read(cx, buf)
+        };
+        match polled {
             Poll::Ready(Ok(())) => {
-                let mut n = buf.filled().len() - before;
-                if n > allowed {
-                    // Past the cap: discard the excess (the session ends on the next read).
-                    buf.set_filled(before + allowed);
-                    n = allowed;
-                }
+                let n = buf.filled().len() - before;
                 let got = &buf.filled()[before..before + n];
                 if this.first.len() < this.first_cap {
                     let take = (this.first_cap - this.first.len()).min(n);
@@ -545,6 +555,15 @@ impl Session {
         self.env.samples.as_ref().map(|a| a.max_sample_bytes())
     }
 
+    /// Lets `n` more bytes in than the session's byte cap, for a delivered file that arrives on
+    /// this connection (an HTTP body): like [`Session::file_cap`] for a data connection, the
+    /// caller asks for at most `file_cap()` per file, so a body up to the sample cap is received
+    /// whole while everything else the client sends stays under `max_bytes_in`.
+    pub fn allow_bytes_in(&mut self, n: u64) {
+        let io = self.io.get_mut();
+        io.max_bytes_in = io.max_bytes_in.saturating_add(n);
+    }
+
     /// Records a finished capture: its `Payload` event and, for a file, its `Sample` event.
     pub fn emit_capture(&self, capture: PayloadCapture, name: &str) {
         let done = capture.finish(name);
@@ -732,6 +751,78 @@ mod tests {
         };
         assert_eq!(total, 10);
         assert_eq!(end, CloseReason::ByteCap);
+    }
+
+    #[tokio::test]
+    async fn bytes_past_the_cap_stay_unread_until_an_allowance_lets_them_in() {
+        // The buffered reader asks for 4 KiB while only 10 bytes are allowed: the rest must not
+        // be read and dropped, or a body allowed in later would miss its first bytes.
+        let limits = SessionLimits { max_bytes_in: 10, ..SessionLimits::default() };
+        let (mut s, mut peer, _rx) = pair(limits);
+        let data: Vec<u8> = (0..100u8).collect();
+        peer.write_all(&data).await.unwrap();
+        let mut got = vec![0u8; 10];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(s.peek_some(64).await, Err(CloseReason::ByteCap));
+        s.allow_bytes_in(90);
+        let mut rest = vec![0u8; 90];
+        // Bytes read past the cap and dropped would leave this waiting: fail at once instead.
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut rest)).await.unwrap().unwrap();
+        got.extend_from_slice(&rest);
+        assert_eq!(got, data, "nothing was lost at the cap");
+    }
+
+    /// An endless source that remembers the most bytes it was ever asked for and how many it
+    /// handed out.
+    struct Endless {
+        asked_most: usize,
+        given: usize,
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining();
+            self.asked_most = self.asked_most.max(n);
+            self.given += n;
+            buf.put_slice(&vec![b'x'; n]);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_is_never_asked_for_bytes_past_the_cap() {
+        let mut io = CappedIo::new(Endless { asked_most: 0, given: 0 }, 10, 4);
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(io.read(&mut buf).await.unwrap(), 10);
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<ByteCapExceeded>()), "{err}");
+        assert_eq!((io.inner.asked_most, io.inner.given), (10, 10), "nothing past the cap was read from the stream");
+        assert_eq!(io.first_bytes(), b"xxxx");
+        assert_eq!(io.counters().bytes_in.load(Ordering::Relaxed), 10);
+    }
+
+    #[tokio::test]
+    async fn an_allowance_lets_exactly_that_many_more_bytes_in() {
+        let limits = SessionLimits { max_bytes_in: 10, ..SessionLimits::default() };
+        let (mut s, mut peer, _rx) = pair(limits);
+        s.allow_bytes_in(5);
+        peer.write_all(&[b'x'; 64]).await.unwrap();
+        let mut total = 0;
+        let end = loop {
+            match s.peek_some(64).await {
+                Ok(chunk) => {
+                    let n = chunk.len();
+                    s.consume(n);
+                    total += n;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert_eq!((total, end), (15, CloseReason::ByteCap));
     }
 
     #[tokio::test(start_paused = true)]

@@ -64,6 +64,25 @@ fn check_config_names_the_bad_key() {
 }
 
 #[test]
+fn passive_ports_prints_what_the_firewall_must_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/drosera-sensor.example.toml");
+    let out = Command::new(BIN).args(["passive-ports", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "50000-50031\n");
+    let p = write_config(dir.path(), "[[service]]\nkind = \"ftp\"\nports = [21]\npassive_ports = [40000, 40099]\n");
+    let out = Command::new(BIN).arg("passive-ports").arg(&p).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "40000-40099\n");
+    let p = write_config(dir.path(), "[[service]]\nkind = \"http\"\nports = [80]\n");
+    let out = Command::new(BIN).arg("passive-ports").arg(&p).output().unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "no FTP, nothing to open");
+    let p = write_config(dir.path(), "[[service]]\nkind = \"ftp\"\nports = [21]\npassive_ports = [9, 1]\n");
+    let out = Command::new(BIN).arg("passive-ports").arg(&p).output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty(), "a bad range is an error, never printed");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service[0].passive_ports"));
+}
+
+#[test]
 fn bad_arguments_print_usage() {
     for args in [&["frobnicate"][..], &["status"][..], &[][..]] {
         let out = Command::new(BIN).args(args).output().unwrap();

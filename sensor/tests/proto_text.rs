@@ -12,6 +12,16 @@ use support::{require_client, run_client, sha256_hex, Harness};
 /// (user, secret, extra attributes) of a login event.
 type Login = (String, Secret, Vec<(String, String)>);
 
+/// The `success` of every login event, in order.
+fn successes(evs: &[Event]) -> Vec<bool> {
+    evs.iter()
+        .filter_map(|e| match &e.detail {
+            Detail::Login { success, .. } => Some(*success),
+            _ => None,
+        })
+        .collect()
+}
+
 fn logins(evs: &[Event]) -> Vec<Login> {
     evs.iter()
         .filter_map(|e| match &e.detail {
@@ -52,6 +62,9 @@ async fn curl_basic_auth_and_form_login() {
     assert!(l[0].2.contains(&("method".into(), "basic".into())));
     assert_eq!((l[1].0.as_str(), &l[1].1), ("root", &Secret::Password("p@ss".into())));
     assert!(l[1].2.contains(&("method".into(), "form".into())));
+    // HTTP logins are always refused, and a login form is a login, not a captured payload.
+    assert_eq!(successes(&evs), vec![false, false]);
+    assert!(!evs.iter().any(|e| matches!(e.detail, Detail::Payload { .. } | Detail::Sample { .. })), "{evs:#?}");
     let req = evs
         .iter()
         .find_map(|e| match &e.detail {
@@ -74,16 +87,32 @@ async fn curl_ftp_login_and_upload_is_kept_as_payload() {
     let file = dir.path().join("x.sh");
     let content: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&file, &content).unwrap();
+    // The login policy refuses the first two logins from an address (whatever the pair) and
+    // then accepts only listed weak pairs: bob is refused twice (curl: "login denied", 67),
+    // then admin:admin (a default accept-list pair) gets in and uploads.
+    let url = format!("ftp://127.0.0.1:{}/", h.port(Protocol::Ftp));
+    for _ in 0..2 {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-s", "-T"]);
+        cmd.arg(&file);
+        cmd.args(["--user", "bob:s3cret", &url]);
+        let out = run_client(cmd, Duration::from_secs(30)).await;
+        assert_eq!(out.status.code(), Some(67), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-s", "-T"]);
     cmd.arg(&file);
-    cmd.args(["--user", "bob:s3cret", &format!("ftp://127.0.0.1:{}/", h.port(Protocol::Ftp))]);
+    cmd.args(["--user", "admin:admin", &url]);
     let out = run_client(cmd, Duration::from_secs(30)).await;
     assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
     let evs =
         h.wait_for(Duration::from_secs(10), |evs| evs.iter().any(|e| matches!(e.detail, Detail::Payload { .. }))).await;
     let l = logins(&evs);
+    assert_eq!(l.len(), 3, "{l:?}");
     assert_eq!((l[0].0.as_str(), &l[0].1), ("bob", &Secret::Password("s3cret".into())));
+    assert_eq!((l[1].0.as_str(), &l[1].1), ("bob", &Secret::Password("s3cret".into())));
+    assert_eq!((l[2].0.as_str(), &l[2].1), ("admin", &Secret::Password("admin".into())));
+    assert_eq!(successes(&evs), vec![false, false, true], "the refused pairs are recorded as refused");
     let (sha, size, name, truncated) = evs
         .iter()
         .find_map(|e| match &e.detail {

@@ -392,6 +392,10 @@ pub enum SampleOutcome {
     Disabled,
     /// The sample could not be written (I/O error).
     Failed,
+    // --- appended after schema version 2 was cut; never reorder ---
+    /// The delivery ended before the whole file arrived (the client left or went idle, a
+    /// session limit was reached); `sha256` covers what arrived, which is not kept.
+    Incomplete,
 }
 
 impl SampleOutcome {
@@ -404,6 +408,7 @@ impl SampleOutcome {
             SampleOutcome::Paused => "paused",
             SampleOutcome::Disabled => "disabled",
             SampleOutcome::Failed => "failed",
+            SampleOutcome::Incomplete => "incomplete",
         }
     }
 
@@ -915,6 +920,28 @@ mod tests {
         for p in Protocol::ALL {
             assert_eq!(p.since_version() == 1, p as u8 <= Protocol::Sensor as u8, "{p}");
         }
+    }
+
+    #[test]
+    fn sample_outcomes_keep_their_postcard_index_and_name() {
+        // Appending is the only allowed change: each outcome's wire index is fixed forever.
+        let all = [
+            (SampleOutcome::Kept, "kept"),
+            (SampleOutcome::AlreadyKept, "already_kept"),
+            (SampleOutcome::TooLarge, "too_large"),
+            (SampleOutcome::AreaFull, "area_full"),
+            (SampleOutcome::Paused, "paused"),
+            (SampleOutcome::Disabled, "disabled"),
+            (SampleOutcome::Failed, "failed"),
+            (SampleOutcome::Incomplete, "incomplete"),
+        ];
+        for (i, (o, name)) in all.into_iter().enumerate() {
+            let bytes = postcard::to_allocvec(&o).unwrap();
+            assert_eq!(bytes, vec![i as u8], "{name}");
+            assert_eq!(postcard::from_bytes::<SampleOutcome>(&bytes).unwrap(), o);
+            assert_eq!(o.as_str(), name);
+        }
+        assert!(!SampleOutcome::Incomplete.is_kept());
     }
 
     #[test]

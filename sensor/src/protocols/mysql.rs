@@ -5,13 +5,43 @@
 //! in clear and we see the login), then the HandshakeResponse41 is parsed for the user name, the
 //! auth plugin, the auth response (recorded as hex — it is a salted hash, not a password), the
 //! database and the client's connection attributes. Every answer is `ERR 1045 Access denied`.
+//!
+//! The version string follows the persona ([`server_version`]): Debian 12 ships MariaDB, not
+//! MySQL, so the `linux-server` persona (Debian OpenSSH, Apache and vsftpd) is Debian's MariaDB
+//! 10.11 (`5.5.5-10.11.6-MariaDB-0+deb12u1`, which `nmap -sV` names as such), a router is a
+//! plain MariaDB build, and the `mixed` and `windows-server` personas are MySQL 8.0 (the same
+//! on the wire on Windows).
 
-use crate::config::ServiceSection;
+use crate::config::{Persona, ServiceSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 
-/// Default version string: a current MySQL 8.0 on Debian.
+/// Default version string (the `mixed` persona): a current MySQL 8.0.
 pub const DEFAULT_BANNER: &str = "8.0.36";
+/// Debian 12's MariaDB, as its server announces itself (the `5.5.5-` prefix is how MariaDB
+/// tells old clients that it is newer than MySQL 5.5).
+pub const DEBIAN_MARIADB: &str = "5.5.5-10.11.6-MariaDB-0+deb12u1";
+/// A MariaDB built without a distribution suffix (OpenWrt and other embedded builds).
+pub const PLAIN_MARIADB: &str = "5.5.5-10.11.6-MariaDB";
+
+/// The version string the greeting announces for a persona (the config's `banner` replaces it).
+pub fn server_version(persona: Persona) -> &'static str {
+    match persona {
+        Persona::Mixed | Persona::WindowsServer => DEFAULT_BANNER,
+        Persona::LinuxServer => DEBIAN_MARIADB,
+        Persona::IotRouter => PLAIN_MARIADB,
+    }
+}
+
+/// The default collation a server of `version` announces: MySQL 8's utf8mb4_0900_ai_ci, or
+/// utf8mb4_general_ci for MariaDB (Debian's default character set is utf8mb4).
+fn collation(version: &str) -> u8 {
+    if version.contains("MariaDB") {
+        45
+    } else {
+        0xff
+    }
+}
 /// Largest packet payload we accept from a client (a login is a few hundred bytes).
 pub const MAX_PACKET: usize = 16 * 1024;
 
@@ -59,7 +89,7 @@ pub fn greeting(version: &str, connection_id: u32, salt: &[u8; 20]) -> Vec<u8> {
     p.extend_from_slice(&salt[..8]);
     p.push(0);
     p.extend_from_slice(&(SERVER_CAPS as u16).to_le_bytes());
-    p.push(0xff); // utf8mb4_0900_ai_ci
+    p.push(collation(version));
     p.extend_from_slice(&0x0002u16.to_le_bytes()); // SERVER_STATUS_AUTOCOMMIT
     p.extend_from_slice(&((SERVER_CAPS >> 16) as u16).to_le_bytes());
     p.push(21);
@@ -208,7 +238,7 @@ async fn read_packet(session: &mut Session) -> SessionResult<(Vec<u8>, u8)> {
 }
 
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
-    let version = svc.banner_or(DEFAULT_BANNER);
+    let version = svc.banner_or(server_version(session.persona()));
     let mut salt = [0u8; 20];
     for b in salt.iter_mut() {
         // Printable, non-NUL salt bytes, as real servers send.
@@ -308,7 +338,20 @@ mod tests {
     }
 
     #[test]
-    fn hostile_logins_are_errors_not_panics() {
+    fn personas_pick_one_product() {
+        assert_eq!(server_version(Persona::Mixed), "8.0.36");
+        assert_eq!(server_version(Persona::WindowsServer), "8.0.36");
+        assert_eq!(server_version(Persona::LinuxServer), "5.5.5-10.11.6-MariaDB-0+deb12u1");
+        assert!(server_version(Persona::IotRouter).contains("MariaDB"));
+        let g = greeting(DEBIAN_MARIADB, 1, &[b'a'; 20]);
+        assert_eq!(&g[1..1 + DEBIAN_MARIADB.len()], DEBIAN_MARIADB.as_bytes());
+        // protocol, version, NUL, connection id, 8 salt bytes, filler, low caps: then collation
+        assert_eq!(g[1 + DEBIAN_MARIADB.len() + 1 + 4 + 8 + 1 + 2], 45);
+        assert_eq!(greeting("8.0.36", 1, &[b'a'; 20])[1 + 6 + 1 + 4 + 8 + 1 + 2], 0xff);
+    }
+
+    #[test]
+    fn hostile_input_never_panics() {
         let good = response("admin", &[9; 20], "db", "caching_sha2_password");
         for t in crate::protocols::hostile::truncations(&good) {
             let _ = parse_login(t);

@@ -36,14 +36,10 @@ pub struct Harness {
 pub fn config_for(kinds: &[&str]) -> Config {
     let services = kinds
         .iter()
-        .map(|k| ServiceSection {
-            kind: ServiceKind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(*k))
-                .expect("a service kind"),
-            ports: vec![0],
-            bind: "127.0.0.1".parse().unwrap(),
-            banner: String::new(),
-            enabled: true,
-            host_key: None,
+        .map(|k| {
+            let kind = ServiceKind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(*k))
+                .expect("a service kind");
+            ServiceSection::new(kind, "127.0.0.1".parse().unwrap(), vec![0])
         })
         .collect();
     let mut cfg = Config { services, ..Config::default() };
