@@ -141,3 +141,69 @@ fn oversized_bodies_are_refused() {
     );
     assert_eq!(r.status, 413);
 }
+
+/// Sends `raw` and returns the status code of the answer (0 when the connection closed first).
+fn raw_status(addr: std::net::SocketAddr, raw: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Issue 19: only loopback and configured Host names are answered (DNS rebinding), clients that
+/// announce a body and never send it hold no request slot, and wrong logins are throttled.
+#[test]
+fn hosts_silent_bodies_and_password_guessing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let c = fixture(&db);
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let served = serve_dashboard(&c.loc, true);
+    let a = served.addr;
+
+    // A rebinding page's Host is refused; loopback names are answered.
+    let get = |host: &str| raw_status(a, &format!("GET /login HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"));
+    assert_eq!(get("evil.example"), 421);
+    assert_eq!(get("evil.example:9080"), 421);
+    assert_eq!(get(&format!("localhost:{}", a.port())), 200);
+    assert_eq!(get(&a.to_string()), 200);
+    assert_eq!(raw_status(a, "GET /login HTTP/1.0\r\n\r\n"), 421, "no Host at all");
+
+    // 40 logins that announce a body and send nothing: every slot (32) would be taken for the
+    // whole wait before; now the body is awaited first and a real request is answered at once.
+    let silent: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(a).unwrap();
+            let head = format!(
+                "POST /login HTTP/1.1\r\nHost: {a}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(http(a, "GET", "/login", &[], "").status, 200, "silent bodies held the request slots");
+    drop(silent);
+
+    // Password guessing from one address: after 5 wrong logins the address must wait (429 with
+    // Retry-After) and its guesses are not even checked, the right password included.
+    let nonce = login_nonce(a);
+    let ct = ("Content-Type", "application/x-www-form-urlencoded");
+    let cookie = format!("drosera_login={nonce}");
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = http(a, "POST", "/login", &[ct, ("Cookie", &cookie)], &form(&nonce, "admin", &format!("guess{i}")));
+        if r.status == 429 {
+            assert!(r.header("retry-after").is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)), "{:?}", r.headers);
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 13, "{statuses:?}");
+    let r = http(a, "POST", "/login", &[ct, ("Cookie", &cookie)], &form(&nonce, "admin", "correct horse"));
+    assert_eq!(r.status, 429, "a blocked address got its password checked");
+}

@@ -13,10 +13,18 @@
 //! per-visit nonce that must match a cookie (double submit) and the Origin header, when sent,
 //! must match the Host. Every state change is a POST. In-flight requests are capped by a
 //! semaphore, concurrent password checks (argon2, memory-hard) by another, bodies at 16 KiB.
+//!
+//! Hardening from a review (issue 19): a request's body is read (within [`BODY_TIMEOUT`])
+//! before it takes one of the request slots, so clients that announce a body and never send it
+//! cannot make the dashboard answer 503 to everyone; wrong logins are throttled per address and
+//! globally ([`throttle`]); and only requests whose `Host` is a loopback name, the listen
+//! address or one of `[dashboard] allowed_hosts` are answered, so a DNS-rebinding page cannot
+//! talk to the dashboard through a victim's browser.
 
 mod html;
 pub mod pages;
 pub mod svg;
+pub mod throttle;
 
 pub use html::esc;
 
@@ -24,7 +32,8 @@ use crate::analytics::{self, now_ms, parse_time, Query};
 use crate::enrich::Enricher;
 use crate::storage::{self, Storage};
 use crate::users;
-use axum::extract::{DefaultBodyLimit, Form, Path as UrlPath, Query as UrlQuery, Request, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path as UrlPath, Query as UrlQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -41,6 +50,8 @@ pub const SESSION_COOKIE: &str = "drosera_session";
 const LOGIN_COOKIE: &str = "drosera_login";
 const MAX_BODY: usize = 16 * 1024;
 const MAX_CONCURRENT_LOGINS: usize = 2;
+/// Longest a client may take to send a request body (before it holds a request slot).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Rows per list on pages and in the API unless `limit` asks for fewer/more (capped).
 const DEFAULT_ROWS: usize = 50;
 
@@ -56,6 +67,9 @@ pub struct DashboardConfig {
     pub refresh_interval_s: u64,
     /// Requests handled at once; more get 503.
     pub max_concurrent_requests: usize,
+    /// Host names (or addresses) the dashboard answers to besides loopback and its listen
+    /// address, for example the name of a reverse proxy in front of it.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for DashboardConfig {
@@ -65,6 +79,7 @@ impl Default for DashboardConfig {
             cookie_secure: true,
             refresh_interval_s: 10,
             max_concurrent_requests: 32,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -84,6 +99,9 @@ struct App {
     cookie_secure: bool,
     requests: Arc<Semaphore>,
     logins: Arc<Semaphore>,
+    throttle: Arc<throttle::LoginThrottle>,
+    /// Lower-case host names (without port) requests may name in `Host`.
+    hosts: Arc<Vec<String>>,
 }
 
 impl App {
@@ -182,7 +200,46 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// The host part of a `Host` header value, lower-case, without the port.
+fn host_name(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_string();
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => host,
+    }
+}
+
+/// The host names the dashboard answers to: loopback, its listen address, `allowed_hosts`.
+fn allowed_hosts(cfg: &DashboardConfig) -> Vec<String> {
+    let mut v: Vec<String> = ["localhost", "127.0.0.1", "::1"].iter().map(|s| s.to_string()).collect();
+    if !cfg.listen.ip().is_unspecified() {
+        v.push(cfg.listen.ip().to_string());
+    }
+    v.extend(cfg.allowed_hosts.iter().map(|h| host_name(h)));
+    v
+}
+
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(host_name);
+    if !host.is_some_and(|h| app.hosts.iter().any(|a| *a == h)) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "unknown Host; add the name you reach the dashboard by to [dashboard] allowed_hosts",
+        )
+            .into_response();
+    }
+    // The body first, then a slot: a client that announces a body and sends nothing holds no
+    // slot, and is cut off after BODY_TIMEOUT.
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body not sent in time").into_response(),
+        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
+        Ok(Ok(b)) => b,
+    };
+    let req = Request::from_parts(parts, Body::from(body));
     let Ok(_permit) = app.requests.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "busy, retry").into_response();
     };
@@ -339,13 +396,28 @@ fn same_origin(headers: &HeaderMap) -> bool {
     !host.is_empty() && origin_host == host
 }
 
-async fn login_submit(State(app): State<App>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+async fn login_submit(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let cookie_nonce = cookie_value(&headers, LOGIN_COOKIE).unwrap_or("");
     if !same_origin(&headers) || cookie_nonce.is_empty() || cookie_nonce != f.csrf {
         return html_error(
             StatusCode::FORBIDDEN,
             "login form expired or sent from another site; reload the login page",
         );
+    }
+    if let Err(wait) = app.throttle.check(peer.ip(), std::time::Instant::now()) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(addr = %peer.ip(), wait_s = secs, "dashboard login throttled");
+        let msg = format!("too many wrong logins; try again in {secs} s");
+        let mut resp = html_error(StatusCode::TOO_MANY_REQUESTS, &msg);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
     }
     let Ok(_permit) = app.logins.clone().acquire_owned().await else {
         return html_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
@@ -362,6 +434,7 @@ async fn login_submit(State(app): State<App>, headers: HeaderMap, Form(f): Form<
         .await;
     match r {
         Ok(Some(token)) => {
+            app.throttle.succeeded(peer.ip());
             tracing::info!(user = %user, "dashboard login");
             let mut resp = Redirect::to("/").into_response();
             let h = resp.headers_mut();
@@ -375,7 +448,8 @@ async fn login_submit(State(app): State<App>, headers: HeaderMap, Form(f): Form<
             resp
         }
         Ok(None) => {
-            tracing::warn!(user = %esc(&user), "dashboard login failed");
+            app.throttle.failed(peer.ip(), std::time::Instant::now());
+            tracing::warn!(user = %esc(&user), addr = %peer.ip(), "dashboard login failed");
             let nonce = users::new_nonce();
             (
                 StatusCode::UNAUTHORIZED,
@@ -434,8 +508,12 @@ pub async fn serve_listener(
         cookie_secure: cfg.cookie_secure,
         requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         logins: Arc::new(Semaphore::new(MAX_CONCURRENT_LOGINS)),
+        throttle: Arc::new(throttle::LoginThrottle::default()),
+        hosts: Arc::new(allowed_hosts(cfg)),
     };
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
