@@ -224,7 +224,7 @@ fn allowed_hosts(cfg: &DashboardConfig) -> Vec<String> {
 
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(host_name);
-    if !host.is_some_and(|h| app.hosts.iter().any(|a| *a == h)) {
+    if !host.is_some_and(|h| app.hosts.contains(&h)) {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             "unknown Host; add the name you reach the dashboard by to [dashboard] allowed_hosts",
