@@ -54,6 +54,8 @@ pub struct Config {
     pub samples: SamplesSection,
     /// Which logins succeed on the services that let attackers in (FTP, Telnet, SSH, ...).
     pub credentials: CredentialsSection,
+    /// The SMTP service's mail policy (open relay or not, message size).
+    pub smtp: SmtpSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -348,6 +350,35 @@ pub const DEFAULT_ACCEPT: &[&str] = &[
     "pi:raspberry",
 ];
 
+/// `[smtp]`: what the SMTP service (`kind = "smtp"`) does with mail.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    /// `open`: accept mail for any recipient, as an open relay does (spammers then send their
+    /// test message, which is kept); `refuse`: answer "Relay access denied" for every recipient.
+    pub relay: SmtpRelay,
+    /// Largest message accepted (advertised as `SIZE`); the body kept as a sample is also bounded
+    /// by `samples.max_sample_bytes` and the session's `limits.max_bytes_in`.
+    pub max_message_bytes: u64,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection { relay: SmtpRelay::Open, max_message_bytes: 10_240_000 }
+    }
+}
+
+/// `smtp.relay`: whether mail to any recipient is accepted.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpRelay {
+    /// Accept every recipient (what open-relay probes look for).
+    #[default]
+    Open,
+    /// Refuse every recipient with 554 "Relay access denied".
+    Refuse,
+}
+
 /// The sample area (`data_dir/samples`, see [`crate::samples`]).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -566,6 +597,13 @@ impl Config {
                 "remove the keys to use the defaults (64 writers, 10000 files)",
             ));
         }
+        if self.smtp.max_message_bytes == 0 {
+            return Err(invalid(
+                "smtp.max_message_bytes",
+                "must be greater than zero",
+                "remove the key to use the default (10240000, Postfix's)",
+            ));
+        }
         if let Some(u) = &self.uplink {
             if !u.admin.contains(':') {
                 return Err(invalid(
@@ -607,6 +645,7 @@ mod tests {
         assert_eq!(cfg.limits, LimitsSection::default());
         assert_eq!(cfg.samples, SamplesSection::default());
         assert_eq!(cfg.credentials, CredentialsSection::default());
+        assert_eq!(cfg.smtp, SmtpSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }

@@ -215,6 +215,8 @@ pub struct SessionEnv {
     pub credentials: CredentialPolicy,
     /// `None`: samples are not kept (tests, tools); every delivered file is still reported.
     pub samples: Option<Arc<SampleArea>>,
+    /// Per-service settings and cross-connection state (see [`crate::protocols::Shared`]).
+    pub services: crate::protocols::Shared,
 }
 
 impl SessionEnv {
@@ -231,6 +233,7 @@ impl SessionEnv {
             persona: cfg.sensor.persona,
             credentials: CredentialPolicy::new(&cfg.credentials)?,
             samples,
+            services: crate::protocols::Shared::new(cfg),
         }))
     }
 
@@ -242,6 +245,7 @@ impl SessionEnv {
             persona: Persona::Mixed,
             credentials: CredentialPolicy::refuse_all(),
             samples: None,
+            services: crate::protocols::Shared::default(),
         })
     }
 }
@@ -430,6 +434,11 @@ impl Session {
     #[allow(dead_code)] // the services answer per persona in the next changes (issue 14)
     pub fn persona(&self) -> Persona {
         self.env.persona
+    }
+
+    /// What sessions of a service share across connections (see [`crate::protocols::Shared`]).
+    pub fn services(&self) -> &crate::protocols::Shared {
+        &self.env.services
     }
 
     /// The one login policy: true lets this attempt in (and counts it for the source address).

@@ -12,19 +12,24 @@
 //! [`Protocol`] its events carry. The blackhole is not a service kind: it has its own config
 //! section and the listener runs `blackhole::handle` for it directly.
 
-use crate::config::ServiceSection;
+use crate::config::{Config, ServiceSection, SmtpSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Protocol;
 use serde::Deserialize;
 
+pub mod adb;
 pub mod blackhole;
+pub mod docker;
+pub(crate) mod dropper;
 pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;
 pub mod http;
 pub mod mssql;
 pub mod mysql;
+pub mod redis;
 pub mod smb;
+pub mod smtp;
 pub mod ssh;
 pub mod telnet;
 
@@ -41,11 +46,15 @@ pub enum ServiceKind {
     Mssql,
     Mysql,
     Smb,
+    Redis,
+    Adb,
+    Docker,
+    Smtp,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 7] = [
+    pub const ALL: [ServiceKind; 11] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -53,6 +62,10 @@ impl ServiceKind {
         ServiceKind::Mssql,
         ServiceKind::Mysql,
         ServiceKind::Smb,
+        ServiceKind::Redis,
+        ServiceKind::Adb,
+        ServiceKind::Docker,
+        ServiceKind::Smtp,
     ];
 
     /// The protocol recorded in this service's events.
@@ -65,6 +78,10 @@ impl ServiceKind {
             ServiceKind::Mssql => Protocol::Mssql,
             ServiceKind::Mysql => Protocol::Mysql,
             ServiceKind::Smb => Protocol::Smb,
+            ServiceKind::Redis => Protocol::Redis,
+            ServiceKind::Adb => Protocol::Adb,
+            ServiceKind::Docker => Protocol::Docker,
+            ServiceKind::Smtp => Protocol::Smtp,
         }
     }
 }
@@ -79,6 +96,36 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Mssql => mssql::handle(session, svc).await,
         ServiceKind::Mysql => mysql::handle(session, svc).await,
         ServiceKind::Smb => smb::handle(session, svc).await,
+        ServiceKind::Redis => boxed(redis::handle(session, svc)).await,
+        ServiceKind::Adb => boxed(adb::handle(session, svc)).await,
+        ServiceKind::Docker => boxed(docker::handle(session, svc)).await,
+        ServiceKind::Smtp => boxed(smtp::handle(session, svc)).await,
+    }
+}
+
+/// Boxes a handler's future, so a service whose state is larger than the others' does not size
+/// every session's task for it (see `boxed_ssh`); one allocation per session.
+fn boxed<'a>(
+    fut: impl std::future::Future<Output = SessionResult<()>> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = SessionResult<()>> + Send + 'a>> {
+    Box::pin(fut)
+}
+
+/// What sessions of one service share across connections, sensor-wide: settings from the
+/// config that only that service reads, and state a real server keeps between connections
+/// (so a step an attacker takes on one connection is seen by the next). Lives in the
+/// [`SessionEnv`](crate::SessionEnv); every part is bounded.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// What each source address configured and stored on the emulated Redis.
+    pub redis: redis::Memory,
+    /// The `[smtp]` section.
+    pub smtp: SmtpSection,
+}
+
+impl Shared {
+    pub fn new(cfg: &Config) -> Shared {
+        Shared { redis: redis::Memory::default(), smtp: cfg.smtp.clone() }
     }
 }
 
