@@ -27,6 +27,7 @@ pub(crate) mod hostile;
 pub mod http;
 pub mod mssql;
 pub mod mysql;
+pub mod per_source;
 pub mod redis;
 pub mod smb;
 pub mod smtp;
@@ -119,13 +120,15 @@ fn boxed<'a>(
 pub struct Shared {
     /// What each source address configured and stored on the emulated Redis.
     pub redis: redis::Memory,
+    /// The containers and execs each source address created on the emulated Docker.
+    pub docker: docker::Memory,
     /// The `[smtp]` section.
     pub smtp: SmtpSection,
 }
 
 impl Shared {
     pub fn new(cfg: &Config) -> Shared {
-        Shared { redis: redis::Memory::default(), smtp: cfg.smtp.clone() }
+        Shared { redis: redis::Memory::default(), docker: docker::Memory::default(), smtp: cfg.smtp.clone() }
     }
 }
 

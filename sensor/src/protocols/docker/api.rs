@@ -339,8 +339,34 @@ pub fn resident(e: &Engine, now_s: i64) -> Vec<Container> {
     ]
 }
 
+/// `Up 3 weeks`, `Up 5 seconds`, ... as the CLI shows a container's age.
+pub fn up_for(seconds: i64) -> String {
+    let s = seconds.max(1);
+    let (n, unit) = match s {
+        0..=59 => (s, "second"),
+        60..=3_599 => (s / 60, "minute"),
+        3_600..=86_399 => (s / 3_600, "hour"),
+        86_400..=1_209_599 => (s / 86_400, "day"),
+        _ => (s / 604_800, "week"),
+    };
+    if n == 1 {
+        format!("Up 1 {unit}")
+    } else {
+        format!("Up {n} {unit}s")
+    }
+}
+
+/// A name as dockerd makes one up (`adjective_scientist`), from the container id.
+pub fn container_name(id: &str) -> String {
+    const ADJ: [&str; 8] = ["elated", "festive", "nostalgic", "sharp", "quirky", "vibrant", "focused", "admiring"];
+    const NAME: [&str; 8] = ["hopper", "turing", "lovelace", "curie", "darwin", "tesla", "noether", "ritchie"];
+    let b = id.as_bytes();
+    let pick = |i: usize| b.get(i).map_or(0, |&c| c as usize);
+    format!("{}_{}", ADJ[pick(0) % ADJ.len()], NAME[pick(1) % NAME.len()])
+}
+
 /// `containers/json` entries.
-pub fn list(cs: &[Container]) -> Value {
+pub fn list(cs: &[Container], now_s: i64) -> Value {
     Value::Array(
         cs.iter()
             .map(|c| {
@@ -348,7 +374,7 @@ pub fn list(cs: &[Container]) -> Value {
                     "Id": c.id, "Names": [format!("/{}", c.name)], "Image": c.image, "ImageID": format!("sha256:{}", &c.id.chars().rev().collect::<String>()),
                     "Command": c.command, "Created": c.created, "Ports": [], "Labels": {},
                     "State": if c.running { "running" } else { "created" },
-                    "Status": if c.running { "Up 3 weeks" } else { "Created" },
+                    "Status": if c.running { up_for(now_s - c.created) } else { "Created".to_string() },
                     "HostConfig": {"NetworkMode": "bridge"},
                     "NetworkSettings": {"Networks": {"bridge": {"IPAddress": "172.17.0.2", "Gateway": "172.17.0.1", "MacAddress": "02:42:ac:11:00:02"}}},
                     "Mounts": []
@@ -397,9 +423,22 @@ pub fn images(e: &Engine, now_s: i64) -> Value {
     )
 }
 
+/// An image reference in full (`alpine` is `docker.io/library/alpine`), as newer clients send
+/// it, so every pull of one image is recorded alike.
+pub fn full_image(image: &str) -> String {
+    let first = image.split('/').next().unwrap_or("");
+    let has_registry = image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    match (has_registry, image.contains('/')) {
+        (true, _) => image.to_string(),
+        (false, true) => format!("docker.io/{image}"),
+        (false, false) => format!("docker.io/library/{image}"),
+    }
+}
+
 /// The progress lines of a pull that "succeeds" (nothing is fetched).
 pub fn pull_progress(image: &str, tag: &str, digest: &str) -> String {
-    let repo = if image.contains('/') { image.to_string() } else { format!("library/{image}") };
+    let full = full_image(image);
+    let repo = full.strip_prefix("docker.io/").unwrap_or(&full);
     let layer = &digest[..12.min(digest.len())];
     [
         json!({"status": format!("Pulling from {repo}"), "id": tag}),
@@ -460,10 +499,17 @@ mod tests {
         assert_eq!((v["Version"].as_str(), v["ApiVersion"].as_str(), v["Os"].as_str()), (Some("26.1.4"), Some("1.45"), Some("linux")));
         let i = info(e, 2, 2, "2024-01-01T00:00:00Z");
         assert_eq!(i["OperatingSystem"], "Debian GNU/Linux 12 (bookworm)");
-        assert_eq!(list(&resident(e, 1_700_000_000)).as_array().unwrap().len(), 2);
+        let listed = list(&resident(e, 1_700_000_000), 1_700_000_000);
+        assert_eq!(listed[0]["Status"], "Up 3 weeks");
+        assert_eq!((up_for(1), up_for(125), up_for(7_200)), ("Up 1 second".into(), "Up 2 minutes".into(), "Up 2 hours".into()));
+        assert!(container_name("a0").contains('_'));
         assert!(pull_progress("alpine", "latest", &"ab".repeat(32)).contains("Status: Downloaded newer image for alpine:latest"));
         assert_eq!(stdout_frame(b"hi"), b"\x01\0\0\0\0\0\0\x02hi");
         assert_eq!(api_version("1.45"), (1, 45));
+        assert_eq!(full_image("alpine"), "docker.io/library/alpine");
+        assert_eq!(full_image("kinsing/miner"), "docker.io/kinsing/miner");
+        assert_eq!(full_image("ghcr.io/x/y"), "ghcr.io/x/y");
+        assert_eq!(full_image("docker.io/library/alpine"), "docker.io/library/alpine");
     }
 
     #[test]

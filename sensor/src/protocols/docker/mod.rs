@@ -17,7 +17,8 @@
 //! `http::parse_header_line`). Bounded: [`MAX_REQUESTS`] per connection, headers by
 //! `http::MAX_HEADERS` and the session's `max_line`, bodies parsed as JSON only up to
 //! [`JSON_MAX`] (larger and chunked ones are streamed into the sample area, never held), at most
-//! [`MAX_OWN`] containers and execs remembered per connection.
+//! [`MAX_OWN`] containers and execs remembered per source address (as dockerd remembers them
+//! across connections: the CLI's exec start arrives on a new one).
 
 pub mod api;
 
@@ -35,16 +36,19 @@ pub const MAX_REQUESTS: usize = 100;
 pub const JSON_MAX: u64 = 64 * 1024;
 /// A body larger than this is also kept as a sample.
 pub const SAMPLE_MIN: u64 = 4 * 1024;
-/// Containers and execs a connection creates that are remembered (for its later requests).
+/// Containers and execs remembered per source address (each list).
 pub const MAX_OWN: usize = 16;
 
-/// What one connection created.
-#[derive(Default)]
-struct Own {
+/// What one source address created (containers, and execs as id, container, command).
+#[derive(Debug, Clone, Default)]
+pub struct Own {
     containers: Vec<Container>,
     execs: Vec<(String, String, String)>,
     counter: u64,
 }
+
+/// The containers and execs of the source addresses that talked to the emulated Docker.
+pub type Memory = super::per_source::PerSource<Own>;
 
 /// A response's framing.
 struct Reply {
@@ -124,12 +128,17 @@ fn encode(e: &Engine, server: &str, version: &str, r: &Reply, head_only: bool, c
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let e = api::engine(session.persona());
     let server = if svc.banner.is_empty() { format!("Docker/{} ({})", e.version, e.os) } else { svc.banner.clone() };
-    let mut own = Own::default();
+    let src = session.peer.ip();
     for _ in 0..MAX_REQUESTS {
         let Some(req) = read_head(session).await? else { continue };
         let keep_alive = req.keep_alive();
         let body = read_body(session, &req).await?;
+        let mut own = session.services().docker.load(src);
+        let before = (own.containers.len(), own.execs.len(), own.counter);
         let (reply, hijack) = answer(session, e, &mut own, &req, &body);
+        if before != (own.containers.len(), own.execs.len(), own.counter) || req.path.ends_with("/start") {
+            session.services().docker.store(src, own);
+        }
         match hijack {
             Some(stream) => {
                 // The client takes the connection over (attach / exec start): the output, then EOF.
@@ -407,12 +416,12 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
         ("GET", ["containers", "json"]) => {
             let every = api::query(&q, "all").is_some_and(|v| v == "1" || v == "true");
             let shown: Vec<Container> = all.iter().filter(|c| every || c.running).cloned().collect();
-            Reply::json(200, &api::list(&shown))
+            Reply::json(200, &api::list(&shown, now_s))
         }
         ("POST", ["containers", "create"]) => match api::parse_create(json_body) {
             Some(c) if !c.image.is_empty() => {
                 let id = new_id(session, own, json_body);
-                let name = api::query(&q, "name").map(str::to_string).unwrap_or_else(|| format!("{}_{}", "elated", &id[..6]));
+                let name = api::query(&q, "name").filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| api::container_name(&id));
                 let mut extra = vec![
                     ("image".to_string(), c.image.clone()),
                     ("cmd".to_string(), c.cmd.clone()),
@@ -451,7 +460,10 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
                 session.emit(Detail::Exploit { name: "docker-container-create".into(), cve: String::new(), extra });
                 emit_downloads(session, &c.command_line());
                 emit_downloads(session, &c.env.join("\n"));
-                if own.containers.len() < MAX_OWN {
+                if own.containers.len() >= MAX_OWN {
+                    own.containers.remove(0);
+                }
+                {
                     own.containers.push(Container {
                         id: id.clone(),
                         name,
@@ -497,9 +509,10 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
                 session.emit(Detail::Command { line: cmd.clone() });
                 emit_downloads(session, &cmd);
                 let exec_id = new_id(session, own, json_body);
-                if own.execs.len() < MAX_OWN {
-                    own.execs.push((exec_id.clone(), id.to_string(), cmd));
+                if own.execs.len() >= MAX_OWN {
+                    own.execs.remove(0);
                 }
+                own.execs.push((exec_id.clone(), id.to_string(), cmd));
                 Reply::json(201, &json!({"Id": exec_id}))
             }
             None => Reply::error(400, "No exec command specified"),
@@ -537,7 +550,10 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
                     (Some((i, t)), _) if !t.contains('/') => (i.to_string(), t.to_string()),
                     _ => (image.clone(), "latest".to_string()),
                 };
-                session.emit(Detail::DownloadOffered { url: format!("docker://{image}:{tag}"), tool: "docker-pull".into() });
+                session.emit(Detail::DownloadOffered {
+                    url: format!("docker://{}:{tag}", api::full_image(&image)),
+                    tool: "docker-pull".into(),
+                });
                 let digest = new_id(session, own, image.as_bytes());
                 Reply {
                     status: 200,
@@ -567,7 +583,7 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
         ("POST", ["containers" | "images" | "volumes" | "networks", "prune"]) => {
             Reply::json(200, &json!({"ContainersDeleted": null, "SpaceReclaimed": 0}))
         }
-        ("GET", ["system", "df"]) => Reply::json(200, &json!({"LayersSize": 304_625_640, "Images": api::images(e, now_s), "Containers": api::list(&all), "Volumes": [], "BuildCache": []})),
+        ("GET", ["system", "df"]) => Reply::json(200, &json!({"LayersSize": 304_625_640, "Images": api::images(e, now_s), "Containers": api::list(&all, now_s), "Volumes": [], "BuildCache": []})),
         ("GET", ["events"]) => Reply::json(200, &json!({})),
         _ => Reply { status: 404, routed: false, content_type: "application/json", extra: Vec::new(), body: b"{\"message\":\"page not found\"}\n".to_vec() },
     };

