@@ -9,6 +9,8 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
       gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static chromium procps iproute2 python3
       python3-pandas systemd nftables mtools dosfstools fdisk xz-utils faketime
       podman runc mmdebstrap arch-test file util-linux)
+# Clients of the services of issue 17 (Redis, ADB, Docker Engine API, SMTP) and nmap -sV.
+PKGS+=(redis-tools adb docker.io swaks nmap)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -678,6 +678,7 @@ mod tests {
             ("[[service]]\nkind = \"blackhole\"\nports = [9]\n", "`service[0].kind`", "`smb`"),
             ("[sensor]\nlog_format = \"xml\"\n", "`sensor.log_format`", "`text` or `json`"),
             ("[store]\nsynchronous = \"off\"\n", "`store.synchronous`", "`normal` or `full`"),
+            ("[smtp]\nrelay = \"closed\"\n", "`smtp.relay`", "`open` or `refuse`"),
         ] {
             let err = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(valid), "{err}");
@@ -685,6 +686,14 @@ mod tests {
         let cfg = Config::parse("[sensor]\nlog_format = \"json\"\n[store]\nsynchronous = \"full\"\n", Path::new("x"));
         let cfg = cfg.unwrap();
         assert_eq!((cfg.sensor.log_format, cfg.store.synchronous), (LogFormat::Json, Synchronous::Full));
+    }
+
+    #[test]
+    fn smtp_message_cap_must_be_positive() {
+        let err = Config::parse("[smtp]\nmax_message_bytes = 0\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("smtp.max_message_bytes") && err.contains("Fix"), "{err}");
+        let cfg = Config::parse("[smtp]\nrelay = \"refuse\"\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.smtp.relay, SmtpRelay::Refuse);
     }
 
     #[test]

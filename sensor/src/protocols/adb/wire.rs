@@ -110,7 +110,10 @@ mod tests {
         let m = message(A_CNXN, 0x0100_0000, 4096, b"device::x", 0x0100_0000);
         assert_eq!(&m[..12], b"CNXN\0\0\0\x01\0\x10\0\0");
         assert_eq!(&m[20..24], b"\xbc\xb1\xa7\xb1");
-        assert_eq!(u32::from_le_bytes(m[16..20].try_into().unwrap()), b"device::x".iter().map(|&b| b as u32).sum::<u32>());
+        assert_eq!(
+            u32::from_le_bytes(m[16..20].try_into().unwrap()),
+            b"device::x".iter().map(|&b| b as u32).sum::<u32>()
+        );
         assert_eq!(u32::from_le_bytes(message(A_OKAY, 1, 2, b"ab", A_VERSION)[16..20].try_into().unwrap()), 0);
         assert_eq!(command_name(A_WRTE), "WRTE");
     }

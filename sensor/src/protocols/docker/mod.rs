@@ -601,7 +601,13 @@ mod tests {
         let text = String::from_utf8(r).unwrap();
         assert!(text.starts_with("HTTP/1.0 200 OK\r\nApi-Version: 1.45\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: Docker/26.1.4 (linux)\r\nDate: "), "{text}");
         assert!(text.ends_with("\r\nContent-Length: 0\r\n\r\n"), "{text}");
-        let nf = Reply { status: 404, routed: false, content_type: "application/json", extra: Vec::new(), body: b"{\"message\":\"page not found\"}\n".to_vec() };
+        let nf = Reply {
+            status: 404,
+            routed: false,
+            content_type: "application/json",
+            extra: Vec::new(),
+            body: b"{\"message\":\"page not found\"}\n".to_vec(),
+        };
         let text = String::from_utf8(encode(e, "x", "HTTP/1.0", &nf, false, true)).unwrap();
         assert!(text.starts_with("HTTP/1.0 404 Not Found\r\nContent-Type: application/json\r\nDate: "), "{text}");
         assert!(text.ends_with("\r\nContent-Length: 29\r\n\r\n{\"message\":\"page not found\"}\n"), "{text}");

@@ -112,8 +112,15 @@ fn login(session: &Session, major: u8, cmd: &str, creds: &[Vec<u8>]) -> Option<V
     let (user, password) = match creds {
         [p] if cmd == "AUTH" => ("default".to_string(), String::from_utf8_lossy(p).into_owned()),
         [u, p] if major >= 6 => (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned()),
-        [u, p, ..] if cmd == "HELLO" => (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned()),
-        _ => return Some(resp::error(&format!("ERR wrong number of arguments for '{}' command", cmd.to_ascii_lowercase()))),
+        [u, p, ..] if cmd == "HELLO" => {
+            (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned())
+        }
+        _ => {
+            return Some(resp::error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                cmd.to_ascii_lowercase()
+            )))
+        }
     };
     let success = session.check_login(&user, &password);
     session.emit(Detail::Login {

