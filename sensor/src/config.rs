@@ -144,7 +144,14 @@ pub struct MemorySection {
     pub sample_interval_ms: u64,
     /// Most distinct rollup counters held in memory (source IP × port × minute × reason).
     pub rollup_max_keys: usize,
+    /// Source addresses whose emulated-server state (Redis keys and config, Docker containers)
+    /// each such service remembers between connections; the oldest is forgotten past it.
+    pub service_state_sources: usize,
 }
+
+/// Most source addresses `memory.service_state_sources` may name: each remembered source can
+/// hold about 8 KiB of Redis state and 48 KiB of Docker state (at most 56 MiB at this cap).
+pub const MAX_SERVICE_STATE_SOURCES: usize = 1024;
 
 impl Default for MemorySection {
     fn default() -> Self {
@@ -154,6 +161,7 @@ impl Default for MemorySection {
             min_available_bytes: 32 * 1024 * 1024,
             sample_interval_ms: 250,
             rollup_max_keys: 10_000,
+            service_state_sources: crate::protocols::per_source::DEFAULT_SOURCES,
         }
     }
 }
@@ -524,6 +532,13 @@ impl Config {
                 "lower soft_limit_bytes or raise hard_limit_bytes",
             ));
         }
+        if m.service_state_sources > MAX_SERVICE_STATE_SOURCES {
+            return Err(invalid(
+                "memory.service_state_sources",
+                format!("{} is above {MAX_SERVICE_STATE_SOURCES}", m.service_state_sources),
+                "remove the key to use the default (256), or lower it",
+            ));
+        }
         if m.rollup_max_keys == 0 || m.sample_interval_ms == 0 {
             return Err(invalid(
                 "memory.rollup_max_keys",
@@ -694,6 +709,14 @@ mod tests {
         assert!(err.contains("smtp.max_message_bytes") && err.contains("Fix"), "{err}");
         let cfg = Config::parse("[smtp]\nrelay = \"refuse\"\n", Path::new("x")).unwrap();
         assert_eq!(cfg.smtp.relay, SmtpRelay::Refuse);
+    }
+
+    #[test]
+    fn service_state_sources_is_capped() {
+        let err = Config::parse("[memory]\nservice_state_sources = 1000000\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("memory.service_state_sources") && err.contains("Fix"), "{err}");
+        let cfg = Config::parse("[memory]\nservice_state_sources = 0\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.memory.service_state_sources, 0);
     }
 
     #[test]

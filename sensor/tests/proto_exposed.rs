@@ -8,7 +8,7 @@
 
 mod support;
 
-use drosera_sensor::config::{Config, ServiceKind, ServiceSection, SmtpRelay};
+use drosera_sensor::config::{Config, Persona, ServiceKind, ServiceSection, SmtpRelay};
 use drosera_sensor::governor::Pressure;
 use drosera_uplink::event::{Detail, Event, Protocol, SampleOutcome, Secret};
 use std::time::Duration;
@@ -425,6 +425,33 @@ async fn swaks_auth_and_open_relay_test_mail_with_attachment_is_kept() {
     let relay = exploit(&evs, "smtp-relay-attempt").expect("refused relay recorded");
     assert_eq!(field(&relay, "relay"), "refused");
     assert!(samples(&evs, "smtp-body").is_empty());
+
+    // A message above `[smtp] max_message_bytes` is read to its end, refused with 552, and only
+    // its first max_message_bytes are kept, marked as cut short.
+    let mut cfg = support::config_for(&["smtp"]);
+    cfg.smtp.max_message_bytes = 1000;
+    let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let mut c = Command::new("swaks");
+    c.args([
+        "--server",
+        &format!("127.0.0.1:{}", h.port(Protocol::Smtp)),
+        "--from",
+        "a@203.0.113.9",
+        "--to",
+        "b@example.org",
+        "--body",
+        &"spam spam spam spam\n".repeat(200),
+    ]);
+    let out = run_client(c, CLIENT_TIMEOUT).await;
+    let text = stdout(&out);
+    assert!(text.contains("SIZE 1000") && text.contains("<** 552 5.3.4 Error: message file too big"), "{text}");
+    let evs = h.wait_for(Duration::from_secs(10), |evs| !samples(evs, "smtp-body").is_empty()).await;
+    let cut = evs.iter().find_map(|e| match &e.detail {
+        Detail::Payload { size, truncated, .. } => Some((*size, *truncated)),
+        _ => None,
+    });
+    assert!(cut.is_some_and(|(size, truncated)| truncated && size > 0 && size <= 1000), "{cut:?}");
+    assert!(samples(&evs, "smtp-body")[0].1 <= 1000);
 }
 
 /// Binds the four services on their standard ports (SMTP on 2525: no root needed) of a free
@@ -485,4 +512,65 @@ async fn nmap_names_each_service_with_a_believable_product() {
     }
     // nmap's probes were sessions like any other.
     let _ = h.wait_connections(4, Duration::from_secs(10)).await;
+}
+
+/// One story per persona: on a Windows server and on an IoT gateway, `nmap -sV` names the
+/// persona's products (Redis for Windows, Docker Desktop, IIS SMTP; an arm64 board's Redis and
+/// Docker, Exim) and its "Service Info" line names the persona's OS, not Debian's. Both scans run
+/// at once (each sensor on its own loopback address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nmap_agrees_with_the_persona() {
+    if !require_client("nmap") {
+        return;
+    }
+    let scan = |ip: std::net::IpAddr| {
+        let mut c = Command::new("nmap");
+        c.args(["-sV", "-Pn", "-n", "--host-timeout", "150s", "-p", "6379,5555,2375,2525", &ip.to_string()]);
+        run_client(c, Duration::from_secs(180))
+    };
+    // Start each sensor before choosing the next address, so the two never pick the same one.
+    let (mut cfg, win_ip) = standard_ports_config();
+    cfg.sensor.persona = Persona::WindowsServer;
+    let _win = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let (mut cfg, iot_ip) = standard_ports_config();
+    cfg.sensor.persona = Persona::IotRouter;
+    let _iot = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    assert_ne!(win_ip, iot_ip);
+    let (win, iot) = tokio::join!(scan(win_ip), scan(iot_ip));
+    for (text, products, os) in [
+        (
+            stdout(&win),
+            [
+                ("6379/tcp", "Redis key-value store 5.0.14.1"),
+                ("5555/tcp", "Android Debug Bridge device (name: vbox86p; model: Samsung Galaxy S8"),
+                ("2375/tcp", "Docker 24.0.7 (API 1.43)"),
+                ("2525/tcp", "Microsoft ESMTP 10.0.17763.1"),
+            ],
+            ("Host: MAIL;", "cpe:/o:microsoft:windows", "linux"),
+        ),
+        (
+            stdout(&iot),
+            [
+                ("6379/tcp", "Redis key-value store 6.0.16"),
+                ("5555/tcp", "Android Debug Bridge device (name: p281; model: X96mini"),
+                ("2375/tcp", "Docker 24.0.7 (API 1.43)"),
+                ("2525/tcp", "Exim smtpd 4.96"),
+            ],
+            ("Host: gateway;", "OSs: linux, Android;", "windows"),
+        ),
+    ] {
+        for (port, product) in products {
+            let line = text.lines().find(|l| l.starts_with(port)).unwrap_or("");
+            assert!(line.contains(" open ") && line.contains(product), "{port}: {product:?} in\n{text}");
+        }
+        // The OS nmap reports for the host (the order of its OS names varies between runs); an
+        // ADB always adds Android (an emulator on a Windows server is one).
+        let (host, has, has_not) = os;
+        let info = text.lines().find(|l| l.starts_with("Service Info: ")).unwrap_or("");
+        let oss = info.split("OSs: ").nth(1).and_then(|r| r.split(';').next()).unwrap_or("");
+        assert!(
+            info.contains(host) && info.contains(has) && !oss.is_empty() && !oss.to_lowercase().contains(has_not),
+            "{os:?} in\n{text}"
+        );
+    }
 }

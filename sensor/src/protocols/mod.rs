@@ -128,7 +128,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(cfg: &Config) -> Shared {
-        Shared { redis: redis::Memory::default(), docker: docker::Memory::default(), smtp: cfg.smtp.clone() }
+        let sources = cfg.memory.service_state_sources;
+        Shared { redis: redis::Memory::new(sources), docker: docker::Memory::new(sources), smtp: cfg.smtp.clone() }
     }
 }
 

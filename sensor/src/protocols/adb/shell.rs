@@ -234,6 +234,7 @@ mod tests {
             connection_string(device(Persona::Mixed)),
             "device::ro.product.name=p281;ro.product.model=X96mini;ro.product.device=p281;features=cmd,shell_v2"
         );
+        assert!(connection_string(device(Persona::LinuxServer)).contains("ro.product.name=vbox86p;"));
     }
 
     #[test]

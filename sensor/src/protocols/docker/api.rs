@@ -543,6 +543,9 @@ mod tests {
             .contains("Status: Downloaded newer image for alpine:latest"));
         assert_eq!(stdout_frame(b"hi"), b"\x01\0\0\0\0\0\0\x02hi");
         assert_eq!(api_version("1.45"), (1, 45));
+        // One story per persona: the OS in /version agrees with the persona.
+        assert_eq!((engine(Persona::WindowsServer).os, engine(Persona::IotRouter).arch), ("windows", "arm64"));
+        assert_eq!(version(engine(Persona::WindowsServer))["Components"].as_array().map(Vec::len), Some(1));
         assert_eq!(full_image("alpine"), "docker.io/library/alpine");
         assert_eq!(full_image("kinsing/miner"), "docker.io/kinsing/miner");
         assert_eq!(full_image("ghcr.io/x/y"), "ghcr.io/x/y");

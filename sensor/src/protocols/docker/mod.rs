@@ -38,6 +38,24 @@ pub const JSON_MAX: u64 = 64 * 1024;
 pub const SAMPLE_MIN: u64 = 4 * 1024;
 /// Containers and execs remembered per source address (each list).
 pub const MAX_OWN: usize = 16;
+/// Bytes of an attacker's command line remembered per container or exec (the whole of it is in
+/// the `Exploit`/`Command` event); names and images are kept to [`KEPT_NAME`].
+pub const KEPT_COMMAND: usize = 1024;
+/// Bytes of a container's name or image remembered.
+pub const KEPT_NAME: usize = 256;
+
+/// `s` cut to at most `max` bytes at a character boundary: what a source's remembered state
+/// holds of attacker text, so [`Own`] stays small (the events carry the whole text).
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+    s
+}
 
 /// What one source address created (containers, and execs as id, container, command).
 #[derive(Debug, Clone, Default)]
@@ -358,7 +376,10 @@ fn exec_output(e: &Engine, cmd: &str) -> String {
             }
             Some("id") => out.push_str("uid=0(root) gid=0(root) groups=0(root),1(bin),2(daemon),3(sys),4(adm),6(disk),10(wheel),11(floppy),20(dialout),26(tape),27(video)\n"),
             Some("whoami") => out.push_str("root\n"),
-            Some("uname") => out.push_str(&format!("Linux {} {} x86_64 Linux\n", &e.hostname, e.kernel)),
+            Some("uname") => {
+                let machine = if e.arch == "arm64" { "aarch64" } else { "x86_64" };
+                out.push_str(&format!("Linux {} {} {machine} Linux\n", &e.hostname, e.kernel));
+            }
             Some("hostname") => out.push_str("3f9a2c7d1e5b\n"),
             _ => {}
         }
@@ -466,9 +487,9 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
                 {
                     own.containers.push(Container {
                         id: id.clone(),
-                        name,
-                        command: c.command_line(),
-                        image: c.image,
+                        name: clip(name, KEPT_NAME),
+                        command: clip(c.command_line(), KEPT_COMMAND),
+                        image: clip(c.image, KEPT_NAME),
                         created: now_s,
                         running: false,
                     });
@@ -512,7 +533,7 @@ fn answer(session: &Session, e: &Engine, own: &mut Own, req: &Request, body: &Bo
                 if own.execs.len() >= MAX_OWN {
                     own.execs.remove(0);
                 }
-                own.execs.push((exec_id.clone(), id.to_string(), cmd));
+                own.execs.push((exec_id.clone(), clip(id.to_string(), KEPT_NAME), clip(cmd, KEPT_COMMAND)));
                 Reply::json(201, &json!({"Id": exec_id}))
             }
             None => Reply::error(400, "No exec command specified"),
@@ -617,6 +638,9 @@ mod tests {
 
     #[test]
     fn exec_output_answers_recon_only() {
+        assert!(exec_output(api::engine(crate::config::Persona::IotRouter), "uname -a").ends_with(" aarch64 Linux\n"));
+        assert_eq!(clip("ab\u{e9}cd".into(), 3), "ab");
+        assert_eq!(clip("abc".into(), 3), "abc");
         let e = api::engine(crate::config::Persona::Mixed);
         assert_eq!(exec_output(e, "sh -c echo ok"), "ok\n");
         assert_eq!(exec_output(e, "id").lines().next().map(|l| l.starts_with("uid=0(root)")), Some(true));

@@ -16,8 +16,8 @@
 //! session. Bounded: [`MAX_COMMANDS`] per connection; arguments up to the session's `max_line`
 //! are buffered (at most [`MAX_BUFFERED`] per command), a longer one is streamed into the
 //! sample area without being held; the dataset of each source address is capped
-//! ([`server::MAX_KEYS`], [`server::MAX_DATA_BYTES`]) and at most
-//! [`per_source::MAX_SOURCES`](super::per_source::MAX_SOURCES) are kept.
+//! ([`server::MAX_KEYS`], [`server::MAX_DATA_BYTES`]) and at most `memory.service_state_sources`
+//! of them are kept (see [`per_source`](super::per_source)).
 
 pub mod resp;
 pub mod server;

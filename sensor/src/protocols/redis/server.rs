@@ -72,8 +72,9 @@ const DEBIAN12: Flavor = Flavor {
 const ARM64_BOARD: Flavor = Flavor {
     version: "6.0.16",
     major: 6,
-    os: "Linux 5.15.0-1055-raspi aarch64",
-    gcc: "11.2.0",
+    // The same Debian 11 arm64 board as the Docker of this persona (`docker::api::ARM64_BOARD`).
+    os: "Linux 5.10.0-26-arm64 aarch64",
+    gcc: "10.2.1",
     build_id: "a3fdef44459b3ad6",
     multiplexing_api: "epoll",
     executable: "/usr/bin/redis-server",
@@ -967,6 +968,19 @@ mod tests {
         assert_eq!(execute(f, f.version, &mut d, &mut c, &a(&["multi"]), 0, "x").reply, b"+OK\r\n");
         assert_eq!(execute(f, f.version, &mut d, &mut c, &a(&["ping"]), 0, "x").reply, b"+QUEUED\r\n");
         assert_eq!(execute(f, f.version, &mut d, &mut c, &a(&["exec"]), 0, "x").reply, b"*1\r\n+PONG\r\n");
+    }
+
+    #[test]
+    fn one_machine_per_persona() {
+        // The Redis and the Docker of a persona run on the same kernel and OS.
+        use crate::protocols::docker::api::engine;
+        for p in [Persona::Mixed, Persona::LinuxServer, Persona::IotRouter] {
+            let (redis, docker) = (flavor(p), engine(p));
+            assert!(redis.os.starts_with("Linux ") && docker.os == "linux", "{p:?}");
+        }
+        assert!(flavor(Persona::IotRouter).os.contains(engine(Persona::IotRouter).kernel));
+        assert!(flavor(Persona::IotRouter).os.ends_with("aarch64") && engine(Persona::IotRouter).arch == "arm64");
+        assert_eq!((flavor(Persona::WindowsServer).os, engine(Persona::WindowsServer).os), ("Windows", "windows"));
     }
 
     #[test]
