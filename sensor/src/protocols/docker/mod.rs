@@ -264,13 +264,16 @@ async fn read_body(session: &mut Session, req: &Request) -> SessionResult<Body> 
         capture.mark_truncated();
     }
     let size = capture.size();
+    // A small chunked body (curl with `Transfer-Encoding: chunked`, Go clients of unknown body
+    // length) is parsed like one with a length: it is all in the kept prefix.
+    let bytes = (r.is_ok() && size <= JSON_MAX && capture.kept_all()).then(|| capture.kept().to_vec());
     let captured = capture.finish(name);
     if let Err(e) = r {
         record_request(session, req, Some(&captured), size);
         emit_captured(session, captured);
         return Err(e);
     }
-    Ok(Body { bytes: None, len: size, captured: Some(captured) })
+    Ok(Body { bytes, len: size, captured: Some(captured) })
 }
 
 async fn stream(session: &mut Session, mut n: u64, capture: &mut PayloadCapture) -> SessionResult<()> {
