@@ -9,7 +9,8 @@
 # (/proc/PID/stat), which the generator sharing the cores does not blur. At the end the sensor's
 # store must hold at least one event per sensor connection with nothing shed or evicted.
 # Loopback only; every run is bounded by count and time.
-# Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3)
+# Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3, SERVICES="redis smtp" for
+# a subset of the table; the flood, RSS and store check run either way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -62,7 +63,7 @@ echo "| service | concurrency | sensor conn/s | bare accept-close conn/s | ratio
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 SENSOR_OK=0
 for c in 50 500; do
-  for s in http ftp telnet ssh mssql mysql smb redis adb docker smtp; do
+  for s in ${SERVICES:-http ftp telnet ssh mssql mysql smb redis adb docker smtp}; do
     B=() X=() XC=() V=() VC=() P50=() P99=()
     for _ in $(seq "$REPEAT"); do
       read -r b _ _ _ _ < <(measure "$BASE" 127.0.0.1:18999 connect "$c")
