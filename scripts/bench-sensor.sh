@@ -9,7 +9,8 @@
 # (/proc/PID/stat), which the generator sharing the cores does not blur. At the end the sensor's
 # store must hold at least one event per sensor connection with nothing shed or evicted.
 # Loopback only; every run is bounded by count and time.
-# Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3)
+# Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3, SERVICES="redis smtp" for
+# a subset of the table; the flood, RSS and store check run either way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -21,7 +22,8 @@ SCRIPTED=()
 cleanup() { kill "${SENSOR:-}" "${BASE:-}" "${SCRIPTED[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
-declare -A PORT=([http]=18080 [ftp]=18021 [telnet]=18023 [ssh]=18022 [mssql]=18433 [mysql]=18306 [smb]=18445)
+declare -A PORT=([http]=18080 [ftp]=18021 [telnet]=18023 [ssh]=18022 [mssql]=18433 [mysql]=18306 [smb]=18445
+                 [redis]=18379 [adb]=18555 [docker]=18375 [smtp]=18025)
 {
   printf '[sensor]\nname = "bench"\ndata_dir = "%s/data"\nuser = ""\nhealth_interval_s = 5\n' "$WORK"
   printf '[store]\ncap_bytes = 536870912\nreserve_bytes = 0\n'
@@ -37,7 +39,8 @@ SENSOR=$!
 "$BIN/drosera-flood" baseline --listen 127.0.0.1:18999 --max-seconds 3600 > "$WORK/base.log" 2>&1 &
 BASE=$!
 declare -A SPID=()
-declare -A SPORT=([http]=18990 [ftp]=18991 [telnet]=18992 [ssh]=18993 [mssql]=18994 [mysql]=18995 [smb]=18996)
+declare -A SPORT=([http]=18990 [ftp]=18991 [telnet]=18992 [ssh]=18993 [mssql]=18994 [mysql]=18995 [smb]=18996
+                  [redis]=18980 [adb]=18981 [docker]=18982 [smtp]=18983)
 for s in "${!SPORT[@]}"; do
   "$BIN/drosera-flood" baseline --listen "127.0.0.1:${SPORT[$s]}" --proto "$s" --max-seconds 3600 > "$WORK/base-$s.log" 2>&1 &
   SCRIPTED+=($!)
@@ -64,7 +67,7 @@ echo "| service | concurrency | sensor conn/s | bare accept-close conn/s | ratio
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 SENSOR_OK=0
 for c in 50 500; do
-  for s in http ftp telnet ssh mssql mysql smb; do
+  for s in ${SERVICES:-http ftp telnet ssh mssql mysql smb redis adb docker smtp}; do
     B=() X=() XC=() V=() VC=() P50=() P99=()
     for _ in $(seq "$REPEAT"); do
       read -r b _ _ _ _ < <(measure "$BASE" 127.0.0.1:18999 connect "$c")

@@ -12,6 +12,8 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
       podman runc mmdebstrap arch-test file util-linux postgresql)
 # The attacker tools the Telnet and SSH tests run (hydra; nmap -sV and its ssh NSE scripts).
 PKGS+=(hydra nmap python3-impacket)
+# Clients of the services of issue 17 (Redis, ADB, Docker Engine API, SMTP).
+PKGS+=(redis-tools adb docker.io swaks)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)

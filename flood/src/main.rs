@@ -88,6 +88,14 @@ enum Probe {
     Mysql,
     /// SMB2 NEGOTIATE, read the response header.
     Smb,
+    /// Redis `PING` and `QUIT`, read `+PONG`.
+    Redis,
+    /// ADB `CNXN`, read the device's `CNXN` header.
+    Adb,
+    /// Docker `GET /_ping`, read the status line.
+    Docker,
+    /// Read the SMTP 220 banner, `EHLO` and `QUIT`, read the reply.
+    Smtp,
 }
 
 #[derive(Default)]
@@ -203,6 +211,26 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
         Probe::Smb => {
             let _ = s.read(&mut buf).await?;
             s.write_all(&[0, 0, 0, 4, 0xfe, b'S', b'M', b'B']).await
+        }
+        Probe::Redis => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"+PONG\r\n+OK\r\n").await
+        }
+        Probe::Adb => {
+            let _ = s.read(&mut buf).await?;
+            // The device's CNXN header and identity, as many bytes as the sensor sends.
+            let mut cnxn = probe::adb_connect();
+            cnxn.truncate(24 + 96);
+            s.write_all(&cnxn).await
+        }
+        Probe::Docker => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK").await
+        }
+        Probe::Smtp => {
+            s.write_all(b"220 mail ESMTP\r\n").await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"250 mail\r\n221 2.0.0 Bye\r\n").await
         }
     }
 }
@@ -356,6 +384,29 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             } else {
                 Err(std::io::ErrorKind::InvalidData.into())
             }
+        }
+        Probe::Redis => {
+            s.write_all(&probe::redis_ping_quit()).await?;
+            read_until(s, b"+PONG").await
+        }
+        Probe::Adb => {
+            s.write_all(&probe::adb_connect()).await?;
+            let mut h = [0u8; 24];
+            s.read_exact(&mut h).await?;
+            if &h[..4] == b"CNXN" {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Docker => {
+            s.write_all(&probe::docker_ping("bench")).await?;
+            read_until(s, b"HTTP/1.").await
+        }
+        Probe::Smtp => {
+            read_until(s, b"220").await?;
+            s.write_all(&probe::smtp_ehlo_quit("bench")).await?;
+            read_until(s, b"250").await
         }
     }
 }

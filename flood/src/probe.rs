@@ -77,6 +77,38 @@ pub fn smb2_negotiate(dialects: &[u16]) -> Vec<u8> {
     netbios(&m)
 }
 
+/// Redis `PING` then `QUIT`, as RESP arrays the way redis-cli encodes them (the server answers
+/// `+PONG`, `+OK` and closes).
+pub fn redis_ping_quit() -> Vec<u8> {
+    b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nQUIT\r\n".to_vec()
+}
+
+/// An ADB `CNXN` as the adb host server sends it: protocol version 0x01000001, 256 KiB maximum
+/// payload, `host::features=...`, data checksum and magic set.
+pub fn adb_connect() -> Vec<u8> {
+    const CNXN: u32 = 0x4e58_4e43;
+    let data = b"host::features=shell_v2,cmd,stat_v2,ls_v2,fixed_push_mkdir,apex,abb,fixed_push_symlink_timestamp,abb_exec,remount_shell,track_app,sendrecv_v2";
+    let check = data.iter().fold(0u32, |s, &b| s.wrapping_add(u32::from(b)));
+    let mut v = Vec::with_capacity(24 + data.len());
+    for x in [CNXN, 0x0100_0001, 256 * 1024, data.len() as u32, check, !CNXN] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// The Docker CLI's first request, `GET /_ping` (HTTP/1.1, so with a `Host`), asking the
+/// server to close afterwards.
+pub fn docker_ping(host: &str) -> Vec<u8> {
+    format!("GET /_ping HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Docker-Client/20.10.24+dfsg1 (linux)\r\nConnection: close\r\n\r\n")
+        .into_bytes()
+}
+
+/// SMTP `EHLO name` and `QUIT`, pipelined (the server answers both and closes).
+pub fn smtp_ehlo_quit(name: &str) -> Vec<u8> {
+    format!("EHLO {name}\r\nQUIT\r\n").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +126,10 @@ mod tests {
         let one = smb1(0x25, 7, &[1, 0, 2, 0], b"xyz");
         assert_eq!((one[4 + 4], one[4 + 30], one[4 + 32]), (0x25, 7, 2), "command, mid, word count");
         assert!(http_get("/a", "h", "ua").ends_with(b"\r\n\r\n"));
+        let a = adb_connect();
+        assert_eq!(u32::from_le_bytes([a[12], a[13], a[14], a[15]]) as usize + 24, a.len());
+        assert_eq!((&a[..4], &a[20..24]), (&b"CNXN"[..], &b"\xbc\xb1\xa7\xb1"[..]));
+        assert!(docker_ping("h").ends_with(b"\r\n\r\n") && redis_ping_quit().ends_with(b"QUIT\r\n"));
+        assert!(smtp_ehlo_quit("x").starts_with(b"EHLO x\r\n"));
     }
 }

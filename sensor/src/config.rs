@@ -54,6 +54,8 @@ pub struct Config {
     pub samples: SamplesSection,
     /// Which logins succeed on the services that let attackers in (FTP, Telnet, SSH, ...).
     pub credentials: CredentialsSection,
+    /// The SMTP service's mail policy (open relay or not, message size).
+    pub smtp: SmtpSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -142,7 +144,14 @@ pub struct MemorySection {
     pub sample_interval_ms: u64,
     /// Most distinct rollup counters held in memory (source IP × port × minute × reason).
     pub rollup_max_keys: usize,
+    /// Source addresses whose emulated-server state (Redis keys and config, Docker containers)
+    /// each such service remembers between connections; the oldest is forgotten past it.
+    pub service_state_sources: usize,
 }
+
+/// Most source addresses `memory.service_state_sources` may name: each remembered source can
+/// hold about 8 KiB of Redis state and 48 KiB of Docker state (at most 56 MiB at this cap).
+pub const MAX_SERVICE_STATE_SOURCES: usize = 1024;
 
 impl Default for MemorySection {
     fn default() -> Self {
@@ -152,6 +161,7 @@ impl Default for MemorySection {
             min_available_bytes: 32 * 1024 * 1024,
             sample_interval_ms: 250,
             rollup_max_keys: 10_000,
+            service_state_sources: crate::protocols::per_source::DEFAULT_SOURCES,
         }
     }
 }
@@ -407,6 +417,35 @@ pub const DEFAULT_ACCEPT: &[&str] = &[
     "pi:raspberry",
 ];
 
+/// `[smtp]`: what the SMTP service (`kind = "smtp"`) does with mail.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSection {
+    /// `open`: accept mail for any recipient, as an open relay does (spammers then send their
+    /// test message, which is kept); `refuse`: answer "Relay access denied" for every recipient.
+    pub relay: SmtpRelay,
+    /// Largest message accepted (advertised as `SIZE`); the body kept as a sample is also bounded
+    /// by `samples.max_sample_bytes` and the session's `limits.max_bytes_in`.
+    pub max_message_bytes: u64,
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection { relay: SmtpRelay::Open, max_message_bytes: 10_240_000 }
+    }
+}
+
+/// `smtp.relay`: whether mail to any recipient is accepted.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpRelay {
+    /// Accept every recipient (what open-relay probes look for).
+    #[default]
+    Open,
+    /// Refuse every recipient with 554 "Relay access denied".
+    Refuse,
+}
+
 /// The sample area (`data_dir/samples`, see [`crate::samples`]).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -591,6 +630,13 @@ impl Config {
                 "lower soft_limit_bytes or raise hard_limit_bytes",
             ));
         }
+        if m.service_state_sources > MAX_SERVICE_STATE_SOURCES {
+            return Err(invalid(
+                "memory.service_state_sources",
+                format!("{} is above {MAX_SERVICE_STATE_SOURCES}", m.service_state_sources),
+                "remove the key to use the default (256), or lower it",
+            ));
+        }
         if m.rollup_max_keys == 0 || m.sample_interval_ms == 0 {
             return Err(invalid(
                 "memory.rollup_max_keys",
@@ -666,6 +712,13 @@ impl Config {
                 "samples.max_writers",
                 "max_writers and max_files must be greater than zero",
                 "remove the keys to use the defaults (64 writers, 10000 files)",
+            ));
+        }
+        if self.smtp.max_message_bytes == 0 {
+            return Err(invalid(
+                "smtp.max_message_bytes",
+                "must be greater than zero",
+                "remove the key to use the default (10240000, Postfix's)",
             ));
         }
         if let Some(u) = &self.uplink {
@@ -778,6 +831,7 @@ mod tests {
         assert_eq!(cfg.limits, LimitsSection::default());
         assert_eq!(cfg.samples, SamplesSection::default());
         assert_eq!(cfg.credentials, CredentialsSection::default());
+        assert_eq!(cfg.smtp, SmtpSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }
@@ -810,6 +864,7 @@ mod tests {
             ("[[service]]\nkind = \"blackhole\"\nports = [9]\n", "`service[0].kind`", "`smb`"),
             ("[sensor]\nlog_format = \"xml\"\n", "`sensor.log_format`", "`text` or `json`"),
             ("[store]\nsynchronous = \"off\"\n", "`store.synchronous`", "`normal` or `full`"),
+            ("[smtp]\nrelay = \"closed\"\n", "`smtp.relay`", "`open` or `refuse`"),
         ] {
             let err = Config::parse(text, Path::new("x.toml")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(valid), "{err}");
@@ -875,6 +930,22 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("contains port 50000"), "{err}");
+    }
+
+    #[test]
+    fn smtp_message_cap_must_be_positive() {
+        let err = Config::parse("[smtp]\nmax_message_bytes = 0\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("smtp.max_message_bytes") && err.contains("Fix"), "{err}");
+        let cfg = Config::parse("[smtp]\nrelay = \"refuse\"\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.smtp.relay, SmtpRelay::Refuse);
+    }
+
+    #[test]
+    fn service_state_sources_is_capped() {
+        let err = Config::parse("[memory]\nservice_state_sources = 1000000\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("memory.service_state_sources") && err.contains("Fix"), "{err}");
+        let cfg = Config::parse("[memory]\nservice_state_sources = 0\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.memory.service_state_sources, 0);
     }
 
     #[test]

@@ -305,6 +305,8 @@ pub struct SessionEnv {
     pub credentials: CredentialPolicy,
     /// `None`: samples are not kept (tests, tools); every delivered file is still reported.
     pub samples: Option<Arc<SampleArea>>,
+    /// Per-service settings and cross-connection state (see [`crate::protocols::Shared`]).
+    pub services: crate::protocols::Shared,
 }
 
 impl SessionEnv {
@@ -321,6 +323,7 @@ impl SessionEnv {
             persona: cfg.sensor.persona,
             credentials: CredentialPolicy::new(&cfg.credentials)?,
             samples,
+            services: crate::protocols::Shared::new(cfg),
         }))
     }
 
@@ -332,6 +335,7 @@ impl SessionEnv {
             persona: Persona::Mixed,
             credentials: CredentialPolicy::refuse_all(),
             samples: None,
+            services: crate::protocols::Shared::default(),
         })
     }
 }
@@ -521,6 +525,11 @@ impl Session {
     /// The sensor-wide persona (see [`Persona`]).
     pub fn persona(&self) -> Persona {
         self.env.persona
+    }
+
+    /// What sessions of a service share across connections (see [`crate::protocols::Shared`]).
+    pub fn services(&self) -> &crate::protocols::Shared {
+        &self.env.services
     }
 
     /// The one login policy: true lets this attempt in (and counts it for the source address).

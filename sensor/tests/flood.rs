@@ -36,6 +36,10 @@ fn probe_for(p: Protocol) -> Vec<u8> {
     match p {
         Protocol::Http => drosera_flood::probe::http_get("/", "x", "drosera-sensor-test"),
         Protocol::Blackhole => b"\x16\x03\x01\x00\x05hello".to_vec(),
+        Protocol::Redis => drosera_flood::probe::redis_ping_quit(),
+        Protocol::Adb => drosera_flood::probe::adb_connect(),
+        Protocol::Docker => drosera_flood::probe::docker_ping("x"),
+        Protocol::Smtp => drosera_flood::probe::smtp_ehlo_quit("x"),
         _ => Vec::new(),
     }
 }
@@ -43,7 +47,7 @@ fn probe_for(p: Protocol) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_connections_are_all_accounted_for() {
     raise_fd_limit();
-    let mut cfg = support::config_for(&["http", "mssql", "mysql", "smb"]);
+    let mut cfg = support::config_for(&["http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp"]);
     cfg.blackhole.ports = vec![0];
     cfg.blackhole.bind = "127.0.0.1".parse().unwrap();
     cfg.limits.max_connections = 1024;

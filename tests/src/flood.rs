@@ -35,6 +35,12 @@ pub enum Probe {
     Mssql,
     /// An SMB1 NEGOTIATE offering "NT LM 0.12" and SMB 2.
     Smb,
+    /// Redis `PING` and `QUIT`.
+    Redis,
+    /// An ADB `CNXN`.
+    Adb,
+    /// The Docker CLI's `GET /_ping`.
+    Docker,
 }
 
 #[derive(Clone, Debug)]
@@ -274,6 +280,9 @@ pub fn probe_bytes(p: Probe) -> Vec<u8> {
         Probe::Http => probe::http_get("/index.html", "torture", "drosera-torture"),
         Probe::Mssql => probe::mssql_prelogin(),
         Probe::Smb => probe::smb1_negotiate(&["NT LM 0.12", "SMB 2.002", "SMB 2.???"]),
+        Probe::Redis => probe::redis_ping_quit(),
+        Probe::Adb => probe::adb_connect(),
+        Probe::Docker => probe::docker_ping("torture"),
     }
 }
 
@@ -305,5 +314,9 @@ mod tests {
         assert_eq!(u16::from_be_bytes([m[2], m[3]]) as usize, m.len());
         let s = probe_bytes(Probe::Smb);
         assert_eq!(u16::from_be_bytes([s[2], s[3]]) as usize + 4, s.len());
+        let a = probe_bytes(Probe::Adb);
+        assert_eq!(u32::from_le_bytes([a[12], a[13], a[14], a[15]]) as usize + 24, a.len());
+        assert!(probe_bytes(Probe::Redis).ends_with(b"QUIT\r\n"));
+        assert!(probe_bytes(Probe::Docker).starts_with(b"GET /_ping HTTP/1.1\r\n"));
     }
 }

@@ -98,6 +98,10 @@ const SERVICES: &[(&str, Probe)] = &[
     ("mssql", Probe::Mssql),
     ("mysql", Probe::Banner),
     ("smb", Probe::Smb),
+    ("redis", Probe::Redis),
+    ("adb", Probe::Adb),
+    ("docker", Probe::Docker),
+    ("smtp", Probe::Banner),
 ];
 
 impl Stack {

@@ -149,7 +149,8 @@ pub fn basic_auth(value: &str) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
-fn url_decode(s: &str) -> String {
+/// Decodes `%XX` and `+` in a URL component (invalid escapes stay as they are).
+pub fn url_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -252,7 +253,8 @@ pub fn site(persona: Persona) -> Site {
     }
 }
 
-fn http_date() -> String {
+/// The current time as an HTTP `Date` header value.
+pub fn http_date() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"

@@ -12,12 +12,15 @@
 //! [`Protocol`] its events carry. The blackhole is not a service kind: it has its own config
 //! section and the listener runs `blackhole::handle` for it directly.
 
-use crate::config::ServiceSection;
+use crate::config::{Config, ServiceSection, SmtpSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Protocol;
 use serde::Deserialize;
 
+pub mod adb;
 pub mod blackhole;
+pub mod docker;
+pub mod dropper;
 pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;
@@ -25,7 +28,10 @@ pub mod http;
 pub mod mssql;
 pub mod mysql;
 pub mod shell;
+pub mod per_source;
+pub mod redis;
 pub mod smb;
+pub mod smtp;
 pub mod ssh;
 pub mod telnet;
 
@@ -42,11 +48,15 @@ pub enum ServiceKind {
     Mssql,
     Mysql,
     Smb,
+    Redis,
+    Adb,
+    Docker,
+    Smtp,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 7] = [
+    pub const ALL: [ServiceKind; 11] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -54,6 +64,10 @@ impl ServiceKind {
         ServiceKind::Mssql,
         ServiceKind::Mysql,
         ServiceKind::Smb,
+        ServiceKind::Redis,
+        ServiceKind::Adb,
+        ServiceKind::Docker,
+        ServiceKind::Smtp,
     ];
 
     /// The protocol recorded in this service's events.
@@ -66,6 +80,10 @@ impl ServiceKind {
             ServiceKind::Mssql => Protocol::Mssql,
             ServiceKind::Mysql => Protocol::Mysql,
             ServiceKind::Smb => Protocol::Smb,
+            ServiceKind::Redis => Protocol::Redis,
+            ServiceKind::Adb => Protocol::Adb,
+            ServiceKind::Docker => Protocol::Docker,
+            ServiceKind::Smtp => Protocol::Smtp,
         }
     }
 }
@@ -80,6 +98,39 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Mssql => mssql::handle(session, svc).await,
         ServiceKind::Mysql => mysql::handle(session, svc).await,
         ServiceKind::Smb => smb::handle(session, svc).await,
+        ServiceKind::Redis => boxed(redis::handle(session, svc)).await,
+        ServiceKind::Adb => boxed(adb::handle(session, svc)).await,
+        ServiceKind::Docker => boxed(docker::handle(session, svc)).await,
+        ServiceKind::Smtp => boxed(smtp::handle(session, svc)).await,
+    }
+}
+
+/// Boxes a handler's future, so a service whose state is larger than the others' does not size
+/// every session's task for it (see `boxed_ssh`); one allocation per session.
+fn boxed<'a>(
+    fut: impl std::future::Future<Output = SessionResult<()>> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = SessionResult<()>> + Send + 'a>> {
+    Box::pin(fut)
+}
+
+/// What sessions of one service share across connections, sensor-wide: settings from the
+/// config that only that service reads, and state a real server keeps between connections
+/// (so a step an attacker takes on one connection is seen by the next). Lives in the
+/// [`SessionEnv`](crate::SessionEnv); every part is bounded.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// What each source address configured and stored on the emulated Redis.
+    pub redis: redis::Memory,
+    /// The containers and execs each source address created on the emulated Docker.
+    pub docker: docker::Memory,
+    /// The `[smtp]` section.
+    pub smtp: SmtpSection,
+}
+
+impl Shared {
+    pub fn new(cfg: &Config) -> Shared {
+        let sources = cfg.memory.service_state_sources;
+        Shared { redis: redis::Memory::new(sources), docker: docker::Memory::new(sources), smtp: cfg.smtp.clone() }
     }
 }
 
