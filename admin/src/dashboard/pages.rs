@@ -258,7 +258,7 @@ pub fn credentials(c: &Credentials) -> String {
     for (id, title, rows) in [("usernames", "User names", &c.usernames), ("passwords", "Passwords", &c.passwords)] {
         let _ = write!(
             b,
-            r#"<section class="card"><h2>{title}</h2><table id="{id}"><thead><tr><th>value</th><th>tries</th></tr></thead><tbody>"#
+            r#"<section class="card"><h2>{title}</h2><table id="{id}" class="creds"><thead><tr><th>value</th><th class="tries">tries</th></tr></thead><tbody>"#
         );
         for r in rows {
             let _ = write!(
@@ -271,7 +271,7 @@ pub fn credentials(c: &Credentials) -> String {
         }
         b += "</tbody></table></section>";
     }
-    b += r#"<section class="card"><h2>Pairs</h2><table id="pairs"><thead><tr><th>user</th><th>password</th><th>tries</th></tr></thead><tbody>"#;
+    b += r#"<section class="card"><h2>Pairs</h2><table id="pairs" class="creds"><thead><tr><th>user</th><th>password</th><th class="tries">tries</th></tr></thead><tbody>"#;
     for p in &c.pairs {
         let _ = write!(
             b,

@@ -6,7 +6,7 @@
 //! evicted events were (per hour, protocol, port and kind, and the top sources), so the admin
 //! can add them back into its totals: the events are gone, their numbers are not.
 
-use super::schema::table;
+use super::schema::{table, used_bytes};
 use super::StoreError;
 use drosera_uplink::event::{Detail, EvictedKind, EvictedSource, Event, Priority, Protocol, MAX_EVICTED_KINDS};
 use rusqlite::Connection;
