@@ -217,10 +217,7 @@ fn typed(kind: &str, key: &str, v: &str) -> Value {
             | ("http_request", "body_len")
             | ("rollup", "minute_ms" | "connections")
             | ("eviction_gap", "count" | "first_seq" | "last_seq" | "first_time_ms" | "last_time_ms" | "sources")
-            | (
-                "health",
-                "rss_bytes" | "store_bytes" | "backlog_events" | "evicted_total" | "shed_total"
-            )
+            | ("health", "rss_bytes" | "store_bytes" | "backlog_events" | "evicted_total" | "shed_total")
             | ("store_recovered", "last_seq_before")
     );
     if boolean {
@@ -399,7 +396,13 @@ impl Attack {
             }
             "http_request" => {
                 self.http_n += 1;
-                let line = format!("{} {}{}{}", s("method"), s("path"), if s("query").is_empty() { "" } else { "?" }, s("query"));
+                let line = format!(
+                    "{} {}{}{}",
+                    s("method"),
+                    s("path"),
+                    if s("query").is_empty() { "" } else { "?" },
+                    s("query")
+                );
                 Attack::push(&mut self.http, &mut self.text, &line);
                 if self.user_agent.is_empty() && self.text + s("user_agent").len() <= MAX_ROW_TEXT {
                     self.user_agent = s("user_agent").to_string();
@@ -410,7 +413,8 @@ impl Attack {
             "sample" => Attack::push(&mut self.samples, &mut self.text, s("sha256")),
             "download_offered" => Attack::push(&mut self.downloads, &mut self.text, r.url.unwrap_or("")),
             "exploit" => {
-                let v = if s("cve").is_empty() { s("name").to_string() } else { format!("{} ({})", s("name"), s("cve")) };
+                let v =
+                    if s("cve").is_empty() { s("name").to_string() } else { format!("{} ({})", s("name"), s("cve")) };
                 Attack::push(&mut self.exploits, &mut self.text, &v);
             }
             "fingerprint" => {
@@ -478,7 +482,8 @@ impl Attack {
             .iter()
             .map(|c| match m.get(*c) {
                 Some(Value::String(v)) => {
-                    let attacker_text = matches!(*c, "sensor" | "as_org" | "username" | "password" | "user_agent" | "closed_by");
+                    let attacker_text =
+                        matches!(*c, "sensor" | "as_org" | "username" | "password" | "user_agent" | "closed_by");
                     csv_cell(v, attacker_text)
                 }
                 Some(Value::Null) | None => String::new(),

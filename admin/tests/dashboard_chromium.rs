@@ -328,7 +328,7 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
 /// value in the cell's title), and an eviction is stated on the overview.
 #[test]
 fn chromium_first_hour_chart_long_passwords_and_the_eviction_note() {
-    use drosera_uplink::event::{Detail, EvictedKind, Event, Priority, Protocol};
+    use drosera_uplink::event::{Detail, Event, EvictedKind, Priority, Protocol};
     let dir = tempfile::tempdir().unwrap();
     let c = Db::open(&location(&dir.path().join("a.db")));
     let now = drosera_admin::analytics::now_ms();

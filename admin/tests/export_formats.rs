@@ -155,7 +155,10 @@ fn http_form_login(path: &str) -> drosera_uplink::event::Detail {
 /// Known connections per address, with logins, commands, payloads and samples, sessions of
 /// one address overlapping in time and the same session ids on two sensors; plus the sensor's
 /// own health records. Returns (attacks per address, attacks per protocol).
-fn attacks_fixture(c: &dyn drosera_admin::storage::Storage) -> (Vec<(&'static str, i64)>, Vec<(&'static str, i64)>) {
+/// (name, number) pairs, sorted by name.
+type Counts = Vec<(&'static str, i64)>;
+
+fn attacks_fixture(c: &dyn drosera_admin::storage::Storage) -> (Counts, Counts) {
     use drosera_uplink::event::Detail;
     let mut s1 = Vec::new();
     let mut s2 = Vec::new();
@@ -176,7 +179,16 @@ fn attacks_fixture(c: &dyn drosera_admin::storage::Storage) -> (Vec<(&'static st
     }
     // The same session ids on a second sensor: other attacks.
     for i in 0..3u64 {
-        session(&mut s2, &mut q2, T0 + i as i64 * 150, Protocol::Ssh, "203.0.113.1", 22, 1 + i, vec![login("pi", "raspberry")]);
+        session(
+            &mut s2,
+            &mut q2,
+            T0 + i as i64 * 150,
+            Protocol::Ssh,
+            "203.0.113.1",
+            22,
+            1 + i,
+            vec![login("pi", "raspberry")],
+        );
     }
     // 10 Telnet connections with commands, a download and (in one) a payload and its sample.
     for i in 0..10u64 {
@@ -187,7 +199,13 @@ fn attacks_fixture(c: &dyn drosera_admin::storage::Storage) -> (Vec<(&'static st
             Detail::Command { line: "sh x.sh".into() },
         ];
         if i == 7 {
-            d.push(Detail::Payload { sha256: [0xcd; 32], size: 99, name: "x.sh".into(), prefix: vec![], truncated: false });
+            d.push(Detail::Payload {
+                sha256: [0xcd; 32],
+                size: 99,
+                name: "x.sh".into(),
+                prefix: vec![],
+                truncated: false,
+            });
             d.push(Detail::Sample {
                 sha256: [0xcd; 32],
                 size: 99,
@@ -319,9 +337,30 @@ fn evicted_counts_are_added_back_into_reports_and_the_export() {
         last_time_ms: T0 + 2 * HOUR,
         per_priority: vec![(Priority::Noise, 120), (Priority::Credential, 10)],
         per_kind: vec![
-            EvictedKind { hour_ms: T0 + HOUR, protocol: Protocol::Ssh, dst_port: 22, kind: "connection".into(), events: 70, count: 70 },
-            EvictedKind { hour_ms: T0 + 2 * HOUR, protocol: Protocol::Telnet, dst_port: 23, kind: "connection".into(), events: 50, count: 50 },
-            EvictedKind { hour_ms: T0 + HOUR, protocol: Protocol::Ssh, dst_port: 22, kind: "login".into(), events: 10, count: 10 },
+            EvictedKind {
+                hour_ms: T0 + HOUR,
+                protocol: Protocol::Ssh,
+                dst_port: 22,
+                kind: "connection".into(),
+                events: 70,
+                count: 70,
+            },
+            EvictedKind {
+                hour_ms: T0 + 2 * HOUR,
+                protocol: Protocol::Telnet,
+                dst_port: 23,
+                kind: "connection".into(),
+                events: 50,
+                count: 50,
+            },
+            EvictedKind {
+                hour_ms: T0 + HOUR,
+                protocol: Protocol::Ssh,
+                dst_port: 22,
+                kind: "login".into(),
+                events: 10,
+                count: 10,
+            },
         ],
         top_sources: vec![
             EvictedSource { ip: "203.0.113.1".parse().unwrap(), events: 80, attempts: 70 },

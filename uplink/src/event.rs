@@ -716,7 +716,7 @@ impl Event {
     /// sent as [`Protocol::Blackhole`] (the "other port" of a version-1 admin) with its detail
     /// as an extension whose `protocol` field names the real one.
     pub fn downgrade_to(&mut self, version: u16) {
-        if version >= 1 && version < 2 {
+        if version == 1 {
             // A version-1 admin knows eviction gaps by their first shape: keep its totals.
             if let Detail::EvictionSummary {
                 count,
@@ -851,7 +851,9 @@ impl EvictedKind {
     /// entries (names are `[a-z_]`, so nothing needs quoting). [`EvictedKind::parse_list`] reads it.
     pub fn format_list(v: &[EvictedKind]) -> String {
         v.iter()
-            .map(|k| format!("{} {} {} {} {} {}", k.hour_ms, k.protocol.as_str(), k.dst_port, k.kind, k.events, k.count))
+            .map(|k| {
+                format!("{} {} {} {} {} {}", k.hour_ms, k.protocol.as_str(), k.dst_port, k.kind, k.events, k.count)
+            })
             .collect::<Vec<_>>()
             .join(";")
     }

@@ -8,7 +8,7 @@
 
 use super::schema::{table, used_bytes};
 use super::StoreError;
-use drosera_uplink::event::{Detail, EvictedKind, EvictedSource, Event, Priority, Protocol, MAX_EVICTED_KINDS};
+use drosera_uplink::event::{Detail, Event, EvictedKind, EvictedSource, Priority, Protocol, MAX_EVICTED_KINDS};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -75,7 +75,8 @@ impl Gap {
             // same port if there is one): the numbers stay exact, only hour or port is coarser.
             // Protocols times kinds is small, so a new pair still gets its own entry.
             let same = |k: &&KindKey| k.1 == proto && k.3 == kind;
-            if let Some(k) = self.per_kind.keys().filter(same).find(|k| k.2 == port).or(self.per_kind.keys().find(same)) {
+            if let Some(k) = self.per_kind.keys().filter(same).find(|k| k.2 == port).or(self.per_kind.keys().find(same))
+            {
                 key = *k;
             }
         }
@@ -92,8 +93,11 @@ impl Gap {
     /// The gap as an event, stamped now (seq and sensor are filled in by the store), listing
     /// at most `top_sources` addresses.
     pub fn to_event(&self, top_sources: usize) -> Event {
-        let mut top: Vec<EvictedSource> =
-            self.sources.iter().map(|(ip, (events, attempts))| EvictedSource { ip: *ip, events: *events, attempts: *attempts }).collect();
+        let mut top: Vec<EvictedSource> = self
+            .sources
+            .iter()
+            .map(|(ip, (events, attempts))| EvictedSource { ip: *ip, events: *events, attempts: *attempts })
+            .collect();
         top.sort_by(|a, b| b.events.cmp(&a.events).then(b.attempts.cmp(&a.attempts)).then(a.ip.cmp(&b.ip)));
         top.truncate(top_sources);
         Event::internal(Detail::EvictionSummary {
@@ -210,7 +214,10 @@ mod tests {
         // Three addresses (internal records have none); the two with most events listed.
         assert_eq!(sources, 3);
         assert_eq!(top_sources.len(), 2);
-        assert_eq!((top_sources[0].ip, top_sources[0].events, top_sources[0].attempts), (IpAddr::from([203, 0, 113, 1]), 3, 3));
+        assert_eq!(
+            (top_sources[0].ip, top_sources[0].events, top_sources[0].attempts),
+            (IpAddr::from([203, 0, 113, 1]), 3, 3)
+        );
         assert_eq!((top_sources[1].events, top_sources[1].attempts), (2, 1));
     }
 }
