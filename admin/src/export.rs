@@ -653,6 +653,92 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>) -> std::io
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn row<'a>(t: i64, sensor: &'a str, session: i64, kind: &'a str, duration: i64, fields: &'a str) -> ExportRow<'a> {
+        ExportRow {
+            time_ms: t,
+            src_ip: "203.0.113.1",
+            src_port: 4000,
+            dst_port: 22,
+            protocol: "ssh",
+            transport: "tcp",
+            sensor,
+            country: "",
+            asn: None,
+            as_org: "",
+            kind,
+            session_id: session,
+            duration_ms: duration,
+            bytes_in: 0,
+            bytes_out: 0,
+            count: 1,
+            username: Some("root"),
+            password: Some("x"),
+            payload_sha256: None,
+            url: None,
+            fields,
+            seq: 0,
+        }
+    }
+
+    fn lines(out: &[u8]) -> Vec<Value> {
+        String::from_utf8_lossy(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Folding holds only the sessions open at the stream's time, writes each as soon as the
+    /// stream passes its end, and never more than MAX_OPEN at once.
+    #[test]
+    fn folding_is_bounded_and_writes_sessions_once_they_end() {
+        let mut f = Folder::default();
+        let mut out = Vec::new();
+        let mut n = 0;
+        // A session ending at 1,000 with a login inside, then a row far later: it is written.
+        for r in [row(0, "a", 1, "connection", 1000, "{}"), row(500, "a", 1, "login", 0, r#"{"success":"true"}"#)] {
+            f.add(&r);
+            n += f.write_ready(&mut out, true, r.time_ms).unwrap();
+        }
+        assert_eq!(n, 0, "still open");
+        f.add(&row(1000 + END_SLACK_MS + 1, "b", 9, "connection", 0, "{}"));
+        n += f.write_ready(&mut out, true, 1000 + END_SLACK_MS + 1).unwrap();
+        assert_eq!(n, 1);
+        let first = &lines(&out)[0];
+        assert_eq!((first["login_attempts"].clone(), first["success"].clone()), (json!(1), json!(true)));
+        assert_eq!(
+            (first["kind"].clone(), first["count"].clone(), first["duration_ms"].clone()),
+            (json!("connection"), json!(1), json!(1000))
+        );
+        // A login whose connection record is not in the stream: a partial row, counted 0.
+        f.add(&row(2 * ORPHAN_MS, "c", 3, "login", 0, "{}"));
+        n += f.write_ready(&mut out, true, i64::MAX).unwrap();
+        assert_eq!(n, 3);
+        let rows = lines(&out);
+        let partial = rows.iter().find(|r| r["sensor"] == "c").unwrap();
+        assert_eq!((partial["kind"].clone(), partial["count"].clone()), (json!("partial"), json!(0)));
+        // Many sessions open at once: never more than MAX_OPEN held, every one written once.
+        let mut f = Folder::default();
+        let mut out = Vec::new();
+        let total = MAX_OPEN as i64 + 1000;
+        let mut written = 0;
+        for i in 0..total {
+            f.add(&row(i, "a", i + 1, "connection", 10 * ORPHAN_MS, "{}"));
+            assert!(f.open.len() <= MAX_OPEN && f.by_deadline.len() == f.open.len());
+            written += f.write_ready(&mut out, false, i).unwrap();
+        }
+        assert_eq!(written, 1000, "the ones ending first were written early");
+        written += f.write_ready(&mut out, false, i64::MAX).unwrap();
+        assert_eq!(written as i64, total);
+        assert!(f.open.is_empty() && f.by_deadline.is_empty());
+    }
+
+    #[test]
+    fn only_the_sensors_own_numeric_and_flag_fields_are_typed() {
+        assert_eq!(typed("login", "success", "true"), json!(true));
+        assert_eq!(typed("payload", "size", "1234"), json!(1234));
+        assert_eq!(typed("login", "username", "1234"), json!("1234"), "attacker text stays text");
+        assert_eq!(typed("command", "line", "false"), json!("false"));
+        assert_eq!(typed("payload", "size", "12x"), json!("12x"));
+    }
 
     #[test]
     fn csv_cells_are_quoted_and_defused() {
