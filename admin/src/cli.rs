@@ -82,7 +82,9 @@ pub struct ReportArgs {
 /// `drosera-admin export`. Its bounds are exact to the millisecond.
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// jsonl (one JSON object per event) or csv.
+    /// jsonl or csv: one row per attack (connection), MHN session-shaped, with its logins,
+    /// commands, payloads and samples folded in; events-jsonl or events-csv: one row per stored
+    /// event. JSON values are typed (numbers, booleans); CSV cells are text.
     #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
     pub format: Format,
     #[command(flatten)]

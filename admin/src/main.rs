@@ -98,7 +98,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 }
                 None => export::export(&*db, &q, args.format, &mut std::io::stdout().lock())?,
             };
-            eprintln!("exported {n} events");
+            eprintln!("exported {n} rows");
             Ok(())
         }
         Command::User(UserCommand::Add { name, config }) => {

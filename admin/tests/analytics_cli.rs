@@ -66,25 +66,35 @@ fn report_text_and_json_match_the_library() {
 }
 
 #[test]
-fn export_streams_jsonl_and_csv() {
+fn export_streams_attacks_and_events_as_jsonl_and_csv() {
     let (dir, cfg, _loc) = setup();
     let cfg = cfg.to_str().unwrap();
     let out_file = dir.path().join("e.jsonl");
     let (ok, _, err) = run(&["export", "--format", "jsonl", "--out", out_file.to_str().unwrap(), "--config", cfg], "");
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&out_file).unwrap();
-    assert_eq!(text.lines().count(), 32);
+    // The default: one row per attack (12 telnet, 3 ssh, 1 http session and 1 rollup).
+    assert_eq!(text.lines().count(), 17);
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!((first["source_ip"].as_str(), first["country"].as_str()), (Some("8.8.8.8"), Some("US")));
+    // One row per event under its own name.
+    let (ok, _, err) =
+        run(&["export", "--format", "events-jsonl", "--out", out_file.to_str().unwrap(), "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap().lines().count(), 32);
 
     let (ok, out, err) = run(&["export", "--format", "csv", "--sensor", "s2", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 4);
+    assert!(out.starts_with("timestamp,end_timestamp,source_ip,source_port,destination_port,protocol"));
+    let (ok, out, err) = run(&["export", "--format", "events-csv", "--sensor", "s2", "--config", cfg], "");
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 7);
     assert!(out.starts_with("timestamp,source_ip,source_port,destination_port,protocol"));
 
     let (ok, _, err) = run(&["export", "--format", "xml", "--config", cfg], "");
     assert!(!ok);
-    assert!(err.contains("jsonl or csv"), "{err}");
+    assert!(err.contains("jsonl or csv") && err.contains("events-jsonl"), "{err}");
 }
 
 #[test]

@@ -322,3 +322,106 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
     b.wait_for("/login");
     b.goto(&base, "/attackers", "/login");
 }
+
+/// Issue 14: on a sensor's first hour the time chart shows a point (a one-point polyline draws
+/// nothing), a 200-character password stays inside the credentials table (clipped, the whole
+/// value in the cell's title), and an eviction is stated on the overview.
+#[test]
+fn chromium_first_hour_chart_long_passwords_and_the_eviction_note() {
+    use drosera_uplink::event::{Detail, Event, EvictedKind, Priority, Protocol};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Db::open(&location(&dir.path().join("a.db")));
+    let now = drosera_admin::analytics::now_ms();
+    // One hour of data, even if that hour just began.
+    let t = now - (now % HOUR).min(60_000);
+    let long: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let mut gap = Event::internal(Detail::EvictionSummary {
+        count: 40,
+        first_seq: 10,
+        last_seq: 49,
+        first_time_ms: t,
+        last_time_ms: t,
+        per_priority: vec![(Priority::Noise, 40)],
+        per_kind: vec![EvictedKind {
+            hour_ms: t - t.rem_euclid(HOUR),
+            protocol: Protocol::Ssh,
+            dst_port: 22,
+            kind: "connection".into(),
+            events: 40,
+            count: 40,
+        }],
+        top_sources: vec![],
+        sources: 1,
+    });
+    gap.seq = 3;
+    gap.time_ms = t;
+    insert(
+        &*c,
+        "s1",
+        &[
+            ev(1, t, Protocol::Ssh, "203.0.113.1", 22, 1, login("root", &long)),
+            ev(2, t, Protocol::Ssh, "203.0.113.1", 22, 1, conn()),
+            gap,
+            // An HTTP login form's body, which the sensor records as a payload.
+            ev(
+                4,
+                t,
+                Protocol::Http,
+                "203.0.113.9",
+                80,
+                2,
+                Detail::Payload {
+                    sha256: [9; 32],
+                    size: 30,
+                    name: "/login.cgi".into(),
+                    prefix: b"username=root&password=hunter2".to_vec(),
+                    truncated: false,
+                },
+            ),
+        ],
+    );
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let loc = c.loc.clone();
+    drop(c);
+    let served = serve_dashboard(&loc, true);
+    let Some((_browser, mut b)) = launch() else { return };
+    let base = format!("http://{}", served.addr);
+    b.goto(&base, "/", "/login");
+    b.eval(
+        "document.getElementById('username').value = 'admin';
+         document.getElementById('password').value = 'correct horse';
+         document.getElementById('login-form').submit(); true",
+    );
+    b.wait_for("/");
+    let range = format!("since={}&until={}", t - HOUR, now + HOUR);
+    b.goto(&base, &format!("/?{range}"), "/");
+    assert_eq!(b.eval("document.getElementById('total-attempts').textContent"), json!("41"));
+    assert_eq!(b.eval("document.getElementById('total-evicted').textContent"), json!("40"));
+    let note = b.eval("document.getElementById('evicted-note').textContent");
+    assert!(note.as_str().unwrap().contains("evicted 40 events (40 attempts)"), "{note}");
+    // The first chart (attempts over time) has its one point drawn, visibly.
+    let point = b.eval(
+        "(() => { const c = document.querySelector('svg.chart circle.point');
+                  if (!c) return null; const r = c.getBoundingClientRect(); return [r.width, r.height]; })()",
+    );
+    let wh = point.as_array().unwrap_or_else(|| panic!("no point drawn in the time chart"));
+    assert!(wh[0].as_f64().unwrap() > 2.0 && wh[1].as_f64().unwrap() > 2.0, "{point}");
+
+    b.goto(&base, &format!("/credentials?{range}"), "/credentials");
+    // Nothing is wider than the window: the page does not scroll sideways...
+    assert_eq!(b.eval("document.documentElement.scrollWidth <= window.innerWidth"), json!(true));
+    // ...every table fits in its card...
+    let overflow = b.eval(
+        "[...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > t.closest('.card').getBoundingClientRect().right + 1).map(t => t.id)",
+    );
+    assert_eq!(overflow, json!([]));
+    // ...and the whole password is in the cell's title.
+    let title = b.eval("document.querySelector('#passwords tbody td.clip').title");
+    assert_eq!(title, json!(long));
+    let shown = b.eval("document.querySelector('#pairs tbody td.clip + td.clip').textContent");
+    assert!(shown.as_str().unwrap().chars().count() <= 41, "{shown}");
+
+    // A login form's body is not a captured payload.
+    b.goto(&base, &format!("/payloads?{range}"), "/payloads");
+    assert_eq!(b.eval("document.querySelectorAll('#payloads tbody tr[data-key]').length"), json!(0));
+}

@@ -113,6 +113,9 @@ pub struct StoreSection {
     pub synchronous: Synchronous,
     /// Seconds between re-checks of free disk space.
     pub disk_check_interval_s: u64,
+    /// Most source addresses (with their counts) an eviction gap record lists, those with most
+    /// evicted events first (at most 256).
+    pub gap_top_sources: usize,
 }
 
 impl Default for StoreSection {
@@ -127,6 +130,7 @@ impl Default for StoreSection {
             channel_capacity: 20_000,
             synchronous: Synchronous::Normal,
             disk_check_interval_s: 5,
+            gap_top_sources: 16,
         }
     }
 }
@@ -610,6 +614,13 @@ impl Config {
                     st.low_water_pct, st.high_water_pct
                 ),
                 "for example high_water_pct = 90 and low_water_pct = 80",
+            ));
+        }
+        if st.gap_top_sources > drosera_uplink::event::MAX_EVICTED_SOURCES {
+            return Err(invalid(
+                "store.gap_top_sources",
+                format!("is {}, more than {}", st.gap_top_sources, drosera_uplink::event::MAX_EVICTED_SOURCES),
+                "use a small number such as 16",
             ));
         }
         if st.commit_interval_ms == 0 || st.commit_max_events == 0 {

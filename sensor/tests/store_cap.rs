@@ -129,6 +129,7 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
     let mut gap_sum = 0u64;
     let mut min_kept_conn = u64::MAX;
     let mut max_gap_last = 0u64;
+    let mut evicted_kinds = 0u64;
     let mut after = 0;
     let mut last_seq = 0;
     loop {
@@ -145,11 +146,16 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
                     kept += 1;
                     min_kept_conn = min_kept_conn.min(ev.seq);
                 }
-                Detail::EvictionGap { count, last_seq, per_priority, per_protocol, .. } => {
+                Detail::EvictionSummary { count, last_seq, per_priority, per_kind, top_sources, sources, .. } => {
                     gap_sum += count;
                     max_gap_last = max_gap_last.max(*last_seq);
                     assert_eq!(per_priority.iter().map(|(_, n)| n).sum::<u64>(), *count);
-                    assert_eq!(per_protocol.iter().map(|(_, n)| n).sum::<u64>(), *count);
+                    // What was evicted, by kind: every event counted once, as what it was.
+                    assert_eq!(per_kind.iter().map(|k| k.events).sum::<u64>(), *count);
+                    assert!(per_kind.iter().all(|k| k.kind == "connection" && k.count == k.events), "{per_kind:?}");
+                    evicted_kinds += per_kind.iter().map(|k| k.count).sum::<u64>();
+                    assert!(top_sources.len() as u64 <= (*sources).min(16));
+                    assert!(top_sources.iter().map(|s| s.attempts).sum::<u64>() <= *count);
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -160,6 +166,7 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
     eprintln!("kept {kept}, evicted {gap_sum}, status {st:?}");
     assert!(gap_sum > 0, "nothing was evicted");
     assert_eq!(written, kept + gap_sum, "written = kept + evicted");
+    assert_eq!(evicted_kinds, gap_sum, "the gaps say what every evicted event was");
     assert_eq!(st.evicted_events, gap_sum);
     assert!(max_gap_last < min_kept_conn, "oldest events must go first");
     // The status seen from another process agrees.

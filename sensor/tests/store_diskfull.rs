@@ -165,7 +165,7 @@ fn full_disk_store_keeps_accepting_evicts_and_reports() {
         after = last.seq;
         for ev in &b {
             match &ev.detail {
-                Detail::EvictionGap { count, .. } => gaps += count,
+                Detail::EvictionSummary { count, .. } => gaps += count,
                 Detail::Rollup { .. } => {}
                 _ => stored += 1,
             }

@@ -31,7 +31,7 @@ fn inspect(db: &Path) -> (BTreeSet<u64>, Vec<(u64, u64)>, u64, u64) {
             let body: Vec<u8> = r.get(1).unwrap();
             assert!(present.insert(seq as u64), "seq {seq} stored twice");
             let ev: Event = postcard::from_bytes(&body).unwrap();
-            if let Detail::EvictionGap { count, first_seq, last_seq, .. } = ev.detail {
+            if let Detail::EvictionSummary { count, first_seq, last_seq, .. } = ev.detail {
                 gaps.push((first_seq, last_seq));
                 gap_total += count;
             }

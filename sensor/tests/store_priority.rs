@@ -38,10 +38,10 @@ fn all(handle: &StoreHandle) -> Vec<Event> {
 /// have had to go first).
 fn assert_priority_order(events: &[Event]) {
     for g in events {
-        if let Detail::EvictionGap { per_priority, .. } = &g.detail {
+        if let Detail::EvictionSummary { per_priority, .. } = &g.detail {
             let highest = per_priority.iter().map(|(p, _)| *p).max().unwrap();
             for ev in events {
-                if ev.seq < g.seq && ev.priority < highest && !matches!(ev.detail, Detail::EvictionGap { .. }) {
+                if ev.seq < g.seq && ev.priority < highest && !matches!(ev.detail, Detail::EvictionSummary { .. }) {
                     panic!(
                         "gap {} evicted {:?} while older {:?} event {} was kept",
                         g.seq, highest, ev.priority, ev.seq
@@ -68,7 +68,7 @@ fn low_priority_goes_first_and_logins_payloads_survive() {
     let handle = run_events(&cfg, dir.path(), (0..n1).map(synthetic_event));
     let evs = all(&handle);
     let count = |p: Priority| evs.iter().filter(|e| e.priority == p).count() as u64;
-    let gaps: Vec<&Event> = evs.iter().filter(|e| matches!(e.detail, Detail::EvictionGap { .. })).collect();
+    let gaps: Vec<&Event> = evs.iter().filter(|e| matches!(e.detail, Detail::EvictionSummary { .. })).collect();
     assert!(!gaps.is_empty(), "nothing evicted");
     let logins = (0..n1).filter(|i| i % 10 == 0 && i % 50 != 0).count() as u64;
     let payloads = (0..n1).filter(|i| i % 50 == 0).count() as u64;
@@ -76,7 +76,7 @@ fn low_priority_goes_first_and_logins_payloads_survive() {
     assert_eq!(count(Priority::Critical), payloads, "every payload must survive a noise flood");
     assert!(count(Priority::Noise) > 0 && count(Priority::Noise) < n1 - logins - payloads);
     for g in &gaps {
-        if let Detail::EvictionGap { per_priority, .. } = &g.detail {
+        if let Detail::EvictionSummary { per_priority, .. } = &g.detail {
             assert!(per_priority.iter().all(|(p, _)| *p == Priority::Noise), "only noise evicted: {per_priority:?}");
         }
     }
@@ -101,7 +101,7 @@ fn low_priority_goes_first_and_logins_payloads_survive() {
     let evicted_credentials: u64 = evs
         .iter()
         .filter_map(|e| match &e.detail {
-            Detail::EvictionGap { per_priority, .. } => {
+            Detail::EvictionSummary { per_priority, .. } => {
                 per_priority.iter().find(|(p, _)| *p == Priority::Credential).map(|(_, n)| *n)
             }
             _ => None,
@@ -113,7 +113,7 @@ fn low_priority_goes_first_and_logins_payloads_survive() {
     let gap_sum: u64 = evs
         .iter()
         .filter_map(|e| match &e.detail {
-            Detail::EvictionGap { count, .. } => Some(*count),
+            Detail::EvictionSummary { count, .. } => Some(*count),
             _ => None,
         })
         .sum();

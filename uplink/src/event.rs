@@ -373,6 +373,54 @@ pub enum Detail {
         source: String,
         outcome: SampleOutcome,
     },
+    /// Events the store evicted to stay under its byte cap, with what they were (the successor
+    /// of [`Detail::EvictionGap`], which sensors no longer write; its `kind` is the same,
+    /// `eviction_gap`). `count`, the seq and time range and `per_priority` mean what they mean
+    /// there; `per_kind` says what the evicted events were, so reports can add them back into
+    /// their totals, and `top_sources` who sent most of them. A version-1 admin gets it as an
+    /// `EvictionGap` ([`Event::downgrade_to`]).
+    EvictionSummary {
+        /// Rows evicted (exact).
+        count: u64,
+        first_seq: u64,
+        last_seq: u64,
+        first_time_ms: i64,
+        last_time_ms: i64,
+        per_priority: Vec<(Priority, u64)>,
+        /// Evicted events per (hour, protocol, port, kind); their `events` sum to `count`.
+        per_kind: Vec<EvictedKind>,
+        /// The sources with most evicted events, most first (at most the sensor's
+        /// `store.gap_top_sources`).
+        top_sources: Vec<EvictedSource>,
+        /// Distinct source addresses among the evicted events (the top list shows some of them).
+        sources: u64,
+    },
+}
+
+/// Evicted events of one kind, from one protocol and destination port, in one hour
+/// ([`Detail::EvictionSummary`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EvictedKind {
+    /// Start of the hour (UTC, ms since the epoch) of the evicted events' own time.
+    pub hour_ms: i64,
+    pub protocol: Protocol,
+    pub dst_port: u16,
+    /// [`Detail::kind`] of the evicted events.
+    pub kind: String,
+    /// Events evicted.
+    pub events: u64,
+    /// What they stood for: one per event, except rollups (their connections).
+    pub count: u64,
+}
+
+/// One source address among the evicted events ([`Detail::EvictionSummary`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EvictedSource {
+    pub ip: IpAddr,
+    /// Events of this address evicted.
+    pub events: u64,
+    /// Of them, connections (attempts): connection events plus rolled-up connections.
+    pub attempts: u64,
 }
 
 /// What the sensor did with a delivered file ([`Detail::Sample`]).
@@ -491,6 +539,8 @@ impl Detail {
             Detail::StoreRecovered { .. } => "store_recovered",
             Detail::Extension { .. } => "extension",
             Detail::Sample { .. } => "sample",
+            // The same record kind as `EvictionGap`, with more detail.
+            Detail::EvictionSummary { .. } => "eviction_gap",
         }
     }
 
@@ -499,7 +549,7 @@ impl Detail {
         // A variant appended later returns the version that introduced it, so
         // `Event::downgrade_to` can rewrite it for older admins.
         match self {
-            Detail::Sample { .. } => 2,
+            Detail::Sample { .. } | Detail::EvictionSummary { .. } => 2,
             _ => 1,
         }
     }
@@ -517,9 +567,11 @@ impl Detail {
             | Detail::DownloadOffered { .. }
             | Detail::Exploit { .. }
             | Detail::Sample { .. } => Priority::Critical,
-            Detail::Rollup { .. } | Detail::EvictionGap { .. } | Detail::Health(_) | Detail::StoreRecovered { .. } => {
-                Priority::System
-            }
+            Detail::Rollup { .. }
+            | Detail::EvictionGap { .. }
+            | Detail::EvictionSummary { .. }
+            | Detail::Health(_)
+            | Detail::StoreRecovered { .. } => Priority::System,
         }
     }
 
@@ -614,6 +666,26 @@ impl Detail {
                 kv("source", source),
                 kv("outcome", outcome.as_str()),
             ],
+            Detail::EvictionSummary {
+                count,
+                first_seq,
+                last_seq,
+                first_time_ms,
+                last_time_ms,
+                per_kind,
+                top_sources,
+                sources,
+                ..
+            } => vec![
+                kv("count", count),
+                kv("first_seq", first_seq),
+                kv("last_seq", last_seq),
+                kv("first_time_ms", first_time_ms),
+                kv("last_time_ms", last_time_ms),
+                kv("evicted", EvictedKind::format_list(per_kind)),
+                kv("top_sources", EvictedSource::format_list(top_sources)),
+                kv("sources", sources),
+            ],
         }
     }
 }
@@ -649,6 +721,38 @@ impl Event {
     /// sent as [`Protocol::Blackhole`] (the "other port" of a version-1 admin) with its detail
     /// as an extension whose `protocol` field names the real one.
     pub fn downgrade_to(&mut self, version: u16) {
+        if version == 1 {
+            // A version-1 admin knows eviction gaps by their first shape: keep its totals.
+            if let Detail::EvictionSummary {
+                count,
+                first_seq,
+                last_seq,
+                first_time_ms,
+                last_time_ms,
+                per_priority,
+                per_kind,
+                ..
+            } = &self.detail
+            {
+                let mut per_protocol: Vec<(Protocol, u64)> = Vec::new();
+                for k in per_kind {
+                    let p = if k.protocol.since_version() > version { Protocol::Blackhole } else { k.protocol };
+                    match per_protocol.iter_mut().find(|(q, _)| *q == p) {
+                        Some(e) => e.1 += k.events,
+                        None => per_protocol.push((p, k.events)),
+                    }
+                }
+                self.detail = Detail::EvictionGap {
+                    count: *count,
+                    first_seq: *first_seq,
+                    last_seq: *last_seq,
+                    first_time_ms: *first_time_ms,
+                    last_time_ms: *last_time_ms,
+                    per_protocol,
+                    per_priority: per_priority.clone(),
+                };
+            }
+        }
         let new_protocol = self.protocol.since_version() > version;
         if self.detail.since_version() > version || new_protocol {
             let kind = self.detail.kind().to_string();
@@ -748,7 +852,72 @@ impl Event {
                 s(reason);
             }
             Detail::Rollup { .. } => {}
+            Detail::EvictionSummary { per_kind, top_sources, per_priority, .. } => {
+                truncate_vec(per_kind, MAX_EVICTED_KINDS);
+                for k in per_kind.iter_mut() {
+                    truncate_utf8(&mut k.kind, 64);
+                }
+                truncate_vec(top_sources, MAX_EVICTED_SOURCES);
+                truncate_vec(per_priority, Priority::ALL.len());
+            }
         }
+    }
+}
+
+/// Most entries in [`Detail::EvictionSummary::per_kind`].
+pub const MAX_EVICTED_KINDS: usize = 4096;
+/// Most entries in [`Detail::EvictionSummary::top_sources`].
+pub const MAX_EVICTED_SOURCES: usize = 256;
+
+impl EvictedKind {
+    /// The flat-field form: `hour_ms protocol port kind events count` per entry, `;` between
+    /// entries (names are `[a-z_]`, so nothing needs quoting). [`EvictedKind::parse_list`] reads it.
+    pub fn format_list(v: &[EvictedKind]) -> String {
+        v.iter()
+            .map(|k| {
+                format!("{} {} {} {} {} {}", k.hour_ms, k.protocol.as_str(), k.dst_port, k.kind, k.events, k.count)
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    /// Reads [`EvictedKind::format_list`]'s form; malformed entries (or unknown protocols) are
+    /// skipped.
+    pub fn parse_list(s: &str) -> Vec<EvictedKind> {
+        s.split(';')
+            .filter_map(|e| {
+                let mut it = e.split(' ');
+                Some(EvictedKind {
+                    hour_ms: it.next()?.parse().ok()?,
+                    protocol: Protocol::parse(it.next()?)?,
+                    dst_port: it.next()?.parse().ok()?,
+                    kind: it.next()?.to_string(),
+                    events: it.next()?.parse().ok()?,
+                    count: it.next()?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl EvictedSource {
+    /// The flat-field form: `ip events attempts` per entry, `;` between entries.
+    pub fn format_list(v: &[EvictedSource]) -> String {
+        v.iter().map(|s| format!("{} {} {}", s.ip, s.events, s.attempts)).collect::<Vec<_>>().join(";")
+    }
+
+    /// Reads [`EvictedSource::format_list`]'s form; malformed entries are skipped.
+    pub fn parse_list(s: &str) -> Vec<EvictedSource> {
+        s.split(';')
+            .filter_map(|e| {
+                let mut it = e.split(' ');
+                Some(EvictedSource {
+                    ip: it.next()?.parse().ok()?,
+                    events: it.next()?.parse().ok()?,
+                    attempts: it.next()?.parse().ok()?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -886,12 +1055,84 @@ mod tests {
                 source: "ftp-stor".into(),
                 outcome: SampleOutcome::Kept,
             },
+            summary(),
         ]
+    }
+
+    fn summary() -> Detail {
+        Detail::EvictionSummary {
+            count: 5,
+            first_seq: 1,
+            last_seq: 7,
+            first_time_ms: 1_700_000_000_000,
+            last_time_ms: 1_700_000_100_000,
+            per_priority: vec![(Priority::Noise, 4), (Priority::Credential, 1)],
+            per_kind: vec![
+                EvictedKind {
+                    hour_ms: 1_699_999_200_000,
+                    protocol: Protocol::Ssh,
+                    dst_port: 22,
+                    kind: "connection".into(),
+                    events: 3,
+                    count: 3,
+                },
+                EvictedKind {
+                    hour_ms: 1_699_999_200_000,
+                    protocol: Protocol::Rdp,
+                    dst_port: 3389,
+                    kind: "connection".into(),
+                    events: 1,
+                    count: 1,
+                },
+                EvictedKind {
+                    hour_ms: 1_699_999_200_000,
+                    protocol: Protocol::Ssh,
+                    dst_port: 22,
+                    kind: "login".into(),
+                    events: 1,
+                    count: 1,
+                },
+            ],
+            top_sources: vec![
+                EvictedSource { ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), events: 4, attempts: 3 },
+                EvictedSource { ip: "2001:db8::1".parse().unwrap(), events: 1, attempts: 1 },
+            ],
+            sources: 2,
+        }
+    }
+
+    #[test]
+    fn an_eviction_summary_is_an_eviction_gap_for_a_version_1_admin() {
+        let mut ev = Event::internal(summary());
+        assert_eq!(ev.detail.kind(), "eviction_gap");
+        ev.downgrade_to(1);
+        match &ev.detail {
+            Detail::EvictionGap { count, first_seq, last_seq, per_protocol, per_priority, .. } => {
+                assert_eq!((*count, *first_seq, *last_seq), (5, 1, 7));
+                // RDP is newer than version 1: counted as blackhole, like its events.
+                assert_eq!(per_protocol, &vec![(Protocol::Ssh, 4), (Protocol::Blackhole, 1)]);
+                assert_eq!(per_priority, &vec![(Priority::Noise, 4), (Priority::Credential, 1)]);
+            }
+            other => panic!("not downgraded: {other:?}"),
+        }
+        // Its flat fields name everything and read back.
+        let d = summary();
+        let f = d.to_fields();
+        let get = |k: &str| f.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("count"), "5");
+        let Detail::EvictionSummary { per_kind, top_sources, .. } = &d else { unreachable!() };
+        assert_eq!(&EvictedKind::parse_list(&get("evicted")), per_kind);
+        assert_eq!(&EvictedSource::parse_list(&get("top_sources")), top_sources);
+        assert!(EvictedKind::parse_list("").is_empty() && EvictedSource::parse_list("x y").is_empty());
+        // Version 0 (no admin knows it): an extension, as for every other variant.
+        let mut ev = Event::internal(summary());
+        ev.downgrade_to(0);
+        assert!(matches!(&ev.detail, Detail::Extension { kind, .. } if kind == "eviction_gap"));
     }
 
     #[test]
     fn version_2_variants_downgrade_for_a_version_1_admin() {
-        let mut ev = sample(all_details().pop().unwrap());
+        let mut ev = sample(all_details().into_iter().find(|d| matches!(d, Detail::Sample { .. })).unwrap());
         ev.downgrade_to(1);
         match &ev.detail {
             Detail::Extension { kind, fields } => {

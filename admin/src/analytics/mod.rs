@@ -49,7 +49,9 @@ pub use queries::{
     SourceRow, Timeline, TopSources, Totals,
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
-pub use refresh::{cc_code, cc_label, refresh};
+pub use refresh::{
+    cc_code, cc_label, evicted_kinds, evicted_sources, refresh, EVICTED_ATTEMPTS_KIND, EVICTED_EVENTS_KIND,
+};
 pub use text::{fmt_time, printable};
 
 use crate::storage::StorageError;

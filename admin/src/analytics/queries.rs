@@ -33,8 +33,14 @@ pub struct Totals {
     pub payloads: i64,
     pub exploits: i64,
     pub downloads: i64,
-    /// Stored event rows of any kind, sensor-internal ones included.
+    /// Event rows of any kind, sensor-internal ones included: those stored plus those the
+    /// sensors evicted before sending (see `evicted_events`).
     pub events: i64,
+    /// Of `events`, events the sensors evicted to stay under their store caps: they are counted
+    /// in every number here (attempts, logins, ...) but their details are gone.
+    pub evicted_events: i64,
+    /// Of `attempts`, connections whose events were evicted.
+    pub evicted_attempts: i64,
     /// Distinct source addresses.
     pub attackers: i64,
     /// Distinct countries of those addresses.
@@ -64,6 +70,8 @@ fn totals_in(db: &dyn Storage, q: &Query, r: &Resolved, src: &SrcMap) -> Result<
             "payload" => t.payloads += rows,
             "exploit" => t.exploits += rows,
             "download_offered" => t.downloads += rows,
+            super::EVICTED_EVENTS_KIND => t.evicted_events += n,
+            super::EVICTED_ATTEMPTS_KIND => t.evicted_attempts += n,
             _ => {}
         }
     }

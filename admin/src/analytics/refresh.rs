@@ -10,6 +10,7 @@ use super::range::floor_to;
 use super::AnalyticsError;
 use crate::enrich::{Enricher, IpInfo};
 use crate::storage::{AggDelta, FoldEvent, FoldTx, IpRecord, Resolution, Storage, StorageError};
+use drosera_uplink::event::{EvictedKind, EvictedSource};
 use std::collections::HashMap;
 
 /// Events folded into the aggregates per transaction.
@@ -103,6 +104,84 @@ impl Interner {
     }
 }
 
+/// Kind rows that count what eviction gaps say was evicted (sensor-internal, `rows` 0, `n` the
+/// evicted events resp. the evicted attempts), in the hour of the evicted events.
+pub const EVICTED_EVENTS_KIND: &str = "evicted_events";
+pub const EVICTED_ATTEMPTS_KIND: &str = "evicted_attempts";
+
+fn gap_field(fields: &str, key: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(fields).ok()?.get(key)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// What an eviction gap's flat fields say was evicted (empty for a gap of the first shape,
+/// which only counted).
+pub fn evicted_kinds(fields: &str) -> Vec<EvictedKind> {
+    gap_field(fields, "evicted").map(|s| EvictedKind::parse_list(&s)).unwrap_or_default()
+}
+
+/// The source addresses an eviction gap's flat fields list.
+pub fn evicted_sources(fields: &str) -> Vec<EvictedSource> {
+    gap_field(fields, "top_sources").map(|s| EvictedSource::parse_list(&s)).unwrap_or_default()
+}
+
+/// Adds what an eviction gap says was evicted: each evicted (hour, protocol, port, kind) into
+/// the kind and port rows as if the events were stored (so attempts, logins, per-protocol and
+/// per-port numbers and the timeline include them), the marker rows [`EVICTED_EVENTS_KIND`]
+/// and [`EVICTED_ATTEMPTS_KIND`] (so reports can say how much of that is evicted), and the
+/// listed top sources into the source rows, at the hour of the gap's oldest evicted event.
+fn fold_gap(
+    ev: &FoldEvent<'_>,
+    fields: &str,
+    tx: &mut dyn FoldTx,
+    b: &mut AggDelta,
+    interner: &mut Interner,
+    enricher: &Enricher,
+) -> Result<(), StorageError> {
+    let kinds = evicted_kinds(fields);
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    let first_ms = gap_field(fields, "first_time_ms").and_then(|s| s.parse::<i64>().ok()).unwrap_or(ev.time_ms);
+    let mut sources = Vec::new();
+    for s in evicted_sources(fields) {
+        let ip = s.ip.to_string();
+        let (id, cc) = interner.ip(tx, &ip, enricher)?;
+        sources.push((id, cc, s));
+    }
+    for (res, all) in AGG_KEYS {
+        let (res, unit) = (res.code(), res.width_ms());
+        let s = if all { 0 } else { ev.sensor_id };
+        for k in &kinds {
+            let (events, count) = (k.events.min(i64::MAX as u64) as i64, k.count.min(i64::MAX as u64) as i64);
+            let bucket = floor_to(k.hour_ms, unit);
+            let protocol = k.protocol.as_str();
+            let e = b.kind.entry((res, bucket, s, protocol.to_string(), k.kind.clone())).or_default();
+            e.0 += events;
+            e.1 += count;
+            let internal = protocol == "sensor";
+            let attempt = if !internal && (k.kind == "connection" || k.kind == "rollup") { count } else { 0 };
+            if attempt > 0 {
+                *b.port.entry((res, bucket, s, protocol.to_string(), i64::from(k.dst_port))).or_default() += attempt;
+            }
+            let sensor = "sensor".to_string();
+            b.kind.entry((res, bucket, s, sensor.clone(), EVICTED_EVENTS_KIND.into())).or_default().1 += events;
+            b.kind.entry((res, bucket, s, sensor, EVICTED_ATTEMPTS_KIND.into())).or_default().1 += attempt;
+        }
+        let bucket = floor_to(first_ms, unit);
+        for (id, cc, src) in &sources {
+            let a = b.src.entry((res, bucket, s, *id)).or_insert((*cc, 0, 0, 0, i64::MAX, i64::MIN));
+            a.1 += src.attempts.min(i64::MAX as u64) as i64;
+            a.3 += src.events.min(i64::MAX as u64) as i64;
+            a.4 = a.4.min(first_ms);
+            a.5 = a.5.max(first_ms);
+        }
+    }
+    Ok(())
+}
+
 /// Adds one event to the delta.
 fn fold(
     ev: &FoldEvent<'_>,
@@ -111,6 +190,9 @@ fn fold(
     interner: &mut Interner,
     enricher: &Enricher,
 ) -> Result<(), StorageError> {
+    if let (Some(fields), "eviction_gap") = (ev.gap_fields, ev.kind) {
+        fold_gap(ev, fields, tx, b, interner, enricher)?;
+    }
     let (t, kind, count) = (ev.time_ms, ev.kind, ev.count);
     let internal = ev.protocol == "sensor";
     let attempt = if kind == "connection" || kind == "rollup" { count } else { 0 };

@@ -40,6 +40,14 @@ impl Report {
             "\nTotals: {} attempts ({} rolled up), {} logins, {} commands, {} http requests, {} payloads, {} exploits, {} downloads; {} attackers from {} countries; {} events",
             t.attempts, t.rolled_up, t.logins, t.commands, t.http_requests, t.payloads, t.exploits, t.downloads, t.attackers, t.countries, t.events
         );
+        if t.evicted_events > 0 {
+            let _ = writeln!(
+                o,
+                "Evicted: the sensors evicted {} events ({} attempts) before sending them to stay under their store caps; \
+                 they are counted above, but their details (credentials, commands, payloads) are gone.",
+                t.evicted_events, t.evicted_attempts
+            );
+        }
         let _ =
             writeln!(o, "\nPer protocol:\n  {:<10} {:>10} {:>10} {:>10}", "protocol", "attempts", "logins", "events");
         for p in &self.protocols {

@@ -132,7 +132,15 @@ pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries:
     b += &stat("total-payloads", "payloads", t.payloads);
     b += &stat("total-exploits", "exploits", t.exploits);
     b += &stat("total-rolled-up", "rolled up", t.rolled_up);
+    b += &stat("total-evicted", "evicted", t.evicted_events);
     b += "</section>";
+    if t.evicted_events > 0 {
+        let _ = write!(
+            b,
+            r#"<p class="note" id="evicted-note">The sensors evicted {} events ({} attempts) before sending them, to stay under their store caps. They are counted in these totals, but their details (credentials, commands, payloads) are gone.</p>"#,
+            t.evicted_events, t.evicted_attempts
+        );
+    }
     let labels: Vec<String> = tl.buckets.iter().map(|x| label_for(tl, *x)).collect();
     let mut series = vec![("all sensors".to_string(), tl.attempts.clone())];
     if tl.per_sensor.len() > 1 {
@@ -233,28 +241,43 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
     b + "</tbody></table></section></div>"
 }
 
+/// Characters of a credential shown in a table cell; the whole value is in the cell's title
+/// (a tooltip), so a 200-character password cannot push the table off the screen.
+const CELL_CHARS: usize = 40;
+
+/// A table cell for attacker-chosen text: at most [`CELL_CHARS`] characters, the full value in
+/// `title`, clipped by CSS as well (`td.clip`).
+fn clip_cell(v: &str) -> String {
+    let shown: String = v.chars().take(CELL_CHARS).collect();
+    let more = if shown.len() < v.len() { "…" } else { "" };
+    format!(r#"<td class="mono clip" title="{}">{}{more}</td>"#, esc(v), esc(&shown))
+}
+
 pub fn credentials(c: &Credentials) -> String {
     let mut b = String::from(r#"<div class="grid3">"#);
     for (id, title, rows) in [("usernames", "User names", &c.usernames), ("passwords", "Passwords", &c.passwords)] {
         let _ = write!(
             b,
-            r#"<section class="card"><h2>{title}</h2><table id="{id}"><thead><tr><th>value</th><th>tries</th></tr></thead><tbody>"#
+            r#"<section class="card"><h2>{title}</h2><table id="{id}" class="creds"><thead><tr><th>value</th><th class="tries">tries</th></tr></thead><tbody>"#
         );
         for r in rows {
             let _ = write!(
                 b,
-                r#"<tr data-key="{k}"><td class="mono">{k}</td><td class="n count">{}</td></tr>"#,
+                r#"<tr data-key="{k}">{}<td class="n count">{}</td></tr>"#,
+                clip_cell(&r.value),
                 r.count,
                 k = esc(&r.value)
             );
         }
         b += "</tbody></table></section>";
     }
-    b += r#"<section class="card"><h2>Pairs</h2><table id="pairs"><thead><tr><th>user</th><th>password</th><th>tries</th></tr></thead><tbody>"#;
+    b += r#"<section class="card"><h2>Pairs</h2><table id="pairs" class="creds"><thead><tr><th>user</th><th>password</th><th class="tries">tries</th></tr></thead><tbody>"#;
     for p in &c.pairs {
         let _ = write!(
             b,
-            r#"<tr data-key="{u}&#10;{p}"><td class="mono">{u}</td><td class="mono">{p}</td><td class="n count">{}</td></tr>"#,
+            r#"<tr data-key="{u}&#10;{p}">{}{}<td class="n count">{}</td></tr>"#,
+            clip_cell(&p.username),
+            clip_cell(&p.password),
             p.count,
             u = esc(&p.username),
             p = esc(&p.password)

@@ -92,6 +92,11 @@ pub fn timeline(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) -
             );
         }
         let _ = write!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#, pts.join(" "));
+        if values.len() == 1 {
+            // A polyline of one point draws nothing (the first day of a sensor): draw the point.
+            let _ =
+                write!(s, r#"<circle class="point" cx="{:.1}" cy="{:.1}" r="4" fill="{color}"/>"#, x(0), y(values[0]));
+        }
         let _ = write!(
             s,
             r##"<rect x="{:.1}" y="8" width="10" height="10" fill="{color}"/><text x="{:.1}" y="17" font-size="12" fill="#111827">{}</text>"##,

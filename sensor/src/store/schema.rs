@@ -4,10 +4,10 @@
 //! `ev0`..`ev4` hold the events of each [`Priority`] class. A row is `seq INTEGER PRIMARY KEY`
 //! (the rowid itself, so no second copy of the key) and `body BLOB`: postcard of the event with
 //! `seq = 0` and `sensor = ""`. Time and protocol live inside the body; eviction decodes only the
-//! small head of the body ([`Head`]) to build its gap record.
+//! whole body of each evicted row to say what it was in its gap record.
 
 use super::StoreError;
-use drosera_uplink::event::{Event, Priority, Protocol, Transport};
+use drosera_uplink::event::{Event, Priority};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
@@ -127,20 +127,4 @@ pub fn decode_body(seq: u64, body: &[u8], sensor: &str) -> Result<Event, StoreEr
     ev.seq = seq;
     ev.sensor = sensor.to_string();
     Ok(ev)
-}
-
-/// The leading fields of an encoded [`Event`] (postcard is positional, so a prefix struct
-/// decodes the prefix of the bytes).
-#[derive(serde::Deserialize)]
-pub struct Head<'a> {
-    pub _seq: u64,
-    pub time_ms: i64,
-    #[serde(borrow)]
-    pub _sensor: &'a str,
-    pub _transport: Transport,
-    pub protocol: Protocol,
-}
-
-pub fn decode_head(body: &[u8]) -> Option<(i64, Protocol)> {
-    postcard::take_from_bytes::<Head>(body).ok().map(|(h, _)| (h.time_ms, h.protocol))
 }

@@ -352,7 +352,7 @@ impl StoreWriter {
         let mut seq = self.next_seq;
         let mut gap_rows = 0u64;
         if let Some(g) = &gap {
-            let mut ev = g.to_event();
+            let mut ev = g.to_event(self.cfg.gap_top_sources);
             let mut body = Vec::with_capacity(128);
             encode_body(&mut ev, &mut body)?;
             tx.prepare_cached(insert_sql(Priority::System))?.execute(rusqlite::params![seq as i64, body])?;
@@ -537,7 +537,7 @@ impl StoreWriter {
         let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.shared.rows.load(Ordering::Acquire))? else {
             return Ok(());
         };
-        let mut ev = g.to_event();
+        let mut ev = g.to_event(self.cfg.gap_top_sources);
         let mut body = Vec::with_capacity(128);
         encode_body(&mut ev, &mut body)?;
         let seq = self.next_seq;

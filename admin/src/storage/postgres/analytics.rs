@@ -141,7 +141,8 @@ impl FoldTx for PgFoldTx<'_> {
 }
 
 pub(crate) const FOLD_SQL: &str =
-    "SELECT txid, id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password
+    "SELECT txid, id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password,
+            CASE WHEN kind = 'eviction_gap' THEN fields END
      FROM events
      WHERE (txid, id) > ($1, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
      ORDER BY txid, id LIMIT $3";
@@ -187,6 +188,13 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
     // Look the batch's addresses and strings up at once; reserve ids for the new ones.
     let mut ips: HashSet<&str> = HashSet::new();
     let mut strs: HashSet<&str> = HashSet::new();
+    // The addresses an eviction gap lists are folded too (analytics::refresh).
+    let gap_ips: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<&str>>(11))
+        .flat_map(|f| crate::analytics::evicted_sources(f).into_iter().map(|s| s.ip.to_string()))
+        .collect();
+    ips.extend(gap_ips.iter().map(String::as_str));
     for r in &rows {
         if r.get::<_, &str>(4) == "sensor" {
             continue;
@@ -240,6 +248,7 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
             count: r.get(8),
             username: r.get(9),
             password: r.get(10),
+            gap_fields: r.get(11),
         };
         fold(&ev, &mut ids, &mut delta)?;
     }

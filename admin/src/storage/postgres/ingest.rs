@@ -60,7 +60,7 @@ pub(crate) async fn write_event(
         &ev.time_ms,
         &ev.transport.as_str(),
         &ev.protocol.as_str(),
-        &ev.detail.kind(),
+        &l.kind,
         &src_ip,
         &src_port,
         &dst_port,

@@ -98,7 +98,8 @@ pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Resu
     let mut n = 0u64;
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password
+            "SELECT id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password,
+                    CASE WHEN kind = 'eviction_gap' THEN fields END
              FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![last, limit.min(i64::MAX as u64) as i64])?;
@@ -116,6 +117,7 @@ pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Resu
                 count: r.get(7)?,
                 username: opt_text(r, 8)?,
                 password: opt_text(r, 9)?,
+                gap_fields: opt_text(r, 10)?,
             };
             fold(&ev, &mut ids, &mut delta)?;
         }

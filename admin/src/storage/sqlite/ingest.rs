@@ -72,7 +72,7 @@ pub fn insert_event(tx: &Connection, sensor_id: i64, ev: &Event) -> rusqlite::Re
         ev.time_ms,
         ev.transport.as_str(),
         ev.protocol.as_str(),
-        ev.detail.kind(),
+        l.kind,
         ev.src_ip.to_string(),
         ev.src_port,
         ev.dst_port,
