@@ -497,6 +497,8 @@ fn standard_ports_config() -> (Config, std::net::IpAddr) {
                 banner: String::new(),
                 enabled: true,
                 host_key: None,
+                passive_ports: None,
+                passive_address: None,
             })
             .collect();
         return (cfg, ip);

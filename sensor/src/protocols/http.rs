@@ -616,6 +616,7 @@ mod tests {
             persona: Persona::Mixed,
             credentials: crate::credentials::CredentialPolicy::refuse_all(),
             samples: area.clone(),
+            services: crate::protocols::Shared::default(),
         });
         let (peer_addr, local) = ("192.0.2.9:4444".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
         let mut s = Session::new(Box::new(a), 1, peer_addr, local, drosera_uplink::Protocol::Http, limits, env);
