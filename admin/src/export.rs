@@ -130,10 +130,11 @@ fn rfc3339(ms: i64) -> String {
     }
 }
 
-/// A CSV cell: quoted when needed; text that a spreadsheet would run as a formula gets a
-/// leading `'` (attackers choose these strings).
+/// A CSV cell: control and format characters written as visible escapes (`cat` of the file
+/// must not run an attacker's `ESC` sequence), quoted when needed; text that a spreadsheet would
+/// run as a formula gets a leading `'` (attackers choose these strings).
 fn csv_cell(s: &str, text: bool) -> String {
-    let mut v = s.to_string();
+    let mut v = crate::shown::escaped(s);
     if text && v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         v.insert(0, '\'');
     }
@@ -142,6 +143,13 @@ fn csv_cell(s: &str, text: bool) -> String {
     } else {
         v
     }
+}
+
+/// One JSONL row, with C1 controls and format characters escaped (serde_json escapes C0).
+fn write_json_line(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let line = serde_json::to_string(v).map_err(std::io::Error::from)?;
+    out.write_all(crate::shown::json_line(&line).as_bytes())?;
+    out.write_all(b"\n")
 }
 
 /// Writes the attacks or events of `q` (exact bounds; `None` = unbounded) to `out`; returns
@@ -474,8 +482,7 @@ impl Attack {
         m.insert("exploits".into(), list(&self.exploits));
         m.insert("fingerprints".into(), list(&self.fingerprints));
         if json {
-            serde_json::to_writer(&mut *out, &Value::Object(m)).map_err(std::io::Error::from)?;
-            return out.write_all(b"\n");
+            return write_json_line(out, &Value::Object(m));
         }
         // CSV: text cells in the column order (lists as JSON arrays; text defused).
         let cells: Vec<String> = ATTACK_COLUMNS
@@ -618,8 +625,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>) -> std::io
                     m.insert(k, v);
                 }
             }
-            serde_json::to_writer(&mut *out, &Value::Object(m)).map_err(std::io::Error::from)?;
-            out.write_all(b"\n")
+            write_json_line(out, &Value::Object(m))
         }
         Format::Csv | Format::EventsCsv => {
             let cells = [
@@ -746,6 +752,9 @@ mod tests {
         assert_eq!(csv_cell("say \"hi\"", true), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_cell("=cmd()", true), "'=cmd()");
         assert_eq!(csv_cell("plain", true), "plain");
+        // An attacker's terminal escape and a right-to-left override arrive visible, not raw.
+        assert_eq!(csv_cell("x\x1b[2J\u{9b}y", true), "x\\u{1b}[2J\\u{9b}y");
+        assert_eq!(csv_cell("=1\u{202e}", true), "'=1\\u{202e}");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
     }
 }

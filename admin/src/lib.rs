@@ -17,6 +17,7 @@ pub mod export;
 pub mod ingest;
 pub mod retention;
 pub mod sensors;
+pub mod shown;
 pub mod storage;
 pub mod testpg;
 pub mod users;

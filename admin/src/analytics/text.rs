@@ -15,9 +15,10 @@ pub fn fmt_time(ms: Option<i64>) -> String {
     }
 }
 
-/// Escapes control characters so attacker strings cannot mess with a terminal.
+/// Escapes control and format characters so attacker strings cannot mess with a terminal or
+/// pass for other text (see [`crate::shown`]).
 pub fn printable(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    crate::shown::escaped(s)
 }
 
 impl Report {

@@ -11,6 +11,9 @@ pub fn esc(s: &str) -> String {
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&#39;"),
             c if c.is_control() => o.push('\u{fffd}'),
+            // Bidi overrides and invisible characters: shown as their escape, so a name or URL
+            // cannot pass for another (see `crate::shown`).
+            c if crate::shown::is_format(c) => o.extend(c.escape_default()),
             c => o.push(c),
         }
     }
