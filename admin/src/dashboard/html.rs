@@ -19,3 +19,17 @@ pub fn esc(s: &str) -> String {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn markup_controls_and_format_characters_are_defused() {
+        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(esc("a\x1bb"), "a\u{fffd}b");
+        // A right-to-left override or a zero-width space cannot make one name look like another.
+        assert_eq!(esc("admin\u{202e}fdp.exe"), "admin\\u{202e}fdp.exe");
+        assert_eq!(esc("ro\u{200b}ot"), "ro\\u{200b}ot");
+    }
+}
