@@ -11,6 +11,8 @@
 //! `bench_admin url URL`   any backend (`sqlite:PATH`, `postgres://…`): folds what is new
 //!                         (timed), then the query table (`scripts/bench-fleet.sh` runs it on a
 //!                         PostgreSQL copy made by `drosera-admin migrate`).
+// Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use anyhow::Context;
 use drosera_admin::analytics::{self, Query, DAY_MS, HOUR_MS};

@@ -1,4 +1,6 @@
 //! The `report`, `export` and `user add` commands of the real `drosera-admin` binary.
+// Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics_support;
 use analytics_support::*;

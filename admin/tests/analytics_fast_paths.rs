@@ -2,6 +2,8 @@
 //! indexes for payloads, exploits and downloads) against straightforward SQL over the raw events
 //! of a small generated database, for ranges that mix hour, day and week rows, with and without
 //! a sensor filter.
+// Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics_support;
 use analytics_support::*;

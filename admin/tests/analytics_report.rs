@@ -1,5 +1,7 @@
 //! Analytics over a fixture with known numbers: totals, filters, ranges, incremental refresh,
 //! retention keeping daily rollups.
+// Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics_support;
 use analytics_support::*;

@@ -1,4 +1,6 @@
 //! Offline enrichment with the shipped databases and with configured files.
+// Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_admin::enrich::{EnrichError, Enricher, EnrichmentConfig};
 

@@ -1,6 +1,8 @@
 //! Shared fixture for the analytics, export, enrichment and dashboard tests: a small admin
 //! database with known numbers.
 #![allow(dead_code)]
+// Test fixtures may panic; the workspace denies unwrap/expect elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_admin::storage::{open_backend, Backend, BatchIn, BatchOutcome, Storage};
 use drosera_uplink::event::{CloseReason, Detail, Event, Health, Priority, Protocol, Secret, ShedReason, Transport};
