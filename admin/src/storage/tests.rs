@@ -10,12 +10,28 @@ use crate::sensors;
 use drosera_uplink::event::{CloseReason, Detail, Priority, Protocol, Transport};
 
 /// A fresh, empty database of every backend (with what keeps it alive).
-fn backends() -> Vec<(Box<dyn Storage>, tempfile::TempDir)> {
+/// PostgreSQL folds only rows of transactions older than the oldest one still running in the
+/// whole server (see `storage::postgres`). `postgres_fold_never_skips_an_event_that_commits_late`
+/// keeps a transaction open on purpose; while it does, every other test's fold on the shared test
+/// server rightly waits, so those tests hold this lock for reading and that one for writing.
+static PG_OPEN_TRANSACTION: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// What a test keeps alive while it uses a backend: its directory and its share of the server.
+struct Held {
+    _dir: tempfile::TempDir,
+    _pg: std::sync::RwLockReadGuard<'static, ()>,
+}
+
+fn held(dir: tempfile::TempDir) -> Held {
+    Held { _dir: dir, _pg: PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner()) }
+}
+
+fn backends() -> Vec<(Box<dyn Storage>, Held)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite::open(&dir.path().join("a.db")).unwrap();
-    let mut v: Vec<(Box<dyn Storage>, tempfile::TempDir)> = vec![(Box::new(sqlite), dir)];
+    let mut v: Vec<(Box<dyn Storage>, Held)> = vec![(Box::new(sqlite), held(dir))];
     if let Some(url) = crate::testpg::fresh_database() {
-        v.push((Box::new(postgres::Postgres::open(&url).unwrap()), tempfile::tempdir().unwrap()));
+        v.push((Box::new(postgres::Postgres::open(&url).unwrap()), held(tempfile::tempdir().unwrap())));
     }
     v
 }
@@ -333,6 +349,7 @@ fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
 
 #[test]
 fn migrate_moves_every_table_from_sqlite_to_postgres() {
+    let _pg = PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner());
     let Some(url) = crate::testpg::fresh_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
@@ -377,11 +394,11 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
 
 /// Where each backend's database lives, so a test can open several handles on it (as several
 /// admins, or the ingest writer and the dashboard of one, do).
-fn backend_locations() -> Vec<(Backend, tempfile::TempDir)> {
+fn backend_locations() -> Vec<(Backend, Held)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut v = vec![(Backend::Sqlite(dir.path().join("a.db")), dir)];
+    let mut v = vec![(Backend::Sqlite(dir.path().join("a.db")), held(dir))];
     if let Some(url) = crate::testpg::fresh_database() {
-        v.push((Backend::Postgres(url), tempfile::tempdir().unwrap()));
+        v.push((Backend::Postgres(url), held(tempfile::tempdir().unwrap())));
     }
     v
 }
@@ -430,6 +447,7 @@ fn two_admins_ingesting_one_sensor_store_each_batch_once() {
 
 #[test]
 fn postgres_fold_never_skips_an_event_that_commits_late() {
+    let _alone = PG_OPEN_TRANSACTION.write().unwrap_or_else(|p| p.into_inner());
     let Some(url) = crate::testpg::fresh_database() else { return };
     let db = postgres::Postgres::open(&url).unwrap();
     sensors::register(&db, "pi", "aa", 0).unwrap();
