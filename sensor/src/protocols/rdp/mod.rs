@@ -7,8 +7,9 @@
 //!    protocols are recorded (`Fingerprint` `rdp-connection-request`).
 //! 2. We confirm PROTOCOL_HYBRID (CredSSP) like Windows Server with NLA required (a client
 //!    that offers only TLS or standard RDP security gets HYBRID_REQUIRED_BY_SERVER).
-//! 3. TLS with a self-signed certificate named after the host, made once per sensor process
-//!    (like a Windows host's own RDP certificate). The ClientHello is recorded as a JA3 string
+//! 3. TLS with a self-signed RSA certificate named after the host, made once per sensor
+//!    process or kept in the service's `host_key` file (like a Windows host's own RDP
+//!    certificate, see `tls`). The ClientHello is recorded as a JA3 string
 //!    and its MD5 (`Fingerprint` `ja3`).
 //! 4. CredSSP over TLS: the client's NTLM NEGOTIATE, our CHALLENGE naming the persona's host
 //!    (what `nmap --script rdp-ntlm-info` prints), the client's AUTHENTICATE: a `Login` with the
@@ -85,7 +86,13 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     }
     let smb = SmbPersona::of(persona);
     let host = if svc.banner.is_empty() { smb.default_host.to_string() } else { svc.banner.clone() };
-    let config = tls::server_config(&host).map_err(|_| CloseReason::IoError)?;
+    let config = match tls::server_config(&host, svc.host_key.as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "rdp: no TLS certificate");
+            return Err(CloseReason::IoError);
+        }
+    };
     let io = session.take_io().await?;
     let idle = session.limits.idle_timeout;
     let deadline = session.deadline();
