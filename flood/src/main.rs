@@ -455,7 +455,7 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.read_exact(&mut challenge).await?;
             s.write_all(&[0u8; 16]).await?;
             let mut result = [0u8; 4];
-            s.read_exact(&mut result).await
+            s.read_exact(&mut result).await.map(|_| ())
         }
     }
 }

@@ -14,7 +14,8 @@
 //! Per persona ([`Flavor`]): a RealVNC-like RFB 3.8 server on windows-server, TigerVNC/x11vnc
 //! (RFB 3.8) on mixed and linux-server, an embedded libvncserver speaking RFB 3.3 (the server
 //! picks the security type) on the iot-router. `nmap -sV` names "VNC (protocol 3.8)" (or 3.3),
-//! `vnc-info` lists "VNC Authentication".
+//! `vnc-info` lists "VNC Authentication". A configured `banner` (`RFB 003.007`) replaces the
+//! server's version.
 //!
 //! Bounded: the handshake is a fixed number of fixed-size reads (at most [`MAX_ATTEMPTS`]
 //! security type choices), then the session ends.

@@ -21,7 +21,8 @@
 //! Per persona: `windows-server` and `mixed` answer as the Windows host of the SMB service
 //! (same NetBIOS name and version). RDP makes no sense on a Linux server or a router, so on
 //! `linux-server` and `iot-router` the port records the connection request and closes without
-//! an answer (nmap: `tcpwrapped`); enable the service only with a Windows persona.
+//! an answer (nmap: `tcpwrapped`); enable the service only with a Windows persona. A configured
+//! `banner` replaces the host name (certificate subject, NTLM target names).
 //!
 //! Bounded: every read has a fixed cap ([`wire`]'s `MAX_*`), idle and session timeouts apply
 //! after TLS too, and a connection carries one login.

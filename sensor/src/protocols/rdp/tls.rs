@@ -74,7 +74,8 @@ fn load_or_make(host: &str, file: Option<&Path>) -> Result<Arc<ServerConfig>, Ce
                 drosera_uplink::tls::write_file_atomic(path, text.as_bytes(), 0o600)
                     .map_err(|e| bad(path, e.to_string()))?;
             }
-            let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CertError::Rsa(e.to_string()))?;
+            let cert =
+                CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CertError::Rsa(e.to_string()))?;
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| CertError::Rsa(e.to_string()))?;
             (cert, key)
         }
