@@ -14,6 +14,9 @@ PKGS=(curl lftp mariadb-client freetds-bin smbclient openssh-client sshpass teln
 PKGS+=(hydra nmap python3-impacket)
 # Clients of the services of issue 17 (Redis, ADB, Docker Engine API, SMTP).
 PKGS+=(redis-tools adb docker.io swaks)
+# RDP and VNC clients (issue 17): FreeRDP's xfreerdp (/auth-only, run under xvfb-run: it opens
+# an X display first) and vncsnapshot (RFB 3.3).
+PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)

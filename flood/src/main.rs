@@ -96,6 +96,11 @@ enum Probe {
     Docker,
     /// Read the SMTP 220 banner, `EHLO` and `QUIT`, read the reply.
     Smtp,
+    /// RDP X.224 Connection Request (cookie, TLS + CredSSP), read the Connection Confirm.
+    Rdp,
+    /// VNC: read the RFB version, send ours, read the security types, choose VNC
+    /// authentication, read the challenge, send a response, read the refusal.
+    Vnc,
 }
 
 #[derive(Default)]
@@ -231,6 +236,19 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(b"220 mail ESMTP\r\n").await?;
             let _ = s.read(&mut buf).await?;
             s.write_all(b"250 mail\r\n221 2.0.0 Bye\r\n").await
+        }
+        Probe::Rdp => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"\x03\0\0\x13\x0e\xd0\0\0\x124\0\x02\x1f\x08\0\x02\0\0\0").await
+        }
+        Probe::Vnc => {
+            s.write_all(probe::RFB_3_8).await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&[1, 2]).await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&[7u8; 16]).await?;
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"\0\0\0\x01\0\0\0\x15Authentication failed").await
         }
     }
 }
@@ -407,6 +425,37 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             read_until(s, b"220").await?;
             s.write_all(&probe::smtp_ehlo_quit("bench")).await?;
             read_until(s, b"250").await
+        }
+        Probe::Rdp => {
+            s.write_all(&probe::rdp_connection_request("bench")).await?;
+            let mut h = [0u8; 19];
+            s.read_exact(&mut h).await?;
+            if h[..2] == [3, 0] && h[5] == 0xd0 {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Vnc => {
+            let mut version = [0u8; 12];
+            s.read_exact(&mut version).await?;
+            if !version.starts_with(b"RFB ") {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            s.write_all(probe::RFB_3_8).await?;
+            let mut n = [0u8; 1];
+            s.read_exact(&mut n).await?;
+            let mut types = vec![0u8; n[0] as usize];
+            s.read_exact(&mut types).await?;
+            if !types.contains(&2) {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            s.write_all(&[2]).await?;
+            let mut challenge = [0u8; 16];
+            s.read_exact(&mut challenge).await?;
+            s.write_all(&[0u8; 16]).await?;
+            let mut result = [0u8; 4];
+            s.read_exact(&mut result).await.map(|_| ())
         }
     }
 }

@@ -109,6 +109,22 @@ pub fn smtp_ehlo_quit(name: &str) -> Vec<u8> {
     format!("EHLO {name}\r\nQUIT\r\n").into_bytes()
 }
 
+/// An RDP X.224 Connection Request as `mstsc` sends it: `Cookie: mstshash=user` and an RDP
+/// negotiation request for TLS and CredSSP (PROTOCOL_SSL | PROTOCOL_HYBRID), TPKT framed.
+pub fn rdp_connection_request(user: &str) -> Vec<u8> {
+    let mut x224 = vec![0u8, 0xe0, 0, 0, 0, 0, 0];
+    x224.extend_from_slice(format!("Cookie: mstshash={user}\r\n").as_bytes());
+    x224.extend_from_slice(&[1, 0, 8, 0, 3, 0, 0, 0]);
+    x224[0] = (x224.len() - 1) as u8;
+    let mut v = vec![3, 0];
+    v.extend_from_slice(&((x224.len() + 4) as u16).to_be_bytes());
+    v.extend_from_slice(&x224);
+    v
+}
+
+/// A VNC client's ProtocolVersion message (RFB 3.8).
+pub const RFB_3_8: &[u8; 12] = b"RFB 003.008\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +147,7 @@ mod tests {
         assert_eq!((&a[..4], &a[20..24]), (&b"CNXN"[..], &b"\xbc\xb1\xa7\xb1"[..]));
         assert!(docker_ping("h").ends_with(b"\r\n\r\n") && redis_ping_quit().ends_with(b"QUIT\r\n"));
         assert!(smtp_ehlo_quit("x").starts_with(b"EHLO x\r\n"));
+        let r = rdp_connection_request("nmap");
+        assert_eq!(r, b"\x03\0\0*%\xe0\0\0\0\0\0Cookie: mstshash=nmap\r\n\x01\0\x08\0\x03\0\0\0", "nmap's probe");
     }
 }

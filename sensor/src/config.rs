@@ -279,7 +279,8 @@ pub struct ServiceSection {
     pub enabled: bool,
     /// SSH only: file holding the Ed25519 host key seed; the RSA and ECDSA host keys live in
     /// `FILE.rsa` and `FILE.ecdsa` (each created 0600 on first start, so the host keys survive
-    /// restarts). Unset: new host keys each start.
+    /// restarts). Unset: new host keys each start. RDP: file holding the TLS certificate and its
+    /// key (PEM, created 0600 on first use, so the certificate survives restarts).
     #[serde(default)]
     pub host_key: Option<PathBuf>,
     /// FTP only: the passive data ports `[first, last]` (inclusive). Each PASV/EPSV listens on

@@ -40,6 +40,7 @@ fn probe_for(p: Protocol) -> Vec<u8> {
         Protocol::Adb => drosera_flood::probe::adb_connect(),
         Protocol::Docker => drosera_flood::probe::docker_ping("x"),
         Protocol::Smtp => drosera_flood::probe::smtp_ehlo_quit("x"),
+        Protocol::Rdp => drosera_flood::probe::rdp_connection_request("x"),
         _ => Vec::new(),
     }
 }
@@ -47,7 +48,8 @@ fn probe_for(p: Protocol) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_connections_are_all_accounted_for() {
     raise_fd_limit();
-    let mut cfg = support::config_for(&["http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp"]);
+    let mut cfg =
+        support::config_for(&["http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp", "rdp", "vnc"]);
     cfg.blackhole.ports = vec![0];
     cfg.blackhole.bind = "127.0.0.1".parse().unwrap();
     cfg.limits.max_connections = 1024;

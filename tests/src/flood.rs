@@ -41,6 +41,8 @@ pub enum Probe {
     Adb,
     /// The Docker CLI's `GET /_ping`.
     Docker,
+    /// An RDP X.224 Connection Request with a `mstshash` cookie.
+    Rdp,
 }
 
 #[derive(Clone, Debug)]
@@ -283,6 +285,7 @@ pub fn probe_bytes(p: Probe) -> Vec<u8> {
         Probe::Redis => probe::redis_ping_quit(),
         Probe::Adb => probe::adb_connect(),
         Probe::Docker => probe::docker_ping("torture"),
+        Probe::Rdp => probe::rdp_connection_request("torture"),
     }
 }
 

@@ -102,6 +102,8 @@ const SERVICES: &[(&str, Probe)] = &[
     ("adb", Probe::Adb),
     ("docker", Probe::Docker),
     ("smtp", Probe::Banner),
+    ("rdp", Probe::Rdp),
+    ("vnc", Probe::Banner),
 ];
 
 impl Stack {

@@ -28,12 +28,14 @@ pub mod http;
 pub mod mssql;
 pub mod mysql;
 pub mod per_source;
+pub mod rdp;
 pub mod redis;
 pub mod shell;
 pub mod smb;
 pub mod smtp;
 pub mod ssh;
 pub mod telnet;
+pub mod vnc;
 
 /// The services a config's `[[service]] kind` can name. The serde name of each is its
 /// protocol's name (`http`, `ftp`, ...), so the config, the events and the admin's reports use
@@ -52,11 +54,13 @@ pub enum ServiceKind {
     Adb,
     Docker,
     Smtp,
+    Rdp,
+    Vnc,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 11] = [
+    pub const ALL: [ServiceKind; 13] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -68,6 +72,8 @@ impl ServiceKind {
         ServiceKind::Adb,
         ServiceKind::Docker,
         ServiceKind::Smtp,
+        ServiceKind::Rdp,
+        ServiceKind::Vnc,
     ];
 
     /// The protocol recorded in this service's events.
@@ -84,6 +90,8 @@ impl ServiceKind {
             ServiceKind::Adb => Protocol::Adb,
             ServiceKind::Docker => Protocol::Docker,
             ServiceKind::Smtp => Protocol::Smtp,
+            ServiceKind::Rdp => Protocol::Rdp,
+            ServiceKind::Vnc => Protocol::Vnc,
         }
     }
 }
@@ -102,6 +110,8 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Adb => boxed(adb::handle(session, svc)).await,
         ServiceKind::Docker => boxed(docker::handle(session, svc)).await,
         ServiceKind::Smtp => boxed(smtp::handle(session, svc)).await,
+        ServiceKind::Rdp => boxed(rdp::handle(session, svc)).await,
+        ServiceKind::Vnc => vnc::handle(session, svc).await,
     }
 }
 
