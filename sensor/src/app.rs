@@ -60,6 +60,12 @@ pub fn bind_and_drop(cfg: &Config) -> anyhow::Result<Prepared> {
     Ok(Prepared { listeners })
 }
 
+/// To be called first in `main`: the threads that exist before the program starts any (see
+/// `privileges.rs`), so that [`bind_and_drop`] can tell that none of ours runs yet.
+pub fn record_startup_threads() {
+    crate::privileges::record_startup_threads();
+}
+
 /// What `run` checks before serving, for `check-config`: the uplink's CA, certificate, key (mode
 /// 0600 or stricter) and admin names load, so the sensor can ship.
 pub fn check_uplink(uplink: &crate::config::UplinkSection) -> Result<(), shipper::ShipperError> {

@@ -64,6 +64,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
+    drosera_sensor::app::record_startup_threads();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run { config } => {

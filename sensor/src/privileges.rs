@@ -133,6 +133,16 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|rd| rd.count()).unwrap_or(1)
 }
 
+/// Threads the process had before it started any of its own (see [`record_startup_threads`]).
+static STARTUP_THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Records how many threads exist before the program starts any: 1 natively, 2 under
+/// qemu-user (the arm64 tests), whose emulator keeps a thread of its own. `main` calls it
+/// first; [`drop_privileges`] then refuses if there are more, i.e. threads of ours.
+pub fn record_startup_threads() {
+    let _ = STARTUP_THREADS.set(thread_count());
+}
+
 /// What happened, for the log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Dropped {
@@ -161,7 +171,7 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, PrivilegeError> {
         return Err(PrivilegeError::UserIsRoot(user.to_string()));
     }
     let threads = thread_count();
-    if threads > 1 {
+    if threads > STARTUP_THREADS.get().copied().unwrap_or(1) {
         return Err(PrivilegeError::Threaded(threads));
     }
     // Drop every capability from the bounding set while we still hold CAP_SETPCAP.
@@ -277,6 +287,8 @@ mod tests {
         // SAFETY: the child only calls async-signal-safe-enough code and exits.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
+                // The child has only the forking thread (and, under qemu-user, the emulator's).
+                record_startup_threads();
                 let ok = matches!(drop_privileges("nobody"), Ok(Dropped::To { .. }))
                     && !geteuid().is_root()
                     && std::net::TcpListener::bind("127.0.0.1:1").is_err();
