@@ -67,6 +67,30 @@ bind = "127.0.0.1"
 kind = "smb"
 ports = [14445]
 bind = "127.0.0.1"
+[[service]]
+kind = "redis"
+ports = [16379]
+bind = "127.0.0.1"
+[[service]]
+kind = "adb"
+ports = [15555]
+bind = "127.0.0.1"
+[[service]]
+kind = "docker"
+ports = [12375]
+bind = "127.0.0.1"
+[[service]]
+kind = "smtp"
+ports = [12525]
+bind = "127.0.0.1"
+[[service]]
+kind = "rdp"
+ports = [13389]
+bind = "127.0.0.1"
+[[service]]
+kind = "vnc"
+ports = [15900]
+bind = "127.0.0.1"
 
 TOML
 cat "$WORK/bundle/uplink.toml" >> "$WORK/sensor.toml"
@@ -88,12 +112,14 @@ cat <<MSG
 
 Drosera demo running (folder: $WORK)
   sensor services (loopback): http 18080, ftp 18021, telnet 18023, ssh 18022,
-                              mssql 11433, mysql 13306, smb 14445
+                              mssql 11433, mysql 13306, smb 14445, redis 16379, adb 15555,
+                              docker 12375, smtp 12525, rdp 13389, vnc 15900
   admin ingest (mutual TLS):  $INGEST
   dashboard:                  http://$DASH/   user: admin   password: $PASS
 
 Try an attack, then look:
   curl -u root:toor http://127.0.0.1:18080/
+  redis-cli -p 16379 CONFIG SET dir /var/spool/cron
   $BIN/drosera-admin report --config $ACFG
   $BIN/drosera-sensor status --config $WORK/sensor.toml --json
 Logs: $WORK/admin.log, $WORK/sensor.log.  Ctrl-C stops both.
