@@ -28,6 +28,7 @@ pub mod http;
 pub mod mssql;
 pub mod mysql;
 pub mod per_source;
+pub mod prefixed;
 pub mod rdp;
 pub mod redis;
 pub mod shell;

@@ -2,6 +2,8 @@
 //! negotiation ([MS-RDPBCGR] 2.2.1.1-2), the TLS ClientHello's JA3 fingerprint, and CredSSP's
 //! TSRequest ([MS-CSSP] 2.2.1) as far as NTLM needs it. No I/O; attacker bytes only in.
 
+use crate::protocols::smb::ntlm::der;
+
 /// Largest X.224 Connection Request we read (a cookie and a negotiation request fit in 300).
 pub const MAX_CONNECTION_REQUEST: usize = 2048;
 /// Largest TLS record we read before the handshake (TLS's own limit plus the header).
@@ -228,23 +230,6 @@ fn content_len(msg: &[u8]) -> Option<usize> {
     }
     let n = (first & 0x7f) as usize;
     Some(msg.get(2..2 + n)?.iter().fold(0usize, |a, b| (a << 8) | *b as usize))
-}
-
-fn der_len(n: usize, out: &mut Vec<u8>) {
-    if n < 0x80 {
-        out.push(n as u8);
-    } else if n < 0x100 {
-        out.extend_from_slice(&[0x81, n as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]);
-    }
-}
-
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    der_len(content.len(), &mut out);
-    out.extend_from_slice(content);
-    out
 }
 
 fn der_int(v: u32) -> Vec<u8> {

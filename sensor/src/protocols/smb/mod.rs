@@ -29,7 +29,7 @@
 mod doublepulsar;
 mod files;
 mod login;
-mod ntlm;
+pub(crate) mod ntlm;
 mod persona;
 mod smb1;
 mod smb2;

@@ -237,7 +237,8 @@ pub fn ntlmv2_session_key(auth: &NtlmAuth, password: &str) -> Option<[u8; 16]> {
     Some(key)
 }
 
-fn der_len(n: usize, out: &mut Vec<u8>) {
+/// A DER length (short form, or long form up to 0xffff), for the SPNEGO and CredSSP wrappers.
+pub(crate) fn der_len(n: usize, out: &mut Vec<u8>) {
     if n < 0x80 {
         out.push(n as u8);
     } else if n < 0x100 {
@@ -247,7 +248,8 @@ fn der_len(n: usize, out: &mut Vec<u8>) {
     }
 }
 
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+/// A DER element: `tag`, the length of `content`, `content`.
+pub(crate) fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     der_len(content.len(), &mut out);
     out.extend_from_slice(content);

@@ -12,6 +12,7 @@
 //! that waits for our KEXINIT before sending its own gets russh after [`KEXINIT_WAIT`].
 
 use super::hello::{client_version_line, MAX_VERSION_LINE};
+use crate::protocols::prefixed::Prefixed;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail};
 use std::pin::Pin;
@@ -85,26 +86,19 @@ pub(super) async fn exchange(session: &mut Session, server_line: &str) -> Sessio
 /// [`exchange`]), and the first `swallow` bytes russh writes (its own version line, already sent)
 /// are dropped.
 pub(super) struct Replay<S> {
-    pub inner: S,
-    pub prefix: Vec<u8>,
-    pub at: usize,
+    pub inner: Prefixed<S>,
     pub swallow: usize,
+}
+
+impl<S> Replay<S> {
+    pub fn new(prefix: Vec<u8>, inner: S, swallow: usize) -> Replay<S> {
+        Replay { inner: Prefixed::new(prefix, inner), swallow }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if this.at < this.prefix.len() {
-            let n = (this.prefix.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
@@ -134,7 +128,7 @@ mod tests {
     #[tokio::test]
     async fn replay_reads_the_prefix_first_and_swallows_the_first_write() {
         let (a, mut b) = tokio::io::duplex(1024);
-        let mut r = Replay { inner: a, prefix: b"SSH-2.0-x\r\n".to_vec(), at: 0, swallow: 5 };
+        let mut r = Replay::new(b"SSH-2.0-x\r\n".to_vec(), a, 5);
         b.write_all(b"KEX").await.unwrap();
         let mut got = vec![0u8; 14];
         r.read_exact(&mut got).await.unwrap();

@@ -105,7 +105,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     io.get_mut().set_max_bytes_in(session.limits.max_bytes_in.saturating_add(uploads));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let swallow = banner.len() + 2;
-    let stream = tee::Tee { inner: exchange::Replay { inner: io, prefix, at: 0, swallow }, seen: seen.clone() };
+    let stream = tee::Tee { inner: exchange::Replay::new(prefix, io, swallow), seen: seen.clone() };
     let fingerprint = Arc::new(tee::Fingerprint::new(seen, version));
     let handle_cell = Arc::new(OnceLock::new());
     let limits = ShellLimits::for_session(session.limits.max_payload, session.max_sample_bytes());
