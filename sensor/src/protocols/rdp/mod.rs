@@ -39,7 +39,7 @@ pub use wire::{
 use crate::config::{Persona, ServiceSection};
 use crate::protocols::smb::{find_ntlmssp, ntlm_challenge, ntlmssp_type, parse_ntlm_authenticate, SmbPersona};
 use crate::session::{Session, SessionResult};
-use drosera_uplink::event::{CloseReason, Detail, Secret};
+use drosera_uplink::event::{CloseReason, Detail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wire::*;
 
@@ -118,21 +118,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
         .filter(|m| ntlmssp_type(m) == Some(3))
         .and_then(|m| parse_ntlm_authenticate(m).ok())
         .ok_or(CloseReason::ProtocolError)?;
-    let secret = match auth.hashcat_5600(&challenge) {
-        Some(line) => Secret::Hash { format: "hashcat-5600".into(), value: line },
-        None if auth.nt_response.is_empty() => Secret::None,
-        None => Secret::Hash {
-            format: "hashcat-5500".into(),
-            value: format!(
-                "{}::{}:{}:{}:{}",
-                auth.user,
-                auth.domain,
-                hex::encode(&auth.lm_response),
-                hex::encode(&auth.nt_response),
-                hex::encode(challenge)
-            ),
-        },
-    };
+    let secret = auth.secret(&challenge);
     let mut extra = vec![
         ("method".to_string(), "rdp-nla".to_string()),
         ("domain".to_string(), auth.domain.clone()),

@@ -10,7 +10,7 @@
 
 use super::ntlm::{ntlmv1_proves, ntlmv2_proves, NtlmAuth};
 use crate::session::Session;
-use drosera_uplink::event::{Detail, Secret};
+use drosera_uplink::event::Detail;
 
 /// Who a session setup made the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,26 +26,6 @@ pub(crate) enum LoginOutcome {
 impl LoginOutcome {
     pub(crate) fn succeeded(&self) -> bool {
         !matches!(self, LoginOutcome::Refused)
-    }
-}
-
-/// The client's response as a line an offline cracker reads: hashcat 5600 (NTLMv2) or 5500
-/// (NTLMv1, `user::domain:lm:nt:challenge`).
-pub(crate) fn secret(auth: &NtlmAuth, challenge: &[u8; 8]) -> Secret {
-    match auth.hashcat_5600(challenge) {
-        Some(line) => Secret::Hash { format: "hashcat-5600".into(), value: line },
-        None if auth.nt_response.is_empty() => Secret::None,
-        None => Secret::Hash {
-            format: "hashcat-5500".into(),
-            value: format!(
-                "{}::{}:{}:{}:{}",
-                auth.user,
-                auth.domain,
-                hex::encode(&auth.lm_response),
-                hex::encode(&auth.nt_response),
-                hex::encode(challenge)
-            ),
-        },
     }
 }
 
@@ -76,7 +56,7 @@ pub(crate) fn decide(
     }
     extra.push(("method".into(), method.into()));
     extra.push(("dialect".into(), dialect.into()));
-    session.emit(Detail::Login { username: auth.user.clone(), secret: secret(auth, challenge), success, extra });
+    session.emit(Detail::Login { username: auth.user.clone(), secret: auth.secret(challenge), success, extra });
     if success {
         (LoginOutcome::User(auth.user.clone()), proven.into_inner())
     } else {

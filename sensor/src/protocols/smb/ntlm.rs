@@ -34,6 +34,27 @@ pub struct NtlmAuth {
 }
 
 impl NtlmAuth {
+    /// The client's response as a line an offline cracker reads: hashcat 5600 (NTLMv2) or 5500
+    /// (NTLMv1, `user::domain:lm:nt:challenge`).
+    pub fn secret(&self, challenge: &[u8; 8]) -> drosera_uplink::event::Secret {
+        use drosera_uplink::event::Secret;
+        match self.hashcat_5600(challenge) {
+            Some(line) => Secret::Hash { format: "hashcat-5600".into(), value: line },
+            None if self.nt_response.is_empty() => Secret::None,
+            None => Secret::Hash {
+                format: "hashcat-5500".into(),
+                value: format!(
+                    "{}::{}:{}:{}:{}",
+                    self.user,
+                    self.domain,
+                    hex::encode(&self.lm_response),
+                    hex::encode(&self.nt_response),
+                    hex::encode(challenge)
+                ),
+            },
+        }
+    }
+
     /// The NTLMv2 response as a hashcat mode 5600 line
     /// (`user::domain:challenge:ntproofstr:blob`), or None for NTLMv1 / anonymous.
     pub fn hashcat_5600(&self, server_challenge: &[u8; 8]) -> Option<String> {
