@@ -42,7 +42,7 @@ pub struct SessionLimits {
     pub max_payload: usize,
     /// Bytes of the client's first input kept in the connection event.
     pub first_bytes: usize,
-    /// Critical events this session may record as Critical (see [`CriticalBudget`]).
+    /// Critical events this session may record as Critical (see [`IoCounters::critical_left`]).
     pub max_critical: u32,
 }
 
@@ -60,37 +60,6 @@ impl Default for SessionLimits {
     }
 }
 
-/// How many more Critical events a session may record as Critical, shared by the session and
-/// its emitters. Critical events are evicted last, and one telnet line can offer ~64 URLs, one
-/// HTTP connection post body after body: without a budget an attacker could fill a full store
-/// with cheap Critical events and push the credentials out first (issue 19). Past the budget
-/// an event is stored one class lower (Interaction): nothing is dropped, it is just no longer
-/// protected ahead of credentials. Samples are exempt: each is a kept file the analyst must
-/// be told about, and the sample area caps them.
-#[derive(Clone, Debug)]
-pub struct CriticalBudget(Arc<AtomicU32>);
-
-impl CriticalBudget {
-    pub fn new(max: u32) -> CriticalBudget {
-        CriticalBudget(Arc::new(AtomicU32::new(max)))
-    }
-
-    /// The priority `detail` is stored with: its default, or Interaction once the budget is
-    /// spent.
-    pub fn priority(&self, detail: &Detail) -> Priority {
-        let p = detail.default_priority();
-        if p != Priority::Critical || matches!(detail, Detail::Sample { .. }) {
-            return p;
-        }
-        let took = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
-        if took {
-            p
-        } else {
-            Priority::Interaction
-        }
-    }
-}
-
 /// Result type of every session operation: the error says why the session ends.
 pub type SessionResult<T> = Result<T, CloseReason>;
 
@@ -99,6 +68,32 @@ pub type SessionResult<T> = Result<T, CloseReason>;
 pub struct IoCounters {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// How many more Critical events the session may record as Critical (its emitters share
+    /// it through these counters, so the budget costs no allocation of its own). Critical events
+    /// are evicted last, and one telnet line can offer ~64 URLs, one HTTP connection post body
+    /// after body: without a budget an attacker could fill a full store with cheap Critical
+    /// events and push the credentials out first (issue 19). Past the budget an event is stored
+    /// one class lower (Interaction): nothing is dropped, it is just no longer protected ahead of
+    /// credentials. Samples are exempt: each is a kept file the analyst must be told about, and
+    /// the sample area caps them.
+    pub critical_left: AtomicU32,
+}
+
+impl IoCounters {
+    /// The priority `detail` is stored with: its default, or Interaction once the session's
+    /// Critical budget is spent (see `critical_left`).
+    pub fn priority(&self, detail: &Detail) -> Priority {
+        let p = detail.default_priority();
+        if p != Priority::Critical || matches!(detail, Detail::Sample { .. }) {
+            return p;
+        }
+        let took = self.critical_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+        if took {
+            p
+        } else {
+            Priority::Interaction
+        }
+    }
 }
 
 /// A stream wrapper that counts bytes, enforces the input byte cap, and remembers the first
@@ -221,7 +216,6 @@ pub struct Session {
     deadline: Instant,
     io: BufReader<CappedIo<Box<dyn SessionStream>>>,
     counters: Arc<IoCounters>,
-    critical: CriticalBudget,
     env: Arc<SessionEnv>,
     taken_first: Vec<u8>,
     /// Replies written but not sent yet (at most [`OUT_FLUSH_AT`] plus one reply).
@@ -242,7 +236,6 @@ const FINAL_FLUSH: Duration = Duration::from_secs(1);
 pub struct Emitter {
     base: Event,
     counters: Arc<IoCounters>,
-    critical: CriticalBudget,
     started: Instant,
     env: Arc<SessionEnv>,
     max_payload: usize,
@@ -255,7 +248,7 @@ impl Emitter {
         ev.duration_ms = self.started.elapsed().as_millis().min(u32::MAX as u128) as u32;
         ev.bytes_in = self.counters.bytes_in.load(Ordering::Relaxed);
         ev.bytes_out = self.counters.bytes_out.load(Ordering::Relaxed);
-        ev.priority = self.critical.priority(&detail);
+        ev.priority = self.counters.priority(&detail);
         ev.detail = detail;
         self.env.sink.emit(ev);
     }
@@ -353,7 +346,7 @@ impl Session {
     ) -> Session {
         let capped = CappedIo::new(stream, limits.max_bytes_in, limits.first_bytes);
         let counters = capped.counters();
-        let critical = CriticalBudget::new(limits.max_critical);
+        counters.critical_left.store(limits.max_critical, Ordering::Relaxed);
         let started = Instant::now();
         Session {
             id,
@@ -366,7 +359,6 @@ impl Session {
             started_ms: now_ms(),
             io: BufReader::with_capacity(4096, capped),
             counters,
-            critical,
             env,
             taken_first: Vec::new(),
             out: Vec::new(),
@@ -512,7 +504,7 @@ impl Session {
             duration_ms: self.started.elapsed().as_millis().min(u32::MAX as u128) as u32,
             bytes_in: self.bytes_in(),
             bytes_out: self.bytes_out(),
-            priority: self.critical.priority(&detail),
+            priority: self.counters.priority(&detail),
             detail,
         }
     }
@@ -600,7 +592,6 @@ impl Session {
         Emitter {
             base: self.event(Detail::Command { line: String::new() }),
             counters: self.counters.clone(),
-            critical: self.critical.clone(),
             started: self.started,
             env: self.env.clone(),
             max_payload: self.limits.max_payload,
