@@ -243,6 +243,16 @@ impl AdminConfig {
                 "use the default, 32",
             ));
         }
+        for (key, v, default) in [
+            ("dashboard.body_timeout_s", d.body_timeout_s, 10),
+            ("dashboard.login_free_failures", d.login_free_failures as u64, 5),
+            ("dashboard.login_failures_per_minute", d.login_failures_per_minute as u64, 60),
+            ("dashboard.login_tracked_addresses", d.login_tracked_addresses as u64, 4096),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
+            }
+        }
         let r = &self.retention;
         if r.interval_s < 60 {
             return Err(invalid(
@@ -292,6 +302,8 @@ mod tests {
         for (text, key) in [
             ("[dashboard]\nrefresh_interval_s = 0\n", "dashboard.refresh_interval_s"),
             ("[dashboard]\nmax_concurrent_requests = 0\n", "dashboard.max_concurrent_requests"),
+            ("[dashboard]\nbody_timeout_s = 0\n", "dashboard.body_timeout_s"),
+            ("[dashboard]\nlogin_tracked_addresses = 0\n", "dashboard.login_tracked_addresses"),
             ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
             ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
         ] {

@@ -14,7 +14,7 @@
 //! must match the Host. Every state change is a POST. In-flight requests are capped by a
 //! semaphore, concurrent password checks (argon2, memory-hard) by another, bodies at 16 KiB.
 //!
-//! Hardening from a review (issue 19): a request's body is read (within [`BODY_TIMEOUT`])
+//! Hardening from a review (issue 19): a request's body is read (within `body_timeout_s`)
 //! before it takes one of the request slots, so clients that announce a body and never send it
 //! cannot make the dashboard answer 503 to everyone; wrong logins are throttled per address and
 //! globally ([`throttle`]); and only requests whose `Host` is a loopback name, the listen
@@ -50,8 +50,6 @@ pub const SESSION_COOKIE: &str = "drosera_session";
 const LOGIN_COOKIE: &str = "drosera_login";
 const MAX_BODY: usize = 16 * 1024;
 const MAX_CONCURRENT_LOGINS: usize = 2;
-/// Longest a client may take to send a request body (before it holds a request slot).
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Rows per list on pages and in the API unless `limit` asks for fewer/more (capped).
 const DEFAULT_ROWS: usize = 50;
 
@@ -70,6 +68,14 @@ pub struct DashboardConfig {
     /// Host names (or addresses) the dashboard answers to besides loopback and its listen
     /// address, for example the name of a reverse proxy in front of it.
     pub allowed_hosts: Vec<String>,
+    /// Seconds a client may take to send a request body (before it holds a request slot).
+    pub body_timeout_s: u64,
+    /// Wrong logins an address may make before it has to wait (see `throttle`).
+    pub login_free_failures: u32,
+    /// Wrong logins from all addresses together per minute before every login waits.
+    pub login_failures_per_minute: usize,
+    /// Addresses the login throttle remembers at once.
+    pub login_tracked_addresses: usize,
 }
 
 impl Default for DashboardConfig {
@@ -80,6 +86,10 @@ impl Default for DashboardConfig {
             refresh_interval_s: 10,
             max_concurrent_requests: 32,
             allowed_hosts: Vec::new(),
+            body_timeout_s: 10,
+            login_free_failures: 5,
+            login_failures_per_minute: 60,
+            login_tracked_addresses: 4096,
         }
     }
 }
@@ -100,6 +110,7 @@ struct App {
     requests: Arc<Semaphore>,
     logins: Arc<Semaphore>,
     throttle: Arc<throttle::LoginThrottle>,
+    body_timeout: std::time::Duration,
     /// Lower-case host names (without port) requests may name in `Host`.
     hosts: Arc<Vec<String>>,
 }
@@ -232,9 +243,9 @@ async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
             .into_response();
     }
     // The body first, then a slot: a client that announces a body and sends nothing holds no
-    // slot, and is cut off after BODY_TIMEOUT.
+    // slot, and is cut off after body_timeout_s.
     let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+    let body = match tokio::time::timeout(app.body_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body not sent in time").into_response(),
         Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response(),
         Ok(Ok(b)) => b,
@@ -508,7 +519,12 @@ pub async fn serve_listener(
         cookie_secure: cfg.cookie_secure,
         requests: Arc::new(Semaphore::new(cfg.max_concurrent_requests)),
         logins: Arc::new(Semaphore::new(MAX_CONCURRENT_LOGINS)),
-        throttle: Arc::new(throttle::LoginThrottle::default()),
+        throttle: Arc::new(throttle::LoginThrottle::new(throttle::Limits {
+            free_failures: cfg.login_free_failures,
+            failures_per_minute: cfg.login_failures_per_minute,
+            tracked_addresses: cfg.login_tracked_addresses,
+        })),
+        body_timeout: std::time::Duration::from_secs(cfg.body_timeout_s),
         hosts: Arc::new(allowed_hosts(cfg)),
     };
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");

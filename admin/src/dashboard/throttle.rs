@@ -1,26 +1,38 @@
 //! Login throttling: per-address back-off and a global failure budget.
 //!
 //! WHY: argon2 makes one guess expensive for the admin, not slow for the guesser: without a
-//! limit a script tried 100 passwords in 10 s (issue 19). After [`FREE_FAILURES`] wrong logins
-//! an address waits 2, 4, 8, ... seconds (at most [`MAX_BACKOFF`]) before its next attempt is
-//! even checked; past [`GLOBAL_FAILURES_PER_MINUTE`] failures from everyone together, every
-//! login waits for the minute to roll over (a botnet spreading its guesses over many addresses
-//! gains nothing). A success clears the address's strikes. The table is bounded
-//! ([`MAX_TRACKED`] addresses); when full, the entry idle longest is forgotten first.
+//! limit a script tried 100 passwords in 10 s (issue 19). After `[dashboard]
+//! login_free_failures` wrong logins an address waits 2, 4, 8, ... seconds (at most
+//! [`MAX_BACKOFF`]) before its next attempt is even checked; past `login_failures_per_minute`
+//! failures from everyone together, every login waits for the minute to roll over (a botnet
+//! spreading its guesses over many addresses gains nothing). A success clears the address's
+//! strikes. The table is bounded (`login_tracked_addresses`); when full, the entry idle longest
+//! is forgotten first.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Wrong logins an address may make before it has to wait.
-pub const FREE_FAILURES: u32 = 5;
 /// Longest wait imposed on one address.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
-/// Wrong logins from all addresses together per minute before every login waits.
-pub const GLOBAL_FAILURES_PER_MINUTE: usize = 60;
-/// Addresses remembered at once.
-pub const MAX_TRACKED: usize = 4096;
+
+/// The throttle's limits (`[dashboard] login_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wrong logins an address may make before it has to wait.
+    pub free_failures: u32,
+    /// Wrong logins from all addresses together per minute before every login waits.
+    pub failures_per_minute: usize,
+    /// Addresses remembered at once.
+    pub tracked_addresses: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { free_failures: 5, failures_per_minute: 60, tracked_addresses: 4096 }
+    }
+}
 /// Strikes are forgotten after this long without a failure.
 const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -42,10 +54,15 @@ struct Inner {
 /// Shared by every login request of one dashboard.
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
+    limits: Limits,
     inner: Mutex<Inner>,
 }
 
 impl LoginThrottle {
+    pub fn new(limits: Limits) -> LoginThrottle {
+        LoginThrottle { limits, inner: Mutex::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -58,7 +75,7 @@ impl LoginThrottle {
                 return Err(s.blocked_until - now);
             }
         }
-        if inner.recent.len() >= GLOBAL_FAILURES_PER_MINUTE {
+        if inner.recent.len() >= self.limits.failures_per_minute {
             if let Some(oldest) = inner.recent.front() {
                 let free_at = *oldest + MINUTE;
                 if free_at > now {
@@ -73,14 +90,14 @@ impl LoginThrottle {
     pub fn failed(&self, ip: IpAddr, now: Instant) {
         let mut inner = self.lock();
         inner.recent.push_back(now);
-        while inner.recent.len() > GLOBAL_FAILURES_PER_MINUTE
+        while inner.recent.len() > self.limits.failures_per_minute
             || inner.recent.front().is_some_and(|t| now.saturating_duration_since(*t) > MINUTE)
         {
             inner.recent.pop_front();
         }
-        if !inner.per_address.contains_key(&ip) && inner.per_address.len() >= MAX_TRACKED {
+        if !inner.per_address.contains_key(&ip) && inner.per_address.len() >= self.limits.tracked_addresses {
             inner.per_address.retain(|_, s| now.saturating_duration_since(s.last) < FORGET_AFTER);
-            if inner.per_address.len() >= MAX_TRACKED {
+            if inner.per_address.len() >= self.limits.tracked_addresses {
                 let idle = inner.per_address.iter().min_by_key(|(_, s)| s.last).map(|(ip, _)| *ip);
                 if let Some(idle) = idle {
                     inner.per_address.remove(&idle);
@@ -93,8 +110,9 @@ impl LoginThrottle {
         }
         s.failures = s.failures.saturating_add(1);
         s.last = now;
-        if s.failures >= FREE_FAILURES {
-            let exp = (s.failures - FREE_FAILURES).min(20);
+        let free = self.limits.free_failures;
+        if s.failures >= free {
+            let exp = (s.failures - free).min(20);
             s.blocked_until = now + Duration::from_secs(2u64 << exp).min(MAX_BACKOFF);
         }
     }
@@ -121,6 +139,7 @@ mod tests {
     #[test]
     fn an_address_waits_longer_after_each_failure_past_the_free_ones() {
         let t = LoginThrottle::default();
+        const FREE_FAILURES: u32 = 5;
         let now = Instant::now();
         for _ in 0..FREE_FAILURES - 1 {
             assert!(t.check(ip(1), now).is_ok());
@@ -145,6 +164,8 @@ mod tests {
     #[test]
     fn many_addresses_share_one_failure_budget_and_the_table_stays_bounded() {
         let t = LoginThrottle::default();
+        const GLOBAL_FAILURES_PER_MINUTE: usize = 60;
+        const MAX_TRACKED: usize = 4096;
         let now = Instant::now();
         for i in 0..GLOBAL_FAILURES_PER_MINUTE as u32 {
             t.failed(ip(100 + i), now);
