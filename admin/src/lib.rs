@@ -16,6 +16,7 @@ pub mod enroll;
 pub mod export;
 pub mod ingest;
 pub mod retention;
+pub mod samples;
 pub mod sensors;
 pub mod shown;
 pub mod storage;
