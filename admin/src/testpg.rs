@@ -132,7 +132,7 @@ impl TestPg {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_test_port()?;
         let log = dir.path().join("postgres.log");
         let sync = if durable { "" } else { "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
         let script = format!(
@@ -221,4 +221,39 @@ impl Drop for TestPg {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+/// A free port on 127.0.0.1 for a service under test, below the kernel's ephemeral range.
+///
+/// WHY not `bind(0)`: that hands out an ephemeral port, and between releasing it here and the
+/// service binding it, any outgoing connection on the machine (a load thread of a test running
+/// in parallel opens thousands) may take it as its source port; the service then fails with
+/// "address in use" (seen in CI). Ports below `ip_local_port_range` are never picked for
+/// outgoing connections. A port is handed out once per process and checked free for TCP and UDP.
+pub fn free_test_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    // Test ports come from [low, ephemeral_low); each process starts at an offset of its own so
+    // that two test binaries running at once rarely probe the same ports first.
+    let low = 20_000u32.min(ephemeral_low.saturating_sub(2_000)).max(1_024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    // Bounded: at most one pass over the range.
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Relaxed)) % span;
+        let Ok(port) = u16::try_from(low + offset) else { continue };
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port below the ephemeral range {ephemeral_low}"),
+    ))
 }

@@ -140,9 +140,22 @@ impl Proc {
     }
 
     /// The last `n` lines of the log, for error messages.
+    /// Backtrace frames are left out: a failed start prints its error first and then a long
+    /// backtrace, which would otherwise push the error itself out of the tail.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        let mut in_backtrace = false;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                if l.eq_ignore_ascii_case("stack backtrace:") {
+                    in_backtrace = true;
+                } else if in_backtrace && !l.starts_with(char::is_whitespace) {
+                    in_backtrace = false;
+                }
+                !in_backtrace
+            })
+            .collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
@@ -168,7 +181,8 @@ fn wait_until(
             return Ok(());
         }
         if !p.running() {
-            bail!("{} exited before {what}; log tail:\n{}", p.name, p.log_tail(20));
+            let how = p.unexpected_exits.last().cloned().unwrap_or_default();
+            bail!("{} exited before {what} ({how}); log tail:\n{}", p.name, p.log_tail(20));
         }
         if Instant::now() > until {
             bail!("{} not {what} after {timeout:?}; log tail:\n{}", p.name, p.log_tail(20));
@@ -198,10 +212,10 @@ pub fn wait_log_line(p: &mut Proc, prefix: &str, before: usize, timeout: Duratio
     })
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough on a test machine).
+/// A free port on 127.0.0.1 for a service under test, below the kernel's ephemeral range
+/// (see [`drosera_admin::testpg::free_test_port`] for why).
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    Ok(drosera_admin::testpg::free_test_port()?)
 }
 
 /// Runs a command to completion; its stdout on success, an error with stderr otherwise.

@@ -25,7 +25,7 @@ fn bin_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    drosera_e2e::procs::free_port().unwrap()
 }
 
 struct Proc(Child);
