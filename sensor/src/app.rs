@@ -79,8 +79,10 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
     let (sink, rx) = EventSink::new(cfg.store.channel_capacity, rollups.clone());
     let stop_store = CancellationToken::new();
-    let writer_thread =
-        writer.spawn(rx, rollups, stop_store.clone()).context("cannot start the store writer thread")?;
+    let writer_done = CancellationToken::new();
+    let writer_thread = writer
+        .spawn_notifying(rx, rollups, stop_store.clone(), writer_done.clone())
+        .context("cannot start the store writer thread")?;
     let stop_services = stop_store.child_token();
     let services = Services::start(&cfg, prepared.listeners, &sensor, &store, &sink, &stop_services).await?;
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
@@ -89,7 +91,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(stop_services.clone());
 
-    let writer_died = wait_for_stop(&writer_thread).await;
+    let writer_died = wait_for_stop(&writer_done).await;
     if writer_died {
         tracing::error!("store writer stopped unexpectedly; shutting down so the sensor is restarted");
     }
@@ -130,14 +132,10 @@ async fn open_store(cfg: &Config, sensor: &Arc<str>) -> anyhow::Result<(StoreHan
 /// Waits for SIGINT/SIGTERM, or for the store writer to stop by itself (a bug; returns true):
 /// then the sensor exits non-zero after the orderly shutdown, so the service manager restarts it
 /// instead of it running on without storing anything.
-async fn wait_for_stop(writer: &std::thread::JoinHandle<()>) -> bool {
+async fn wait_for_stop(writer_done: &CancellationToken) -> bool {
     tokio::select! {
         _ = wait_for_signal() => false,
-        _ = async {
-            while !writer.is_finished() {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        } => true,
+        _ = writer_done.cancelled() => true,
     }
 }
 
@@ -161,8 +159,19 @@ impl Services {
         stop: &CancellationToken,
     ) -> anyhow::Result<Services> {
         let (gov, governor) = Governor::new(cfg.memory.clone());
-        let governor_task = tokio::spawn(gov.run(stop.clone()));
         let stats = listeners.stats();
+        let busy = {
+            let stats = stats.clone();
+            let mut last_accepted = 0;
+            move || {
+                let accepted = stats.accepted.load(std::sync::atomic::Ordering::Relaxed);
+                let busy = accepted != last_accepted
+                    || stats.active_connections.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                last_accepted = accepted;
+                busy
+            }
+        };
+        let governor_task = tokio::spawn(gov.run(stop.clone(), busy));
         // Opened as the sensor user, so every sample file belongs to it (and the shipper can
         // read them); it leaves the event store its disk room (its cap and its reserve).
         let claim = store.clone();

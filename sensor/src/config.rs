@@ -146,6 +146,9 @@ pub struct MemorySection {
     pub min_available_bytes: u64,
     /// How often RSS and free memory are sampled, in milliseconds.
     pub sample_interval_ms: u64,
+    /// How often they are sampled while the sensor is idle (no connection open or accepted
+    /// since the last sample), in milliseconds; at least `sample_interval_ms`.
+    pub idle_sample_interval_ms: u64,
     /// Most distinct rollup counters held in memory (source IP × port × minute × reason).
     pub rollup_max_keys: usize,
     /// Source addresses whose emulated-server state (Redis keys and config, Docker containers)
@@ -164,6 +167,7 @@ impl Default for MemorySection {
             hard_limit_bytes: 64 * 1024 * 1024,
             min_available_bytes: 32 * 1024 * 1024,
             sample_interval_ms: 250,
+            idle_sample_interval_ms: 2000,
             rollup_max_keys: 10_000,
             service_state_sources: crate::protocols::per_source::DEFAULT_SOURCES,
         }
@@ -647,6 +651,13 @@ impl Config {
                 "memory.service_state_sources",
                 format!("{} is above {MAX_SERVICE_STATE_SOURCES}", m.service_state_sources),
                 "remove the key to use the default (256), or lower it",
+            ));
+        }
+        if m.idle_sample_interval_ms < m.sample_interval_ms {
+            return Err(invalid(
+                "memory.idle_sample_interval_ms",
+                "must be at least memory.sample_interval_ms",
+                "use idle_sample_interval_ms = 2000, or remove the key",
             ));
         }
         if m.rollup_max_keys == 0 || m.sample_interval_ms == 0 {

@@ -77,6 +77,8 @@ pub struct GovernorStats {
     pub to_hard: AtomicU64,
     pub last_rss: AtomicU64,
     pub last_available: AtomicU64,
+    /// Samples taken since start.
+    pub samples: AtomicU64,
 }
 
 /// The next state given the current one and a sample (pure, so the hysteresis is testable).
@@ -139,6 +141,7 @@ impl Governor {
 
     /// Applies one sample: publishes, logs and counts a change of state.
     pub fn apply(&self, s: MemSample) -> Pressure {
+        self.stats.samples.fetch_add(1, Ordering::Relaxed);
         self.stats.last_rss.store(s.rss, Ordering::Relaxed);
         self.stats.last_available.store(s.available, Ordering::Relaxed);
         let cur = *self.tx.borrow();
@@ -166,13 +169,20 @@ impl Governor {
         next
     }
 
-    /// Samples every `sample_interval_ms` until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.sample_interval_ms.max(10)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    /// Samples every `sample_interval_ms` until `shutdown` is cancelled, or every
+    /// `idle_sample_interval_ms` while the sensor is idle: `busy` says whether anything happened
+    /// since it was last asked (connections accepted or still open). Memory only grows with
+    /// work, and an idle Pi should not wake four times a second to read /proc (issue 18); the
+    /// first sample after work starts again is at most one idle interval late, and the
+    /// connection caps bound what can be allocated meanwhile.
+    pub async fn run(self, shutdown: CancellationToken, mut busy: impl FnMut() -> bool + Send) {
+        let base = Duration::from_millis(self.cfg.sample_interval_ms.max(10));
+        let idle = Duration::from_millis(self.cfg.idle_sample_interval_ms).max(base);
         loop {
+            let next = self.apply(sample());
+            let wait = if next == Pressure::Normal && !busy() { idle } else { base };
             tokio::select! {
-                _ = tick.tick() => { self.apply(sample()); }
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -231,6 +241,24 @@ mod tests {
         assert_eq!(h.pressure(), Pressure::Normal);
         assert_eq!(g.stats().transitions.load(Ordering::Relaxed), 3);
         assert_eq!(g.stats().to_hard.load(Ordering::Relaxed), 1);
+    }
+
+    /// Ten (virtual) seconds: every 250 ms while busy, every 2 s while idle.
+    #[tokio::test(start_paused = true)]
+    async fn samples_less_often_while_idle() {
+        for (busy, want) in [(true, 40..=42), (false, 5..=6)] {
+            let c =
+                MemorySection { sample_interval_ms: 250, idle_sample_interval_ms: 2000, ..MemorySection::default() };
+            let (g, _h) = Governor::new(c);
+            let stats = g.stats();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(g.run(stop.clone(), move || busy));
+            tokio::time::sleep(Duration::from_millis(10_100)).await;
+            stop.cancel();
+            task.await.unwrap();
+            let n = stats.samples.load(Ordering::Relaxed);
+            assert!(want.contains(&n), "busy={busy}: {n} samples");
+        }
     }
 
     #[test]
