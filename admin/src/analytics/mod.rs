@@ -50,7 +50,8 @@ pub use queries::{
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{
-    cc_code, cc_label, evicted_kinds, evicted_sources, refresh, EVICTED_ATTEMPTS_KIND, EVICTED_EVENTS_KIND,
+    cc_code, cc_label, evicted_kinds, evicted_sources, refresh, relabel, Relabelled, EVICTED_ATTEMPTS_KIND,
+    EVICTED_EVENTS_KIND,
 };
 pub use text::{fmt_time, printable};
 
