@@ -172,6 +172,41 @@ pub struct LabelRecord {
     pub created_ms: i64,
 }
 
+/// What `label add` / `label remove` can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum LabelsError {
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// Adds (or replaces) the label of an address or network; at most `max` labels are kept.
+/// The caller applies it to history with `analytics::relabel`.
+pub fn add(
+    db: &dyn crate::storage::Storage,
+    cidr: &str,
+    label: &Label,
+    note: &str,
+    max: u32,
+    now_ms: i64,
+) -> Result<LabelRecord, LabelsError> {
+    let net = parse_cidr(cidr)?;
+    if note.chars().count() > MAX_NOTE_LEN {
+        return Err(LabelError::NoteTooLong.into());
+    }
+    let rec = LabelRecord { cidr: net.to_string(), label: label.to_string(), note: note.to_string(), created_ms: now_ms };
+    if !db.put_label(&rec, max)? {
+        return Err(LabelError::Full(max).into());
+    }
+    Ok(rec)
+}
+
+/// Removes the label of an address or network (written as it was added); false if none.
+pub fn remove(db: &dyn crate::storage::Storage, cidr: &str) -> Result<bool, LabelsError> {
+    Ok(db.remove_label(&parse_cidr(cidr)?.to_string())?)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The bundled research-scanner list.
 

@@ -10,7 +10,7 @@ use drosera_admin::analytics::{self, Query};
 const RANGE: &str = "since=1714521600000&until=1715385600000";
 
 fn all() -> Query {
-    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None }
+    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() }
 }
 
 fn login_nonce(addr: std::net::SocketAddr) -> String {

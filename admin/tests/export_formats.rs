@@ -49,7 +49,7 @@ fn events_jsonl_has_the_mhn_fields_and_typed_detail_fields() {
     // filters: sensor and exact time bounds
     let q = Query { sensor: Some("s2".into()), ..Default::default() };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 6);
-    let q = Query { since_ms: Some(T0 + HOUR + 60_000), until_ms: Some(T0 + HOUR + 61_000), sensor: None };
+    let q = Query { since_ms: Some(T0 + HOUR + 60_000), until_ms: Some(T0 + HOUR + 61_000), sensor: None, ..Default::default() };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 1, "until is exclusive, exact to the ms");
 }
 
@@ -376,7 +376,7 @@ fn evicted_counts_are_added_back_into_reports_and_the_export() {
     assert_eq!(evs.last().unwrap().transport, Transport::Internal);
     insert(&*c, "s1", &evs);
     analytics::refresh(&mut *c, &enricher()).unwrap();
-    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + DAY), sensor: None };
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + DAY), sensor: None, ..Default::default() };
     let t = analytics::totals(&*c, &q).unwrap();
     assert_eq!(t.attempts, 121, "1 stored + 120 evicted connections: {t:?}");
     assert_eq!(t.logins, 11);

@@ -44,9 +44,9 @@ mod scan;
 mod text;
 
 pub use queries::{
-    countries, credentials, downloads, exploits, payloads, ports, protocols, report, sensors, timeline, top_sources,
-    totals, Counted, CountryRow, Credentials, ItemRow, PairRow, PortRow, ProtocolRow, Report, SensorHealth, Series,
-    SourceRow, Timeline, TopSources, Totals,
+    countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
+    top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
+    Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{

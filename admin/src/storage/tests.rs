@@ -214,7 +214,7 @@ fn load_fixture(db: &dyn Storage) {
 fn report_json(db: &mut dyn Storage) -> String {
     let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
     analytics::refresh(db, &en).unwrap();
-    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), sensor: None };
+    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), sensor: None, ..Default::default() };
     let mut r = serde_json::to_value(analytics::report(&*db, &q, 0, 50).unwrap()).unwrap();
     // Contact times come from the clock of the commit.
     if let Some(v) = r.get_mut("generated_ms") {
@@ -224,7 +224,7 @@ fn report_json(db: &mut dyn Storage) -> String {
 }
 
 fn export_text(db: &dyn Storage) -> (u64, String) {
-    let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None };
+    let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None, ..Default::default() };
     let mut out = Vec::new();
     let n = crate::export::export(db, &q, crate::export::Format::EventsJsonl, &mut out).unwrap();
     // The attacks (folded from the same cursor) come after the events: never more rows than
@@ -338,7 +338,7 @@ fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
         db.prune_hourly(t0).unwrap();
         assert_eq!(db.hourly_from().unwrap(), t0 + 2 * DAY, "the mark never moves back");
         // Day rows keep the totals of the deleted events.
-        let q = Query { since_ms: Some(t0), until_ms: Some(t0 + 3 * DAY), sensor: None };
+        let q = Query { since_ms: Some(t0), until_ms: Some(t0 + 3 * DAY), sensor: None, ..Default::default() };
         let t = analytics::totals(&*db, &q).unwrap();
         assert_eq!(t.attempts, 30);
         assert!(db.prune_rollups(t0 + 10 * DAY).unwrap() > 0);
@@ -474,6 +474,6 @@ fn postgres_fold_never_skips_an_event_that_commits_late() {
     rt.block_on(client.batch_execute("COMMIT")).unwrap();
     assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 2, "both, once");
     assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
-    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None, ..Default::default() };
     assert_eq!(analytics::totals(&*folder, &q).unwrap().attempts, 3);
 }

@@ -447,7 +447,7 @@ mod tests {
             let folded = crate::analytics::refresh(db, &en).unwrap();
             assert_eq!(folded, if full { 1 } else { 3 }, "{name}");
             if !full {
-                let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+                let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None, ..Default::default() };
                 let t = crate::analytics::totals(&*db, &q).unwrap();
                 assert_eq!((t.attempts, t.logins, t.attackers), (1, 2, 1), "{name}");
             }
