@@ -247,7 +247,12 @@ fn query_table(conn: &dyn drosera_admin::storage::Storage) -> anyhow::Result<()>
         ("24 hours", Query { since_ms: Some(now - 24 * HOUR_MS), until_ms: None, sensor: None, ..Default::default() }),
         (
             "30 days, 1 sensor",
-            Query { since_ms: Some(now - 31 * DAY_MS), until_ms: None, sensor: Some(SENSORS[0].into()), ..Default::default() },
+            Query {
+                since_ms: Some(now - 31 * DAY_MS),
+                until_ms: None,
+                sensor: Some(SENSORS[0].into()),
+                ..Default::default()
+            },
         ),
     ];
     println!("\n| query | 30 days | 7 days | 24 hours | 30 days, 1 sensor |\n|---|---|---|---|---|");

@@ -6,9 +6,9 @@
 //! tests and the CLI call the same functions. `main.rs` turns these types into those values.
 
 use crate::analytics::{parse_time, AnalyticsError, Query};
-use crate::labels::{Include, Label};
 use crate::config::{AdminConfig, ConfigError};
 use crate::export::Format;
+use crate::labels::{Include, Label};
 use crate::users::MAX_PASSWORD;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;

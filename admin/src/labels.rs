@@ -195,7 +195,8 @@ pub fn add(
     if note.chars().count() > MAX_NOTE_LEN {
         return Err(LabelError::NoteTooLong.into());
     }
-    let rec = LabelRecord { cidr: net.to_string(), label: label.to_string(), note: note.to_string(), created_ms: now_ms };
+    let rec =
+        LabelRecord { cidr: net.to_string(), label: label.to_string(), note: note.to_string(), created_ms: now_ms };
     if !db.put_label(&rec, max)? {
         return Err(LabelError::Full(max).into());
     }

@@ -147,7 +147,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                     let added = analytics::fmt_time(Some(l.created_ms));
                     println!("{:<43} {:<12} {:<20} {}", l.cidr, l.label, added, analytics::printable(&l.note));
                 }
-                println!("({} labels; research scanners of the bundled list are labelled research as well)", list.len());
+                println!(
+                    "({} labels; research scanners of the bundled list are labelled research as well)",
+                    list.len()
+                );
             }
             Ok(())
         }

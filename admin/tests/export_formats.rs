@@ -49,7 +49,12 @@ fn events_jsonl_has_the_mhn_fields_and_typed_detail_fields() {
     // filters: sensor and exact time bounds
     let q = Query { sensor: Some("s2".into()), ..Default::default() };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 6);
-    let q = Query { since_ms: Some(T0 + HOUR + 60_000), until_ms: Some(T0 + HOUR + 61_000), sensor: None, ..Default::default() };
+    let q = Query {
+        since_ms: Some(T0 + HOUR + 60_000),
+        until_ms: Some(T0 + HOUR + 61_000),
+        sensor: None,
+        ..Default::default()
+    };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 1, "until is exclusive, exact to the ms");
 }
 

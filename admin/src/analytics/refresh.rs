@@ -78,9 +78,7 @@ impl Interner {
         if let Some(c) = self.classes.get(ip) {
             return *c;
         }
-        let c = labeler
-            .label_str(ip, || ip.parse().ok().and_then(|a| enricher.lookup(a).asn))
-            .and_then(|l| l.class());
+        let c = labeler.label_str(ip, || ip.parse().ok().and_then(|a| enricher.lookup(a).asn)).and_then(|l| l.class());
         if self.classes.len() >= INTERN_CACHE {
             self.classes.clear();
         }

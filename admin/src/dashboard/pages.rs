@@ -28,7 +28,8 @@ impl Filter {
     fn query_string(&self) -> String {
         let mut parts = Vec::new();
         let include = self.include.as_param().to_string();
-        for (k, v) in [("since", &self.since), ("until", &self.until), ("sensor", &self.sensor), ("include", &include)] {
+        for (k, v) in [("since", &self.since), ("until", &self.until), ("sensor", &self.sensor), ("include", &include)]
+        {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", url_encode(v)));
             }

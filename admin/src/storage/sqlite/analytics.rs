@@ -128,7 +128,8 @@ pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Resu
     let last: i64 = tx.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let mut delta = AggDelta::default();
     let (n, max_id) = {
-        let mut stmt = tx.prepare_cached(&format!("SELECT {FOLD_COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+        let mut stmt =
+            tx.prepare_cached(&format!("SELECT {FOLD_COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
         let rows = stmt.query(params![last, limit.min(i64::MAX as u64) as i64])?;
         fold_rows(&tx, rows, fold, &mut delta)?
     };

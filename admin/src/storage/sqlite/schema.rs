@@ -388,6 +388,8 @@ mod tests {
             "dashboard_sessions",
             "events",
             "ip_info",
+            "label_state",
+            "labels",
             "sensors",
             "strings",
             "users",
@@ -447,7 +449,12 @@ mod tests {
             let folded = crate::analytics::refresh(db, &en).unwrap();
             assert_eq!(folded, if full { 1 } else { 3 }, "{name}");
             if !full {
-                let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None, ..Default::default() };
+                let q = crate::analytics::Query {
+                    since_ms: Some(0),
+                    until_ms: Some(1_800_000_000_000),
+                    sensor: None,
+                    ..Default::default()
+                };
                 let t = crate::analytics::totals(&*db, &q).unwrap();
                 assert_eq!((t.attempts, t.logins, t.attackers), (1, 2, 1), "{name}");
             }
@@ -461,7 +468,7 @@ mod tests {
         let path = dir.path().join("new.db");
         let conn = super::super::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(names(&conn, "table").len(), 11);
+        assert_eq!(names(&conn, "table").len(), 13);
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = super::super::open(&path).err().unwrap();
