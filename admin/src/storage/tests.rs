@@ -502,7 +502,8 @@ enum Who {
 
 /// Three days of traffic on sensor "pi": attackers (logins and connections on 22/23), our own
 /// nmap-like scans from 192.0.2.50 (connections on 21/22/80 and a test login) and a research
-/// scanner inside a range of the bundled list (162.142.125.7, Censys), plus a health sample.
+/// scanner of the bundled list (Censys: 162.142.125.7 in a listed range, 2602:80d:1000::7 in
+/// its listed ASN only), plus a health sample.
 /// `part` 0 is the traffic before the label is added, 1 the traffic after.
 fn labels_events(part: u8, who: &[Who]) -> Vec<Event> {
     const T0: i64 = 1_714_521_600_000;
@@ -521,7 +522,9 @@ fn labels_events(part: u8, who: &[Who]) -> Vec<Event> {
         let ip = match w {
             Who::Attacker => format!("203.0.113.{}", 10 + i % 3),
             Who::Own => "192.0.2.50".to_string(),
-            Who::Research => "162.142.125.7".to_string(),
+            // In a listed range; in the listed ASN only (Censys, through the shipped mmdb).
+            Who::Research if i % 8 == 3 => "162.142.125.7".to_string(),
+            Who::Research => "2602:80d:1000::7".to_string(),
         };
         let mut e = if i % 3 == 0 {
             let (u, p) = if w == Who::Own { ("test", "test") } else { ("root", "xc3511") };
@@ -644,13 +647,17 @@ fn labelled_traffic_leaves_the_numbers_and_relabelling_rewrites_history_exactly(
         assert_eq!((selfie.attackers, selfie.top_sources[0].ip.as_str()), (1, "192.0.2.50"));
         assert_eq!(selfie.top_sources[0].label.as_deref(), Some("self"));
         let research = rep.labelled.iter().find(|l| l.label == "research").unwrap();
-        assert_eq!((research.attackers, research.top_sources[0].ip.as_str()), (1, "162.142.125.7"));
-        assert_eq!(research.top_sources[0].label.as_deref(), Some("research"));
+        assert_eq!(research.attackers, 2);
+        let mut ips: Vec<&str> = research.top_sources.iter().map(|s| s.ip.as_str()).collect();
+        ips.sort_unstable();
+        assert_eq!(ips, vec!["162.142.125.7", "2602:80d:1000::7"]);
+        assert!(research.top_sources.iter().all(|s| s.label.as_deref() == Some("research")));
         assert!(research.attempts > 0);
         let all = analytics::report(&*db, &Query { include: Include::ALL, ..q.clone() }, 0, 50).unwrap();
         let label_of = |ip: &str| all.top_sources.rows.iter().find(|r| r.ip == ip).map(|r| r.label.clone());
         assert_eq!(label_of("192.0.2.50"), Some(Some("self".into())));
         assert_eq!(label_of("162.142.125.7"), Some(Some("research".into())));
+        assert_eq!(label_of("2602:80d:1000::7"), Some(Some("research".into())));
         assert_eq!(label_of("203.0.113.10"), Some(None));
         // The export carries the label of every row.
         let mut out = Vec::new();
