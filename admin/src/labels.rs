@@ -255,8 +255,11 @@ pub fn research_scanners() -> &'static [ResearchScanner] {
 /// (network, value) each, longest first.
 #[derive(Debug, Clone)]
 struct NetTable<T> {
-    by_len: Vec<(u8, bool, Vec<(IpNet, T)>)>,
+    by_len: Vec<NetGroup<T>>,
 }
+
+/// The networks of one prefix length and family (IPv4 or not), sorted by network address.
+type NetGroup<T> = (u8, bool, Vec<(IpNet, T)>);
 
 impl<T> Default for NetTable<T> {
     fn default() -> Self {
