@@ -30,6 +30,11 @@
 //! Every stored event with the common fields and every detail field flattened to the top level
 //! (a detail field whose name clashes with a common one is prefixed `detail_`).
 //!
+//! # Labels
+//! Both shapes end with a `label` column: the source address's label (`self`, `research` or the
+//! admin's own name, `crate::labels`; JSON `null`, CSV empty when none), resolved once per
+//! address. Exports keep every row: filter on `label` (the report leaves labelled traffic out).
+//!
 //! # Types
 //! JSON values are typed: numbers are JSON numbers and flags JSON booleans (`success`,
 //! `truncated`, `evicted`), so `df[df.success]` works in pandas; attacker-chosen text stays text

@@ -11,6 +11,11 @@
 //!   not further attempts, so a session is never counted once per message.
 //! * A **login** is one `login` event (one credential pair tried).
 //! * An **attacker** is a distinct source address with at least one event in the range.
+//! * **Labelled traffic** (`crate::labels`: `self`, your own tests; `research`, research
+//!   scanners) is left out of every number unless the [`Query`]'s `include` takes it back, and is
+//!   shown on its own ([`labelled`]). Folding keeps each label's share in rows of its own (a
+//!   negative sensor id), so leaving it out is a subtraction, exact and without raw events;
+//!   [`relabel`] rebuilds those rows when labels change.
 //!
 //! # Speed: aggregate tables
 //! Reports over ten million events must answer in well under a second, so they never scan the raw
