@@ -704,3 +704,44 @@ fn labels_are_capped_and_the_raw_mark_only_moves_forward() {
         assert_eq!(db.raw_from().unwrap(), 500);
     }
 }
+
+#[test]
+fn relabel_keeps_the_labels_of_buckets_whose_raw_events_retention_deleted() {
+    use crate::labels::{Include, Label};
+    const DAY: i64 = DAY_MS;
+    let t0 = 1_714_521_600_000; // a day boundary (a Wednesday)
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    for (mut db, _dir) in backends() {
+        let db = &mut *db;
+        // One connection a day from 192.0.2.9 for ten days.
+        let evs: Vec<Event> = (0..10)
+            .map(|d| {
+                let mut e = ev(0);
+                e.time_ms = t0 + d * DAY + 1000;
+                e.src_ip = "192.0.2.9".parse().unwrap();
+                e
+            })
+            .collect();
+        commit_next(db, evs);
+        let cfg = crate::retention::RetentionConfig { max_age_days: 5, max_bytes: 0, ..Default::default() };
+        let now = t0 + 10 * DAY;
+        let st = crate::retention::prune(db, &cfg, &en, now).unwrap();
+        assert!(st.events_by_age >= 4, "{st:?}");
+        let cutoff = now - 5 * DAY;
+        assert_eq!(db.raw_from().unwrap(), cutoff);
+        // Labelled after its old events are gone: only the buckets still whole in the raw
+        // events are rewritten (PostgreSQL keeps up to a day more, which changes nothing here).
+        crate::labels::add(db, "192.0.2.9", &Label::SelfTest, "", 10, 1).unwrap();
+        let r = analytics::relabel(db, &en).unwrap();
+        assert_eq!(r.kept_before_ms, Some(cutoff));
+        let q = |from, to, inc| Query { since_ms: Some(from), until_ms: Some(to), sensor: None, include: inc };
+        assert_eq!(analytics::totals(&*db, &q(t0, now, Include::ALL)).unwrap().attempts, 10, "nothing lost");
+        // (Day-resolved ranges: a week row that began before the mark keeps its labels too.)
+        let before = analytics::totals(&*db, &q(t0, cutoff, Include::default())).unwrap();
+        assert_eq!(before.attempts, 5, "the days before the cutoff keep their old (no) label");
+        let after = analytics::totals(&*db, &q(cutoff, now, Include::default())).unwrap();
+        assert_eq!(after.attempts, 0, "the days after it are rewritten");
+        let l = analytics::labelled(&*db, &q(cutoff, now, Include::default()), 5).unwrap();
+        assert_eq!(l.iter().find(|l| l.label == "self").unwrap().attempts, 5);
+    }
+}
