@@ -242,12 +242,17 @@ fn time_queries(path: &Path) -> anyhow::Result<()> {
 fn query_table(conn: &dyn drosera_admin::storage::Storage) -> anyhow::Result<()> {
     let now = analytics::now_ms();
     let ranges = [
-        ("30 days", Query { since_ms: Some(now - 31 * DAY_MS), until_ms: None, sensor: None }),
-        ("7 days", Query { since_ms: Some(now - 7 * DAY_MS), until_ms: None, sensor: None }),
-        ("24 hours", Query { since_ms: Some(now - 24 * HOUR_MS), until_ms: None, sensor: None }),
+        ("30 days", Query { since_ms: Some(now - 31 * DAY_MS), until_ms: None, sensor: None, ..Default::default() }),
+        ("7 days", Query { since_ms: Some(now - 7 * DAY_MS), until_ms: None, sensor: None, ..Default::default() }),
+        ("24 hours", Query { since_ms: Some(now - 24 * HOUR_MS), until_ms: None, sensor: None, ..Default::default() }),
         (
             "30 days, 1 sensor",
-            Query { since_ms: Some(now - 31 * DAY_MS), until_ms: None, sensor: Some(SENSORS[0].into()) },
+            Query {
+                since_ms: Some(now - 31 * DAY_MS),
+                until_ms: None,
+                sensor: Some(SENSORS[0].into()),
+                ..Default::default()
+            },
         ),
     ];
     println!("\n| query | 30 days | 7 days | 24 hours | 30 days, 1 sensor |\n|---|---|---|---|---|");

@@ -8,6 +8,7 @@
 use crate::analytics::{parse_time, AnalyticsError, Query};
 use crate::config::{AdminConfig, ConfigError};
 use crate::export::Format;
+use crate::labels::{Include, Label};
 use crate::users::MAX_PASSWORD;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -59,6 +60,7 @@ impl RangeArgs {
             since_ms: self.since.as_deref().map(|s| parse_time(s, now_ms)).transpose()?,
             until_ms: self.until.as_deref().map(|s| parse_time(s, now_ms)).transpose()?,
             sensor: self.sensor.clone(),
+            include: Include::default(),
         })
     }
 }
@@ -77,6 +79,16 @@ pub struct ReportArgs {
     /// Rows per list.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// Labelled traffic to count as attacks too: self, research or self,research (by default
+    /// both are left out of the numbers and shown apart).
+    #[arg(long, value_name = "LABELS", default_value = "", value_parser = clap::builder::ValueParser::new(|s: &str| Include::parse(s)))]
+    pub include: Include,
+}
+
+impl ReportArgs {
+    pub fn query(&self, now_ms: i64) -> Result<Query, AnalyticsError> {
+        Ok(Query { include: self.include, ..self.range.query(now_ms)? })
+    }
 }
 
 /// `drosera-admin export`. Its bounds are exact to the millisecond.
@@ -143,6 +155,16 @@ pub enum Command {
     /// Manage dashboard users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Labels on source addresses: your own tests (self), research scanners (research) or a
+    /// name of your own; self and research are left out of the report's numbers.
+    #[command(subcommand)]
+    Label(LabelCommand),
+    /// Apply the current labels and the bundled research-scanner list to every stored event
+    /// again (`label add` and `label remove` do it themselves; run it after an upgrade).
+    Relabel {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Copy an existing install's database into a new one (every table): sqlite:PATH to
     /// postgres://…
     Migrate {
@@ -155,6 +177,36 @@ pub enum Command {
     },
     /// Run the ingest server (mutual TLS) and the dashboard.
     Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LabelCommand {
+    /// Label an address or network (CIDR), then apply it to history.
+    Add {
+        /// An address (203.0.113.7) or a network (203.0.113.0/24, 2001:db8::/32).
+        cidr: String,
+        /// self (your own machines), research (scanners) or a name of your own (a-z, 0-9, - _).
+        #[arg(long = "as", value_name = "LABEL", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Label>()))]
+        label: Label,
+        /// Why (shown by `label list`).
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Every label.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove the label of an address or network (as it was added), then apply that to history.
+    Remove {
+        cidr: String,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -187,6 +239,10 @@ pub enum SensorCommand {
         /// Where the bundle will live on the sensor (default: the absolute --out).
         #[arg(long, value_name = "DIR")]
         install_dir: Option<PathBuf>,
+        /// Label this address (the machine you set the sensor up from, or its network) `self`
+        /// in the same step, so your own tests are never counted as attacks.
+        #[arg(long, value_name = "ADDR")]
+        label_self: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -7,6 +7,7 @@
 
 pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
+pub use crate::labels::LabelsConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::storage::DatabaseConfig;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub struct AdminConfig {
     pub dashboard: DashboardConfig,
     pub enrichment: EnrichmentConfig,
     pub retention: RetentionConfig,
+    pub labels: LabelsConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -253,6 +255,13 @@ impl AdminConfig {
                 return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
             }
         }
+        if self.labels.max_labels == 0 || self.labels.max_labels > 1_000_000 {
+            return Err(invalid(
+                "labels.max_labels",
+                "must be between 1 and 1000000 (every report reads them all)",
+                "use the default, 4096",
+            ));
+        }
         let r = &self.retention;
         if r.interval_s < 60 {
             return Err(invalid(
@@ -306,6 +315,7 @@ mod tests {
             ("[dashboard]\nlogin_tracked_addresses = 0\n", "dashboard.login_tracked_addresses"),
             ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
             ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
+            ("[labels]\nmax_labels = 0\n", "labels.max_labels"),
         ] {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");

@@ -30,6 +30,11 @@
 //! Every stored event with the common fields and every detail field flattened to the top level
 //! (a detail field whose name clashes with a common one is prefixed `detail_`).
 //!
+//! # Labels
+//! Both shapes end with a `label` column: the source address's label (`self`, `research` or the
+//! admin's own name, `crate::labels`; JSON `null`, CSV empty when none), resolved once per
+//! address. Exports keep every row: filter on `label` (the report leaves labelled traffic out).
+//!
 //! # Types
 //! JSON values are typed: numbers are JSON numbers and flags JSON booleans (`success`,
 //! `truncated`, `evicted`), so `df[df.success]` works in pandas; attacker-chosen text stays text
@@ -40,6 +45,7 @@
 //! the hour-aligned analytics.
 
 use crate::analytics::{evicted_sources, now_ms, AnalyticsError, Query};
+use crate::labels::Labeler;
 use crate::storage::{EventRange, ExportRow, Storage, StorageError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -93,7 +99,7 @@ pub enum ExportError {
 }
 
 /// CSV columns of the per-event export, in order.
-pub const CSV_COLUMNS: [&str; 21] = [
+pub const CSV_COLUMNS: [&str; 22] = [
     "timestamp",
     "source_ip",
     "source_port",
@@ -115,6 +121,7 @@ pub const CSV_COLUMNS: [&str; 21] = [
     "payload_sha256",
     "url",
     "fields",
+    "label",
 ];
 
 fn rfc3339(ms: i64) -> String {
@@ -174,8 +181,9 @@ pub fn export(db: &dyn Storage, q: &Query, format: Format, out: &mut dyn Write) 
     }
     let mut n = 0u64;
     let mut failed = None;
+    let mut labels = LabelCache::new(Labeler::new(&db.labels()?, true));
     if format.per_event() {
-        db.export_events(&range, &mut |r| match write_row(&mut out, format, r) {
+        db.export_events(&range, &mut |r| match write_row(&mut out, format, r, labels.get(r.src_ip, r.asn)) {
             Ok(()) => {
                 n += 1;
                 ControlFlow::Continue(())
@@ -186,7 +194,7 @@ pub fn export(db: &dyn Storage, q: &Query, format: Format, out: &mut dyn Write) 
             }
         })?;
     } else {
-        let mut folder = Folder::default();
+        let mut folder = Folder { labels, ..Default::default() };
         let json = format.json();
         db.export_events(&range, &mut |r| {
             folder.add(r);
@@ -213,6 +221,34 @@ pub fn export(db: &dyn Storage, q: &Query, format: Format, out: &mut dyn Write) 
     }
     out.flush()?;
     Ok(n)
+}
+
+/// Most addresses whose label an export remembers (a cache: it is cleared when full).
+const LABEL_CACHE: usize = 100_000;
+
+/// The label of each row's source address (`crate::labels`), resolved once per address.
+#[derive(Default)]
+struct LabelCache {
+    labeler: Labeler,
+    cache: HashMap<String, Option<String>>,
+}
+
+impl LabelCache {
+    fn new(labeler: Labeler) -> LabelCache {
+        LabelCache { labeler, cache: HashMap::new() }
+    }
+
+    fn get(&mut self, ip: &str, asn: Option<i64>) -> Option<String> {
+        if let Some(l) = self.cache.get(ip) {
+            return l.clone();
+        }
+        let l = self.labeler.label_str(ip, || asn.and_then(|a| u32::try_from(a).ok())).map(|l| l.to_string());
+        if self.cache.len() >= LABEL_CACHE {
+            self.cache.clear();
+        }
+        self.cache.insert(ip.to_string(), l.clone());
+        l
+    }
 }
 
 /// A detail field as a typed JSON value: the numeric and boolean fields the sensor writes are
@@ -260,7 +296,7 @@ const END_SLACK_MS: i64 = 10_000;
 const ORPHAN_MS: i64 = 10 * 60_000;
 
 /// CSV columns of the per-attack export, in order (list cells are JSON arrays).
-pub const ATTACK_COLUMNS: [&str; 35] = [
+pub const ATTACK_COLUMNS: [&str; 36] = [
     "timestamp",
     "end_timestamp",
     "source_ip",
@@ -296,6 +332,7 @@ pub const ATTACK_COLUMNS: [&str; 35] = [
     "downloads",
     "exploits",
     "fingerprints",
+    "label",
 ];
 
 /// One attack being folded.
@@ -437,7 +474,7 @@ impl Attack {
         };
     }
 
-    fn write(&self, out: &mut impl Write, json: bool) -> std::io::Result<()> {
+    fn write(&self, out: &mut impl Write, json: bool, label: Option<String>) -> std::io::Result<()> {
         let list = |v: &[String]| Value::Array(v.iter().map(|x| Value::from(x.as_str())).collect());
         let creds = Value::Array(
             self.credentials.iter().map(|(u, p)| Value::Array(vec![u.as_str().into(), p.as_str().into()])).collect(),
@@ -481,6 +518,7 @@ impl Attack {
         m.insert("downloads".into(), list(&self.downloads));
         m.insert("exploits".into(), list(&self.exploits));
         m.insert("fingerprints".into(), list(&self.fingerprints));
+        m.insert("label".into(), label.map(Value::from).unwrap_or(Value::Null));
         if json {
             return write_json_line(out, &Value::Object(m));
         }
@@ -510,6 +548,7 @@ struct Folder {
     by_deadline: BTreeSet<(i64, String, i64)>,
     /// Rows ready to be written (rollups, evicted, sessions written early).
     ready: Vec<Attack>,
+    labels: LabelCache,
 }
 
 impl Folder {
@@ -587,13 +626,14 @@ impl Folder {
         }
         let n = self.ready.len() as u64;
         for a in self.ready.drain(..) {
-            a.write(out, json)?;
+            let label = self.labels.get(&a.src_ip, a.asn);
+            a.write(out, json, label)?;
         }
         Ok(n)
     }
 }
 
-fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>) -> std::io::Result<()> {
+fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Option<String>) -> std::io::Result<()> {
     match format {
         Format::Jsonl | Format::EventsJsonl => {
             let mut m = Map::new();
@@ -615,6 +655,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>) -> std::io
             m.insert("bytes_in".into(), r.bytes_in.into());
             m.insert("bytes_out".into(), r.bytes_out.into());
             m.insert("count".into(), r.count.into());
+            m.insert("label".into(), label.clone().map(Value::from).unwrap_or(Value::Null));
             if let Ok(Value::Object(detail)) = serde_json::from_str::<Value>(r.fields) {
                 for (k, v) in detail {
                     let v = match &v {
@@ -650,6 +691,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>) -> std::io
                 csv_cell(r.payload_sha256.unwrap_or(""), false),
                 csv_cell(r.url.unwrap_or(""), true),
                 csv_cell(r.fields, true),
+                csv_cell(label.as_deref().unwrap_or(""), true),
             ];
             writeln!(out, "{}", cells.join(","))
         }

@@ -15,6 +15,7 @@ pub mod enrich;
 pub mod enroll;
 pub mod export;
 pub mod ingest;
+pub mod labels;
 pub mod retention;
 pub mod samples;
 pub mod sensors;

@@ -5,10 +5,10 @@
 
 use anyhow::Context;
 use clap::Parser;
-use drosera_admin::cli::{Cli, Command, SensorCommand, UserCommand};
+use drosera_admin::cli::{Cli, Command, LabelCommand, SensorCommand, UserCommand};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
-use drosera_admin::{analytics, app, cli, enroll, export, sensors, storage, users};
+use drosera_admin::{analytics, app, cli, enroll, export, labels, sensors, storage, users};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -46,8 +46,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("next: drosera-admin sensor add NAME --out DIR --config {}", path.display());
             Ok(())
         }
-        Command::Sensor(SensorCommand::Add { name, out, admin, install_dir, config }) => {
+        Command::Sensor(SensorCommand::Add { name, out, admin, install_dir, label_self, config }) => {
             let cfg = config.load()?;
+            // The label first: a bad address stops before a certificate is issued.
+            if let Some(addr) = &label_self {
+                let note = format!("enrolled sensor {name} from here");
+                let db = storage::open(&cfg.database)?;
+                let rec = labels::add(&*db, addr, &labels::Label::SelfTest, &note, cfg.labels.max_labels, now_ms())?;
+                drop(db);
+                relabel(&cfg)?;
+                println!("labelled {} self (your own tests are not counted as attacks)", rec.cidr);
+            }
             let b =
                 enroll::add_sensor(&cfg, &enroll::AddOptions { name: name.clone(), out, admins: admin, install_dir })?;
             println!("sensor {name:?} enrolled; bundle in {} (connects to {})", b.dir.display(), b.admin);
@@ -74,7 +83,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Report { args, config } => {
             let cfg = config.load()?;
-            let q = args.range.query(now_ms())?;
+            let q = args.query(now_ms())?;
             let db = open_for_analytics(&cfg)?;
             let r = analytics::report(&*db, &q, args.min_attempts, args.limit)?;
             let mut out = std::io::stdout().lock();
@@ -118,6 +127,44 @@ fn run(command: Command) -> anyhow::Result<()> {
             eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
             Ok(())
         }
+        Command::Label(LabelCommand::Add { cidr, label, note, config }) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let rec = labels::add(&*db, &cidr, &label, &note, cfg.labels.max_labels, now_ms())?;
+            drop(db);
+            println!("labelled {} {}", rec.cidr, rec.label);
+            relabel(&cfg)
+        }
+        Command::Label(LabelCommand::List { json, config }) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let list = db.labels()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<43} {:<12} {:<20} note", "network", "label", "added");
+                for l in &list {
+                    let added = analytics::fmt_time(Some(l.created_ms));
+                    println!("{:<43} {:<12} {:<20} {}", l.cidr, l.label, added, analytics::printable(&l.note));
+                }
+                println!(
+                    "({} labels; research scanners of the bundled list are labelled research as well)",
+                    list.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Label(LabelCommand::Remove { cidr, config }) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            if !labels::remove(&*db, &cidr)? {
+                anyhow::bail!("no label for {cidr} (see `drosera-admin label list`)");
+            }
+            drop(db);
+            println!("removed the label of {cidr}");
+            relabel(&cfg)
+        }
+        Command::Relabel { config } => relabel(&config.load()?),
         Command::Migrate { from, to } => {
             let parse = |u: &str| -> anyhow::Result<storage::Backend> {
                 storage::parse_url(u).map_err(anyhow::Error::msg)?.context("the database URL is empty")
@@ -135,6 +182,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             rt.block_on(app::run(&cfg))
         }
     }
+}
+
+/// Applies the labels to history (`analytics::relabel`) and says what it did.
+fn relabel(cfg: &drosera_admin::config::AdminConfig) -> anyhow::Result<()> {
+    let mut db = storage::open(&cfg.database)?;
+    let r = analytics::relabel(&mut *db, &Enricher::new(&cfg.enrichment)?)?;
+    match r.kept_before_ms {
+        None => println!("relabelled: {} stored events read again; every total is up to date", r.events),
+        Some(t) => println!(
+            "relabelled: {} stored events read again; totals before {} keep their old labels (retention deleted their events)",
+            r.events,
+            analytics::fmt_time(Some(t))
+        ),
+    }
+    Ok(())
 }
 
 /// Opens the database and folds new events into the analytics tables (enriching new addresses),

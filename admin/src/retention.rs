@@ -79,6 +79,18 @@ pub fn prune(
     }
     // Hour rows are kept as long as the raw events of their day.
     let oldest = db.oldest_event_ms()?;
+    // Where the raw events now start, for `analytics::relabel` (which can rebuild the label
+    // class rows only where every raw event is still there).
+    let mut raw_from = 0;
+    if st.events_by_age > 0 {
+        raw_from = now_ms.saturating_sub(i64::from(cfg.max_age_days) * DAY_MS);
+    }
+    if st.events_by_size > 0 {
+        raw_from = raw_from.max(oldest.unwrap_or(now_ms));
+    }
+    if raw_from > 0 {
+        db.set_raw_from(raw_from)?;
+    }
     let mut hcut = oldest.map(|t| t.div_euclid(DAY_MS) * DAY_MS).unwrap_or(0);
     if cfg.max_age_days > 0 {
         let age_cut = now_ms.saturating_sub(i64::from(cfg.max_age_days) * DAY_MS).div_euclid(DAY_MS) * DAY_MS;

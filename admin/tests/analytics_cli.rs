@@ -50,7 +50,7 @@ fn report_text_and_json_match_the_library() {
     assert!(ok, "{err}");
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     let c = Db::open(&loc);
-    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None };
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() };
     assert_eq!(got, serde_json::to_value(analytics::report(&*c, &q, 10, 20).unwrap()).unwrap());
     assert_eq!(got["top_sources"]["matching"], 2);
 

@@ -240,7 +240,7 @@ fn report_matches_straightforward_queries_over_raw_events() {
         (T0 - 30 * DAY, T0 + 30 * DAY),
     ] {
         for sensor in [None, Some("b".to_string())] {
-            check(&c, &Query { since_ms: Some(since), until_ms: Some(until), sensor });
+            check(&c, &Query { since_ms: Some(since), until_ms: Some(until), sensor, ..Default::default() });
         }
     }
 }

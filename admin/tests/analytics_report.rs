@@ -10,7 +10,7 @@ use drosera_admin::retention::{self, RetentionConfig};
 use drosera_uplink::event::Protocol;
 
 fn all() -> Query {
-    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None }
+    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() }
 }
 
 #[test]
@@ -102,11 +102,11 @@ fn sensor_and_time_filters() {
     assert!(matches!(analytics::totals(&*c, &unknown), Err(analytics::AnalyticsError::UnknownSensor(_))));
 
     // Day 3 only (ssh): whole-day span.
-    let q = Query { since_ms: Some(T0 + 2 * DAY), until_ms: Some(T0 + 3 * DAY), sensor: None };
+    let q = Query { since_ms: Some(T0 + 2 * DAY), until_ms: Some(T0 + 3 * DAY), sensor: None, ..Default::default() };
     assert_eq!(analytics::totals(&*c, &q).unwrap().attempts, 3);
     // Hours 1..=3 of day 1 (partial day: hour rows): telnet connections at 1:01, 2:01, 3:01
     // (+1 s); 3:00..4:00 included since until is rounded up to the hour.
-    let q = Query { since_ms: Some(T0 + HOUR), until_ms: Some(T0 + 3 * HOUR + 1), sensor: None };
+    let q = Query { since_ms: Some(T0 + HOUR), until_ms: Some(T0 + 3 * HOUR + 1), sensor: None, ..Default::default() };
     assert_eq!(analytics::totals(&*c, &q).unwrap().attempts, 3);
     // A range mixing partial and whole days equals a count over raw rows with the same bounds.
     for (since, until) in [
@@ -117,7 +117,7 @@ fn sensor_and_time_filters() {
         (T0 - 20 * DAY + 5 * HOUR, T0 + 30 * DAY + 7 * HOUR),
         (T0 + 2 * DAY + HOUR, T0 + 40 * DAY),
     ] {
-        let q = Query { since_ms: Some(since), until_ms: Some(until), sensor: None };
+        let q = Query { since_ms: Some(since), until_ms: Some(until), sensor: None, ..Default::default() };
         let t = analytics::totals(&*c, &q).unwrap();
         let r = t.range.clone().unwrap();
         // The raw rows, read through the export cursor (works on every backend).
@@ -134,7 +134,7 @@ fn sensor_and_time_filters() {
     }
 
     // Timeline over 3 days is hourly; its sum equals the total.
-    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 3 * DAY), sensor: None };
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 3 * DAY), sensor: None, ..Default::default() };
     let tl = analytics::timeline(&*c, &q).unwrap();
     assert_eq!(tl.resolution, "hour");
     assert_eq!(tl.buckets.first(), Some(&(T0 + HOUR)));
@@ -143,7 +143,7 @@ fn sensor_and_time_filters() {
     assert_eq!(tl.per_sensor.len(), 2);
     assert_eq!(tl.per_sensor[1].attempts.iter().sum::<i64>(), 3);
     // Over 30 days it is daily.
-    let q = Query { since_ms: Some(T0 - 20 * DAY), until_ms: Some(T0 + 10 * DAY), sensor: None };
+    let q = Query { since_ms: Some(T0 - 20 * DAY), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() };
     let tl = analytics::timeline(&*c, &q).unwrap();
     assert_eq!(tl.resolution, "day");
     assert_eq!(tl.buckets, vec![T0, T0 + DAY, T0 + 2 * DAY]);
@@ -198,7 +198,7 @@ fn retention_prunes_raw_events_and_keeps_daily_rollups() {
     // Raw-only lists cover the retained period only.
     assert!(after.payloads.is_empty());
     // A partial-day query in the pruned period is widened to the whole day.
-    let q = Query { since_ms: Some(T0 + HOUR), until_ms: Some(T0 + 3 * HOUR), sensor: None };
+    let q = Query { since_ms: Some(T0 + HOUR), until_ms: Some(T0 + 3 * HOUR), sensor: None, ..Default::default() };
     let t = analytics::totals(&*c, &q).unwrap();
     assert_eq!(t.range.unwrap().since_ms, T0);
     assert_eq!(t.attempts, 113);

@@ -10,7 +10,7 @@ use drosera_admin::analytics::{self, Query};
 const RANGE: &str = "since=1714521600000&until=1715385600000";
 
 fn all() -> Query {
-    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None }
+    Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() }
 }
 
 fn login_nonce(addr: std::net::SocketAddr) -> String {
@@ -116,6 +116,34 @@ fn login_required_csrf_and_numbers_match_the_api() {
         let r = http(a, "GET", &format!("{p}?{RANGE}&min_attempts=10"), &auth, "");
         assert_eq!(r.status, 200, "{p}");
     }
+
+    // Labels: a self-labelled address leaves the numbers; the switch (include=) brings it back.
+    let own = analytics::top_sources(&*c, &all(), 0, 50).unwrap().rows.into_iter().find(|r| r.ip == "1.1.1.1").unwrap();
+    assert!(own.attempts > 0 && own.label.is_none());
+    drosera_admin::labels::add(&*c, "1.1.1.1", &drosera_admin::labels::Label::SelfTest, "", 10, 1).unwrap();
+    analytics::relabel(&mut *c, &enricher()).unwrap();
+    let attempts = |q: &str| -> i64 {
+        let r = http(a, "GET", &format!("/api/totals?{RANGE}{q}"), &auth, "");
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["attempts"].as_i64().unwrap()
+    };
+    assert_eq!(attempts(""), 116 - own.attempts);
+    assert_eq!(attempts("&include=self"), 116);
+    assert_eq!(attempts("&include=self,research"), 116);
+    assert_eq!(http(a, "GET", &format!("/api/totals?{RANGE}&include=everyone"), &auth, "").status, 400);
+    let r = http(a, "GET", &format!("/?{RANGE}"), &auth, "");
+    assert!(r.body.contains(&format!(r#"id="total-attempts">{}<"#, 116 - own.attempts)), "{}", r.body);
+    assert!(r.body.contains(r#"<select name="include" id="include">"#) && r.body.contains(r#"id="labelled""#));
+    assert!(r.body.contains(r#"<tr data-key="self"><td>self</td><td class="included">left out</td>"#), "{}", r.body);
+    let r = http(a, "GET", &format!("/attackers?{RANGE}&include=self"), &auth, "");
+    assert!(
+        r.body.contains(r#"<tr data-key="1.1.1.1"><td class="mono">1.1.1.1</td><td class="label">self</td>"#),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(r#"<option value="self" selected>"#));
+    let r = http(a, "GET", &format!("/attackers?{RANGE}"), &auth, "");
+    assert!(!r.body.contains(r#"data-key="1.1.1.1""#), "a self address is no attacker by default");
 
     // Logout needs the session's CSRF value.
     let page = http(a, "GET", "/", &auth, "").body;

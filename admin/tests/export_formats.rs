@@ -49,7 +49,12 @@ fn events_jsonl_has_the_mhn_fields_and_typed_detail_fields() {
     // filters: sensor and exact time bounds
     let q = Query { sensor: Some("s2".into()), ..Default::default() };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 6);
-    let q = Query { since_ms: Some(T0 + HOUR + 60_000), until_ms: Some(T0 + HOUR + 61_000), sensor: None };
+    let q = Query {
+        since_ms: Some(T0 + HOUR + 60_000),
+        until_ms: Some(T0 + HOUR + 61_000),
+        sensor: None,
+        ..Default::default()
+    };
     assert_eq!(exported(&*c, &q, Format::EventsJsonl).0, 1, "until is exclusive, exact to the ms");
 }
 
@@ -318,6 +323,22 @@ print(len(df[df.success]), int(df.login_attempts.sum()), int(df["count"].sum()),
     assert_eq!(parsed(lines[2]), obj(&per_proto), "{s}");
     // df[df.success] keeps the one session with a successful login (a boolean column).
     assert_eq!(lines[3], "1 52 28 bool", "{s}");
+
+    // The label column: our own address labelled self, pandas keeps the attacks by it.
+    let (own, own_attacks) = per_ip[0];
+    drosera_admin::labels::add(&*c, own, &drosera_admin::labels::Label::SelfTest, "", 10, 1).unwrap();
+    let (_, text) = exported(&*c, &Query::default(), Format::Jsonl);
+    std::fs::write(&path, &text).unwrap();
+    let script = r#"
+import sys
+import pandas as pd
+df = pd.read_json(sys.argv[1], lines=True)
+print(len(df[df.label.isna()]), len(df[df.label == "self"]), df[df.label == "self"].source_ip.unique().tolist())
+"#;
+    let out = std::process::Command::new(python).args(["-c", script]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(s.trim(), format!("{} {own_attacks} ['{own}']", 28 - own_attacks), "{s}");
 }
 
 /// An eviction gap's account goes back into the report's totals and the default export, and
@@ -376,7 +397,7 @@ fn evicted_counts_are_added_back_into_reports_and_the_export() {
     assert_eq!(evs.last().unwrap().transport, Transport::Internal);
     insert(&*c, "s1", &evs);
     analytics::refresh(&mut *c, &enricher()).unwrap();
-    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + DAY), sensor: None };
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + DAY), sensor: None, ..Default::default() };
     let t = analytics::totals(&*c, &q).unwrap();
     assert_eq!(t.attempts, 121, "1 stored + 120 evicted connections: {t:?}");
     assert_eq!(t.logins, 11);

@@ -53,6 +53,8 @@ pub struct SensorOpts {
     pub env: Vec<(String, String)>,
     /// Seconds to wait for the sensor to listen (qemu starts slowly).
     pub start_timeout: Duration,
+    /// `sensor add --label-self ADDR`: the enrolling machine's address labelled `self`.
+    pub label_self: Option<String>,
 }
 
 impl Default for SensorOpts {
@@ -71,6 +73,7 @@ impl Default for SensorOpts {
             wrapper: Vec::new(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(30),
+            label_self: None,
         }
     }
 }
@@ -120,18 +123,12 @@ impl Stack {
             .with_context(|| format!("`drosera-admin init` wrote no {}", admin_cfg.display()))?;
         std::fs::write(&admin_cfg, rewrite_admin_config(&text, ingest, dashboard))?;
         let bundle = dir.join("bundle");
-        procs::run(
-            &bins.admin,
-            &[
-                "sensor",
-                "add",
-                &opts.name,
-                "--out",
-                &bundle.display().to_string(),
-                "--config",
-                &admin_cfg.display().to_string(),
-            ],
-        )?;
+        let (bundle_arg, cfg_arg) = (bundle.display().to_string(), admin_cfg.display().to_string());
+        let mut add = vec!["sensor", "add", &opts.name, "--out", &bundle_arg, "--config", &cfg_arg];
+        if let Some(addr) = &opts.label_self {
+            add.extend(["--label-self", addr]);
+        }
+        procs::run(&bins.admin, &add)?;
         let uplink =
             std::fs::read_to_string(bundle.join("uplink.toml")).context("the sensor bundle has no uplink.toml")?;
         let data_dir = opts.data_dir.clone().unwrap_or_else(|| dir.join("sensor-data"));

@@ -11,6 +11,11 @@
 //!   not further attempts, so a session is never counted once per message.
 //! * A **login** is one `login` event (one credential pair tried).
 //! * An **attacker** is a distinct source address with at least one event in the range.
+//! * **Labelled traffic** (`crate::labels`: `self`, your own tests; `research`, research
+//!   scanners) is left out of every number unless the [`Query`]'s `include` takes it back, and is
+//!   shown on its own ([`labelled`]). Folding keeps each label's share in rows of its own (a
+//!   negative sensor id), so leaving it out is a subtraction, exact and without raw events;
+//!   [`relabel`] rebuilds those rows when labels change.
 //!
 //! # Speed: aggregate tables
 //! Reports over ten million events must answer in well under a second, so they never scan the raw
@@ -44,13 +49,14 @@ mod scan;
 mod text;
 
 pub use queries::{
-    countries, credentials, downloads, exploits, payloads, ports, protocols, report, sensors, timeline, top_sources,
-    totals, Counted, CountryRow, Credentials, ItemRow, PairRow, PortRow, ProtocolRow, Report, SensorHealth, Series,
-    SourceRow, Timeline, TopSources, Totals,
+    countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
+    top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
+    Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{
-    cc_code, cc_label, evicted_kinds, evicted_sources, refresh, EVICTED_ATTEMPTS_KIND, EVICTED_EVENTS_KIND,
+    cc_code, cc_label, evicted_kinds, evicted_sources, refresh, relabel, Relabelled, EVICTED_ATTEMPTS_KIND,
+    EVICTED_EVENTS_KIND,
 };
 pub use text::{fmt_time, printable};
 

@@ -3,9 +3,10 @@
 
 use super::range::{floor_to, limit, resolve, spans, Query, RangeInfo, Resolved, DAY_MS, HOUR_MS};
 use super::refresh::cc_label;
-use super::scan::{scan_sources, top_n, Counts, IdHash, SrcMap};
+use super::scan::{scan_class, scan_sources, top_n, Counts, IdHash, SrcMap};
 use super::AnalyticsError;
-use crate::storage::{CredAgg, EventRange, ItemKind, Storage, TimelineSource};
+use crate::labels::{Class, Labeler};
+use crate::storage::{CredAgg, EventRange, ItemKind, KindSum, Storage, TimelineSource};
 use drosera_uplink::event::Health;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -49,13 +50,27 @@ pub struct Totals {
 
 pub fn totals(db: &dyn Storage, q: &Query) -> Result<Totals, AnalyticsError> {
     let r = resolve(db, q)?;
-    let src = scan_sources(db, &r)?;
+    let src = scan_sources(db, &r, q)?;
     totals_in(db, q, &r, &src)
+}
+
+/// The kind sums of `r` without the label classes `q` leaves out (their rows subtracted).
+fn kind_sums_net(db: &dyn Storage, q: &Query, r: &Resolved) -> Result<Vec<KindSum>, AnalyticsError> {
+    let mut sums = db.kind_sums(&r.agg())?;
+    for c in q.include.excluded() {
+        for k in db.kind_sums(&r.class_agg(c))? {
+            if let Some(e) = sums.iter_mut().find(|e| e.kind == k.kind) {
+                e.rows -= k.rows;
+                e.n -= k.n;
+            }
+        }
+    }
+    Ok(sums)
 }
 
 fn totals_in(db: &dyn Storage, q: &Query, r: &Resolved, src: &SrcMap) -> Result<Totals, AnalyticsError> {
     let mut t = Totals { range: Some(r.info(q)), ..Default::default() };
-    for k in db.kind_sums(&r.agg())? {
+    for k in kind_sums_net(db, q, r)? {
         let (rows, n) = (k.rows, k.n);
         t.events += rows;
         match k.kind.as_str() {
@@ -131,6 +146,12 @@ pub fn timeline(db: &dyn Storage, q: &Query) -> Result<Timeline, AnalyticsError>
         for s in db.timeline_sums(&source, id, first, last)? {
             rows.push((s.bucket, name.clone(), s.attempts, s.logins));
         }
+        // The label classes left out, subtracted (their rows are a part of the sensor's).
+        for c in q.include.excluded() {
+            for s in db.timeline_sums(&source, crate::labels::class_sensor(id, c), first, last)? {
+                rows.push((s.bucket, name.clone(), -s.attempts, -s.logins));
+            }
+        }
     }
     let mut attempts = vec![0; buckets.len()];
     let mut logins = vec![0; buckets.len()];
@@ -170,6 +191,9 @@ pub struct SourceRow {
     pub country: String,
     pub asn: Option<u32>,
     pub as_org: String,
+    /// The address's label (`self`, `research` or the admin's own name; `None`: none).
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +208,7 @@ pub struct TopSources {
 /// Source addresses by attempts, with country and AS, keeping those with >= `min_attempts`.
 pub fn top_sources(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Result<TopSources, AnalyticsError> {
     let r = resolve(db, q)?;
-    let src = scan_sources(db, &r)?;
+    let src = scan_sources(db, &r, q)?;
     top_sources_in(db, q, &r, &src, min_attempts, n)
 }
 
@@ -209,11 +233,13 @@ fn top_sources_in(
         info.insert(id, i);
         Ok(name)
     })?;
+    let labeler = Labeler::new(&db.labels()?, true);
     let rows = top
         .into_iter()
         .filter_map(|(id, _, _)| {
             let v = src.get(id)?;
             let (ip, country, asn, as_org) = info.remove(&id)?;
+            let label = labeler.label_str(&ip, || asn).map(|l| l.to_string());
             Some(SourceRow {
                 ip,
                 attempts: v.attempts,
@@ -224,6 +250,7 @@ fn top_sources_in(
                 country,
                 asn,
                 as_org,
+                label,
             })
         })
         .collect();
@@ -242,7 +269,7 @@ pub struct CountryRow {
 /// Attackers and attempts per country, most attempts first.
 pub fn countries(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
     let r = resolve(db, q)?;
-    countries_in(&scan_sources(db, &r)?, n)
+    countries_in(&scan_sources(db, &r, q)?, n)
 }
 
 fn countries_in(src: &SrcMap, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
@@ -276,11 +303,27 @@ pub struct ProtocolRow {
 /// Attempts, logins and events per emulated protocol (sensor-internal records excluded).
 pub fn protocols(db: &dyn Storage, q: &Query) -> Result<Vec<ProtocolRow>, AnalyticsError> {
     let r = resolve(db, q)?;
-    Ok(db
+    let mut rows: Vec<ProtocolRow> = db
         .protocol_sums(&r.agg())?
         .into_iter()
         .map(|p| ProtocolRow { protocol: p.protocol, attempts: p.attempts, logins: p.logins, events: p.events })
-        .collect())
+        .collect();
+    let mut changed = false;
+    for c in q.include.excluded() {
+        for p in db.protocol_sums(&r.class_agg(c))? {
+            if let Some(e) = rows.iter_mut().find(|e| e.protocol == p.protocol) {
+                e.attempts -= p.attempts;
+                e.logins -= p.logins;
+                e.events -= p.events;
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        rows.retain(|p| p.events != 0 || p.attempts != 0);
+        rows.sort_by(|a, b| b.attempts.cmp(&a.attempts).then_with(|| a.protocol.cmp(&b.protocol)));
+    }
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,11 +336,27 @@ pub struct PortRow {
 /// Attempts per destination port (and the protocol emulated there).
 pub fn ports(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<PortRow>, AnalyticsError> {
     let r = resolve(db, q)?;
-    Ok(db
-        .port_sums(&r.agg(), limit(n) as i64)?
+    let mut out: HashMap<(String, i64), i64> = HashMap::new();
+    for c in q.include.excluded() {
+        for p in db.port_sums(&r.class_agg(c), i64::MAX)? {
+            *out.entry((p.protocol, p.port)).or_default() += p.attempts;
+        }
+    }
+    // Without labelled traffic to take out, the database picks the top ones itself.
+    let all = db.port_sums(&r.agg(), if out.is_empty() { limit(n) as i64 } else { i64::MAX })?;
+    let mut rows: Vec<PortRow> = all
         .into_iter()
-        .map(|p| PortRow { protocol: p.protocol, port: p.port, attempts: p.attempts })
-        .collect())
+        .map(|p| {
+            let minus = out.get(&(p.protocol.clone(), p.port)).copied().unwrap_or(0);
+            PortRow { protocol: p.protocol, port: p.port, attempts: p.attempts - minus }
+        })
+        .filter(|p| p.attempts > 0)
+        .collect();
+    if !out.is_empty() {
+        rows.sort_by(|a, b| b.attempts.cmp(&a.attempts).then_with(|| a.port.cmp(&b.port)));
+        rows.truncate(limit(n));
+    }
+    Ok(rows)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,9 +393,19 @@ pub fn credentials(db: &dyn Storage, q: &Query, n: usize) -> Result<Credentials,
         *passes.slot(c.pass_id, || 0) += c.n;
         *pairs.entry((c.user_id, c.pass_id)).or_default() += c.n;
     })?;
+    // The label classes left out, subtracted (their rows are a part of the ones above).
+    for class in q.include.excluded() {
+        db.scan_credentials(&r.class_agg(class), &mut |c: CredAgg| {
+            *users.slot(c.user_id, || 0) -= c.n;
+            *passes.slot(c.pass_id, || 0) -= c.n;
+            *pairs.entry((c.user_id, c.pass_id)).or_default() -= c.n;
+        })?;
+    }
+    pairs.retain(|_, n| *n > 0);
     let n = limit(n);
     let counted = |m: Counts| -> Result<Vec<Counted>, AnalyticsError> {
-        Ok(top_n(m.entries, n, |id| Ok(db.string_of(id)?))?
+        let entries = m.entries.into_iter().filter(|e| e.1 > 0).collect();
+        Ok(top_n(entries, n, |id| Ok(db.string_of(id)?))?
             .into_iter()
             .map(|(_, count, value)| Counted { value, count })
             .collect())
@@ -383,11 +452,15 @@ fn items(db: &dyn Storage, q: &Query, kind: ItemKind, n: usize) -> Result<Vec<It
     let mut m: HashMap<String, Acc> = HashMap::new();
     let mut scanned = 0usize;
     let range = EventRange { since_ms: r.since, until_ms: r.until, sensor_id: r.sensor_id };
+    let left_out = excluded_addresses(db, q, &r)?;
     db.scan_items(kind, &range, &mut |row| {
         scanned += 1;
         if scanned > MAX_ITEM_ROWS {
             tracing::warn!(?kind, cap = MAX_ITEM_ROWS, "item list cut at the row cap; narrow the range");
             return ControlFlow::Break(());
+        }
+        if left_out.contains(row.src_ip) {
+            return ControlFlow::Continue(());
         }
         // Borrowed text; owned copies only for new keys, details and addresses.
         if !m.contains_key(row.key) {
@@ -426,6 +499,27 @@ fn items(db: &dyn Storage, q: &Query, kind: ItemKind, n: usize) -> Result<Vec<It
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     v.truncate(limit(n));
     Ok(v)
+}
+
+/// Most addresses of the label classes left out that the item lists filter by (beyond it,
+/// their payloads, exploits and downloads are listed with the rest; a warning says so).
+const MAX_EXCLUDED_ADDRESSES: usize = 100_000;
+
+/// The addresses of the label classes `q` leaves out, as text (the item lists read raw rows).
+fn excluded_addresses(db: &dyn Storage, q: &Query, r: &Resolved) -> Result<HashSet<String>, AnalyticsError> {
+    let mut set = HashSet::new();
+    for c in q.include.excluded() {
+        for (id, _) in scan_class(db, r, c)?.iter() {
+            if set.len() >= MAX_EXCLUDED_ADDRESSES {
+                tracing::warn!(cap = MAX_EXCLUDED_ADDRESSES, "too many labelled addresses to filter the item lists by");
+                return Ok(set);
+            }
+            if let Some(ip) = db.ip_of(id)? {
+                set.insert(ip.ip);
+            }
+        }
+    }
+    Ok(set)
 }
 
 /// Captured payloads: sha256, size, how often, first and last seen, from which addresses.
@@ -491,13 +585,66 @@ pub struct Report {
     pub exploits: Vec<ItemRow>,
     pub downloads: Vec<ItemRow>,
     pub sensors: Vec<SensorHealth>,
+    /// The labelled traffic (`self`, `research`) on its own, whether or not it is included in
+    /// the numbers above.
+    #[serde(default)]
+    pub labelled: Vec<LabelledTotals>,
+}
+
+/// One label class's share of the range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelledTotals {
+    /// `self` or `research`.
+    pub label: String,
+    /// True if the numbers of the report include it (`--include`).
+    pub included: bool,
+    pub attempts: i64,
+    pub logins: i64,
+    /// Event rows.
+    pub events: i64,
+    /// Distinct source addresses.
+    pub attackers: i64,
+    /// Its addresses by attempts.
+    pub top_sources: Vec<SourceRow>,
+}
+
+/// Each label class's share of the range (see [`LabelledTotals`]).
+pub fn labelled(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<LabelledTotals>, AnalyticsError> {
+    let r = resolve(db, q)?;
+    let mut out = Vec::new();
+    for c in Class::ALL {
+        let mut t = LabelledTotals {
+            label: c.label().to_string(),
+            included: q.include.includes(c),
+            attempts: 0,
+            logins: 0,
+            events: 0,
+            attackers: 0,
+            top_sources: Vec::new(),
+        };
+        for k in db.kind_sums(&r.class_agg(c))? {
+            t.events += k.rows;
+            match k.kind.as_str() {
+                "connection" | "rollup" => t.attempts += k.n,
+                "login" => t.logins += k.rows,
+                _ => {}
+            }
+        }
+        let src = scan_class(db, &r, c)?;
+        t.attackers = src.len() as i64;
+        if src.len() > 0 {
+            t.top_sources = top_sources_in(db, q, &r, &src, 0, n)?.rows;
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 /// The full report (each list capped at `n` rows).
 pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Result<Report, AnalyticsError> {
     // One scan of the source aggregates serves totals, top sources and countries.
     let r = resolve(db, q)?;
-    let src = scan_sources(db, &r)?;
+    let src = scan_sources(db, &r, q)?;
     Ok(Report {
         totals: totals_in(db, q, &r, &src)?,
         protocols: protocols(db, q)?,
@@ -509,5 +656,6 @@ pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Resul
         exploits: exploits(db, q, n)?,
         downloads: downloads(db, q, n)?,
         sensors: sensors(db, q)?,
+        labelled: labelled(db, q, n.min(10))?,
     })
 }

@@ -3,6 +3,7 @@
 //! them.
 
 use super::AnalyticsError;
+use crate::labels::{class_sensor, Class};
 use crate::storage::{AggRange, Resolution, Span, Storage};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,10 @@ pub struct Query {
     pub until_ms: Option<i64>,
     /// Sensor name; `None` = all sensors.
     pub sensor: Option<String>,
+    /// Labelled traffic taken back into the numbers (by default `self` and `research` are left
+    /// out of every number and shown apart; see `crate::labels`).
+    #[serde(default)]
+    pub include: crate::labels::Include,
 }
 
 /// Parses a `--since` / `--until` value relative to `now_ms`.
@@ -130,6 +135,11 @@ impl Resolved {
     /// The aggregate rows of this range (the all-sensors rows when no sensor is selected).
     pub fn agg(&self) -> AggRange {
         AggRange { spans: self.spans, sensor_id: self.sensor_id.unwrap_or(0) }
+    }
+
+    /// The rows of label class `c`'s share of [`Resolved::agg`].
+    pub fn class_agg(&self, c: Class) -> AggRange {
+        AggRange { spans: self.spans, sensor_id: class_sensor(self.sensor_id.unwrap_or(0), c) }
     }
 }
 

@@ -9,6 +9,7 @@
 use super::range::floor_to;
 use super::AnalyticsError;
 use crate::enrich::{Enricher, IpInfo};
+use crate::labels::{class_sensor, Class, Labeler};
 use crate::storage::{AggDelta, FoldEvent, FoldTx, IpRecord, Resolution, Storage, StorageError};
 use drosera_uplink::event::{EvictedKind, EvictedSource};
 use std::collections::HashMap;
@@ -64,9 +65,27 @@ pub fn cc_label(cc: i64) -> String {
 struct Interner {
     ips: HashMap<String, (i64, i64)>,
     strings: HashMap<String, i64>,
+    /// The label class of each address (resolved once per refresh).
+    classes: HashMap<String, Option<Class>>,
 }
 
 impl Interner {
+    /// The class of `ip` under `labeler` (an ASN lookup only when no range decides).
+    fn class(&mut self, ip: &str, labeler: &Labeler, enricher: &Enricher) -> Option<Class> {
+        if labeler.is_empty() {
+            return None;
+        }
+        if let Some(c) = self.classes.get(ip) {
+            return *c;
+        }
+        let c = labeler.label_str(ip, || ip.parse().ok().and_then(|a| enricher.lookup(a).asn)).and_then(|l| l.class());
+        if self.classes.len() >= INTERN_CACHE {
+            self.classes.clear();
+        }
+        self.classes.insert(ip.to_string(), c);
+        c
+    }
+
     fn ip(&mut self, tx: &mut dyn FoldTx, ip: &str, enricher: &Enricher) -> Result<(i64, i64), StorageError> {
         if let Some(v) = self.ips.get(ip) {
             return Ok(*v);
@@ -182,17 +201,58 @@ fn fold_gap(
     Ok(())
 }
 
+/// What one fold pass writes.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// New events: every row, and the label class rows of a labelled source.
+    New,
+    /// A relabel: only the class rows, of buckets at or after `from[res]`.
+    Classes { from: [i64; 3] },
+}
+
+/// Everything a fold step reads besides the event.
+struct Folder<'a> {
+    interner: Interner,
+    enricher: &'a Enricher,
+    labeler: Labeler,
+    pass: Pass,
+}
+
 /// Adds one event to the delta.
-fn fold(
+fn fold(ev: &FoldEvent<'_>, tx: &mut dyn FoldTx, b: &mut AggDelta, f: &mut Folder<'_>) -> Result<(), StorageError> {
+    let internal = ev.protocol == "sensor";
+    let class = if internal { None } else { f.interner.class(ev.src_ip, &f.labeler, f.enricher) };
+    match f.pass {
+        Pass::New => {
+            if let (Some(fields), "eviction_gap") = (ev.gap_fields, ev.kind) {
+                fold_gap(ev, fields, tx, b, &mut f.interner, f.enricher)?;
+            }
+            add(ev, tx, b, &mut f.interner, f.enricher, &|s, _| Some(s))?;
+            if let Some(c) = class {
+                add(ev, tx, b, &mut f.interner, f.enricher, &|s, _| Some(class_sensor(s, c)))?;
+            }
+        }
+        Pass::Classes { from } => {
+            if let Some(c) = class {
+                add(ev, tx, b, &mut f.interner, f.enricher, &|s, (res, bucket)| {
+                    (bucket >= from[res as usize]).then(|| class_sensor(s, c))
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds one event to the rows `row_sensor` names: given the sensor (0 = all) and the
+/// (resolution, bucket), the sensor id to write under, or none.
+fn add(
     ev: &FoldEvent<'_>,
     tx: &mut dyn FoldTx,
     b: &mut AggDelta,
     interner: &mut Interner,
     enricher: &Enricher,
+    row_sensor: &dyn Fn(i64, (i64, i64)) -> Option<i64>,
 ) -> Result<(), StorageError> {
-    if let (Some(fields), "eviction_gap") = (ev.gap_fields, ev.kind) {
-        fold_gap(ev, fields, tx, b, interner, enricher)?;
-    }
     let (t, kind, count) = (ev.time_ms, ev.kind, ev.count);
     let internal = ev.protocol == "sensor";
     let attempt = if kind == "connection" || kind == "rollup" { count } else { 0 };
@@ -208,8 +268,8 @@ fn fold(
     };
     for (res, all) in AGG_KEYS {
         let (res, unit) = (res.code(), res.width_ms());
-        let s = if all { 0 } else { ev.sensor_id };
         let bucket = floor_to(t, unit);
+        let Some(s) = row_sensor(if all { 0 } else { ev.sensor_id }, (res, bucket)) else { continue };
         let e = b.kind.entry((res, bucket, s, ev.protocol.to_string(), kind.to_string())).or_default();
         e.0 += 1;
         e.1 += count;
@@ -238,12 +298,47 @@ fn fold(
 /// it writes, in many transactions.
 pub fn refresh(db: &mut dyn Storage, enricher: &Enricher) -> Result<u64, AnalyticsError> {
     let mut total = 0u64;
-    let mut interner = Interner::default();
+    // The labels as they are now (a small table): a label added later is applied to the
+    // events folded before it by `relabel`.
+    let labeler = Labeler::new(&db.labels()?, true);
+    let mut f = Folder { interner: Interner::default(), enricher, labeler, pass: Pass::New };
     loop {
-        let n = db.fold_events(REFRESH_BATCH, &mut |ev, tx, delta| fold(ev, tx, delta, &mut interner, enricher))?;
+        let n = db.fold_events(REFRESH_BATCH, &mut |ev, tx, delta| fold(ev, tx, delta, &mut f))?;
         total += n;
         if n < REFRESH_BATCH {
             return Ok(total);
         }
     }
+}
+
+/// What a [`relabel`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Relabelled {
+    /// Raw events read again.
+    pub events: u64,
+    /// Buckets starting before this time kept the labels they were folded with: their raw
+    /// events were deleted by retention (`None`: everything was rebuilt).
+    pub kept_before_ms: Option<i64>,
+}
+
+/// Applies the current labels (the admin's and the bundled research list) to history: folds
+/// new events first, then rebuilds every label class row from the raw events, in one
+/// transaction, so each number a report shows with or without a label is exact again. Buckets
+/// whose raw events retention has (partly) deleted keep the labels they had.
+pub fn relabel(db: &mut dyn Storage, enricher: &Enricher) -> Result<Relabelled, AnalyticsError> {
+    refresh(db, enricher)?;
+    let raw_from = db.raw_from()?;
+    let from = if raw_from <= 0 {
+        [i64::MIN; 3]
+    } else {
+        // Buckets that start at or after the mark are whole in the raw events.
+        [Resolution::Hour, Resolution::Day, Resolution::Week].map(|r| {
+            let w = r.width_ms();
+            floor_to(raw_from.saturating_add(w - 1), w)
+        })
+    };
+    let labeler = Labeler::new(&db.labels()?, true);
+    let mut f = Folder { interner: Interner::default(), enricher, labeler, pass: Pass::Classes { from } };
+    let events = db.refold_classes(from, &mut |ev, tx, delta| fold(ev, tx, delta, &mut f))?;
+    Ok(Relabelled { events, kept_before_ms: (raw_from > 0).then_some(raw_from) })
 }

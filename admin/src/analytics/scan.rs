@@ -6,9 +6,10 @@
 //! selecting a top list's cut instead of sorting every candidate, is what keeps the full report
 //! near half a second (`docs/benchmarks.md`).
 
-use super::range::Resolved;
+use super::range::{Query, Resolved};
 use super::AnalyticsError;
-use crate::storage::{SrcAgg, Storage};
+use crate::labels::Class;
+use crate::storage::{AggRange, SrcAgg, Storage};
 use std::collections::HashMap;
 
 /// Per-address sums over a resolved range, read from the source aggregates in one pass.
@@ -122,10 +123,36 @@ pub(super) type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 /// Sums by string id (user names, passwords).
 pub(super) type Counts = IdTable<i64>;
 
-/// One pass over the source aggregates of `r`, summed per address.
-pub(super) fn scan_sources(db: &dyn Storage, r: &Resolved) -> Result<SrcMap, AnalyticsError> {
+/// One pass over the source aggregates of `r`, summed per address, without the addresses of
+/// the label classes `q` leaves out (an address is one of them if the class rows of the range
+/// have it).
+pub(super) fn scan_sources(db: &dyn Storage, r: &Resolved, q: &Query) -> Result<SrcMap, AnalyticsError> {
+    let all = scan_agg(db, &r.agg())?;
+    let mut out: Option<IdTable<()>> = None;
+    for c in q.include.excluded() {
+        db.scan_sources(&r.class_agg(c), &mut |row: SrcAgg| {
+            out.get_or_insert_with(IdTable::default).slot(row.ip_id, || ());
+        })?;
+    }
+    let Some(out) = out else { return Ok(all) };
     let mut m = SrcMap::default();
-    db.scan_sources(&r.agg(), &mut |row: SrcAgg| {
+    for (id, v) in all.iter() {
+        if out.get(id).is_none() {
+            *m.slot(id, || *v) = *v;
+        }
+    }
+    Ok(m)
+}
+
+/// The addresses of one label class in `r`, summed per address.
+pub(super) fn scan_class(db: &dyn Storage, r: &Resolved, c: Class) -> Result<SrcMap, AnalyticsError> {
+    scan_agg(db, &r.class_agg(c))
+}
+
+/// One pass over the source aggregate rows of `a`, summed per address.
+fn scan_agg(db: &dyn Storage, a: &AggRange) -> Result<SrcMap, AnalyticsError> {
+    let mut m = SrcMap::default();
+    db.scan_sources(a, &mut |row: SrcAgg| {
         let cc = row.cc;
         let e = m.slot(row.ip_id, || SrcSum { cc, attempts: 0, logins: 0, events: 0, first: i64::MAX, last: i64::MIN });
         e.attempts += row.attempts;

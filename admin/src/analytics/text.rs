@@ -49,6 +49,26 @@ impl Report {
                 t.evicted_events, t.evicted_attempts
             );
         }
+        for l in &self.labelled {
+            let how = if l.included { "included above" } else { "not counted above" };
+            let _ = writeln!(
+                o,
+                "Labelled {} ({how}): {} attempts, {} logins, {} events from {} addresses{}",
+                l.label,
+                l.attempts,
+                l.logins,
+                l.events,
+                l.attackers,
+                if l.top_sources.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (top: {})",
+                        l.top_sources.iter().take(5).map(|s| s.ip.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            );
+        }
         let _ =
             writeln!(o, "\nPer protocol:\n  {:<10} {:>10} {:>10} {:>10}", "protocol", "attempts", "logins", "events");
         for p in &self.protocols {
@@ -66,7 +86,8 @@ impl Report {
         );
         for r in &s.rows {
             let asn = r.asn.map(|a| format!("AS{a} {}", printable(&r.as_org))).unwrap_or_default();
-            let _ = writeln!(o, "  {:<40} {:>9} {:>7} {:<8} {}", r.ip, r.attempts, r.logins, r.country, asn);
+            let label = r.label.as_ref().map(|l| format!(" [{l}]")).unwrap_or_default();
+            let _ = writeln!(o, "  {:<40} {:>9} {:>7} {:<8} {}{label}", r.ip, r.attempts, r.logins, r.country, asn);
         }
         let _ = writeln!(o, "\nCountries:\n  {:<8} {:>9} {:>9}", "country", "attackers", "attempts");
         for c in &self.countries {

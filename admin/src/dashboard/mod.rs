@@ -30,6 +30,7 @@ pub use html::esc;
 
 use crate::analytics::{self, now_ms, parse_time, Query};
 use crate::enrich::Enricher;
+use crate::labels::Include;
 use crate::storage::{self, Storage};
 use crate::users;
 use axum::body::Body;
@@ -141,6 +142,8 @@ pub struct Params {
     pub sensor: Option<String>,
     pub min_attempts: Option<i64>,
     pub limit: Option<usize>,
+    /// Labelled traffic taken back into the numbers: `self,research`, `self`, `research`.
+    pub include: Option<String>,
 }
 
 impl Params {
@@ -156,6 +159,7 @@ impl Params {
             since_ms: t(&self.since)?,
             until_ms: t(&self.until)?,
             sensor: self.sensor.clone().filter(|s| !s.trim().is_empty()),
+            include: Include::parse(self.include.as_deref().unwrap_or("")).map_err(|e| format!("include: {e}"))?,
         })
     }
 
@@ -165,6 +169,7 @@ impl Params {
             until: self.until.clone().unwrap_or_default(),
             sensor: self.sensor.clone().unwrap_or_default(),
             min_attempts: self.min_attempts.unwrap_or(0),
+            include: Include::parse(self.include.as_deref().unwrap_or("")).unwrap_or_default(),
         }
     }
 
@@ -298,12 +303,14 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
             analytics::refresh(c, en).map_err(|e| e.to_string())?;
             let r = (|| -> Result<String, analytics::AnalyticsError> {
                 Ok(match path {
-                    "/" => pages::overview(
-                        &analytics::totals(c, &q)?,
-                        &analytics::timeline(c, &q)?,
-                        &analytics::protocols(c, &q)?,
-                        &analytics::countries(c, &q, rows)?,
-                    ),
+                    "/" => {
+                        pages::overview(
+                            &analytics::totals(c, &q)?,
+                            &analytics::timeline(c, &q)?,
+                            &analytics::protocols(c, &q)?,
+                            &analytics::countries(c, &q, rows)?,
+                        ) + &pages::labelled(&analytics::labelled(c, &q, 10)?)
+                    }
                     "/attackers" => pages::attackers(
                         &analytics::top_sources(c, &q, min_attempts, rows)?,
                         &analytics::countries(c, &q, rows)?,

@@ -5,8 +5,10 @@
 use super::html::esc;
 use super::svg;
 use crate::analytics::{
-    fmt_time, CountryRow, Credentials, ItemRow, PortRow, ProtocolRow, SensorHealth, Timeline, TopSources, Totals,
+    fmt_time, CountryRow, Credentials, ItemRow, LabelledTotals, PortRow, ProtocolRow, SensorHealth, Timeline,
+    TopSources, Totals,
 };
+use crate::labels::Include;
 use std::fmt::Write;
 
 static STYLE: &str = include_str!("../../assets/style.css");
@@ -18,12 +20,16 @@ pub struct Filter {
     pub until: String,
     pub sensor: String,
     pub min_attempts: i64,
+    /// Labelled traffic taken back into the numbers (the "labelled" switch).
+    pub include: Include,
 }
 
 impl Filter {
     fn query_string(&self) -> String {
         let mut parts = Vec::new();
-        for (k, v) in [("since", &self.since), ("until", &self.until), ("sensor", &self.sensor)] {
+        let include = self.include.as_param().to_string();
+        for (k, v) in [("since", &self.since), ("until", &self.until), ("sensor", &self.sensor), ("include", &include)]
+        {
             if !v.is_empty() {
                 parts.push(format!("{k}={}", url_encode(v)));
             }
@@ -78,6 +84,7 @@ pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body:
 <label>since <input name="since" value="{since}" placeholder="7d or 2024-05-01" size="14"></label>
 <label>until <input name="until" value="{until}" placeholder="now" size="14"></label>
 <label>sensor <input name="sensor" value="{sensor}" placeholder="all" size="10"></label>{min_field}
+<label>labelled <select name="include" id="include">{include_options}</select></label>
 <button type="submit">Apply</button></form>
 <h1>{title}</h1>
 {body}</main>
@@ -91,7 +98,46 @@ pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body:
         since = esc(&f.since),
         until = esc(&f.until),
         sensor = esc(&f.sensor),
+        include_options = include_options(f.include),
     )
+}
+
+/// The "labelled" switch: leave `self` and `research` out of the numbers (the default), or
+/// take them back in.
+fn include_options(inc: Include) -> String {
+    let mut s = String::new();
+    for (value, text) in [
+        ("", "left out (self, research)"),
+        ("research", "research included"),
+        ("self", "self included"),
+        ("self,research", "all included"),
+    ] {
+        let sel = if inc.as_param() == value { " selected" } else { "" };
+        let _ = write!(s, r#"<option value="{value}"{sel}>{text}</option>"#);
+    }
+    s
+}
+
+/// The labelled traffic's own numbers (see `analytics::labelled`).
+pub fn labelled(rows: &[LabelledTotals]) -> String {
+    let mut b = String::from(
+        r#"<section class="card"><h2>Labelled traffic</h2><table id="labelled"><thead><tr><th>label</th><th>in the numbers above</th><th>attempts</th><th>logins</th><th>events</th><th>addresses</th><th>top addresses</th></tr></thead><tbody>"#,
+    );
+    for l in rows {
+        let top: Vec<String> = l.top_sources.iter().take(5).map(|s| esc(&s.ip)).collect();
+        let _ = write!(
+            b,
+            r#"<tr data-key="{k}"><td>{k}</td><td class="included">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="n attackers">{}</td><td class="mono">{}</td></tr>"#,
+            if l.included { "included" } else { "left out" },
+            l.attempts,
+            l.logins,
+            l.events,
+            l.attackers,
+            top.join(" "),
+            k = esc(&l.label)
+        );
+    }
+    b + "</tbody></table></section>"
 }
 
 pub fn login(nonce: &str, error: Option<&str>) -> String {
@@ -202,14 +248,15 @@ fn country_table(rows: &[CountryRow]) -> String {
 pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) -> String {
     let mut b = format!(
         r#"<p><span id="sources-matching">{}</span> source addresses with at least {} attempts.</p>
-<table id="sources"><thead><tr><th>address</th><th>attempts</th><th>logins</th><th>events</th><th>country</th><th>AS</th><th>first seen</th><th>last seen</th></tr></thead><tbody>"#,
+<table id="sources"><thead><tr><th>address</th><th>label</th><th>attempts</th><th>logins</th><th>events</th><th>country</th><th>AS</th><th>first seen</th><th>last seen</th></tr></thead><tbody>"#,
         s.matching, s.min_attempts
     );
     for r in &s.rows {
         let asn = r.asn.map(|a| format!("AS{a} {}", r.as_org)).unwrap_or_default();
         let _ = write!(
             b,
-            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(r.label.as_deref().unwrap_or("")),
             r.attempts,
             r.logins,
             r.events,

@@ -34,7 +34,7 @@ struct Table {
 const B: Type = Type::INT8;
 const T: Type = Type::TEXT;
 
-/// Everything but `events` and `analytics_state` (which need mapping), in dependency order.
+/// Everything but `events`, `analytics_state` and `label_state` (which need mapping), in dependency order.
 const TABLES: &[Table] = &[
     Table {
         name: "sensors",
@@ -83,6 +83,7 @@ const TABLES: &[Table] = &[
     },
     Table { name: "users", cols: &[("name", T), ("phc", T), ("created_ms", B)] },
     Table { name: "dashboard_sessions", cols: &[("token_sha256", T), ("user", T), ("csrf", T), ("expires_ms", B)] },
+    Table { name: "labels", cols: &[("cidr", T), ("label", T), ("note", T), ("created_ms", B)] },
 ];
 
 /// The event columns copied as they are (after `id` and `txid`).
@@ -235,6 +236,8 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
         &[&i64::MAX, &hourly_from],
     )
     .await?;
+    let raw_from: i64 = src.query_row("SELECT raw_from_ms FROM label_state WHERE id = 1", [], |r| r.get(0))?;
+    tx.execute("UPDATE label_state SET raw_from_ms = $1 WHERE id = 1", &[&raw_from]).await?;
     // Derived and sequence state.
     tx.batch_execute(
         "UPDATE sensors s SET events_stored = (SELECT COUNT(*) FROM events e WHERE e.sensor_id = s.id);

@@ -72,6 +72,7 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+pub use crate::labels::LabelRecord;
 use drosera_uplink::event::{Event, Health};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -671,4 +672,31 @@ pub trait Storage: Send {
     /// then addresses and strings no aggregate refers to, in one transaction; returns
     /// aggregate rows deleted.
     fn prune_rollups(&self, before_ms: i64) -> Result<u64, StorageError>;
+
+    // --- Labels (`crate::labels`) ---------------------------------------------------------------
+
+    /// Every address label, by network.
+    fn labels(&self) -> Result<Vec<LabelRecord>, StorageError>;
+
+    /// Adds the label of `rec.cidr`, or replaces it; refuses (false, nothing written) a new
+    /// network when `max` labels exist already. One transaction.
+    fn put_label(&self, rec: &LabelRecord, max: u32) -> Result<bool, StorageError>;
+
+    /// Removes the label of `cidr` (as stored); false if there was none.
+    fn remove_label(&self, cidr: &str) -> Result<bool, StorageError>;
+
+    /// Raw events before this time were deleted by retention (0: none ever), so the label
+    /// class rows of older buckets cannot be rebuilt.
+    fn raw_from(&self) -> Result<i64, StorageError>;
+
+    /// Records [`Storage::raw_from`] (never moving it back).
+    fn set_raw_from(&self, ms: i64) -> Result<(), StorageError>;
+
+    /// Rebuilds the label class rows (aggregate rows with `sensor_id < 0`, see
+    /// `crate::labels::class_sensor`) in ONE transaction, serialized with
+    /// [`Storage::fold_events`]: deletes those of resolution `r` whose bucket is at or after
+    /// `from[r]` (indexed by [`Resolution::code`]), hands every event the fold cursor has
+    /// passed with a time at or after the least of `from` to `fold` (in id order, in chunks),
+    /// and writes what it adds. Returns the events read.
+    fn refold_classes(&self, from: [i64; 3], fold: &mut FoldFn<'_>) -> Result<u64, StorageError>;
 }

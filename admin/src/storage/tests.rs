@@ -214,7 +214,12 @@ fn load_fixture(db: &dyn Storage) {
 fn report_json(db: &mut dyn Storage) -> String {
     let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
     analytics::refresh(db, &en).unwrap();
-    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), sensor: None };
+    let q = Query {
+        since_ms: Some(1_714_000_000_000),
+        until_ms: Some(1_715_000_000_000),
+        sensor: None,
+        ..Default::default()
+    };
     let mut r = serde_json::to_value(analytics::report(&*db, &q, 0, 50).unwrap()).unwrap();
     // Contact times come from the clock of the commit.
     if let Some(v) = r.get_mut("generated_ms") {
@@ -224,7 +229,7 @@ fn report_json(db: &mut dyn Storage) -> String {
 }
 
 fn export_text(db: &dyn Storage) -> (u64, String) {
-    let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None };
+    let q = Query { since_ms: Some(0), until_ms: Some(i64::MAX / 2), sensor: None, ..Default::default() };
     let mut out = Vec::new();
     let n = crate::export::export(db, &q, crate::export::Format::EventsJsonl, &mut out).unwrap();
     // The attacks (folded from the same cursor) come after the events: never more rows than
@@ -338,7 +343,7 @@ fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
         db.prune_hourly(t0).unwrap();
         assert_eq!(db.hourly_from().unwrap(), t0 + 2 * DAY, "the mark never moves back");
         // Day rows keep the totals of the deleted events.
-        let q = Query { since_ms: Some(t0), until_ms: Some(t0 + 3 * DAY), sensor: None };
+        let q = Query { since_ms: Some(t0), until_ms: Some(t0 + 3 * DAY), sensor: None, ..Default::default() };
         let t = analytics::totals(&*db, &q).unwrap();
         assert_eq!(t.attempts, 30);
         assert!(db.prune_rollups(t0 + 10 * DAY).unwrap() > 0);
@@ -366,6 +371,9 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };
     old.create_session(&s, 1, 10).unwrap();
     old.prune_hourly(1_714_521_600_000 - DAY_MS).unwrap();
+    crate::labels::add(&*old, "192.0.2.1", &crate::labels::Label::SelfTest, "desk", 10, 7).unwrap();
+    analytics::relabel(&mut *old, &en).unwrap();
+    old.set_raw_from(1_714_000_000_000).unwrap();
     drop(old);
 
     let from = Backend::Sqlite(path.clone());
@@ -384,6 +392,9 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     assert_eq!(new.list_sensors().unwrap(), old.list_sensors().unwrap());
     assert_eq!(new.session("tok", 2).unwrap().map(|s| s.user).as_deref(), Some("alice"));
     assert_eq!(new.hourly_from().unwrap(), 1_714_521_600_000 - DAY_MS);
+    assert_eq!(new.labels().unwrap(), old.labels().unwrap());
+    assert_eq!(new.labels().unwrap().len(), 1);
+    assert_eq!(new.raw_from().unwrap(), 1_714_000_000_000);
     // Ingest goes on where SQLite stopped: the high-water mark moved with the sensor.
     let more = [login_ev(46, 1_714_600_100_000, "192.0.2.1", "u", "p")];
     assert_eq!(commit(&*new, id, 45, &late), BatchOutcome::Ack(45));
@@ -474,6 +485,263 @@ fn postgres_fold_never_skips_an_event_that_commits_late() {
     rt.block_on(client.batch_execute("COMMIT")).unwrap();
     assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 2, "both, once");
     assert_eq!(analytics::refresh(&mut *folder, &en).unwrap(), 0);
-    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+    let q = Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None, ..Default::default() };
     assert_eq!(analytics::totals(&*folder, &q).unwrap().attempts, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels (`crate::labels`): the own-traffic and research-scanner classes.
+
+/// Who sends an event of [`labels_events`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Attacker,
+    Own,
+    Research,
+}
+
+/// Three days of traffic on sensor "pi": attackers (logins and connections on 22/23), our own
+/// nmap-like scans from 192.0.2.50 (connections on 21/22/80 and a test login) and a research
+/// scanner of the bundled list (Censys: 162.142.125.7 in a listed range, 2602:80d:1000::7 in
+/// its listed ASN only), plus a health sample.
+/// `part` 0 is the traffic before the label is added, 1 the traffic after.
+fn labels_events(part: u8, who: &[Who]) -> Vec<Event> {
+    const T0: i64 = 1_714_521_600_000;
+    const H: i64 = 3_600_000;
+    let mut out = Vec::new();
+    for i in 0..60i64 {
+        let t = T0 + (i * 7 % 70) * H + i * 1000 + i64::from(part) * 30 * H;
+        let w = match i % 4 {
+            0 | 1 => Who::Attacker,
+            2 => Who::Own,
+            _ => Who::Research,
+        };
+        if !who.contains(&w) {
+            continue;
+        }
+        let ip = match w {
+            Who::Attacker => format!("203.0.113.{}", 10 + i % 3),
+            Who::Own => "192.0.2.50".to_string(),
+            // In a listed range; in the listed ASN only (Censys, through the shipped mmdb).
+            Who::Research if i % 8 == 3 => "162.142.125.7".to_string(),
+            Who::Research => "2602:80d:1000::7".to_string(),
+        };
+        let mut e = if i % 3 == 0 {
+            let (u, p) = if w == Who::Own { ("test", "test") } else { ("root", "xc3511") };
+            login_ev(0, t, &ip, u, p)
+        } else {
+            let mut e = ev(0);
+            e.time_ms = t;
+            e.src_ip = ip.parse().unwrap();
+            e.dst_port = match (w, i % 3) {
+                (Who::Own, 1) => 21,
+                (Who::Own, _) => 80,
+                (_, 1) => 22,
+                _ => 23,
+            };
+            e
+        };
+        e.session_id = (i + 1) as u64 + u64::from(part) * 1000;
+        out.push(e);
+    }
+    if part == 0 {
+        let mut h = ev(0);
+        h.time_ms = T0 + 5 * H;
+        h.protocol = Protocol::Sensor;
+        h.detail = Detail::Health(Health { backlog_events: 1, ..Default::default() });
+        out.push(h);
+    }
+    out
+}
+
+/// Commits `evs` to sensor "pi" (registered on first use), numbered after what it has.
+fn commit_next(db: &dyn Storage, evs: Vec<Event>) {
+    if db.enrollment("pi").unwrap().is_none() {
+        sensors::register(db, "pi", "ab", 0).unwrap();
+    }
+    let e = db.enrollment("pi").unwrap().unwrap();
+    let first = e.high_water_seq as u64 + 1;
+    let evs: Vec<Event> = evs
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut x)| {
+            x.seq = first + i as u64;
+            x
+        })
+        .collect();
+    let last = first + evs.len() as u64 - 1;
+    assert_eq!(commit(db, e.sensor_id, last, &evs), BatchOutcome::Ack(last));
+}
+
+/// The numbers of a report that must not depend on how the labelled traffic got into the
+/// database, and the timeline's non-empty buckets.
+fn numbers(db: &mut dyn Storage, include: crate::labels::Include) -> serde_json::Value {
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    analytics::refresh(db, &en).unwrap();
+    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), sensor: None, include };
+    let mut r = serde_json::to_value(analytics::report(&*db, &q, 0, 50).unwrap()).unwrap();
+    let m = r.as_object_mut().unwrap();
+    m.remove("sensors");
+    m.remove("labelled");
+    // Labels are checked on their own (the references have none of the admin's).
+    for row in m["top_sources"]["rows"].as_array_mut().unwrap() {
+        row.as_object_mut().unwrap().remove("label");
+    }
+    let tl = analytics::timeline(&*db, &q).unwrap();
+    let buckets: Vec<(i64, i64, i64)> = (0..tl.buckets.len())
+        .filter(|i| tl.attempts[*i] != 0 || tl.logins[*i] != 0)
+        .map(|i| (tl.buckets[i], tl.attempts[i], tl.logins[i]))
+        .collect();
+    m.insert("timeline".into(), serde_json::to_value(buckets).unwrap());
+    r
+}
+
+/// A reference database (SQLite in memory) holding only the traffic of `who`.
+fn reference(who: &[Who]) -> Box<dyn Storage> {
+    let db: Box<dyn Storage> = Box::new(sqlite::open_in_memory().unwrap());
+    commit_next(&*db, labels_events(0, who));
+    commit_next(&*db, labels_events(1, who));
+    db
+}
+
+#[test]
+fn labelled_traffic_leaves_the_numbers_and_relabelling_rewrites_history_exactly() {
+    use crate::labels::{Include, Label};
+    use Who::*;
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    let def = Include::default();
+    let mut attacks = reference(&[Attacker]);
+    let mut attacks_and_own = reference(&[Attacker, Own]);
+    let mut everything = reference(&[Attacker, Own, Research]);
+    let (want_attacks, want_with_own) = (numbers(&mut *attacks, def), numbers(&mut *attacks_and_own, def));
+    let want_all = numbers(&mut *everything, Include::ALL);
+    assert_ne!(want_attacks, want_with_own, "the fixture's own traffic must change the numbers");
+    for (mut db, _dir) in backends() {
+        let db = &mut *db;
+        // Before any label: the research scanner (bundled list) is left out already.
+        commit_next(db, labels_events(0, &[Attacker, Own, Research]));
+        analytics::refresh(db, &en).unwrap();
+        // The label comes after its traffic was folded: relabel moves it out of the history.
+        let rec = crate::labels::add(db, "192.0.2.50", &Label::SelfTest, "nmap from the desk", 10, 1).unwrap();
+        assert_eq!(rec.cidr, "192.0.2.50/32");
+        let r = analytics::relabel(db, &en).unwrap();
+        assert_eq!(r.kept_before_ms, None);
+        assert!(r.events >= 60, "{r:?}");
+        // Traffic after the label is folded with it.
+        commit_next(db, labels_events(1, &[Attacker, Own, Research]));
+        assert_eq!(numbers(db, def), want_attacks, "self and research left out");
+        assert_eq!(numbers(db, Include::ALL), want_all, "--include self,research brings both back");
+        // Relabelling again changes nothing.
+        analytics::relabel(db, &en).unwrap();
+        assert_eq!(numbers(db, def), want_attacks);
+        // Every attacker row says its label; the labelled traffic is shown apart, exactly.
+        let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), ..Default::default() };
+        let rep = analytics::report(&*db, &q, 0, 50).unwrap();
+        let own_all =
+            analytics::report(&*attacks_and_own, &Query { include: Include::ALL, ..q.clone() }, 0, 50).unwrap();
+        let att = analytics::totals(&*attacks, &q).unwrap();
+        let selfie = rep.labelled.iter().find(|l| l.label == "self").unwrap();
+        assert!(!selfie.included);
+        assert_eq!(selfie.attempts, own_all.totals.attempts - att.attempts);
+        assert_eq!(selfie.logins, own_all.totals.logins - att.logins);
+        assert_eq!((selfie.attackers, selfie.top_sources[0].ip.as_str()), (1, "192.0.2.50"));
+        assert_eq!(selfie.top_sources[0].label.as_deref(), Some("self"));
+        let research = rep.labelled.iter().find(|l| l.label == "research").unwrap();
+        assert_eq!(research.attackers, 2);
+        let mut ips: Vec<&str> = research.top_sources.iter().map(|s| s.ip.as_str()).collect();
+        ips.sort_unstable();
+        assert_eq!(ips, vec!["162.142.125.7", "2602:80d:1000::7"]);
+        assert!(research.top_sources.iter().all(|s| s.label.as_deref() == Some("research")));
+        assert!(research.attempts > 0);
+        let all = analytics::report(&*db, &Query { include: Include::ALL, ..q.clone() }, 0, 50).unwrap();
+        let label_of = |ip: &str| all.top_sources.rows.iter().find(|r| r.ip == ip).map(|r| r.label.clone());
+        assert_eq!(label_of("192.0.2.50"), Some(Some("self".into())));
+        assert_eq!(label_of("162.142.125.7"), Some(Some("research".into())));
+        assert_eq!(label_of("2602:80d:1000::7"), Some(Some("research".into())));
+        assert_eq!(label_of("203.0.113.10"), Some(None));
+        // The export carries the label of every row.
+        let mut out = Vec::new();
+        crate::export::export(&*db, &q, crate::export::Format::Csv, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().next().unwrap().ends_with(",label"));
+        let labels: std::collections::BTreeSet<&str> =
+            text.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), vec!["", "research", "self"]);
+        // Removing the label puts the own traffic back, history included.
+        assert!(crate::labels::remove(db, "192.0.2.50").unwrap());
+        assert!(!crate::labels::remove(db, "192.0.2.50").unwrap());
+        analytics::relabel(db, &en).unwrap();
+        assert_eq!(numbers(db, def), want_with_own, "unlabelled again, exactly");
+        // A custom label is shown but counted.
+        crate::labels::add(db, "192.0.2.0/24", &Label::Custom("lab".into()), "", 10, 1).unwrap();
+        analytics::relabel(db, &en).unwrap();
+        assert_eq!(numbers(db, def), want_with_own);
+        let t = analytics::top_sources(&*db, &q, 0, 50).unwrap();
+        assert_eq!(t.rows.iter().find(|r| r.ip == "192.0.2.50").unwrap().label.as_deref(), Some("lab"));
+    }
+}
+
+#[test]
+fn labels_are_capped_and_the_raw_mark_only_moves_forward() {
+    use crate::labels::{Label, LabelError, LabelsError};
+    for (db, _dir) in backends() {
+        let db = &*db;
+        crate::labels::add(db, "10.0.0.0/8", &Label::SelfTest, "", 2, 1).unwrap();
+        crate::labels::add(db, "2001:db8::/32", &Label::Research, "scanner", 2, 2).unwrap();
+        // Full: a new network is refused, naming the key; replacing one is not.
+        let e = crate::labels::add(db, "10.1.0.0/16", &Label::SelfTest, "", 2, 3).unwrap_err();
+        assert!(matches!(e, LabelsError::Label(LabelError::Full(2))), "{e}");
+        assert!(e.to_string().contains("[labels] max_labels"), "{e}");
+        crate::labels::add(db, "10.9.9.9/8", &Label::Custom("lab".into()), "moved", 2, 4).unwrap();
+        let list = db.labels().unwrap();
+        let got: Vec<(&str, &str, &str)> =
+            list.iter().map(|l| (l.cidr.as_str(), l.label.as_str(), l.note.as_str())).collect();
+        assert_eq!(got, vec![("10.0.0.0/8", "lab", "moved"), ("2001:db8::/32", "research", "scanner")]);
+        assert!(crate::labels::add(db, "300.1.1.1", &Label::SelfTest, "", 2, 5).is_err());
+        assert_eq!(db.raw_from().unwrap(), 0);
+        db.set_raw_from(500).unwrap();
+        db.set_raw_from(100).unwrap();
+        assert_eq!(db.raw_from().unwrap(), 500);
+    }
+}
+
+#[test]
+fn relabel_keeps_the_labels_of_buckets_whose_raw_events_retention_deleted() {
+    use crate::labels::{Include, Label};
+    const DAY: i64 = DAY_MS;
+    let t0 = 1_714_521_600_000; // a day boundary (a Wednesday)
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    for (mut db, _dir) in backends() {
+        let db = &mut *db;
+        // One connection a day from 192.0.2.9 for ten days.
+        let evs: Vec<Event> = (0..10)
+            .map(|d| {
+                let mut e = ev(0);
+                e.time_ms = t0 + d * DAY + 1000;
+                e.src_ip = "192.0.2.9".parse().unwrap();
+                e
+            })
+            .collect();
+        commit_next(db, evs);
+        let cfg = crate::retention::RetentionConfig { max_age_days: 5, max_bytes: 0, ..Default::default() };
+        let now = t0 + 10 * DAY;
+        let st = crate::retention::prune(db, &cfg, &en, now).unwrap();
+        assert!(st.events_by_age >= 4, "{st:?}");
+        let cutoff = now - 5 * DAY;
+        assert_eq!(db.raw_from().unwrap(), cutoff);
+        // Labelled after its old events are gone: only the buckets still whole in the raw
+        // events are rewritten (PostgreSQL keeps up to a day more, which changes nothing here).
+        crate::labels::add(db, "192.0.2.9", &Label::SelfTest, "", 10, 1).unwrap();
+        let r = analytics::relabel(db, &en).unwrap();
+        assert_eq!(r.kept_before_ms, Some(cutoff));
+        let q = |from, to, inc| Query { since_ms: Some(from), until_ms: Some(to), sensor: None, include: inc };
+        assert_eq!(analytics::totals(&*db, &q(t0, now, Include::ALL)).unwrap().attempts, 10, "nothing lost");
+        // (Day-resolved ranges: a week row that began before the mark keeps its labels too.)
+        let before = analytics::totals(&*db, &q(t0, cutoff, Include::default())).unwrap();
+        assert_eq!(before.attempts, 5, "the days before the cutoff keep their old (no) label");
+        let after = analytics::totals(&*db, &q(cutoff, now, Include::default())).unwrap();
+        assert_eq!(after.attempts, 0, "the days after it are rewritten");
+        let l = analytics::labelled(&*db, &q(cutoff, now, Include::default()), 5).unwrap();
+        assert_eq!(l.iter().find(|l| l.label == "self").unwrap().attempts, 5);
+    }
 }

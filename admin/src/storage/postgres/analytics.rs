@@ -184,7 +184,30 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
     let rows = db.block_on(tx.query(FOLD_SQL, &[&ctx, &cid, &limit]))?;
     let Some(last) = rows.last() else { return Ok(0) };
     let (last_txid, last_id): (i64, i64) = (last.get(0), last.get(1));
+    let mut delta = AggDelta::default();
+    let (new_ips, new_strings) = fold_rows(db, &tx, &rows, fold, &mut delta)?;
+    db.block_on(async {
+        write_new_ids(&tx, &new_ips, &new_strings).await?;
+        write_delta(&tx, &delta).await?;
+        tx.execute("UPDATE analytics_state SET fold_txid = $1, fold_id = $2 WHERE id = 1", &[&last_txid, &last_id])
+            .await?;
+        tx.commit().await
+    })?;
+    Ok(rows.len() as u64)
+}
 
+/// New addresses and strings a fold step interned (written with its delta).
+type NewIds = (Vec<(i64, IpRecord)>, Vec<(i64, String)>);
+
+/// Hands every row of `rows` ([`FOLD_SQL`]'s columns) to `fold`, with the rows' addresses and
+/// strings looked up at once first and ids reserved for the new ones.
+fn fold_rows(
+    db: &Postgres,
+    tx: &tokio_postgres::Transaction<'_>,
+    rows: &[Row],
+    fold: &mut FoldFn<'_>,
+    delta: &mut AggDelta,
+) -> Result<NewIds, StorageError> {
     // Look the batch's addresses and strings up at once; reserve ids for the new ones.
     let mut ips: HashSet<&str> = HashSet::new();
     let mut strs: HashSet<&str> = HashSet::new();
@@ -195,7 +218,7 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
         .flat_map(|f| crate::analytics::evicted_sources(f).into_iter().map(|s| s.ip.to_string()))
         .collect();
     ips.extend(gap_ips.iter().map(String::as_str));
-    for r in &rows {
+    for r in rows {
         if r.get::<_, &str>(4) == "sensor" {
             continue;
         }
@@ -233,11 +256,10 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
         string_ids: string_ids.into_iter(),
         new_ips: Vec::new(),
         new_strings: Vec::new(),
-        tx: &tx,
+        tx,
         db,
     };
-    let mut delta = AggDelta::default();
-    for r in &rows {
+    for r in rows {
         let ev = FoldEvent {
             sensor_id: r.get(2),
             time_ms: r.get(3),
@@ -250,17 +272,54 @@ pub fn fold_events(db: &Postgres, limit: u64, fold: &mut FoldFn<'_>) -> Result<u
             password: r.get(10),
             gap_fields: r.get(11),
         };
-        fold(&ev, &mut ids, &mut delta)?;
+        fold(&ev, &mut ids, delta)?;
     }
-    let (new_ips, new_strings) = (std::mem::take(&mut ids.new_ips), std::mem::take(&mut ids.new_strings));
-    db.block_on(async {
-        write_new_ids(&tx, &new_ips, &new_strings).await?;
-        write_delta(&tx, &delta).await?;
-        tx.execute("UPDATE analytics_state SET fold_txid = $1, fold_id = $2 WHERE id = 1", &[&last_txid, &last_id])
-            .await?;
-        tx.commit().await
-    })?;
-    Ok(rows.len() as u64)
+    Ok((std::mem::take(&mut ids.new_ips), std::mem::take(&mut ids.new_strings)))
+}
+
+/// Events read per step of [`refold_classes`].
+const REFOLD_CHUNK: i64 = 50_000;
+
+const REFOLD_SQL: &str =
+    "SELECT txid, id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password,
+            CASE WHEN kind = 'eviction_gap' THEN fields END
+     FROM events
+     WHERE (txid, id) > ($1, $2) AND (txid, id) <= ($3, $4) AND time_ms >= $5
+     ORDER BY txid, id LIMIT $6";
+
+pub fn refold_classes(db: &Postgres, from: [i64; 3], fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
+    let mut c = db.block_on(db.client())?;
+    let tx = db.block_on(c.transaction())?;
+    // The fold lock: no admin folds while the class rows are rebuilt, so each event the cursor
+    // has passed is in them exactly once, and every later one is folded with the new labels.
+    db.block_on(tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock::FOLD]))?;
+    for (res, f) in from.iter().enumerate() {
+        for t in ["agg_kind", "agg_port", "agg_src", "agg_cred"] {
+            let sql = format!("DELETE FROM {t} WHERE res = $1 AND sensor_id < 0 AND bucket >= $2");
+            db.block_on(tx.execute(&sql, &[&(res as i64), f]))?;
+        }
+    }
+    let cur = db.block_on(tx.query_one("SELECT fold_txid, fold_id FROM analytics_state WHERE id = 1", &[]))?;
+    let (ctx, cid): (i64, i64) = (cur.get(0), cur.get(1));
+    let since = from.iter().copied().min().unwrap_or(i64::MIN);
+    let (mut after_tx, mut after_id, mut total) = (i64::MIN, i64::MIN, 0u64);
+    loop {
+        let rows = db.block_on(tx.query(REFOLD_SQL, &[&after_tx, &after_id, &ctx, &cid, &since, &REFOLD_CHUNK]))?;
+        let Some(last) = rows.last() else { break };
+        (after_tx, after_id) = (last.get(0), last.get(1));
+        let mut delta = AggDelta::default();
+        let (new_ips, new_strings) = fold_rows(db, &tx, &rows, fold, &mut delta)?;
+        db.block_on(async {
+            write_new_ids(&tx, &new_ips, &new_strings).await?;
+            write_delta(&tx, &delta).await
+        })?;
+        total += rows.len() as u64;
+        if (rows.len() as i64) < REFOLD_CHUNK {
+            break;
+        }
+    }
+    db.block_on(tx.commit())?;
+    Ok(total)
 }
 
 async fn write_new_ids(

@@ -130,8 +130,25 @@ CREATE TABLE dashboard_sessions (
 );
 "#;
 
+/// Version 2: address labels (`drosera-admin label`, `crate::labels`) and where raw events
+/// start after retention (what a relabel can rebuild).
+const V2_LABELS: &str = r#"
+CREATE TABLE labels (
+    cidr       TEXT PRIMARY KEY,
+    label      TEXT NOT NULL,
+    note       TEXT NOT NULL DEFAULT '',
+    created_ms BIGINT NOT NULL
+);
+CREATE TABLE label_state (
+    id          BIGINT PRIMARY KEY CHECK (id = 1),
+    -- raw events before this time were deleted by retention (0: none ever)
+    raw_from_ms BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO label_state(id) VALUES (1);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 1] = [(1, V1)];
+pub const MIGRATIONS: [(i64, &str); 2] = [(1, V1), (2, V2_LABELS)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -88,40 +88,51 @@ impl FoldTx for SqliteFoldTx<'_, '_> {
     }
 }
 
+/// The columns a fold reads, in [`fold_rows`]' order.
+const FOLD_COLS: &str = "id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password,
+                    CASE WHEN kind = 'eviction_gap' THEN fields END";
+
+/// Hands every row of `rows` ([`FOLD_COLS`]) to `fold`; returns (rows, last id).
+fn fold_rows(
+    tx: &Transaction<'_>,
+    mut rows: rusqlite::Rows<'_>,
+    fold: &mut FoldFn<'_>,
+    delta: &mut AggDelta,
+) -> Result<(u64, i64), StorageError> {
+    let mut ids = SqliteFoldTx { tx };
+    let (mut n, mut max_id) = (0u64, 0i64);
+    while let Some(r) = rows.next()? {
+        n += 1;
+        max_id = r.get(0)?;
+        let ev = FoldEvent {
+            sensor_id: r.get(1)?,
+            time_ms: r.get(2)?,
+            protocol: text(r, 3)?,
+            kind: text(r, 4)?,
+            src_ip: text(r, 5)?,
+            dst_port: r.get(6)?,
+            count: r.get(7)?,
+            username: opt_text(r, 8)?,
+            password: opt_text(r, 9)?,
+            gap_fields: opt_text(r, 10)?,
+        };
+        fold(&ev, &mut ids, delta)?;
+    }
+    Ok((n, max_id))
+}
+
 pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
     // IMMEDIATE: reads the cursor, then writes; `report` folds while `serve` folds and ingests,
     // and a deferred transaction would fail with "database is locked" instead of waiting.
     let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let last: i64 = tx.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
     let mut delta = AggDelta::default();
-    let mut max_id = last;
-    let mut n = 0u64;
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT id, sensor_id, time_ms, protocol, kind, src_ip, dst_port, count, username, password,
-                    CASE WHEN kind = 'eviction_gap' THEN fields END
-             FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let mut rows = stmt.query(params![last, limit.min(i64::MAX as u64) as i64])?;
-        let mut ids = SqliteFoldTx { tx: &tx };
-        while let Some(r) = rows.next()? {
-            n += 1;
-            max_id = r.get(0)?;
-            let ev = FoldEvent {
-                sensor_id: r.get(1)?,
-                time_ms: r.get(2)?,
-                protocol: text(r, 3)?,
-                kind: text(r, 4)?,
-                src_ip: text(r, 5)?,
-                dst_port: r.get(6)?,
-                count: r.get(7)?,
-                username: opt_text(r, 8)?,
-                password: opt_text(r, 9)?,
-                gap_fields: opt_text(r, 10)?,
-            };
-            fold(&ev, &mut ids, &mut delta)?;
-        }
-    }
+    let (n, max_id) = {
+        let mut stmt =
+            tx.prepare_cached(&format!("SELECT {FOLD_COLS} FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"))?;
+        let rows = stmt.query(params![last, limit.min(i64::MAX as u64) as i64])?;
+        fold_rows(&tx, rows, fold, &mut delta)?
+    };
     if n == 0 {
         return Ok(0);
     }
@@ -129,6 +140,44 @@ pub fn fold_events(conn: &Connection, limit: u64, fold: &mut FoldFn<'_>) -> Resu
     tx.execute("UPDATE analytics_state SET last_event_id = ?1 WHERE id = 1", params![max_id])?;
     tx.commit()?;
     Ok(n)
+}
+
+/// Events read per step of [`refold_classes`] (each step's delta is written before the next).
+const REFOLD_CHUNK: i64 = 50_000;
+
+pub fn refold_classes(conn: &Connection, from: [i64; 3], fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
+    // One IMMEDIATE transaction: no fold (and no ingest) runs in between, so every event is in
+    // the class rows exactly once when it commits.
+    let tx = Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    for (res, f) in from.iter().enumerate() {
+        for t in ["agg_kind", "agg_port", "agg_src", "agg_cred"] {
+            tx.execute(
+                &format!("DELETE FROM {t} WHERE res = ?1 AND sensor_id < 0 AND bucket >= ?2"),
+                params![res as i64, f],
+            )?;
+        }
+    }
+    let last: i64 = tx.query_row("SELECT last_event_id FROM analytics_state WHERE id = 1", [], |r| r.get(0))?;
+    let since = from.iter().copied().min().unwrap_or(i64::MIN);
+    let (mut total, mut after) = (0u64, 0i64);
+    loop {
+        let mut delta = AggDelta::default();
+        let (n, max_id) = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {FOLD_COLS} FROM events WHERE id > ?1 AND id <= ?2 AND time_ms >= ?3 ORDER BY id LIMIT ?4"
+            ))?;
+            let rows = stmt.query(params![after, last, since, REFOLD_CHUNK])?;
+            fold_rows(&tx, rows, fold, &mut delta)?
+        };
+        write_delta(&tx, &delta)?;
+        total += n;
+        after = max_id;
+        if (n as i64) < REFOLD_CHUNK {
+            break;
+        }
+    }
+    tx.commit()?;
+    Ok(total)
 }
 
 fn write_delta(tx: &Transaction<'_>, b: &AggDelta) -> rusqlite::Result<()> {

@@ -9,6 +9,7 @@
 mod analytics;
 mod export;
 mod ingest;
+mod labels;
 mod retention;
 pub mod schema;
 mod sensors;
@@ -206,6 +207,25 @@ impl Storage for Connection {
     }
     fn prune_rollups(&self, before_ms: i64) -> Result<u64, StorageError> {
         retention::prune_rollups(self, before_ms)
+    }
+
+    fn labels(&self) -> Result<Vec<LabelRecord>, StorageError> {
+        labels::labels(self)
+    }
+    fn put_label(&self, rec: &LabelRecord, max: u32) -> Result<bool, StorageError> {
+        labels::put_label(self, rec, max)
+    }
+    fn remove_label(&self, cidr: &str) -> Result<bool, StorageError> {
+        labels::remove_label(self, cidr)
+    }
+    fn raw_from(&self) -> Result<i64, StorageError> {
+        labels::raw_from(self)
+    }
+    fn set_raw_from(&self, ms: i64) -> Result<(), StorageError> {
+        labels::set_raw_from(self, ms)
+    }
+    fn refold_classes(&self, from: [i64; 3], fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
+        analytics::refold_classes(self, from, fold)
     }
 }
 

@@ -150,8 +150,25 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
 );
 "#;
 
+/// Version 3: address labels (`drosera-admin label`, `crate::labels`) and where raw events
+/// start after retention (what a relabel can rebuild).
+const V3_LABELS: &str = r#"
+CREATE TABLE IF NOT EXISTS labels (
+    cidr       TEXT PRIMARY KEY,
+    label      TEXT NOT NULL,
+    note       TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS label_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    -- raw events before this time were deleted by retention (0: none ever)
+    raw_from_ms INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO label_state(id) VALUES (1);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 2] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS)];
+pub const MIGRATIONS: [(i64, &str); 3] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -371,6 +388,8 @@ mod tests {
             "dashboard_sessions",
             "events",
             "ip_info",
+            "label_state",
+            "labels",
             "sensors",
             "strings",
             "users",
@@ -430,7 +449,12 @@ mod tests {
             let folded = crate::analytics::refresh(db, &en).unwrap();
             assert_eq!(folded, if full { 1 } else { 3 }, "{name}");
             if !full {
-                let q = crate::analytics::Query { since_ms: Some(0), until_ms: Some(1_800_000_000_000), sensor: None };
+                let q = crate::analytics::Query {
+                    since_ms: Some(0),
+                    until_ms: Some(1_800_000_000_000),
+                    sensor: None,
+                    ..Default::default()
+                };
                 let t = crate::analytics::totals(&*db, &q).unwrap();
                 assert_eq!((t.attempts, t.logins, t.attackers), (1, 2, 1), "{name}");
             }
@@ -444,7 +468,7 @@ mod tests {
         let path = dir.path().join("new.db");
         let conn = super::super::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(names(&conn, "table").len(), 11);
+        assert_eq!(names(&conn, "table").len(), 13);
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = super::super::open(&path).err().unwrap();
