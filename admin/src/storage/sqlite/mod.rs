@@ -10,6 +10,7 @@ mod analytics;
 mod export;
 mod ingest;
 mod retention;
+mod samples;
 pub mod schema;
 mod sensors;
 mod users;

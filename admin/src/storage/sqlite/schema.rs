@@ -67,6 +67,58 @@ CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time_ms);
 "#;
 
+/// Version 3: malware samples (issue 15). `samples` has one row per sample whose bytes the admin
+/// holds (in the sample store on disk, by sha256); sightings and names come from the sensors'
+/// Sample events at ingest, whether or not the bytes arrived.
+const V3_SAMPLES: &str = r#"
+CREATE TABLE IF NOT EXISTS samples (
+    sha256        TEXT PRIMARY KEY,
+    md5           TEXT NOT NULL,
+    sha1          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    stored_bytes  INTEGER NOT NULL,
+    file_type     TEXT NOT NULL,
+    rules_version TEXT NOT NULL,
+    stored_ms     INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_last_seen ON samples(last_seen_ms);
+CREATE TABLE IF NOT EXISTS sample_names (
+    sha256 TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    PRIMARY KEY (sha256, name)
+);
+CREATE TABLE IF NOT EXISTS sample_sightings (
+    sensor_id INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    time_ms   INTEGER NOT NULL,
+    src_ip    TEXT NOT NULL,
+    protocol  TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    PRIMARY KEY (sensor_id, seq)
+);
+CREATE INDEX IF NOT EXISTS sample_sightings_sha ON sample_sightings(sha256, time_ms);
+CREATE TABLE IF NOT EXISTS sample_matches (
+    sha256    TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    rule      TEXT NOT NULL,
+    tags      TEXT NOT NULL,
+    PRIMARY KEY (sha256, namespace, rule)
+);
+CREATE INDEX IF NOT EXISTS sample_matches_rule ON sample_matches(rule);
+CREATE TABLE IF NOT EXISTS sample_rejections (
+    id        INTEGER PRIMARY KEY,
+    time_ms   INTEGER NOT NULL,
+    sensor_id INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    reason    TEXT NOT NULL
+);
+"#;
+
 /// Version 2: the analytics aggregates and their covering indexes, dashboard users and
 /// sessions (all created on first use before version 2), and two dropped event indexes.
 const V2_ANALYTICS_USERS: &str = r#"
@@ -151,7 +203,7 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
 "#;
 
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 2] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS)];
+pub const MIGRATIONS: [(i64, &str); 3] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_SAMPLES)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
