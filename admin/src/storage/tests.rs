@@ -366,6 +366,8 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };
     old.create_session(&s, 1, 10).unwrap();
     old.prune_hourly(1_714_521_600_000 - DAY_MS).unwrap();
+    assert_eq!(old.store_sample(&new_sample([0xaa; 32], 100, Some("Mirai")), 0, 5).unwrap(), SampleStored::Stored);
+    old.record_sample_rejection(id, &hex::encode([0xbb; 32]), "mismatch", 6, 10).unwrap();
     drop(old);
 
     let from = Backend::Sqlite(path.clone());
@@ -384,6 +386,11 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     assert_eq!(new.list_sensors().unwrap(), old.list_sensors().unwrap());
     assert_eq!(new.session("tok", 2).unwrap().map(|s| s.user).as_deref(), Some("alice"));
     assert_eq!(new.hourly_from().unwrap(), 1_714_521_600_000 - DAY_MS);
+    let sha = hex::encode([0xaa; 32]);
+    assert_eq!(new.sample_detail(&sha, 10).unwrap(), old.sample_detail(&sha, 10).unwrap());
+    assert!(new.sample_detail(&sha, 10).unwrap().is_some());
+    assert_eq!(new.sample_rejections(10).unwrap(), old.sample_rejections(10).unwrap());
+    new.record_sample_rejection(id, &sha, "after the move", 7, 10).unwrap();
     // Ingest goes on where SQLite stopped: the high-water mark moved with the sensor.
     let more = [login_ev(46, 1_714_600_100_000, "192.0.2.1", "u", "p")];
     assert_eq!(commit(&*new, id, 45, &late), BatchOutcome::Ack(45));

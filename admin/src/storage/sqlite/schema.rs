@@ -496,7 +496,7 @@ mod tests {
         let path = dir.path().join("new.db");
         let conn = super::super::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(names(&conn, "table").len(), 11);
+        assert_eq!(names(&conn, "table").len(), 16, "11 tables, and 5 of samples since version 3");
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = super::super::open(&path).err().unwrap();
