@@ -157,7 +157,8 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         config: ConfigArg,
-    },    /// Malware samples the sensors shipped: list, show, get (encrypted ZIP), rescan.
+    },
+    /// Malware samples the sensors shipped: list, show, get (encrypted ZIP), rescan.
     #[command(subcommand)]
     Samples(SampleCommand),
 }

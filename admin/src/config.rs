@@ -277,7 +277,11 @@ impl AdminConfig {
             return Err(invalid("samples.dir", "is empty", "name a folder, e.g. \"samples\" (next to this file)"));
         }
         if s.max_sample_bytes == 0 || s.max_sample_bytes > 1 << 30 {
-            return Err(invalid("samples.max_sample_bytes", "must be between 1 and 1 GiB", "use the default, 67108864"));
+            return Err(invalid(
+                "samples.max_sample_bytes",
+                "must be between 1 and 1 GiB",
+                "use the default, 67108864",
+            ));
         }
         if s.max_bytes != 0 && s.max_bytes < s.max_sample_bytes {
             return Err(invalid(
@@ -300,7 +304,11 @@ impl AdminConfig {
             }
         }
         if s.max_offer > 1024 {
-            return Err(invalid("samples.max_offer", "must be at most 1024 (an offer is one control frame)", "use the default, 64"));
+            return Err(invalid(
+                "samples.max_offer",
+                "must be at most 1024 (an offer is one control frame)",
+                "use the default, 64",
+            ));
         }
         if !i.public_address.is_empty() && !i.public_address.contains(':') {
             return Err(invalid(

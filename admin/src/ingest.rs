@@ -63,13 +63,27 @@ const MAX_GROUP: usize = 64;
 /// What the writer answers for a batch: the storage's outcome, or why the commit failed.
 type Outcome = Result<BatchOutcome, String>;
 
+/// Work the writer runs on its database handle.
+type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
+
 enum Job {
-    Hello { peer: PeerIdentity, schema_version: u16, reply: oneshot::Sender<Result<Admission, String>> },
-    Batch { sensor_id: i64, last_seq: u64, events: Vec<Event>, reply: oneshot::Sender<Outcome> },
-    Contact { sensor_id: i64 },
+    Hello {
+        peer: PeerIdentity,
+        schema_version: u16,
+        reply: oneshot::Sender<Result<Admission, String>>,
+    },
+    Batch {
+        sensor_id: i64,
+        last_seq: u64,
+        events: Vec<Event>,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Contact {
+        sensor_id: i64,
+    },
     /// Sample work on the writer's database handle (queries and the rows of verified samples);
     /// the closure answers through its own channel.
-    Run(Box<dyn FnOnce(&dyn Storage) + Send>),
+    Run(DbWork),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,13 +193,7 @@ pub fn sample_context(cfg: &SamplesConfig, ingest: &IngestConfig) -> Result<Opti
     let classifier = Classifier::load(rules)?;
     // Room for the chunk frame's other fields.
     let max_chunk = cfg.chunk_bytes.min(ingest.max_frame_bytes.saturating_sub(1024) as u32).max(1024);
-    Ok(Some(Arc::new(SampleContext {
-        cfg: cfg.clone(),
-        store,
-        classifier,
-        counters: Default::default(),
-        max_chunk,
-    })))
+    Ok(Some(Arc::new(SampleContext { cfg: cfg.clone(), store, classifier, counters: Default::default(), max_chunk })))
 }
 
 /// Binds `[ingest] listen` and serves until `shutdown` is cancelled; `db` becomes the writer's.

@@ -184,7 +184,12 @@ fn samples(command: SampleCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
             f.write_all(&zip)?;
             f.sync_all()?;
-            eprintln!("wrote {} ({} bytes; password: {})", path.display(), zip.len(), drosera_admin::samples::zip::PASSWORD);
+            eprintln!(
+                "wrote {} ({} bytes; password: {})",
+                path.display(),
+                zip.len(),
+                drosera_admin::samples::zip::PASSWORD
+            );
         }
         SampleCommand::Rescan { config } => {
             let cfg = config.load()?;

@@ -33,13 +33,13 @@
 //! cancels a half-read frame.
 
 use crate::config::UplinkSection;
+use crate::samples::SampleArea;
 use crate::sink::EventSink;
 use crate::store::{StoreError, StoreHandle};
 use backon::BackoffBuilder;
 use drosera_uplink::codec;
-use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
-use crate::samples::SampleArea;
 use drosera_uplink::event::to_hex;
+use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{
     self, Frame, FrameError, SampleRef, SampleVerdict, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
     VERSION_REFUSAL_MARK,
@@ -366,7 +366,8 @@ impl<B: Backlog> Shipper<B> {
             let Err(e) = result else { return };
             failures += 1;
             if let ShipError::Refused(reason) = &e {
-                if reason.contains(VERSION_REFUSAL_MARK) && self.version.load(Ordering::Relaxed) > MIN_PROTOCOL_VERSION {
+                if reason.contains(VERSION_REFUSAL_MARK) && self.version.load(Ordering::Relaxed) > MIN_PROTOCOL_VERSION
+                {
                     self.version.store(MIN_PROTOCOL_VERSION, Ordering::Relaxed);
                     tracing::warn!(%reason, "the admin speaks an older uplink protocol: shipping events without samples");
                     continue;
@@ -628,7 +629,7 @@ impl<B: Backlog> Shipper<B> {
                 Ok(())
             }
             Some(Ok(Frame::SampleRejected { sha256, reason, retry })) => {
-                if !c.samples.current.as_ref().is_some_and(|s| s.sha256 == sha256) {
+                if c.samples.current.as_ref().is_none_or(|s| s.sha256 != sha256) {
                     // A later chunk of a transfer the admin already threw away.
                     tracing::debug!(sha256 = %to_hex(&sha256), %reason, "stale sample rejection");
                     return Ok(());

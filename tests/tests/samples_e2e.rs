@@ -20,7 +20,11 @@ fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
     for b in ["drosera-admin", "drosera-sensor"] {
-        assert!(dir.join(b).is_file(), "{b} not built in {}: run `cargo build --workspace --bins` first", dir.display());
+        assert!(
+            dir.join(b).is_file(),
+            "{b} not built in {}: run `cargo build --workspace --bins` first",
+            dir.display()
+        );
     }
     dir
 }
@@ -202,7 +206,12 @@ impl Sensor {
     }
 
     fn http_post(&self, file: &Path, path: &str) {
-        run_ok(Command::new("curl").args(["-s", "-S", "-o", "/dev/null", "-H", "Content-Type: application/octet-stream", "--data-binary"]).arg(format!("@{}", file.display())).arg(format!("http://127.0.0.1:{}{path}", self.http)));
+        run_ok(
+            Command::new("curl")
+                .args(["-s", "-S", "-o", "/dev/null", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+                .arg(format!("@{}", file.display()))
+                .arg(format!("http://127.0.0.1:{}{path}", self.http)),
+        );
     }
 
     fn http_put(&self, file: &Path, path: &str) {
@@ -250,7 +259,8 @@ fn check_zip(admin: &Admin, dir: &Path, sha256: &str, want: &[u8]) {
     assert!(wrong.stdout != want, "the ZIP opens without the password");
     if have("7z", "i") {
         let x = dir.join(format!("7z-{sha256}"));
-        let out = Command::new("7z").arg("x").arg("-pinfected").arg(format!("-o{}", x.display())).arg(&zip).output().unwrap();
+        let out =
+            Command::new("7z").arg("x").arg("-pinfected").arg(format!("-o{}", x.display())).arg(&zip).output().unwrap();
         assert!(out.status.success(), "7z: {}", String::from_utf8_lossy(&out.stdout));
         assert!(std::fs::read(x.join(sha256)).unwrap() == want, "7z gives other bytes");
     }

@@ -79,8 +79,11 @@ pub fn rescan(db: &dyn Storage, cfg: &SamplesConfig) -> Result<u64, SampleOpErro
     let mut n = 0u64;
     let mut skipped = std::collections::HashSet::new();
     loop {
-        let todo: Vec<String> =
-            db.samples_to_rescan(&version, 100 + skipped.len() as i64)?.into_iter().filter(|h| !skipped.contains(h)).collect();
+        let todo: Vec<String> = db
+            .samples_to_rescan(&version, 100 + skipped.len() as i64)?
+            .into_iter()
+            .filter(|h| !skipped.contains(h))
+            .collect();
         if todo.is_empty() {
             return Ok(n);
         }
@@ -132,7 +135,8 @@ fn time(ms: i64) -> String {
 /// The list as text, one sample a line.
 pub fn render_list(list: &[SampleSummary]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<64}  {:>10}  {:<20}  {:>9}  {:<30}  rules", "sha256", "size", "last seen", "sightings", "type");
+    let _ =
+        writeln!(s, "{:<64}  {:>10}  {:<20}  {:>9}  {:<30}  rules", "sha256", "size", "last seen", "sightings", "type");
     for x in list {
         let _ = writeln!(
             s,

@@ -86,7 +86,10 @@ impl Receiver {
                 SampleVerdict::Have
             } else if s.size == 0 || s.size > cfg.max_sample_bytes {
                 SampleVerdict::Refuse {
-                    reason: format!("{} bytes is outside 1..={} (samples.max_sample_bytes)", s.size, cfg.max_sample_bytes),
+                    reason: format!(
+                        "{} bytes is outside 1..={} (samples.max_sample_bytes)",
+                        s.size, cfg.max_sample_bytes
+                    ),
                     retry: false,
                 }
             } else if self.transfers.contains_key(&s.sha256) {
@@ -142,7 +145,11 @@ impl Receiver {
             return self.reject(sha256, format!("chunk at offset {offset}, expected {}", t.next), true);
         }
         if data.is_empty() || data.len() > self.ctx.max_chunk as usize {
-            return self.reject(sha256, format!("chunk of {} bytes (1..={} allowed)", data.len(), self.ctx.max_chunk), true);
+            return self.reject(
+                sha256,
+                format!("chunk of {} bytes (1..={} allowed)", data.len(), self.ctx.max_chunk),
+                true,
+            );
         }
         let end = offset.saturating_add(data.len() as u64);
         if end > t.size {
@@ -347,7 +354,10 @@ mod tests {
         assert_eq!(stored(dir.path()), 0);
 
         // Offers over the admin's cap are refused for good; empty ones too.
-        let a = r.answer_offer(&[SampleRef { sha256: h, size: 1001 }, SampleRef { sha256: other, size: 0 }], &HashSet::new());
+        let a = r.answer_offer(
+            &[SampleRef { sha256: h, size: 1001 }, SampleRef { sha256: other, size: 0 }],
+            &HashSet::new(),
+        );
         assert!(a.iter().all(|a| matches!(a.verdict, SampleVerdict::Refuse { retry: false, .. })));
         assert_eq!(ctx.counters.rejected.load(Ordering::Relaxed), 7, "every rejected chunk is counted");
     }

@@ -106,7 +106,8 @@ impl SampleStore {
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
         let tmp = self.dir.join("tmp").join(format!("{}.zst", self.next_tmp.fetch_add(1, Ordering::Relaxed)));
         let result = (|| {
-            let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+            let f =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
             let mut enc = zstd::stream::write::Encoder::new(f, LEVEL).map_err(io(&tmp))?;
             enc.write_all(bytes).map_err(io(&tmp))?;
             let f = enc.finish().map_err(io(&tmp))?;

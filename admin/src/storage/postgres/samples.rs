@@ -24,7 +24,17 @@ pub(crate) async fn insert_sighting(
         .execute(
             "INSERT INTO sample_sightings (sensor_id, seq, sha256, time_ms, src_ip, protocol, source, outcome, name)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            &[&sensor_id, &seq, &sha, &ev.time_ms, &ev.src_ip.to_string(), &ev.protocol.as_str(), &source, &outcome, &name],
+            &[
+                &sensor_id,
+                &seq,
+                &sha,
+                &ev.time_ms,
+                &ev.src_ip.to_string(),
+                &ev.protocol.as_str(),
+                &source,
+                &outcome,
+                &name,
+            ],
         )
         .await?;
     if n == 0 {

@@ -31,7 +31,8 @@ pub fn insert_sighting(tx: &Connection, sensor_id: i64, ev: &Event) -> rusqlite:
         return Ok(());
     }
     if !name.is_empty() {
-        tx.prepare_cached("INSERT OR IGNORE INTO sample_names (sha256, name) VALUES (?1, ?2)")?.execute(params![sha, name])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO sample_names (sha256, name) VALUES (?1, ?2)")?
+            .execute(params![sha, name])?;
     }
     tx.prepare_cached(
         "UPDATE samples SET first_seen_ms = MIN(first_seen_ms, ?2), last_seen_ms = MAX(last_seen_ms, ?2) WHERE sha256 = ?1",
@@ -91,7 +92,8 @@ impl SampleStorage for Connection {
 
     fn store_sample(&self, s: &NewSample, max_total_bytes: u64, now_ms: i64) -> Result<SampleStored, StorageError> {
         let tx = Transaction::new_unchecked(self, TransactionBehavior::Immediate)?;
-        if tx.query_row("SELECT 1 FROM samples WHERE sha256 = ?1", params![s.sha256], |_| Ok(())).optional()?.is_some() {
+        if tx.query_row("SELECT 1 FROM samples WHERE sha256 = ?1", params![s.sha256], |_| Ok(())).optional()?.is_some()
+        {
             return Ok(SampleStored::AlreadyHad);
         }
         if max_total_bytes > 0 {
@@ -171,8 +173,8 @@ impl SampleStorage for Connection {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut st =
-            self.prepare("SELECT namespace, rule, tags FROM sample_matches WHERE sha256 = ?1 ORDER BY namespace, rule")?;
+        let mut st = self
+            .prepare("SELECT namespace, rule, tags FROM sample_matches WHERE sha256 = ?1 ORDER BY namespace, rule")?;
         let matches = st
             .query_map(params![sha256], |r| Ok(SampleMatch { namespace: r.get(0)?, rule: r.get(1)?, tags: r.get(2)? }))?
             .collect::<rusqlite::Result<_>>()?;
@@ -205,7 +207,8 @@ impl SampleStorage for Connection {
     fn delete_samples_seen_before(&self, before_ms: i64, limit: i64) -> Result<Vec<String>, StorageError> {
         let tx = Transaction::new_unchecked(self, TransactionBehavior::Immediate)?;
         let gone: Vec<String> = {
-            let mut st = tx.prepare("SELECT sha256 FROM samples WHERE last_seen_ms < ?1 ORDER BY last_seen_ms LIMIT ?2")?;
+            let mut st =
+                tx.prepare("SELECT sha256 FROM samples WHERE last_seen_ms < ?1 ORDER BY last_seen_ms LIMIT ?2")?;
             let rows = st.query_map(params![before_ms, limit], |r| r.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
