@@ -20,6 +20,8 @@ PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)
+# Samples (issue 15): the admin's password-protected ZIP must open with both unzip -P and 7z x -p.
+PKGS+=(unzip p7zip-full)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

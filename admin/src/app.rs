@@ -49,10 +49,11 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
         enricher.clone(),
         Duration::from_secs(cfg.dashboard.refresh_interval_s),
         cfg.retention.clone(),
+        cfg.samples.clone(),
         shutdown.clone(),
     ));
     let ingest = async {
-        let r = ingest::serve(&cfg.ingest, &cfg.tls, ingest_db, shutdown.clone()).await;
+        let r = ingest::serve(&cfg.ingest, &cfg.tls, &cfg.samples, ingest_db, shutdown.clone()).await;
         shutdown.cancel();
         r.map_err(anyhow::Error::from)
     };
@@ -73,6 +74,7 @@ async fn maintain(
     enricher: Arc<Enricher>,
     refresh: Duration,
     retention: RetentionConfig,
+    samples: crate::samples::SamplesConfig,
     shutdown: CancellationToken,
 ) {
     let mut refresh = tokio::time::interval(refresh);
@@ -93,6 +95,12 @@ async fn maintain(
                 match r.map_err(AnalyticsError::from).and_then(|r| r) {
                     Ok(st) => tracing::info!(?st, "retention pass"),
                     Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+                let sc = samples.clone();
+                match db.run(move |db| crate::samples::ops::prune(db, &sc, now_ms())).await {
+                    Ok(Ok(n)) => tracing::info!(deleted = n, "sample retention pass"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "sample retention failed"),
+                    Err(e) => tracing::warn!(error = %e, "sample retention failed"),
                 }
             }
         }

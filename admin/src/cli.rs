@@ -180,6 +180,57 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Malware samples the sensors shipped: list, show, get (encrypted ZIP), rescan.
+    #[command(subcommand)]
+    Samples(SampleCommand),
+}
+
+/// `drosera-admin samples ...` (the work is in `drosera_admin::samples::ops`).
+#[derive(Subcommand)]
+pub enum SampleCommand {
+    /// List stored samples, newest sighting first (filters combine).
+    List {
+        /// Only samples whose file type contains this text (e.g. ELF, PE32, script).
+        #[arg(long = "type", value_name = "T")]
+        file_type: Option<String>,
+        /// Only samples that matched this YARA rule.
+        #[arg(long, value_name = "RULE")]
+        yara: Option<String>,
+        /// Only samples that arrived by this protocol (ftp, http, smb, telnet, ssh, ...).
+        #[arg(long, value_name = "P")]
+        protocol: Option<String>,
+        /// Only samples this sensor saw.
+        #[arg(long, value_name = "NAME")]
+        sensor: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Hashes, size, type, names, sightings and YARA matches of one sample.
+    Show {
+        sha256: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write the sample into a ZIP protected with the password `infected`.
+    Get {
+        sha256: String,
+        /// The ZIP file to write (must not exist).
+        #[arg(long, value_name = "FILE.zip")]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Classify again every sample whose rules version differs from the loaded rules.
+    Rescan {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]

@@ -9,6 +9,7 @@ pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
 pub use crate::labels::LabelsConfig;
 pub use crate::retention::RetentionConfig;
+pub use crate::samples::SamplesConfig;
 pub use crate::storage::DatabaseConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub struct AdminConfig {
     pub enrichment: EnrichmentConfig,
     pub retention: RetentionConfig,
     pub labels: LabelsConfig,
+    pub samples: SamplesConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -170,6 +172,8 @@ impl AdminConfig {
         fix(&mut self.tls.key);
         fix(&mut self.enrichment.country_mmdb);
         fix(&mut self.enrichment.asn_mmdb);
+        fix(&mut self.samples.dir);
+        fix(&mut self.samples.rules_dir);
     }
 
     /// Checks relations serde cannot express.
@@ -277,6 +281,44 @@ impl AdminConfig {
                 "use 0 (no cap) or at least 16777216; the default is 8589934592",
             ));
         }
+        let s = &self.samples;
+        if s.dir.as_os_str().is_empty() {
+            return Err(invalid("samples.dir", "is empty", "name a folder, e.g. \"samples\" (next to this file)"));
+        }
+        if s.max_sample_bytes == 0 || s.max_sample_bytes > 1 << 30 {
+            return Err(invalid(
+                "samples.max_sample_bytes",
+                "must be between 1 and 1 GiB",
+                "use the default, 67108864",
+            ));
+        }
+        if s.max_bytes != 0 && s.max_bytes < s.max_sample_bytes {
+            return Err(invalid(
+                "samples.max_bytes",
+                "is smaller than samples.max_sample_bytes, so large samples could never be kept",
+                "use 0 (no cap) or at least samples.max_sample_bytes; the default is 10737418240",
+            ));
+        }
+        if s.chunk_bytes < 1024 || s.chunk_bytes > 16 << 20 {
+            return Err(invalid("samples.chunk_bytes", "must be between 1 KiB and 16 MiB", "use the default, 262144"));
+        }
+        for (key, v, default) in [
+            ("samples.max_offer", s.max_offer as u64, 64),
+            ("samples.max_parts", s.max_parts as u64, 64),
+            ("samples.max_concurrent_verifies", s.max_concurrent_verifies as u64, 2),
+            ("samples.max_rejections_kept", s.max_rejections_kept as u64, 10000),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
+            }
+        }
+        if s.max_offer > 1024 {
+            return Err(invalid(
+                "samples.max_offer",
+                "must be at most 1024 (an offer is one control frame)",
+                "use the default, 64",
+            ));
+        }
         if !i.public_address.is_empty() && !i.public_address.contains(':') {
             return Err(invalid(
                 "ingest.public_address",
@@ -316,11 +358,17 @@ mod tests {
             ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
             ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
             ("[labels]\nmax_labels = 0\n", "labels.max_labels"),
+            ("[samples]\nmax_offer = 0\n", "samples.max_offer"),
+            ("[samples]\nchunk_bytes = 10\n", "samples.chunk_bytes"),
+            ("[samples]\nmax_sample_bytes = 0\n", "samples.max_sample_bytes"),
+            ("[samples]\nmax_bytes = 1000\n", "samples.max_bytes"),
         ] {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
         }
         assert!(AdminConfig::parse("[retention]\nmax_bytes = 0\n", Path::new("x")).is_ok());
+        let e = AdminConfig::parse("[samples]\nsize_cap = 1\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("size_cap"), "{e}");
         for bad in ["mysql://x", "sqlite:", "postgres://a:b@h:notaport/db"] {
             let e = AdminConfig::parse(&format!("[database]\nurl = \"{bad}\"\n"), Path::new("x")).unwrap_err();
             assert!(e.to_string().contains("database.url"), "{bad}: {e}");

@@ -157,7 +157,8 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
          [database]\n{database}\n\n\
          [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
          [ingest]\nlisten = \"{listen}\"\n# host:port written into sensor bundles\npublic_address = \"{public}\"\n\n\
-         [dashboard]\nlisten = \"{dashboard}\"\n"
+         [dashboard]\nlisten = \"{dashboard}\"\n\n\
+         [samples]\n# malware samples from sensors: zstd-compressed, mode 0600\ndir = \"samples\"\n"
     );
     write_public(&config_path, &text)?;
     #[cfg(unix)]

@@ -24,14 +24,27 @@
 //!   closed; it never affects the others. A batch that is well framed but invalid (bad zstd, bad
 //!   events, sequence numbers that do not match) is answered with [`Frame::Rejected`], so the
 //!   sensor keeps it aside instead of resending it forever.
+//! * **Samples** (protocol version 2, issue 15): offers are answered from the database (one copy
+//!   per fleet), chunks go through the connection's [`Receiver`] (in order, capped, written to a
+//!   part file), a complete sample is verified, classified and compressed on a blocking thread
+//!   (at most `samples.max_concurrent_verifies` at once) while batches keep flowing, and its row
+//!   is written by the same writer thread as events. The sensor hears `SampleStored` only after
+//!   that commit. Version-1 sensors are served as before, without samples.
 
 use crate::clock::now_ms;
 use crate::config::{IngestConfig, TlsConfig};
+use crate::samples::classify::Classifier;
+use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
+use crate::samples::store::SampleStore;
+use crate::samples::SamplesConfig;
 use crate::sensors::{self, Admission};
-use crate::storage::{BatchIn, BatchOutcome, Storage};
+use crate::storage::{BatchIn, BatchOutcome, SampleStored, Storage};
 use drosera_uplink::codec::{self, CodecError, DecodeLimits};
 use drosera_uplink::event::{Event, SCHEMA_VERSION};
-use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
+use drosera_uplink::frame::{
+    self, Frame, FrameError, SampleRef, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    SAMPLES_SINCE_VERSION,
+};
 use drosera_uplink::tls::{self, PeerIdentity, TlsError};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,10 +63,27 @@ const MAX_GROUP: usize = 64;
 /// What the writer answers for a batch: the storage's outcome, or why the commit failed.
 type Outcome = Result<BatchOutcome, String>;
 
+/// Work the writer runs on its database handle.
+type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
+
 enum Job {
-    Hello { peer: PeerIdentity, schema_version: u16, reply: oneshot::Sender<Result<Admission, String>> },
-    Batch { sensor_id: i64, last_seq: u64, events: Vec<Event>, reply: oneshot::Sender<Outcome> },
-    Contact { sensor_id: i64 },
+    Hello {
+        peer: PeerIdentity,
+        schema_version: u16,
+        reply: oneshot::Sender<Result<Admission, String>>,
+    },
+    Batch {
+        sensor_id: i64,
+        last_seq: u64,
+        events: Vec<Event>,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Contact {
+        sensor_id: i64,
+    },
+    /// Sample work on the writer's database handle (queries and the rows of verified samples);
+    /// the closure answers through its own channel.
+    Run(DbWork),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +92,10 @@ pub enum IngestError {
     Bind { addr: SocketAddr, error: std::io::Error },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("[samples] dir: {0}")]
+    Samples(#[from] crate::samples::store::StoreError),
+    #[error("[samples] rules_dir: {0}")]
+    Rules(#[from] crate::samples::classify::ClassifyError),
     #[error("ingest")]
     Io(#[from] std::io::Error),
 }
@@ -143,18 +177,36 @@ struct Shared {
     cfg: Arc<IngestConfig>,
     live: Arc<LiveSensors>,
     decodes: Arc<Semaphore>,
+    /// `None` when `[samples] enabled = false`.
+    samples: Option<Arc<SampleContext>>,
+    verifies: Arc<Semaphore>,
+}
+
+/// The shared sample context for `cfg` (opens the store, loads the rules), or `None` when
+/// samples are off.
+pub fn sample_context(cfg: &SamplesConfig, ingest: &IngestConfig) -> Result<Option<Arc<SampleContext>>, IngestError> {
+    if !cfg.enabled {
+        return Ok(None);
+    }
+    let store = SampleStore::open(&cfg.dir)?;
+    let rules = (!cfg.rules_dir.as_os_str().is_empty()).then_some(cfg.rules_dir.as_path());
+    let classifier = Classifier::load(rules)?;
+    // Room for the chunk frame's other fields.
+    let max_chunk = cfg.chunk_bytes.min(ingest.max_frame_bytes.saturating_sub(1024) as u32).max(1024);
+    Ok(Some(Arc::new(SampleContext { cfg: cfg.clone(), store, classifier, counters: Default::default(), max_chunk })))
 }
 
 /// Binds `[ingest] listen` and serves until `shutdown` is cancelled; `db` becomes the writer's.
 pub async fn serve(
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
+    samples: &SamplesConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, tls_cfg, db, shutdown).await
+    serve_listener(listener, cfg, tls_cfg, samples, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
@@ -162,10 +214,12 @@ pub async fn serve_listener(
     listener: TcpListener,
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
+    samples_cfg: &SamplesConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let tls_config = tls::server_config(&tls_cfg.ca_cert, &tls_cfg.cert, &tls_cfg.key)?;
+    let samples = sample_context(samples_cfg, cfg)?;
     let acceptor = TlsAcceptor::from(tls_config);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.commit_queue);
     let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx))?;
@@ -179,6 +233,8 @@ pub async fn serve_listener(
         cfg: icfg.clone(),
         live: Arc::new(LiveSensors::default()),
         decodes: Arc::new(Semaphore::new(icfg.max_concurrent_decodes)),
+        samples: samples.clone(),
+        verifies: Arc::new(Semaphore::new(samples_cfg.max_concurrent_verifies.max(1))),
     };
     let mut refused_at_accept = 0u64;
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "ingest listening");
@@ -220,6 +276,17 @@ pub async fn serve_listener(
     if refused_at_accept > 0 {
         tracing::info!(refused_at_accept, "connections closed at accept (per-address handshake cap)");
     }
+    if let Some(s) = &samples {
+        let c = &s.counters;
+        tracing::info!(
+            stored = c.stored.load(Ordering::Relaxed),
+            already_had = c.already_had.load(Ordering::Relaxed),
+            rejected = c.rejected.load(Ordering::Relaxed),
+            chunks = c.chunks.load(Ordering::Relaxed),
+            bytes = c.bytes.load(Ordering::Relaxed),
+            "sample transfers"
+        );
+    }
     drop(shared);
     // Let open connections finish their in-flight batches (they watch `shutdown` too).
     let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(max as u32)).await;
@@ -257,6 +324,8 @@ async fn refuse<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, reason: String) ->
 enum Pending {
     Now(Frame),
     Wait(oneshot::Receiver<Outcome>),
+    /// A sample's answer, once it is verified and recorded.
+    Later(oneshot::Receiver<Frame>),
 }
 
 async fn handle(
@@ -299,7 +368,7 @@ async fn handle(
         return refuse(&mut wr, format!("hello names sensor {sensor:?} but the certificate is for {:?}", peer.name))
             .await;
     }
-    if protocol_version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&protocol_version) {
         return refuse(
             &mut wr,
             format!("protocol version {protocol_version} is not supported (admin speaks {PROTOCOL_VERSION})"),
@@ -323,21 +392,38 @@ async fn handle(
         },
     )
     .await?;
-    tracing::info!(%addr, sensor = %peer.name, schema_version, high_water, "sensor connected");
+    let receiver = match &sh.samples {
+        Some(ctx) if protocol_version >= SAMPLES_SINCE_VERSION => {
+            frame::write_frame(
+                &mut wr,
+                &Frame::SampleTerms {
+                    max_chunk_bytes: ctx.max_chunk,
+                    max_offer: ctx.cfg.max_offer,
+                    max_sample_bytes: ctx.cfg.max_sample_bytes,
+                },
+            )
+            .await?;
+            Some(Receiver::new(ctx.clone(), sensor_id))
+        }
+        _ => None,
+    };
+    tracing::info!(%addr, sensor = %peer.name, schema_version, protocol_version, high_water, samples = receiver.is_some(), "sensor connected");
     drop(slot);
     let (conn_id, replaced) = sh.live.register(sensor_id);
-    let result = serve_batches(rd, wr, &peer, sensor_id, sh, &shutdown, &replaced).await;
+    let result = serve_batches(rd, wr, &peer, sensor_id, receiver, sh, &shutdown, &replaced).await;
     sh.live.unregister(sensor_id, conn_id);
     result
 }
 
 /// Reads batches and pings of an admitted sensor until it closes, idles out, is replaced by a
 /// newer connection, or the admin stops.
+#[allow(clippy::too_many_arguments)]
 async fn serve_batches<R, W>(
     mut rd: R,
     mut wr: W,
     peer: &PeerIdentity,
     sensor_id: i64,
+    mut receiver: Option<Receiver>,
     sh: &Shared,
     shutdown: &CancellationToken,
     replaced: &CancellationToken,
@@ -362,6 +448,10 @@ where
                         tracing::error!(error = %e, "commit failed; closing the connection so the sensor retries");
                         break;
                     }
+                    Err(_) => break,
+                },
+                Pending::Later(rx) => match rx.await {
+                    Ok(f) => f,
                     Err(_) => break,
                 },
             };
@@ -420,6 +510,59 @@ where
                 let _ = jobs.try_send(Job::Contact { sensor_id });
                 Pending::Now(Frame::Pong)
             }
+            Frame::SampleOffer { samples } => {
+                let (Some(ctx), Some(recv)) = (&sh.samples, receiver.as_mut()) else {
+                    break Err(ConnError::Protocol("sample offer on a connection without samples".into()));
+                };
+                let offered: Vec<SampleRef> = samples.into_iter().take(ctx.cfg.max_offer as usize).collect();
+                let hexes: Vec<String> = offered.iter().map(|s| hex::encode(s.sha256)).collect();
+                let (tx, rx) = oneshot::channel();
+                let job = Job::Run(Box::new(move |db: &dyn Storage| {
+                    let _ = tx.send(db.samples_known(&hexes).map_err(|e| e.to_string()));
+                }));
+                if jobs.send(job).await.is_err() {
+                    break Err(ConnError::Shutdown);
+                }
+                let known = match rx.await {
+                    Ok(Ok(k)) => k.into_iter().collect(),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot look up offered samples; closing so the sensor retries");
+                        break Err(ConnError::Shutdown);
+                    }
+                    Err(_) => break Err(ConnError::Shutdown),
+                };
+                Pending::Now(Frame::SampleAnswers { answers: recv.answer_offer(&offered, &known) })
+            }
+            Frame::SampleChunk { sha256, offset, size, data } => {
+                let (Some(ctx), Some(mut recv)) = (sh.samples.clone(), receiver.take()) else {
+                    break Err(ConnError::Protocol("sample chunk on a connection without samples".into()));
+                };
+                let Ok((recv, result)) = tokio::task::spawn_blocking(move || {
+                    let r = recv.on_chunk(&sha256, offset, size, &data);
+                    (recv, r)
+                })
+                .await
+                else {
+                    break Err(ConnError::Shutdown);
+                };
+                receiver = Some(recv);
+                match result {
+                    ChunkResult::Ack(next_offset) => Pending::Now(Frame::SampleAck { sha256, next_offset }),
+                    ChunkResult::Reject { reason, retry } => {
+                        report_rejection(jobs, &ctx, sensor_id, &peer.name, &sha256, &reason);
+                        Pending::Now(Frame::SampleRejected { sha256, reason, retry })
+                    }
+                    ChunkResult::Complete(part) => {
+                        let (tx, rx) = oneshot::channel();
+                        let (jobs, verifies, name) = (jobs.clone(), sh.verifies.clone(), peer.name.clone());
+                        tokio::spawn(async move {
+                            let f = finish_sample(ctx, jobs, verifies, sensor_id, name, sha256, part).await;
+                            let _ = tx.send(f);
+                        });
+                        Pending::Later(rx)
+                    }
+                }
+            }
             other => break Err(ConnError::Protocol(format!("unexpected {} frame", other.name()))),
         };
         if ptx.send(pending).await.is_err() {
@@ -429,6 +572,88 @@ where
     drop(ptx);
     let _ = acker.await;
     result
+}
+
+/// Logs a rejected sample transfer and records it in the database (best effort: a full writer
+/// queue drops the record, never the connection; the log line and the counter stay).
+fn report_rejection(
+    jobs: &mpsc::Sender<Job>,
+    ctx: &SampleContext,
+    sensor_id: i64,
+    sensor: &str,
+    sha256: &[u8; 32],
+    reason: &str,
+) {
+    let sha = hex::encode(sha256);
+    tracing::warn!(sensor, sha256 = %sha, %reason, rejected_total = ctx.counters.rejected.load(Ordering::Relaxed), "sample transfer rejected");
+    let (reason, keep) = (reason.to_string(), i64::from(ctx.cfg.max_rejections_kept));
+    let job = Job::Run(Box::new(move |db: &dyn Storage| {
+        if let Err(e) = db.record_sample_rejection(sensor_id, &sha, &reason, now_ms(), keep) {
+            tracing::warn!(error = %e, "cannot record a sample rejection");
+        }
+    }));
+    if jobs.try_send(job).is_err() {
+        tracing::warn!(sensor, "writer queue full: a sample rejection is logged but not recorded");
+    }
+}
+
+/// Verifies a complete sample, stores its file and then its row; the answer for the sensor.
+async fn finish_sample(
+    ctx: Arc<SampleContext>,
+    jobs: mpsc::Sender<Job>,
+    verifies: Arc<Semaphore>,
+    sensor_id: i64,
+    sensor: String,
+    sha256: [u8; 32],
+    part: std::path::PathBuf,
+) -> Frame {
+    let reject = |reason: String, retry: bool| {
+        ctx.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        report_rejection(&jobs, &ctx, sensor_id, &sensor, &sha256, &reason);
+        Frame::SampleRejected { sha256, reason, retry }
+    };
+    let Ok(_permit) = verifies.acquire_owned().await else {
+        return reject("the admin is shutting down".into(), true);
+    };
+    let c = ctx.clone();
+    let verified = tokio::task::spawn_blocking(move || receiver::verify(&c, &sha256, &part))
+        .await
+        .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+    let v = match verified {
+        Ok(v) => v,
+        Err(reason) => return reject(reason, true),
+    };
+    let (tx, rx) = oneshot::channel();
+    let (sample, max) = (v.sample.clone(), ctx.cfg.max_bytes);
+    let job = Job::Run(Box::new(move |db: &dyn Storage| {
+        let _ = tx.send(db.store_sample(&sample, max, now_ms()).map_err(|e| e.to_string()));
+    }));
+    if jobs.send(job).await.is_err() {
+        return reject("the admin is shutting down".into(), true);
+    }
+    match rx.await {
+        Ok(Ok(SampleStored::Stored)) => {
+            ctx.counters.stored.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%sensor, sha256 = %v.sample.sha256, size = v.sample.size, file_type = %v.sample.file_type, "sample stored");
+            Frame::SampleStored { sha256 }
+        }
+        Ok(Ok(SampleStored::AlreadyHad)) => {
+            ctx.counters.already_had.fetch_add(1, Ordering::Relaxed);
+            Frame::SampleStored { sha256 }
+        }
+        Ok(Ok(SampleStored::Full)) => {
+            ctx.store.remove(&v.sample.sha256);
+            reject(
+                format!(
+                    "the admin's sample store is full (samples.max_bytes = {}); {} bytes not kept",
+                    ctx.cfg.max_bytes, v.sample.size
+                ),
+                false,
+            )
+        }
+        Ok(Err(e)) => reject(format!("admin database error: {e}"), true),
+        Err(_) => reject("the admin is shutting down".into(), true),
+    }
 }
 
 /// Why a well-framed batch is rejected (sent back with [`Frame::Rejected`]).
@@ -506,6 +731,7 @@ fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
                 }
                 Job::Contact { sensor_id } => contacts.push(sensor_id),
                 Job::Batch { sensor_id, last_seq, events, reply } => batches.push((sensor_id, last_seq, events, reply)),
+                Job::Run(f) => f(&*db),
             }
         }
         let now = now_ms();

@@ -5,9 +5,10 @@
 
 use anyhow::Context;
 use clap::Parser;
-use drosera_admin::cli::{Cli, Command, LabelCommand, SensorCommand, UserCommand};
+use drosera_admin::cli::{Cli, Command, LabelCommand, SampleCommand, SensorCommand, UserCommand};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
+use drosera_admin::samples::ops;
 use drosera_admin::{analytics, app, cli, enroll, export, labels, sensors, storage, users};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -176,6 +177,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("migrated to {}; point [database] url at it", storage::redact(&to));
             Ok(())
         }
+        Command::Samples(c) => samples(c),
         Command::Serve { config } => {
             let cfg = config.load()?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -205,4 +207,58 @@ fn open_for_analytics(cfg: &drosera_admin::config::AdminConfig) -> anyhow::Resul
     let mut db = storage::open(&cfg.database)?;
     analytics::refresh(&mut *db, &Enricher::new(&cfg.enrichment)?)?;
     Ok(db)
+}
+
+fn samples(command: SampleCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        SampleCommand::List { file_type, yara, protocol, sensor, json, config } => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let filter = storage::SampleFilter { file_type, rule: yara, protocol, sensor };
+            let list = ops::list(&*db, &filter)?;
+            if json {
+                writeln!(out, "{}", drosera_admin::shown::json_line(&serde_json::to_string_pretty(&list)?))?;
+            } else {
+                out.write_all(ops::render_list(&list).as_bytes())?;
+            }
+        }
+        SampleCommand::Show { sha256, json, config } => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let d = ops::show(&*db, &sha256)?;
+            if json {
+                writeln!(out, "{}", drosera_admin::shown::json_line(&serde_json::to_string_pretty(&d)?))?;
+            } else {
+                out.write_all(ops::render_detail(&d).as_bytes())?;
+            }
+        }
+        SampleCommand::Get { sha256, out: path, config } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let zip = ops::zip(&*db, &cfg.samples, &sha256)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot create {} (it must not exist)", path.display()))?;
+            f.write_all(&zip)?;
+            f.sync_all()?;
+            eprintln!(
+                "wrote {} ({} bytes; password: {})",
+                path.display(),
+                zip.len(),
+                drosera_admin::samples::zip::PASSWORD
+            );
+        }
+        SampleCommand::Rescan { config } => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let n = ops::rescan(&*db, &cfg.samples)?;
+            eprintln!("rescanned {n} samples");
+        }
+    }
+    Ok(())
 }

@@ -178,14 +178,18 @@ impl Services {
         let room = samples::disk_room(cfg.sensor.data_dir.clone(), move || claim.disk_claim());
         let area = SampleArea::open(&cfg.sensor.data_dir, cfg.samples.clone(), room)
             .context("cannot open the sample area (samples/ in the data directory)")?;
-        let env = SessionEnv::new(cfg, sink.clone(), sensor.clone(), Some(area))
+        let env = SessionEnv::new(cfg, sink.clone(), sensor.clone(), Some(area.clone()))
             .context("the login policy in [credentials] is invalid")?;
         let ctx = ListenerContext { env, governor: governor.clone(), shutdown: stop.clone() };
         let serve = tokio::spawn(listeners.serve(ctx));
         // Rejected batches are kept in the data directory and reported as events.
         let shipper = match cfg.uplink.clone() {
             Some(uplink) => {
-                let ctx = shipper::ShipperContext { data_dir: cfg.sensor.data_dir.clone(), sink: sink.clone() };
+                let ctx = shipper::ShipperContext {
+                    data_dir: cfg.sensor.data_dir.clone(),
+                    sink: sink.clone(),
+                    samples: Some(area.clone()),
+                };
                 let t = shipper::spawn(uplink, sensor.clone(), store.clone(), ctx, stop.clone())
                     .context("cannot start the shipper thread")?;
                 Some(t)

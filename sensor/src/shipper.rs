@@ -18,19 +18,36 @@
 //!   aside under `data_dir/rejected/` (bounded in files and bytes), reported in the log and as an
 //!   event, and then acknowledged locally so shipping continues.
 //!
+//! * **Samples after events** (protocol version 2): when the admin sent `SampleTerms`, the
+//!   shipper offers the sha256s of kept samples (at most the admin's `max_offer`), sends the
+//!   ones the admin wants in chunks from the offset it names (a cut transfer resumes), and
+//!   deletes a sample only when the admin answers `SampleStored` (or `Have`: the fleet already
+//!   has it). Every turn of the loop fills the event window first and then sends at most one
+//!   chunk, with at most [`SAMPLE_WINDOW`] chunks unanswered, so samples never hold events back.
+//!   A sample the admin refuses for good (too large, store full), or rejects
+//!   [`SAMPLE_MAX_ATTEMPTS`] times, is deleted and reported as a `sample_not_shipped` event.
+//! * **Version fallback**: an admin of protocol version 1 refuses the version-2 hello; the
+//!   shipper then says version 1 and ships events without samples.
+//!
 //! Responses are read by a separate task and handed over a channel, so waiting for them never
 //! cancels a half-read frame.
 
 use crate::config::UplinkSection;
+use crate::samples::SampleArea;
 use crate::sink::EventSink;
 use crate::store::{StoreError, StoreHandle};
 use backon::BackoffBuilder;
 use drosera_uplink::codec;
+use drosera_uplink::event::to_hex;
 use drosera_uplink::event::{Detail, Event, SCHEMA_VERSION};
-use drosera_uplink::frame::{self, Frame, FrameError, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
-use std::collections::VecDeque;
+use drosera_uplink::frame::{
+    self, Frame, FrameError, SampleRef, SampleVerdict, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    VERSION_REFUSAL_MARK,
+};
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Seek};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -60,6 +77,16 @@ const FAILOVER_DELAY: Duration = Duration::from_millis(200);
 /// Caps on what `data_dir/rejected/` may hold.
 pub const REJECTED_MAX_FILES: usize = 100;
 pub const REJECTED_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Sample chunks sent before waiting for the admin's answer.
+pub const SAMPLE_WINDOW: usize = 4;
+/// Pause before offering again when nothing is kept or the admin wanted nothing now.
+const SAMPLE_IDLE: Duration = Duration::from_secs(2);
+/// Rejections of one sample (hash mismatch, bad chunk) before it is dropped and reported.
+pub const SAMPLE_MAX_ATTEMPTS: u32 = 5;
+/// Samples whose rejections are remembered (the table is cleared past it).
+const SAMPLE_ATTEMPTS_TRACKED: usize = 1024;
+/// Largest chunk the shipper sends whatever the admin allows.
+const SAMPLE_CHUNK_CAP: u32 = 4 * 1024 * 1024;
 
 /// Where the shipper reads from: the store, or a test double.
 pub trait Backlog: Clone + Send + Sync + 'static {
@@ -93,6 +120,8 @@ pub struct ShipperContext {
     pub data_dir: PathBuf,
     /// Where rejected batches are reported as events.
     pub sink: EventSink,
+    /// The sample area whose samples are shipped (none: events only).
+    pub samples: Option<Arc<SampleArea>>,
 }
 
 /// Why the shipper cannot start at all (everything after the start is retried, never fatal).
@@ -201,6 +230,9 @@ pub async fn run<B: Backlog>(
         current: AtomicUsize::new(0),
         rejected_dir: ctx.data_dir.join("rejected"),
         sink: ctx.sink,
+        samples: ctx.samples,
+        version: AtomicU16::new(PROTOCOL_VERSION),
+        attempts: std::sync::Mutex::new(HashMap::new()),
     };
     shipper.run(&shutdown).await;
     Ok(())
@@ -218,6 +250,11 @@ struct Shipper<B: Backlog> {
     rejected_dir: PathBuf,
     sink: EventSink,
     backoff_max: Duration,
+    samples: Option<Arc<SampleArea>>,
+    /// The protocol version said in hellos (1 after a version-1 admin refused version 2).
+    version: AtomicU16,
+    /// Rejections per sample so far (bounded by [`SAMPLE_ATTEMPTS_TRACKED`]).
+    attempts: std::sync::Mutex<HashMap<[u8; 32], u32>>,
 }
 
 /// A batch sent on this connection and not answered yet.
@@ -237,6 +274,44 @@ struct Terms {
     max_bytes: usize,
 }
 
+/// What the admin's `SampleTerms` allow.
+#[derive(Clone, Copy)]
+struct SampleTerms {
+    max_chunk: usize,
+    max_offer: usize,
+}
+
+/// A sample being sent.
+struct Sending {
+    sha256: [u8; 32],
+    size: u64,
+    /// Bytes sent so far (the next chunk's offset).
+    sent: u64,
+    file: std::fs::File,
+}
+
+/// The sample side of one connection.
+#[derive(Default)]
+struct SampleShip {
+    /// `None` until the admin sends `SampleTerms` (never, for a version-1 admin).
+    terms: Option<SampleTerms>,
+    /// The last offer, waiting for its answers: sha256 → size.
+    offered: Option<HashMap<[u8; 32], u64>>,
+    /// Not before this instant is the next offer made.
+    next_offer: Option<Instant>,
+    /// Wanted samples not started yet: (sha256, size, offset).
+    queue: VecDeque<([u8; 32], u64, u64)>,
+    current: Option<Sending>,
+    /// Chunks sent and not answered yet.
+    unacked: usize,
+}
+
+impl SampleShip {
+    fn waiting(&self) -> bool {
+        self.offered.is_some() || self.unacked > 0
+    }
+}
+
 /// The state of one connection's conversation after the hello.
 struct Conversation {
     terms: Terms,
@@ -249,6 +324,7 @@ struct Conversation {
     draining: Option<Instant>,
     last_heard: Instant,
     ping_sent: Option<Instant>,
+    samples: SampleShip,
 }
 
 impl Conversation {
@@ -289,6 +365,14 @@ impl<B: Backlog> Shipper<B> {
             }
             let Err(e) = result else { return };
             failures += 1;
+            if let ShipError::Refused(reason) = &e {
+                if reason.contains(VERSION_REFUSAL_MARK) && self.version.load(Ordering::Relaxed) > MIN_PROTOCOL_VERSION
+                {
+                    self.version.store(MIN_PROTOCOL_VERSION, Ordering::Relaxed);
+                    tracing::warn!(%reason, "the admin speaks an older uplink protocol: shipping events without samples");
+                    continue;
+                }
+            }
             // Fail over: the next session goes to the next admin of the list. Only once every
             // admin failed in a row does the shipper back off.
             let n = self.admins.len();
@@ -384,15 +468,18 @@ impl<B: Backlog> Shipper<B> {
             draining: None,
             last_heard: Instant::now(),
             ping_sent: None,
+            samples: SampleShip::default(),
         };
         loop {
+            let mut busy = false;
             if c.draining.is_none() {
                 self.fill_window(wr, &mut c).await?;
+                busy = self.sample_turn(wr, &mut c).await?;
             }
             if c.draining.is_some() && c.inflight.is_empty() {
                 return Ok(());
             }
-            let wait = c.wait();
+            let wait = if busy { Duration::ZERO } else { c.wait() };
             tokio::select! {
                 msg = rx.recv() => {
                     c.last_heard = Instant::now();
@@ -419,7 +506,7 @@ impl<B: Backlog> Shipper<B> {
     ) -> Result<Terms, ShipError> {
         let hello = Frame::Hello {
             sensor: self.sensor.to_string(),
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: self.version.load(Ordering::Relaxed),
             schema_version: SCHEMA_VERSION,
             software: concat!("drosera-sensor ", env!("CARGO_PKG_VERSION")).to_string(),
         };
@@ -514,6 +601,48 @@ impl<B: Backlog> Shipper<B> {
                 c.ping_sent = None;
                 Ok(())
             }
+            Some(Ok(Frame::SampleTerms { max_chunk_bytes, max_offer, .. })) => {
+                c.samples.terms = Some(SampleTerms {
+                    max_chunk: max_chunk_bytes.clamp(1024, SAMPLE_CHUNK_CAP) as usize,
+                    max_offer: (max_offer as usize).clamp(1, 1024),
+                });
+                Ok(())
+            }
+            Some(Ok(Frame::SampleAnswers { answers })) => self.on_answers(answers, c, progress),
+            Some(Ok(Frame::SampleAck { sha256, .. })) => {
+                if c.samples.current.as_ref().is_some_and(|s| s.sha256 == sha256) {
+                    c.samples.unacked = c.samples.unacked.saturating_sub(1);
+                }
+                Ok(())
+            }
+            Some(Ok(Frame::SampleStored { sha256 })) => {
+                if let Some(area) = &self.samples {
+                    area.remove_shipped(&sha256);
+                }
+                self.forget_attempts(&sha256);
+                if c.samples.current.as_ref().is_some_and(|s| s.sha256 == sha256) {
+                    c.samples.current = None;
+                    c.samples.unacked = 0;
+                }
+                tracing::info!(sha256 = %to_hex(&sha256), "sample stored at the admin; local copy deleted");
+                *progress = true;
+                Ok(())
+            }
+            Some(Ok(Frame::SampleRejected { sha256, reason, retry })) => {
+                if c.samples.current.as_ref().is_none_or(|s| s.sha256 != sha256) {
+                    // A later chunk of a transfer the admin already threw away.
+                    tracing::debug!(sha256 = %to_hex(&sha256), %reason, "stale sample rejection");
+                    return Ok(());
+                }
+                c.samples.current = None;
+                c.samples.unacked = 0;
+                let attempts = self.count_attempt(&sha256);
+                tracing::warn!(sha256 = %to_hex(&sha256), %reason, retry, attempts, "the admin rejected a sample transfer");
+                if !retry || attempts >= SAMPLE_MAX_ATTEMPTS {
+                    self.drop_sample(&sha256, &format!("rejected by the admin after {attempts} attempts: {reason}"));
+                }
+                Ok(())
+            }
             other => Err(unexpected(other, "ack, rejection or pong")),
         }
     }
@@ -525,7 +654,7 @@ impl<B: Backlog> Shipper<B> {
         wr: &mut W,
         c: &mut Conversation,
     ) -> Result<(), ShipError> {
-        let waiting = !c.inflight.is_empty() || c.ping_sent.is_some();
+        let waiting = !c.inflight.is_empty() || c.ping_sent.is_some() || c.samples.waiting();
         if waiting && c.last_heard.elapsed() > RESPONSE_TIMEOUT {
             return Err(ShipError::Timeout("the admin's answer"));
         }
@@ -535,6 +664,135 @@ impl<B: Backlog> Shipper<B> {
             c.last_heard = Instant::now();
         }
         Ok(())
+    }
+
+    /// One turn of the sample side: start the next wanted sample, send one chunk, or offer kept
+    /// samples. True when it sent a frame (the loop then comes back at once).
+    async fn sample_turn<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        c: &mut Conversation,
+    ) -> Result<bool, ShipError> {
+        let (Some(area), Some(terms)) = (&self.samples, c.samples.terms) else { return Ok(false) };
+        let s = &mut c.samples;
+        while s.current.is_none() {
+            let Some((sha256, size, offset)) = s.queue.pop_front() else { break };
+            match open_at(area, &sha256, offset) {
+                Ok(file) => s.current = Some(Sending { sha256, size, sent: offset, file }),
+                Err(e) => tracing::warn!(sha256 = %to_hex(&sha256), error = %e, "cannot open a kept sample; skipped"),
+            }
+        }
+        let Some(cur) = s.current.as_mut() else {
+            if s.offered.is_some() || s.next_offer.is_some_and(|t| Instant::now() < t) {
+                return Ok(false);
+            }
+            let kept = area.kept(terms.max_offer);
+            if kept.is_empty() {
+                s.next_offer = Some(Instant::now() + SAMPLE_IDLE);
+                return Ok(false);
+            }
+            s.offered = Some(kept.iter().map(|k| (k.sha256, k.size)).collect());
+            let samples = kept.iter().map(|k| SampleRef { sha256: k.sha256, size: k.size }).collect();
+            frame::write_frame(wr, &Frame::SampleOffer { samples }).await?;
+            return Ok(true);
+        };
+        if s.unacked >= SAMPLE_WINDOW || cur.sent >= cur.size {
+            return Ok(false);
+        }
+        let n = (cur.size - cur.sent).min(terms.max_chunk as u64) as usize;
+        let mut data = vec![0u8; n];
+        if let Err(e) = cur.file.read_exact(&mut data) {
+            tracing::warn!(sha256 = %to_hex(&cur.sha256), error = %e, "cannot read a kept sample; skipped for now");
+            s.current = None;
+            s.unacked = 0;
+            return Ok(false);
+        }
+        let f = Frame::SampleChunk { sha256: cur.sha256, offset: cur.sent, size: cur.size, data };
+        frame::write_frame(wr, &f).await?;
+        cur.sent += n as u64;
+        s.unacked += 1;
+        Ok(true)
+    }
+
+    /// The admin's answers to our offer.
+    fn on_answers(
+        &self,
+        answers: Vec<frame::SampleAnswer>,
+        c: &mut Conversation,
+        progress: &mut bool,
+    ) -> Result<(), ShipError> {
+        let Some(offered) = c.samples.offered.take() else {
+            return Err(ShipError::Protocol("sample answers without an offer".into()));
+        };
+        let mut later = false;
+        for a in answers {
+            let Some(&size) = offered.get(&a.sha256) else {
+                return Err(ShipError::Protocol("an answer for a sample that was not offered".into()));
+            };
+            match a.verdict {
+                SampleVerdict::Want { offset } if offset < size => c.samples.queue.push_back((a.sha256, size, offset)),
+                SampleVerdict::Want { offset } => {
+                    return Err(ShipError::Protocol(format!("admin wants offset {offset} of a {size}-byte sample")));
+                }
+                SampleVerdict::Have => {
+                    if let Some(area) = &self.samples {
+                        area.remove_shipped(&a.sha256);
+                    }
+                    self.forget_attempts(&a.sha256);
+                    *progress = true;
+                }
+                SampleVerdict::Refuse { reason, retry: true } => {
+                    tracing::debug!(sha256 = %to_hex(&a.sha256), %reason, "the admin wants this sample later");
+                    later = true;
+                }
+                SampleVerdict::Refuse { reason, retry: false } => {
+                    self.drop_sample(&a.sha256, &format!("refused by the admin: {reason}"));
+                }
+            }
+        }
+        if later && c.samples.queue.is_empty() {
+            c.samples.next_offer = Some(Instant::now() + SAMPLE_IDLE);
+        } else {
+            c.samples.next_offer = None;
+        }
+        Ok(())
+    }
+
+    fn count_attempt(&self, sha256: &[u8; 32]) -> u32 {
+        let mut m = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= SAMPLE_ATTEMPTS_TRACKED && !m.contains_key(sha256) {
+            m.clear();
+        }
+        let n = m.entry(*sha256).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    fn forget_attempts(&self, sha256: &[u8; 32]) {
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner()).remove(sha256);
+    }
+
+    /// Deletes a sample the admin will not take and reports it (never silent).
+    fn drop_sample(&self, sha256: &[u8; 32], reason: &str) {
+        let Some(area) = &self.samples else { return };
+        let size = area.kept(usize::MAX).iter().find(|k| k.sha256 == *sha256).map(|k| k.size).unwrap_or(0);
+        area.remove_shipped(sha256);
+        self.forget_attempts(sha256);
+        tracing::error!(sha256 = %to_hex(sha256), size, %reason, "sample not shipped; deleted and reported");
+        self.sink.emit(Event {
+            sensor: self.sensor.to_string(),
+            bytes_in: size,
+            ..Event::internal(Detail::Extension {
+                kind: "sample_not_shipped".into(),
+                // The kind again as a field: admins store an extension's fields, not its kind.
+                fields: vec![
+                    ("kind".into(), "sample_not_shipped".into()),
+                    ("sha256".into(), to_hex(sha256)),
+                    ("size".into(), size.to_string()),
+                    ("reason".into(), reason.to_string()),
+                ],
+            })
+        });
     }
 
     /// Keeps a rejected batch under `rejected/` (if there is room) and reports it.
@@ -581,6 +839,14 @@ impl<B: Backlog> Shipper<B> {
         std::fs::write(path.with_extension("reason.txt"), reason)?;
         Ok(Some(path))
     }
+}
+
+/// Opens a kept sample read-only at `offset`.
+fn open_at(area: &SampleArea, sha256: &[u8; 32], offset: u64) -> std::io::Result<std::fs::File> {
+    let path = area.path_of(sha256).ok_or_else(|| std::io::Error::other("no longer kept"))?;
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(offset))?;
+    Ok(f)
 }
 
 /// Why a session ends on an answer other than the `expected` one: the admin refused us, sent

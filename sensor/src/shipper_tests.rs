@@ -168,6 +168,8 @@ enum Answer {
 enum Greeting {
     Accept,
     Refuse,
+    /// Behave like a protocol-version-1 admin: refuse any other version with its fixed message.
+    OldAdmin,
 }
 
 type BatchScript = dyn Fn(usize, u64, u64) -> Answer + Send + Sync;
@@ -180,6 +182,8 @@ type SeenBatch = (usize, u64, u64, Vec<u64>);
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
+    /// The protocol version of every hello.
+    versions: Mutex<Vec<u16>>,
     batches: Mutex<Vec<SeenBatch>>,
     /// Seqs the admin "committed" (acknowledged).
     committed: Mutex<BTreeSet<u64>>,
@@ -201,10 +205,19 @@ async fn scripted_admin(pki: &Pki, hello: Arc<HelloScript>, batch: Arc<BatchScri
             let (acceptor, hello, batch, seen) = (acceptor.clone(), hello.clone(), batch.clone(), seen2.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let Ok(Some(Frame::Hello { sensor, .. })) = frame::read_frame(&mut tls, MAX_CONTROL_FRAME).await else {
+                let Ok(Some(Frame::Hello { sensor, protocol_version, .. })) =
+                    frame::read_frame(&mut tls, MAX_CONTROL_FRAME).await
+                else {
                     return;
                 };
                 assert_eq!(sensor, "s1");
+                seen.versions.lock().unwrap().push(protocol_version);
+                if hello(conn) == Greeting::OldAdmin && protocol_version != 1 {
+                    // drosera-admin 0.1's exact refusal.
+                    let reason = format!("protocol version {protocol_version} is not supported (admin speaks 1)");
+                    let _ = frame::write_frame(&mut tls, &Frame::Refused { reason }).await;
+                    return;
+                }
                 if hello(conn) == Greeting::Refuse {
                     let _ = frame::write_frame(&mut tls, &Frame::Refused { reason: "revoked".into() }).await;
                     return;
@@ -258,7 +271,7 @@ async fn scripted_admin(pki: &Pki, hello: Arc<HelloScript>, batch: Arc<BatchScri
 fn unwatched() -> (ShipperContext, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (sink, _reports) = EventSink::new(16, Arc::new(crate::rollup::RollupTable::new(16)));
-    (ShipperContext { data_dir: dir.path().to_path_buf(), sink }, dir)
+    (ShipperContext { data_dir: dir.path().to_path_buf(), sink, samples: None }, dir)
 }
 
 /// Runs the shipper until `done` holds (checked every 20 ms) or 20 s pass; then shuts it down.
@@ -308,6 +321,20 @@ async fn ships_everything_in_order_and_frees_only_what_was_acknowledged() {
     let acks = backlog.acks();
     assert!(acks.windows(2).all(|w| w[0] < w[1]), "acks not increasing: {acks:?}");
     assert!(acks.iter().all(|a| batches.iter().any(|b| b.2 == *a)), "freed at a seq no batch ended on: {acks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_admin_gets_a_version_1_hello_and_every_event() {
+    let pki = Pki::new();
+    let (addr, seen) = scripted_admin(&pki, Arc::new(|_| Greeting::OldAdmin), Arc::new(|_, _, _| Answer::Ack)).await;
+    let backlog = MemBacklog::with_events(25);
+    let (ctx, _data) = unwatched();
+    let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 25).await;
+    assert!(ok, "acked {}", backlog.acked());
+    let versions = seen.versions.lock().unwrap().clone();
+    assert_eq!(versions.first(), Some(&PROTOCOL_VERSION), "a new sensor tries its own version first");
+    assert_eq!(versions.get(1), Some(&1), "then falls back to version 1: {versions:?}");
+    assert!(versions[1..].iter().all(|v| *v == 1), "and stays there: {versions:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +397,7 @@ async fn a_rejected_batch_is_kept_aside_reported_and_skipped() {
     .await;
     let rollups = Arc::new(crate::rollup::RollupTable::new(16));
     let (sink, mut reports) = EventSink::new(16, rollups);
-    let ctx = ShipperContext { data_dir: data.path().to_path_buf(), sink };
+    let ctx = ShipperContext { data_dir: data.path().to_path_buf(), sink, samples: None };
     let backlog = MemBacklog::with_events(25);
     let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 25).await;
     assert!(ok, "shipping stopped at the rejected batch: acked {}", backlog.acked());

@@ -12,7 +12,7 @@
 use anyhow::{bail, Context, Result};
 use drosera_uplink::codec;
 use drosera_uplink::event::{CloseReason, Detail, Event, Priority, Protocol, Secret, Transport, SCHEMA_VERSION};
-use drosera_uplink::frame::{self, Frame, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
+use drosera_uplink::frame::{self, Frame, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -142,7 +142,8 @@ async fn connect(s: &SimSensor, admin: SocketAddr) -> Result<Tls> {
 async fn hello(s: &SimSensor, tls: &mut Tls) -> Result<u64> {
     let h = Frame::Hello {
         sensor: s.name.clone(),
-        protocol_version: PROTOCOL_VERSION,
+        // Events only: a version-1 sensor, which the admin serves without sample frames.
+        protocol_version: MIN_PROTOCOL_VERSION,
         schema_version: SCHEMA_VERSION,
         software: "drosera-fleet".into(),
     };

@@ -193,7 +193,15 @@ impl Peer {
             schema_version: drosera_uplink::event::SCHEMA_VERSION,
             software: "drosera-e2e".into(),
         })?;
-        self.recv()
+        let answer = self.recv()?;
+        if matches!(answer, Frame::HelloAck { .. }) {
+            // A version-2 admin follows its ack with the sample terms (samples are on by default).
+            match self.recv()? {
+                Frame::SampleTerms { .. } => {}
+                other => return Err(std::io::Error::other(format!("expected sample terms, got {other:?}"))),
+            }
+        }
+        Ok(answer)
     }
 
     /// True when the admin ended the connection (EOF, alert or reset) within the read timeout.

@@ -11,6 +11,29 @@
 //!                                  ◀──     Pong
 //! ```
 //!
+//! # Samples (protocol version 2)
+//!
+//! ```text
+//!                                  ◀──     SampleTerms{max_chunk, max_offer, max_sample}  (after HelloAck)
+//!   SampleOffer{[(sha256, size)]}  ──▶     (at most max_offer kept samples)
+//!                                  ◀──     SampleAnswers{[(sha256, Want{offset} | Have | Refuse)]}
+//!   SampleChunk{sha256, offset, size, data} ──▶   (one per shipper turn, a few unacknowledged)
+//!                                  ◀──     SampleAck{sha256, next_offset} | SampleStored | SampleRejected
+//! ```
+//!
+//! WHY offers first: one copy per fleet. The admin answers `Have` for a sample any sensor already
+//! delivered, so the sensor deletes its copy without sending a byte. `Want{offset}` resumes a
+//! transfer the admin holds a part of (after a cut). Chunks go in order; the admin verifies the
+//! sha256 at the end and answers `SampleStored` only after its database has the sample, and only
+//! then does the sensor delete it (exactly-once effect, like events).
+//!
+//! Version fallback: an admin accepts hellos of versions [`MIN_PROTOCOL_VERSION`] to
+//! [`PROTOCOL_VERSION`] and sends `SampleTerms` only to sensors of version
+//! [`SAMPLES_SINCE_VERSION`] or newer; a sensor enables samples only once it has `SampleTerms`.
+//! An admin of version 1 refuses a version-2 hello with "protocol version 2 is not supported
+//! (admin speaks 1)": the sensor then says version 1 in its next hellos and ships events only.
+//! The sample frames are appended variants, so the version-1 frames encode as before.
+//!
 //! On the wire every frame is a 4-byte big-endian length followed by that many bytes of a
 //! postcard-encoded [`Frame`]. WHY so simple: the length is checked against a cap *before* a
 //! byte of body is allocated or read, and postcard then decodes from a buffer that is already
@@ -21,7 +44,20 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of this framing protocol, sent in [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Oldest hello version an admin still accepts (version 1: events only).
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// First protocol version that carries samples.
+pub const SAMPLES_SINCE_VERSION: u16 = 2;
+
+/// The words a version-1 admin's refusal of a newer hello contains (its message is fixed:
+/// "protocol version N is not supported (admin speaks 1)").
+pub const VERSION_REFUSAL_MARK: &str = "is not supported (admin speaks";
+
+/// Default bytes of sample data in one [`Frame::SampleChunk`].
+pub const DEFAULT_SAMPLE_CHUNK: u32 = 256 * 1024;
 
 /// Default cap on one frame (a batch frame carries the compressed payload).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
@@ -71,6 +107,72 @@ pub enum Frame {
     },
     Ping,
     Pong,
+    // --- protocol version 2 (appended; never reorder) ---
+    /// The admin takes samples on this connection, within these caps. Sent right after the hello
+    /// ack to sensors of version [`SAMPLES_SINCE_VERSION`] or newer.
+    SampleTerms {
+        /// Most data bytes in one chunk.
+        max_chunk_bytes: u32,
+        /// Most samples in one offer.
+        max_offer: u32,
+        /// Largest sample the admin keeps.
+        max_sample_bytes: u64,
+    },
+    /// Kept samples the sensor could send.
+    SampleOffer {
+        samples: Vec<SampleRef>,
+    },
+    /// One answer per offered sample, in the offer's order.
+    SampleAnswers {
+        answers: Vec<SampleAnswer>,
+    },
+    /// `data` is the sample's bytes at `offset..offset + data.len()`; `size` is its whole size.
+    SampleChunk {
+        sha256: [u8; 32],
+        offset: u64,
+        size: u64,
+        data: Vec<u8>,
+    },
+    /// The admin wrote a chunk; it expects `next_offset` next.
+    SampleAck {
+        sha256: [u8; 32],
+        next_offset: u64,
+    },
+    /// The admin verified and stored the sample (its database has it): the sensor may delete it.
+    SampleStored {
+        sha256: [u8; 32],
+    },
+    /// The admin threw this transfer away (bad chunk, hash mismatch, over a cap). With `retry`
+    /// the sensor offers it again later (from offset 0); without, it drops and reports it.
+    SampleRejected {
+        sha256: [u8; 32],
+        reason: String,
+        retry: bool,
+    },
+}
+
+/// One offered sample.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleRef {
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+/// What the admin wants of one offered sample.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SampleAnswer {
+    pub sha256: [u8; 32],
+    pub verdict: SampleVerdict,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum SampleVerdict {
+    /// Send it, starting at `offset` (the admin holds the bytes before it from an earlier cut).
+    Want { offset: u64 },
+    /// The fleet already has it: delete the local copy.
+    Have,
+    /// Not now (`retry`: offer it again later) or never (drop and report it).
+    Refuse { reason: String, retry: bool },
 }
 
 impl Frame {
@@ -85,6 +187,13 @@ impl Frame {
             Frame::Refused { .. } => "refused",
             Frame::Ping => "ping",
             Frame::Pong => "pong",
+            Frame::SampleTerms { .. } => "sample_terms",
+            Frame::SampleOffer { .. } => "sample_offer",
+            Frame::SampleAnswers { .. } => "sample_answers",
+            Frame::SampleChunk { .. } => "sample_chunk",
+            Frame::SampleAck { .. } => "sample_ack",
+            Frame::SampleStored { .. } => "sample_stored",
+            Frame::SampleRejected { .. } => "sample_rejected",
         }
     }
 }
@@ -171,7 +280,31 @@ mod tests {
             Frame::Refused { reason: "revoked".into() },
             Frame::Ping,
             Frame::Pong,
+            Frame::SampleTerms { max_chunk_bytes: 262_144, max_offer: 64, max_sample_bytes: 1 << 24 },
+            Frame::SampleOffer { samples: vec![SampleRef { sha256: [7; 32], size: 10 }] },
+            Frame::SampleAnswers {
+                answers: vec![
+                    SampleAnswer { sha256: [1; 32], verdict: SampleVerdict::Want { offset: 5 } },
+                    SampleAnswer { sha256: [2; 32], verdict: SampleVerdict::Have },
+                    SampleAnswer {
+                        sha256: [3; 32],
+                        verdict: SampleVerdict::Refuse { reason: "full".into(), retry: false },
+                    },
+                ],
+            },
+            Frame::SampleChunk { sha256: [9; 32], offset: 0, size: 3, data: vec![1, 2, 3] },
+            Frame::SampleAck { sha256: [9; 32], next_offset: 3 },
+            Frame::SampleStored { sha256: [9; 32] },
+            Frame::SampleRejected { sha256: [9; 32], reason: "mismatch".into(), retry: true },
         ]
+    }
+
+    #[test]
+    fn version_1_frames_keep_their_encoding() {
+        // The variants a version-1 peer knows are encoded by index; appending must not move them.
+        assert_eq!(encode(&Frame::Ping).unwrap()[4..], [6]);
+        assert_eq!(encode(&Frame::Pong).unwrap()[4..], [7]);
+        assert_eq!(encode(&Frame::Ack { upto_seq: 1 }).unwrap()[4..], [3, 1]);
     }
 
     #[tokio::test]

@@ -84,6 +84,42 @@ const TABLES: &[Table] = &[
     Table { name: "users", cols: &[("name", T), ("phc", T), ("created_ms", B)] },
     Table { name: "dashboard_sessions", cols: &[("token_sha256", T), ("user", T), ("csrf", T), ("expires_ms", B)] },
     Table { name: "labels", cols: &[("cidr", T), ("label", T), ("note", T), ("created_ms", B)] },
+    // Samples (SQLite schema version 4, PostgreSQL version 3); the files stay in [samples] dir.
+    Table {
+        name: "samples",
+        cols: &[
+            ("sha256", T),
+            ("md5", T),
+            ("sha1", T),
+            ("size", B),
+            ("stored_bytes", B),
+            ("file_type", T),
+            ("rules_version", T),
+            ("stored_ms", B),
+            ("first_seen_ms", B),
+            ("last_seen_ms", B),
+        ],
+    },
+    Table { name: "sample_names", cols: &[("sha256", T), ("name", T)] },
+    Table {
+        name: "sample_sightings",
+        cols: &[
+            ("sensor_id", B),
+            ("seq", B),
+            ("sha256", T),
+            ("time_ms", B),
+            ("src_ip", T),
+            ("protocol", T),
+            ("source", T),
+            ("outcome", T),
+            ("name", T),
+        ],
+    },
+    Table { name: "sample_matches", cols: &[("sha256", T), ("namespace", T), ("rule", T), ("tags", T)] },
+    Table {
+        name: "sample_rejections",
+        cols: &[("id", B), ("time_ms", B), ("sensor_id", B), ("sha256", T), ("reason", T)],
+    },
 ];
 
 /// The event columns copied as they are (after `id` and `txid`).
@@ -244,7 +280,9 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
          SELECT setval('events_id_seq', GREATEST((SELECT MAX(id) FROM events), 1));
          SELECT setval(pg_get_serial_sequence('sensors', 'id'), GREATEST((SELECT MAX(id) FROM sensors), 1));
          SELECT setval(pg_get_serial_sequence('ip_info', 'id'), GREATEST((SELECT MAX(id) FROM ip_info), 1));
-         SELECT setval(pg_get_serial_sequence('strings', 'id'), GREATEST((SELECT MAX(id) FROM strings), 1));",
+         SELECT setval(pg_get_serial_sequence('strings', 'id'), GREATEST((SELECT MAX(id) FROM strings), 1));
+         SELECT setval(pg_get_serial_sequence('sample_rejections', 'id'),
+                       GREATEST((SELECT MAX(id) FROM sample_rejections), 1));",
     )
     .await?;
     // Every table holds as many rows as its source.

@@ -525,7 +525,7 @@ pub struct ExportRow<'a> {
 // The interface.
 
 /// Everything the admin asks of its database. See the module docs for the guarantees.
-pub trait Storage: Send {
+pub trait Storage: Send + SampleStorage {
     // --- Sensors and ingest -------------------------------------------------------------------
 
     /// The enrollment record of sensor `name`, if any.
@@ -699,4 +699,149 @@ pub trait Storage: Send {
     /// passed with a time at or after the least of `from` to `fold` (in id order, in chunks),
     /// and writes what it adds. Returns the events read.
     fn refold_classes(&self, from: [i64; 3], fold: &mut FoldFn<'_>) -> Result<u64, StorageError>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples (issue 15). Kept apart from the trait above so the additions read as one block.
+
+/// A verified sample to record ([`SampleStorage::store_sample`]); its bytes are already on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSample {
+    /// Lowercase hex digests.
+    pub sha256: String,
+    pub md5: String,
+    pub sha1: String,
+    pub size: i64,
+    /// Bytes of its compressed file in the sample store (what the store's cap counts).
+    pub stored_bytes: i64,
+    pub file_type: String,
+    pub rules_version: String,
+    pub matches: Vec<SampleMatch>,
+}
+
+/// One YARA rule a sample matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleMatch {
+    pub namespace: String,
+    pub rule: String,
+    /// Space-separated tags.
+    pub tags: String,
+}
+
+/// What [`SampleStorage::store_sample`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleStored {
+    /// Recorded now.
+    Stored,
+    /// Another delivery (this or another sensor's, through this or another admin) was first.
+    AlreadyHad,
+    /// Recording it would take the store past its byte cap: nothing recorded.
+    Full,
+}
+
+/// Filters of `samples list` and the dashboard's list (all optional, AND-ed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SampleFilter {
+    /// Substring of the file type (case-insensitive).
+    pub file_type: Option<String>,
+    /// A YARA rule name that matched.
+    pub rule: Option<String>,
+    /// A protocol it arrived by (`ftp`, `http`, ...).
+    pub protocol: Option<String>,
+    /// A sensor that saw it.
+    pub sensor: Option<String>,
+}
+
+/// One row of the sample list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleSummary {
+    pub sha256: String,
+    pub md5: String,
+    pub sha1: String,
+    pub size: i64,
+    pub stored_bytes: i64,
+    pub file_type: String,
+    pub rules_version: String,
+    pub stored_ms: i64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// Sightings (Sample events) recorded for it.
+    pub sightings: i64,
+    /// Names of the rules it matched.
+    pub rules: Vec<String>,
+}
+
+/// One time a sensor reported this sample ([`drosera_uplink::Detail::Sample`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleSighting {
+    pub time_ms: i64,
+    pub sensor: String,
+    pub src_ip: String,
+    pub protocol: String,
+    /// How it arrived (`ftp-stor`, `http-body`, ...).
+    pub source: String,
+    /// What the sensor did with it (`kept`, `already_kept`, ...).
+    pub outcome: String,
+    pub name: String,
+}
+
+/// Everything known about one sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SampleDetail {
+    pub summary: SampleSummary,
+    /// Every name it arrived under, sorted.
+    pub names: Vec<String>,
+    /// Newest first, at most the asked limit.
+    pub sightings: Vec<SampleSighting>,
+    pub matches: Vec<SampleMatch>,
+}
+
+/// The sample tables, on both backends. Every method is one transaction.
+pub trait SampleStorage {
+    /// Which of `sha256s` (lowercase hex) the database already has.
+    fn samples_known(&self, sha256s: &[String]) -> Result<Vec<String>, StorageError>;
+    /// Records a verified sample with its YARA matches, unless it is already recorded or the
+    /// stored bytes of all samples plus this one would exceed `max_total_bytes` (0: no cap).
+    /// First and last seen come from its sightings (or now, without any).
+    fn store_sample(&self, s: &NewSample, max_total_bytes: u64, now_ms: i64) -> Result<SampleStored, StorageError>;
+    /// Samples matching `filter`, newest last sighting first, at most `limit`.
+    fn list_samples(&self, filter: &SampleFilter, limit: i64) -> Result<Vec<SampleSummary>, StorageError>;
+    /// One sample with its names, its newest `sightings` sightings and its matches.
+    fn sample_detail(&self, sha256: &str, sightings: i64) -> Result<Option<SampleDetail>, StorageError>;
+    /// Up to `limit` samples classified under another rules version than `rules_version`.
+    fn samples_to_rescan(&self, rules_version: &str, limit: i64) -> Result<Vec<String>, StorageError>;
+    /// Replaces a sample's file type, rules version and matches.
+    fn set_sample_classification(
+        &self,
+        sha256: &str,
+        file_type: &str,
+        rules_version: &str,
+        matches: &[SampleMatch],
+    ) -> Result<(), StorageError>;
+    /// Forgets up to `limit` samples last seen before `before_ms` (their matches too; names and
+    /// sightings stay, they are history); returns their sha256s so their files can go.
+    fn delete_samples_seen_before(&self, before_ms: i64, limit: i64) -> Result<Vec<String>, StorageError>;
+    /// Records a transfer the admin rejected (hash mismatch, bad chunk, over a cap), keeping
+    /// the newest `keep` rows.
+    fn record_sample_rejection(
+        &self,
+        sensor_id: i64,
+        sha256: &str,
+        reason: &str,
+        now_ms: i64,
+        keep: i64,
+    ) -> Result<(), StorageError>;
+    /// The newest rejections: (time, sensor, sha256, reason).
+    fn sample_rejections(&self, limit: i64) -> Result<Vec<(i64, String, String, String)>, StorageError>;
+}
+
+/// The sighting an event stands for, if it is a [`drosera_uplink::Detail::Sample`]:
+/// (sha256 hex, name, source, outcome).
+pub fn sighting_of(ev: &Event) -> Option<(String, &str, &str, &'static str)> {
+    match &ev.detail {
+        drosera_uplink::Detail::Sample { sha256, name, source, outcome, .. } => {
+            Some((hex::encode(sha256), name.as_str(), source.as_str(), outcome.as_str()))
+        }
+        _ => None,
+    }
 }

@@ -1,6 +1,7 @@
 //! How an event is stored, whatever the backend: its common fields as columns and its detail as
 //! a JSON object of flat key/value fields ([`Detail::to_fields`]), with the fields every report
-//! needs lifted into columns: `username`, `password`, `payload_sha256`, `url`.
+//! needs lifted into columns: `username`, `password`, `payload_sha256` (payloads and samples),
+//! `url`.
 //!
 //! `count` is 1 for ordinary events, the number of connections for rollup events (so
 //! `SUM(count)` counts connections) and the number of events evicted for an eviction gap; `session_id` lets reports count each session once. This is
@@ -63,6 +64,9 @@ impl Lifted {
                 };
             }
             Detail::Payload { sha256, .. } if l.kind == "payload" => l.payload_sha256 = Some(hex::encode(sha256)),
+            // A sample's hash goes in the same column, so every export carries it per event
+            // (item lists select `kind = 'payload'` and are not affected).
+            Detail::Sample { sha256, .. } => l.payload_sha256 = Some(hex::encode(sha256)),
             Detail::DownloadOffered { url: u, .. } => l.url = Some(u.clone()),
             Detail::Rollup { connections, .. } => l.count = (*connections).min(i64::MAX as u64) as i64,
             // A gap stands for the events it evicted.

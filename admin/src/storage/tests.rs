@@ -374,6 +374,8 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     crate::labels::add(&*old, "192.0.2.1", &crate::labels::Label::SelfTest, "desk", 10, 7).unwrap();
     analytics::relabel(&mut *old, &en).unwrap();
     old.set_raw_from(1_714_000_000_000).unwrap();
+    assert_eq!(old.store_sample(&new_sample([0xaa; 32], 100, Some("Mirai")), 0, 5).unwrap(), SampleStored::Stored);
+    old.record_sample_rejection(id, &hex::encode([0xbb; 32]), "mismatch", 6, 10).unwrap();
     drop(old);
 
     let from = Backend::Sqlite(path.clone());
@@ -395,6 +397,11 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     assert_eq!(new.labels().unwrap(), old.labels().unwrap());
     assert_eq!(new.labels().unwrap().len(), 1);
     assert_eq!(new.raw_from().unwrap(), 1_714_000_000_000);
+    let sha = hex::encode([0xaa; 32]);
+    assert_eq!(new.sample_detail(&sha, 10).unwrap(), old.sample_detail(&sha, 10).unwrap());
+    assert!(new.sample_detail(&sha, 10).unwrap().is_some());
+    assert_eq!(new.sample_rejections(10).unwrap(), old.sample_rejections(10).unwrap());
+    new.record_sample_rejection(id, &sha, "after the move", 7, 10).unwrap();
     // Ingest goes on where SQLite stopped: the high-water mark moved with the sensor.
     let more = [login_ev(46, 1_714_600_100_000, "192.0.2.1", "u", "p")];
     assert_eq!(commit(&*new, id, 45, &late), BatchOutcome::Ack(45));
@@ -743,5 +750,110 @@ fn relabel_keeps_the_labels_of_buckets_whose_raw_events_retention_deleted() {
         assert_eq!(after.attempts, 0, "the days after it are rewritten");
         let l = analytics::labelled(&*db, &q(cutoff, now, Include::default()), 5).unwrap();
         assert_eq!(l.iter().find(|l| l.label == "self").unwrap().attempts, 5);
+    }
+}
+
+fn sample_ev(seq: u64, t: i64, sha: [u8; 32], name: &str, protocol: Protocol) -> Event {
+    Event {
+        time_ms: t,
+        protocol,
+        detail: Detail::Sample {
+            sha256: sha,
+            size: 10,
+            name: name.into(),
+            source: "ftp-stor".into(),
+            outcome: drosera_uplink::event::SampleOutcome::Kept,
+        },
+        ..ev(seq)
+    }
+}
+
+fn new_sample(sha: [u8; 32], stored_bytes: i64, rule: Option<&str>) -> NewSample {
+    NewSample {
+        sha256: hex::encode(sha),
+        md5: "m".repeat(32),
+        sha1: "s".repeat(40),
+        size: 10,
+        stored_bytes,
+        file_type: "ELF 32-bit LSB executable, ARM".into(),
+        rules_version: "v1".into(),
+        matches: rule
+            .map(|r| vec![SampleMatch { namespace: "drosera".into(), rule: r.into(), tags: "mirai".into() }])
+            .unwrap_or_default(),
+    }
+}
+
+fn samples_are_recorded_once_with_sightings_names_and_matches(db: &dyn Storage) {
+    let (a, b, c) = ([0xaa; 32], [0xbb; 32], [0xcc; 32]);
+    let (ha, hb, hc) = (hex::encode(a), hex::encode(b), hex::encode(c));
+    sensors::register(db, "pi-1", "x1", 0).unwrap();
+    sensors::register(db, "pi-2", "x2", 0).unwrap();
+    let s1 = db.enrollment("pi-1").unwrap().unwrap().sensor_id;
+    let s2 = db.enrollment("pi-2").unwrap().unwrap().sensor_id;
+    // Sightings arrive with the events, before or after the bytes; a resent batch adds nothing.
+    let batch = vec![sample_ev(1, 5_000, a, "/tmp/x86", Protocol::Ftp), sample_ev(2, 9_000, b, "b.sh", Protocol::Http)];
+    for _ in 0..2 {
+        assert_eq!(commit(db, s1, 2, &batch), BatchOutcome::Ack(2));
+    }
+    assert_eq!(db.samples_known(&[ha.clone(), hb.clone(), hc.clone()]).unwrap(), Vec::<String>::new());
+    assert_eq!(db.store_sample(&new_sample(a, 100, Some("Mirai")), 250, 20_000).unwrap(), SampleStored::Stored);
+    assert_eq!(db.store_sample(&new_sample(a, 100, None), 250, 20_000).unwrap(), SampleStored::AlreadyHad);
+    assert_eq!(db.store_sample(&new_sample(b, 100, None), 250, 20_000).unwrap(), SampleStored::Stored);
+    // 200 stored + 100 > 250: refused, nothing recorded.
+    assert_eq!(db.store_sample(&new_sample(c, 100, None), 250, 20_000).unwrap(), SampleStored::Full);
+    let mut known = db.samples_known(&[ha.clone(), hb.clone(), hc.clone()]).unwrap();
+    known.sort();
+    assert_eq!(known, vec![ha.clone(), hb.clone()]);
+    // A second sensor sees `a` under another name, later.
+    assert_eq!(commit(db, s2, 1, &[sample_ev(1, 30_000, a, "mips.bin", Protocol::Telnet)]), BatchOutcome::Ack(1));
+    let d = db.sample_detail(&ha, 10).unwrap().unwrap();
+    assert_eq!(d.summary.sightings, 2);
+    assert_eq!((d.summary.first_seen_ms, d.summary.last_seen_ms), (5_000, 30_000));
+    assert_eq!(d.names, vec!["/tmp/x86".to_string(), "mips.bin".to_string()]);
+    assert_eq!(d.sightings[0].sensor, "pi-2");
+    assert_eq!(d.sightings[0].protocol, "telnet");
+    assert_eq!(d.sightings[1].source, "ftp-stor");
+    assert_eq!(d.summary.rules, vec!["Mirai".to_string()]);
+    assert_eq!(d.matches[0].tags, "mirai");
+    assert!(db.sample_detail(&hc, 10).unwrap().is_none());
+    // Filters.
+    let f = |file_type: Option<&str>, rule: Option<&str>, protocol: Option<&str>, sensor: Option<&str>| {
+        let filter = SampleFilter {
+            file_type: file_type.map(Into::into),
+            rule: rule.map(Into::into),
+            protocol: protocol.map(Into::into),
+            sensor: sensor.map(Into::into),
+        };
+        db.list_samples(&filter, 100).unwrap().into_iter().map(|s| s.sha256).collect::<Vec<_>>()
+    };
+    assert_eq!(f(None, None, None, None), vec![ha.clone(), hb.clone()], "newest last sighting first");
+    assert_eq!(f(Some("elf"), None, None, None).len(), 2);
+    assert!(f(Some("PE32"), None, None, None).is_empty());
+    assert_eq!(f(None, Some("Mirai"), None, None), vec![ha.clone()]);
+    assert_eq!(f(None, None, Some("http"), None), vec![hb.clone()]);
+    assert_eq!(f(None, None, None, Some("pi-2")), vec![ha.clone()]);
+    assert_eq!(f(None, Some("Mirai"), Some("http"), None), Vec::<String>::new());
+    // Rescan: samples of another rules version, then reclassified.
+    assert_eq!(db.samples_to_rescan("v1", 10).unwrap(), Vec::<String>::new());
+    assert_eq!(db.samples_to_rescan("v2", 10).unwrap().len(), 2);
+    db.set_sample_classification(&ha, "ELF 32-bit MSB executable, MIPS", "v2", &[]).unwrap();
+    assert_eq!(db.samples_to_rescan("v2", 10).unwrap(), vec![hb.clone()]);
+    assert!(f(None, Some("Mirai"), None, None).is_empty());
+    // Retention by last sighting: b (9 s) goes, a (30 s) stays; sightings stay.
+    assert_eq!(db.delete_samples_seen_before(10_000, 100).unwrap(), vec![hb.clone()]);
+    assert_eq!(f(None, None, None, None), vec![ha.clone()]);
+    // Rejections are kept bounded, newest first.
+    for i in 0..5 {
+        db.record_sample_rejection(s1, &hc, &format!("r{i}"), i, 3).unwrap();
+    }
+    let r = db.sample_rejections(10).unwrap();
+    assert_eq!(r.len(), 3);
+    assert_eq!((r[0].1.as_str(), r[0].3.as_str()), ("pi-1", "r4"));
+}
+
+#[test]
+fn samples() {
+    for (db, _held) in backends() {
+        samples_are_recorded_once_with_sightings_names_and_matches(&*db);
     }
 }

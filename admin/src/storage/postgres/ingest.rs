@@ -159,6 +159,8 @@ async fn commit_once(db: &Postgres, batches: &[BatchIn<'_>], now: i64) -> Result
     let mut updates: HashMap<i64, SensorUpdate> = HashMap::new();
     let mut touched: Vec<i64> = Vec::new();
     let mut writer = None;
+    // Sightings of Sample events newly stored: written after the COPY (one statement each; rare).
+    let mut sightings: Vec<(i64, &Event)> = Vec::new();
     for b in batches {
         let Some((revoked, hw)) = state.get_mut(&b.sensor_id) else {
             return Err(Retry::Failed(StorageError::Postgres("sensor row vanished".into())));
@@ -185,6 +187,9 @@ async fn commit_once(db: &Postgres, batches: &[BatchIn<'_>], now: i64) -> Result
             }
             u.tally.add(ev);
             u.stored += 1;
+            if super::super::sighting_of(ev).is_some() {
+                sightings.push((b.sensor_id, ev));
+            }
         }
         *hw = b.last_seq.min(i64::MAX as u64) as i64;
         u.high_water = *hw;
@@ -192,6 +197,9 @@ async fn commit_once(db: &Postgres, batches: &[BatchIn<'_>], now: i64) -> Result
     }
     if let Some(mut w) = writer {
         w.as_mut().finish().await?;
+    }
+    for (sensor_id, ev) in sightings {
+        super::samples::insert_sighting(&tx, sensor_id, ev).await?;
     }
     if !updates.is_empty() {
         let mut id = Vec::new();

@@ -39,6 +39,7 @@ fn store_batch(tx: &Transaction<'_>, b: &BatchIn<'_>, now: i64) -> rusqlite::Res
             continue;
         }
         tally.add(ev);
+        super::samples::insert_sighting(tx, b.sensor_id, ev)?;
     }
     tx.execute(
         "UPDATE sensors SET high_water_seq = ?2, last_contact_ms = ?3, evicted_total = evicted_total + ?4,

@@ -11,6 +11,7 @@ mod export;
 mod ingest;
 mod labels;
 mod retention;
+mod samples;
 pub mod schema;
 mod sensors;
 mod users;

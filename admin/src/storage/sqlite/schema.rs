@@ -67,6 +67,58 @@ CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, time_ms);
 "#;
 
+/// Version 4: malware samples (issue 15). `samples` has one row per sample whose bytes the admin
+/// holds (in the sample store on disk, by sha256); sightings and names come from the sensors'
+/// Sample events at ingest, whether or not the bytes arrived.
+const V4_SAMPLES: &str = r#"
+CREATE TABLE IF NOT EXISTS samples (
+    sha256        TEXT PRIMARY KEY,
+    md5           TEXT NOT NULL,
+    sha1          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    stored_bytes  INTEGER NOT NULL,
+    file_type     TEXT NOT NULL,
+    rules_version TEXT NOT NULL,
+    stored_ms     INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_last_seen ON samples(last_seen_ms);
+CREATE TABLE IF NOT EXISTS sample_names (
+    sha256 TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    PRIMARY KEY (sha256, name)
+);
+CREATE TABLE IF NOT EXISTS sample_sightings (
+    sensor_id INTEGER NOT NULL,
+    seq       INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    time_ms   INTEGER NOT NULL,
+    src_ip    TEXT NOT NULL,
+    protocol  TEXT NOT NULL,
+    source    TEXT NOT NULL,
+    outcome   TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    PRIMARY KEY (sensor_id, seq)
+);
+CREATE INDEX IF NOT EXISTS sample_sightings_sha ON sample_sightings(sha256, time_ms);
+CREATE TABLE IF NOT EXISTS sample_matches (
+    sha256    TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    rule      TEXT NOT NULL,
+    tags      TEXT NOT NULL,
+    PRIMARY KEY (sha256, namespace, rule)
+);
+CREATE INDEX IF NOT EXISTS sample_matches_rule ON sample_matches(rule);
+CREATE TABLE IF NOT EXISTS sample_rejections (
+    id        INTEGER PRIMARY KEY,
+    time_ms   INTEGER NOT NULL,
+    sensor_id INTEGER NOT NULL,
+    sha256    TEXT NOT NULL,
+    reason    TEXT NOT NULL
+);
+"#;
+
 /// Version 2: the analytics aggregates and their covering indexes, dashboard users and
 /// sessions (all created on first use before version 2), and two dropped event indexes.
 const V2_ANALYTICS_USERS: &str = r#"
@@ -168,7 +220,8 @@ INSERT OR IGNORE INTO label_state(id) VALUES (1);
 "#;
 
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 3] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS)];
+pub const MIGRATIONS: [(i64, &str); 4] =
+    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -468,7 +521,7 @@ mod tests {
         let path = dir.path().join("new.db");
         let conn = super::super::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(names(&conn, "table").len(), 13);
+        assert_eq!(names(&conn, "table").len(), 18, "11 tables, 2 of labels since version 3, 5 of samples since version 4");
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = super::super::open(&path).err().unwrap();
