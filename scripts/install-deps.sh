@@ -20,6 +20,9 @@ PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)
+# Servers the admin's sample fetcher is tested against on loopback (issue 15): FTP (pyftpdlib),
+# TFTP (tftpd-hpa's in.tftpd, run in the foreground); archivers for the file-type tests.
+PKGS+=(python3-pyftpdlib tftpd-hpa gzip bzip2 xz-utils tar)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

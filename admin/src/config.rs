@@ -8,6 +8,8 @@
 pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
 pub use crate::retention::RetentionConfig;
+pub use crate::samples::classify::ClassifyConfig;
+pub use crate::samples::fetch::FetcherConfig;
 pub use crate::storage::DatabaseConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct AdminConfig {
     pub dashboard: DashboardConfig,
     pub enrichment: EnrichmentConfig,
     pub retention: RetentionConfig,
+    pub classify: ClassifyConfig,
+    pub fetcher: FetcherConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -168,6 +172,9 @@ impl AdminConfig {
         fix(&mut self.tls.key);
         fix(&mut self.enrichment.country_mmdb);
         fix(&mut self.enrichment.asn_mmdb);
+        if let Some(dir) = &mut self.classify.rules_dir {
+            fix(dir);
+        }
     }
 
     /// Checks relations serde cannot express.
@@ -268,6 +275,38 @@ impl AdminConfig {
                 "use 0 (no cap) or at least 16777216; the default is 8589934592",
             ));
         }
+        let c = &self.classify;
+        let fe = &self.fetcher;
+        for (key, v, default) in [
+            ("classify.max_rule_files", c.max_rule_files as u64, 1024),
+            ("classify.max_rule_file_bytes", c.max_rule_file_bytes, 4 << 20),
+            ("classify.scan_timeout_s", c.scan_timeout_s, 10),
+            ("fetcher.max_bytes", fe.max_bytes, 16 << 20),
+            ("fetcher.timeout_s", fe.timeout_s, 60),
+            ("fetcher.connect_timeout_s", fe.connect_timeout_s, 10),
+            ("fetcher.max_concurrent", fe.max_concurrent as u64, 4),
+            ("fetcher.queue", fe.queue as u64, 256),
+            ("fetcher.remembered_urls", fe.remembered_urls as u64, 65_536),
+            ("fetcher.max_url_bytes", fe.max_url_bytes as u64, 2048),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
+            }
+        }
+        if let Err(bad) = fe.allow_nets() {
+            return Err(invalid(
+                "fetcher.allow",
+                format!("{bad:?} is not a CIDR range"),
+                "write ranges like \"127.0.0.0/8\" or \"2001:db8::/32\"; the default is [] (public addresses only)",
+            ));
+        }
+        if c.rules_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid(
+                "classify.rules_dir",
+                "is empty",
+                "name a folder of *.yar files, or remove the key to use the built-in rules only",
+            ));
+        }
         if !i.public_address.is_empty() && !i.public_address.contains(':') {
             return Err(invalid(
                 "ingest.public_address",
@@ -306,6 +345,10 @@ mod tests {
             ("[dashboard]\nlogin_tracked_addresses = 0\n", "dashboard.login_tracked_addresses"),
             ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
             ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
+            ("[classify]\nscan_timeout_s = 0\n", "classify.scan_timeout_s"),
+            ("[fetcher]\nmax_bytes = 0\n", "fetcher.max_bytes"),
+            ("[fetcher]\nallow = [\"127.0.0.1/99\"]\n", "fetcher.allow"),
+            ("[fetcher]\nallow = [\"localhost\"]\n", "fetcher.allow"),
         ] {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
@@ -315,6 +358,12 @@ mod tests {
             let e = AdminConfig::parse(&format!("[database]\nurl = \"{bad}\"\n"), Path::new("x")).unwrap_err();
             assert!(e.to_string().contains("database.url"), "{bad}: {e}");
         }
+        let e = AdminConfig::parse("[classify]\nrule_dir = \"x\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("rule_dir"), "{e}");
+        let e = AdminConfig::parse("[fetcher]\nenable = true\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("enable"), "{e}");
+        let cfg = AdminConfig::parse("[fetcher]\nenabled = true\nallow = [\"127.0.0.0/8\", \"::1\"]\n", Path::new("x")).unwrap();
+        assert_eq!(cfg.fetcher.allow_nets().unwrap().len(), 2);
         let e = AdminConfig::parse("[database]\nurl = \"mysql://u:secret@h/db\"\n", Path::new("x")).unwrap_err();
         assert!(!e.to_string().contains("secret"), "passwords are not printed: {e}");
     }
@@ -327,6 +376,8 @@ mod tests {
         let cfg = AdminConfig::load(&p).unwrap();
         assert_eq!(cfg.database.path, dir.path().join("x.db"));
         assert_eq!(cfg.tls.ca_cert, Path::new("/abs/ca.pem"));
+        std::fs::write(&p, "[classify]\nrules_dir = \"rules\"\n").unwrap();
+        assert_eq!(AdminConfig::load(&p).unwrap().classify.rules_dir, Some(dir.path().join("rules")));
         std::fs::write(&p, "[database]\nurl = \"sqlite:y.db\"\n").unwrap();
         let cfg = AdminConfig::load(&p).unwrap();
         assert_eq!(cfg.database.backend().unwrap(), crate::storage::Backend::Sqlite(dir.path().join("y.db")));
