@@ -120,7 +120,27 @@ fn read_rule_dir(dir: &Path, cfg: &ClassifyConfig) -> Result<Vec<(String, String
     Ok(out)
 }
 
+/// The built-in rules (namespace `builtin`) and each folder file (its own namespace), compiled.
+#[cfg(feature = "yara")]
+fn compile(local: &[(String, String)]) -> Result<yara_x::Rules, ClassifyError> {
+    let mut compiler = yara_x::Compiler::new();
+    compiler.new_namespace("builtin");
+    for (name, text) in BUILTIN_RULES {
+        let src = yara_x::SourceCode::from(*text).with_origin(name);
+        compiler.add_source(src).map_err(|e| rules_error(Path::new(name), e.to_string()))?;
+    }
+    for (path, text) in local {
+        compiler.new_namespace(&namespace_of(path));
+        let src = yara_x::SourceCode::from(text.as_str()).with_origin(path);
+        compiler.add_source(src).map_err(|e| rules_error(Path::new(path), e.to_string()))?;
+    }
+    let rules = compiler.build();
+    tracing::info!(rules = rules.iter().len(), files = local.len(), "YARA rules loaded");
+    Ok(rules)
+}
+
 /// A namespace from a rule file name: its stem, reduced to identifier characters.
+#[cfg_attr(not(feature = "yara"), allow(dead_code))]
 fn namespace_of(path: &str) -> String {
     let stem = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let ns: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
@@ -145,7 +165,10 @@ impl Classifier {
             None => Vec::new(),
         };
         let mut digest = Sha256::new();
-        for (name, text) in BUILTIN_RULES.iter().map(|(n, t)| (*n, *t)).chain(local.iter().map(|(n, t)| (n.as_str(), t.as_str()))) {
+        // File names, not full paths: moving the rules folder is not a rules change.
+        let file_name = |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let local_named = local.iter().map(|(p, t)| (file_name(p), t.as_str()));
+        for (name, text) in BUILTIN_RULES.iter().map(|(n, t)| (n.to_string(), *t)).chain(local_named) {
             for part in [name.as_bytes(), text.as_bytes()] {
                 digest.update((part.len() as u64).to_le_bytes());
                 digest.update(part);
@@ -155,28 +178,15 @@ impl Classifier {
         let version = if cfg!(feature = "yara") { hex } else { format!("no-yara-{hex}") };
         let scan_timeout = std::time::Duration::from_secs(cfg.scan_timeout_s.max(1));
         #[cfg(feature = "yara")]
-        {
-            let mut compiler = yara_x::Compiler::new();
-            compiler.new_namespace("builtin");
-            for (name, text) in BUILTIN_RULES {
-                let src = yara_x::SourceCode::from(*text).with_origin(name);
-                compiler.add_source(src).map_err(|e| rules_error(Path::new(name), e.to_string()))?;
-            }
-            for (path, text) in &local {
-                compiler.new_namespace(&namespace_of(path));
-                let src = yara_x::SourceCode::from(text.as_str()).with_origin(path);
-                compiler.add_source(src).map_err(|e| rules_error(Path::new(path), e.to_string()))?;
-            }
-            let rules = compiler.build();
-            tracing::info!(rules = rules.iter().len(), files = local.len(), version = %version, "YARA rules loaded");
-            Ok(Classifier { rules: Some(rules), version, scan_timeout })
-        }
+        let rules = Some(compile(&local)?);
         #[cfg(not(feature = "yara"))]
-        {
-            let _ = namespace_of;
-            tracing::warn!(files = local.len(), "built without the `yara` feature: samples get a file type, no YARA matches");
-            Ok(Classifier { version, scan_timeout })
-        }
+        tracing::warn!(files = local.len(), "built without the `yara` feature: samples get a file type, no YARA matches");
+        Ok(Classifier {
+            #[cfg(feature = "yara")]
+            rules,
+            version,
+            scan_timeout,
+        })
     }
 
     /// A stable digest of the loaded rules: samples classified under another version are

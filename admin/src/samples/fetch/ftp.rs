@@ -29,13 +29,14 @@ async fn reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<(u16, Strin
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
         let this: Option<u16> = text.get(..3).and_then(|c| c.parse().ok());
-        let code = *code.get_or_insert(match this {
-            Some(c) => c,
-            None => return Err(err(format!("not a reply: {text:?}"))),
-        });
+        let first = match (code, this) {
+            (Some(c), _) => c,
+            (None, Some(c)) => *code.insert(c),
+            (None, None) => return Err(err(format!("not a reply: {text:?}"))),
+        };
         // A multi-line reply ends with a line that starts with the code and a space.
-        if this == Some(code) && text.as_bytes().get(3) != Some(&b'-') {
-            return Ok((code, text));
+        if this == Some(first) && text.as_bytes().get(3) != Some(&b'-') {
+            return Ok((first, text));
         }
     }
     Err(err("reply too long"))

@@ -56,7 +56,7 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         return Some("IPv4-compatible IPv6 (::/96, deprecated)");
     }
     if s[0..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return v4_reason(embedded).or(None);
+        return v4_reason(embedded);
     }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
         return Some("local-use NAT64 (64:ff9b:1::/48)");
