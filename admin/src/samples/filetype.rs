@@ -336,7 +336,7 @@ fn text_kind(head: &[u8]) -> Option<&'static str> {
     Some(if text.is_ascii() { "ASCII" } else { "UTF-8" })
 }
 
-fn script(name: &str) -> FileType {
+fn script(name: impl Into<String>) -> FileType {
     ft(Category::Script, name)
 }
 
