@@ -362,7 +362,8 @@ mod tests {
         assert!(e.to_string().contains("rule_dir"), "{e}");
         let e = AdminConfig::parse("[fetcher]\nenable = true\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("enable"), "{e}");
-        let cfg = AdminConfig::parse("[fetcher]\nenabled = true\nallow = [\"127.0.0.0/8\", \"::1\"]\n", Path::new("x")).unwrap();
+        let cfg = AdminConfig::parse("[fetcher]\nenabled = true\nallow = [\"127.0.0.0/8\", \"::1\"]\n", Path::new("x"))
+            .unwrap();
         assert_eq!(cfg.fetcher.allow_nets().unwrap().len(), 2);
         let e = AdminConfig::parse("[database]\nurl = \"mysql://u:secret@h/db\"\n", Path::new("x")).unwrap_err();
         assert!(!e.to_string().contains("secret"), "passwords are not printed: {e}");

@@ -9,7 +9,11 @@ use std::process::Command;
 const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
 fn tool(bin: &str) -> bool {
-    let found = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found && std::env::var("DROSERA_REQUIRE_CLIENTS").as_deref() == Ok("1") {
         panic!("`{bin}` is required (DROSERA_REQUIRE_CLIENTS=1); run scripts/install-deps.sh");
     }
@@ -189,8 +193,11 @@ mod yara {
     fn a_broken_rule_names_the_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("good.yar"), "rule Good { condition: true }\n").unwrap();
-        std::fs::write(dir.path().join("broken.yar"), "rule Broken\n{\n  strings: $a = \"x\"\n  condition: $a and and\n}\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("broken.yar"),
+            "rule Broken\n{\n  strings: $a = \"x\"\n  condition: $a and and\n}\n",
+        )
+        .unwrap();
         let e = Classifier::load(Some(dir.path())).unwrap_err().to_string();
         assert!(e.contains("broken.yar"), "{e}");
         assert!(e.contains("broken.yar:4"), "line 4 must be named: {e}");
@@ -202,12 +209,14 @@ mod yara {
     fn folder_caps_are_errors_not_cuts() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..3 {
-            std::fs::write(dir.path().join(format!("r{i}.yar")), format!("rule R{i} {{ condition: false }}\n")).unwrap();
+            std::fs::write(dir.path().join(format!("r{i}.yar")), format!("rule R{i} {{ condition: false }}\n"))
+                .unwrap();
         }
         let cfg = ClassifyConfig { rules_dir: Some(dir.path().to_path_buf()), max_rule_files: 2, ..Default::default() };
         let e = Classifier::from_config(&cfg).unwrap_err().to_string();
         assert!(e.contains("max_rule_files"), "{e}");
-        let cfg = ClassifyConfig { rules_dir: Some(dir.path().to_path_buf()), max_rule_file_bytes: 10, ..Default::default() };
+        let cfg =
+            ClassifyConfig { rules_dir: Some(dir.path().to_path_buf()), max_rule_file_bytes: 10, ..Default::default() };
         let e = Classifier::from_config(&cfg).unwrap_err().to_string();
         assert!(e.contains("max_rule_file_bytes"), "{e}");
     }

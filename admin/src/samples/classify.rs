@@ -166,7 +166,8 @@ impl Classifier {
         };
         let mut digest = Sha256::new();
         // File names, not full paths: moving the rules folder is not a rules change.
-        let file_name = |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name =
+            |p: &str| Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let local_named = local.iter().map(|(p, t)| (file_name(p), t.as_str()));
         for (name, text) in BUILTIN_RULES.iter().map(|(n, t)| (n.to_string(), *t)).chain(local_named) {
             for part in [name.as_bytes(), text.as_bytes()] {
@@ -180,7 +181,10 @@ impl Classifier {
         #[cfg(feature = "yara")]
         let rules = Some(compile(&local)?);
         #[cfg(not(feature = "yara"))]
-        tracing::warn!(files = local.len(), "built without the `yara` feature: samples get a file type, no YARA matches");
+        tracing::warn!(
+            files = local.len(),
+            "built without the `yara` feature: samples get a file type, no YARA matches"
+        );
         Ok(Classifier {
             #[cfg(feature = "yara")]
             rules,

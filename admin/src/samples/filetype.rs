@@ -393,31 +393,15 @@ fn script_heuristics(head: &[u8]) -> Option<FileType> {
         "powershell",
     ]);
     let shell = score(&[
-        "cd /tmp",
-        "wget ",
-        "curl ",
-        "chmod ",
-        "busybox",
-        "rm -rf",
-        "/bin/sh",
-        "tftp ",
-        "nohup ",
-        "echo -ne",
-        "; then",
-        "fi\n",
-        "done\n",
-        "export ",
+        "cd /tmp", "wget ", "curl ", "chmod ", "busybox", "rm -rf", "/bin/sh", "tftp ", "nohup ", "echo -ne", "; then",
+        "fi\n", "done\n", "export ",
     ]);
     let python = score(&["import ", "def ", "from ", "if __name__", "print(", "socket.socket", "self."]);
     let perl = score(&["use strict", "use warnings", "my $", "use socket", "sub ", "$_", "print \""]);
-    let best = [
-        (powershell, "PowerShell script"),
-        (shell, "shell script"),
-        (python, "Python script"),
-        (perl, "Perl script"),
-    ]
-    .into_iter()
-    .max_by_key(|(s, _)| *s)?;
+    let best =
+        [(powershell, "PowerShell script"), (shell, "shell script"), (python, "Python script"), (perl, "Perl script")]
+            .into_iter()
+            .max_by_key(|(s, _)| *s)?;
     (best.0 >= 2).then(|| script(best.1))
 }
 
@@ -536,6 +520,9 @@ mod tests {
         assert_eq!(detect(b"Rar!\x1a\x07\x01\x00").description, "RAR archive v5");
         assert_eq!(detect(b"\xca\xfe\xba\xbe\0\0\0\x02").description, "Mach-O universal binary with 2 architectures");
         assert_eq!(detect(b"\xca\xfe\xba\xbe\0\0\0\x34").description, "compiled Java class");
-        assert_eq!(detect(b"\xcf\xfa\xed\xfe\x0c\0\0\x01\0\0\0\0\x02\0\0\0").description, "Mach-O 64-bit executable, arm64");
+        assert_eq!(
+            detect(b"\xcf\xfa\xed\xfe\x0c\0\0\x01\0\0\0\0\x02\0\0\0").description,
+            "Mach-O 64-bit executable, arm64"
+        );
     }
 }

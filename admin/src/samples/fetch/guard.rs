@@ -141,7 +141,8 @@ mod tests {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(check(ip, &[]).is_err(), "{bad} must be refused");
         }
-        for good in ["8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+        for good in
+            ["8.8.8.8", "1.1.1.1", "100.128.0.1", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
         {
             let ip: IpAddr = good.parse().unwrap();
             assert!(check(ip, &[]).is_ok(), "{good} must be allowed");

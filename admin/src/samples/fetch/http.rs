@@ -17,7 +17,9 @@ pub(super) async fn get(f: &Fetcher, mut url: Url) -> Result<Fetched, FetchError
         let tcp = f.connect(addr).await?;
         let response = if url.scheme() == "https" {
             let name = match url.host() {
-                Some(url::Host::Domain(d)) => ServerName::try_from(d.to_string()).map_err(|e| protocol_error("tls", e))?,
+                Some(url::Host::Domain(d)) => {
+                    ServerName::try_from(d.to_string()).map_err(|e| protocol_error("tls", e))?
+                }
                 _ => ServerName::IpAddress(addr.ip().into()),
             };
             let tls = tokio_rustls::TlsConnector::from(f.tls.clone())
@@ -66,7 +68,13 @@ pub(super) async fn get(f: &Fetcher, mut url: Url) -> Result<Fetched, FetchError
                 append_capped(&mut bytes, data, cap)?;
             }
         }
-        return Ok(Fetched { url: String::new(), final_url: url.to_string(), peer: addr, status: status.as_u16(), bytes });
+        return Ok(Fetched {
+            url: String::new(),
+            final_url: url.to_string(),
+            peer: addr,
+            status: status.as_u16(),
+            bytes,
+        });
     }
 }
 
@@ -74,7 +82,10 @@ async fn request<S>(f: &Fetcher, io: S, url: &Url) -> Result<hyper::Response<hyp
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+    // Header names as wget and curl write them (some droppers' servers compare them exactly).
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
         .await
         .map_err(|e| protocol_error("http", e))?;
     tokio::spawn(async move {
@@ -100,4 +111,3 @@ where
         .map_err(|e| protocol_error("http", e))?;
     sender.send_request(req).await.map_err(|e| protocol_error("http", e))
 }
-

@@ -12,8 +12,8 @@
 //! [`Fetcher::fetch`] fetches one URL; [`Fetcher::spawn`] starts a bounded job queue that hands
 //! each outcome to a callback (the sample store records the sample and an event).
 
-pub mod guard;
 mod ftp;
+pub mod guard;
 mod http;
 mod tftp;
 
@@ -173,7 +173,9 @@ impl Deadline {
 impl Fetcher {
     /// A fetcher for `cfg` (validated: a bad `allow` entry is an error naming it).
     pub fn new(cfg: FetcherConfig) -> Result<Self, FetchError> {
-        let allow = cfg.allow_nets().map_err(|bad| FetchError::BadUrl(format!("[fetcher] allow entry {bad:?} is not a CIDR")))?;
+        let allow = cfg
+            .allow_nets()
+            .map_err(|bad| FetchError::BadUrl(format!("[fetcher] allow entry {bad:?} is not a CIDR")))?;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -224,7 +226,10 @@ impl Fetcher {
             return Err(FetchError::Disabled);
         }
         if url.len() > self.cfg.max_url_bytes {
-            return Err(FetchError::BadUrl(format!("longer than {} bytes ([fetcher] max_url_bytes)", self.cfg.max_url_bytes)));
+            return Err(FetchError::BadUrl(format!(
+                "longer than {} bytes ([fetcher] max_url_bytes)",
+                self.cfg.max_url_bytes
+            )));
         }
         let parsed = Url::parse(url).map_err(|e| FetchError::BadUrl(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https" | "ftp" | "tftp") {
@@ -251,7 +256,9 @@ impl Fetcher {
                 f
             });
         match &result {
-            Ok(f) => tracing::info!(url, final_url = %f.final_url, peer = %f.peer, bytes = f.bytes.len(), ms = started.elapsed().as_millis() as u64, "sample fetched"),
+            Ok(f) => {
+                tracing::info!(url, final_url = %f.final_url, peer = %f.peer, bytes = f.bytes.len(), ms = started.elapsed().as_millis() as u64, "sample fetched")
+            }
             Err(e) => tracing::info!(url, error = %e, "sample fetch failed"),
         }
         result

@@ -28,11 +28,8 @@ pub(super) async fn get(f: &Fetcher, url: &Url) -> Result<Fetched, FetchError> {
     let path = decoded_path(url, "tftp")?;
     let name = path.split(";mode=").next().unwrap_or(&path).to_string();
     let server = f.resolve(url).await?;
-    let local: SocketAddr = if server.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
+    let local: SocketAddr =
+        if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
     let sock = UdpSocket::bind(local).await.map_err(err)?;
     let mut rrq = vec![0, 1];
     rrq.extend_from_slice(name.as_bytes());
@@ -84,7 +81,13 @@ pub(super) async fn get(f: &Fetcher, url: &Url) -> Result<Fetched, FetchError> {
                     sock.send_to(&last_sent, from).await.map_err(err)?;
                     tries = 0;
                     if data.len() < BLOCK {
-                        return Ok(Fetched { url: String::new(), final_url: url.to_string(), peer: from, status: 0, bytes });
+                        return Ok(Fetched {
+                            url: String::new(),
+                            final_url: url.to_string(),
+                            peer: from,
+                            status: 0,
+                            bytes,
+                        });
                     }
                     expected = expected.wrapping_add(1);
                 } else if block == expected.wrapping_sub(1) {
