@@ -2,6 +2,7 @@
 //! (loopback, metadata and other non-public addresses, also behind redirects and DNS), and its
 //! caps. HTTP is served by an in-test server (to script redirects and stalls) and by Python's
 //! http.server; FTP by pyftpdlib; TFTP by tftpd-hpa.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use drosera_admin::samples::fetch::{FetchError, Fetcher, FetcherConfig};
 use std::net::SocketAddr;
