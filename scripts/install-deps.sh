@@ -22,6 +22,9 @@ missing=()
 PKGS+=(hydra)
 # Samples (issue 15): the admin's password-protected ZIP must open with both unzip -P and 7z x -p.
 PKGS+=(unzip p7zip-full)
+# Servers the admin's sample fetcher is tested against on loopback (issue 15): FTP (pyftpdlib),
+# TFTP (tftpd-hpa's in.tftpd, run in the foreground); archivers for the file-type tests.
+PKGS+=(python3-pyftpdlib tftpd-hpa gzip bzip2 xz-utils tar)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

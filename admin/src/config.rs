@@ -10,6 +10,8 @@ pub use crate::enrich::EnrichmentConfig;
 pub use crate::labels::LabelsConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::samples::SamplesConfig;
+pub use crate::samples::classify::ClassifyConfig;
+pub use crate::samples::fetch::FetcherConfig;
 pub use crate::storage::DatabaseConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ pub struct AdminConfig {
     pub retention: RetentionConfig,
     pub labels: LabelsConfig,
     pub samples: SamplesConfig,
+    pub classify: ClassifyConfig,
+    pub fetcher: FetcherConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -173,7 +177,9 @@ impl AdminConfig {
         fix(&mut self.enrichment.country_mmdb);
         fix(&mut self.enrichment.asn_mmdb);
         fix(&mut self.samples.dir);
-        fix(&mut self.samples.rules_dir);
+        if let Some(dir) = &mut self.classify.rules_dir {
+            fix(dir);
+        }
     }
 
     /// Checks relations serde cannot express.
@@ -319,6 +325,38 @@ impl AdminConfig {
                 "use the default, 64",
             ));
         }
+        let c = &self.classify;
+        let fe = &self.fetcher;
+        for (key, v, default) in [
+            ("classify.max_rule_files", c.max_rule_files as u64, 1024),
+            ("classify.max_rule_file_bytes", c.max_rule_file_bytes, 4 << 20),
+            ("classify.scan_timeout_s", c.scan_timeout_s, 10),
+            ("fetcher.max_bytes", fe.max_bytes, 16 << 20),
+            ("fetcher.timeout_s", fe.timeout_s, 60),
+            ("fetcher.connect_timeout_s", fe.connect_timeout_s, 10),
+            ("fetcher.max_concurrent", fe.max_concurrent as u64, 4),
+            ("fetcher.queue", fe.queue as u64, 256),
+            ("fetcher.remembered_urls", fe.remembered_urls as u64, 65_536),
+            ("fetcher.max_url_bytes", fe.max_url_bytes as u64, 2048),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
+            }
+        }
+        if let Err(bad) = fe.allow_nets() {
+            return Err(invalid(
+                "fetcher.allow",
+                format!("{bad:?} is not a CIDR range"),
+                "write ranges like \"127.0.0.0/8\" or \"2001:db8::/32\"; the default is [] (public addresses only)",
+            ));
+        }
+        if c.rules_dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid(
+                "classify.rules_dir",
+                "is empty",
+                "name a folder of *.yar files, or remove the key to use the built-in rules only",
+            ));
+        }
         if !i.public_address.is_empty() && !i.public_address.contains(':') {
             return Err(invalid(
                 "ingest.public_address",
@@ -362,6 +400,10 @@ mod tests {
             ("[samples]\nchunk_bytes = 10\n", "samples.chunk_bytes"),
             ("[samples]\nmax_sample_bytes = 0\n", "samples.max_sample_bytes"),
             ("[samples]\nmax_bytes = 1000\n", "samples.max_bytes"),
+            ("[classify]\nscan_timeout_s = 0\n", "classify.scan_timeout_s"),
+            ("[fetcher]\nmax_bytes = 0\n", "fetcher.max_bytes"),
+            ("[fetcher]\nallow = [\"127.0.0.1/99\"]\n", "fetcher.allow"),
+            ("[fetcher]\nallow = [\"localhost\"]\n", "fetcher.allow"),
         ] {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
@@ -373,6 +415,13 @@ mod tests {
             let e = AdminConfig::parse(&format!("[database]\nurl = \"{bad}\"\n"), Path::new("x")).unwrap_err();
             assert!(e.to_string().contains("database.url"), "{bad}: {e}");
         }
+        let e = AdminConfig::parse("[classify]\nrule_dir = \"x\"\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("rule_dir"), "{e}");
+        let e = AdminConfig::parse("[fetcher]\nenable = true\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("enable"), "{e}");
+        let cfg = AdminConfig::parse("[fetcher]\nenabled = true\nallow = [\"127.0.0.0/8\", \"::1\"]\n", Path::new("x"))
+            .unwrap();
+        assert_eq!(cfg.fetcher.allow_nets().unwrap().len(), 2);
         let e = AdminConfig::parse("[database]\nurl = \"mysql://u:secret@h/db\"\n", Path::new("x")).unwrap_err();
         assert!(!e.to_string().contains("secret"), "passwords are not printed: {e}");
     }
@@ -385,6 +434,8 @@ mod tests {
         let cfg = AdminConfig::load(&p).unwrap();
         assert_eq!(cfg.database.path, dir.path().join("x.db"));
         assert_eq!(cfg.tls.ca_cert, Path::new("/abs/ca.pem"));
+        std::fs::write(&p, "[classify]\nrules_dir = \"rules\"\n").unwrap();
+        assert_eq!(AdminConfig::load(&p).unwrap().classify.rules_dir, Some(dir.path().join("rules")));
         std::fs::write(&p, "[database]\nurl = \"sqlite:y.db\"\n").unwrap();
         let cfg = AdminConfig::load(&p).unwrap();
         assert_eq!(cfg.database.backend().unwrap(), crate::storage::Backend::Sqlite(dir.path().join("y.db")));

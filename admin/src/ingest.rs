@@ -33,7 +33,7 @@
 
 use crate::clock::now_ms;
 use crate::config::{IngestConfig, TlsConfig};
-use crate::samples::classify::Classifier;
+use crate::samples::classify::{Classifier, ClassifyConfig};
 use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
 use crate::samples::store::SampleStore;
 use crate::samples::SamplesConfig;
@@ -94,7 +94,7 @@ pub enum IngestError {
     Tls(#[from] TlsError),
     #[error("[samples] dir: {0}")]
     Samples(#[from] crate::samples::store::StoreError),
-    #[error("[samples] rules_dir: {0}")]
+    #[error("[classify] rules_dir: {0}")]
     Rules(#[from] crate::samples::classify::ClassifyError),
     #[error("ingest")]
     Io(#[from] std::io::Error),
@@ -184,13 +184,16 @@ struct Shared {
 
 /// The shared sample context for `cfg` (opens the store, loads the rules), or `None` when
 /// samples are off.
-pub fn sample_context(cfg: &SamplesConfig, ingest: &IngestConfig) -> Result<Option<Arc<SampleContext>>, IngestError> {
+pub fn sample_context(
+    cfg: &SamplesConfig,
+    classify: &ClassifyConfig,
+    ingest: &IngestConfig,
+) -> Result<Option<Arc<SampleContext>>, IngestError> {
     if !cfg.enabled {
         return Ok(None);
     }
     let store = SampleStore::open(&cfg.dir)?;
-    let rules = (!cfg.rules_dir.as_os_str().is_empty()).then_some(cfg.rules_dir.as_path());
-    let classifier = Classifier::load(rules)?;
+    let classifier = Classifier::from_config(classify)?;
     // Room for the chunk frame's other fields.
     let max_chunk = cfg.chunk_bytes.min(ingest.max_frame_bytes.saturating_sub(1024) as u32).max(1024);
     Ok(Some(Arc::new(SampleContext { cfg: cfg.clone(), store, classifier, counters: Default::default(), max_chunk })))
@@ -201,12 +204,13 @@ pub async fn serve(
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
     samples: &SamplesConfig,
+    classify: &ClassifyConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, tls_cfg, samples, db, shutdown).await
+    serve_listener(listener, cfg, tls_cfg, samples, classify, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
@@ -215,11 +219,12 @@ pub async fn serve_listener(
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
     samples_cfg: &SamplesConfig,
+    classify: &ClassifyConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let tls_config = tls::server_config(&tls_cfg.ca_cert, &tls_cfg.cert, &tls_cfg.key)?;
-    let samples = sample_context(samples_cfg, cfg)?;
+    let samples = sample_context(samples_cfg, classify, cfg)?;
     let acceptor = TlsAcceptor::from(tls_config);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.commit_queue);
     let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx))?;

@@ -256,7 +256,7 @@ fn samples(command: SampleCommand) -> anyhow::Result<()> {
         SampleCommand::Rescan { config } => {
             let cfg = config.load()?;
             let db = storage::open(&cfg.database)?;
-            let n = ops::rescan(&*db, &cfg.samples)?;
+            let n = ops::rescan(&*db, &cfg.samples, &cfg.classify)?;
             eprintln!("rescanned {n} samples");
         }
     }

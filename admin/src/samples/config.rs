@@ -30,8 +30,6 @@ pub struct SamplesConfig {
     /// Samples verified (hashed, classified, compressed) at once over all connections; each
     /// holds one sample (up to `max_sample_bytes`) in memory.
     pub max_concurrent_verifies: usize,
-    /// Folder of YARA rule files (`.yar`); empty = the built-in rules only.
-    pub rules_dir: PathBuf,
     /// Rejected transfers remembered in the database (newest kept).
     pub max_rejections_kept: u32,
 }
@@ -48,7 +46,6 @@ impl Default for SamplesConfig {
             max_offer: 64,
             max_parts: 64,
             max_concurrent_verifies: 2,
-            rules_dir: PathBuf::new(),
             max_rejections_kept: 10_000,
         }
     }

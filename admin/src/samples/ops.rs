@@ -1,7 +1,7 @@
 //! What the CLI (and the maintenance loop) does with stored samples: list, show, get as an
 //! encrypted ZIP, rescan under new rules, and retention.
 
-use super::classify::Classifier;
+use super::classify::{Classifier, ClassifyConfig};
 use super::config::SamplesConfig;
 use super::store::{is_sha256_hex, SampleStore, StoreError};
 use crate::storage::{SampleDetail, SampleFilter, SampleMatch, SampleSummary, Storage, StorageError};
@@ -71,9 +71,8 @@ pub fn zip(db: &dyn Storage, cfg: &SamplesConfig, sha256: &str) -> Result<Vec<u8
 
 /// Reclassifies every sample whose rules version differs from the loaded rules'; returns how
 /// many were rescanned.
-pub fn rescan(db: &dyn Storage, cfg: &SamplesConfig) -> Result<u64, SampleOpError> {
-    let rules = (!cfg.rules_dir.as_os_str().is_empty()).then_some(cfg.rules_dir.as_path());
-    let classifier = Classifier::load(rules)?;
+pub fn rescan(db: &dyn Storage, cfg: &SamplesConfig, classify: &ClassifyConfig) -> Result<u64, SampleOpError> {
+    let classifier = Classifier::from_config(classify)?;
     let version = classifier.rules_version();
     let store = SampleStore::open(&cfg.dir)?;
     let mut n = 0u64;

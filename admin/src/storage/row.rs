@@ -165,8 +165,12 @@ mod tests {
             ("agent".to_string(), String::new()),
             ("dup".to_string(), "last".to_string()),
         ];
+        // The reference: keys sorted, the last of a repeated key wins. Built through a BTreeMap
+        // so it is sorted whether or not serde_json keeps insertion order (yara-x turns on its
+        // `preserve_order` feature for the whole admin).
+        let sorted: std::collections::BTreeMap<String, String> = pairs.clone().into_iter().collect();
         let mut m = serde_json::Map::new();
-        for (k, v) in pairs.clone() {
+        for (k, v) in sorted {
             m.insert(k, serde_json::Value::String(v));
         }
         assert_eq!(fields_json(pairs), serde_json::Value::Object(m).to_string());
