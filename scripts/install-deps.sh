@@ -20,6 +20,9 @@ PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)
+# Scan detection (issue 16): the Mirai-style SYN burst of sensor/tests/scan_netns.rs is built
+# with scapy (nmap is above); scripts/bench-scan.sh floods SYNs with hping3.
+PKGS+=(python3-scapy hping3)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
