@@ -41,6 +41,7 @@ mod queries;
 mod range;
 mod refresh;
 mod scan;
+mod scans;
 mod text;
 
 pub use queries::{
@@ -52,6 +53,7 @@ pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT
 pub use refresh::{
     cc_code, cc_label, evicted_kinds, evicted_sources, refresh, EVICTED_ATTEMPTS_KIND, EVICTED_EVENTS_KIND,
 };
+pub use scans::{scans, ScanPortRow, ScannerRow, Scans, MAX_SCAN_ROWS};
 pub use text::{fmt_time, printable};
 
 use crate::storage::StorageError;

@@ -491,6 +491,9 @@ pub struct Report {
     pub exploits: Vec<ItemRow>,
     pub downloads: Vec<ItemRow>,
     pub sensors: Vec<SensorHealth>,
+    /// Scan detection: top scanned ports, top scanners with fingerprints (issue 16).
+    #[serde(default)]
+    pub scans: super::Scans,
 }
 
 /// The full report (each list capped at `n` rows).
@@ -509,5 +512,6 @@ pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Resul
         exploits: exploits(db, q, n)?,
         downloads: downloads(db, q, n)?,
         sensors: sensors(db, q)?,
+        scans: super::scans(db, q, n)?,
     })
 }
