@@ -58,14 +58,21 @@ fn sh(args: &[&str]) {
 struct NetnsPair {
     sensor: String,
     attacker: String,
+    /// The attacker side's veth.
+    attacker_dev: String,
 }
 
 impl NetnsPair {
-    fn new() -> NetnsPair {
+    /// `tag` tells apart the pairs of tests running at the same time.
+    fn new(tag: char) -> NetnsPair {
         let id = std::process::id() % 100_000;
-        let pair = NetnsPair { sensor: format!("drs-scan-s{id}"), attacker: format!("drs-scan-a{id}") };
+        let (vs, va) = (format!("ds{tag}s{id}"), format!("ds{tag}a{id}"));
+        let pair = NetnsPair {
+            sensor: format!("drs-scan{tag}-s{id}"),
+            attacker: format!("drs-scan{tag}-a{id}"),
+            attacker_dev: va.clone(),
+        };
         let (s, a) = (pair.sensor.as_str(), pair.attacker.as_str());
-        let (vs, va) = (format!("dss{id}"), format!("dsa{id}"));
         sh(&["ip", "netns", "add", s]);
         sh(&["ip", "netns", "add", a]);
         sh(&["ip", "link", "add", &vs, "netns", s, "type", "veth", "peer", "name", &va, "netns", a]);
@@ -114,14 +121,14 @@ fn run_bounded(mut cmd: Command, limit: Duration, what: &str) -> String {
     text
 }
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, user: &str) -> std::path::PathBuf {
     let p = dir.join("sensor.toml");
     // One long window: the sensor's final flush at SIGTERM emits exactly one event per source
     // and transport, so the counts below are exact.
     std::fs::write(
         &p,
         format!(
-            "[sensor]\nname = \"scan-test\"\ndata_dir = \"{}\"\nuser = \"nobody\"\nhealth_interval_s = 3600\n\n\
+            "[sensor]\nname = \"scan-test\"\ndata_dir = \"{}\"\nuser = \"{user}\"\nhealth_interval_s = 3600\n\n\
              [store]\ncap_bytes = 4194304\nreserve_bytes = 0\ncommit_interval_ms = 20\n\n\
              [scan]\nenabled = true\nwindow_s = 3600\nfirst_ports = 8\n",
             dir.join("data").display()
@@ -141,21 +148,49 @@ fn window(ev: &Event) -> (u64, u32, Vec<u16>, Vec<(String, u64)>) {
     }
 }
 
+/// Started as root: the sensor opens its socket, then drops root and every capability.
 #[test]
 fn nmap_and_a_mirai_burst_become_scan_events() {
+    scan_end_to_end('r', false);
+}
+
+/// Started as the appliance unit starts it: an unprivileged user with `CAP_NET_RAW` as an
+/// ambient capability (setpriv). The sensor opens its socket, gives the capability up (no root
+/// to drop), and still sees the scans.
+#[test]
+fn with_only_ambient_cap_net_raw_the_capability_is_dropped_and_scans_still_arrive() {
+    if required() && !support::require_client("setpriv") {
+        return;
+    }
+    scan_end_to_end('u', true);
+}
+
+fn scan_end_to_end(tag: char, ambient: bool) {
     if !required() || nix::unistd::User::from_name("nobody").ok().flatten().is_none() {
         return;
     }
-    let net = NetnsPair::new();
+    let net = NetnsPair::new(tag);
     let dir = tempfile::tempdir().unwrap();
-    let cfg_path = write_config(dir.path());
-    let mut sensor = net
-        .exec(&net.sensor, &[BIN, "run", "--config"])
-        .arg(&cfg_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = if ambient {
+        // The unit's shape: User=nobody, AmbientCapabilities=CAP_NET_RAW, no root at all.
+        use std::os::unix::fs::PermissionsExt;
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        nix::unistd::chown(&dir.path().join("data"), Some(nobody.uid), Some(nobody.gid)).unwrap();
+        let cfg_path = write_config(dir.path(), "");
+        let mut c = net.exec(&net.sensor, &["setpriv"]);
+        c.arg(format!("--reuid={}", nobody.uid)).arg(format!("--regid={}", nobody.gid));
+        c.args(["--clear-groups", "--inh-caps=+net_raw", "--ambient-caps=+net_raw", BIN, "run", "--config"]);
+        c.arg(cfg_path);
+        c
+    } else {
+        let cfg_path = write_config(dir.path(), "nobody");
+        let mut c = net.exec(&net.sensor, &[BIN, "run", "--config"]);
+        c.arg(cfg_path);
+        c
+    };
+    let mut sensor = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = sensor.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -176,11 +211,15 @@ fn nmap_and_a_mirai_burst_become_scan_events() {
         panic!("sensor never printed its ready line");
     }
     assert!(scanning, "the sensor did not report scan detection");
-    // Root was dropped in every thread: the packet socket works without any capability.
+    // Every thread holds no capability: the packet socket works without any (as root the
+    // bounding set is emptied too; under setpriv it is the unit's business).
     let pid = sensor.id();
+    let keys: &[&str] =
+        if ambient { &["CapEff:", "CapPrm:", "CapAmb:", "CapInh:"] } else { &["CapEff:", "CapPrm:", "CapBnd:"] };
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-        for key in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_ne!(status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next(), Some("0"));
+        for key in keys {
             let v = status.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().to_string();
             assert_eq!(v, "0000000000000000", "{key} {status}");
         }
@@ -188,7 +227,7 @@ fn nmap_and_a_mirai_burst_become_scan_events() {
 
     // nmap: a raw SYN scan of ports 1-200, each probed once (no retries, no host discovery).
     let mut nmap = net.exec(&net.attacker, &["nmap", "-sS", "-n", "-Pn", "--disable-arp-ping", "--max-retries", "0"]);
-    nmap.args(["-p", "1-200", "-S", &NMAP.to_string(), "-e"]).arg(format!("dsa{}", std::process::id() % 100_000));
+    nmap.args(["-p", "1-200", "-S", &NMAP.to_string(), "-e", &net.attacker_dev]);
     nmap.arg(SENSOR.to_string());
     let out = run_bounded(nmap, Duration::from_secs(60), "nmap");
     assert!(out.contains("Nmap done"), "{out}");
@@ -253,4 +292,5 @@ fn nmap_and_a_mirai_burst_become_scan_events() {
     // Nothing else: no overflow record, no kernel drops, no event for the sensor's own packets.
     assert_eq!(evs.len(), 3, "{evs:#?}");
     assert!(evs.iter().all(|e| e.sensor == "scan-test"));
+    drop(net);
 }

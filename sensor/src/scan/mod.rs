@@ -284,4 +284,23 @@ fn receive_loop(
             break;
         }
     }
+    let t = tracker.totals();
+    // Machine-readable (scripts/bench-scan.sh checks the accounting with it), and the log.
+    println!(
+        "scan totals received={} probes={} unparsed={} in_events={} overflow={} kernel_drops={} events={}",
+        counters.received.load(Ordering::Relaxed),
+        t.packets,
+        counters.unparsed.load(Ordering::Relaxed),
+        t.packets_in_events,
+        t.overflow_packets,
+        counters.kernel_drops.load(Ordering::Relaxed),
+        counters.events.load(Ordering::Relaxed),
+    );
+    tracing::info!(
+        probes = t.packets,
+        in_events = t.packets_in_events,
+        overflow = t.overflow_packets,
+        kernel_drops = counters.kernel_drops.load(Ordering::Relaxed),
+        "scan detection stopped"
+    );
 }
