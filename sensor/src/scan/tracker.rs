@@ -294,7 +294,10 @@ mod tests {
         }
     }
 
-    fn window(ev: &Event) -> (u64, u32, bool, Vec<u16>, Vec<(String, u64)>, u64) {
+    /// packets, distinct ports, exact, first ports, fingerprints, kernel drops
+    type Window = (u64, u32, bool, Vec<u16>, Vec<(String, u64)>, u64);
+
+    fn window(ev: &Event) -> Window {
         let Detail::ScanWindow { packets, distinct_ports, distinct_exact, ports, fingerprints, kernel_drops, .. } =
             ev.detail.clone()
         else {
