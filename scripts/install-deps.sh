@@ -25,6 +25,9 @@ PKGS+=(unzip p7zip-full)
 # Servers the admin's sample fetcher is tested against on loopback (issue 15): FTP (pyftpdlib),
 # TFTP (tftpd-hpa's in.tftpd, run in the foreground); archivers for the file-type tests.
 PKGS+=(python3-pyftpdlib tftpd-hpa gzip bzip2 xz-utils tar)
+# Scan detection (issue 16): the Mirai-style SYN burst of sensor/tests/scan_netns.rs is built
+# with scapy (nmap is above); scripts/bench-scan.sh floods SYNs with hping3.
+PKGS+=(python3-scapy hping3)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -254,7 +254,8 @@ impl LabelCache {
 /// A detail field as a typed JSON value: the numeric and boolean fields the sensor writes are
 /// numbers and booleans; everything else (attacker-chosen text included) stays a string.
 fn typed(kind: &str, key: &str, v: &str) -> Value {
-    let boolean = matches!((kind, key), ("login", "success") | ("payload", "truncated"));
+    let boolean =
+        matches!((kind, key), ("login", "success") | ("payload", "truncated") | ("scan_window", "distinct_exact"));
     let number = matches!(
         (kind, key),
         ("payload" | "sample", "size")
@@ -263,6 +264,7 @@ fn typed(kind: &str, key: &str, v: &str) -> Value {
             | ("eviction_gap", "count" | "first_seq" | "last_seq" | "first_time_ms" | "last_time_ms" | "sources")
             | ("health", "rss_bytes" | "store_bytes" | "backlog_events" | "evicted_total" | "shed_total")
             | ("store_recovered", "last_seq_before")
+            | ("scan_window", "window_start_ms" | "window_ms" | "packets" | "distinct_ports" | "kernel_drops")
     );
     if boolean {
         match v {

@@ -142,6 +142,18 @@ for bad in '1.2.3.4:7443 } ; add rule inet drosera output accept' '1.2.3.4:7443}
   check "admin '$bad' refused" "! sh '$SETUP' --check-admin '$bad' >/dev/null"
 done
 
+echo "# 1b. scan detection: CAP_NET_RAW stays only while [scan] enabled = true"
+DROPIN="$T/systemd/drosera-sensor.service.d/scan.conf"
+check "scan on in the base config: no drop-in" "[ ! -e '$DROPIN' ] && grep -q 'scan: detection on' '$T/setup.out'"
+cp "$T/etc/sensor.base.toml" "$T/base.scan-on"
+awk '/^\[/ { s = ($1 == "[scan]") } s && /^enabled *=/ { print "enabled = false"; next } { print }' "$T/base.scan-on" > "$T/etc/sensor.base.toml"
+run_setup
+check "scan off: the drop-in removes CAP_NET_RAW and AF_PACKET" "grep -qx 'AmbientCapabilities=~CAP_NET_RAW' '$DROPIN' && grep -qx 'CapabilityBoundingSet=~CAP_NET_RAW' '$DROPIN' && grep -qx 'RestrictAddressFamilies=~AF_PACKET' '$DROPIN'"
+check "scan off: logged" "grep -q 'scan: detection off' '$T/setup.out'"
+cp "$T/base.scan-on" "$T/etc/sensor.base.toml"
+run_setup
+check "scan on again: the drop-in is gone" "[ ! -e '$DROPIN' ]"
+
 echo "# 2. a real bundle from drosera-admin (admin on 10.0.2.2:7443, a private address)"
 "$ADMIN" init --dir "$T/admin" --admin 10.0.2.2:7443 > /dev/null
 "$ADMIN" sensor add pi-test --out "$T/bundle" -c "$T/admin/drosera-admin.toml" > /dev/null

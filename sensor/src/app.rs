@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// The sockets of a sensor that has bound its ports and dropped root, ready for [`run`].
 pub struct Prepared {
     listeners: Listeners,
+    /// Scan detection's packet socket, opened while privileged (`[scan] enabled`).
+    scan: Option<crate::scan::ScanSocket>,
 }
 
 /// The privileged start, to be called before any thread exists (before the tokio runtime):
@@ -48,16 +50,30 @@ pub fn bind_and_drop(cfg: &Config) -> anyhow::Result<Prepared> {
     }
     // Everything in the data directory becomes the sensor user's, so the store and the sample
     // area are opened as that user after the drop.
+    // The packet socket needs CAP_NET_RAW only to be opened: open it now, drop it with the rest.
+    let scan = if cfg.scan.enabled {
+        let sock = crate::scan::ScanSocket::open(&cfg.scan).context("cannot start scan detection")?;
+        println!(
+            "scan detection interface={}",
+            if cfg.scan.interface.is_empty() { "all" } else { &cfg.scan.interface }
+        );
+        Some(sock)
+    } else {
+        None
+    };
     let handed = crate::privileges::hand_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user)
         .context("cannot hand the data directory to the sensor user")?;
     // Every port is bound: drop root (if we are root) before a single attacker byte is read.
     let dropped = crate::privileges::drop_privileges(&cfg.sensor.user).context("cannot drop privileges")?;
-    tracing::info!(?dropped, handed = handed.handed, left_alone = handed.skipped, "privileges");
+    // Not root (a unit granting CAP_NET_RAW): give that capability up whether scan detection
+    // opened its socket or is off.
+    let net_raw_dropped = crate::privileges::drop_net_raw().context("cannot drop CAP_NET_RAW")?;
+    tracing::info!(?dropped, net_raw_dropped, handed = handed.handed, left_alone = handed.skipped, "privileges");
     if let Some(uplink) = &cfg.uplink {
         shipper::check(uplink)
             .context("the uplink cannot start, so the sensor would store events it can never ship")?;
     }
-    Ok(Prepared { listeners })
+    Ok(Prepared { listeners, scan })
 }
 
 /// To be called first in `main`: the threads that exist before the program starts any (see
@@ -84,7 +100,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         .spawn_notifying(rx, rollups, stop_store.clone(), writer_done.clone())
         .context("cannot start the store writer thread")?;
     let stop_services = stop_store.child_token();
-    let services = Services::start(&cfg, prepared.listeners, &sensor, &store, &sink, &stop_services).await?;
+    let services = Services::start(&cfg, prepared, &sensor, &store, &sink, &stop_services).await?;
     println!("ready sensor={sensor} last_seq={}", store.last_seq());
     tracing::info!(sensor = %sensor, "sensor running");
     // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
@@ -146,18 +162,21 @@ struct Services {
     serve: JoinHandle<()>,
     health: JoinHandle<()>,
     shipper: Option<std::thread::JoinHandle<()>>,
+    /// Scan detection's receive thread; it flushes its last window when `stop` is cancelled.
+    scan: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Services {
     /// Starts serving on the bound `listeners`, reporting health and shipping.
     async fn start(
         cfg: &Config,
-        listeners: Listeners,
+        prepared: Prepared,
         sensor: &Arc<str>,
         store: &StoreHandle,
         sink: &EventSink,
         stop: &CancellationToken,
     ) -> anyhow::Result<Services> {
+        let Prepared { listeners, scan } = prepared;
         let (gov, governor) = Governor::new(cfg.memory.clone());
         let stats = listeners.stats();
         let busy = {
@@ -204,7 +223,15 @@ impl Services {
             interval: cfg.health_interval(),
         };
         let health = tokio::spawn(health::run(health_ctx, stop.clone()));
-        Ok(Services { governor: governor_task, serve, health, shipper })
+        let scan = match scan {
+            Some(sock) => {
+                let (t, _counters) = crate::scan::spawn(sock, &cfg.scan, sink.clone(), stop.clone())
+                    .context("cannot start the scan detection thread")?;
+                Some(t)
+            }
+            None => None,
+        };
+        Ok(Services { governor: governor_task, serve, health, shipper, scan })
     }
 
     /// After `stop` is cancelled: waits for the listeners (and their sessions' last events),
@@ -212,6 +239,10 @@ impl Services {
     /// be waiting for the admin's last acknowledgements and is joined after the store.
     async fn join(self) -> Option<std::thread::JoinHandle<()>> {
         let _ = self.serve.await;
+        if let Some(t) = self.scan {
+            // It wakes at least every 200 ms (its socket's receive timeout) and then flushes.
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         let _ = self.health.await;
         let _ = self.governor.await;
         self.shipper

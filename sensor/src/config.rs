@@ -56,6 +56,8 @@ pub struct Config {
     pub credentials: CredentialsSection,
     /// The SMTP service's mail policy (open relay or not, message size).
     pub smtp: SmtpSection,
+    /// Scan detection: a packet socket counting SYNs and UDP to any port (needs CAP_NET_RAW).
+    pub scan: ScanSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
 }
@@ -438,6 +440,78 @@ pub struct SmtpSection {
     pub max_message_bytes: u64,
 }
 
+/// `[scan]`: scan detection (see [`crate::scan`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSection {
+    /// Open the packet socket (needs root or CAP_NET_RAW at start). Off by default; the
+    /// appliance turns it on.
+    pub enabled: bool,
+    /// Length of a window: one event per source and transport per window.
+    pub window_s: u64,
+    /// Most (source, transport) pairs tracked per window; packets of further sources are
+    /// counted in one overflow record per window.
+    pub max_sources: usize,
+    /// Distinct ports listed per event, in order of arrival.
+    pub first_ports: usize,
+    /// Most 8 KiB port bitmaps (exact distinct-port counts past 64 ports) at once.
+    pub max_port_bitmaps: usize,
+    /// Packets read per recvmmsg call.
+    pub batch: usize,
+    /// The packet socket's receive buffer, bytes (the kernel caps it at net.core.rmem_max);
+    /// packets arriving while it is full are dropped by the kernel and reported.
+    pub rcvbuf_bytes: u64,
+    /// Only this interface ("" = every interface).
+    pub interface: String,
+}
+
+impl Default for ScanSection {
+    fn default() -> Self {
+        ScanSection {
+            enabled: false,
+            window_s: 60,
+            max_sources: 4096,
+            first_ports: 32,
+            max_port_bitmaps: 64,
+            batch: 64,
+            rcvbuf_bytes: 1024 * 1024,
+            interface: String::new(),
+        }
+    }
+}
+
+impl ScanSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, u64, u64, &str); 6] = [
+            ("scan.window_s", self.window_s, 1, 3600, "use window_s = 60"),
+            ("scan.max_sources", self.max_sources as u64, 1, 1_000_000, "use max_sources = 4096"),
+            (
+                "scan.first_ports",
+                self.first_ports as u64,
+                0,
+                drosera_uplink::event::MAX_SCAN_PORTS as u64,
+                "use first_ports = 32",
+            ),
+            ("scan.max_port_bitmaps", self.max_port_bitmaps as u64, 0, 4096, "use max_port_bitmaps = 64 (8 KiB each)"),
+            ("scan.batch", self.batch as u64, 1, crate::scan::MAX_BATCH as u64, "use batch = 64"),
+            ("scan.rcvbuf_bytes", self.rcvbuf_bytes, 4096, 64 * 1024 * 1024, "use rcvbuf_bytes = 1048576"),
+        ];
+        for (key, v, lo, hi, fix) in ranges {
+            if v < lo || v > hi {
+                return Err(invalid(key, format!("{v} is outside {lo}..={hi}"), fix));
+            }
+        }
+        if self.interface.len() > 15 || self.interface.contains(['/', '\0', ' ']) {
+            return Err(invalid(
+                "scan.interface",
+                format!("{:?} is not an interface name", self.interface),
+                "name an interface such as \"eth0\", or \"\" for all",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for SmtpSection {
     fn default() -> Self {
         SmtpSection { relay: SmtpRelay::Open, max_message_bytes: 10_240_000 }
@@ -638,6 +712,7 @@ impl Config {
         if st.channel_capacity == 0 || st.channel_capacity > 10_000_000 {
             return Err(invalid("store.channel_capacity", "must be between 1 and 10000000", "use 20000"));
         }
+        self.scan.validate()?;
         let m = &self.memory;
         if m.soft_limit_bytes >= m.hard_limit_bytes {
             return Err(invalid(
@@ -855,6 +930,7 @@ mod tests {
         assert_eq!(cfg.samples, SamplesSection::default());
         assert_eq!(cfg.credentials, CredentialsSection::default());
         assert_eq!(cfg.smtp, SmtpSection::default());
+        assert_eq!(cfg.scan, ScanSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }
@@ -953,6 +1029,25 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("contains port 50000"), "{err}");
+    }
+
+    #[test]
+    fn scan_keys_are_checked_by_name() {
+        for (toml, key) in [
+            ("[scan]\nwindow_s = 0\n", "scan.window_s"),
+            ("[scan]\nmax_sources = 0\n", "scan.max_sources"),
+            ("[scan]\nfirst_ports = 5000\n", "scan.first_ports"),
+            ("[scan]\nbatch = 0\n", "scan.batch"),
+            ("[scan]\nrcvbuf_bytes = 10\n", "scan.rcvbuf_bytes"),
+            ("[scan]\ninterface = \"a/b\"\n", "scan.interface"),
+            ("[scan]\nenable = true\n", "enable"),
+            ("[scan]\nenabled = \"yes\"\n", "scan.enabled"),
+        ] {
+            let err = Config::parse(toml, Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let cfg = Config::parse("[scan]\nenabled = true\nwindow_s = 5\n", Path::new("x")).unwrap();
+        assert!(cfg.scan.enabled && cfg.scan.window_s == 5);
     }
 
     #[test]

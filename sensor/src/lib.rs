@@ -54,6 +54,7 @@ pub(crate) mod privileges;
 pub mod protocols;
 pub mod rollup;
 pub mod samples;
+pub mod scan;
 pub(crate) mod session;
 pub(crate) mod shipper;
 pub mod sink;

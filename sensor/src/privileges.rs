@@ -200,6 +200,67 @@ pub fn drop_privileges(user: &str) -> Result<Dropped, PrivilegeError> {
     }
 }
 
+/// `CAP_NET_RAW` (linux/capability.h).
+const CAP_NET_RAW: u32 = 13;
+
+/// True if `CAP_NET_RAW` is in this process's permitted set (from /proc).
+pub fn holds_net_raw() -> bool {
+    cap_mask("CapPrm:").is_some_and(|m| m & (1 << CAP_NET_RAW) != 0)
+}
+
+/// Gives up `CAP_NET_RAW` for good (ambient, inheritable, effective and permitted sets), after
+/// scan detection opened its packet socket. The appliance unit starts the sensor as its own user
+/// with `CAP_NET_RAW` in its ambient set ([`drop_privileges`] then has no root to drop), so
+/// without this an exploited handler could sniff or forge packets. A no-op when the capability
+/// is not held (root drops everything in [`drop_privileges`] anyway). Checked afterwards.
+pub fn drop_net_raw() -> Result<bool, PrivilegeError> {
+    if !holds_net_raw() {
+        return Ok(false);
+    }
+    // SAFETY: integer-only prctl; EINVAL on kernels without ambient capabilities is harmless.
+    unsafe {
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_LOWER, CAP_NET_RAW as libc::c_ulong, 0, 0);
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` (version 3) into `data`; both pointers are valid.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) } != 0 {
+        return Err(PrivilegeError::Syscall { step: "capget", source: nix::Error::last() });
+    }
+    let bit = 1u32 << CAP_NET_RAW;
+    data[0].effective &= !bit;
+    data[0].permitted &= !bit;
+    data[0].inheritable &= !bit;
+    let hdr = Header { version: VERSION_3, pid: 0 };
+    // SAFETY: capset reads the header and two `Data`; both pointers are valid.
+    if unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) } != 0 {
+        return Err(PrivilegeError::Syscall { step: "capset (drop CAP_NET_RAW)", source: nix::Error::last() });
+    }
+    if holds_net_raw() {
+        return Err(PrivilegeError::CapsRemain("CAP_NET_RAW is still permitted".into()));
+    }
+    Ok(true)
+}
+
+/// A capability mask line of /proc/self/status (`CapPrm:`, `CapEff:`).
+fn cap_mask(prefix: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
 /// The `CapEff` hex mask of this process, from /proc.
 fn effective_caps() -> Option<String> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -260,6 +321,43 @@ mod tests {
         hand_dir_to(&fresh, "nobody").unwrap();
         let md = std::fs::metadata(&fresh).unwrap();
         assert_eq!((md.uid(), md.mode() & 0o777), (nobody.uid.as_raw(), 0o700));
+    }
+
+    /// A non-root process holding CAP_NET_RAW (as under the appliance unit) gives it up and
+    /// cannot open a packet socket afterwards; it keeps its other capabilities.
+    #[test]
+    fn net_raw_is_dropped_in_a_child_process() {
+        if !geteuid().is_root() || User::from_name("nobody").ok().flatten().is_none() {
+            eprintln!("skipping: needs root and the user nobody");
+            return;
+        }
+        // SAFETY: the child only makes syscalls and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // Become nobody keeping the permitted set (PR_SET_KEEPCAPS), like a unit with
+                // User= and AmbientCapabilities=CAP_NET_RAW.
+                let nobody = User::from_name("nobody").ok().flatten().map(|u| u.uid).unwrap_or(Uid::from_raw(65534));
+                // SAFETY: integer-only prctl.
+                unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+                let ok = setuid(nobody).is_ok() && holds_net_raw();
+                let packet = || {
+                    // SAFETY: plain socket(2); closed right away.
+                    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0) };
+                    if fd >= 0 {
+                        // SAFETY: we own fd.
+                        unsafe { libc::close(fd) };
+                    }
+                    fd >= 0
+                };
+                let dropped = matches!(drop_net_raw(), Ok(true));
+                let ok = ok && dropped && !holds_net_raw() && !packet() && matches!(drop_net_raw(), Ok(false));
+                std::process::exit(if ok { 0 } else { 1 });
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
     }
 
     #[test]

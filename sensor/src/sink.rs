@@ -56,6 +56,23 @@ impl EventSink {
         }
     }
 
+    /// Like [`EventSink::emit`] for an event that stands for `n` observations (a scan window's
+    /// packets): if it is folded into a rollup, the rollup counts all `n`, so totals stay exact.
+    pub fn emit_weighted(&self, mut ev: Event, n: u64) -> bool {
+        ev.clamp();
+        match self.tx.try_send(ev) {
+            Ok(()) => {
+                self.counters.queued.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(ev)) | Err(mpsc::error::TrySendError::Closed(ev)) => {
+                self.rollups.add(ev.src_ip, ev.dst_port, ev.protocol, ev.time_ms, ShedReason::ChannelFull, n.max(1));
+                self.counters.folded.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Counts a connection that was closed or refused without being recorded one by one.
     pub fn shed(&self, src_ip: IpAddr, dst_port: u16, protocol: Protocol, reason: ShedReason) {
         self.rollups.add(src_ip, dst_port, protocol, now_ms(), reason, 1);

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Version of the event schema defined in this file. Bump it when appending a variant.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// Longest attacker-supplied text kept in any single field, in bytes.
 pub const MAX_TEXT: usize = 4096;
@@ -395,6 +395,34 @@ pub enum Detail {
         /// Distinct source addresses among the evicted events (the top list shows some of them).
         sources: u64,
     },
+    // --- schema version 3 (appended; see the module docs) ---
+    /// Scan detection's summary of one source in one time window: the TCP SYNs (event
+    /// transport `Tcp`) or UDP datagrams (`Udp`) it sent to the sensor's own addresses, seen on
+    /// a packet socket, whether or not a service listens on the port. One per source, transport
+    /// and window. Sent with [`Protocol::Scan`]; `dst_port` is the first port hit.
+    ///
+    /// The record with an unspecified `src_ip` is the window's overflow: packets of sources
+    /// that did not fit in the sensor's tracking table (`scan.max_sources`), summed over all of
+    /// them, so packet counts stay exact. A version-2 admin gets it as an extension.
+    ScanWindow {
+        /// Start of the window (ms since the epoch) and its length.
+        window_start_ms: i64,
+        window_ms: u32,
+        /// Packets seen (exact).
+        packets: u64,
+        /// Distinct destination ports hit.
+        distinct_ports: u32,
+        /// False when `distinct_ports` is a lower bound (the sensor ran out of port bitmaps).
+        distinct_exact: bool,
+        /// The first distinct ports hit, in order (at most the sensor's `scan.first_ports`).
+        ports: Vec<u16>,
+        /// Scanner fingerprints matched (`mirai`, `zmap`, `masscan`, `nmap`), with how many of
+        /// the packets matched each.
+        fingerprints: Vec<(String, u64)>,
+        /// Packets the kernel dropped before the sensor read them (socket buffer full) since
+        /// the previous window; only on the overflow record, 0 elsewhere.
+        kernel_drops: u64,
+    },
 }
 
 /// Evicted events of one kind, from one protocol and destination port, in one hour
@@ -541,6 +569,7 @@ impl Detail {
             Detail::Sample { .. } => "sample",
             // The same record kind as `EvictionGap`, with more detail.
             Detail::EvictionSummary { .. } => "eviction_gap",
+            Detail::ScanWindow { .. } => "scan_window",
         }
     }
 
@@ -550,6 +579,7 @@ impl Detail {
         // `Event::downgrade_to` can rewrite it for older admins.
         match self {
             Detail::Sample { .. } | Detail::EvictionSummary { .. } => 2,
+            Detail::ScanWindow { .. } => 3,
             _ => 1,
         }
     }
@@ -557,7 +587,7 @@ impl Detail {
     /// The default eviction class of this kind of observation.
     pub fn default_priority(&self) -> Priority {
         match self {
-            Detail::Connection { .. } | Detail::Scan { .. } => Priority::Noise,
+            Detail::Connection { .. } | Detail::Scan { .. } | Detail::ScanWindow { .. } => Priority::Noise,
             Detail::Command { .. }
             | Detail::HttpRequest { .. }
             | Detail::Fingerprint { .. }
@@ -685,6 +715,25 @@ impl Detail {
                 kv("evicted", EvictedKind::format_list(per_kind)),
                 kv("top_sources", EvictedSource::format_list(top_sources)),
                 kv("sources", sources),
+            ],
+            Detail::ScanWindow {
+                window_start_ms,
+                window_ms,
+                packets,
+                distinct_ports,
+                distinct_exact,
+                ports,
+                fingerprints,
+                kernel_drops,
+            } => vec![
+                kv("window_start_ms", window_start_ms),
+                kv("window_ms", window_ms),
+                kv("packets", packets),
+                kv("distinct_ports", distinct_ports),
+                kv("distinct_exact", distinct_exact),
+                kv("ports", ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")),
+                kv("fingerprints", fingerprints.iter().map(|(n, c)| format!("{n}:{c}")).collect::<Vec<_>>().join(",")),
+                kv("kernel_drops", kernel_drops),
             ],
         }
     }
@@ -860,10 +909,19 @@ impl Event {
                 truncate_vec(top_sources, MAX_EVICTED_SOURCES);
                 truncate_vec(per_priority, Priority::ALL.len());
             }
+            Detail::ScanWindow { ports, fingerprints, .. } => {
+                truncate_vec(ports, MAX_SCAN_PORTS);
+                truncate_vec(fingerprints, MAX_EXTRA);
+                for (name, _) in fingerprints.iter_mut() {
+                    truncate_utf8(name, 64);
+                }
+            }
         }
     }
 }
 
+/// Most ports listed in [`Detail::ScanWindow::ports`].
+pub const MAX_SCAN_PORTS: usize = 1024;
 /// Most entries in [`Detail::EvictionSummary::per_kind`].
 pub const MAX_EVICTED_KINDS: usize = 4096;
 /// Most entries in [`Detail::EvictionSummary::top_sources`].
@@ -1056,7 +1114,49 @@ mod tests {
                 outcome: SampleOutcome::Kept,
             },
             summary(),
+            scan_window(),
         ]
+    }
+
+    fn scan_window() -> Detail {
+        Detail::ScanWindow {
+            window_start_ms: 1_700_000_040_000,
+            window_ms: 60_000,
+            packets: 200,
+            distinct_ports: 200,
+            distinct_exact: true,
+            ports: vec![22, 23, 80],
+            fingerprints: vec![("nmap".into(), 199)],
+            kernel_drops: 0,
+        }
+    }
+
+    /// A version-2 admin gets a scan window as an extension with every field; a version-1 admin
+    /// the same, on the blackhole protocol (scan is a version-2 protocol).
+    #[test]
+    fn version_3_scan_window_downgrades_keeping_every_field() {
+        let mut ev = sample(scan_window());
+        ev.protocol = Protocol::Scan;
+        let mut v3 = ev.clone();
+        v3.downgrade_to(3);
+        assert_eq!(v3, ev, "nothing changes for a version-3 admin");
+        assert_eq!(ev.priority, Priority::Noise);
+        for version in [2, 1] {
+            let mut old = ev.clone();
+            old.downgrade_to(version);
+            let Detail::Extension { kind, fields } = &old.detail else { panic!("not downgraded: {old:?}") };
+            assert_eq!(kind, "scan_window");
+            for want in
+                [("packets", "200"), ("ports", "22,23,80"), ("fingerprints", "nmap:199"), ("window_ms", "60000")]
+            {
+                assert!(
+                    fields.contains(&(want.0.to_string(), want.1.to_string())),
+                    "{version}: {want:?} in {fields:?}"
+                );
+            }
+            let protocol = if version == 1 { Protocol::Blackhole } else { Protocol::Scan };
+            assert_eq!(old.protocol, protocol);
+        }
     }
 
     fn summary() -> Detail {

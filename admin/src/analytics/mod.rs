@@ -46,6 +46,7 @@ mod queries;
 mod range;
 mod refresh;
 mod scan;
+mod scans;
 mod text;
 
 pub use queries::{
@@ -58,6 +59,7 @@ pub use refresh::{
     cc_code, cc_label, evicted_kinds, evicted_sources, refresh, relabel, Relabelled, EVICTED_ATTEMPTS_KIND,
     EVICTED_EVENTS_KIND,
 };
+pub use scans::{scans, ScanPortRow, ScannerRow, Scans, MAX_SCAN_ROWS};
 pub use text::{fmt_time, printable};
 
 use crate::storage::StorageError;

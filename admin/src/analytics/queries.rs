@@ -585,6 +585,9 @@ pub struct Report {
     pub exploits: Vec<ItemRow>,
     pub downloads: Vec<ItemRow>,
     pub sensors: Vec<SensorHealth>,
+    /// Scan detection: top scanned ports, top scanners with fingerprints (issue 16).
+    #[serde(default)]
+    pub scans: super::Scans,
     /// The labelled traffic (`self`, `research`) on its own, whether or not it is included in
     /// the numbers above.
     #[serde(default)]
@@ -657,5 +660,6 @@ pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Resul
         downloads: downloads(db, q, n)?,
         sensors: sensors(db, q)?,
         labelled: labelled(db, q, n.min(10))?,
+        scans: super::scans(db, q, n)?,
     })
 }

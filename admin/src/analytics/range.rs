@@ -70,7 +70,7 @@ fn ceil_to(t: i64, unit: i64) -> i64 {
 }
 
 /// The range a query resolves to, shown with every answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeInfo {
     pub since_ms: i64,
     pub until_ms: i64,

@@ -125,6 +125,44 @@ impl Report {
                 );
             }
         }
+        let sc = &self.scans;
+        let _ = writeln!(
+            o,
+            "\nScans: {} packets (SYNs and UDP) in {} source windows from {} scanners; {} unattributed (past a sensor's source cap), {} dropped by the kernel{}",
+            sc.packets,
+            sc.windows,
+            sc.scanners,
+            sc.unattributed_packets,
+            sc.kernel_drops,
+            if sc.truncated { "; TRUNCATED at the row cap, narrow the range" } else { "" }
+        );
+        if !sc.fingerprints.is_empty() {
+            let fps: Vec<String> =
+                sc.fingerprints.iter().map(|f| format!("{} {}", printable(&f.value), f.count)).collect();
+            let _ = writeln!(o, "  fingerprints (packets): {}", fps.join(", "));
+        }
+        let _ = writeln!(o, "  Top scanned ports (source windows):");
+        for p in &sc.top_ports {
+            let _ = writeln!(o, "    {:>5}/{:<4} {:>9}", p.port, p.transport, p.windows);
+        }
+        let _ = writeln!(
+            o,
+            "  Top scanners:\n    {:<40} {:>10} {:>7} {:>9}  fingerprints",
+            "ip", "packets", "windows", "max ports"
+        );
+        for s in &sc.top_scanners {
+            let fps: Vec<String> =
+                s.fingerprints.iter().map(|f| format!("{} {}", printable(&f.value), f.count)).collect();
+            let _ = writeln!(
+                o,
+                "    {:<40} {:>10} {:>7} {:>9}  {}",
+                s.ip,
+                s.packets,
+                s.windows,
+                s.max_distinct_ports,
+                fps.join(", ")
+            );
+        }
         let _ = writeln!(o, "\nSensors:");
         for s in &self.sensors {
             let _ = write!(

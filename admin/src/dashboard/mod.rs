@@ -206,6 +206,7 @@ fn router(app: App) -> Router {
         .route("/attackers", page("/attackers"))
         .route("/credentials", page("/credentials"))
         .route("/payloads", page("/payloads"))
+        .route("/scans", page("/scans"))
         .route("/sensors", page("/sensors"))
         .route("/login", get(login_form).post(login_submit))
         .route("/logout", post(logout))
@@ -322,6 +323,7 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
                         &analytics::exploits(c, &q, rows)?,
                         &analytics::downloads(c, &q, rows)?,
                     ),
+                    "/scans" => pages::scans(&analytics::scans(c, &q, rows)?),
                     _ => pages::sensors(&analytics::sensors(c, &q)?, now_ms()),
                 })
             })();
@@ -333,6 +335,7 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
         "/attackers" => "Attackers",
         "/credentials" => "Credentials",
         "/payloads" => "Payloads, exploits, downloads",
+        "/scans" => "Scans",
         _ => "Sensors",
     };
     match body {
@@ -373,6 +376,7 @@ async fn api(
                     "exploits" => j(analytics::exploits(c, &q, rows)?),
                     "downloads" => j(analytics::downloads(c, &q, rows)?),
                     "sensors" => j(analytics::sensors(c, &q)?),
+                    "scans" => j(analytics::scans(c, &q, rows)?),
                     "report" => j(analytics::report(c, &q, min_attempts, rows)?),
                     _ => return Ok(None),
                 };

@@ -5,7 +5,7 @@
 use super::html::esc;
 use super::svg;
 use crate::analytics::{
-    fmt_time, CountryRow, Credentials, ItemRow, LabelledTotals, PortRow, ProtocolRow, SensorHealth, Timeline,
+    fmt_time, CountryRow, Credentials, ItemRow, LabelledTotals, PortRow, ProtocolRow, Scans, SensorHealth, Timeline,
     TopSources, Totals,
 };
 use crate::labels::Include;
@@ -51,11 +51,12 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-const NAV: [(&str, &str); 5] = [
+const NAV: [(&str, &str); 6] = [
     ("/", "Overview"),
     ("/attackers", "Attackers"),
     ("/credentials", "Credentials"),
     ("/payloads", "Payloads"),
+    ("/scans", "Scans"),
     ("/sensors", "Sensors"),
 ];
 
@@ -198,12 +199,17 @@ pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries:
         esc(&tl.resolution),
         svg::timeline("attempts over time", &labels, &series)
     );
-    let prows: Vec<(String, i64)> = protocols.iter().map(|p| (p.protocol.clone(), p.attempts)).collect();
+    // Scan detection has no attempts (a SYN is no connection): its bar is its scan windows
+    // (one per source and minute), so the chart shows scanning beside the services.
+    let prows: Vec<(String, i64)> = protocols
+        .iter()
+        .map(|p| if p.protocol == "scan" { (p.protocol.clone(), p.events) } else { (p.protocol.clone(), p.attempts) })
+        .collect();
     let crows: Vec<(String, i64)> = countries.iter().take(12).map(|c| (c.country.clone(), c.attempts)).collect();
     let _ = write!(
         b,
         r#"<div class="grid"><section class="card"><h2>Protocols</h2>{}{}</section><section class="card"><h2>Countries</h2>{}{}</section></div>"#,
-        svg::bars("attempts per protocol", &prows),
+        svg::bars("attempts per protocol (scan: source windows)", &prows),
         protocol_table(protocols),
         svg::bars("attempts per country", &crows),
         country_table(countries)
@@ -363,6 +369,55 @@ pub fn payloads(p: &[ItemRow], e: &[ItemRow], d: &[ItemRow]) -> String {
         item_table("exploits", "exploit", "CVE", e),
         item_table("downloads", "URL", "tool", d)
     )
+}
+
+/// The scans page: totals, fingerprints, top scanned ports and top scanners.
+pub fn scans(s: &Scans) -> String {
+    let mut b = String::from(r#"<section class="stats">"#);
+    b += &stat("scan-packets", "scan packets", s.packets);
+    b += &stat("scan-scanners", "scanners", s.scanners);
+    b += &stat("scan-windows", "source windows", s.windows);
+    b += &stat("scan-unattributed", "unattributed packets", s.unattributed_packets);
+    b += &stat("scan-kernel-drops", "kernel drops", s.kernel_drops);
+    b += "</section>";
+    if s.truncated {
+        b += r#"<p class="note" id="scans-truncated">Too many scan windows in this range: the lists are cut. Narrow the range.</p>"#;
+    }
+    let fps: Vec<(String, i64)> = s.fingerprints.iter().map(|f| (f.value.clone(), f.count)).collect();
+    let ports: Vec<(String, i64)> =
+        s.top_ports.iter().take(12).map(|p| (format!("{}/{}", p.port, p.transport), p.windows)).collect();
+    let _ = write!(
+        b,
+        r#"<div class="grid"><section class="card"><h2>Fingerprints (packets)</h2>{}</section><section class="card"><h2>Most scanned ports (source windows)</h2>{}"#,
+        svg::bars("packets per scanner fingerprint", &fps),
+        svg::bars("source windows per port", &ports)
+    );
+    b += r#"<table id="scan-ports"><thead><tr><th>port</th><th>transport</th><th>source windows</th></tr></thead><tbody>"#;
+    for p in &s.top_ports {
+        let _ = write!(b, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", p.port, esc(&p.transport), p.windows);
+    }
+    if s.top_ports.is_empty() {
+        b += r#"<tr><td colspan="3" class="empty">none in this range</td></tr>"#;
+    }
+    b += r#"</tbody></table></section></div><section class="card"><h2>Top scanners</h2><table id="scanners"><thead><tr><th>address</th><th>packets</th><th>windows</th><th>most ports in a window</th><th>fingerprints</th><th>first seen</th><th>last seen</th></tr></thead><tbody>"#;
+    for r in &s.top_scanners {
+        let fps: Vec<String> = r.fingerprints.iter().map(|f| format!("{} {}", f.value, f.count)).collect();
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.ip),
+            r.packets,
+            r.windows,
+            r.max_distinct_ports,
+            esc(&fps.join(", ")),
+            fmt_time(Some(r.first_seen_ms)),
+            fmt_time(Some(r.last_seen_ms))
+        );
+    }
+    if s.top_scanners.is_empty() {
+        b += r#"<tr><td colspan="7" class="empty">none in this range</td></tr>"#;
+    }
+    b + "</tbody></table></section>"
 }
 
 fn mib(b: u64) -> String {

@@ -403,6 +403,16 @@ pub struct ItemRef<'a> {
     pub src_ip: &'a str,
 }
 
+/// One stored scan window (kind `scan_window`, protocol `scan`) as the scan report reads it:
+/// its detail is in `fields` ([`drosera_uplink::event::Detail::to_fields`] as JSON).
+#[derive(Debug, Clone, Copy)]
+pub struct ScanRef<'a> {
+    pub src_ip: &'a str,
+    pub transport: &'a str,
+    pub time_ms: i64,
+    pub fields: &'a str,
+}
+
 /// Where a timeline reads `agg_kind`: hour rows of `[from, to)`, or the spans of a day-level
 /// cover with every bucket floored to its day (a week row cannot be split into days).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -625,6 +635,13 @@ pub trait Storage: Send + SampleStorage {
         kind: ItemKind,
         range: &EventRange,
         f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+
+    /// Raw `scan_window` rows in `range`, until `f` breaks (through the `(kind, time_ms)` index).
+    fn scan_windows(
+        &self,
+        range: &EventRange,
+        f: &mut dyn FnMut(ScanRef<'_>) -> ControlFlow<()>,
     ) -> Result<(), StorageError>;
 
     /// A user name or password by id ("" if unknown).

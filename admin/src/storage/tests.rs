@@ -857,3 +857,106 @@ fn samples() {
         samples_are_recorded_once_with_sightings_names_and_matches(&*db);
     }
 }
+
+fn scan_ev(
+    seq: u64,
+    t: i64,
+    ip: &str,
+    transport: Transport,
+    ports: Vec<u16>,
+    packets: u64,
+    fps: &[(&str, u64)],
+) -> Event {
+    let mut e = ev(seq);
+    e.time_ms = t;
+    e.session_id = 0;
+    e.transport = transport;
+    e.protocol = Protocol::Scan;
+    e.src_ip = ip.parse().unwrap();
+    e.dst_port = ports.first().copied().unwrap_or(0);
+    e.detail = Detail::ScanWindow {
+        window_start_ms: t - t % 60_000,
+        window_ms: 60_000,
+        packets,
+        distinct_ports: ports.len() as u32,
+        distinct_exact: true,
+        ports,
+        fingerprints: fps.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+        kernel_drops: if ip == "0.0.0.0" { 4 } else { 0 },
+    };
+    e
+}
+
+/// Scan windows from the sensors' scan detection reach the report, the dashboard's data and the
+/// per-event export on every backend: top scanned ports, top scanners with their fingerprints,
+/// unattributed packets and kernel drops, and the protocol table's `scan` row.
+#[test]
+fn scan_windows_make_the_scan_report() {
+    const T0: i64 = 1_714_521_600_000;
+    let mut results = Vec::new();
+    for (mut db, _dir) in backends() {
+        sensors::register(&*db, "pi-scan", "ab", 0).unwrap();
+        let id = db.enrollment("pi-scan").unwrap().unwrap().sensor_id;
+        let evs = vec![
+            scan_ev(1, T0 + 1000, "198.51.100.7", Transport::Tcp, (1..=200).collect(), 200, &[("nmap", 200)]),
+            scan_ev(2, T0 + 2000, "203.0.113.9", Transport::Tcp, vec![23, 2323], 60, &[("mirai", 60)]),
+            scan_ev(3, T0 + 61_000, "203.0.113.9", Transport::Tcp, vec![23], 10, &[("mirai", 10)]),
+            scan_ev(4, T0 + 3000, "203.0.113.9", Transport::Udp, vec![161], 5, &[]),
+            scan_ev(5, T0 + 4000, "0.0.0.0", Transport::Tcp, vec![22, 23], 1000, &[("zmap", 3)]),
+        ];
+        assert!(matches!(commit(&*db, id, 5, &evs), BatchOutcome::Ack(_)));
+        let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+        analytics::refresh(&mut *db, &en).unwrap();
+        let q = analytics::Query {
+            since_ms: Some(T0 - 3_600_000),
+            until_ms: Some(T0 + 3_600_000),
+            sensor: None,
+            ..Default::default()
+        };
+        let s = analytics::scans(&*db, &q, 5).unwrap();
+        assert_eq!((s.windows, s.packets, s.scanners), (5, 1275, 2));
+        assert_eq!((s.unattributed_packets, s.kernel_drops, s.truncated), (1000, 4, false));
+        let fps: Vec<(&str, i64)> = s.fingerprints.iter().map(|f| (f.value.as_str(), f.count)).collect();
+        assert_eq!(fps, vec![("nmap", 200), ("mirai", 70), ("zmap", 3)]);
+        let ports: Vec<(i64, &str, i64)> =
+            s.top_ports.iter().map(|p| (p.port, p.transport.as_str(), p.windows)).collect();
+        assert_eq!(ports, vec![(23, "tcp", 3), (1, "tcp", 1), (2, "tcp", 1), (3, "tcp", 1), (4, "tcp", 1)]);
+        assert_eq!(s.top_scanners.len(), 2);
+        let top = &s.top_scanners[0];
+        assert_eq!((top.ip.as_str(), top.packets, top.windows, top.max_distinct_ports), ("198.51.100.7", 200, 1, 200));
+        let mirai = &s.top_scanners[1];
+        assert_eq!((mirai.packets, mirai.windows), (75, 3));
+        assert_eq!(mirai.fingerprints[0].value, "mirai");
+        // The report carries it, in JSON and text; the protocol table has a scan row, no attempts.
+        let report = analytics::report(&*db, &q, 0, 5).unwrap();
+        assert_eq!(report.scans, s);
+        let scan_row = report.protocols.iter().find(|p| p.protocol == "scan").expect("scan in the protocol table");
+        assert_eq!((scan_row.attempts, scan_row.events), (0, 5));
+        assert_eq!(report.totals.attempts, 0, "scans are not attempts");
+        let text = report.to_text();
+        assert!(
+            text.contains("Scans: 1275 packets") && text.contains("198.51.100.7") && text.contains("mirai 70"),
+            "{text}"
+        );
+        // The per-event export has every scan window with typed numbers.
+        let mut out = Vec::new();
+        let eq = analytics::Query {
+            since_ms: Some(T0 - 3_600_000),
+            until_ms: Some(T0 + 3_600_000),
+            sensor: None,
+            ..Default::default()
+        };
+        crate::export::export(&*db, &eq, crate::export::Format::EventsJsonl, &mut out).unwrap();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let scans: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "scan_window").collect();
+        assert_eq!(scans.len(), 5);
+        assert!(scans
+            .iter()
+            .any(|l| l["packets"] == 200 && l["fingerprints"] == "nmap:200" && l["distinct_exact"] == true));
+        results.push(serde_json::to_string(&s).unwrap());
+    }
+    for r in &results[1..] {
+        assert_eq!(r, &results[0], "scans differ between backends");
+    }
+}

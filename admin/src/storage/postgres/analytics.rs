@@ -595,6 +595,23 @@ pub fn scan_items(
     })
 }
 
+pub fn scan_windows(
+    db: &Postgres,
+    range: &EventRange,
+    f: &mut dyn FnMut(ScanRef<'_>) -> ControlFlow<()>,
+) -> Result<(), StorageError> {
+    let sql = "SELECT src_ip, transport, time_ms, fields FROM events
+               WHERE kind = 'scan_window' AND time_ms >= $1 AND time_ms < $2 AND ($3::bigint IS NULL OR sensor_id = $3)";
+    stream(db, sql, &[&range.since_ms, &range.until_ms, &range.sensor_id], &mut |row| {
+        Ok(f(ScanRef {
+            src_ip: row.try_get(0)?,
+            transport: row.try_get(1)?,
+            time_ms: row.try_get(2)?,
+            fields: row.try_get(3)?,
+        }))
+    })
+}
+
 pub fn string_of(db: &Postgres, id: i64) -> Result<String, StorageError> {
     Ok(query(db, "SELECT s FROM strings WHERE id = $1", &[&id], |r| r.try_get(0))?
         .into_iter()

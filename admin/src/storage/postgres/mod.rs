@@ -256,6 +256,13 @@ impl Storage for Postgres {
     ) -> Result<(), StorageError> {
         analytics::scan_items(self, kind, range, f)
     }
+    fn scan_windows(
+        &self,
+        range: &EventRange,
+        f: &mut dyn FnMut(ScanRef<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError> {
+        analytics::scan_windows(self, range, f)
+    }
     fn string_of(&self, id: i64) -> Result<String, StorageError> {
         analytics::string_of(self, id)
     }

@@ -382,6 +382,25 @@ pub fn scan_items(
     Ok(())
 }
 
+pub fn scan_windows(
+    conn: &Connection,
+    range: &EventRange,
+    f: &mut dyn FnMut(ScanRef<'_>) -> ControlFlow<()>,
+) -> Result<(), StorageError> {
+    let sql = "SELECT src_ip, transport, time_ms, fields FROM events INDEXED BY events_kind
+               WHERE kind = 'scan_window' AND time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR sensor_id = ?3)";
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![range.since_ms, range.until_ms, range.sensor_id])?;
+    while let Some(row) = rows.next()? {
+        let r =
+            ScanRef { src_ip: text(row, 0)?, transport: text(row, 1)?, time_ms: row.get(2)?, fields: text(row, 3)? };
+        if f(r).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub fn string_of(conn: &Connection, id: i64) -> Result<String, StorageError> {
     Ok(conn
         .prepare_cached("SELECT s FROM strings WHERE id = ?1")?

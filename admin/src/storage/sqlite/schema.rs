@@ -220,8 +220,7 @@ INSERT OR IGNORE INTO label_state(id) VALUES (1);
 "#;
 
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 4] =
-    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES)];
+pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -521,7 +520,11 @@ mod tests {
         let path = dir.path().join("new.db");
         let conn = super::super::open(&path).unwrap();
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
-        assert_eq!(names(&conn, "table").len(), 18, "11 tables, 2 of labels since version 3, 5 of samples since version 4");
+        assert_eq!(
+            names(&conn, "table").len(),
+            18,
+            "11 tables, 2 of labels since version 3, 5 of samples since version 4"
+        );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         let e = super::super::open(&path).err().unwrap();
