@@ -9,8 +9,8 @@
 //! (`Command`: each interface UUID with its well-known name and version), accept the interfaces
 //! a Windows endpoint mapper accepts on 135 with NDR and reject the others as Windows does
 //! (`abstract syntax not supported`), and answer requests: `ept_lookup` (opnum 2) with an empty
-//! list and `EPT_S_NOT_REGISTERED` (what the mapper says at the end of its list; rpcdump prints
-//! "Retrieved 0 endpoints"), `ept_map` (opnum 3) likewise, everything else with a `fault`
+//! list and `EPT_S_NOT_REGISTERED` (what the mapper says past the end of its list; rpcdump reports
+//! "No endpoints found"), `ept_map` (opnum 3) likewise, everything else with a `fault`
 //! (`nca_op_rng_error`). Each request is recorded as a `Command` (interface and opnum); a
 //! request on a DCOM activation interface is also an `Exploit` attempt (`dcom-activation`,
 //! MS03-026 names CVE-2003-0352). Non-DCE/RPC bytes get the `bind_nak` Windows sends
