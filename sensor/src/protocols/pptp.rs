@@ -277,7 +277,9 @@ mod tests {
 
     /// nmap's pptp-version request (note its cookie ends in 0x3f, not 0x4d).
     fn nmap_request() -> Vec<u8> {
-        let mut m = vec![0, 156, 0, 1, 0x1a, 0x2b, 0x3c, 0x3f, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 1];
+        let mut m = vec![
+            0, 156, 0, 1, 0x1a, 0x2b, 0x3c, 0x3f, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 1,
+        ];
         m.extend_from_slice(&padded("none", 64));
         m.extend_from_slice(&padded("nmap", 64));
         m

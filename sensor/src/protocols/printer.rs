@@ -152,10 +152,15 @@ impl Parser {
             return reply(format!("FORMATTERNUMBER=\"Q6505A\"\r\nPRODUCT=\"{}\"\r\n", self.model));
         }
         if cmd.starts_with("INFO VARIABLES") {
-            return reply("COPIES=1 [2 RANGE]\r\n\t1\r\n\t999\r\nPAPER=LETTER [3 ENUMERATED]\r\n\tLETTER\r\n\tLEGAL\r\n\tA4\r\n".into());
+            return reply(
+                "COPIES=1 [2 RANGE]\r\n\t1\r\n\t999\r\nPAPER=LETTER [3 ENUMERATED]\r\n\tLETTER\r\n\tLEGAL\r\n\tA4\r\n"
+                    .into(),
+            );
         }
         if cmd.starts_with("INFO USTATUS") {
-            return reply("DEVICE=[3 ENUMERATED]\r\n\tOFF\r\n\tON\r\n\tVERBOSE\r\nJOB=[2 ENUMERATED]\r\n\tOFF\r\n\tON\r\n".into());
+            return reply(
+                "DEVICE=[3 ENUMERATED]\r\n\tOFF\r\n\tON\r\n\tVERBOSE\r\nJOB=[2 ENUMERATED]\r\n\tOFF\r\n\tON\r\n".into(),
+            );
         }
         if cmd.starts_with("ECHO") {
             return Some(format!("@PJL {orig}\r\n\x0c").into_bytes());

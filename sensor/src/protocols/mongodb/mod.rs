@@ -70,7 +70,10 @@ fn hello(cmd: &Doc, legacy: bool, connection_id: i32) -> Writer {
         w = w.bool("isWritablePrimary", true);
     }
     w = w
-        .doc("topologyVersion", Writer::new().object_id("processId", [0x65, 0x4a, 0x1b, 0x2c, 0, 0, 0, 0, 0, 0, 0, 1]).i64("counter", 0))
+        .doc(
+            "topologyVersion",
+            Writer::new().object_id("processId", [0x65, 0x4a, 0x1b, 0x2c, 0, 0, 0, 0, 0, 0, 0, 1]).i64("counter", 0),
+        )
         .i32("maxBsonObjectSize", 16 * 1024 * 1024)
         .i32("maxMessageSizeBytes", 48_000_000)
         .i32("maxWriteBatchSize", 100_000)
@@ -99,7 +102,10 @@ fn build_info() -> Writer {
         .str("javascriptEngine", "mozjs")
         .str("sysInfo", "deprecated")
         .array("versionArray", Writer::new().i32("0", 6).i32("1", 0).i32("2", 12).i32("3", 0))
-        .doc("openssl", Writer::new().str("running", "OpenSSL 3.0.2 15 Mar 2022").str("compiled", "OpenSSL 3.0.2 15 Mar 2022"))
+        .doc(
+            "openssl",
+            Writer::new().str("running", "OpenSSL 3.0.2 15 Mar 2022").str("compiled", "OpenSSL 3.0.2 15 Mar 2022"),
+        )
         .doc(
             "buildEnvironment",
             Writer::new().str("distmod", "ubuntu2204").str("distarch", "x86_64").str("target_arch", "x86_64"),
@@ -158,8 +164,13 @@ pub fn answer(cmd: &Doc, connection_id: i32, server_nonce: &str) -> Outcome {
         "whatsmyuri" => ok(Writer::new().str("you", "127.0.0.1:0")),
         "getlog" => ok(Writer::new().i32("totalLinesWritten", 0).array("log", Writer::new())),
         "getparameter" => ok(Writer::new().str("featureCompatibilityVersion", "6.0")),
-        "hostinfo" => ok(Writer::new().doc("system", Writer::new().str("hostname", "mongo-prod-01").i32("numCores", 4))),
-        "getcmdlineopts" => ok(Writer::new().array("argv", Writer::new().str("0", "/usr/bin/mongod").str("1", "--config").str("2", "/etc/mongod.conf"))),
+        "hostinfo" => {
+            ok(Writer::new().doc("system", Writer::new().str("hostname", "mongo-prod-01").i32("numCores", 4)))
+        }
+        "getcmdlineopts" => ok(Writer::new().array(
+            "argv",
+            Writer::new().str("0", "/usr/bin/mongod").str("1", "--config").str("2", "/etc/mongod.conf"),
+        )),
         "saslstart" => {
             let mech = cmd.get_str("mechanism").unwrap_or("").to_string();
             let payload = match cmd.get("payload") {
@@ -185,11 +196,9 @@ pub fn answer(cmd: &Doc, connection_id: i32, server_nonce: &str) -> Outcome {
         "saslcontinue" | "authenticate" => err(18, "AuthenticationFailed", "Authentication failed."),
         "" => err(59, "CommandNotFound", "no such command: ''"),
         "find" | "count" | "aggregate" | "listcollections" | "listindexes" | "insert" | "update" | "delete"
-        | "dropdatabase" | "drop" | "create" | "createuser" | "eval" | "dbstats" | "collstats" => err(
-            13,
-            "Unauthorized",
-            &format!("command {name} requires authentication"),
-        ),
+        | "dropdatabase" | "drop" | "create" | "createuser" | "eval" | "dbstats" | "collstats" => {
+            err(13, "Unauthorized", &format!("command {name} requires authentication"))
+        }
         _ => err(59, "CommandNotFound", &format!("no such command: '{}'", name.chars().take(64).collect::<String>())),
     };
     Outcome { reply, login }
@@ -235,15 +244,17 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
         session.emit(Detail::Command { line: command_line(&doc, &db) });
         let out = answer(&doc, connection_id, &server_nonce);
         if let Some((user, mechanism)) = out.login {
-            let auth_db = doc
-                .get_doc("speculativeAuthenticate")
-                .and_then(|s| s.get_str("db"))
-                .map_or(db.clone(), str::to_string);
+            let auth_db =
+                doc.get_doc("speculativeAuthenticate").and_then(|s| s.get_str("db")).map_or(db.clone(), str::to_string);
             session.emit(Detail::Login {
                 username: user,
                 secret: Secret::None,
                 success: false,
-                extra: vec![("method".into(), "mongodb-sasl".into()), ("mechanism".into(), mechanism), ("database".into(), auth_db)],
+                extra: vec![
+                    ("method".into(), "mongodb-sasl".into()),
+                    ("mechanism".into(), mechanism),
+                    ("database".into(), auth_db),
+                ],
             });
         }
         next_id = next_id.wrapping_add(1);
@@ -305,7 +316,8 @@ mod tests {
         }
         let r = doc_of(&answer(&doc(Writer::new().i32("saslContinue", 1)), 1, "xyz").reply);
         assert_eq!(r.get("code"), Some(&Value::Int32(18)));
-        let spec = Writer::new().str("mechanism", "SCRAM-SHA-1").binary("payload", 0, b"n,,n=root,r=x").str("db", "admin");
+        let spec =
+            Writer::new().str("mechanism", "SCRAM-SHA-1").binary("payload", 0, b"n,,n=root,r=x").str("db", "admin");
         let out = answer(&doc(Writer::new().i32("hello", 1).doc("speculativeAuthenticate", spec)), 1, "x");
         assert_eq!(out.login, Some(("root".into(), "SCRAM-SHA-1".into())));
     }

@@ -49,7 +49,8 @@ pub enum WireError {
 /// Parses an `OP_MSG` body (after the header): the kind-0 section's document; its `$db` is the
 /// database.
 pub fn parse_op_msg(b: &[u8]) -> Result<Command, WireError> {
-    let flags = u32::from_le_bytes(b.get(..4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?);
+    let flags =
+        u32::from_le_bytes(b.get(..4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?);
     let end = if flags & 1 != 0 { b.len().checked_sub(4).ok_or(WireError::Truncated)? } else { b.len() };
     let mut at = 4;
     let mut body = None;
@@ -66,7 +67,9 @@ pub fn parse_op_msg(b: &[u8]) -> Result<Command, WireError> {
                 }
             }
             1 => {
-                let size = i32::from_le_bytes(b.get(at..at + 4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?);
+                let size = i32::from_le_bytes(
+                    b.get(at..at + 4).ok_or(WireError::Truncated)?.try_into().map_err(|_| WireError::Truncated)?,
+                );
                 let size = usize::try_from(size).map_err(|_| WireError::Truncated)?;
                 if size < 4 || at + size > end {
                     return Err(WireError::Truncated);
