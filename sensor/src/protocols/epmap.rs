@@ -8,9 +8,10 @@
 //! enumeration), or SAMR/LSARPC/SRVSVC asked for on the wrong port. We record every bind
 //! (`Command`: each interface UUID with its well-known name and version), accept the interfaces
 //! a Windows endpoint mapper accepts on 135 with NDR and reject the others as Windows does
-//! (`abstract syntax not supported`), and answer requests: `ept_lookup` (opnum 2) with an empty
-//! list and `EPT_S_NOT_REGISTERED` (what the mapper says past the end of its list; rpcdump reports
-//! "No endpoints found"), `ept_map` (opnum 3) likewise, everything else with a `fault`
+//! (`abstract syntax not supported`), and answer requests: `ept_lookup` (opnum 2) with the endpoints a
+//! Windows Server 2008 R2 file server lists ([`ENDPOINTS`]; the named pipe on the SMB service's
+//! host name), all at once with a null handle, `ept_map` (opnum 3) with no tower and
+//! `EPT_S_NOT_REGISTERED`, everything else with a `fault`
 //! (`nca_op_rng_error`). Each request is recorded as a `Command` (interface and opnum); a
 //! request on a DCOM activation interface is also an `Exploit` attempt (`dcom-activation`,
 //! MS03-026 names CVE-2003-0352). Non-DCE/RPC bytes get the `bind_nak` Windows sends
@@ -340,15 +341,111 @@ pub fn fault(call_id: u32, context_id: u16, status: u32) -> Vec<u8> {
     pdu(ptype::FAULT, call_id, &b)
 }
 
-/// The `ept_lookup` result with no entries: a null context handle, num_ents 0, an empty
-/// conformant varying array, `EPT_S_NOT_REGISTERED`.
-pub fn ept_lookup_empty() -> Vec<u8> {
+/// Where a registered interface listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// `ncacn_ip_tcp` on this port.
+    Tcp(u16),
+    /// `ncacn_np` on this pipe (`\PIPE\lsass`).
+    Pipe(&'static str),
+}
+
+/// The endpoints a Windows Server 2008 R2 file server registers with its mapper, reachable
+/// from the network: (interface UUID, version, annotation, binding).
+pub const ENDPOINTS: &[(&str, (u16, u16), &str, Binding)] = &[
+    ("d95afe70-a6d5-4259-822e-2c84da1ddb0d", (1, 0), "", Binding::Tcp(49152)),
+    ("f6beaff7-1e19-4fbb-9f8f-b89e2018337c", (1, 0), "Event log TCPIP", Binding::Tcp(49153)),
+    ("3c4728c5-f0ab-448b-bda1-6ce01eb0a6d5", (1, 0), "DHCP Client LRPC Endpoint", Binding::Tcp(49153)),
+    ("86d35949-83c9-4044-b424-db363231fd0c", (1, 0), "", Binding::Tcp(49154)),
+    ("367abb81-9844-35f1-ad32-98f038001003", (2, 0), "", Binding::Tcp(49155)),
+    ("12345778-1234-abcd-ef00-0123456789ac", (1, 0), "", Binding::Tcp(49156)),
+    ("12345778-1234-abcd-ef00-0123456789ac", (1, 0), "", Binding::Pipe("\\PIPE\\lsass")),
+    ("12345678-1234-abcd-ef00-0123456789ab", (1, 0), "IPSec Policy agent endpoint", Binding::Tcp(49157)),
+];
+
+/// A UUID's wire bytes from its text form (`None` if it is not one).
+pub fn uuid_wire(text: &str) -> Option<[u8; 16]> {
+    let h: String = text.chars().filter(|c| *c != '-').collect();
+    let v = hex::decode(h).ok()?;
+    let mut u: [u8; 16] = v.try_into().ok()?;
+    u[0..4].reverse();
+    u[4..6].reverse();
+    u[6..8].reverse();
+    Some(u)
+}
+
+/// The protocol tower of an endpoint (C706 appendix L): interface, NDR, connection-oriented
+/// RPC, then TCP port and IP address, or named pipe and NetBIOS host name.
+pub fn tower(uuid: &[u8; 16], version: (u16, u16), binding: Binding, host: &str) -> Vec<u8> {
+    let mut t = Vec::new();
+    let mut floor = |lhs: &[u8], rhs: &[u8]| {
+        t.extend_from_slice(&(lhs.len() as u16).to_le_bytes());
+        t.extend_from_slice(lhs);
+        t.extend_from_slice(&(rhs.len() as u16).to_le_bytes());
+        t.extend_from_slice(rhs);
+    };
+    let mut iface = vec![0x0d];
+    iface.extend_from_slice(uuid);
+    iface.extend_from_slice(&version.0.to_le_bytes());
+    floor(&iface, &version.1.to_le_bytes());
+    let mut ndr = vec![0x0d];
+    ndr.extend_from_slice(&NDR);
+    ndr.extend_from_slice(&2u16.to_le_bytes());
+    floor(&ndr, &[0, 0]);
+    floor(&[0x0b], &[0, 0]);
+    match binding {
+        Binding::Tcp(port) => {
+            floor(&[0x07], &port.to_be_bytes());
+            floor(&[0x09], &[0, 0, 0, 0]);
+        }
+        Binding::Pipe(pipe) => {
+            let mut p = pipe.as_bytes().to_vec();
+            p.push(0);
+            floor(&[0x0f], &p);
+            let mut h = format!("\\\\{host}").into_bytes();
+            h.truncate(64);
+            h.push(0);
+            floor(&[0x11], &h);
+        }
+    }
+    let mut out = 5u16.to_le_bytes().to_vec();
+    out.extend_from_slice(&t);
+    out
+}
+
+fn pad4(v: &mut Vec<u8>) {
+    while !v.len().is_multiple_of(4) {
+        v.push(0);
+    }
+}
+
+/// The `ept_lookup` result listing [`ENDPOINTS`] (host `host` in named-pipe towers) at once:
+/// a null context handle (the list is complete), the entries, status 0.
+pub fn ept_lookup_list(host: &str) -> Vec<u8> {
+    let n = ENDPOINTS.len() as u32;
     let mut s = vec![0u8; 20];
-    s.extend_from_slice(&0u32.to_le_bytes()); // num_ents
-    s.extend_from_slice(&0u32.to_le_bytes()); // max_count
+    s.extend_from_slice(&n.to_le_bytes()); // num_ents
+    s.extend_from_slice(&n.to_le_bytes()); // max_count
     s.extend_from_slice(&0u32.to_le_bytes()); // offset
-    s.extend_from_slice(&0u32.to_le_bytes()); // actual_count
-    s.extend_from_slice(&EPT_S_NOT_REGISTERED.to_le_bytes());
+    s.extend_from_slice(&n.to_le_bytes()); // actual_count
+    for (i, (_, _, annotation, _)) in ENDPOINTS.iter().enumerate() {
+        s.extend_from_slice(&[0u8; 16]); // object
+        s.extend_from_slice(&(0x0002_0000u32 + i as u32 * 4).to_le_bytes()); // tower referent
+        let a = annotation.as_bytes();
+        s.extend_from_slice(&0u32.to_le_bytes());
+        s.extend_from_slice(&(a.len() as u32 + 1).to_le_bytes());
+        s.extend_from_slice(a);
+        s.push(0);
+        pad4(&mut s);
+    }
+    for (uuid, version, _, binding) in ENDPOINTS {
+        let t = tower(&uuid_wire(uuid).unwrap_or_default(), *version, *binding, host);
+        s.extend_from_slice(&(t.len() as u32).to_le_bytes()); // max_count
+        s.extend_from_slice(&(t.len() as u32).to_le_bytes()); // tower_length
+        s.extend_from_slice(&t);
+        pad4(&mut s);
+    }
+    s.extend_from_slice(&0u32.to_le_bytes());
     s
 }
 
@@ -374,7 +471,11 @@ fn is_dcom_activation(uuid: &str) -> bool {
     matches!(uuid, "4d9f4ab8-7d1c-11cf-861e-0020af6e7c57" | "000001a0-0000-0000-c000-000000000046")
 }
 
-pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
+    // The SMB service's host name: one story per host.
+    let smb = crate::protocols::smb::SmbPersona::of(session.persona());
+    let host = if svc.banner.is_empty() { smb.default_host } else { svc.banner.as_str() };
+    let lookup = ept_lookup_list(host);
     let assoc_group = 0x0001_0000 | u32::from(rand::random::<u16>());
     // Context id -> abstract syntax, for the bound contexts (at most MAX_CONTEXTS).
     let mut bound: Vec<(u16, String)> = Vec::new();
@@ -433,9 +534,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
                     });
                 }
                 let reply = match (uuid.as_str(), r.opnum) {
-                    ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 2) => {
-                        response(h.call_id, r.context_id, &ept_lookup_empty())
-                    }
+                    ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 2) => response(h.call_id, r.context_id, &lookup),
                     ("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 3) => response(h.call_id, r.context_id, &ept_map_empty()),
                     _ => fault(h.call_id, r.context_id, NCA_OP_RNG_ERROR),
                 };
@@ -458,15 +557,8 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
 mod tests {
     use super::*;
 
-    fn uuid_wire(text: &str) -> [u8; 16] {
-        let h: String = text.chars().filter(|c| *c != '-').collect();
-        let v = hex::decode(h).unwrap();
-        let mut u = [0u8; 16];
-        u.copy_from_slice(&v);
-        u[0..4].reverse();
-        u[4..6].reverse();
-        u[6..8].reverse();
-        u
+    fn wire(text: &str) -> [u8; 16] {
+        uuid_wire(text).unwrap()
     }
 
     fn bind_pdu(ifaces: &[&str]) -> Vec<u8> {
@@ -474,7 +566,7 @@ mod tests {
         for (i, u) in ifaces.iter().enumerate() {
             b.extend_from_slice(&(i as u16).to_le_bytes());
             b.extend_from_slice(&[1, 0]);
-            b.extend_from_slice(&uuid_wire(u));
+            b.extend_from_slice(&wire(u));
             b.extend_from_slice(&[3, 0, 0, 0]);
             b.extend_from_slice(&NDR);
             b.extend_from_slice(&2u32.to_le_bytes());
@@ -485,7 +577,11 @@ mod tests {
     #[test]
     fn uuids_round_trip_and_are_named() {
         let epm = "e1af8308-5d1f-11c9-91a4-08002b14a0fa";
-        assert_eq!(uuid_text(&uuid_wire(epm)), epm);
+        assert_eq!(uuid_text(&wire(epm)), epm);
+        for (u, _, _, _) in ENDPOINTS {
+            assert_eq!(uuid_wire(u).map(|w| uuid_text(&w)).as_deref(), Some(*u));
+        }
+        assert_eq!(tower(&wire(epm), (3, 0), Binding::Tcp(135), "H")[..2], [5, 0]);
         assert_eq!(uuid_text(&NDR), "8a885d04-1ceb-11c9-9fe8-08002b104860");
         assert_eq!(interface(epm), Some(("EPM (endpoint mapper)", true)));
     }
@@ -527,8 +623,10 @@ mod tests {
         let p = pdu(ptype::REQUEST, 9, &body);
         let h = parse_header(&p).unwrap();
         assert_eq!(parse_request(&h, &p).unwrap(), Request { context_id: 0, opnum: 2, stub_len: 40 });
-        let r = response(9, 0, &ept_lookup_empty());
-        assert_eq!(&r[r.len() - 4..], &EPT_S_NOT_REGISTERED.to_le_bytes());
+        let r = response(9, 0, &ept_lookup_list("FILESRV01"));
+        assert_eq!(&r[r.len() - 4..], &[0, 0, 0, 0]);
+        assert_eq!(parse_header(&r).unwrap().frag_length as usize, r.len());
+        assert!(r.windows(11).any(|w| w == b"\\\\FILESRV01"));
         assert_eq!(parse_header(&fault(9, 0, NCA_OP_RNG_ERROR)).unwrap().ptype, ptype::FAULT);
     }
 
