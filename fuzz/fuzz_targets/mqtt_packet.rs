@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = mqtt::parse_connect(data);
     for level in [4, 5] {
-        if let Ok((_, topics, n)) = mqtt::parse_subscribe(data, level) {
-            assert!(topics.len() <= mqtt::MAX_TOPICS && topics.len() <= n);
+        if let Ok(sub) = mqtt::parse_subscribe(data, level) {
+            assert!(sub.topics.len() <= mqtt::MAX_TOPICS && sub.topics.len() <= sub.count);
         }
         let _ = mqtt::parse_unsubscribe(data, level);
         let _ = mqtt::parse_publish(data.first().copied().unwrap_or(0) & 0x0f, data, level);

@@ -27,8 +27,11 @@ fn commands(evs: &[Event], p: Protocol) -> Vec<String> {
         .collect()
 }
 
-/// (user, secret, success, extra) of each login of `p`.
-fn logins(evs: &[Event], p: Protocol) -> Vec<(String, Secret, bool, Vec<(String, String)>)> {
+/// (user, secret, success, extra) of a login.
+type Login = (String, Secret, bool, Vec<(String, String)>);
+
+/// Each login of `p`.
+fn logins(evs: &[Event], p: Protocol) -> Vec<Login> {
     evs.iter()
         .filter(|e| e.protocol == p)
         .filter_map(|e| match &e.detail {

@@ -294,7 +294,7 @@ pub fn bind_ack(bind: &Bind, call_id: u32, assoc_group: u32, alter: bool) -> Vec
         b.extend_from_slice(&4u16.to_le_bytes());
         b.extend_from_slice(b"135\0");
     }
-    while !b.len().is_multiple_of(4) {
+    while b.len() % 4 != 0 {
         b.push(0);
     }
     b.push(bind.contexts.len() as u8);
@@ -414,7 +414,7 @@ pub fn tower(uuid: &[u8; 16], version: (u16, u16), binding: Binding, host: &str)
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while !v.len().is_multiple_of(4) {
+    while v.len() % 4 != 0 {
         v.push(0);
     }
 }

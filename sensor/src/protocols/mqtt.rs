@@ -138,9 +138,17 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, MqttError> {
     Ok(Connect { protocol, level, client_id, username, password, will_topic, keep_alive })
 }
 
-/// A SUBSCRIBE's packet id and `(topic, requested QoS)` pairs (at most [`MAX_TOPICS`]
-/// recorded; every one is granted).
-pub fn parse_subscribe(body: &[u8], level: u8) -> Result<(u16, Vec<(String, u8)>, usize), MqttError> {
+/// A SUBSCRIBE's packet id, the first [`MAX_TOPICS`] `(topic, requested QoS)` pairs and how
+/// many topics it named (every one is granted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscribe {
+    pub id: u16,
+    pub topics: Vec<(String, u8)>,
+    pub count: usize,
+}
+
+/// Parses a SUBSCRIBE body.
+pub fn parse_subscribe(body: &[u8], level: u8) -> Result<Subscribe, MqttError> {
     let mut c = Cur { b: body };
     let id = c.u16()?;
     if level >= 5 {
@@ -159,7 +167,7 @@ pub fn parse_subscribe(body: &[u8], level: u8) -> Result<(u16, Vec<(String, u8)>
     if count == 0 {
         return Err(MqttError::Malformed);
     }
-    Ok((id, topics, count))
+    Ok(Subscribe { id, topics, count })
 }
 
 /// An UNSUBSCRIBE's packet id and topic count.
@@ -338,7 +346,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceS
                 }
             }
             kind::SUBSCRIBE => {
-                let Ok((id, topics, count)) = parse_subscribe(&body, level) else {
+                let Ok(Subscribe { id, topics, count }) = parse_subscribe(&body, level) else {
                     return Err(CloseReason::ProtocolError);
                 };
                 let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
@@ -440,7 +448,7 @@ mod tests {
         let mut b = 7u16.to_be_bytes().to_vec();
         b.extend_from_slice(&[0, 1, b'#', 1]);
         b.extend_from_slice(&[0, 3, b'a', b'/', b'b', 0]);
-        let (id, topics, n) = parse_subscribe(&b, 4).unwrap();
+        let Subscribe { id, topics, count: n } = parse_subscribe(&b, 4).unwrap();
         assert_eq!((id, n), (7, 2));
         assert_eq!(topics, vec![("#".into(), 1), ("a/b".into(), 0)]);
         assert_eq!(suback(4, 7, &[1, 0], 2), vec![0x90, 4, 0, 7, 1, 0]);

@@ -111,9 +111,7 @@ impl Parser {
             if let Some(r) = self.pjl(cmd.trim(), line[4..].trim()) {
                 out.push(Action::Reply(r));
             }
-        } else if line.starts_with("%!") {
-            out.push(Action::Command(format!("PostScript {line}")));
-        } else if postscript_file_operator(line) {
+        } else if line.starts_with("%!") || postscript_file_operator(line) {
             out.push(Action::Command(format!("PostScript {line}")));
         }
     }
