@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn fsdownload_data_is_skipped_and_file_system_queries_answered() {
         let mut p = Parser::new(DEFAULT_BANNER);
-        let a = p.feed(b"@PJL FSDOWNLOAD FORMAT:BINARY SIZE=5 NAME=\"0:\\x.sh\"\r\n@PJL\nx@PJL ECHO x\r\n");
+        let a = p.feed(b"@PJL FSDOWNLOAD FORMAT:BINARY SIZE=5 NAME=\"0:\\x.sh\"\r\n@PJL\n@PJL ECHO x\r\n");
         // The 5 file bytes (which look like a command) are passed over.
         assert_eq!(a.len(), 3, "{a:?}");
         assert_eq!(a[1], Action::Command("PJL ECHO x".into()));
