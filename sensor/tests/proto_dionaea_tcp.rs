@@ -311,8 +311,9 @@ async fn nmap_names_the_five_services() {
     eprintln!("{text}");
     for (port, service, product) in [
         ("135/tcp", "msrpc", "Microsoft Windows RPC"),
-        ("1723/tcp", "pptp", "icrosoft"),
-        ("1883/tcp", "mqtt", ""),
+        ("1723/tcp", "pptp", "Microsoft (Firmware: 3790)"),
+        // nmap's mqtt-subscribe names the service by the broker version it read under $SYS.
+        ("1883/tcp", "mosquitto version 2.0.11", ""),
         ("9100/tcp", "hp-pjl", "HP LaserJet 4250"),
         ("27017/tcp", "mongodb", "MongoDB 6.0.12"),
     ] {
@@ -320,6 +321,7 @@ async fn nmap_names_the_five_services() {
         assert!(line.contains(" open ") && line.contains(service) && line.contains(product), "{port} in\n{text}");
     }
     assert!(text.contains("pjl-ready-message: \"Ready\""), "{text}");
+    assert!(text.contains("mosquitto version 2.0.11"), "{text}");
     let evs = h.wait_connections(5, Duration::from_secs(10)).await;
     assert!(evs.iter().any(|e| e.protocol == Protocol::Printer
         && matches!(&e.detail, Detail::Command { line } if line == "PJL INFO STATUS")));

@@ -7,7 +7,9 @@
 //! login policy and is refused with "not authorized" unless it lets the pair in), SUBSCRIBE
 //! topics as a `Command` (granted at the asked QoS), PUBLISH as a `Command` (topic) plus a
 //! `Payload` (the message, hashed and prefix-kept), PINGREQ, UNSUBSCRIBE and DISCONNECT answered
-//! as a broker does. Nothing is ever delivered to subscribers.
+//! as a broker does. Nothing a client published is ever delivered; a subscriber to `$SYS`
+//! gets the broker's own fixed statistics ([`SYS_TOPICS`], mosquitto 2.0.11), as nmap's
+//! `mqtt-subscribe` expects.
 //!
 //! Bounded: the remaining-length varint is at most 4 bytes and a packet at most
 //! [`MAX_PACKET`] bytes (a larger one ends the session as a protocol error before anything is
@@ -353,6 +355,11 @@ pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceS
                 session.emit(Detail::Command { line: format!("SUBSCRIBE {}", names.join(" ")) });
                 let granted: Vec<u8> = topics.iter().map(|(_, q)| (*q).min(2)).collect();
                 session.write_all(&suback(level, id, &granted, count)).await?;
+                if topics.iter().any(|(t, _)| t.starts_with("$SYS")) {
+                    for (topic, value) in SYS_TOPICS {
+                        session.write_all(&sys_publish(level, topic, value)).await?;
+                    }
+                }
             }
             kind::UNSUBSCRIBE => {
                 let Ok((id, n)) = parse_unsubscribe(&body, level) else {
@@ -371,6 +378,26 @@ pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceS
         }
     }
     Ok(())
+}
+
+/// The broker statistics a mosquitto publishes (retained) under `$SYS`, sent to a client that
+/// subscribes there (scanners read the broker version from them). Never an attacker's message.
+pub const SYS_TOPICS: [(&str, &str); 4] = [
+    ("$SYS/broker/version", "mosquitto version 2.0.11"),
+    ("$SYS/broker/uptime", "1726371 seconds"),
+    ("$SYS/broker/clients/connected", "3"),
+    ("$SYS/broker/messages/received", "52219"),
+];
+
+/// A retained QoS 0 PUBLISH of `payload` on `topic`.
+pub fn sys_publish(level: u8, topic: &str, payload: &str) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    if level >= 5 {
+        body.push(0);
+    }
+    body.extend_from_slice(payload.as_bytes());
+    packet(0x31, &body)
 }
 
 /// PUBACK/PUBREC/PUBCOMP for `id`.
@@ -460,6 +487,9 @@ mod tests {
         assert!(parse_publish(0x06, &p, 4).is_err());
         assert_eq!(connack(4, false), vec![0x20, 2, 0, 5]);
         assert_eq!(connack(5, true), vec![0x20, 3, 0, 0, 0]);
+        let p = sys_publish(4, "$SYS/broker/version", "v");
+        let got = parse_publish(p[0] & 0x0f, &p[2..], 4).unwrap();
+        assert_eq!((got.topic.as_str(), got.retain, got.payload), ("$SYS/broker/version", true, &b"v"[..]));
     }
 
     #[test]
