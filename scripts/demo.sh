@@ -91,6 +91,26 @@ bind = "127.0.0.1"
 kind = "vnc"
 ports = [15900]
 bind = "127.0.0.1"
+[[service]]
+kind = "mqtt"
+ports = [11883]
+bind = "127.0.0.1"
+[[service]]
+kind = "mongodb"
+ports = [17017]
+bind = "127.0.0.1"
+[[service]]
+kind = "epmap"
+ports = [10135]
+bind = "127.0.0.1"
+[[service]]
+kind = "pptp"
+ports = [11723]
+bind = "127.0.0.1"
+[[service]]
+kind = "printer"
+ports = [19100]
+bind = "127.0.0.1"
 
 TOML
 cat "$WORK/bundle/uplink.toml" >> "$WORK/sensor.toml"
@@ -113,7 +133,8 @@ cat <<MSG
 Drosera demo running (folder: $WORK)
   sensor services (loopback): http 18080, ftp 18021, telnet 18023, ssh 18022,
                               mssql 11433, mysql 13306, smb 14445, redis 16379, adb 15555,
-                              docker 12375, smtp 12525, rdp 13389, vnc 15900
+                              docker 12375, smtp 12525, rdp 13389, vnc 15900,
+                              mqtt 11883, mongodb 17017, epmap 10135, pptp 11723, printer 19100
   admin ingest (mutual TLS):  $INGEST
   dashboard:                  http://$DASH/   user: admin   password: $PASS
 

@@ -17,6 +17,9 @@ PKGS+=(redis-tools adb docker.io swaks)
 # RDP and VNC clients (issue 17): FreeRDP's xfreerdp (/auth-only, run under xvfb-run: it opens
 # an X display first) and vncsnapshot (RFB 3.3).
 PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
+# Clients of issue 16's TCP services: mosquitto_pub/sub (MQTT), pymongo (MongoDB), pptp
+# (PPTP, run with --nolaunchpppd); rpcdump.py comes with python3-impacket.
+PKGS+=(mosquitto-clients python3-pymongo pptp-linux)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)

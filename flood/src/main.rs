@@ -101,6 +101,16 @@ enum Probe {
     /// VNC: read the RFB version, send ours, read the security types, choose VNC
     /// authentication, read the challenge, send a response, read the refusal.
     Vnc,
+    /// MQTT anonymous CONNECT and DISCONNECT, read the CONNACK.
+    Mqtt,
+    /// MongoDB legacy `isMaster` query, read the reply's header.
+    Mongodb,
+    /// DCE/RPC bind to the endpoint mapper, read the bind_ack's header.
+    Epmap,
+    /// PPTP Start-Control-Connection-Request and Stop, read the start reply.
+    Pptp,
+    /// A PJL `@PJL INFO ID` job (then end of input), read the model's reply.
+    Printer,
 }
 
 #[derive(Default)]
@@ -249,6 +259,35 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(&[7u8; 16]).await?;
             let _ = s.read(&mut buf).await?;
             s.write_all(b"\0\0\0\x01\0\0\0\x15Authentication failed").await
+        }
+        Probe::Mqtt => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(&[0x20, 2, 0, 0]).await
+        }
+        Probe::Mongodb => {
+            let _ = s.read(&mut buf).await?;
+            // An OP_REPLY as large as the sensor's isMaster reply.
+            let mut reply = vec![0u8; 350];
+            reply[..4].copy_from_slice(&350i32.to_le_bytes());
+            reply[12..16].copy_from_slice(&1i32.to_le_bytes());
+            s.write_all(&reply).await
+        }
+        Probe::Epmap => {
+            let _ = s.read(&mut buf).await?;
+            let mut ack = vec![0u8; 60];
+            ack[..4].copy_from_slice(&[5, 0, 12, 3]);
+            ack[8] = 60;
+            s.write_all(&ack).await
+        }
+        Probe::Pptp => {
+            let _ = s.read(&mut buf).await?;
+            let mut reply = vec![0u8; 156 + 16];
+            reply[..10].copy_from_slice(&[0, 156, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 2]);
+            s.write_all(&reply).await
+        }
+        Probe::Printer => {
+            let _ = s.read(&mut buf).await?;
+            s.write_all(b"@PJL INFO ID\r\n\"HP LaserJet 4250\"\r\n\x0c").await
         }
     }
 }
@@ -456,6 +495,56 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(&[0u8; 16]).await?;
             let mut result = [0u8; 4];
             s.read_exact(&mut result).await.map(|_| ())
+        }
+        Probe::Mqtt => {
+            s.write_all(&probe::mqtt_connect_disconnect("bench")).await?;
+            let mut ack = [0u8; 4];
+            s.read_exact(&mut ack).await?;
+            if ack[0] == 0x20 {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Mongodb => {
+            s.write_all(&probe::mongodb_is_master()).await?;
+            let mut h = [0u8; 16];
+            s.read_exact(&mut h).await?;
+            let len = i32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            if h[12..16] == 1i32.to_le_bytes() && (16..=64 * 1024).contains(&len) {
+                // The whole reply, so the client does not close on unread bytes (a reset).
+                let mut rest = vec![0u8; len as usize - 16];
+                s.read_exact(&mut rest).await.map(|_| ())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Epmap => {
+            s.write_all(&probe::epmap_bind()).await?;
+            let mut h = [0u8; 16];
+            s.read_exact(&mut h).await?;
+            let len = u16::from_le_bytes([h[8], h[9]]) as usize;
+            if h[..3] == [5, 0, 12] && len >= 16 {
+                let mut rest = vec![0u8; len - 16];
+                s.read_exact(&mut rest).await.map(|_| ())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Pptp => {
+            s.write_all(&probe::pptp_start_stop("bench")).await?;
+            let mut h = [0u8; 156];
+            s.read_exact(&mut h).await?;
+            if h[8..10] == [0, 2] {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        }
+        Probe::Printer => {
+            s.write_all(probe::PJL_INFO_ID).await?;
+            s.shutdown().await?;
+            read_until(s, b"\x0c").await
         }
     }
 }

@@ -125,6 +125,76 @@ pub fn rdp_connection_request(user: &str) -> Vec<u8> {
 /// A VNC client's ProtocolVersion message (RFB 3.8).
 pub const RFB_3_8: &[u8; 12] = b"RFB 003.008\n";
 
+/// An anonymous MQTT 3.1.1 CONNECT (client id `client_id`, clean session) and a DISCONNECT.
+pub fn mqtt_connect_disconnect(client_id: &str) -> Vec<u8> {
+    let id = client_id.as_bytes();
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id);
+    let mut v = vec![0x10, body.len() as u8];
+    v.extend_from_slice(&body);
+    v.extend_from_slice(&[0xe0, 0]);
+    v
+}
+
+/// A legacy MongoDB `OP_QUERY` `{isMaster: 1}` on `admin.$cmd` (what old drivers and scanners
+/// send first).
+pub fn mongodb_is_master() -> Vec<u8> {
+    let doc = b"\x13\0\0\0\x10isMaster\0\x01\0\0\0\0";
+    let mut body = 0u32.to_le_bytes().to_vec();
+    body.extend_from_slice(b"admin.$cmd\0");
+    body.extend_from_slice(&0i32.to_le_bytes());
+    body.extend_from_slice(&(-1i32).to_le_bytes());
+    body.extend_from_slice(doc);
+    let mut v = ((16 + body.len()) as i32).to_le_bytes().to_vec();
+    v.extend_from_slice(&1i32.to_le_bytes());
+    v.extend_from_slice(&0i32.to_le_bytes());
+    v.extend_from_slice(&2004i32.to_le_bytes());
+    v.extend_from_slice(&body);
+    v
+}
+
+/// A DCE/RPC bind to the endpoint mapper (e1af8308-5d1f-11c9-91a4-08002b14a0fa v3.0, NDR), as
+/// rpcdump sends it.
+pub fn epmap_bind() -> Vec<u8> {
+    let mut v = vec![5, 0, 11, 3, 0x10, 0, 0, 0, 72, 0, 0, 0, 1, 0, 0, 0];
+    v.extend_from_slice(&[0xb8, 0x10, 0xb8, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]);
+    v.extend_from_slice(&[
+        0x08, 0x83, 0xaf, 0xe1, 0x1f, 0x5d, 0xc9, 0x11, 0x91, 0xa4, 0x08, 0x00, 0x2b, 0x14, 0xa0, 0xfa,
+    ]);
+    v.extend_from_slice(&[3, 0, 0, 0]);
+    v.extend_from_slice(&[
+        0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48, 0x60,
+    ]);
+    v.extend_from_slice(&[2, 0, 0, 0]);
+    v
+}
+
+/// A PPTP Start-Control-Connection-Request (host name and vendor `name`) followed by a
+/// Stop-Control-Connection-Request.
+pub fn pptp_start_stop(name: &str) -> Vec<u8> {
+    let head = |len: u16, ctrl: u16| {
+        let mut h = len.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0, 1, 0x1a, 0x2b, 0x3c, 0x4d]);
+        h.extend_from_slice(&ctrl.to_be_bytes());
+        h.extend_from_slice(&[0, 0]);
+        h
+    };
+    let mut v = head(156, 1);
+    v.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]);
+    for _ in 0..2 {
+        let mut f: Vec<u8> = name.bytes().take(63).collect();
+        f.resize(64, 0);
+        v.extend_from_slice(&f);
+    }
+    v.extend_from_slice(&head(16, 3));
+    v.extend_from_slice(&[1, 0, 0, 0]);
+    v
+}
+
+/// A PJL job asking for the printer's model (`@PJL INFO ID`) between two UELs.
+pub const PJL_INFO_ID: &[u8] = b"\x1b%-12345X@PJL INFO ID\r\n\x1b%-12345X\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +219,13 @@ mod tests {
         assert!(smtp_ehlo_quit("x").starts_with(b"EHLO x\r\n"));
         let r = rdp_connection_request("nmap");
         assert_eq!(r, b"\x03\0\0*%\xe0\0\0\0\0\0Cookie: mstshash=nmap\r\n\x01\0\x08\0\x03\0\0\0", "nmap's probe");
+        let m = mqtt_connect_disconnect("bench");
+        assert_eq!((m[1] as usize + 2 + 2, &m[m.len() - 2..]), (m.len(), &[0xe0, 0][..]));
+        let q = mongodb_is_master();
+        assert_eq!(i32::from_le_bytes([q[0], q[1], q[2], q[3]]) as usize, q.len());
+        let b = epmap_bind();
+        assert_eq!(b[8] as usize, b.len());
+        let p = pptp_start_stop("x");
+        assert_eq!(p.len(), 156 + 16);
     }
 }

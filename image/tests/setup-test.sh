@@ -53,7 +53,7 @@ check "exit status 0" "[ $rc = 0 ]"
 check "no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
 check "STATUS.txt says not configured" "grep -q 'sensor: NOT configured' '$T/boot/drosera/STATUS.txt'"
 check "journal line" "grep -q 'drosera-setup: sensor: NOT configured' '$T/setup.out'"
-check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 21,22,23,25,80,445,587,1433,2222,2323,2375,3306,5555,6379,8080 }' '$T/etc/firewall.nft'"
+check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 21,22,23,25,80,135,445,587,1433,1723,1883,2222,2323,2375,3306,5555,6379,8080,9100,27017 }' '$T/etc/firewall.nft'"
 uid() { id -u "$1"; }
 check "firewall: the sensor user's uid" "grep -qx 'add element inet drosera sensor_uid { $(uid $USER_) }' '$T/etc/firewall.nft'"
 check "firewall: the resolver user's uid (DNS)" "grep -qx 'add element inet drosera dns_uid { $(uid $RESOLVER_) }' '$T/etc/firewall.nft'"

@@ -41,6 +41,11 @@ fn probe_for(p: Protocol) -> Vec<u8> {
         Protocol::Docker => drosera_flood::probe::docker_ping("x"),
         Protocol::Smtp => drosera_flood::probe::smtp_ehlo_quit("x"),
         Protocol::Rdp => drosera_flood::probe::rdp_connection_request("x"),
+        Protocol::Mqtt => drosera_flood::probe::mqtt_connect_disconnect("x"),
+        Protocol::Mongodb => drosera_flood::probe::mongodb_is_master(),
+        Protocol::Epmap => drosera_flood::probe::epmap_bind(),
+        Protocol::Pptp => drosera_flood::probe::pptp_start_stop("x"),
+        Protocol::Printer => drosera_flood::probe::PJL_INFO_ID.to_vec(),
         _ => Vec::new(),
     }
 }
@@ -48,8 +53,10 @@ fn probe_for(p: Protocol) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_connections_are_all_accounted_for() {
     raise_fd_limit();
-    let mut cfg =
-        support::config_for(&["http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp", "rdp", "vnc"]);
+    let mut cfg = support::config_for(&[
+        "http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp", "rdp", "vnc", "mqtt", "mongodb", "epmap",
+        "pptp", "printer",
+    ]);
     cfg.blackhole.ports = vec![0];
     cfg.blackhole.bind = "127.0.0.1".parse().unwrap();
     cfg.limits.max_connections = 1024;

@@ -43,6 +43,16 @@ pub enum Probe {
     Docker,
     /// An RDP X.224 Connection Request with a `mstshash` cookie.
     Rdp,
+    /// An anonymous MQTT CONNECT and DISCONNECT.
+    Mqtt,
+    /// A legacy MongoDB `isMaster` query.
+    Mongodb,
+    /// A DCE/RPC bind to the endpoint mapper.
+    Epmap,
+    /// A PPTP Start-Control-Connection-Request and Stop.
+    Pptp,
+    /// A PJL `@PJL INFO ID` job.
+    Printer,
 }
 
 #[derive(Clone, Debug)]
@@ -286,6 +296,11 @@ pub fn probe_bytes(p: Probe) -> Vec<u8> {
         Probe::Adb => probe::adb_connect(),
         Probe::Docker => probe::docker_ping("torture"),
         Probe::Rdp => probe::rdp_connection_request("torture"),
+        Probe::Mqtt => probe::mqtt_connect_disconnect("torture"),
+        Probe::Mongodb => probe::mongodb_is_master(),
+        Probe::Epmap => probe::epmap_bind(),
+        Probe::Pptp => probe::pptp_start_stop("torture"),
+        Probe::Printer => probe::PJL_INFO_ID.to_vec(),
     }
 }
 

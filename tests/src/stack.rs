@@ -107,6 +107,11 @@ const SERVICES: &[(&str, Probe)] = &[
     ("smtp", Probe::Banner),
     ("rdp", Probe::Rdp),
     ("vnc", Probe::Banner),
+    ("mqtt", Probe::Mqtt),
+    ("mongodb", Probe::Mongodb),
+    ("epmap", Probe::Epmap),
+    ("pptp", Probe::Pptp),
+    ("printer", Probe::Printer),
 ];
 
 impl Stack {

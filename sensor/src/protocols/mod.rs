@@ -21,14 +21,19 @@ pub mod adb;
 pub mod blackhole;
 pub mod docker;
 pub mod dropper;
+pub mod epmap;
 pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;
 pub mod http;
+pub mod mongodb;
+pub mod mqtt;
 pub mod mssql;
 pub mod mysql;
 pub mod per_source;
+pub mod pptp;
 pub mod prefixed;
+pub mod printer;
 pub mod rdp;
 pub mod redis;
 pub mod shell;
@@ -57,11 +62,16 @@ pub enum ServiceKind {
     Smtp,
     Rdp,
     Vnc,
+    Mqtt,
+    Mongodb,
+    Epmap,
+    Pptp,
+    Printer,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 13] = [
+    pub const ALL: [ServiceKind; 18] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -75,6 +85,11 @@ impl ServiceKind {
         ServiceKind::Smtp,
         ServiceKind::Rdp,
         ServiceKind::Vnc,
+        ServiceKind::Mqtt,
+        ServiceKind::Mongodb,
+        ServiceKind::Epmap,
+        ServiceKind::Pptp,
+        ServiceKind::Printer,
     ];
 
     /// The protocol recorded in this service's events.
@@ -93,6 +108,11 @@ impl ServiceKind {
             ServiceKind::Smtp => Protocol::Smtp,
             ServiceKind::Rdp => Protocol::Rdp,
             ServiceKind::Vnc => Protocol::Vnc,
+            ServiceKind::Mqtt => Protocol::Mqtt,
+            ServiceKind::Mongodb => Protocol::Mongodb,
+            ServiceKind::Epmap => Protocol::Epmap,
+            ServiceKind::Pptp => Protocol::Pptp,
+            ServiceKind::Printer => Protocol::Printer,
         }
     }
 }
@@ -113,6 +133,11 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Smtp => boxed(smtp::handle(session, svc)).await,
         ServiceKind::Rdp => boxed(rdp::handle(session, svc)).await,
         ServiceKind::Vnc => vnc::handle(session, svc).await,
+        ServiceKind::Mqtt => boxed(mqtt::handle(session, svc)).await,
+        ServiceKind::Mongodb => boxed(mongodb::handle(session, svc)).await,
+        ServiceKind::Epmap => boxed(epmap::handle(session, svc)).await,
+        ServiceKind::Pptp => boxed(pptp::handle(session, svc)).await,
+        ServiceKind::Printer => boxed(printer::handle(session, svc)).await,
     }
 }
 
