@@ -46,6 +46,10 @@ pub fn bind_and_drop(cfg: &Config) -> anyhow::Result<Prepared> {
         println!("listening protocol={protocol} addr={addr}");
         tracing::info!(%protocol, %addr, "listening");
     }
+    for (protocol, addr) in listeners.local_udp_addrs() {
+        println!("listening protocol={protocol} addr={addr} transport=udp");
+        tracing::info!(%protocol, %addr, transport = "udp", "listening");
+    }
     // Everything in the data directory becomes the sensor user's, so the store and the sample
     // area are opened as that user after the drop.
     let handed = crate::privileges::hand_dir_to(&cfg.sensor.data_dir, &cfg.sensor.user)

@@ -18,6 +18,10 @@ use drosera_uplink::event::Protocol;
 use serde::Deserialize;
 
 pub mod adb;
+pub mod memcached;
+pub mod sip;
+pub mod tftp;
+pub mod upnp;
 pub mod blackhole;
 pub mod docker;
 pub mod dropper;
@@ -57,11 +61,15 @@ pub enum ServiceKind {
     Smtp,
     Rdp,
     Vnc,
+    Tftp,
+    Sip,
+    Memcached,
+    Upnp,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 13] = [
+    pub const ALL: [ServiceKind; 17] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -75,7 +83,31 @@ impl ServiceKind {
         ServiceKind::Smtp,
         ServiceKind::Rdp,
         ServiceKind::Vnc,
+        ServiceKind::Tftp,
+        ServiceKind::Sip,
+        ServiceKind::Memcached,
+        ServiceKind::Upnp,
     ];
+
+    /// The transports `ports` are served on when the config does not say (`transport`).
+    pub fn default_transport(self) -> crate::config::TransportChoice {
+        use crate::config::TransportChoice;
+        match self {
+            ServiceKind::Tftp | ServiceKind::Upnp => TransportChoice::Udp,
+            ServiceKind::Sip => TransportChoice::Both,
+            _ => TransportChoice::Tcp,
+        }
+    }
+
+    /// True for the kinds with a UDP service (see `crate::udp`).
+    pub fn speaks_udp(self) -> bool {
+        matches!(self, ServiceKind::Tftp | ServiceKind::Sip | ServiceKind::Memcached | ServiceKind::Upnp)
+    }
+
+    /// True for the kinds whose `ports` may be TCP (UPnP's TCP side is its `description_port`).
+    pub fn speaks_tcp(self) -> bool {
+        !matches!(self, ServiceKind::Tftp | ServiceKind::Upnp)
+    }
 
     /// The protocol recorded in this service's events.
     pub fn protocol(self) -> Protocol {
@@ -93,6 +125,10 @@ impl ServiceKind {
             ServiceKind::Smtp => Protocol::Smtp,
             ServiceKind::Rdp => Protocol::Rdp,
             ServiceKind::Vnc => Protocol::Vnc,
+            ServiceKind::Tftp => Protocol::Tftp,
+            ServiceKind::Sip => Protocol::Sip,
+            ServiceKind::Memcached => Protocol::Memcached,
+            ServiceKind::Upnp => Protocol::Upnp,
         }
     }
 }
@@ -113,6 +149,30 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Smtp => boxed(smtp::handle(session, svc)).await,
         ServiceKind::Rdp => boxed(rdp::handle(session, svc)).await,
         ServiceKind::Vnc => vnc::handle(session, svc).await,
+        // UDP only: config validation never puts it on a TCP port.
+        ServiceKind::Tftp => Ok(()),
+        ServiceKind::Sip => boxed(sip::handle(session, svc)).await,
+        ServiceKind::Memcached => boxed(memcached::handle(session, svc)).await,
+        // Its TCP side: the device description and SOAP control (`description_port`).
+        ServiceKind::Upnp => boxed(upnp::handle(session, svc)).await,
+    }
+}
+
+/// Handles one UDP datagram of `kind` that belongs to no open flow (see `crate::udp`): records
+/// it and returns the reply, which the framework sends only if it is no larger than `data`.
+pub(crate) fn datagram(
+    kind: ServiceKind,
+    x: &mut crate::udp::Exchange,
+    svc: &ServiceSection,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    match kind {
+        ServiceKind::Tftp => tftp::datagram(x, data),
+        ServiceKind::Sip => sip::datagram(x, svc, data),
+        ServiceKind::Memcached => memcached::datagram(x, svc, data),
+        ServiceKind::Upnp => upnp::datagram(x, svc, data),
+        // Config validation never puts another kind on UDP.
+        _ => None,
     }
 }
 
