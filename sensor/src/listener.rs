@@ -110,8 +110,22 @@ impl Listeners {
         let mut bound = Vec::new();
         let mut udp = Vec::new();
         for svc in cfg.services.iter().filter(|s| s.enabled) {
+            // UPnP's device description and SOAP control, over HTTP on TCP; bound first so that
+            // SSDP replies name the port actually bound (port 0 in tests gets an ephemeral one).
+            let mut svc = svc.clone();
+            let mut description = None;
+            if let Some(port) = svc.upnp_description_port() {
+                let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
+                let b = bind_one(role, SocketAddr::new(svc.bind, port))?;
+                svc.description_port = b.listener.local_addr().ok().map(|a| a.port());
+                description = Some(b);
+            }
             let shared = Arc::new(svc.clone());
             let role = Role::Service { kind: svc.kind, svc: shared.clone() };
+            if let Some(mut b) = description {
+                b.role = role.clone();
+                bound.push(b);
+            }
             let (tcp, on_udp) = svc.transports();
             for port in &svc.ports {
                 let addr = SocketAddr::new(svc.bind, *port);
@@ -126,10 +140,6 @@ impl Listeners {
                     })?;
                     udp.push(crate::udp::UdpBound { socket, kind: svc.kind, svc: shared.clone() });
                 }
-            }
-            // UPnP's device description and SOAP control, over HTTP on TCP.
-            if let Some(port) = svc.upnp_description_port() {
-                bound.push(bind_one(role.clone(), SocketAddr::new(svc.bind, port))?);
             }
         }
         for port in &cfg.blackhole.ports {

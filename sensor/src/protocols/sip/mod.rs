@@ -82,7 +82,7 @@ pub fn handle_request(r: &Request<'_>, server: &str, client: &str, max: usize) -
     }
     let reply = match r.method.to_ascii_uppercase().as_str() {
         "ACK" => None,
-        "OPTIONS" => build(r, "200 OK", &[], &["Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REGISTER, SUBSCRIBE, NOTIFY, INFO"], max),
+        "OPTIONS" => build(r, "200 OK", &[], &["Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH"], max),
         "BYE" | "CANCEL" => build(r, "481 Call/Transaction Does Not Exist", &[], &[], max),
         "REGISTER" | "INVITE" | "SUBSCRIBE" | "MESSAGE" | "NOTIFY" | "PUBLISH" | "REFER" | "INFO" => {
             if auth.is_some() {
@@ -99,7 +99,7 @@ pub fn handle_request(r: &Request<'_>, server: &str, client: &str, max: usize) -
 }
 
 /// A response to `r`: the status line, its Via, From, To (with our tag), Call-ID and CSeq,
-/// the `must` headers, then the `optional` ones and `Server` if they still fit in `max`.
+/// the `must` headers, then `Server` and the `optional` ones, each if it still fits in `max`.
 fn build(r: &Request<'_>, status: &str, must: &[&str], optional: &[&str], max: usize) -> Option<Vec<u8>> {
     let mut head = format!("SIP/2.0 {status}\r\n");
     for via in r.all("via") {
@@ -126,15 +126,11 @@ fn build(r: &Request<'_>, status: &str, must: &[&str], optional: &[&str], max: u
         head.push_str("\r\n");
     }
     const END: &str = "Content-Length: 0\r\n\r\n";
-    let mut full = head.clone();
-    full.push_str(&format!("Server: {SERVER}\r\n"));
-    for o in optional {
-        full.push_str(o);
-        full.push_str("\r\n");
-    }
-    full.push_str(END);
-    if full.len() <= max {
-        return Some(full.into_bytes());
+    let server = format!("Server: {SERVER}\r\n");
+    for o in std::iter::once(server).chain(optional.iter().map(|o| format!("{o}\r\n"))) {
+        if head.len() + o.len() + END.len() <= max {
+            head.push_str(&o);
+        }
     }
     head.push_str(END);
     (head.len() <= max).then(|| head.into_bytes())
@@ -219,11 +215,24 @@ mod tests {
             .events
             .iter()
             .any(|e| matches!(e, Detail::Fingerprint { kind, value, .. } if kind == "scanner" && value == "sipvicious")));
-        // With a tiny room the reply drops its optional headers, then gives up.
+        // With less room the reply drops its optional headers, then gives up.
         let r = parse::parse_request(OPTIONS).unwrap();
-        let small = handle_request(&r, "s", "c", 200).reply.unwrap();
-        assert!(small.len() <= 200 && !String::from_utf8_lossy(&small).contains("Server:"));
+        let small = handle_request(&r, "s", "c", 300).reply.unwrap();
+        assert!(small.len() <= 300 && !String::from_utf8_lossy(&small).contains("Allow:"));
         assert!(handle_request(&r, "s", "c", 20).reply.is_none());
+    }
+
+    /// nmap's SIPOptions probe gets a reply no larger than it that still names Asterisk
+    /// (nmap's `sip-proxy` match on the Server header).
+    #[test]
+    fn nmaps_probe_is_answered_as_asterisk() {
+        let probe = b"OPTIONS sip:nm SIP/2.0\r\nVia: SIP/2.0/UDP nm;branch=foo;rport\r\nFrom: <sip:nm@nm>;tag=root\r\n\
+            To: <sip:nm2@nm2>\r\nCall-ID: 50000\r\nCSeq: 42 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\
+            Contact: <sip:nm@nm>\r\nAccept: application/sdp\r\n\r\n";
+        let r = parse::parse_request(probe).unwrap();
+        let reply = handle_request(&r, "s", "c", probe.len()).reply.unwrap();
+        assert!(reply.len() <= probe.len());
+        assert!(String::from_utf8_lossy(&reply).contains("\r\nServer: Asterisk PBX 18.20.0\r\n"));
     }
 
     #[test]
