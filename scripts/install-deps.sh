@@ -20,6 +20,9 @@ PKGS+=(freerdp2-x11 xvfb xauth vncsnapshot)
 missing=()
 # hydra: the login tests run the brute forcer attackers use (issue 14)
 PKGS+=(hydra)
+# Clients of the UDP services of issue 16 (TFTP, SIP, memcached, UPnP): tftp-hpa's tftp, sipsak,
+# SIPVicious (svmap), libmemcached-tools (memcstat, memccat), miniupnpc (upnpc).
+PKGS+=(tftp-hpa sipsak sipvicious libmemcached-tools miniupnpc)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

@@ -993,6 +993,42 @@ mod tests {
     }
 
     #[test]
+    fn transports_and_the_description_port_only_where_the_kind_speaks_them() {
+        let cfg = Config::parse(
+            "[[service]]\nkind = \"sip\"\nports = [5060]\n[[service]]\nkind = \"tftp\"\nports = [69]\n\
+             [[service]]\nkind = \"memcached\"\nports = [11211]\n[[service]]\nkind = \"upnp\"\nports = [1900]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let t: Vec<(bool, bool)> = cfg.services.iter().map(|s| s.transports()).collect();
+        assert_eq!(t, vec![(true, true), (false, true), (true, false), (false, true)]);
+        assert_eq!(cfg.services[3].upnp_description_port(), Some(DEFAULT_UPNP_DESCRIPTION_PORT));
+        assert_eq!(cfg.services[0].upnp_description_port(), None);
+        assert!(cfg.has_udp());
+        for (body, key, hint) in [
+            ("kind = \"http\"\nports = [80]\ntransport = \"udp\"", "service[0].transport", "only tftp, sip"),
+            ("kind = \"tftp\"\nports = [69]\ntransport = \"both\"", "service[0].transport", "UDP only"),
+            ("kind = \"sip\"\nports = [5060]\ndescription_port = 5061", "service[0].description_port", "only UPnP"),
+            (
+                "kind = \"upnp\"\nports = [1900]\ndescription_port = 80\n[[service]]\nkind = \"http\"\nports = [80]",
+                "service[0].ports",
+                "used twice",
+            ),
+        ] {
+            let err = Config::parse(&format!("[[service]]\n{body}\n"), Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(hint), "{body}: {err}");
+        }
+        let err = Config::parse("[[service]]\nkind = \"sip\"\nports = [5060]\ntransport = \"udpp\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service[0].transport") && err.contains("`both`"), "{err}");
+        let err = Config::parse("[udp]\nwindow_s = 0\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("udp.window_s") && err.contains("Fix"), "{err}");
+        let err = Config::parse("[udp]\nmax_datagram_bytes = 70000\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("udp.max_datagram_bytes"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Config::parse("[store]\ncap_byte = 5\n", Path::new("x")).unwrap_err().to_string();
         assert!(err.contains("cap_byte"), "{err}");

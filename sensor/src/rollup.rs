@@ -110,7 +110,14 @@ impl RollupTable {
         for ev in events {
             if let Detail::Rollup { minute_ms, reason, connections } = ev.detail {
                 let transport = if ev.transport == Transport::Udp { Transport::Udp } else { Transport::Tcp };
-                let key = Key { transport, src_ip: ev.src_ip, dst_port: ev.dst_port, protocol: ev.protocol, minute_ms, reason };
+                let key = Key {
+                    transport,
+                    src_ip: ev.src_ip,
+                    dst_port: ev.dst_port,
+                    protocol: ev.protocol,
+                    minute_ms,
+                    reason,
+                };
                 let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
                 *map.entry(key).or_insert(0) += connections;
             }

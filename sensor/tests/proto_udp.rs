@@ -63,7 +63,9 @@ async fn tftp_reads_are_refused_and_uploads_kept_as_samples() {
     let out = run_client(put, T).await;
     assert!(out.status.success(), "{}", output(&out));
     let evs = h
-        .wait_for(T, |evs| evs.iter().any(|e| matches!(&e.detail, Detail::Sample { source, .. } if source == "tftp-wrq")))
+        .wait_for(T, |evs| {
+            evs.iter().any(|e| matches!(&e.detail, Detail::Sample { source, .. } if source == "tftp-wrq"))
+        })
         .await;
     let sample = evs.iter().find(|e| matches!(e.detail, Detail::Sample { .. })).unwrap();
     let Detail::Sample { sha256, size, name, outcome, .. } = &sample.detail else { unreachable!() };
@@ -119,11 +121,23 @@ async fn sip_options_and_register_with_sipsak_over_udp_and_tcp() {
     let out = run_client(options, T).await;
     assert!(output(&out).contains("200 OK"), "{}", output(&out));
     let mut register = tokio::process::Command::new("sipsak");
-    register.args(["-U", "-C", "sip:alice@127.0.0.1:5999", "-u", "alice", "-a", "s3cret", "-s", &format!("sip:alice@127.0.0.1:{udp}")]);
+    register.args([
+        "-U",
+        "-C",
+        "sip:alice@127.0.0.1:5999",
+        "-u",
+        "alice",
+        "-a",
+        "s3cret",
+        "-s",
+        &format!("sip:alice@127.0.0.1:{udp}"),
+    ]);
     let out = run_client(register, T).await;
     eprintln!("{}", output(&out));
     let evs = h
-        .wait_for(T, |evs| evs.iter().any(|e| matches!(&e.detail, Detail::Login { username, .. } if username == "alice")))
+        .wait_for(T, |evs| {
+            evs.iter().any(|e| matches!(&e.detail, Detail::Login { username, .. } if username == "alice"))
+        })
         .await;
     let login = evs.iter().find(|e| matches!(e.detail, Detail::Login { .. })).unwrap();
     assert_eq!(login.transport, Transport::Udp);
@@ -145,7 +159,8 @@ async fn sip_options_and_register_with_sipsak_over_udp_and_tcp() {
     assert!(output(&out).contains("200 OK"), "{}", output(&out));
     h.wait_for(T, |evs| {
         evs.iter().any(|e| {
-            e.transport == Transport::Tcp && matches!(&e.detail, Detail::Command { line } if line.starts_with("OPTIONS sip:bob@"))
+            e.transport == Transport::Tcp
+                && matches!(&e.detail, Detail::Command { line } if line.starts_with("OPTIONS sip:bob@"))
         })
     })
     .await;
@@ -196,7 +211,9 @@ async fn memcached_with_memcstat_memccat_nc_and_udp() {
     let out = run_client(nc, T).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "STORED\r\nVERSION 1.6.18\r\n", "{}", output(&out));
     let evs = h
-        .wait_for(T, |evs| evs.iter().any(|e| matches!(&e.detail, Detail::Payload { name, size: 11, .. } if name == "evil")))
+        .wait_for(T, |evs| {
+            evs.iter().any(|e| matches!(&e.detail, Detail::Payload { name, size: 11, .. } if name == "evil"))
+        })
         .await;
     let cmds = commands(&evs, Protocol::Memcached);
     assert!(cmds.iter().any(|c| c.trim() == "stats"), "{cmds:?}");
@@ -297,7 +314,12 @@ async fn no_udp_reply_is_larger_than_its_request() {
     for (protocol, req) in &cases {
         if let Some(reply) = exchange(h.udp_addr(*protocol), req).await {
             answered += 1;
-            assert!(reply.len() <= req.len(), "{protocol}: {} byte reply to {} bytes: {reply:?}", reply.len(), req.len());
+            assert!(
+                reply.len() <= req.len(),
+                "{protocol}: {} byte reply to {} bytes: {reply:?}",
+                reply.len(),
+                req.len()
+            );
         }
     }
     assert!(answered >= 7, "most of these are answered (within their size): {answered}");
@@ -354,7 +376,8 @@ async fn a_udp_flood_from_one_source_is_shed_and_counted_exactly() {
     let evs = h.wait_connections(BUDGET as usize, T).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let evs = if evs.len() < BUDGET as usize * 4 { h.events() } else { evs };
-    let exchanges = evs.iter().filter(|e| e.transport == Transport::Udp && matches!(e.detail, Detail::Connection { .. }));
+    let exchanges =
+        evs.iter().filter(|e| e.transport == Transport::Udp && matches!(e.detail, Detail::Connection { .. }));
     assert_eq!(exchanges.count(), BUDGET as usize);
     let rolled = h.rollups.drain(usize::MAX, "t", 0);
     assert!(rolled.iter().all(|e| e.transport == Transport::Udp
@@ -386,7 +409,8 @@ async fn nmap_udp_version_scan_names_sip_and_memcached() {
     let out = run_client(cmd, Duration::from_secs(240)).await;
     let text = output(&out);
     eprintln!("{text}");
-    let line = |port: u16| text.lines().find(|l| l.starts_with(&format!("{port}/udp "))).unwrap_or_default().to_string();
+    let line =
+        |port: u16| text.lines().find(|l| l.starts_with(&format!("{port}/udp "))).unwrap_or_default().to_string();
     assert!(line(sip).contains("open") && line(sip).contains("Asterisk"), "{text}");
     assert!(line(mc).contains("open") && line(mc).contains("memcached"), "{text}");
 }

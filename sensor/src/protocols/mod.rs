@@ -18,10 +18,6 @@ use drosera_uplink::event::Protocol;
 use serde::Deserialize;
 
 pub mod adb;
-pub mod memcached;
-pub mod sip;
-pub mod tftp;
-pub mod upnp;
 pub mod blackhole;
 pub mod docker;
 pub mod dropper;
@@ -29,6 +25,7 @@ pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;
 pub mod http;
+pub mod memcached;
 pub mod mssql;
 pub mod mysql;
 pub mod per_source;
@@ -36,10 +33,13 @@ pub mod prefixed;
 pub mod rdp;
 pub mod redis;
 pub mod shell;
+pub mod sip;
 pub mod smb;
 pub mod smtp;
 pub mod ssh;
 pub mod telnet;
+pub mod tftp;
+pub mod upnp;
 pub mod vnc;
 
 /// The services a config's `[[service]] kind` can name. The serde name of each is its

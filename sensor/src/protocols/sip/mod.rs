@@ -82,7 +82,13 @@ pub fn handle_request(r: &Request<'_>, server: &str, client: &str, max: usize) -
     }
     let reply = match r.method.to_ascii_uppercase().as_str() {
         "ACK" => None,
-        "OPTIONS" => build(r, "200 OK", &[], &["Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH"], max),
+        "OPTIONS" => build(
+            r,
+            "200 OK",
+            &[],
+            &["Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH"],
+            max,
+        ),
         "BYE" | "CANCEL" => build(r, "481 Call/Transaction Does Not Exist", &[], &[], max),
         "REGISTER" | "INVITE" | "SUBSCRIBE" | "MESSAGE" | "NOTIFY" | "PUBLISH" | "REFER" | "INFO" => {
             if auth.is_some() {
@@ -169,7 +175,9 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
         }
         head.extend_from_slice(b"\r\n");
         let Ok(r) = parse::parse_request(&head) else {
-            session.emit(Detail::Command { line: String::from_utf8_lossy(&head).lines().next().unwrap_or_default().into() });
+            session.emit(Detail::Command {
+                line: String::from_utf8_lossy(&head).lines().next().unwrap_or_default().into(),
+            });
             return Err(CloseReason::ProtocolError);
         };
         let body = r.content_length();
@@ -211,10 +219,9 @@ mod tests {
         let text = String::from_utf8(reply).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1\r\n"), "{text}");
         assert!(text.contains("Call-ID: 11\r\nCSeq: 1 OPTIONS\r\n"));
-        assert!(done
-            .events
-            .iter()
-            .any(|e| matches!(e, Detail::Fingerprint { kind, value, .. } if kind == "scanner" && value == "sipvicious")));
+        assert!(done.events.iter().any(
+            |e| matches!(e, Detail::Fingerprint { kind, value, .. } if kind == "scanner" && value == "sipvicious")
+        ));
         // With less room the reply drops its optional headers, then gives up.
         let r = parse::parse_request(OPTIONS).unwrap();
         let small = handle_request(&r, "s", "c", 300).reply.unwrap();
@@ -237,7 +244,8 @@ mod tests {
 
     #[test]
     fn register_is_challenged_then_refused_with_the_digest_kept() {
-        let first = b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060\r\nFrom: <sip:alice@x>;tag=1\r\n\
+        let first =
+            b"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060\r\nFrom: <sip:alice@x>;tag=1\r\n\
             To: <sip:alice@x>\r\nCall-ID: a\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@10.0.0.1>\r\nExpires: 3600\r\n\
             User-Agent: softphone\r\nContent-Length: 0\r\n\r\n";
         let r = parse::parse_request(first).unwrap();

@@ -261,9 +261,15 @@ mod tests {
             };
             let line = hashcat_11400(&d, "REGISTER", "s", "c").unwrap();
             let f: Vec<&str> = line.split('*').collect();
-            let rebuilt = if f[8].is_empty() { format!("{}:{}", f[6], f[7]) } else { format!("{}:{}:{}", f[6], f[7], f[8]) };
+            let rebuilt =
+                if f[8].is_empty() { format!("{}:{}", f[6], f[7]) } else { format!("{}:{}:{}", f[6], f[7], f[8]) };
             assert_eq!(rebuilt, uri);
-            let again = md5(format!("{}:{}:{}", md5(format!("{}:{}:secret", f[3], f[4])), f[9], md5(format!("{}:{rebuilt}", f[5]))));
+            let again = md5(format!(
+                "{}:{}:{}",
+                md5(format!("{}:{}:secret", f[3], f[4])),
+                f[9],
+                md5(format!("{}:{rebuilt}", f[5]))
+            ));
             assert_eq!(again, f[14]);
         }
     }
@@ -272,8 +278,9 @@ mod tests {
     fn sipvicious_is_recognised() {
         let r = parse_request(b"OPTIONS sip:100@1.2.3.4 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n").unwrap();
         assert_eq!(sipvicious(&r), Some("user-agent"));
-        let r = parse_request(b"OPTIONS sip:100@1.2.3.4 SIP/2.0\r\nFrom: <sip:100@1.2.3.4>;tag=3132330131393238\r\n\r\n")
-            .unwrap();
+        let r =
+            parse_request(b"OPTIONS sip:100@1.2.3.4 SIP/2.0\r\nFrom: <sip:100@1.2.3.4>;tag=3132330131393238\r\n\r\n")
+                .unwrap();
         assert_eq!(sipvicious(&r), Some("from-tag"));
         let r = parse_request(REGISTER).unwrap();
         assert_eq!(sipvicious(&r), None);

@@ -27,9 +27,17 @@ pub struct Request<'a> {
 pub enum Packet<'a> {
     Rrq(Request<'a>),
     Wrq(Request<'a>),
-    Data { block: u16, data: &'a [u8] },
-    Ack { block: u16 },
-    Error { code: u16, message: &'a [u8] },
+    Data {
+        block: u16,
+        data: &'a [u8],
+    },
+    Ack {
+        block: u16,
+    },
+    Error {
+        code: u16,
+        message: &'a [u8],
+    },
     /// Option acknowledgement (servers send it; a client sending it is odd but parsed).
     Oack,
 }
@@ -115,7 +123,7 @@ mod tests {
 
     #[test]
     fn requests_with_mode_and_options() {
-        let p = parse(b"\0\x01boot.bin\0octet\0blksize\01428\0tsize\00\0").unwrap();
+        let p = parse(b"\0\x01boot.bin\0octet\0blksize\x001428\x00tsize\x000\x00").unwrap();
         let Packet::Rrq(r) = p else { panic!("{p:?}") };
         assert_eq!((r.file, r.mode), (&b"boot.bin"[..], &b"octet"[..]));
         assert_eq!(r.options, vec![(&b"blksize"[..], &b"1428"[..]), (&b"tsize"[..], &b"0"[..])]);
@@ -154,7 +162,7 @@ mod tests {
             let _ = parse(&b);
             let _ = parse(&d);
         }
-        for cut in truncations(b"\0\x02a.sh\0octet\0blksize\0512\0") {
+        for cut in truncations(b"\0\x02a.sh\0octet\0blksize\x00512\x00") {
             let _ = parse(cut);
         }
     }

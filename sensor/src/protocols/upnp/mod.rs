@@ -46,7 +46,12 @@ pub fn ssdp_reply(target: &str, location: &str, max: usize) -> Option<Vec<u8>> {
     if out.len() + 2 > max {
         return None;
     }
-    for optional in [format!("USN: uuid:{UUID}::{st}\r\n"), "EXT:\r\n".into(), format!("SERVER: {SERVER}\r\n"), "CACHE-CONTROL: max-age=120\r\n".into()] {
+    for optional in [
+        format!("USN: uuid:{UUID}::{st}\r\n"),
+        "EXT:\r\n".into(),
+        format!("SERVER: {SERVER}\r\n"),
+        "CACHE-CONTROL: max-age=120\r\n".into(),
+    ] {
         if out.len() + optional.len() + 2 <= max {
             out.push_str(&optional);
         }
@@ -129,9 +134,7 @@ fn soap_fault(code: u16, text: &str) -> String {
 
 /// The answer to a SOAP action (status, body) and, for the abused ones, the exploit it records.
 pub fn control(action: &str, service: &str, args: &[(String, String)]) -> (&'static str, String, Option<Detail>) {
-    let exploit = |name: &str| {
-        Some(Detail::Exploit { name: name.into(), cve: String::new(), extra: args.to_vec() })
-    };
+    let exploit = |name: &str| Some(Detail::Exploit { name: name.into(), cve: String::new(), extra: args.to_vec() });
     match action {
         "AddPortMapping" => ("200 OK", soap_ok(action, service, &[]), exploit("upnp-addportmapping")),
         "AddAnyPortMapping" => {
@@ -139,19 +142,29 @@ pub fn control(action: &str, service: &str, args: &[(String, String)]) -> (&'sta
             ("200 OK", soap_ok(action, service, &[("NewReservedPort", port)]), exploit("upnp-addportmapping"))
         }
         "DeletePortMapping" => ("200 OK", soap_ok(action, service, &[]), exploit("upnp-deleteportmapping")),
-        "GetExternalIPAddress" => ("200 OK", soap_ok(action, service, &[("NewExternalIPAddress", "100.64.12.7")]), None),
+        "GetExternalIPAddress" => {
+            ("200 OK", soap_ok(action, service, &[("NewExternalIPAddress", "100.64.12.7")]), None)
+        }
         "GetStatusInfo" => (
             "200 OK",
             soap_ok(
                 action,
                 service,
-                &[("NewConnectionStatus", "Connected"), ("NewLastConnectionError", "ERROR_NONE"), ("NewUptime", "1864211")],
+                &[
+                    ("NewConnectionStatus", "Connected"),
+                    ("NewLastConnectionError", "ERROR_NONE"),
+                    ("NewUptime", "1864211"),
+                ],
             ),
             None,
         ),
         "GetConnectionTypeInfo" => (
             "200 OK",
-            soap_ok(action, service, &[("NewConnectionType", "IP_Routed"), ("NewPossibleConnectionTypes", "IP_Routed")]),
+            soap_ok(
+                action,
+                service,
+                &[("NewConnectionType", "IP_Routed"), ("NewPossibleConnectionTypes", "IP_Routed")],
+            ),
             None,
         ),
         "GetCommonLinkProperties" => (
@@ -172,7 +185,9 @@ pub fn control(action: &str, service: &str, args: &[(String, String)]) -> (&'sta
             let name = format!("New{}", action.trim_start_matches("Get"));
             ("200 OK", soap_ok(action, service, &[(&name, "1048576")]), None)
         }
-        "GetGenericPortMappingEntry" => ("500 Internal Server Error", soap_fault(713, "SpecifiedArrayIndexInvalid"), None),
+        "GetGenericPortMappingEntry" => {
+            ("500 Internal Server Error", soap_fault(713, "SpecifiedArrayIndexInvalid"), None)
+        }
         "GetSpecificPortMappingEntry" => ("500 Internal Server Error", soap_fault(714, "NoSuchEntryInArray"), None),
         _ => ("500 Internal Server Error", soap_fault(401, "Invalid Action"), None),
     }
@@ -222,7 +237,10 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
             user_agent: req.header("user-agent").unwrap_or_default().to_string(),
             body_sha256: None,
             body_len: len as u64,
-            extra: req.header("soapaction").map(|a| vec![("soapaction".to_string(), a.to_string())]).unwrap_or_default(),
+            extra: req
+                .header("soapaction")
+                .map(|a| vec![("soapaction".to_string(), a.to_string())])
+                .unwrap_or_default(),
         });
         let reply = match (req.method.as_str(), req.path.as_str()) {
             ("GET", DESCRIPTION_PATH) => http_response("200 OK", "text/xml; charset=\"utf-8\"", &description(&base)),
