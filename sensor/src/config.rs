@@ -1011,8 +1011,8 @@ mod tests {
             ("kind = \"sip\"\nports = [5060]\ndescription_port = 5061", "service[0].description_port", "only UPnP"),
             (
                 "kind = \"upnp\"\nports = [1900]\ndescription_port = 80\n[[service]]\nkind = \"http\"\nports = [80]",
-                "service[0].ports",
-                "used twice",
+                "service[0].description_port",
+                "already used",
             ),
         ] {
             let err = Config::parse(&format!("[[service]]\n{body}\n"), Path::new("x")).unwrap_err().to_string();
