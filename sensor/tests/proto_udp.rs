@@ -414,3 +414,54 @@ async fn nmap_udp_version_scan_names_sip_and_memcached() {
     assert!(line(sip).contains("open") && line(sip).contains("Asterisk"), "{text}");
     assert!(line(mc).contains("open") && line(mc).contains("memcached"), "{text}");
 }
+
+/// TFTP uploads are bounded flows: past `udp.max_flows` a new upload is refused (`Disk full`),
+/// and an upload that goes quiet ends after `udp.flow_timeout_s`, its part reported as an
+/// incomplete sample with an idle_timeout connection event; then the slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tftp_flows_are_capped_and_time_out() {
+    use drosera_uplink::event::CloseReason;
+    let mut cfg = config_for(&["tftp"]);
+    cfg.udp.max_flows = 1;
+    cfg.udp.flow_timeout_s = 1;
+    let h = Harness::start_with(cfg, Pressure::Normal, 100_000).await;
+    let to = h.udp_addr(Protocol::Tftp);
+    let first = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let wrq = b"\0\x02a.bin\0octet\0";
+    first.send_to(wrq, to).await.unwrap();
+    let mut buf = [0u8; 600];
+    let (n, _) = tokio::time::timeout(T, first.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"\0\x04\0\0", "ACK 0");
+    let mut block = b"\0\x03\0\x01".to_vec();
+    block.extend_from_slice(&[7u8; 512]);
+    first.send_to(&block, to).await.unwrap();
+    let (n, _) = tokio::time::timeout(T, first.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"\0\x04\0\x01", "ACK 1");
+    // A second upload while the only flow slot is taken.
+    let refused = exchange(to, b"\0\x02b.bin\0octet\0").await.expect("an error");
+    assert_eq!(&refused[..4], b"\0\x05\0\x03", "{refused:?}");
+    assert!(refused.len() <= 15);
+    // The first goes quiet: ended after the timeout, reported incomplete.
+    let evs = h
+        .wait_for(T, |evs| {
+            evs.iter().any(|e| matches!(&e.detail, Detail::Sample { outcome: SampleOutcome::Incomplete, name, size: 512, .. } if name == "a.bin"))
+        })
+        .await;
+    let sample = evs.iter().find(|e| matches!(e.detail, Detail::Sample { .. })).unwrap();
+    let evs = h
+        .wait_for(T, |evs| {
+            evs.iter().any(|e| {
+                e.session_id == sample.session_id
+                    && matches!(e.detail, Detail::Connection { closed_by: CloseReason::IdleTimeout, .. })
+            })
+        })
+        .await;
+    let conn = evs
+        .iter()
+        .find(|e| e.session_id == sample.session_id && matches!(e.detail, Detail::Connection { .. }))
+        .unwrap();
+    assert_eq!((conn.bytes_in, conn.bytes_out), ((wrq.len() + block.len()) as u64, 8));
+    // The slot is free again.
+    let again = exchange(to, b"\0\x02c.bin\0octet\0").await.expect("an ACK");
+    assert_eq!(again, b"\0\x04\0\0");
+}
