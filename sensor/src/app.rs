@@ -48,6 +48,10 @@ pub fn bind_and_drop(cfg: &Config) -> anyhow::Result<Prepared> {
         println!("listening protocol={protocol} addr={addr}");
         tracing::info!(%protocol, %addr, "listening");
     }
+    for (protocol, addr) in listeners.local_udp_addrs() {
+        println!("listening protocol={protocol} addr={addr} transport=udp");
+        tracing::info!(%protocol, %addr, transport = "udp", "listening");
+    }
     // Everything in the data directory becomes the sensor user's, so the store and the sample
     // area are opened as that user after the drop.
     // The packet socket needs CAP_NET_RAW only to be opened: open it now, drop it with the rest.

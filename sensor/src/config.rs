@@ -60,6 +60,54 @@ pub struct Config {
     pub scan: ScanSection,
     /// Shipping to the admin; absent means the sensor only stores locally.
     pub uplink: Option<UplinkSection>,
+    /// The UDP services' budgets: datagram size, per-source budgets, flows (TFTP transfers).
+    pub udp: UdpSection,
+}
+
+/// `[udp]`: what every UDP service (TFTP, SIP, memcached, UPnP/SSDP) may cost. A UDP source
+/// address can be spoofed, so the sensor must never answer more than it was sent (the framework
+/// refuses any reply larger than its request) and never let one source take it all: past its
+/// budget per window a source's datagrams are shed and counted as rollups.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpSection {
+    /// Longest datagram read; longer ones are cut to this and handled as what arrived.
+    pub max_datagram_bytes: usize,
+    /// Length of a per-source budget window, seconds.
+    pub window_s: u64,
+    /// Datagrams one source address may send per window (outside flows).
+    pub datagrams_per_source: u32,
+    /// Bytes one source address may send per window (outside flows).
+    pub bytes_per_source: u64,
+    /// Source addresses tracked by the budgets; past it new sources are shed (rate_limited).
+    pub max_tracked_sources: usize,
+    /// Flows (TFTP uploads) open at once per UDP port; past it a new one is refused.
+    pub max_flows: usize,
+    /// Seconds without a datagram before a flow is ended (recorded as idle_timeout).
+    pub flow_timeout_s: u64,
+}
+
+impl Default for UdpSection {
+    fn default() -> Self {
+        UdpSection {
+            max_datagram_bytes: 4096,
+            window_s: 10,
+            datagrams_per_source: 100,
+            bytes_per_source: 65_536,
+            max_tracked_sources: 65_536,
+            max_flows: 64,
+            flow_timeout_s: 10,
+        }
+    }
+}
+
+/// `service.transport`: which transports serve a service's `ports`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportChoice {
+    Tcp,
+    Udp,
+    Both,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -298,7 +346,18 @@ pub struct ServiceSection {
     /// behind NAT). Unset: the address the client connected to.
     #[serde(default)]
     pub passive_address: Option<IpAddr>,
+    /// Which transports serve `ports`: "tcp", "udp" or "both". Unset: the kind's own (tftp and
+    /// upnp: udp; sip: both; every other kind: tcp). Only tftp, sip, memcached and upnp speak UDP.
+    #[serde(default)]
+    pub transport: Option<TransportChoice>,
+    /// UPnP only: the TCP port of the device description and SOAP control (HTTP) that SSDP
+    /// replies point at. Unset: [`DEFAULT_UPNP_DESCRIPTION_PORT`].
+    #[serde(default)]
+    pub description_port: Option<u16>,
 }
+
+/// UPnP's description (HTTP) port when the config names none (miniupnpd's usual choice).
+pub const DEFAULT_UPNP_DESCRIPTION_PORT: u16 = 49152;
 
 /// FTP's passive data ports when the config names none (a small range a firewall can open).
 pub const DEFAULT_PASSIVE_PORTS: PortRange = PortRange { first: 50000, last: 50031 };
@@ -335,7 +394,23 @@ impl ServiceSection {
             host_key: None,
             passive_ports: None,
             passive_address: None,
+            transport: None,
+            description_port: None,
         }
+    }
+
+    /// Whether `ports` are served over (TCP, UDP): the configured transport or the kind's own.
+    pub fn transports(&self) -> (bool, bool) {
+        match self.transport.unwrap_or(self.kind.default_transport()) {
+            TransportChoice::Tcp => (true, false),
+            TransportChoice::Udp => (false, true),
+            TransportChoice::Both => (true, true),
+        }
+    }
+
+    /// UPnP's description port (configured or default); `None` for every other kind.
+    pub fn upnp_description_port(&self) -> Option<u16> {
+        (self.kind == ServiceKind::Upnp).then(|| self.description_port.unwrap_or(DEFAULT_UPNP_DESCRIPTION_PORT))
     }
 
     /// FTP's passive port range (configured or default), `(first, last)` inclusive.
@@ -789,6 +864,36 @@ impl Config {
         }
         for (i, s) in self.services.iter().enumerate() {
             self.validate_passive(i, s)?;
+            validate_transport(i, s)?;
+            if let Some(p) = s.upnp_description_port() {
+                if p == 0 || !seen.insert((s.bind, p)) {
+                    return Err(invalid(
+                        &format!("service[{i}].description_port"),
+                        format!("port {p} is zero or already used by a TCP service"),
+                        "pick a free TCP port, e.g. description_port = 49152",
+                    ));
+                }
+            }
+        }
+        let u = &self.udp;
+        for (key, v) in [
+            ("udp.max_datagram_bytes", u.max_datagram_bytes as u64),
+            ("udp.window_s", u.window_s),
+            ("udp.datagrams_per_source", u.datagrams_per_source as u64),
+            ("udp.bytes_per_source", u.bytes_per_source),
+            ("udp.max_tracked_sources", u.max_tracked_sources as u64),
+            ("udp.flow_timeout_s", u.flow_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than zero", "remove the key to use the default"));
+            }
+        }
+        if u.max_datagram_bytes > MAX_UDP_DATAGRAM {
+            return Err(invalid(
+                "udp.max_datagram_bytes",
+                format!("{} is above {MAX_UDP_DATAGRAM}", u.max_datagram_bytes),
+                "remove the key to use the default (4096)",
+            ));
         }
         if let Err(e) = crate::credentials::validate_accept(&self.credentials.accept) {
             return Err(invalid(
@@ -907,9 +1012,47 @@ impl Config {
         v
     }
 
+    /// Whether any enabled service listens on UDP.
+    pub fn has_udp(&self) -> bool {
+        self.services.iter().any(|s| s.enabled && s.transports().1)
+    }
+
     pub fn health_interval(&self) -> Duration {
         Duration::from_secs(self.sensor.health_interval_s.max(1))
     }
+}
+
+/// Largest UDP datagram a sensor reads (the IPv4 UDP payload limit).
+pub const MAX_UDP_DATAGRAM: usize = 65_507;
+
+/// `transport` and `description_port` only where the kind speaks them.
+fn validate_transport(i: usize, s: &ServiceSection) -> Result<(), ConfigError> {
+    let name = s.kind.protocol();
+    if let Some(t) = s.transport {
+        let (tcp, udp) = s.transports();
+        if udp && !s.kind.speaks_udp() {
+            return Err(invalid(
+                &format!("service[{i}].transport"),
+                format!("kind = \"{name}\" has no UDP service"),
+                "remove the key (only tftp, sip, memcached and upnp speak UDP)",
+            ));
+        }
+        if tcp && !s.kind.speaks_tcp() {
+            return Err(invalid(
+                &format!("service[{i}].transport"),
+                format!("kind = \"{name}\" is UDP only (transport = \"{t:?}\")"),
+                "use transport = \"udp\" or remove the key",
+            ));
+        }
+    }
+    if s.description_port.is_some() && s.kind != ServiceKind::Upnp {
+        return Err(invalid(
+            &format!("service[{i}].description_port"),
+            format!("only UPnP services have a description port (this one is kind = \"{name}\")"),
+            "remove the key, or move it to the [[service]] with kind = \"upnp\"",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -931,8 +1074,45 @@ mod tests {
         assert_eq!(cfg.credentials, CredentialsSection::default());
         assert_eq!(cfg.smtp, SmtpSection::default());
         assert_eq!(cfg.scan, ScanSection::default());
+        assert_eq!(cfg.udp, UdpSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
+    }
+
+    #[test]
+    fn transports_and_the_description_port_only_where_the_kind_speaks_them() {
+        let cfg = Config::parse(
+            "[[service]]\nkind = \"sip\"\nports = [5060]\n[[service]]\nkind = \"tftp\"\nports = [69]\n\
+             [[service]]\nkind = \"memcached\"\nports = [11211]\n[[service]]\nkind = \"upnp\"\nports = [1900]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let t: Vec<(bool, bool)> = cfg.services.iter().map(|s| s.transports()).collect();
+        assert_eq!(t, vec![(true, true), (false, true), (true, false), (false, true)]);
+        assert_eq!(cfg.services[3].upnp_description_port(), Some(DEFAULT_UPNP_DESCRIPTION_PORT));
+        assert_eq!(cfg.services[0].upnp_description_port(), None);
+        assert!(cfg.has_udp());
+        for (body, key, hint) in [
+            ("kind = \"http\"\nports = [80]\ntransport = \"udp\"", "service[0].transport", "only tftp, sip"),
+            ("kind = \"tftp\"\nports = [69]\ntransport = \"both\"", "service[0].transport", "UDP only"),
+            ("kind = \"sip\"\nports = [5060]\ndescription_port = 5061", "service[0].description_port", "only UPnP"),
+            (
+                "kind = \"upnp\"\nports = [1900]\ndescription_port = 80\n[[service]]\nkind = \"http\"\nports = [80]",
+                "service[0].description_port",
+                "already used",
+            ),
+        ] {
+            let err = Config::parse(&format!("[[service]]\n{body}\n"), Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(hint), "{body}: {err}");
+        }
+        let err = Config::parse("[[service]]\nkind = \"sip\"\nports = [5060]\ntransport = \"udpp\"\n", Path::new("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service[0].transport") && err.contains("`both`"), "{err}");
+        let err = Config::parse("[udp]\nwindow_s = 0\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("udp.window_s") && err.contains("Fix"), "{err}");
+        let err = Config::parse("[udp]\nmax_datagram_bytes = 70000\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("udp.max_datagram_bytes"), "{err}");
     }
 
     #[test]

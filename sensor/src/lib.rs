@@ -60,5 +60,6 @@ pub(crate) mod shipper;
 pub mod sink;
 pub mod store;
 pub(crate) mod systemd;
+pub mod udp;
 
 pub use session::SessionEnv;

@@ -49,6 +49,18 @@ pub struct ListenerStats {
     pub shed: AtomicU64,
     /// accept() errors (for example out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// UDP datagrams read by the UDP services: each was shed (`datagrams_shed`), belonged to
+    /// an open flow (`flow_datagrams`), or started one exchange that ends in one connection
+    /// event (see `crate::udp`).
+    pub datagrams: AtomicU64,
+    /// Of those, datagrams shed by the per-source budgets or memory pressure (counted as rollups).
+    pub datagrams_shed: AtomicU64,
+    /// Of those, datagrams of an open flow (a TFTP upload's blocks).
+    pub flow_datagrams: AtomicU64,
+    /// UDP replies sent.
+    pub replies: AtomicU64,
+    /// UDP replies not sent because they were larger than their request (no amplification).
+    pub replies_refused: AtomicU64,
 }
 
 /// What a bound socket serves.
@@ -80,6 +92,8 @@ struct Bound {
 /// All bound sockets, before serving.
 pub struct Listeners {
     bound: Vec<Bound>,
+    udp: Vec<crate::udp::UdpBound>,
+    udp_cfg: crate::config::UdpSection,
     limits: LimitsSection,
     blackhole_bytes: usize,
     stats: Arc<ListenerStats>,
@@ -94,10 +108,38 @@ impl Listeners {
     /// exists (see `app::bind_and_drop`).
     pub fn bind(cfg: &Config) -> Result<Listeners, ListenerError> {
         let mut bound = Vec::new();
+        let mut udp = Vec::new();
         for svc in cfg.services.iter().filter(|s| s.enabled) {
-            let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
+            // UPnP's device description and SOAP control, over HTTP on TCP; bound first so that
+            // SSDP replies name the port actually bound (port 0 in tests gets an ephemeral one).
+            let mut svc = svc.clone();
+            let mut description = None;
+            if let Some(port) = svc.upnp_description_port() {
+                let role = Role::Service { kind: svc.kind, svc: Arc::new(svc.clone()) };
+                let b = bind_one(role, SocketAddr::new(svc.bind, port))?;
+                svc.description_port = b.listener.local_addr().ok().map(|a| a.port());
+                description = Some(b);
+            }
+            let shared = Arc::new(svc.clone());
+            let role = Role::Service { kind: svc.kind, svc: shared.clone() };
+            if let Some(mut b) = description {
+                b.role = role.clone();
+                bound.push(b);
+            }
+            let (tcp, on_udp) = svc.transports();
             for port in &svc.ports {
-                bound.push(bind_one(role.clone(), SocketAddr::new(svc.bind, *port))?);
+                let addr = SocketAddr::new(svc.bind, *port);
+                if tcp {
+                    bound.push(bind_one(role.clone(), addr)?);
+                }
+                if on_udp {
+                    let socket = crate::udp::bind(addr).map_err(|source| ListenerError::Bind {
+                        protocol: format!("{}/udp", svc.kind.protocol()),
+                        addr,
+                        source,
+                    })?;
+                    udp.push(crate::udp::UdpBound { socket, kind: svc.kind, svc: shared.clone() });
+                }
             }
         }
         for port in &cfg.blackhole.ports {
@@ -105,6 +147,8 @@ impl Listeners {
         }
         Ok(Listeners {
             bound,
+            udp,
+            udp_cfg: cfg.udp.clone(),
             limits: cfg.limits.clone(),
             blackhole_bytes: cfg.blackhole.record_bytes,
             stats: Arc::new(ListenerStats::default()),
@@ -114,6 +158,11 @@ impl Listeners {
     /// The actually bound addresses (port 0 in the config gets an ephemeral port).
     pub fn local_addrs(&self) -> Vec<(Protocol, SocketAddr)> {
         self.bound.iter().filter_map(|b| Some((b.role.protocol(), b.listener.local_addr().ok()?))).collect()
+    }
+
+    /// The bound UDP addresses (port 0 in the config gets an ephemeral port).
+    pub fn local_udp_addrs(&self) -> Vec<(Protocol, SocketAddr)> {
+        self.udp.iter().filter_map(|b| Some((b.kind.protocol(), b.socket.local_addr().ok()?))).collect()
     }
 
     pub fn stats(&self) -> Arc<ListenerStats> {
@@ -137,6 +186,20 @@ impl Listeners {
                 session_ids: session_ids.clone(),
             };
             loops.spawn(accept_loop(b, shared));
+        }
+        let udp_shared = crate::udp::UdpShared {
+            env: ctx.env.clone(),
+            governor: ctx.governor.clone(),
+            shutdown: ctx.shutdown.clone(),
+            stats: self.stats.clone(),
+            budget: Arc::new(std::sync::Mutex::new(crate::udp::Budget::new(&self.udp_cfg))),
+            session_ids: session_ids.clone(),
+            cfg: Arc::new(self.udp_cfg.clone()),
+            first_bytes: self.limits.first_bytes,
+            max_payload: self.limits.max_payload,
+        };
+        for b in self.udp {
+            loops.spawn(crate::udp::serve(b, udp_shared.clone()));
         }
         let housekeeping = {
             let admission = admission.clone();

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    transport: Transport,
     src_ip: IpAddr,
     dst_port: u16,
     protocol: Protocol,
@@ -39,13 +40,37 @@ impl RollupTable {
         RollupTable { max_keys: max_keys.max(1), inner: Mutex::new(HashMap::new()), total: AtomicU64::new(0) }
     }
 
-    /// Counts `n` observations that were not recorded individually.
+    /// Counts `n` TCP observations that were not recorded individually.
     pub fn add(&self, src_ip: IpAddr, dst_port: u16, protocol: Protocol, time_ms: i64, reason: ShedReason, n: u64) {
+        self.add_on(Transport::Tcp, src_ip, dst_port, protocol, time_ms, reason, n);
+    }
+
+    /// Counts `n` observations over `transport` (UDP datagrams are counted apart from TCP
+    /// connections to the same port) that were not recorded individually.
+    #[allow(clippy::too_many_arguments)] // one counter key, spelled out
+    pub fn add_on(
+        &self,
+        transport: Transport,
+        src_ip: IpAddr,
+        dst_port: u16,
+        protocol: Protocol,
+        time_ms: i64,
+        reason: ShedReason,
+        n: u64,
+    ) {
+        let transport = if transport == Transport::Udp { Transport::Udp } else { Transport::Tcp };
         let minute_ms = time_ms - time_ms.rem_euclid(60_000);
-        let mut key = Key { src_ip, dst_port, protocol, minute_ms, reason };
+        let mut key = Key { transport, src_ip, dst_port, protocol, minute_ms, reason };
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(&key) && map.len() >= self.max_keys {
-            key = Key { src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED), dst_port: 0, protocol, minute_ms: 0, reason };
+            key = Key {
+                transport: Transport::Tcp,
+                src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                dst_port: 0,
+                protocol,
+                minute_ms: 0,
+                reason,
+            };
             if !map.contains_key(&key) && map.len() >= self.max_keys + Protocol::ALL.len() * 6 {
                 // Overflow keys are bounded too (protocols × reasons); fold into the first one.
                 key.protocol = Protocol::Sensor;
@@ -84,7 +109,15 @@ impl RollupTable {
     pub fn restore(&self, events: Vec<Event>) {
         for ev in events {
             if let Detail::Rollup { minute_ms, reason, connections } = ev.detail {
-                let key = Key { src_ip: ev.src_ip, dst_port: ev.dst_port, protocol: ev.protocol, minute_ms, reason };
+                let transport = if ev.transport == Transport::Udp { Transport::Udp } else { Transport::Tcp };
+                let key = Key {
+                    transport,
+                    src_ip: ev.src_ip,
+                    dst_port: ev.dst_port,
+                    protocol: ev.protocol,
+                    minute_ms,
+                    reason,
+                };
                 let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
                 *map.entry(key).or_insert(0) += connections;
             }
@@ -98,7 +131,7 @@ fn rollup_event(sensor: &str, now_ms: i64, k: Key, n: u64) -> Event {
     Event {
         time_ms: if k.minute_ms > 0 { k.minute_ms } else { now_ms },
         sensor: sensor.to_string(),
-        transport: if k.protocol == Protocol::Sensor { Transport::Internal } else { Transport::Tcp },
+        transport: if k.protocol == Protocol::Sensor { Transport::Internal } else { k.transport },
         protocol: k.protocol,
         src_ip: k.src_ip,
         dst_port: k.dst_port,

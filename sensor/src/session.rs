@@ -279,7 +279,7 @@ impl Emitter {
 }
 
 /// A capture for a delivered file (see [`Session::capture`]).
-fn new_capture(env: &SessionEnv, max_payload: usize, source: &'static str) -> PayloadCapture {
+pub(crate) fn new_capture(env: &SessionEnv, max_payload: usize, source: &'static str) -> PayloadCapture {
     // The governor pauses payload keeping by setting max_payload to 0; samples pause with it.
     let paused = max_payload == 0;
     let writer = match &env.samples {

@@ -6,7 +6,7 @@
 //! events as soon as it catches up.
 
 use crate::rollup::RollupTable;
-use drosera_uplink::event::{Event, Protocol, ShedReason};
+use drosera_uplink::event::{Event, Protocol, ShedReason, Transport};
 use drosera_uplink::now_ms;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +49,15 @@ impl EventSink {
                 true
             }
             Err(mpsc::error::TrySendError::Full(ev)) | Err(mpsc::error::TrySendError::Closed(ev)) => {
-                self.rollups.add(ev.src_ip, ev.dst_port, ev.protocol, ev.time_ms, ShedReason::ChannelFull, 1);
+                self.rollups.add_on(
+                    ev.transport,
+                    ev.src_ip,
+                    ev.dst_port,
+                    ev.protocol,
+                    ev.time_ms,
+                    ShedReason::ChannelFull,
+                    1,
+                );
                 self.counters.folded.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -79,6 +87,12 @@ impl EventSink {
         self.counters.shed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a UDP datagram that was dropped (budget, pressure) without being recorded.
+    pub fn shed_datagram(&self, src_ip: IpAddr, dst_port: u16, protocol: Protocol, reason: ShedReason) {
+        self.rollups.add_on(Transport::Udp, src_ip, dst_port, protocol, now_ms(), reason, 1);
+        self.counters.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn counters(&self) -> &SinkCounters {
         &self.counters
     }
@@ -87,7 +101,7 @@ impl EventSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drosera_uplink::event::{CloseReason, Detail, Priority, Transport};
+    use drosera_uplink::event::{CloseReason, Detail, Priority};
 
     fn ev() -> Event {
         Event {

@@ -499,6 +499,8 @@ fn standard_ports_config() -> (Config, std::net::IpAddr) {
                 host_key: None,
                 passive_ports: None,
                 passive_address: None,
+                transport: None,
+                description_port: None,
             })
             .collect();
         return (cfg, ip);

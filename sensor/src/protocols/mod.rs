@@ -26,6 +26,7 @@ pub mod ftp;
 #[cfg(test)]
 pub(crate) mod hostile;
 pub mod http;
+pub mod memcached;
 pub mod mongodb;
 pub mod mqtt;
 pub mod mssql;
@@ -37,10 +38,13 @@ pub mod printer;
 pub mod rdp;
 pub mod redis;
 pub mod shell;
+pub mod sip;
 pub mod smb;
 pub mod smtp;
 pub mod ssh;
 pub mod telnet;
+pub mod tftp;
+pub mod upnp;
 pub mod vnc;
 
 /// The services a config's `[[service]] kind` can name. The serde name of each is its
@@ -67,11 +71,15 @@ pub enum ServiceKind {
     Epmap,
     Pptp,
     Printer,
+    Tftp,
+    Sip,
+    Memcached,
+    Upnp,
 }
 
 impl ServiceKind {
     /// Every service kind.
-    pub const ALL: [ServiceKind; 18] = [
+    pub const ALL: [ServiceKind; 22] = [
         ServiceKind::Http,
         ServiceKind::Ftp,
         ServiceKind::Telnet,
@@ -90,7 +98,31 @@ impl ServiceKind {
         ServiceKind::Epmap,
         ServiceKind::Pptp,
         ServiceKind::Printer,
+        ServiceKind::Tftp,
+        ServiceKind::Sip,
+        ServiceKind::Memcached,
+        ServiceKind::Upnp,
     ];
+
+    /// The transports `ports` are served on when the config does not say (`transport`).
+    pub fn default_transport(self) -> crate::config::TransportChoice {
+        use crate::config::TransportChoice;
+        match self {
+            ServiceKind::Tftp | ServiceKind::Upnp => TransportChoice::Udp,
+            ServiceKind::Sip => TransportChoice::Both,
+            _ => TransportChoice::Tcp,
+        }
+    }
+
+    /// True for the kinds with a UDP service (see `crate::udp`).
+    pub fn speaks_udp(self) -> bool {
+        matches!(self, ServiceKind::Tftp | ServiceKind::Sip | ServiceKind::Memcached | ServiceKind::Upnp)
+    }
+
+    /// True for the kinds whose `ports` may be TCP (UPnP's TCP side is its `description_port`).
+    pub fn speaks_tcp(self) -> bool {
+        !matches!(self, ServiceKind::Tftp | ServiceKind::Upnp)
+    }
 
     /// The protocol recorded in this service's events.
     pub fn protocol(self) -> Protocol {
@@ -113,6 +145,10 @@ impl ServiceKind {
             ServiceKind::Epmap => Protocol::Epmap,
             ServiceKind::Pptp => Protocol::Pptp,
             ServiceKind::Printer => Protocol::Printer,
+            ServiceKind::Tftp => Protocol::Tftp,
+            ServiceKind::Sip => Protocol::Sip,
+            ServiceKind::Memcached => Protocol::Memcached,
+            ServiceKind::Upnp => Protocol::Upnp,
         }
     }
 }
@@ -138,6 +174,30 @@ pub(crate) async fn handle(kind: ServiceKind, session: &mut Session, svc: &Servi
         ServiceKind::Epmap => boxed(epmap::handle(session, svc)).await,
         ServiceKind::Pptp => boxed(pptp::handle(session, svc)).await,
         ServiceKind::Printer => boxed(printer::handle(session, svc)).await,
+        // UDP only: config validation never puts it on a TCP port.
+        ServiceKind::Tftp => Ok(()),
+        ServiceKind::Sip => boxed(sip::handle(session, svc)).await,
+        ServiceKind::Memcached => boxed(memcached::handle(session, svc)).await,
+        // Its TCP side: the device description and SOAP control (`description_port`).
+        ServiceKind::Upnp => boxed(upnp::handle(session, svc)).await,
+    }
+}
+
+/// Handles one UDP datagram of `kind` that belongs to no open flow (see `crate::udp`): records
+/// it and returns the reply, which the framework sends only if it is no larger than `data`.
+pub(crate) fn datagram(
+    kind: ServiceKind,
+    x: &mut crate::udp::Exchange,
+    svc: &ServiceSection,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    match kind {
+        ServiceKind::Tftp => tftp::datagram(x, data),
+        ServiceKind::Sip => sip::datagram(x, svc, data),
+        ServiceKind::Memcached => memcached::datagram(x, svc, data),
+        ServiceKind::Upnp => upnp::datagram(x, svc, data),
+        // Config validation never puts another kind on UDP.
+        _ => None,
     }
 }
 

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Harness {
     pub addrs: Vec<(Protocol, SocketAddr)>,
+    /// The bound UDP addresses (see `udp_addr`).
+    pub udp_addrs: Vec<(Protocol, SocketAddr)>,
     pub events: Arc<Mutex<Vec<Event>>>,
     pub rollups: Arc<RollupTable>,
     pub stats: Arc<ListenerStats>,
@@ -58,6 +60,7 @@ impl Harness {
     pub async fn start_with(cfg: Config, pressure: Pressure, channel: usize) -> Harness {
         let listeners = Listeners::bind(&cfg).expect("bind");
         let addrs = listeners.local_addrs();
+        let udp_addrs = listeners.local_udp_addrs();
         let stats = listeners.stats();
         let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
         let (sink, mut rx) = EventSink::new(channel, rollups.clone());
@@ -75,12 +78,17 @@ impl Harness {
                 ev2.lock().unwrap().push(ev);
             }
         });
-        Harness { addrs, events, rollups, stats, sink, shutdown, data_dir }
+        Harness { addrs, udp_addrs, events, rollups, stats, sink, shutdown, data_dir }
     }
 
     /// The first bound address of `protocol`.
     pub fn addr(&self, protocol: Protocol) -> SocketAddr {
         self.addrs.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("service not started")
+    }
+
+    /// The first bound UDP address of `protocol`.
+    pub fn udp_addr(&self, protocol: Protocol) -> SocketAddr {
+        self.udp_addrs.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("UDP service not started")
     }
 
     /// Where kept samples are (`<sha256 hex>` files, mode 0400).
