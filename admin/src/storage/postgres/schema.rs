@@ -130,8 +130,18 @@ CREATE TABLE dashboard_sessions (
 );
 "#;
 
+/// Version 2: what the exploit rules derive from an event (`crate::exploits`), on its row:
+/// `derived` (JSON, NULL when nothing was) and `body_text` (an HTTP body's first bytes, for
+/// reclassify), with a partial index for the item lists. Columns (not a table as on SQLite):
+/// retention drops whole day partitions, and they go with them.
+const V2_DERIVED: &str = r#"
+ALTER TABLE events ADD COLUMN IF NOT EXISTS derived TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS body_text TEXT;
+CREATE INDEX IF NOT EXISTS events_derived ON events (time_ms) WHERE derived IS NOT NULL;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 1] = [(1, V1)];
+pub const MIGRATIONS: [(i64, &str); 2] = [(1, V1), (2, V2_DERIVED)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
