@@ -37,6 +37,12 @@ pub async fn run(cfg: &AdminConfig) -> anyhow::Result<()> {
 /// Serves until `shutdown` is cancelled (or one part fails, which cancels it).
 pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let enricher = Arc::new(Enricher::new(&cfg.enrichment)?);
+    // The exploit rules ingest applies, fixed for the life of the process.
+    let rules = crate::exploits::Matcher::load(&cfg.exploits, std::path::Path::new(""))?;
+    tracing::info!(rules = rules.rules().len(), file = %cfg.exploits.rules_file.display(), "exploit rules loaded");
+    if !crate::exploits::install(rules) {
+        tracing::warn!("exploit rules were installed before; this process keeps the first ones");
+    }
     let (ingest_db, shared_db) = {
         let db = cfg.database.clone();
         tokio::task::spawn_blocking(move || Ok::<_, storage::StorageError>((storage::open(&db)?, storage::open(&db)?)))

@@ -175,6 +175,15 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Apply the exploit rules (shipped and [exploits] rules_file) again to every stored HTTP
+    /// request, body and command line; run it after changing the rules (idempotent).
+    Reclassify {
+        /// Events read per batch (each batch's changes are one transaction).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run the ingest server (mutual TLS) and the dashboard.
     Serve {
         #[command(flatten)]

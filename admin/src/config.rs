@@ -7,6 +7,7 @@
 
 pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
+pub use crate::exploits::ExploitsConfig;
 pub use crate::labels::LabelsConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::samples::classify::ClassifyConfig;
@@ -44,6 +45,7 @@ pub struct AdminConfig {
     pub samples: SamplesConfig,
     pub classify: ClassifyConfig,
     pub fetcher: FetcherConfig,
+    pub exploits: ExploitsConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -146,6 +148,11 @@ impl AdminConfig {
         let mut cfg = AdminConfig::parse(&text, path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         cfg.resolve_paths(&base);
+        // The exploit rules (shipped and the operator's) are compiled now, so a bad rule is a
+        // config error naming the file, the rule and the field, before anything starts.
+        crate::exploits::Matcher::load(&cfg.exploits, Path::new("")).map_err(|e| {
+            invalid("exploits.rules_file", e.to_string(), "fix that rule, or leave exploits.rules_file empty")
+        })?;
         Ok(cfg)
     }
 
@@ -180,10 +187,14 @@ impl AdminConfig {
         if let Some(dir) = &mut self.classify.rules_dir {
             fix(dir);
         }
+        fix(&mut self.exploits.rules_file);
     }
 
     /// Checks relations serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err((key, problem, fix)) = self.exploits.validate() {
+            return Err(invalid(&key, problem, fix));
+        }
         if let Err(problem) = self.database.backend() {
             return Err(invalid(
                 "database.url",
@@ -424,6 +435,42 @@ mod tests {
         assert_eq!(cfg.fetcher.allow_nets().unwrap().len(), 2);
         let e = AdminConfig::parse("[database]\nurl = \"mysql://u:secret@h/db\"\n", Path::new("x")).unwrap_err();
         assert!(!e.to_string().contains("secret"), "passwords are not printed: {e}");
+    }
+
+    #[test]
+    fn exploit_rules_file_is_checked_at_load_and_follows_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "[[rule]]\nname = \"Acme\"\nprotocols = [\"http\"]\n[[rule.when]]\nfield = \"path\"\ncontains = \"/acme\"\n",
+        )
+        .unwrap();
+        std::fs::write(&p, "[exploits]\nrules_file = \"mine.toml\"\n").unwrap();
+        let cfg = AdminConfig::load(&p).unwrap();
+        assert_eq!(cfg.exploits.rules_file, dir.path().join("mine.toml"));
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "[[rule]]\nname = \"Acme\"\nprotocols = [\"http\"]\n[[rule.when]]\nfield = \"path\"\ncontains = \"\"\n",
+        )
+        .unwrap();
+        let e = AdminConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("exploits.rules_file") && e.contains("rule 1 (\"Acme\")") && e.contains("when[1].contains"),
+            "{e}"
+        );
+        std::fs::write(&p, "[exploits]\nrules_file = \"missing.toml\"\n").unwrap();
+        let e = AdminConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("exploits.rules_file") && e.contains("missing.toml"), "{e}");
+        for (text, key) in [
+            ("[exploits]\nmax_scan_bytes = 10\n", "exploits.max_scan_bytes"),
+            ("[exploits]\nmax_exploits_per_event = 0\n", "exploits.max_exploits_per_event"),
+            ("[exploits]\nmax_downloads_per_event = 1000\n", "exploits.max_downloads_per_event"),
+            ("[exploits]\nrule_file = \"x\"\n", "rule_file"),
+        ] {
+            let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub enum ExportError {
 }
 
 /// CSV columns of the per-event export, in order.
-pub const CSV_COLUMNS: [&str; 22] = [
+pub const CSV_COLUMNS: [&str; 23] = [
     "timestamp",
     "source_ip",
     "source_port",
@@ -122,6 +122,7 @@ pub const CSV_COLUMNS: [&str; 22] = [
     "url",
     "fields",
     "label",
+    "derived",
 ];
 
 fn rfc3339(ms: i64) -> String {
@@ -469,6 +470,17 @@ impl Attack {
             }
             _ => {}
         }
+        // Exploits and downloads the admin's rules recognised in a request or command line.
+        if let Some(d) = r.derived {
+            let d = crate::exploits::Derived::from_column(Some(d));
+            for e in &d.exploits {
+                let v = if e.cve.is_empty() { e.name.clone() } else { format!("{} ({})", e.name, e.cve) };
+                Attack::push(&mut self.exploits, &mut self.text, &v);
+            }
+            for u in &d.downloads {
+                Attack::push(&mut self.downloads, &mut self.text, &u.url);
+            }
+        }
         self.deadline = if self.connection {
             self.end_ms.saturating_add(END_SLACK_MS)
         } else {
@@ -668,6 +680,14 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Opt
                     m.insert(k, v);
                 }
             }
+            // What the admin's exploit rules derived: `exploits` [{name, cve}], `downloads`
+            // [{url, tool}] (the keys no detail has).
+            if let Some(Ok(Value::Object(d))) = r.derived.map(serde_json::from_str::<Value>) {
+                for (k, v) in d {
+                    let k = if m.contains_key(&k) { format!("derived_{k}") } else { k };
+                    m.insert(k, v);
+                }
+            }
             write_json_line(out, &Value::Object(m))
         }
         Format::Csv | Format::EventsCsv => {
@@ -694,6 +714,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Opt
                 csv_cell(r.url.unwrap_or(""), true),
                 csv_cell(r.fields, true),
                 csv_cell(label.as_deref().unwrap_or(""), true),
+                csv_cell(r.derived.unwrap_or(""), true),
             ];
             writeln!(out, "{}", cells.join(","))
         }
@@ -729,6 +750,7 @@ mod tests {
             url: None,
             fields,
             seq: 0,
+            derived: None,
         }
     }
 

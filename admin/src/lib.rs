@@ -13,6 +13,7 @@ pub mod config;
 pub mod dashboard;
 pub mod enrich;
 pub mod enroll;
+pub mod exploits;
 pub mod export;
 pub mod ingest;
 pub mod labels;

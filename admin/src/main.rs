@@ -178,6 +178,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Samples(c) => samples(c),
+        Command::Reclassify { batch, config } => {
+            let cfg = config.load()?;
+            let rules = drosera_admin::exploits::Matcher::load(&cfg.exploits, std::path::Path::new(""))?;
+            let db = storage::open(&cfg.database)?;
+            let r = drosera_admin::exploits::reclassify::reclassify(&*db, &rules, batch)?;
+            println!(
+                "reclassified {} events with {} rules: {} changed ({} batches)",
+                r.scanned,
+                rules.rules().len(),
+                r.changed,
+                r.batches
+            );
+            Ok(())
+        }
         Command::Serve { config } => {
             let cfg = config.load()?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -258,10 +258,16 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
     }
     let mut cols: Vec<&str> = vec!["id", "txid"];
     cols.extend(EVENT_COLS.iter().map(|c| c.0));
+    // What the exploit rules derived, kept beside the event on SQLite, on its row here.
+    cols.extend(["derived", "body_text"]);
     let mut types = vec![B, B];
     types.extend(EVENT_COLS.iter().map(|c| c.1.clone()));
+    types.extend([T, T]);
     let select = format!(
-        "SELECT id, CASE WHEN id <= {last_folded} THEN 1 ELSE 2 END, {} FROM events ORDER BY id",
+        "SELECT id, CASE WHEN id <= {last_folded} THEN 1 ELSE 2 END, {},
+                (SELECT d.derived FROM event_derived d WHERE d.event_id = events.id),
+                (SELECT d.body_text FROM event_derived d WHERE d.event_id = events.id)
+         FROM events ORDER BY id",
         EVENT_COLS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
     );
     let copy = format!("COPY events ({}) FROM STDIN BINARY", cols.join(", "));

@@ -529,6 +529,58 @@ pub struct ExportRow<'a> {
     /// The detail's flat fields as a JSON object.
     pub fields: &'a str,
     pub seq: i64,
+    /// What the exploit rules derived from it (JSON of `crate::exploits::Derived`), if anything.
+    pub derived: Option<&'a str>,
+}
+
+/// One stored event of a kind the exploit rules read ([`MATCHABLE_KINDS`]), for `reclassify`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatchRow<'a> {
+    pub id: i64,
+    pub time_ms: i64,
+    pub protocol: &'a str,
+    pub kind: &'a str,
+    /// The detail's flat fields as a JSON object.
+    pub fields: &'a str,
+    pub body_text: Option<&'a str>,
+    pub derived: Option<&'a str>,
+}
+
+/// The `kind`s of the events the exploit rules read (`crate::exploits::subject`).
+pub const MATCHABLE_KINDS: [&str; 4] = ["http_request", "payload", "form_body", "command"];
+
+/// A new `derived` value for one event (`reclassify`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedUpdate {
+    pub id: i64,
+    pub time_ms: i64,
+    pub derived: Option<String>,
+}
+
+/// The items of `kind` in one stored `derived` value (exploits: name and CVE; downloads: URL
+/// and tool), until `f` breaks. Both backends' item lists read derived records through this.
+pub fn derived_items(
+    kind: ItemKind,
+    derived: &str,
+    time_ms: i64,
+    src_ip: &str,
+    f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let d = crate::exploits::Derived::from_column(Some(derived));
+    match kind {
+        ItemKind::Exploit => {
+            for e in &d.exploits {
+                f(ItemRef { key: &e.name, detail: &e.cve, time_ms, src_ip })?;
+            }
+        }
+        ItemKind::Download => {
+            for u in &d.downloads {
+                f(ItemRef { key: &u.url, detail: &u.tool, time_ms, src_ip })?;
+            }
+        }
+        ItemKind::Payload => {}
+    }
+    ControlFlow::Continue(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,7 +681,8 @@ pub trait Storage: Send + SampleStorage {
     /// (id, name) of every sensor, by name.
     fn sensor_names(&self) -> Result<Vec<(i64, String)>, StorageError>;
 
-    /// Raw rows of one rare kind in `range`, until `f` breaks.
+    /// Raw rows of one rare kind in `range`, until `f` breaks. Exploits and downloads include
+    /// those the exploit rules derived from other events ([`derived_items`]).
     fn scan_items(
         &self,
         kind: ItemKind,
@@ -652,6 +705,22 @@ pub trait Storage: Send + SampleStorage {
 
     /// Sensors (one, or all by name) with their counters and folded event counts.
     fn sensor_health(&self, name: Option<&str>) -> Result<Vec<SensorHealthRecord>, StorageError>;
+
+    // --- Exploit rules (reclassify) -----------------------------------------------------------
+
+    /// Up to `limit` events of the [`MATCHABLE_KINDS`] after position `after` (`(time_ms, id)`,
+    /// in that order), each with its stored derived value and body text; returns the position
+    /// of the last one (`None`: no more).
+    fn scan_matchable(
+        &self,
+        after: (i64, i64),
+        limit: i64,
+        f: &mut dyn FnMut(&MatchRow<'_>),
+    ) -> Result<Option<(i64, i64)>, StorageError>;
+
+    /// Sets the derived value of these events, in one transaction; an event whose value is
+    /// already that is left alone. Returns how many events changed.
+    fn set_derived(&self, rows: &[DerivedUpdate]) -> Result<u64, StorageError>;
 
     // --- Export -------------------------------------------------------------------------------
 

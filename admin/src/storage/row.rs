@@ -40,18 +40,38 @@ pub struct Lifted {
     pub url: Option<String>,
     /// [`fields_json`] of the detail.
     pub fields: String,
+    /// What the exploit rules derived from it (JSON of [`crate::exploits::Derived`]), if
+    /// anything.
+    pub derived: Option<String>,
+    /// An HTTP body's first bytes as text, kept so `reclassify` can read them again.
+    pub body_text: Option<String>,
 }
 
 impl Lifted {
+    /// The columns of `ev`, with the exploit rules the process installed
+    /// ([`crate::exploits::active`]).
     pub fn of(ev: &Event) -> Lifted {
+        Lifted::with(crate::exploits::active(), ev)
+    }
+
+    /// The columns of `ev`, derived with `rules`.
+    pub fn with(rules: &crate::exploits::Matcher, ev: &Event) -> Lifted {
+        let kind = if is_form_body(ev) { FORM_BODY_KIND } else { ev.detail.kind() };
+        let pairs = ev.detail.to_fields();
+        let body_text = rules.body_text(ev);
+        let derived = rules
+            .derive(ev.protocol.as_str(), kind, &crate::exploits::borrow_pairs(&pairs), body_text.as_deref())
+            .to_column();
         let mut l = Lifted {
-            kind: if is_form_body(ev) { FORM_BODY_KIND } else { ev.detail.kind() },
+            kind,
             count: 1,
             username: None,
             password: None,
             payload_sha256: None,
             url: None,
-            fields: fields_json(ev.detail.to_fields()),
+            fields: fields_json(pairs),
+            derived,
+            body_text,
         };
         match &ev.detail {
             Detail::Login { username: u, secret, .. } => {

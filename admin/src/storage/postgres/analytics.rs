@@ -573,6 +573,7 @@ pub fn scan_items(
     range: &EventRange,
     f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StorageError> {
+    let item_kind = kind;
     let (kind, key, detail) = match kind {
         ItemKind::Payload => ("payload", "payload_sha256", "fields::jsonb ->> 'size'"),
         ItemKind::Exploit => ("exploit", "fields::jsonb ->> 'name'", "fields::jsonb ->> 'cve'"),
@@ -583,15 +584,28 @@ pub fn scan_items(
         "SELECT {key}, {detail}, time_ms, src_ip FROM events
          WHERE kind = '{kind}' AND time_ms >= $1 AND time_ms < $2 AND ($3::bigint IS NULL OR sensor_id = $3)"
     );
+    let mut stopped = false;
     stream(db, &sql, &[&range.since_ms, &range.until_ms, &range.sensor_id], &mut |row| {
         let key: Option<&str> = row.try_get(0)?;
         let detail: Option<&str> = row.try_get(1)?;
-        Ok(f(ItemRef {
+        let flow = f(ItemRef {
             key: key.unwrap_or(""),
             detail: detail.unwrap_or(""),
             time_ms: row.try_get(2)?,
             src_ip: row.try_get(3)?,
-        }))
+        });
+        stopped = flow.is_break();
+        Ok(flow)
+    })?;
+    if stopped || item_kind == ItemKind::Payload {
+        return Ok(());
+    }
+    // What the exploit rules derived from requests and command lines (partial index
+    // `events_derived`).
+    let sql = "SELECT derived, time_ms, src_ip FROM events
+         WHERE derived IS NOT NULL AND time_ms >= $1 AND time_ms < $2 AND ($3::bigint IS NULL OR sensor_id = $3)";
+    stream(db, sql, &[&range.since_ms, &range.until_ms, &range.sensor_id], &mut |row| {
+        Ok(derived_items(item_kind, row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, f))
     })
 }
 

@@ -12,10 +12,10 @@ use tokio_postgres::types::{ToSql, Type};
 /// The columns a `COPY` of events writes, in order (`id` comes from its sequence).
 pub(crate) const COPY_SQL: &str = "COPY events (txid, sensor_id, seq, time_ms, transport, protocol, kind, src_ip,
     src_port, dst_port, session_id, duration_ms, bytes_in, bytes_out, priority, count, username, password,
-    payload_sha256, url, fields) FROM STDIN BINARY";
+    payload_sha256, url, fields, derived, body_text) FROM STDIN BINARY";
 
 /// The types of [`COPY_SQL`]'s columns.
-pub(crate) const COPY_TYPES: [Type; 21] = [
+pub(crate) const COPY_TYPES: [Type; 23] = [
     Type::INT8,
     Type::INT8,
     Type::INT8,
@@ -37,6 +37,8 @@ pub(crate) const COPY_TYPES: [Type; 21] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
 ];
 
 /// Writes one event row into a `COPY` started with [`COPY_SQL`].
@@ -53,7 +55,7 @@ pub(crate) async fn write_event(
     let duration = ev.duration_ms as i64;
     let (src_port, dst_port, priority) =
         (i32::from(ev.src_port), i32::from(ev.dst_port), i16::from(ev.priority.as_u8()));
-    let row: [&(dyn ToSql + Sync); 21] = [
+    let row: [&(dyn ToSql + Sync); 23] = [
         &txid,
         &sensor_id,
         &seq,
@@ -75,6 +77,8 @@ pub(crate) async fn write_event(
         &l.payload_sha256,
         &l.url,
         &l.fields,
+        &l.derived,
+        &l.body_text,
     ];
     w.write(&row).await
 }

@@ -30,6 +30,7 @@
 //!   `sensor list` would be a full scan), added at ingest and subtracted when a partition goes.
 
 mod analytics;
+mod exploits;
 mod export;
 mod ingest;
 mod labels;
@@ -271,6 +272,19 @@ impl Storage for Postgres {
     }
     fn sensor_health(&self, name: Option<&str>) -> Result<Vec<SensorHealthRecord>, StorageError> {
         analytics::sensor_health(self, name)
+    }
+
+    fn scan_matchable(
+        &self,
+        after: (i64, i64),
+        limit: i64,
+        f: &mut dyn FnMut(&MatchRow<'_>),
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        exploits::scan_matchable(self, after, limit, f)
+    }
+
+    fn set_derived(&self, rows: &[DerivedUpdate]) -> Result<u64, StorageError> {
+        exploits::set_derived(self, rows)
     }
 
     fn export_events(

@@ -147,8 +147,6 @@ CREATE TABLE label_state (
 INSERT INTO label_state(id) VALUES (1);
 "#;
 
-/// Every step, in order: (the version a database has after it, its SQL).
-
 /// Version 3: malware samples (issue 15); the same tables as SQLite's version 4.
 const V3_SAMPLES: &str = r#"
 CREATE TABLE samples (
@@ -199,8 +197,18 @@ CREATE TABLE sample_rejections (
 );
 "#;
 
+/// Version 4: what the exploit rules derive from an event (`crate::exploits`), on its row:
+/// `derived` (JSON, NULL when nothing was) and `body_text` (an HTTP body's first bytes, for
+/// reclassify), with a partial index for the item lists. Columns (not a table as on SQLite):
+/// retention drops whole day partitions, and they go with them.
+const V4_DERIVED: &str = r#"
+ALTER TABLE events ADD COLUMN IF NOT EXISTS derived TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS body_text TEXT;
+CREATE INDEX IF NOT EXISTS events_derived ON events (time_ms) WHERE derived IS NOT NULL;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 3] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES)];
+pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

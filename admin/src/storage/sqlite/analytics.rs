@@ -359,6 +359,7 @@ pub fn scan_items(
     range: &EventRange,
     f: &mut dyn FnMut(ItemRef<'_>) -> ControlFlow<()>,
 ) -> Result<(), StorageError> {
+    let item_kind = kind;
     let (kind, index, key, detail) = match kind {
         ItemKind::Payload => ("payload", "events_payload", "payload_sha256", "json_extract(fields, '$.size')"),
         ItemKind::Exploit => {
@@ -376,6 +377,20 @@ pub fn scan_items(
     while let Some(row) = rows.next()? {
         let item = ItemRef { key: text(row, 0)?, detail: text(row, 1)?, time_ms: row.get(2)?, src_ip: text(row, 3)? };
         if f(item).is_break() {
+            return Ok(());
+        }
+    }
+    if item_kind == ItemKind::Payload {
+        return Ok(());
+    }
+    // What the exploit rules derived from requests and command lines (its own partial index).
+    let mut stmt = conn.prepare_cached(
+        "SELECT derived, time_ms, src_ip FROM event_derived INDEXED BY event_derived_time
+         WHERE derived IS NOT NULL AND time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR sensor_id = ?3)",
+    )?;
+    let mut rows = stmt.query(params![range.since_ms, range.until_ms, range.sensor_id])?;
+    while let Some(row) = rows.next()? {
+        if derived_items(item_kind, text(row, 0)?, row.get(1)?, text(row, 2)?, f).is_break() {
             break;
         }
     }

@@ -89,6 +89,13 @@ pub fn insert_event(tx: &Connection, sensor_id: i64, ev: &Event) -> rusqlite::Re
         l.url,
         l.fields,
     ])?;
+    if n == 1 && (l.derived.is_some() || l.body_text.is_some()) {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO event_derived (event_id, sensor_id, time_ms, src_ip, derived, body_text)
+             VALUES (last_insert_rowid(), ?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![sensor_id, ev.time_ms, ev.src_ip.to_string(), l.derived, l.body_text])?;
+    }
     Ok(n == 1)
 }
 

@@ -7,6 +7,7 @@
 //! connection is used by one thread at a time).
 
 mod analytics;
+mod exploits;
 mod export;
 mod ingest;
 mod labels;
@@ -188,6 +189,19 @@ impl Storage for Connection {
     }
     fn sensor_health(&self, name: Option<&str>) -> Result<Vec<SensorHealthRecord>, StorageError> {
         analytics::sensor_health(self, name)
+    }
+
+    fn scan_matchable(
+        &self,
+        after: (i64, i64),
+        limit: i64,
+        f: &mut dyn FnMut(&MatchRow<'_>),
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        exploits::scan_matchable(self, after, limit, f)
+    }
+
+    fn set_derived(&self, rows: &[DerivedUpdate]) -> Result<u64, StorageError> {
+        exploits::set_derived(self, rows)
     }
 
     fn export_events(

@@ -219,8 +219,34 @@ CREATE TABLE IF NOT EXISTS label_state (
 INSERT OR IGNORE INTO label_state(id) VALUES (1);
 "#;
 
+/// Version 5: what the exploit rules derive from an event (`crate::exploits`), beside it.
+///
+/// A table of its own (one row per event with something derived or an HTTP body kept, keyed by
+/// the event's id) rather than columns of `events`: the step stays idempotent like the others
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`), and the item lists read it through its own
+/// partial index. A trigger deletes an event's row with the event (retention), looking only at
+/// the kinds the rules read.
+const V5_DERIVED: &str = r#"
+CREATE TABLE IF NOT EXISTS event_derived (
+    event_id  INTEGER PRIMARY KEY,
+    sensor_id INTEGER NOT NULL,
+    time_ms   INTEGER NOT NULL,
+    src_ip    TEXT NOT NULL,
+    -- JSON of exploits::Derived; NULL when nothing was derived
+    derived   TEXT,
+    -- an HTTP body's first bytes as text, for reclassify
+    body_text TEXT
+);
+CREATE INDEX IF NOT EXISTS event_derived_time
+    ON event_derived(time_ms, sensor_id, src_ip, derived) WHERE derived IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS event_derived_gone AFTER DELETE ON events
+    WHEN old.kind IN ('http_request', 'payload', 'form_body', 'command')
+    BEGIN DELETE FROM event_derived WHERE event_id = old.id; END;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES)];
+pub const MIGRATIONS: [(i64, &str); 5] =
+    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -438,6 +464,7 @@ mod tests {
             "agg_src",
             "analytics_state",
             "dashboard_sessions",
+            "event_derived",
             "events",
             "ip_info",
             "label_state",
@@ -522,8 +549,8 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            18,
-            "11 tables, 2 of labels since version 3, 5 of samples since version 4"
+            19,
+            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
