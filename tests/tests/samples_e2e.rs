@@ -17,20 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
-    for b in ["drosera-admin", "drosera-sensor"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{b} not built in {}: run `cargo build --workspace --bins` first",
-            dir.display()
-        );
-    }
-    dir
+    let bins = drosera_e2e::stack::Bins::beside_test_exe().unwrap();
+    bins.admin.parent().unwrap().to_path_buf()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    drosera_e2e::procs::free_port().unwrap()
 }
 
 /// True if `tool` runs; under `DROSERA_REQUIRE_CLIENTS=1` a missing tool fails the test.

@@ -11,17 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin_dir() -> PathBuf {
-    // target/<profile>/deps/<test exe> → target/<profile>
-    let exe = std::env::current_exe().expect("test exe path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf();
-    for b in ["drosera-admin", "drosera-sensor"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{b} not built in {}: run `cargo build --workspace --bins` first",
-            dir.display()
-        );
-    }
-    dir
+    let bins = drosera_e2e::stack::Bins::beside_test_exe().unwrap();
+    bins.admin.parent().unwrap().to_path_buf()
 }
 
 fn free_port() -> u16 {
