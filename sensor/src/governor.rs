@@ -247,8 +247,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn samples_less_often_while_idle() {
         for (busy, want) in [(true, 40..=42), (false, 5..=6)] {
-            let c =
-                MemorySection { sample_interval_ms: 250, idle_sample_interval_ms: 2000, ..MemorySection::default() };
+            // Limits no real process reaches (under qemu-user /proc describes the emulator, far
+            // above the default soft limit): only the busy signal may choose the interval.
+            let c = MemorySection {
+                sample_interval_ms: 250,
+                idle_sample_interval_ms: 2000,
+                soft_limit_bytes: u64::MAX / 4,
+                hard_limit_bytes: u64::MAX / 2,
+                min_available_bytes: 0,
+                ..MemorySection::default()
+            };
             let (g, _h) = Governor::new(c);
             let stats = g.stats();
             let stop = CancellationToken::new();
