@@ -100,8 +100,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Session { sensor, conn, json, config } => {
             let cfg = config.load()?;
             let db = open_for_analytics(&cfg)?;
-            let s = analytics::session(&*db, &sensor, conn)?
-                .ok_or_else(|| anyhow::anyhow!("no connection {conn} of sensor {sensor:?} (see `drosera-admin sensor list`)"))?;
+            let s = analytics::session(&*db, &sensor, conn)?.ok_or_else(|| {
+                anyhow::anyhow!("no connection {conn} of sensor {sensor:?} (see `drosera-admin sensor list`)")
+            })?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &s)?;

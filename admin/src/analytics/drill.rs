@@ -92,7 +92,9 @@ impl Tally {
 
     fn top(self) -> Vec<Seen> {
         let mut v: Vec<Seen> = self.0.into_values().collect();
-        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)).then_with(|| a.detail.cmp(&b.detail)));
+        v.sort_by(|a, b| {
+            b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)).then_with(|| a.detail.cmp(&b.detail))
+        });
         v.truncate(MAX_LIST);
         v
     }
@@ -163,7 +165,9 @@ fn credential_of(f: &BTreeMap<String, String>, row: &ExportRow<'_>) -> (String, 
         .map(str::to_string)
         .or_else(|| f.get("password").cloned())
         .or_else(|| f.get("key_fingerprint").map(|k| format!("key {k}")))
-        .or_else(|| f.get("hash").map(|h| format!("{} {h}", f.get("hash_format").map(String::as_str).unwrap_or("hash"))))
+        .or_else(|| {
+            f.get("hash").map(|h| format!("{} {h}", f.get("hash_format").map(String::as_str).unwrap_or("hash")))
+        })
         .unwrap_or_default();
     (user, secret)
 }
@@ -271,7 +275,9 @@ pub fn attacker(db: &dyn Storage, q: &Query, ip: &str, page: usize) -> Result<Op
     a.exploits = exploits.top();
     a.scans = scans.top();
     let mut s: Vec<SessionRow> = sessions.into_values().collect();
-    s.sort_by(|x, y| y.start_ms.cmp(&x.start_ms).then_with(|| x.sensor.cmp(&y.sensor)).then(x.session_id.cmp(&y.session_id)));
+    s.sort_by(|x, y| {
+        y.start_ms.cmp(&x.start_ms).then_with(|| x.sensor.cmp(&y.sensor)).then(x.session_id.cmp(&y.session_id))
+    });
     a.sessions_total = s.len() as i64;
     a.sessions = s.into_iter().skip((a.page - 1) * SESSIONS_PER_PAGE).take(SESSIONS_PER_PAGE).collect();
     Ok(Some(a))
@@ -619,8 +625,9 @@ pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, 
                             }
                             "http_request" => {
                                 let path = f.get("path").map(String::as_str).unwrap_or("");
-                                path.contains(v.as_str())
-                                    .then(|| hit("request", path, f.get("method").map(String::as_str).unwrap_or(""), row))
+                                path.contains(v.as_str()).then(|| {
+                                    hit("request", path, f.get("method").map(String::as_str).unwrap_or(""), row)
+                                })
                             }
                             _ => None,
                         }

@@ -52,7 +52,8 @@ mod text;
 
 pub use drill::{
     attacker, fields_of, parse_search, search, session, Attacker, SearchHit, SearchKind, SearchResults, Seen, Session,
-    SessionEvent, SessionRow, MAX_ATTACKER_EVENTS, MAX_SEARCH_HITS, MAX_SEARCH_SCAN, MAX_SESSION_EVENTS, SESSIONS_PER_PAGE,
+    SessionEvent, SessionRow, MAX_ATTACKER_EVENTS, MAX_SEARCH_HITS, MAX_SEARCH_SCAN, MAX_SESSION_EVENTS,
+    SESSIONS_PER_PAGE,
 };
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,

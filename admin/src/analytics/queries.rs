@@ -285,7 +285,9 @@ fn minute_timeline(
                     return ControlFlow::Continue(());
                 }
             }
-            let e = m.entry((floor_to(row.time_ms, MINUTE_MS), row.sensor.to_string(), row.protocol.to_string())).or_default();
+            let e = m
+                .entry((floor_to(row.time_ms, MINUTE_MS), row.sensor.to_string(), row.protocol.to_string()))
+                .or_default();
             if kind == "login" {
                 e.1 += 1;
             } else {

@@ -264,7 +264,14 @@ impl Attacker {
         use std::fmt::Write;
         let mut o = String::new();
         let asn = self.asn.map(|a| format!("AS{a} {}", printable(&self.as_org))).unwrap_or_default();
-        let _ = writeln!(o, "Attacker {} ({}{}{})", self.ip, printable(&self.country), if asn.is_empty() { "" } else { ", " }, asn);
+        let _ = writeln!(
+            o,
+            "Attacker {} ({}{}{})",
+            self.ip,
+            printable(&self.country),
+            if asn.is_empty() { "" } else { ", " },
+            asn
+        );
         if let Some(l) = &self.label {
             let _ = writeln!(o, "Label: {}", printable(l));
         }
@@ -285,7 +292,8 @@ impl Attacker {
         seen_lines(&mut o, "Downloads offered (url tool)", &self.downloads);
         seen_lines(&mut o, "Exploits (name cve)", &self.exploits);
         seen_lines(&mut o, "Scans (transport first-ports)", &self.scans);
-        let _ = writeln!(o, "\nSessions ({} in all, page {}, {} per page):", self.sessions_total, self.page, self.per_page);
+        let _ =
+            writeln!(o, "\nSessions ({} in all, page {}, {} per page):", self.sessions_total, self.page, self.per_page);
         for s in &self.sessions {
             let _ = writeln!(
                 o,
@@ -356,7 +364,11 @@ impl SearchResults {
             if self.truncated { " (TRUNCATED: more may match; narrow the range)" } else { "" }
         );
         for h in &self.hits {
-            let session = if h.session_id == 0 { String::new() } else { format!(" session {}/{}", printable(&h.sensor), h.session_id) };
+            let session = if h.session_id == 0 {
+                String::new()
+            } else {
+                format!(" session {}/{}", printable(&h.sensor), h.session_id)
+            };
             let _ = writeln!(
                 o,
                 "  {} {:<8} {} {} from {}{session}",

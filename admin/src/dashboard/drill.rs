@@ -42,7 +42,10 @@ pub enum Cell {
     /// An address, linked to its attacker page.
     Ip(String),
     /// A connection, linked to its session page.
-    Session { sensor: String, id: i64 },
+    Session {
+        sensor: String,
+        id: i64,
+    },
 }
 
 impl Cell {
@@ -56,7 +59,9 @@ impl Cell {
             Cell::Num(n) => format!(r#"<td class="n">{n}</td>"#),
             Cell::Time(t) => format!("<td>{}</td>", fmt_time(Some(*t))),
             Cell::Ip(ip) => format!("<td>{}</td>", ip_link(ip)),
-            Cell::Session { sensor, id } => format!("<td>{}</td>", session_link(sensor, *id, &format!("{sensor}/{id}"))),
+            Cell::Session { sensor, id } => {
+                format!("<td>{}</td>", session_link(sensor, *id, &format!("{sensor}/{id}")))
+            }
         }
     }
 
@@ -318,8 +323,11 @@ pub fn session_page(s: &Session) -> String {
         })
         .collect();
     if !lines.is_empty() {
-        let _ =
-            write!(b, r#"<section class="card"><h2>Transcript</h2><pre id="transcript" class="mono wrap">{}</pre></section>"#, lines.join("\n"));
+        let _ = write!(
+            b,
+            r#"<section class="card"><h2>Transcript</h2><pre id="transcript" class="mono wrap">{}</pre></section>"#,
+            lines.join("\n")
+        );
     }
     let base = format!("/api/session?sensor={}&conn={}", url_encode(&s.sensor), s.session_id);
     for t in session_tables(s) {

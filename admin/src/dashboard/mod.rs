@@ -598,8 +598,12 @@ async fn drill_find(app: &App, q: Query, d: Drill) -> Result<Found, String> {
     app.db(move |c, en| {
         analytics::refresh(c, en).map_err(|e| e.to_string())?;
         let r = match d {
-            Drill::Attacker { addr, page } => Found::Attacker(analytics::attacker(c, &q, &addr, page).map_err(|e| e.to_string())?),
-            Drill::Session { sensor, conn } => Found::Session(analytics::session(c, &sensor, conn).map_err(|e| e.to_string())?),
+            Drill::Attacker { addr, page } => {
+                Found::Attacker(analytics::attacker(c, &q, &addr, page).map_err(|e| e.to_string())?)
+            }
+            Drill::Session { sensor, conn } => {
+                Found::Session(analytics::session(c, &sensor, conn).map_err(|e| e.to_string())?)
+            }
             Drill::Search(text) if text.is_empty() => Found::Search(None),
             Drill::Search(text) => Found::Search(Some(analytics::search(c, &q, &text).map_err(|e| e.to_string())?)),
         };
@@ -641,7 +645,9 @@ async fn drill_page(app: App, headers: HeaderMap, p: Params, d: Result<Drill, St
         Ok(Found::Session(None)) => {
             ("Session".to_string(), pages::error_page("no such sensor or connection"), StatusCode::NOT_FOUND)
         }
-        Ok(Found::Search(r)) => ("Search".to_string(), drill::search_page(&search_text, r.as_ref(), &qs), StatusCode::OK),
+        Ok(Found::Search(r)) => {
+            ("Search".to_string(), drill::search_page(&search_text, r.as_ref(), &qs), StatusCode::OK)
+        }
     };
     (status, Html(pages::layout(&title, &path, &sess.user, &sess.csrf, &p.filter(), &body))).into_response()
 }

@@ -192,9 +192,13 @@ pub fn stacked(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) ->
         );
     }
     if labels.is_empty() {
-        let _ = write!(s, r##"<text x="{left}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##, top + 20.0);
+        let _ = write!(
+            s,
+            r##"<text x="{left}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##,
+            top + 20.0
+        );
     }
-    for i in 0..labels.len() {
+    for (i, label) in labels.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar) / 2.0;
         let mut base = 0i64;
         for (si, (name, v)) in shown.iter().enumerate() {
@@ -208,7 +212,7 @@ pub fn stacked(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) ->
                 r#"<rect class="bar" x="{x:.1}" y="{y1:.1}" width="{bar:.1}" height="{hh:.1}" fill="{c}"><title>{l}: {t} {val}</title></rect>"#,
                 hh = (y0 - y1).max(1.0),
                 c = PALETTE[si % PALETTE.len()],
-                l = esc(&labels[i]),
+                l = esc(label),
                 t = esc(name)
             );
             base += val;

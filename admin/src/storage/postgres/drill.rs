@@ -2,9 +2,7 @@
 //! `events_source` and `events_session` indexes (schema version 5) or `events_time`, each with
 //! a row limit, joined with the sensor and the enrichment like the export.
 
-use super::super::{
-    DrillFilter, EventRange, ExportRow, IpRecord, ProtocolBucket, StorageError, TimelineSource,
-};
+use super::super::{DrillFilter, EventRange, ExportRow, IpRecord, ProtocolBucket, StorageError, TimelineSource};
 use super::analytics::{params, query, stream, timeline_source};
 use super::Postgres;
 use std::ops::ControlFlow;
@@ -23,9 +21,8 @@ pub fn drill_events(
     f: &mut dyn FnMut(&ExportRow<'_>) -> ControlFlow<()>,
 ) -> Result<(), StorageError> {
     let in_range = "e.time_ms >= $1 AND e.time_ms < $2 AND ($3::bigint IS NULL OR e.sensor_id = $3)";
-    let ranged = |cond: &str| {
-        format!("{COLUMNS} WHERE {cond} AND {in_range} ORDER BY e.time_ms DESC, e.seq DESC LIMIT $5")
-    };
+    let ranged =
+        |cond: &str| format!("{COLUMNS} WHERE {cond} AND {in_range} ORDER BY e.time_ms DESC, e.seq DESC LIMIT $5");
     let mut each = |r: &tokio_postgres::Row| -> Result<ControlFlow<()>, tokio_postgres::Error> {
         let row = ExportRow {
             time_ms: r.try_get(0)?,

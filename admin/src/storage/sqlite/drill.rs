@@ -2,9 +2,7 @@
 //! `events_source` and `events_session` indexes (schema version 6) or `events_kind`, each with
 //! a row limit, joined with the sensor and the enrichment like the export.
 
-use super::super::{
-    DrillFilter, EventRange, ExportRow, IpRecord, ProtocolBucket, StorageError, TimelineSource,
-};
+use super::super::{DrillFilter, EventRange, ExportRow, IpRecord, ProtocolBucket, StorageError, TimelineSource};
 use super::analytics::{run, timeline_source};
 use super::{opt_text, text};
 use rusqlite::types::ToSql;
@@ -42,7 +40,8 @@ pub fn drill_events(
         DrillFilter::Kind(kind) => ranged("e.kind = ?4", kind.to_string()),
         DrillFilter::Session { sensor_id, session_id } => {
             let sql = format!("{COLUMNS} WHERE e.sensor_id = ?1 AND e.session_id = ?2 ORDER BY e.seq LIMIT ?3");
-            let p: Vec<Box<dyn ToSql>> = vec![Box::new(sensor_id) as Box<dyn ToSql>, Box::new(session_id), Box::new(limit)];
+            let p: Vec<Box<dyn ToSql>> =
+                vec![Box::new(sensor_id) as Box<dyn ToSql>, Box::new(session_id), Box::new(limit)];
             (sql, p)
         }
     };
@@ -84,7 +83,8 @@ pub fn drill_events(
 
 pub fn find_addresses(conn: &Connection, from: &str, to: &str, limit: i64) -> Result<Vec<IpRecord>, StorageError> {
     let sql = "SELECT ip, country, cc, asn, as_org FROM ip_info WHERE ip >= ?1 AND ip < ?2 ORDER BY ip LIMIT ?3";
-    let p: Vec<Box<dyn ToSql>> = vec![Box::new(from.to_string()) as Box<dyn ToSql>, Box::new(to.to_string()), Box::new(limit)];
+    let p: Vec<Box<dyn ToSql>> =
+        vec![Box::new(from.to_string()) as Box<dyn ToSql>, Box::new(to.to_string()), Box::new(limit)];
     run(conn, sql, p, |r| {
         Ok(IpRecord { ip: r.get(0)?, country: r.get(1)?, cc: r.get(2)?, asn: r.get(3)?, as_org: r.get(4)? })
     })
