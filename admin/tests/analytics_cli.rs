@@ -126,7 +126,10 @@ fn attacker_session_and_search_commands() {
     assert!(ok, "{err}");
     assert!(out.starts_with("Attacker 8.8.8.8 (US, AS15169 Google LLC)"), "{out}");
     assert!(out.contains("root xc3511 x5"), "{out}");
-    assert!(out.contains("Sessions (12 in all, page 1, 50 per page):") && out.contains("s1/111 telnet port 23"), "{out}");
+    assert!(
+        out.contains("Sessions (12 in all, page 1, 50 per page):") && out.contains("s1/111 telnet port 23"),
+        "{out}"
+    );
     let (ok, out, err) = run(&[&["attacker", "8.8.8.8", "--json", "--config", cfg], &range[..]].concat(), "");
     assert!(ok, "{err}");
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
