@@ -331,6 +331,7 @@ fn drill_down_pages_json_and_csv_over_http() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains(r#"<p id="search-summary">5 results"#), "{}", r.body);
     assert!(r.body.contains(r#"href="/attacker/8.8.8.8""#) && r.body.contains(r#"href="/session/s1/100""#));
+    assert!(r.body.contains(r#"<input type="hidden" name="since" value="1714521600000">"#), "the range stays");
     let r = http(a, "GET", "/search?q=%3Cscript%3E", &auth, "");
     assert_eq!(r.status, 200);
     no_raw_markup("search", &r.body);

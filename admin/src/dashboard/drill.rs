@@ -337,9 +337,17 @@ pub fn session_page(s: &Session) -> String {
 }
 
 /// The search page body: the form and the results.
-pub fn search_page(q: &str, r: Option<&SearchResults>, qs: &str) -> String {
+pub fn search_page(q: &str, r: Option<&SearchResults>, f: &super::pages::Filter) -> String {
+    let qs = super::pages::filter_query(f);
+    // The range filter travels with a new search.
+    let mut hidden = String::new();
+    for (k, v) in [("since", &f.since), ("until", &f.until), ("sensor", &f.sensor)] {
+        if !v.is_empty() {
+            let _ = write!(hidden, r#"<input type="hidden" name="{k}" value="{}">"#, esc(v));
+        }
+    }
     let mut b = format!(
-        r#"<form method="get" action="/search" class="filter card" id="search-form"><label>search <input name="q" value="{}" size="40" placeholder="1.2.3.0/24, root, http://..., CVE-2017-0144, sha256, ssh, sensor"></label><button type="submit">Search</button></form>"#,
+        r#"<form method="get" action="/search" class="filter card" id="search-form"><label>search <input name="q" value="{}" size="40" placeholder="1.2.3.0/24, root, http://..., CVE-2017-0144, sha256, ssh, sensor"></label>{hidden}<button type="submit">Search</button></form>"#,
         esc(q)
     );
     let Some(r) = r else { return b };
@@ -359,7 +367,7 @@ pub fn search_page(q: &str, r: Option<&SearchResults>, qs: &str) -> String {
             crate::analytics::MAX_SEARCH_HITS
         );
     }
-    let base = format!("/api/search?q={}{}", url_encode(q), amp(qs));
+    let base = format!("/api/search?q={}{}", url_encode(q), amp(&qs));
     for t in search_tables(r) {
         b += &t.html(&base);
     }

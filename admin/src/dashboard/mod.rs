@@ -646,7 +646,7 @@ async fn drill_page(app: App, headers: HeaderMap, p: Params, d: Result<Drill, St
             ("Session".to_string(), pages::error_page("no such sensor or connection"), StatusCode::NOT_FOUND)
         }
         Ok(Found::Search(r)) => {
-            ("Search".to_string(), drill::search_page(&search_text, r.as_ref(), &qs), StatusCode::OK)
+            ("Search".to_string(), drill::search_page(&search_text, r.as_ref(), &p.filter()), StatusCode::OK)
         }
     };
     (status, Html(pages::layout(&title, &path, &sess.user, &sess.csrf, &p.filter(), &body))).into_response()
