@@ -192,6 +192,49 @@ pub enum Command {
     /// Malware samples the sensors shipped: list, show, get (encrypted ZIP), rescan.
     #[command(subcommand)]
     Samples(SampleCommand),
+    /// Everything about one source address: country, AS, sensors, credentials, downloads,
+    /// exploits, scans and its sessions (the dashboard's /attacker/ADDR).
+    Attacker {
+        /// The address (IPv4 or IPv6).
+        addr: std::net::IpAddr,
+        /// Sessions page (50 per page, newest first).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        page: u32,
+        /// Print JSON (the structure of /api/attacker).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Every event of one connection in order (the dashboard's /session/SENSOR/CONN).
+    Session {
+        /// The sensor's name.
+        sensor: String,
+        /// The connection id the sensor's events carry.
+        conn: i64,
+        /// Print JSON (the structure of /api/session).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Search by address or network (1.2.3.0/24), user name, password, URL, sha256, CVE,
+    /// protocol or sensor; `kind:value` (ip:, user:, pass:, url:, sha256:, cve:, protocol:,
+    /// sensor:) says which.
+    Search {
+        /// What to look for.
+        #[arg(value_parser = clap::builder::ValueParser::new(|s: &str| if s.chars().count() > 512 { Err("longer than 512 characters".to_string()) } else { Ok(s.to_string()) }))]
+        q: String,
+        /// Print JSON (the structure of /api/search).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// `drosera-admin samples ...` (the work is in `drosera_admin::samples::ops`).

@@ -82,6 +82,50 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Attacker { addr, page, json, range, config } => {
+            let cfg = config.load()?;
+            let q = range.query(now_ms())?;
+            let db = open_for_analytics(&cfg)?;
+            let a = analytics::attacker(&*db, &q, &addr.to_string(), page as usize)?
+                .ok_or_else(|| anyhow::anyhow!("no events of {addr} in this range"))?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &a)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(a.to_text().as_bytes())?;
+            }
+            Ok(())
+        }
+        Command::Session { sensor, conn, json, config } => {
+            let cfg = config.load()?;
+            let db = open_for_analytics(&cfg)?;
+            let s = analytics::session(&*db, &sensor, conn)?.ok_or_else(|| {
+                anyhow::anyhow!("no connection {conn} of sensor {sensor:?} (see `drosera-admin sensor list`)")
+            })?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &s)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(s.to_text().as_bytes())?;
+            }
+            Ok(())
+        }
+        Command::Search { q: text, json, range, config } => {
+            let cfg = config.load()?;
+            let q = range.query(now_ms())?;
+            let db = open_for_analytics(&cfg)?;
+            let r = analytics::search(&*db, &q, &text)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &r)?;
+                writeln!(out)?;
+            } else {
+                out.write_all(r.to_text().as_bytes())?;
+            }
+            Ok(())
+        }
         Command::Report { args, config } => {
             let cfg = config.load()?;
             let q = args.query(now_ms())?;

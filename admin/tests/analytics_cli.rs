@@ -115,3 +115,50 @@ fn user_add_reads_the_password_from_stdin() {
     assert!(!ok);
     assert!(err.contains("user name"), "{err}");
 }
+
+/// Issue 21: `attacker`, `session` and `search`, as text and as the API's JSON.
+#[test]
+fn attacker_session_and_search_commands() {
+    let (_dir, cfg, loc) = setup();
+    let cfg = cfg.to_str().unwrap();
+    let range = ["--since", "2024-05-01", "--until", "2024-05-11"];
+    let (ok, out, err) = run(&[&["attacker", "8.8.8.8", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Attacker 8.8.8.8 (US, AS15169 Google LLC)"), "{out}");
+    assert!(out.contains("root xc3511 x5"), "{out}");
+    assert!(
+        out.contains("Sessions (12 in all, page 1, 50 per page):") && out.contains("s1/111 telnet port 23"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&[&["attacker", "8.8.8.8", "--json", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = Db::open(&loc);
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() };
+    assert_eq!(got, serde_json::to_value(analytics::attacker(&*c, &q, "8.8.8.8", 1).unwrap().unwrap()).unwrap());
+    let (ok, _, err) = run(&["attacker", "192.0.2.1", "--config", cfg], "");
+    assert!(!ok && err.contains("no events of 192.0.2.1"), "{err}");
+    let (ok, _, err) = run(&["attacker", "not-an-ip", "--config", cfg], "");
+    assert!(!ok && err.contains("invalid"), "{err}");
+
+    let (ok, out, err) = run(&["session", "s1", "100", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("Session s1/100: 8.8.8.8:40000 -> telnet port 23"), "{out}");
+    assert!(out.contains("login root / xc3511") && out.contains("connection"), "{out}");
+    let (ok, out, _) = run(&["session", "s1", "100", "--json", "--config", cfg], "");
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::to_value(analytics::session(&*c, "s1", 100).unwrap().unwrap()).unwrap());
+    let (ok, _, err) = run(&["session", "s1", "999", "--config", cfg], "");
+    assert!(!ok && err.contains("no connection 999"), "{err}");
+
+    let (ok, out, err) = run(&[&["search", "xc3511", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("5 results for xc3511 as user or password"), "{out}");
+    assert_eq!(out.matches(" session s1/").count(), 5, "{out}");
+    let (ok, out, _) = run(&[&["search", "1.1.1.0/24", "--json", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "1.1.1.0/24").unwrap()).unwrap());
+    assert_eq!(got["hits"][0]["value"], "1.1.1.1");
+}

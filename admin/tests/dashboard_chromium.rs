@@ -221,7 +221,9 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
         let shown = b.eval(&format!("document.getElementById('{id}').textContent"));
         assert_eq!(shown.as_str().unwrap(), num(&totals[key]), "{id}");
     }
-    assert_eq!(b.eval("document.querySelectorAll('svg.chart').length"), json!(3));
+    // Attempts over time, the same per protocol (stacked), protocols, countries.
+    assert_eq!(b.eval("document.querySelectorAll('svg.chart').length"), json!(4));
+    assert!(b.eval("document.querySelectorAll('svg.stacked rect.bar').length").as_u64().unwrap() > 0);
     let protocols = b.table("protocols", &["attempts", "logins"]);
     let want: Vec<Vec<String>> = report["protocols"]
         .as_array()
@@ -318,6 +320,40 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
         .collect();
     assert_eq!(rows, want);
     assert_eq!(rows[0], vec!["s1", "26", "3", "7", "100"]);
+
+    // Issue 21: the attacker page (reached by the address's link), its session, and search.
+    b.goto(&base, &format!("/attackers?{RANGE}"), "/attackers");
+    b.eval("document.querySelector('#sources a[href=\"/attacker/8.8.8.8\"]').click(); true");
+    b.wait_for("/attacker/8.8.8.8");
+    let api = b.api(&base, &format!("/api/attacker?addr=8.8.8.8&{RANGE}"));
+    b.goto(&base, &format!("/attacker/8.8.8.8?{RANGE}"), "/attacker/8.8.8.8");
+    let cells = |b: &mut Cdp, id: &str| -> Vec<Vec<String>> {
+        let expr = format!(
+            "[...document.querySelectorAll('#{id} tbody tr')].map(tr => [...tr.cells].map(td => td.textContent))"
+        );
+        serde_json::from_value(b.eval(&expr)).unwrap()
+    };
+    let creds: Vec<Vec<String>> = cells(&mut b, "credentials").into_iter().map(|r| r[..3].to_vec()).collect();
+    let want: Vec<Vec<String>> = api["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| vec![num(&c["value"]), num(&c["detail"]), num(&c["count"])])
+        .collect();
+    assert_eq!(creds, want);
+    assert_eq!(creds[0], vec!["root", "xc3511", "5"]);
+    assert_eq!(cells(&mut b, "sessions").len(), 12);
+    assert_eq!(b.eval("document.getElementById('attempts').textContent"), json!("12"));
+    let shot = b.call("Page.captureScreenshot", json!({ "format": "png" }));
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-attacker.png"), &png).unwrap();
+    b.eval("document.querySelector('#sessions a.session').click(); true");
+    b.wait_for("/session/s1/111");
+    let events = cells(&mut b, "events");
+    assert_eq!(events.iter().map(|r| r[2].as_str()).collect::<Vec<_>>(), vec!["connection"]);
+    b.goto(&base, &format!("/search?q=xc3511&{RANGE}"), "/search");
+    assert_eq!(cells(&mut b, "hits").len(), 5);
+    assert_eq!(b.eval("document.querySelectorAll('#hits a.ip').length"), json!(5));
 
     // Logging out through the page's form ends the session.
     b.eval("document.querySelector('form.logout').submit(); true");

@@ -137,7 +137,7 @@ fn login_required_csrf_and_numbers_match_the_api() {
     assert!(r.body.contains(r#"<tr data-key="self"><td>self</td><td class="included">left out</td>"#), "{}", r.body);
     let r = http(a, "GET", &format!("/attackers?{RANGE}&include=self"), &auth, "");
     assert!(
-        r.body.contains(r#"<tr data-key="1.1.1.1"><td class="mono">1.1.1.1</td><td class="label">self</td>"#),
+        r.body.contains(r#"<tr data-key="1.1.1.1"><td class="mono"><a class="ip mono" href="/attacker/1.1.1.1">1.1.1.1</a></td><td class="label">self</td>"#),
         "{}",
         r.body
     );

@@ -42,6 +42,7 @@
 //! folding; `scan.rs`: summing rows by id and top-n selection; `queries.rs`: the report's parts;
 //! `text.rs`: the plain-text report. What callers use is re-exported here.
 
+mod drill;
 mod queries;
 mod range;
 mod refresh;
@@ -49,10 +50,15 @@ mod scan;
 mod scans;
 mod text;
 
+pub use drill::{
+    attacker, fields_of, parse_search, search, session, Attacker, SearchHit, SearchKind, SearchResults, Seen, Session,
+    SessionEvent, SessionRow, MAX_ATTACKER_EVENTS, MAX_SEARCH_HITS, MAX_SEARCH_SCAN, MAX_SESSION_EVENTS,
+    SESSIONS_PER_PAGE,
+};
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
     top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
-    Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
+    ProtocolSeries, Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{
@@ -60,7 +66,7 @@ pub use refresh::{
     EVICTED_EVENTS_KIND,
 };
 pub use scans::{scans, ScanPortRow, ScannerRow, Scans, MAX_SCAN_ROWS};
-pub use text::{fmt_time, printable};
+pub use text::{bucket_label, fmt_time, printable};
 
 use crate::storage::StorageError;
 

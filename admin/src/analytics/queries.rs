@@ -14,8 +14,13 @@ use std::ops::ControlFlow;
 
 /// Most buckets in a timeline (beyond it, the range is cut to the most recent buckets).
 const MAX_BUCKETS: i64 = 2000;
-/// Timelines over at most this span are hourly, longer ones daily.
-const HOURLY_TIMELINE_MAX_MS: i64 = 7 * DAY_MS;
+/// Timelines over at most this span have minute buckets (read from raw events), ...
+const MINUTE_TIMELINE_MAX_MS: i64 = 3 * HOUR_MS;
+/// ...over at most this span hour buckets, longer ones day buckets.
+const HOURLY_TIMELINE_MAX_MS: i64 = 3 * DAY_MS;
+/// Raw rows of one kind a minute timeline reads at most; beyond it, the timeline is hourly.
+const MAX_MINUTE_ROWS: i64 = 200_000;
+const MINUTE_MS: i64 = 60_000;
 /// Most source addresses listed per payload, exploit or download.
 const MAX_IPS_PER_ITEM: usize = 20;
 /// Raw rows of one rare kind scanned per query at most (payloads, exploits, downloads).
@@ -101,10 +106,18 @@ pub struct Series {
     pub attempts: Vec<i64>,
 }
 
+/// Attempts per bucket of one protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolSeries {
+    pub protocol: String,
+    pub attempts: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
     pub range: RangeInfo,
-    /// `hour` or `day`.
+    /// `minute`, `hour` or `day`: chosen from the span asked for (the data's span when no
+    /// `since` is given): up to 3 hours minutes, up to 3 days hours, else days.
     pub resolution: String,
     /// Start of each bucket, ms since the epoch.
     pub buckets: Vec<i64>,
@@ -114,14 +127,39 @@ pub struct Timeline {
     pub logins: Vec<i64>,
     /// Attempts per bucket for each sensor.
     pub per_sensor: Vec<Series>,
+    /// Bucket width, ms.
+    #[serde(default)]
+    pub bucket_ms: i64,
+    /// Attempts per bucket for each protocol, most attempts first (stacked in the chart).
+    #[serde(default)]
+    pub per_protocol: Vec<ProtocolSeries>,
 }
 
-/// Attempts and logins per hour (ranges up to 7 days) or per day, overall and per sensor.
+/// Attempts and logins per minute, hour or day (see [`Timeline::resolution`]), overall, per
+/// sensor and per protocol.
 pub fn timeline(db: &dyn Storage, q: &Query) -> Result<Timeline, AnalyticsError> {
     let r = resolve(db, q)?;
+    let asked_until = q.until_ms.unwrap_or_else(super::now_ms);
+    // The span asked for decides the resolution; without `since`, the data's own span does
+    // (one day of data reads in hours).
+    let (span, minutes) = match q.since_ms {
+        Some(since) => (asked_until.saturating_sub(since), (since, asked_until)),
+        None => {
+            let all = TimelineSource::Hours { from: r.since, to: r.until };
+            match db.timeline_bounds(&all, r.sensor_id.unwrap_or(0))? {
+                Some((lo, hi)) if lo >= r.hourly_from => (hi + HOUR_MS - lo, (lo, asked_until.min(hi + HOUR_MS))),
+                _ => (i64::MAX, (0, 0)),
+            }
+        }
+    };
+    if span <= MINUTE_TIMELINE_MAX_MS {
+        if let Some(t) = minute_timeline(db, q, &r, minutes.0, minutes.1)? {
+            return Ok(t);
+        }
+    }
     // Hourly for short ranges whose hour rows still exist (see retention), else daily; a week
     // row cannot be split into days, so a daily timeline reads day rows (hours at the edges).
-    let hourly = r.until - r.since <= HOURLY_TIMELINE_MAX_MS && r.since >= r.hourly_from;
+    let hourly = span <= HOURLY_TIMELINE_MAX_MS && r.since >= r.hourly_from;
     let unit = if hourly { HOUR_MS } else { DAY_MS };
     let source = if hourly {
         TimelineSource::Hours { from: r.since, to: r.until }
@@ -170,6 +208,21 @@ pub fn timeline(db: &dyn Storage, q: &Query) -> Result<Timeline, AnalyticsError>
             s.attempts[i] += a;
         }
     }
+    // Per protocol: the all-sensors rows (or the one sensor's), label classes subtracted.
+    let agg_id = r.sensor_id.unwrap_or(0);
+    let mut per_proto: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut add = |rows: Vec<crate::storage::ProtocolBucket>, sign: i64| {
+        for p in rows {
+            let i = idx(p.bucket);
+            if i < buckets.len() {
+                per_proto.entry(p.protocol).or_insert_with(|| vec![0; buckets.len()])[i] += sign * p.attempts;
+            }
+        }
+    };
+    add(db.timeline_protocols(&source, agg_id, first, last)?, 1);
+    for c in q.include.excluded() {
+        add(db.timeline_protocols(&source, crate::labels::class_sensor(agg_id, c), first, last)?, -1);
+    }
     Ok(Timeline {
         range: r.info(q),
         resolution: if hourly { "hour" } else { "day" }.into(),
@@ -177,7 +230,102 @@ pub fn timeline(db: &dyn Storage, q: &Query) -> Result<Timeline, AnalyticsError>
         attempts,
         logins,
         per_sensor,
+        bucket_ms: unit,
+        per_protocol: protocol_series(per_proto),
     })
+}
+
+/// Protocols with any attempts, most first.
+fn protocol_series(m: HashMap<String, Vec<i64>>) -> Vec<ProtocolSeries> {
+    let mut v: Vec<ProtocolSeries> = m
+        .into_iter()
+        .filter(|(_, a)| a.iter().any(|x| *x != 0))
+        .map(|(protocol, attempts)| ProtocolSeries { protocol, attempts })
+        .collect();
+    v.sort_by(|a, b| {
+        b.attempts.iter().sum::<i64>().cmp(&a.attempts.iter().sum::<i64>()).then_with(|| a.protocol.cmp(&b.protocol))
+    });
+    v
+}
+
+/// A minute timeline of `[since, until)` from raw events, or `None` when it cannot be exact:
+/// the sensors evicted attempts in the range (evictions are known per hour only), or the range
+/// has more than [`MAX_MINUTE_ROWS`] rows of a kind. The caller then draws hours.
+fn minute_timeline(
+    db: &dyn Storage,
+    q: &Query,
+    r: &Resolved,
+    since: i64,
+    until: i64,
+) -> Result<Option<Timeline>, AnalyticsError> {
+    if since < db.raw_from()? {
+        return Ok(None);
+    }
+    let evicted = kind_sums_net(db, q, r)?.iter().any(|k| k.kind == super::EVICTED_ATTEMPTS_KIND && k.n != 0);
+    if evicted {
+        return Ok(None);
+    }
+    let since = floor_to(since, MINUTE_MS);
+    let range = EventRange { since_ms: since, until_ms: until, sensor_id: r.sensor_id };
+    let labeler = Labeler::new(&db.labels()?, true);
+    let left_out: Vec<Class> = q.include.excluded().collect();
+    // (minute, sensor, protocol) -> (attempts, logins)
+    let mut m: HashMap<(i64, String, String), (i64, i64)> = HashMap::new();
+    for kind in ["connection", "rollup", "login"] {
+        let mut read = 0i64;
+        db.drill_events(&crate::storage::DrillFilter::Kind(kind), &range, MAX_MINUTE_ROWS + 1, &mut |row| {
+            read += 1;
+            if read > MAX_MINUTE_ROWS {
+                return ControlFlow::Break(());
+            }
+            if !left_out.is_empty() && !labeler.is_empty() {
+                let asn = row.asn.and_then(|a| u32::try_from(a).ok());
+                let class = labeler.label_str(row.src_ip, || asn).and_then(|l| l.class());
+                if class.is_some_and(|c| left_out.contains(&c)) {
+                    return ControlFlow::Continue(());
+                }
+            }
+            let e = m
+                .entry((floor_to(row.time_ms, MINUTE_MS), row.sensor.to_string(), row.protocol.to_string()))
+                .or_default();
+            if kind == "login" {
+                e.1 += 1;
+            } else {
+                e.0 += row.count;
+            }
+            ControlFlow::Continue(())
+        })?;
+        if read > MAX_MINUTE_ROWS {
+            return Ok(None);
+        }
+    }
+    let lo = m.keys().map(|k| k.0).min().unwrap_or(since);
+    let hi = m.keys().map(|k| k.0).max().unwrap_or(since);
+    let buckets: Vec<i64> = (0..=((hi - lo) / MINUTE_MS)).map(|i| lo + i * MINUTE_MS).collect();
+    let n = buckets.len();
+    let mut attempts = vec![0; n];
+    let mut logins = vec![0; n];
+    let mut by_sensor: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    let mut per_proto: HashMap<String, Vec<i64>> = HashMap::new();
+    for ((b, sensor, proto), (a, l)) in m {
+        let i = ((b - lo) / MINUTE_MS) as usize;
+        attempts[i] += a;
+        logins[i] += l;
+        if a != 0 {
+            by_sensor.entry(sensor).or_insert_with(|| vec![0; n])[i] += a;
+            per_proto.entry(proto).or_insert_with(|| vec![0; n])[i] += a;
+        }
+    }
+    Ok(Some(Timeline {
+        range: r.info(q),
+        resolution: "minute".into(),
+        buckets,
+        attempts,
+        logins,
+        per_sensor: by_sensor.into_iter().map(|(sensor, attempts)| Series { sensor, attempts }).collect(),
+        bucket_ms: MINUTE_MS,
+        per_protocol: protocol_series(per_proto),
+    }))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -592,6 +740,9 @@ pub struct Report {
     /// the numbers above.
     #[serde(default)]
     pub labelled: Vec<LabelledTotals>,
+    /// Attempts over time, per protocol (issue 21): the same [`timeline`] the dashboard draws.
+    #[serde(default)]
+    pub timeline: Timeline,
 }
 
 /// One label class's share of the range.
@@ -661,5 +812,6 @@ pub fn report(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Resul
         sensors: sensors(db, q)?,
         labelled: labelled(db, q, n.min(10))?,
         scans: super::scans(db, q, n)?,
+        timeline: timeline(db, q)?,
     })
 }

@@ -1,7 +1,8 @@
 //! Plain-text rendering: the report `drosera-admin report` prints, and the time and string
 //! formatting the dashboard pages share.
 
-use super::queries::Report;
+use super::drill::{Attacker, SearchResults, Seen, Session};
+use super::queries::{Report, Timeline};
 
 /// Formats a time in ms as `YYYY-MM-DD HH:MM` UTC (or `-`).
 pub fn fmt_time(ms: Option<i64>) -> String {
@@ -69,6 +70,7 @@ impl Report {
                 }
             );
         }
+        o += &self.timeline.to_text();
         let _ =
             writeln!(o, "\nPer protocol:\n  {:<10} {:>10} {:>10} {:>10}", "protocol", "attempts", "logins", "events");
         for p in &self.protocols {
@@ -188,6 +190,194 @@ impl Report {
                 );
             }
             let _ = writeln!(o);
+        }
+        o
+    }
+}
+
+/// A bucket's start as the timeline shows it: `HH:MM` (minutes), `MM-DD HH:00` (hours),
+/// `YYYY-MM-DD` (days), UTC.
+pub fn bucket_label(resolution: &str, ms: i64) -> String {
+    let s = fmt_time(Some(ms));
+    match resolution {
+        "minute" => s.get(11..).unwrap_or(&s).to_string(),
+        "hour" => s.get(5..).unwrap_or(&s).to_string(),
+        _ => s.get(..10).unwrap_or(&s).to_string(),
+    }
+}
+
+/// Most protocol columns of the text timeline (the rest are summed in "other").
+const TEXT_PROTOCOLS: usize = 6;
+
+impl Timeline {
+    /// The attempts per bucket as a table: one line per bucket, a column per protocol.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let protos: Vec<&super::queries::ProtocolSeries> = self.per_protocol.iter().take(TEXT_PROTOCOLS).collect();
+        let other = self.per_protocol.len() > TEXT_PROTOCOLS;
+        let _ = write!(o, "\nAttempts per {} (UTC):\n  {:<16} {:>9}", self.resolution, "bucket", "attempts");
+        for p in &protos {
+            let _ = write!(o, " {:>9}", printable(&p.protocol));
+        }
+        if other {
+            let _ = write!(o, " {:>9}", "other");
+        }
+        let _ = writeln!(o);
+        for (i, b) in self.buckets.iter().enumerate() {
+            let total = self.attempts.get(i).copied().unwrap_or(0);
+            let _ = write!(o, "  {:<16} {:>9}", bucket_label(&self.resolution, *b), total);
+            let mut shown = 0;
+            for p in &protos {
+                let v = p.attempts.get(i).copied().unwrap_or(0);
+                shown += v;
+                let _ = write!(o, " {v:>9}");
+            }
+            if other {
+                let _ = write!(o, " {:>9}", total - shown);
+            }
+            let _ = writeln!(o);
+        }
+        o
+    }
+}
+
+fn seen_lines(o: &mut String, title: &str, v: &[Seen]) {
+    use std::fmt::Write;
+    let _ = writeln!(o, "\n{title}:");
+    for s in v {
+        let detail = if s.detail.is_empty() { String::new() } else { format!(" {}", printable(&s.detail)) };
+        let _ = writeln!(
+            o,
+            "  {}{detail} x{}, {} .. {}",
+            printable(&s.value),
+            s.count,
+            fmt_time(Some(s.first_seen_ms)),
+            fmt_time(Some(s.last_seen_ms))
+        );
+    }
+}
+
+impl Attacker {
+    /// The plain-text form printed by `drosera-admin attacker`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let asn = self.asn.map(|a| format!("AS{a} {}", printable(&self.as_org))).unwrap_or_default();
+        let _ = writeln!(
+            o,
+            "Attacker {} ({}{}{})",
+            self.ip,
+            printable(&self.country),
+            if asn.is_empty() { "" } else { ", " },
+            asn
+        );
+        if let Some(l) = &self.label {
+            let _ = writeln!(o, "Label: {}", printable(l));
+        }
+        let _ = writeln!(
+            o,
+            "First seen {}, last seen {}; {} attempts, {} events read{}",
+            fmt_time(self.first_seen_ms),
+            fmt_time(self.last_seen_ms),
+            self.attempts,
+            self.events,
+            if self.truncated { " (TRUNCATED: more events in this range; the lists cover the newest)" } else { "" }
+        );
+        seen_lines(&mut o, "Sensors (events)", &self.sensors);
+        seen_lines(&mut o, "Protocols (events)", &self.protocols);
+        seen_lines(&mut o, "Credentials (user password)", &self.credentials);
+        seen_lines(&mut o, "Commands", &self.commands);
+        seen_lines(&mut o, "Samples and payloads (sha256 size)", &self.samples);
+        seen_lines(&mut o, "Downloads offered (url tool)", &self.downloads);
+        seen_lines(&mut o, "Exploits (name cve)", &self.exploits);
+        seen_lines(&mut o, "Scans (transport first-ports)", &self.scans);
+        let _ =
+            writeln!(o, "\nSessions ({} in all, page {}, {} per page):", self.sessions_total, self.page, self.per_page);
+        for s in &self.sessions {
+            let _ = writeln!(
+                o,
+                "  {}/{} {} port {} {} .. {}: {} events, {} logins, {} commands",
+                printable(&s.sensor),
+                s.session_id,
+                s.protocol,
+                s.dst_port,
+                fmt_time(Some(s.start_ms)),
+                fmt_time(Some(s.end_ms)),
+                s.events,
+                s.logins,
+                s.commands
+            );
+        }
+        o
+    }
+}
+
+impl Session {
+    /// The plain-text form printed by `drosera-admin session`: a transcript.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "Session {}/{}: {}:{} -> {} port {} ({}), {} .. {}, {} bytes in, {} out{}",
+            printable(&self.sensor),
+            self.session_id,
+            self.src_ip,
+            self.src_port,
+            self.protocol,
+            self.dst_port,
+            printable(&self.country),
+            fmt_time(Some(self.start_ms)),
+            fmt_time(Some(self.end_ms)),
+            self.bytes_in,
+            self.bytes_out,
+            if self.truncated { " (TRUNCATED: the first events only)" } else { "" }
+        );
+        for e in &self.events {
+            let _ = writeln!(o, "{} #{} {:<16} {}", fmt_time(Some(e.time_ms)), e.seq, e.kind, printable(&e.summary));
+            if e.kind == "http_request" || e.kind == "login" {
+                for (k, v) in &e.fields {
+                    let _ = writeln!(o, "    {}: {}", printable(k), printable(v));
+                }
+            }
+            for d in &e.derived {
+                let _ = writeln!(o, "    => {}", printable(d));
+            }
+        }
+        o
+    }
+}
+
+impl SearchResults {
+    /// The plain-text form printed by `drosera-admin search`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "{} results for {} as {}{}",
+            self.hits.len(),
+            printable(&self.query),
+            kinds.join(" or "),
+            if self.truncated { " (TRUNCATED: more may match; narrow the range)" } else { "" }
+        );
+        for h in &self.hits {
+            let session = if h.session_id == 0 {
+                String::new()
+            } else {
+                format!(" session {}/{}", printable(&h.sensor), h.session_id)
+            };
+            let _ = writeln!(
+                o,
+                "  {} {:<8} {} {} from {}{session}",
+                if h.time_ms == 0 { "-".to_string() } else { fmt_time(Some(h.time_ms)) },
+                h.what,
+                printable(&h.value),
+                printable(&h.detail),
+                h.src_ip
+            );
         }
         o
     }

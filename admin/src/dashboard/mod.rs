@@ -21,6 +21,7 @@
 //! address or one of `[dashboard] allowed_hosts` are answered, so a DNS-rebinding page cannot
 //! talk to the dashboard through a victim's browser.
 
+pub mod drill;
 mod html;
 pub mod pages;
 pub mod svg;
@@ -144,6 +145,15 @@ pub struct Params {
     pub limit: Option<usize>,
     /// Labelled traffic taken back into the numbers: `self,research`, `self`, `research`.
     pub include: Option<String>,
+    /// Drill-down (`/api/attacker`, `/api/session`, `/api/search`): the address, the
+    /// connection id (with `sensor`), the search text, the sessions page.
+    pub addr: Option<String>,
+    pub conn: Option<i64>,
+    pub q: Option<String>,
+    pub page: Option<usize>,
+    /// `csv` (with `table`): one table of a drill-down page as CSV.
+    pub format: Option<String>,
+    pub table: Option<String>,
 }
 
 impl Params {
@@ -209,6 +219,9 @@ fn router(app: App) -> Router {
         .route("/scans", page("/scans"))
         .route("/sensors", page("/sensors"))
         .route("/login", get(login_form).post(login_submit))
+        .route("/attacker/{addr}", get(attacker_page))
+        .route("/session/{sensor}/{conn}", get(session_page))
+        .route("/search", get(search_page))
         .route("/logout", post(logout))
         .route("/api/{name}", get(api))
         .fallback(not_found)
@@ -352,6 +365,9 @@ async fn api(
 ) -> Response {
     if session(&app, &headers).await.is_none() {
         return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "login required"}))).into_response();
+    }
+    if matches!(name.as_str(), "attacker" | "session" | "search") {
+        return drill_api(app, name, p).await;
     }
     let q = match p.query() {
         Ok(q) => q,
@@ -543,4 +559,180 @@ pub async fn serve_listener(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drill-down (issue 21): attacker, session and search pages, their JSON and CSV.
+
+/// Longest search text accepted.
+const MAX_SEARCH_CHARS: usize = 512;
+
+/// What a drill-down request asks for (checked before any database work).
+#[derive(Debug, Clone)]
+enum Drill {
+    Attacker { addr: String, page: usize },
+    Session { sensor: String, conn: i64 },
+    Search(String),
+}
+
+/// What a drill-down found (`None`: nothing there).
+enum Found {
+    Attacker(Option<analytics::Attacker>),
+    Session(Option<analytics::Session>),
+    Search(Option<analytics::SearchResults>),
+}
+
+fn drill_attacker(addr: &str, page: Option<usize>) -> Result<Drill, String> {
+    let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| format!("{:?} is not an IP address", esc(addr)))?;
+    Ok(Drill::Attacker { addr: ip.to_string(), page: page.unwrap_or(1).clamp(1, 100_000) })
+}
+
+fn drill_search(q: &str) -> Result<Drill, String> {
+    if q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(format!("search text longer than {MAX_SEARCH_CHARS} characters"));
+    }
+    Ok(Drill::Search(q.trim().to_string()))
+}
+
+async fn drill_find(app: &App, q: Query, d: Drill) -> Result<Found, String> {
+    app.db(move |c, en| {
+        analytics::refresh(c, en).map_err(|e| e.to_string())?;
+        let r = match d {
+            Drill::Attacker { addr, page } => {
+                Found::Attacker(analytics::attacker(c, &q, &addr, page).map_err(|e| e.to_string())?)
+            }
+            Drill::Session { sensor, conn } => {
+                Found::Session(analytics::session(c, &sensor, conn).map_err(|e| e.to_string())?)
+            }
+            Drill::Search(text) if text.is_empty() => Found::Search(None),
+            Drill::Search(text) => Found::Search(Some(analytics::search(c, &q, &text).map_err(|e| e.to_string())?)),
+        };
+        Ok(r)
+    })
+    .await
+}
+
+/// Runs a drill-down page: session check, filter, lookup, layout.
+async fn drill_page(app: App, headers: HeaderMap, p: Params, d: Result<Drill, String>, path: String) -> Response {
+    let Some(sess) = session(&app, &headers).await else {
+        return Redirect::to("/login").into_response();
+    };
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => return html_error(StatusCode::BAD_REQUEST, &e),
+    };
+    // A session page is one connection whatever the range; its sensor is in the path.
+    let q = match p.query() {
+        Ok(q) => q,
+        Err(e) => return html_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let qs = pages::filter_query(&p.filter());
+    let search_text = match &d {
+        Drill::Search(t) => t.clone(),
+        _ => String::new(),
+    };
+    let (title, body, status) = match drill_find(&app, q, d).await {
+        Err(e) => return html_error(StatusCode::BAD_REQUEST, &e),
+        Ok(Found::Attacker(Some(a))) => (format!("Attacker {}", a.ip), drill::attacker_page(&a, &qs), StatusCode::OK),
+        Ok(Found::Attacker(None)) => (
+            "Attacker".to_string(),
+            pages::error_page("no events of this address in this range"),
+            StatusCode::NOT_FOUND,
+        ),
+        Ok(Found::Session(Some(s))) => {
+            (format!("Session {}/{}", s.sensor, s.session_id), drill::session_page(&s), StatusCode::OK)
+        }
+        Ok(Found::Session(None)) => {
+            ("Session".to_string(), pages::error_page("no such sensor or connection"), StatusCode::NOT_FOUND)
+        }
+        Ok(Found::Search(r)) => {
+            ("Search".to_string(), drill::search_page(&search_text, r.as_ref(), &p.filter()), StatusCode::OK)
+        }
+    };
+    (status, Html(pages::layout(&title, &path, &sess.user, &sess.csrf, &p.filter(), &body))).into_response()
+}
+
+async fn attacker_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    UrlPath(addr): UrlPath<String>,
+    UrlQuery(p): UrlQuery<Params>,
+) -> Response {
+    let d = drill_attacker(&addr, p.page);
+    let path = format!("/attacker/{}", drill::url_encode(&addr));
+    drill_page(app, headers, p, d, path).await
+}
+
+async fn session_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    UrlPath((sensor, conn)): UrlPath<(String, String)>,
+    UrlQuery(mut p): UrlQuery<Params>,
+) -> Response {
+    let d = conn
+        .parse::<i64>()
+        .map(|conn| Drill::Session { sensor: sensor.clone(), conn })
+        .map_err(|_| "the connection id is a number".to_string());
+    // The sensor of the path is no range filter.
+    p.sensor = None;
+    let path = format!("/session/{}/{}", drill::url_encode(&sensor), drill::url_encode(&conn));
+    drill_page(app, headers, p, d, path).await
+}
+
+async fn search_page(State(app): State<App>, headers: HeaderMap, UrlQuery(p): UrlQuery<Params>) -> Response {
+    let d = drill_search(p.q.as_deref().unwrap_or(""));
+    drill_page(app, headers, p, d, "/search".to_string()).await
+}
+
+/// `/api/attacker?addr=`, `/api/session?sensor=&conn=`, `/api/search?q=`: JSON, or one
+/// table as CSV with `format=csv&table=ID`. The caller checked the session.
+async fn drill_api(app: App, name: String, mut p: Params) -> Response {
+    let bad = |code: StatusCode, e: String| (code, Json(serde_json::json!({ "error": e }))).into_response();
+    let d = match name.as_str() {
+        "attacker" => drill_attacker(p.addr.as_deref().unwrap_or(""), p.page),
+        "session" => {
+            let sensor = p.sensor.take().unwrap_or_default();
+            match p.conn {
+                Some(conn) => Ok(Drill::Session { sensor, conn }),
+                None => Err("conn (the connection id) is required".to_string()),
+            }
+        }
+        _ => drill_search(p.q.as_deref().unwrap_or("")),
+    };
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    let q = match p.query() {
+        Ok(q) => q,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    let found = match drill_find(&app, q, d).await {
+        Ok(f) => f,
+        Err(e) => return bad(StatusCode::BAD_REQUEST, e),
+    };
+    let (json, tables) = match found {
+        Found::Attacker(Some(a)) => (serde_json::to_value(&a), drill::attacker_tables(&a)),
+        Found::Session(Some(s)) => (serde_json::to_value(&s), drill::session_tables(&s)),
+        Found::Search(Some(r)) => (serde_json::to_value(&r), drill::search_tables(&r)),
+        Found::Search(None) => return bad(StatusCode::BAD_REQUEST, "q (the search text) is required".into()),
+        Found::Attacker(None) | Found::Session(None) => return bad(StatusCode::NOT_FOUND, "nothing found".into()),
+    };
+    if p.format.as_deref() == Some("csv") {
+        let want = p.table.as_deref().unwrap_or("");
+        let Some(t) = tables.iter().find(|t| t.id == want) else {
+            let ids: Vec<&str> = tables.iter().map(|t| t.id).collect();
+            return bad(StatusCode::NOT_FOUND, format!("no table {:?}; tables: {}", esc(want), ids.join(", ")));
+        };
+        let disposition = format!("attachment; filename=\"{name}-{}.csv\"", t.id);
+        let mut resp = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], t.csv()).into_response();
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+        return resp;
+    }
+    match json {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

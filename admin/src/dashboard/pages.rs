@@ -2,6 +2,7 @@
 //! passwords, URLs, AS names) goes through [`esc`]; the pages carry no script at all, and the
 //! Content-Security-Policy set by the server forbids any. Charts come from [`svg`].
 
+use super::drill::ip_link;
 use super::html::esc;
 use super::svg;
 use crate::analytics::{
@@ -22,6 +23,11 @@ pub struct Filter {
     pub min_attempts: i64,
     /// Labelled traffic taken back into the numbers (the "labelled" switch).
     pub include: Include,
+}
+
+/// The filter as a query string (`?since=...`; "" when empty), for links that keep it.
+pub fn filter_query(f: &Filter) -> String {
+    f.query_string()
 }
 
 impl Filter {
@@ -51,13 +57,14 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/attackers", "Attackers"),
     ("/credentials", "Credentials"),
     ("/payloads", "Payloads"),
     ("/scans", "Scans"),
     ("/sensors", "Sensors"),
+    ("/search", "Search"),
 ];
 
 pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body: &str) -> String {
@@ -125,7 +132,7 @@ pub fn labelled(rows: &[LabelledTotals]) -> String {
         r#"<section class="card"><h2>Labelled traffic</h2><table id="labelled"><thead><tr><th>label</th><th>in the numbers above</th><th>attempts</th><th>logins</th><th>events</th><th>addresses</th><th>top addresses</th></tr></thead><tbody>"#,
     );
     for l in rows {
-        let top: Vec<String> = l.top_sources.iter().take(5).map(|s| esc(&s.ip)).collect();
+        let top: Vec<String> = l.top_sources.iter().take(5).map(|s| ip_link(&s.ip)).collect();
         let _ = write!(
             b,
             r#"<tr data-key="{k}"><td>{k}</td><td class="included">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="n attackers">{}</td><td class="mono">{}</td></tr>"#,
@@ -161,12 +168,7 @@ fn stat(id: &str, label: &str, v: i64) -> String {
 }
 
 fn label_for(t: &Timeline, b: i64) -> String {
-    let s = fmt_time(Some(b));
-    if t.resolution == "hour" {
-        s.get(5..).unwrap_or(&s).to_string()
-    } else {
-        s.get(..10).unwrap_or(&s).to_string()
-    }
+    crate::analytics::bucket_label(&t.resolution, b)
 }
 
 pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries: &[CountryRow]) -> String {
@@ -198,6 +200,15 @@ pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries:
         r#"<section class="card"><h2>Attempts per {}</h2>{}</section>"#,
         esc(&tl.resolution),
         svg::timeline("attempts over time", &labels, &series)
+    );
+    // The same buckets stacked per protocol: every bucket is a bar, a single one too.
+    let stacks: Vec<(String, Vec<i64>)> =
+        tl.per_protocol.iter().map(|p| (p.protocol.clone(), p.attempts.clone())).collect();
+    let _ = write!(
+        b,
+        r#"<section class="card"><h2>Attempts per {} and protocol (UTC)</h2>{}</section>"#,
+        esc(&tl.resolution),
+        svg::stacked("attempts over time per protocol", &labels, &stacks)
     );
     // Scan detection has no attempts (a SYN is no connection): its bar is its scan windows
     // (one per source and minute), so the chart shows scanning beside the services.
@@ -261,7 +272,7 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
         let asn = r.asn.map(|a| format!("AS{a} {}", r.as_org)).unwrap_or_default();
         let _ = write!(
             b,
-            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-key="{ip}"><td class="mono">{link}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(r.label.as_deref().unwrap_or("")),
             r.attempts,
             r.logins,
@@ -270,7 +281,8 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
             esc(&asn),
             fmt_time(Some(r.first_seen_ms)),
             fmt_time(Some(r.last_seen_ms)),
-            ip = esc(&r.ip)
+            ip = esc(&r.ip),
+            link = ip_link(&r.ip)
         );
     }
     b += "</tbody></table>";
@@ -352,7 +364,7 @@ fn item_table(id: &str, key: &str, detail: &str, rows: &[ItemRow]) -> String {
             r.sources,
             fmt_time(Some(r.first_seen_ms)),
             fmt_time(Some(r.last_seen_ms)),
-            esc(&r.ips.join(" ")),
+            r.ips.iter().map(|ip| ip_link(ip)).collect::<Vec<_>>().join(" "),
             k = esc(&r.key)
         );
     }
@@ -405,7 +417,7 @@ pub fn scans(s: &Scans) -> String {
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&r.ip),
+            ip_link(&r.ip),
             r.packets,
             r.windows,
             r.max_distinct_ports,

@@ -144,6 +144,107 @@ pub fn bars(title: &str, rows: &[(String, i64)]) -> String {
     s
 }
 
+/// Most series drawn in a stacked chart (the rest are summed into "other").
+const MAX_STACKS: usize = 7;
+
+/// Stacked bars: one bar per label (x axis), one colored segment per series, with a legend.
+/// Every bucket gets its bar, so a single bucket is one visible bar, not an empty frame.
+pub fn stacked(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) -> String {
+    let (w, h, left, right, top, bottom) = (900.0, 280.0, 60.0, 20.0, 40.0, 40.0);
+    let plot_w = w - left - right;
+    let plot_h = h - top - bottom;
+    let n = labels.len().max(1);
+    // The first series as given, the rest summed.
+    let mut shown: Vec<(String, Vec<i64>)> = series.iter().take(MAX_STACKS).cloned().collect();
+    if series.len() > MAX_STACKS {
+        let mut other = vec![0; labels.len()];
+        for (_, v) in &series[MAX_STACKS..] {
+            for (i, x) in v.iter().enumerate() {
+                if let Some(o) = other.get_mut(i) {
+                    *o += x;
+                }
+            }
+        }
+        shown.push(("other".into(), other));
+    }
+    let totals: Vec<i64> =
+        (0..labels.len()).map(|i| shown.iter().map(|(_, v)| v.get(i).copied().unwrap_or(0).max(0)).sum()).collect();
+    let max = nice_max(totals.iter().copied().max().unwrap_or(0));
+    let slot = plot_w / n as f64;
+    let bar = (slot * 0.8).clamp(1.0, 80.0);
+    let y = |v: i64| top + plot_h - plot_h * v as f64 / max as f64;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart stacked" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = esc(title)
+    );
+    for k in 0..=4 {
+        let v = max * k / 4;
+        let yy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e5e7eb"/><text x="{tx}" y="{ty:.1}" font-size="11" text-anchor="end" fill="#6b7280">{v}</text>"##,
+            x2 = w - right,
+            tx = left - 6.0,
+            ty = yy + 4.0,
+            v = short(v)
+        );
+    }
+    if labels.is_empty() {
+        let _ = write!(
+            s,
+            r##"<text x="{left}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##,
+            top + 20.0
+        );
+    }
+    for (i, label) in labels.iter().enumerate() {
+        let x = left + slot * i as f64 + (slot - bar) / 2.0;
+        let mut base = 0i64;
+        for (si, (name, v)) in shown.iter().enumerate() {
+            let val = v.get(i).copied().unwrap_or(0).max(0);
+            if val == 0 {
+                continue;
+            }
+            let (y0, y1) = (y(base), y(base + val));
+            let _ = write!(
+                s,
+                r#"<rect class="bar" x="{x:.1}" y="{y1:.1}" width="{bar:.1}" height="{hh:.1}" fill="{c}"><title>{l}: {t} {val}</title></rect>"#,
+                hh = (y0 - y1).max(1.0),
+                c = PALETTE[si % PALETTE.len()],
+                l = esc(label),
+                t = esc(name)
+            );
+            base += val;
+        }
+    }
+    // Axis labels: at most about ten, always the first and the last.
+    let step = n.div_ceil(10).max(1);
+    for (i, l) in labels.iter().enumerate() {
+        if i % step == 0 || i + 1 == n {
+            let _ = write!(
+                s,
+                r##"<text x="{:.1}" y="{}" font-size="11" text-anchor="middle" fill="#6b7280">{}</text>"##,
+                left + slot * (i as f64 + 0.5),
+                h - bottom + 16.0,
+                esc(l)
+            );
+        }
+    }
+    for (si, (name, _)) in shown.iter().enumerate() {
+        let lx = left + 110.0 * si as f64;
+        let _ = write!(
+            s,
+            r##"<rect x="{lx:.1}" y="8" width="10" height="10" fill="{c}"/><text x="{tx:.1}" y="17" font-size="12" fill="#111827">{}</text>"##,
+            esc(&name.chars().take(14).collect::<String>()),
+            c = PALETTE[si % PALETTE.len()],
+            tx = lx + 14.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +257,11 @@ mod tests {
         let s = timeline("t", &["a".into(), "b".into()], &[("<x>".into(), vec![1, 5])]);
         assert!(s.contains("&lt;x&gt;") && s.starts_with("<svg"));
         assert_eq!(nice_max(7), 10);
+        // One bucket is one visible bar; labels and names are escaped.
+        let s = stacked("t", &["<b>".into()], &[("ssh".into(), vec![3]), ("<i>".into(), vec![2])]);
+        assert_eq!(s.matches(r#"<rect class="bar""#).count(), 2, "{s}");
+        assert!(!s.contains("<b>") && !s.contains("<i>"));
+        assert!(stacked("t", &[], &[]).contains("no data"));
         assert_eq!(nice_max(120), 200);
     }
 }

@@ -587,7 +587,7 @@ pub fn derived_items(
 // The interface.
 
 /// Everything the admin asks of its database. See the module docs for the guarantees.
-pub trait Storage: Send + SampleStorage {
+pub trait Storage: Send + SampleStorage + DrillStorage {
     // --- Sensors and ingest -------------------------------------------------------------------
 
     /// The enrollment record of sensor `name`, if any.
@@ -930,4 +930,54 @@ pub fn sighting_of(ev: &Event) -> Option<(String, &str, &str, &'static str)> {
         }
         _ => None,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drill-down (issue 21: attacker, session and search pages). Kept apart like the samples.
+
+/// Which raw events [`DrillStorage::drill_events`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillFilter<'a> {
+    /// Every event of one source address in the range, newest first (index `events_source`).
+    Source(&'a str),
+    /// Every event of one connection of one sensor, in sequence order, whatever the range
+    /// (index `events_session`).
+    Session { sensor_id: i64, session_id: i64 },
+    /// Events of one kind in the range, newest first (SQLite: `events_kind`).
+    Kind(&'a str),
+}
+
+/// Attempts of one protocol in one timeline bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolBucket {
+    pub bucket: i64,
+    pub protocol: String,
+    pub attempts: i64,
+}
+
+/// The reads behind the drill-down pages, on both backends. Each is bounded by its `limit`.
+pub trait DrillStorage {
+    /// Up to `limit` raw events matching `filter` in `range` (a session ignores the range),
+    /// in the filter's order, until `f` breaks.
+    fn drill_events(
+        &self,
+        filter: &DrillFilter<'_>,
+        range: &EventRange,
+        limit: i64,
+        f: &mut dyn FnMut(&ExportRow<'_>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError>;
+
+    /// Up to `limit` enriched addresses whose text is in `[from, to)`, in text order (the
+    /// search's address prefixes; `ip_info` has a unique index on the text).
+    fn find_addresses(&self, from: &str, to: &str, limit: i64) -> Result<Vec<IpRecord>, StorageError>;
+
+    /// Attempts per bucket and protocol in `first..=last` for `sensor_id` (0 = all sensors;
+    /// the same rows [`Storage::timeline_sums`] reads).
+    fn timeline_protocols(
+        &self,
+        src: &TimelineSource,
+        sensor_id: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<ProtocolBucket>, StorageError>;
 }

@@ -239,6 +239,22 @@ fn export_text(db: &dyn Storage) -> (u64, String) {
     (n, String::from_utf8(out).unwrap())
 }
 
+/// The drill-down reads (issue 21) of the fixture: an attacker, a session, searches.
+fn drill_json(db: &dyn Storage) -> serde_json::Value {
+    let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), ..Default::default() };
+    let a = analytics::attacker(db, &q, "203.0.113.1", 1).unwrap().unwrap();
+    assert!(a.events > 0 && !a.credentials.is_empty(), "{a:?}");
+    let s = &a.sessions[0];
+    let session = analytics::session(db, &s.sensor, s.session_id).unwrap().unwrap();
+    assert_eq!(session.events.len() as i64, s.events);
+    let searches: Vec<_> = ["203.0.113.0/24", "root", "xc3511", "pi-a", "telnet", "2001:db8::/32"]
+        .iter()
+        .map(|t| analytics::search(db, &q, t).unwrap())
+        .collect();
+    assert_eq!(searches[0].hits.len(), 7, "{:?}", searches[0]);
+    serde_json::json!({ "attacker": a, "session": session, "searches": searches })
+}
+
 #[test]
 fn every_backend_gives_the_same_report_and_export() {
     let mut results = Vec::new();
@@ -252,11 +268,12 @@ fn every_backend_gives_the_same_report_and_export() {
         let list = sensors::list(&*db).unwrap();
         assert_eq!(list.iter().map(|s| s.events).sum::<u64>(), 65);
         assert_eq!(list[0].health.as_ref().map(|h| h.backlog_events), Some(3));
-        results.push((report, text));
+        results.push((report, text, drill_json(&*db)));
     }
     for r in &results[1..] {
         assert_eq!(r.0, results[0].0, "report differs between backends");
         assert_eq!(r.1, results[0].1, "export differs between backends");
+        assert_eq!(r.2, results[0].2, "drill-down differs between backends");
     }
 }
 

@@ -45,12 +45,12 @@ fn span_values(spans: &[Span; 5], sensor_id: i64) -> Vec<i64> {
     v
 }
 
-fn params(values: &[i64]) -> Vec<Param<'_>> {
+pub(super) fn params(values: &[i64]) -> Vec<Param<'_>> {
     values.iter().map(|v| v as Param<'_>).collect()
 }
 
 /// Runs a query and maps every row (for small results).
-fn query<T>(
+pub(super) fn query<T>(
     db: &Postgres,
     sql: &str,
     p: &[Param<'_>],
@@ -514,16 +514,16 @@ pub fn scan_credentials(db: &Postgres, r: &AggRange, f: &mut dyn FnMut(CredAgg))
 }
 
 /// The timeline's row source as SQL with its parameter values.
-fn timeline_source(src: &TimelineSource, sensor_id: i64) -> (String, Vec<i64>) {
+pub(super) fn timeline_source(src: &TimelineSource, sensor_id: i64) -> (String, Vec<i64>) {
     match src {
         TimelineSource::Hours { from, to } => (
-            "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND sensor_id = $3 AND bucket >= $1 AND bucket < $2"
+            "SELECT bucket, sensor_id, protocol, kind, n FROM agg_kind WHERE res = 0 AND sensor_id = $3 AND bucket >= $1 AND bucket < $2"
                 .to_string(),
             vec![*from, *to, sensor_id],
         ),
         TimelineSource::Days { spans } => {
-            let f = select(spans, "agg_kind", "bucket, sensor_id, kind, n");
-            (format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({f}) d"), span_values(spans, sensor_id))
+            let f = select(spans, "agg_kind", "bucket, sensor_id, protocol, kind, n");
+            (format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, protocol, kind, n FROM ({f}) d"), span_values(spans, sensor_id))
         }
     }
 }

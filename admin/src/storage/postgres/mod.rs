@@ -30,6 +30,7 @@
 //!   `sensor list` would be a full scan), added at ingest and subtracted when a partition goes.
 
 mod analytics;
+mod drill;
 mod exploits;
 mod export;
 mod ingest;

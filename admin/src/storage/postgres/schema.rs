@@ -207,8 +207,17 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS body_text TEXT;
 CREATE INDEX IF NOT EXISTS events_derived ON events (time_ms) WHERE derived IS NOT NULL;
 "#;
 
+/// Version 5: the drill-down's indexes (issue 21), as SQLite's version 6: every event of one
+/// address and of one connection is one index range scan (on every day partition the range
+/// touches); and address prefixes in byte order (`COLLATE "C"`, as SQLite compares text).
+const V5_DRILL: &str = r#"
+CREATE INDEX IF NOT EXISTS events_source ON events (src_ip, time_ms);
+CREATE INDEX IF NOT EXISTS events_session ON events (sensor_id, session_id, seq);
+CREATE INDEX IF NOT EXISTS ip_info_ip_c ON ip_info (ip COLLATE "C");
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 5] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_DRILL)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

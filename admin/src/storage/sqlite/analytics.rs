@@ -38,7 +38,7 @@ fn span_params(spans: &[Span; 5], sensor_id: i64) -> Vec<Box<dyn ToSql>> {
     v
 }
 
-fn run<T>(
+pub(super) fn run<T>(
     conn: &Connection,
     sql: &str,
     params: Vec<Box<dyn ToSql>>,
@@ -300,19 +300,19 @@ pub fn scan_credentials(conn: &Connection, r: &AggRange, f: &mut dyn FnMut(CredA
 }
 
 /// The timeline's row source as SQL with its parameters (?11 = sensor).
-fn timeline_source(src: &TimelineSource, sensor_id: i64) -> (String, Vec<Box<dyn ToSql>>) {
+pub(super) fn timeline_source(src: &TimelineSource, sensor_id: i64) -> (String, Vec<Box<dyn ToSql>>) {
     match src {
         TimelineSource::Hours { from, to } => {
             let mut p = span_params(&[Span::EMPTY; 5], sensor_id);
             p[0] = Box::new(*from);
             p[1] = Box::new(*to);
-            let sql = "SELECT bucket, sensor_id, kind, n FROM agg_kind WHERE res = 0 AND sensor_id = ?11 AND bucket >= ?1 AND bucket < ?2";
+            let sql = "SELECT bucket, sensor_id, protocol, kind, n FROM agg_kind WHERE res = 0 AND sensor_id = ?11 AND bucket >= ?1 AND bucket < ?2";
             (sql.to_string(), p)
         }
         TimelineSource::Days { spans } => {
-            let f = select(spans, "agg_kind", "bucket, sensor_id, kind, n");
+            let f = select(spans, "agg_kind", "bucket, sensor_id, protocol, kind, n");
             (
-                format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, kind, n FROM ({f})"),
+                format!("SELECT (bucket / {DAY_MS}) * {DAY_MS} AS bucket, sensor_id, protocol, kind, n FROM ({f})"),
                 span_params(spans, sensor_id),
             )
         }

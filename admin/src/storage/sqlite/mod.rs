@@ -7,6 +7,7 @@
 //! connection is used by one thread at a time).
 
 mod analytics;
+mod drill;
 mod exploits;
 mod export;
 mod ingest;

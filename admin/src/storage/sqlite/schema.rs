@@ -244,9 +244,18 @@ CREATE TRIGGER IF NOT EXISTS event_derived_gone AFTER DELETE ON events
     BEGIN DELETE FROM event_derived WHERE event_id = old.id; END;
 "#;
 
+/// Version 6: the drill-down's indexes (issue 21): every event of one address (attacker page,
+/// address search) and of one connection (session page) is one index range scan instead of a
+/// scan of `events`. Each costs ingest one more B-tree insert per event (see
+/// `docs/benchmarks.md`); built once (a scan of `events`) when a database reaches this version.
+const V6_DRILL: &str = r#"
+CREATE INDEX IF NOT EXISTS events_source ON events(src_ip, time_ms);
+CREATE INDEX IF NOT EXISTS events_session ON events(sensor_id, session_id, seq);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 5] =
-    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 6] =
+    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED), (6, V6_DRILL)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
