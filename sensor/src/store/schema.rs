@@ -1,6 +1,7 @@
 //! Database layout, pragmas and the row encoding.
 //!
-//! Layout: `meta(k, v)` holds `last_seq`, `acked_seq`, `evicted_total`, `rolled_up_total`;
+//! Layout: `meta(k, v)` holds `last_seq`, `acked_seq`, `evicted_total`, `rolled_up_total`,
+//! `shipped_seq` (the highest seq handed to the shipper; eviction never passes it);
 //! `ev0`..`ev4` hold the events of each [`Priority`] class. A row is `seq INTEGER PRIMARY KEY`
 //! (the rowid itself, so no second copy of the key) and `body BLOB`: postcard of the event with
 //! `seq = 0` and `sensor = ""`. Time and protocol live inside the body; eviction decodes only the
