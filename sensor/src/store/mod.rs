@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     pub write_retries: AtomicU64,
     /// Signalled (one permit) after every commit that added rows, for the shipper.
     pub committed: tokio::sync::Notify,
+    /// Signalled after an acknowledgement deleted rows, for the writer (it checkpoints).
+    pub acked: tokio::sync::Notify,
 }
 
 /// Cloneable, thread-safe handle for readers (shipper, status, health). Blocking methods: call
@@ -192,6 +194,9 @@ impl StoreHandle {
         let (deleted, upto) = reader::ack(&mut conn, upto_seq)?;
         self.shared.acked_seq.fetch_max(upto, Ordering::AcqRel);
         let _ = self.shared.rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(deleted)));
+        if deleted > 0 {
+            self.shared.acked.notify_one();
+        }
         Ok(())
     }
 
@@ -252,7 +257,7 @@ pub fn open(cfg: &StoreSection, data_dir: &Path, sensor: &str) -> Result<(StoreH
     let shared = Arc::new(Shared::default());
     let sensor: Arc<str> = Arc::from(sensor);
     let writer = StoreWriter::open(cfg.clone(), data_dir, shared.clone(), seqfile, recovered)?;
-    let conn = schema::open_reader(&db)?;
+    let conn = schema::open_reader(&db, writer.wal_keep())?;
     let handle =
         StoreHandle { conn: Arc::new(Mutex::new(conn)), shared, sensor, cfg: cfg.clone(), dir: data_dir.into() };
     Ok((handle, writer))

@@ -49,11 +49,15 @@ pub fn open_writer(db: &Path, synchronous_full: bool, journal_limit: u64) -> Res
     Ok(conn)
 }
 
-/// Opens the handle's connection (reads batches, acknowledges).
-pub fn open_reader(db: &Path) -> Result<Connection, StoreError> {
+/// Opens the handle's connection (reads batches, claims, acknowledges). It writes too (claims and
+/// acknowledgements), so it gets the writer's WAL rules: no checkpoints of its own (the writer
+/// checkpoints) and the same `journal_size_limit`, so a WAL reset by one of its commits also
+/// trims the file back to its bounded size.
+pub fn open_reader(db: &Path, journal_limit: u64) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA cache_size = -1024; PRAGMA temp_store = MEMORY;")?;
+    conn.execute_batch("PRAGMA cache_size = -1024; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;")?;
+    let _: i64 = conn.query_row(&format!("PRAGMA journal_size_limit = {journal_limit}"), [], |r| r.get(0))?;
     Ok(conn)
 }
 

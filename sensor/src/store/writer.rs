@@ -238,6 +238,7 @@ impl StoreWriter {
                             tokio::select! {
                                 r = rx.recv() => Wake::Event(r.map(Box::new)),
                                 _ = tokio::time::sleep_until(wake_at.into()) => Wake::Timer,
+                                _ = self.shared.acked.notified() => Wake::Acked,
                                 _ = shutdown.cancelled() => Wake::Shutdown,
                             }
                         });
@@ -245,7 +246,10 @@ impl StoreWriter {
                             Wake::Event(Some(mut ev)) => self.push_logged(&mut ev, 0),
                             Wake::Event(None) => closed = true,
                             Wake::Timer => {}
-                            Wake::Shutdown => break,
+                            // An acknowledgement deleted rows on the handle's connection: its
+                            // WAL frames need our checkpoint (maintain) now, not at the next
+                            // disk check, or the WAL outgrows its slice while a backlog ships.
+                            Wake::Acked | Wake::Shutdown => break,
                         }
                     }
                 }
@@ -493,6 +497,11 @@ impl StoreWriter {
         self.last_disk_check = Instant::now();
     }
 
+    /// The WAL bytes kept after a checkpoint (`journal_size_limit`) for the current budget.
+    pub(crate) fn wal_keep(&self) -> u64 {
+        self.budget.wal_keep()
+    }
+
     /// When [`Self::maintain`] next re-checks the disk.
     fn next_disk_check(&self) -> Instant {
         self.last_disk_check + Duration::from_secs(self.cfg.disk_check_interval_s.max(1))
@@ -660,5 +669,6 @@ fn insert_sql(p: Priority) -> &'static str {
 enum Wake {
     Event(Option<Box<Event>>),
     Timer,
+    Acked,
     Shutdown,
 }
