@@ -74,6 +74,8 @@ impl Pki {
 #[derive(Clone, Default)]
 struct MemBacklog {
     inner: Arc<Mutex<MemInner>>,
+    /// Signalled by `push`, like the store writer's commits.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -97,6 +99,7 @@ impl MemBacklog {
         for seq in from..=to {
             g.events.push(event(seq));
         }
+        self.committed.notify_one();
     }
 
     fn acked(&self) -> u64 {
@@ -130,6 +133,10 @@ impl Backlog for MemBacklog {
     }
     fn acked_seq(&self) -> u64 {
         self.inner.lock().unwrap().acked
+    }
+    fn committed(&self) -> impl std::future::Future<Output = ()> + Send {
+        let n = self.committed.clone();
+        async move { n.notified().await }
     }
 }
 
@@ -361,6 +368,39 @@ async fn a_hangup_frees_nothing_and_the_next_connection_sends_the_batch_again() 
     }
     assert_eq!(seen.committed.lock().unwrap().len(), 30);
     assert!(seen.connections.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_an_idle_shipper_before_its_fallback() {
+    let pki = Pki::new();
+    let (addr, _seen) = scripted_admin(&pki, Arc::new(|_| Greeting::Accept), Arc::new(|_, _, _| Answer::Ack)).await;
+    let backlog = MemBacklog::with_events(2);
+    let (ctx, _data) = unwatched();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(pki.uplink(addr, 10), Arc::from("s1"), backlog.clone(), ctx, stop.clone()));
+    let wait_for = |acked: u64, within: Duration| {
+        let b = backlog.clone();
+        async move {
+            let until = Instant::now() + within;
+            while b.acked() < acked && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            b.acked() >= acked
+        }
+    };
+    assert!(wait_for(2, Duration::from_secs(20)).await, "the first events were not shipped");
+    // Idle now: the shipper sleeps on its fallback timer, which started at least this long ago.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pushed = Instant::now();
+    backlog.push(3, 4);
+    // The fallback could wake it no sooner than IDLE_FALLBACK - 300 ms after the push; shipping
+    // well before that proves the commit signal woke it.
+    let limit = IDLE_FALLBACK - Duration::from_secs(1);
+    let shipped = wait_for(4, limit).await;
+    let took = pushed.elapsed();
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    assert!(shipped, "events committed to an idle shipper waited {took:?}: no wake-up from the commit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -270,7 +270,9 @@ pub(crate) async fn serve(b: UdpBound, sh: UdpShared) {
                     continue;
                 }
             },
-            _ = tick.tick() => {
+            // Only while flows are open: an idle port needs no timer (issue 18: it woke the
+            // sensor twice a second per UDP port). A flow that opens later ticks at once.
+            _ = tick.tick(), if !flows.is_empty() => {
                 let now = Instant::now();
                 let idle: Vec<SocketAddr> =
                     flows.iter().filter(|(_, f)| now.duration_since(f.last) >= flow_timeout).map(|(a, _)| *a).collect();

@@ -128,7 +128,19 @@ impl Gap {
 /// Deletes rows until the pages in use are at most `target` bytes, at most about `max_bytes` of
 /// row bodies per call (bounding the transaction), given `rows` rows in the store. Returns the
 /// gap, or `None` if nothing was evicted.
-pub fn evict(conn: &Connection, target: u64, max_bytes: u64, rows: u64) -> Result<Option<Gap>, StoreError> {
+///
+/// Rows with `seq <= claimed` are never touched: the shipper has read them (they may be at the
+/// admin already) and only an acknowledgement frees them. Counting them here as well counted
+/// them twice (issue 18). `claimed` must be read in the same write transaction as the deletion
+/// (see [`super::reader::read_batch`]).
+pub fn evict(
+    conn: &Connection,
+    target: u64,
+    max_bytes: u64,
+    rows: u64,
+    claimed: u64,
+) -> Result<Option<Gap>, StoreError> {
+    let claimed = claimed.min(i64::MAX as u64) as i64;
     let mut gap = Gap::default();
     let mut budget = max_bytes as i64;
     let mut rows_left = rows;
@@ -143,13 +155,22 @@ pub fn evict(conn: &Connection, target: u64, max_bytes: u64, rows: u64) -> Resul
             let want = ((used - target) / avg + 1).clamp(32, 50_000);
             let mut last: Option<u64> = None;
             let mut n = 0u64;
+            // Reached a gap record: it is never evicted (its counts would be lost with it); it
+            // leaves only when shipped and acknowledged. Nothing after it is evicted either.
+            let mut at_gap = false;
             {
-                let mut st = conn.prepare_cached(&format!("SELECT seq, body FROM {t} ORDER BY seq LIMIT ?1"))?;
-                let mut rs = st.query([want as i64])?;
+                let mut st =
+                    conn.prepare_cached(&format!("SELECT seq, body FROM {t} WHERE seq > ?2 ORDER BY seq LIMIT ?1"))?;
+                let mut rs = st.query([want as i64, claimed])?;
                 while let Some(r) = rs.next()? {
                     let seq = r.get::<_, i64>(0)?.max(0) as u64;
                     let body = r.get_ref(1)?.as_blob().unwrap_or(&[]);
-                    gap.add(seq, prio, postcard::from_bytes::<Event>(body).ok().as_ref());
+                    let ev = postcard::from_bytes::<Event>(body).ok();
+                    if ev.as_ref().is_some_and(is_gap_record) {
+                        at_gap = true;
+                        break;
+                    }
+                    gap.add(seq, prio, ev.as_ref());
                     budget -= body.len() as i64 + 16;
                     last = Some(seq);
                     n += 1;
@@ -159,11 +180,20 @@ pub fn evict(conn: &Connection, target: u64, max_bytes: u64, rows: u64) -> Resul
                 }
             }
             let Some(last) = last else { break };
-            conn.prepare_cached(&format!("DELETE FROM {t} WHERE seq <= ?1"))?.execute([last as i64])?;
+            conn.prepare_cached(&format!("DELETE FROM {t} WHERE seq > ?2 AND seq <= ?1"))?
+                .execute([last as i64, claimed])?;
             rows_left = rows_left.saturating_sub(n);
+            if at_gap {
+                break;
+            }
         }
     }
     Ok((gap.count > 0).then_some(gap))
+}
+
+/// An eviction's own record (either generation).
+fn is_gap_record(ev: &Event) -> bool {
+    matches!(ev.detail, Detail::EvictionSummary { .. } | Detail::EvictionGap { .. })
 }
 
 #[cfg(test)]

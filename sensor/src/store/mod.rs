@@ -23,6 +23,15 @@
 //!   new effective cap (evict, `incremental_vacuum`, checkpoint) and re-creates the ballast later.
 //!   Producers never see any of it: a failed group stays in the writer (bounded) and is retried
 //!   with smaller transactions; the channel meanwhile folds events into counted rollups.
+//! * Every event leaves the store exactly one way: acknowledged by the admin, or evicted and
+//!   counted in a gap record. The shipper reads with [`StoreHandle::claim_batch`], which raises
+//!   `shipped_seq` in the same write transaction, and eviction (in the writer's own write
+//!   transaction) skips every row up to it; SQLite's write lock orders the two, and the claim is
+//!   durable, so a restart between sending and the acknowledgement changes nothing. Before
+//!   (issue 18) an eviction could count rows that were in flight, and the admin counted them
+//!   twice. Claimed rows are few (a batch is at most 1/16 of the low-water mark, the shipper
+//!   keeps 4 in flight); if they are all that is left, the writer waits for the acknowledgement.
+//!   Eviction records themselves are never evicted (their counts would go with them).
 //! * Sequence numbers are assigned by the writer at commit and persisted in the database; a tiny
 //!   sidecar file (`store.seq`) holds a reserved ceiling so that even a quarantined database never
 //!   leads to reuse.
@@ -62,6 +71,11 @@ pub enum StoreError {
     /// store can free; the writer retries at once with a smaller group.
     #[error("a group of {events} events is larger than the free store budget; retrying smaller")]
     GroupTooLarge { events: usize },
+    /// Not a failure of the disk either: the only rows left are ones eviction never removes
+    /// (claimed by the shipper, in flight to the admin, or eviction records); the writer keeps
+    /// its group until an acknowledgement frees room.
+    #[error("the store holds only events that wait for the admin's acknowledgement; {events} events wait for room")]
+    AwaitingAcks { events: usize },
 }
 
 impl StoreError {
@@ -114,6 +128,10 @@ pub(crate) struct Shared {
     pub store_bytes: AtomicU64,
     pub cap_bytes: AtomicU64,
     pub write_retries: AtomicU64,
+    /// Signalled (one permit) after every commit that added rows, for the shipper.
+    pub committed: tokio::sync::Notify,
+    /// Signalled after an acknowledgement deleted rows, for the writer (it checkpoints).
+    pub acked: tokio::sync::Notify,
 }
 
 /// Cloneable, thread-safe handle for readers (shipper, status, health). Blocking methods: call
@@ -131,9 +149,39 @@ impl StoreHandle {
     /// Events with `seq > after_seq` in sequence order, at most `max_events` and about
     /// `max_bytes` of encoded size (always at least one event if any is pending). Each event has
     /// `seq` and `sensor` filled in.
+    ///
+    /// A plain read (status, tools, tests): eviction may still remove these rows. What is sent
+    /// to the admin must be read with [`Self::claim_batch`].
     pub fn read_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        reader::read_batch(&mut conn, &self.sensor, after_seq, max_events, max_bytes)
+        reader::read_batch(&mut conn, &self.sensor, after_seq, max_events, max_bytes, false)
+    }
+
+    /// [`Self::read_batch`] for the shipper: the rows read are claimed (durably, in the same
+    /// transaction), and eviction never removes a claimed row; they leave the store only through
+    /// [`Self::ack`]. So every event is either shipped or counted in an eviction summary, never
+    /// both and never neither (issue 18: an eviction used to count rows that were already in
+    /// flight to the admin, and the report then counted them twice).
+    ///
+    /// Claimed rows cannot make room, so a batch is also bounded by a sixteenth of the store's
+    /// low-water mark: with the shipper's window of 4 batches at most a quarter of the store is
+    /// claimed and unacknowledged, and eviction always has the rest to choose from.
+    pub fn claim_batch(&self, after_seq: u64, max_events: usize, max_bytes: usize) -> Result<Vec<Event>, StoreError> {
+        let cap = self.shared.cap_bytes.load(Ordering::Acquire);
+        let max_bytes = max_bytes.min(Self::claim_bytes(cap, &self.cfg) as usize).max(1);
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        reader::read_batch(&mut conn, &self.sensor, after_seq, max_events, max_bytes, true)
+    }
+
+    /// Most body bytes one claimed batch may hold for an effective cap of `cap` bytes.
+    pub fn claim_bytes(cap: u64, cfg: &StoreSection) -> u64 {
+        (Budget::new(cap, cfg).low / 16).max(4096)
+    }
+
+    /// Resolves once the writer has committed since the last call returned (a commit while
+    /// nobody waits is remembered), so the shipper waits for new events instead of polling.
+    pub async fn committed(&self) {
+        self.shared.committed.notified().await
     }
 
     /// Durably records that the admin committed everything up to `upto_seq`, freeing those rows.
@@ -146,6 +194,9 @@ impl StoreHandle {
         let (deleted, upto) = reader::ack(&mut conn, upto_seq)?;
         self.shared.acked_seq.fetch_max(upto, Ordering::AcqRel);
         let _ = self.shared.rows.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(deleted)));
+        if deleted > 0 {
+            self.shared.acked.notify_one();
+        }
         Ok(())
     }
 
@@ -206,7 +257,7 @@ pub fn open(cfg: &StoreSection, data_dir: &Path, sensor: &str) -> Result<(StoreH
     let shared = Arc::new(Shared::default());
     let sensor: Arc<str> = Arc::from(sensor);
     let writer = StoreWriter::open(cfg.clone(), data_dir, shared.clone(), seqfile, recovered)?;
-    let conn = schema::open_reader(&db)?;
+    let conn = schema::open_reader(&db, writer.wal_keep())?;
     let handle =
         StoreHandle { conn: Arc::new(Mutex::new(conn)), shared, sensor, cfg: cfg.clone(), dir: data_dir.into() };
     Ok((handle, writer))

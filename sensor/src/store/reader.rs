@@ -12,15 +12,26 @@ use drosera_uplink::event::Event;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 
+/// Meta key: the highest sequence number ever handed to the shipper (see [`read_batch`]).
+pub const SHIPPED_SEQ: &str = "shipped_seq";
+
+/// Reads a batch. With `claim`, the batch is handed to the shipper: in the same write
+/// transaction, `shipped_seq` is raised to its last sequence number, so that eviction (which
+/// reads `shipped_seq` inside its own write transaction, see [`super::evict`]) never removes a
+/// row that may be at the admin. The two transactions are serialised by SQLite's write lock:
+/// either the eviction committed first (and the read never saw those rows) or the claim did (and
+/// the eviction skips them). Without `claim` it is a plain read (status, tools, tests).
 pub fn read_batch(
     conn: &mut Connection,
     sensor: &str,
     after_seq: u64,
     max_events: usize,
     max_bytes: usize,
+    claim: bool,
 ) -> Result<Vec<Event>, StoreError> {
     let max_events = max_events.max(1);
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let behavior = if claim { TransactionBehavior::Immediate } else { TransactionBehavior::Deferred };
+    let tx = conn.transaction_with_behavior(behavior)?;
     let mut out = Vec::new();
     {
         let mut stmts = Vec::with_capacity(TABLES.len());
@@ -57,6 +68,11 @@ pub fn read_batch(
             if let Some(c) = cursors.get_mut(i) {
                 heads[i] = next_row(c)?;
             }
+        }
+    }
+    if let (true, Some(last)) = (claim, out.last().map(|e| e.seq)) {
+        if meta_get(&tx, SHIPPED_SEQ)? < last {
+            meta_set(&tx, SHIPPED_SEQ, last)?;
         }
     }
     tx.commit()?;

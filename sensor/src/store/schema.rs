@@ -1,6 +1,7 @@
 //! Database layout, pragmas and the row encoding.
 //!
-//! Layout: `meta(k, v)` holds `last_seq`, `acked_seq`, `evicted_total`, `rolled_up_total`;
+//! Layout: `meta(k, v)` holds `last_seq`, `acked_seq`, `evicted_total`, `rolled_up_total`,
+//! `shipped_seq` (the highest seq handed to the shipper; eviction never passes it);
 //! `ev0`..`ev4` hold the events of each [`Priority`] class. A row is `seq INTEGER PRIMARY KEY`
 //! (the rowid itself, so no second copy of the key) and `body BLOB`: postcard of the event with
 //! `seq = 0` and `sensor = ""`. Time and protocol live inside the body; eviction decodes only the
@@ -48,11 +49,15 @@ pub fn open_writer(db: &Path, synchronous_full: bool, journal_limit: u64) -> Res
     Ok(conn)
 }
 
-/// Opens the handle's connection (reads batches, acknowledges).
-pub fn open_reader(db: &Path) -> Result<Connection, StoreError> {
+/// Opens the handle's connection (reads batches, claims, acknowledges). It writes too (claims and
+/// acknowledgements), so it gets the writer's WAL rules: no checkpoints of its own (the writer
+/// checkpoints) and the same `journal_size_limit`, so a WAL reset by one of its commits also
+/// trims the file back to its bounded size.
+pub fn open_reader(db: &Path, journal_limit: u64) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA cache_size = -1024; PRAGMA temp_store = MEMORY;")?;
+    conn.execute_batch("PRAGMA cache_size = -1024; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;")?;
+    let _: i64 = conn.query_row(&format!("PRAGMA journal_size_limit = {journal_limit}"), [], |r| r.get(0))?;
     Ok(conn)
 }
 

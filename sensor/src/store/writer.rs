@@ -8,6 +8,7 @@
 
 use super::disk::{self, Budget};
 use super::evict::{evict, Gap};
+use super::reader::SHIPPED_SEQ;
 use super::recover::Recovered;
 use super::schema::{self, encode_body, encode_body_append, meta_get, meta_set, table, PAGE_SIZE};
 use super::seqfile::SeqFile;
@@ -26,8 +27,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
 const ROW_OVERHEAD: u64 = 12;
-/// How long the writer naps while a group forms and the channel is momentarily empty.
+/// How long the writer first naps while a group forms and the channel is momentarily empty.
 const GATHER_NAP: Duration = Duration::from_millis(2);
+/// The longest nap: each nap after which nothing had arrived doubles the next one up to this,
+/// so a lone event (a health sample, one connection) costs a handful of wake-ups before its
+/// commit instead of one every 2 ms of the commit interval (issue 18), while a busy channel
+/// keeps the short nap. 20,000 events of channel at 50 ms is 400,000 events/s before a producer
+/// could find it full.
+const GATHER_NAP_MAX: Duration = Duration::from_millis(50);
+
+/// How long the writer waits when the only rows it could evict are in flight to the admin.
+const AWAIT_ACKS_NAP: Duration = Duration::from_millis(50);
 
 /// Most rollup counters drained into one commit.
 const ROLLUPS_PER_COMMIT: usize = 1000;
@@ -180,6 +190,8 @@ impl StoreWriter {
         let mut stopping = false;
         let mut closed = false;
         let mut stop_deadline: Option<Instant> = None;
+        // Commits in a row that found no room only an acknowledgement could free (for logging).
+        let mut waits: u32 = 0;
         loop {
             if !stopping && shutdown.is_cancelled() {
                 stopping = true;
@@ -188,9 +200,14 @@ impl StoreWriter {
             }
             // Gather a group: up to the event and byte bounds, or until the interval ends.
             let deadline = Instant::now() + interval;
+            let mut nap = GATHER_NAP;
+            let mut napped = false;
             while !closed && self.pending.len() < max_events && self.pending_bytes < self.budget.txn_bytes {
                 match rx.try_recv() {
-                    Ok(mut ev) => self.push_logged(&mut ev, 0),
+                    Ok(mut ev) => {
+                        napped = false;
+                        self.push_logged(&mut ev, 0)
+                    }
                     Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         let now = Instant::now();
@@ -201,16 +218,27 @@ impl StoreWriter {
                             // A group is forming: let the producers fill the channel for a moment
                             // instead of waking up for every single event (a wake-up costs more
                             // than an insert).
-                            std::thread::sleep((deadline - now).min(GATHER_NAP));
+                            if napped {
+                                // Nothing came during the last nap: the next one is longer.
+                                nap = (nap * 2).min(GATHER_NAP_MAX);
+                            }
+                            std::thread::sleep((deadline - now).min(nap));
+                            napped = true;
                             if shutdown.is_cancelled() {
                                 break;
                             }
                             continue;
                         }
+                        // Nothing pending: an idle sensor needs no group timer, only the disk
+                        // check (and rollups, which arrive without an event to wake us), so it
+                        // sleeps until then instead of waking every commit interval (issue 18:
+                        // an idle Pi should wake a few times a second at most).
+                        let wake_at = if rollups.is_empty() { deadline.max(self.next_disk_check()) } else { deadline };
                         let got = rt.block_on(async {
                             tokio::select! {
                                 r = rx.recv() => Wake::Event(r.map(Box::new)),
-                                _ = tokio::time::sleep_until(deadline.into()) => Wake::Timer,
+                                _ = tokio::time::sleep_until(wake_at.into()) => Wake::Timer,
+                                _ = self.shared.acked.notified() => Wake::Acked,
                                 _ = shutdown.cancelled() => Wake::Shutdown,
                             }
                         });
@@ -218,7 +246,10 @@ impl StoreWriter {
                             Wake::Event(Some(mut ev)) => self.push_logged(&mut ev, 0),
                             Wake::Event(None) => closed = true,
                             Wake::Timer => {}
-                            Wake::Shutdown => break,
+                            // An acknowledgement deleted rows on the handle's connection: its
+                            // WAL frames need our checkpoint (maintain) now, not at the next
+                            // disk check, or the WAL outgrows its slice while a backlog ships.
+                            Wake::Acked | Wake::Shutdown => break,
                         }
                     }
                 }
@@ -246,6 +277,9 @@ impl StoreWriter {
                         _ => break,
                     }
                 }
+                if !matches!(res, Err(StoreError::AwaitingAcks { .. })) {
+                    waits = 0;
+                }
                 match res {
                     Ok(_) => {
                         if self.failures > 0 {
@@ -258,6 +292,14 @@ impl StoreWriter {
                     // The group is already halved; the next cycle commits the smaller one.
                     Err(StoreError::GroupTooLarge { events }) => {
                         tracing::debug!(events, commit_limit = self.commit_limit, "group too large; retrying smaller")
+                    }
+                    Err(StoreError::AwaitingAcks { events }) => {
+                        waits = waits.saturating_add(1);
+                        if waits == 1 || waits % 100 == 0 {
+                            tracing::warn!(events, waits, "store full of events only an acknowledgement frees (in flight, eviction records); waiting");
+                        }
+                        // Nothing on disk failed: no backoff ladder, just give the shipper a moment.
+                        std::thread::sleep(AWAIT_ACKS_NAP);
                     }
                     Err(e) => self.on_failure(&e),
                 }
@@ -345,24 +387,32 @@ impl StoreWriter {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let used = schema::used_bytes(&tx)?;
         let mut gap: Option<Gap> = None;
+        // Read inside this write transaction: the shipper claims under the same write lock.
+        let claimed = meta_get(&tx, SHIPPED_SEQ)?;
         if used + incoming > self.budget.high {
             let target = self.budget.low.saturating_sub(incoming);
-            gap = evict(&tx, target, self.evict_limit, self.shared.rows.load(Ordering::Acquire))?;
+            gap = evict(&tx, target, self.evict_limit, self.shared.rows.load(Ordering::Acquire), claimed)?;
         }
         let room = schema::used_bytes(&tx)? + incoming <= self.budget.db;
         let insert = if room {
             n
         } else if gap.is_some() {
             0
-        } else if n <= 1 {
+        } else if n > 1 {
+            self.commit_limit = (n / 2).max(1);
+            return Err(StoreError::GroupTooLarge { events: n });
+        } else if schema::max_seq(&tx)? > 0 {
+            // What is left only an acknowledgement frees (rows in flight to the admin, eviction
+            // records): wait for it (the event stays here, the group is bounded; the channel
+            // folds new events into counted rollups meanwhile).
+            drop(tx);
+            return Err(StoreError::AwaitingAcks { events: n });
+        } else {
             // Nothing left to evict and one event alone exceeds the budget: it can never fit.
             drop(tx);
             tracing::error!(bytes, db_budget = self.budget.db, "event larger than the whole store budget; dropped");
             self.consume(1);
             return Ok(Progress::EvictedOnly);
-        } else {
-            self.commit_limit = (n / 2).max(1);
-            return Err(StoreError::GroupTooLarge { events: n });
         };
         let mut seq = self.next_seq;
         let mut gap_rows = 0u64;
@@ -406,6 +456,7 @@ impl StoreWriter {
         s.evicted_total.store(self.evicted_total, Ordering::Release);
         s.rolled_up_total.store(self.rolled_up_total, Ordering::Release);
         s.last_seq.store(seq - 1, Ordering::Release);
+        s.committed.notify_one();
         Ok(if insert == 0 { Progress::EvictedOnly } else { Progress::Committed })
     }
 
@@ -444,6 +495,11 @@ impl StoreWriter {
             self.shared.cap_bytes.store(b.cap, Ordering::Release);
         }
         self.last_disk_check = Instant::now();
+    }
+
+    /// The WAL bytes kept after a checkpoint (`journal_size_limit`) for the current budget.
+    pub(crate) fn wal_keep(&self) -> u64 {
+        self.budget.wal_keep()
     }
 
     /// When [`Self::maintain`] next re-checks the disk.
@@ -526,15 +582,20 @@ impl StoreWriter {
             if !file_too_big && !must_evict {
                 return;
             }
+            let mut evicted = false;
             if used > self.budget.low {
-                if let Err(e) = self.evict_only() {
-                    tracing::debug!(error = %e, "eviction-only transaction failed");
-                    return;
+                match self.evict_only() {
+                    Ok(e) => evicted = e,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "eviction-only transaction failed");
+                        return;
+                    }
                 }
             }
             let free = schema::freelist_count(&self.conn).unwrap_or(0);
             if free == 0 {
-                if used <= self.budget.low {
+                // Nothing more to evict (what is left is in flight to the admin) or no need.
+                if used <= self.budget.low || !evicted {
                     return;
                 }
                 continue;
@@ -551,11 +612,14 @@ impl StoreWriter {
     }
 
     /// A transaction that only evicts (down to the low-water mark) and writes its gap record.
-    fn evict_only(&mut self) -> Result<(), StoreError> {
+    /// True if it evicted anything.
+    fn evict_only(&mut self) -> Result<bool, StoreError> {
         self.seqfile.ensure(self.next_seq + 1)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(g) = evict(&tx, self.budget.low, self.evict_limit, self.shared.rows.load(Ordering::Acquire))? else {
-            return Ok(());
+        let claimed = meta_get(&tx, SHIPPED_SEQ)?;
+        let rows = self.shared.rows.load(Ordering::Acquire);
+        let Some(g) = evict(&tx, self.budget.low, self.evict_limit, rows, claimed)? else {
+            return Ok(false);
         };
         let mut ev = g.to_event(self.cfg.gap_top_sources);
         let mut body = Vec::with_capacity(128);
@@ -578,7 +642,8 @@ impl StoreWriter {
         add_rows(&s.rows, 1, g.count);
         s.evicted_total.store(self.evicted_total, Ordering::Release);
         s.last_seq.store(seq, Ordering::Release);
-        Ok(())
+        s.committed.notify_one();
+        Ok(true)
     }
 }
 
@@ -604,5 +669,6 @@ fn insert_sql(p: Priority) -> &'static str {
 enum Wake {
     Event(Option<Box<Event>>),
     Timer,
+    Acked,
     Shutdown,
 }
