@@ -41,7 +41,13 @@ pub fn config_for(kinds: &[&str]) -> Config {
         .map(|k| {
             let kind = ServiceKind::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(*k))
                 .expect("a service kind");
-            ServiceSection::new(kind, "127.0.0.1".parse().unwrap(), vec![0])
+            let mut svc = ServiceSection::new(kind, "127.0.0.1".parse().unwrap(), vec![0]);
+            // UPnP's description port too (its default, 49152, is shared by every test: two
+            // UPnP tests running at once collided on it).
+            if kind == ServiceKind::Upnp {
+                svc.description_port = Some(0);
+            }
+            svc
         })
         .collect();
     let mut cfg = Config { services, ..Config::default() };
