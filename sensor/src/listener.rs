@@ -411,6 +411,35 @@ mod tests {
     use crate::rollup::RollupTable;
     use crate::sink::EventSink;
 
+    /// Shutdown waits for the sessions still running, however they end (a panicking handler
+    /// included), and not longer: the accept loop counts them instead of joining them.
+    #[tokio::test]
+    async fn shutdown_waits_for_every_running_session() {
+        let running = Arc::new(Running::default());
+        tokio::time::timeout(Duration::from_secs(1), running.all_done()).await.expect("none running: at once");
+        let first = running.enter();
+        let second = running.enter();
+        let panics = running.enter();
+        let waiter = tokio::spawn({
+            let running = running.clone();
+            async move { running.all_done().await }
+        });
+        let crashed = tokio::spawn(async move {
+            let _guard = panics;
+            panic!("a handler bug");
+        });
+        assert!(crashed.await.is_err());
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one session is still running");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("returns once the last session ends")
+            .unwrap();
+        assert_eq!(running.count.load(Ordering::Relaxed), 0);
+    }
+
     /// Every open connection costs one task of this size (plus its buffers): 2,000 sessions in
     /// flight must fit the sensor's memory budget, so no handler may keep big buffers on its
     /// stack (HTTP's 8 KiB body buffer once made every session's task 9 KiB; now about 2.2 KiB).
