@@ -20,8 +20,8 @@
 # A paced run lasts PACED_SECONDS (default 5) and at most N connections.
 # Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3, SERVICES="redis smtp" for
 # a subset of the table; PACED_SERVICES (default: SERVICES, else every service), RATES,
-# PACED_SECONDS; TABLE=0 skips the concurrency table, PACED=0 the paced runs; SENSOR_WORKERS; BIN; the
-# flood, RSS and store check run either way)
+# PACED_SECONDS; TABLE=0 skips the concurrency table, PACED=0 the paced runs; SENSOR_WORKERS;
+# BIN; the flood, RSS and store check run either way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
