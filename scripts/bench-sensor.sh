@@ -9,14 +9,28 @@
 # (/proc/PID/stat), which the generator sharing the cores does not blur. At the end the sensor's
 # store must hold at least one event per sensor connection with nothing shed or evicted.
 # Loopback only; every run is bounded by count and time.
+# Paced runs (issue 18): the cost of one connection at the rates a sensor sees, not only at
+# saturation. Per service and rate (RATES, default 100, 1,000 and 10,000 new connections/s, the
+# generator pacing them, plus `max`: as fast as concurrency 50 allows), the sensor's and the
+# scripted server's CPU µs per connection (from /proc/PID/stat utime+stime, 10 ms ticks, and from
+# the threads' /proc/PID/task/*/schedstat run time in ns, which is exact at 100/s where a run is a
+# few ticks), their context switches per connection (voluntary + nonvoluntary in
+# /proc/PID/task/*/status, summed over the threads: each is a thread going to sleep or being
+# preempted, so roughly one wake-up each), and before any traffic the idle sensor's wake-ups/s.
+# A paced run lasts PACED_SECONDS (default 5) and at most N connections.
 # Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3, SERVICES="redis smtp" for
-# a subset of the table; the flood, RSS and store check run either way)
+# a subset of the table; PACED_SERVICES (default: SERVICES, else every service), RATES,
+# PACED_SECONDS; TABLE=0 skips the concurrency table, PACED=0 the paced runs; SENSOR_WORKERS;
+# BIN; the flood, RSS and store check run either way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
 REPEAT=${REPEAT:-3}
-cargo build --release -p drosera-sensor -p drosera-flood >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
+# BIN=DIR measures the binaries in DIR instead of building (to compare two builds in turn).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p drosera-sensor -p drosera-flood >&2
+  BIN=${CARGO_TARGET_DIR:-target}/release
+fi
 WORK=$(mktemp -d)
 SCRIPTED=()
 cleanup() { kill "${SENSOR:-}" "${BASE:-}" "${SCRIPTED[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -35,7 +49,8 @@ declare -A PORT=([http]=18080 [ftp]=18021 [telnet]=18023 [ssh]=18022 [mssql]=184
   printf '[credentials]\nrefuse_first = 0\naccept = ["anonymous:*", "root:root"]\n'
   for s in "${!PORT[@]}"; do printf '[[service]]\nkind = "%s"\nports = [%s]\nbind = "127.0.0.1"\n' "$s" "${PORT[$s]}"; done
 } > "$WORK/sensor.toml"
-"$BIN/drosera-sensor" run --config "$WORK/sensor.toml" > "$WORK/sensor.log" 2>&1 &
+# SENSOR_WORKERS=N tries another runtime width (tokio's TOKIO_WORKER_THREADS, the sensor alone).
+env ${SENSOR_WORKERS:+TOKIO_WORKER_THREADS=$SENSOR_WORKERS} "$BIN/drosera-sensor" run --config "$WORK/sensor.toml" > "$WORK/sensor.log" 2>&1 &
 SENSOR=$!
 "$BIN/drosera-flood" baseline --listen 127.0.0.1:18999 --max-seconds 3600 > "$WORK/base.log" 2>&1 &
 BASE=$!
@@ -63,11 +78,64 @@ measure() {
   echo "$v $p50 $p99 $ok $(python3 -c "print(round(($b - $a) * 1e6 / $HZ / max($ok, 1), 1))")"
 }
 median() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+# snap PID FILE: the process's CPU ticks and, per thread, run time (ns) and context switches.
+cat > "$WORK/snap.py" <<'PY'
+import json, os, sys
+pid, out = sys.argv[1], sys.argv[2]
+f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+tasks = {}
+for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        ns = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        st = {l.split(":")[0]: int(l.split()[1]) for l in open(f"/proc/{pid}/task/{tid}/status") if "ctxt_switches" in l}
+        cs, vol = st["voluntary_ctxt_switches"] + st["nonvoluntary_ctxt_switches"], st["voluntary_ctxt_switches"]
+        name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+    except OSError:
+        continue  # the thread ended meanwhile
+    tasks[tid] = [ns, cs, vol, name]
+json.dump({"ticks": int(f[11]) + int(f[12]), "tasks": tasks}, open(out, "w"))
+PY
+# cost A B CONNECTIONS -> "stat-µs/conn schedstat-µs/conn switches/conn writer-µs/conn voluntary/conn"
+# between two snaps (a thread that appeared counts whole; one that ended between them is missing
+# from all but the first; writer: the sensor's store-writer thread alone, 0 for the scripted
+# server; voluntary: the switches where a thread went to sleep, i.e. wake-ups, without the
+# preemptions a busy machine adds).
+cat > "$WORK/cost.py" <<'PY'
+import json, os, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+n = max(int(sys.argv[3]), 1); hz = os.sysconf("SC_CLK_TCK")
+ns = cs = vol = wn = 0
+for tid, (bn, bc, bv, name) in b["tasks"].items():
+    an, ac, av, _ = a["tasks"].get(tid, [0, 0, 0, ""])
+    ns += bn - an; cs += bc - ac; vol += bv - av
+    if name == "store-writer":
+        wn += bn - an
+print("%.1f %.1f %.2f %.1f %.2f" % ((b["ticks"] - a["ticks"]) * 1e6 / hz / n, ns / 1e3 / n, cs / n, wn / 1e3 / n, vol / n))
+PY
+snap() { python3 "$WORK/snap.py" "$1" "$2"; }
+# paced PID TARGET PROBE RATE COUNT -> "conn/s p50 p99 ok stat-µs sched-µs switches writer-µs
+# voluntary" per connection
+paced() {
+  local rate=() v p50 p99 ok
+  [ "$4" = max ] || rate=(--rate "$4")
+  snap "$1" "$WORK/a.json"
+  read -r v p50 p99 ok < <("$BIN/drosera-flood" run --target "$2" --proto "$3" --connections "$5" --concurrency 50 \
+      --max-seconds 60 "${rate[@]}" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f %.2f %.2f %d" % (d["connections_per_second"], d["p50_ms"], d["p99_ms"], d["ok"]))')
+  snap "$1" "$WORK/b.json"
+  echo "$v $p50 $p99 $ok $(python3 "$WORK/cost.py" "$WORK/a.json" "$WORK/b.json" "$ok")"
+}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $N connections per run, median of $REPEAT"
+# The idle sensor's wake-ups: context switches of all its threads over 10 s, before any traffic.
+sleep 5
+snap "$SENSOR" "$WORK/a.json"; sleep 10; snap "$SENSOR" "$WORK/b.json"
+read -r _ idle_us idle_cs _ idle_vol < <(python3 "$WORK/cost.py" "$WORK/a.json" "$WORK/b.json" 10)
+echo "idle sensor (10 s, no traffic): $idle_cs wake-ups/s (context switches, all threads; $idle_vol voluntary), $(python3 -c "print(round($idle_us / 1e4, 3))") % of a core"
+SENSOR_OK=0
+if [ "${TABLE:-1}" != 0 ]; then
 echo
 echo "| service | concurrency | sensor conn/s | bare accept-close conn/s | ratio | scripted exchange conn/s | ratio | sensor CPU µs/conn | scripted CPU µs/conn | sensor p50 ms | p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-SENSOR_OK=0
 for c in 50 500; do
   for s in ${SERVICES:-http ftp telnet ssh mssql mysql smb redis adb docker smtp rdp vnc mqtt mongodb epmap pptp printer}; do
     B=() X=() XC=() V=() VC=() P50=() P99=()
@@ -83,6 +151,28 @@ for c in 50 500; do
     python3 -c "print(f'| $s | $c | {$v:.0f} | {$b:.0f} | {$v/max($b,1):.0%} | {$x:.0f} | {$v/max($x,1):.0%} | $vc | $xc | $p50 | $p99 |')"
   done
 done
+fi
+if [ "${PACED:-1}" != 0 ]; then
+  PACED_SECONDS=${PACED_SECONDS:-5}
+  echo
+  echo "Paced runs: concurrency at most 50, PACED_SECONDS=$PACED_SECONDS s per run (at most $N connections), median of $REPEAT"
+  echo
+  echo "| service | offered conn/s | sensor conn/s | sensor CPU µs/conn (stat) | sensor CPU µs/conn (schedstat) | of which store writer | sensor switches/conn (voluntary) | scripted CPU µs/conn (schedstat) | scripted switches/conn (voluntary) | sensor p50 ms | p99 ms |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  for s in ${PACED_SERVICES:-${SERVICES:-$(printf '%s\n' "${!PORT[@]}" | sort)}}; do
+    for r in ${RATES:-100 1000 10000 max}; do
+      if [ "$r" = max ]; then n=$N; else n=$(python3 -c "print(min($N, int($r * $PACED_SECONDS)))"); fi
+      V=() ST=() SC=() CS=() W=() VO=() XS=() XCS=() XVO=() P50=() P99=()
+      for _ in $(seq "$REPEAT"); do
+        read -r _ _ _ _ _ xs xcs _ xvo < <(paced "${SPID[$s]}" "127.0.0.1:${SPORT[$s]}" "$s" "$r" "$n")
+        read -r v p50 p99 ok st sc cs w vo < <(paced "$SENSOR" "127.0.0.1:${PORT[$s]}" "$s" "$r" "$n")
+        SENSOR_OK=$((SENSOR_OK + ok))
+        V+=("$v") ST+=("$st") SC+=("$sc") CS+=("$cs") W+=("$w") VO+=("$vo") XS+=("$xs") XCS+=("$xcs") XVO+=("$xvo") P50+=("$p50") P99+=("$p99")
+      done
+      echo "| $s | $r | $(median "${V[@]}") | $(median "${ST[@]}") | $(median "${SC[@]}") | $(median "${W[@]}") | $(median "${CS[@]}") ($(median "${VO[@]}")) | $(median "${XS[@]}") | $(median "${XCS[@]}") ($(median "${XVO[@]}")) | $(median "${P50[@]}") | $(median "${P99[@]}") |"
+    done
+  done
+fi
 # A 20,000-connection flood at 2,000 concurrent across the services, then the peak RSS.
 FLOODS=()
 for s in http mssql smb mysql; do

@@ -64,6 +64,11 @@ struct RunArgs {
     /// Per-connection timeout.
     #[arg(long, default_value_t = 10)]
     timeout_seconds: u64,
+    /// Open at most this many new connections per second (paced from the run's start, at the
+    /// timer's millisecond granularity); without it, as fast as `--concurrency` allows
+    /// (saturation). The count and wall-clock bounds apply either way.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Allow a non-loopback target (only for network namespaces you created).
     #[arg(long)]
     allow_nonloopback: bool,
@@ -135,6 +140,9 @@ fn main() -> anyhow::Result<()> {
             if args.connections == 0 || args.concurrency == 0 {
                 anyhow::bail!("--connections and --concurrency must be greater than zero");
             }
+            if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                anyhow::bail!("--rate must be a positive number of connections per second");
+            }
             let report = rt.block_on(run(args))?;
             println!("{}", serde_json::to_string(&report)?);
         }
@@ -169,13 +177,37 @@ async fn baseline(listen: SocketAddr, proto: Probe, max_seconds: u64) -> anyhow:
                 let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
                 tokio::spawn(async move {
                     let mut s = s;
-                    let _ = tokio::time::timeout(Duration::from_secs(10), answer(&mut s, proto)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                        answer(&mut s, proto).await?;
+                        if client_closes_first(proto) {
+                            until_closed(&mut s).await?;
+                        }
+                        std::io::Result::Ok(())
+                    })
+                    .await;
                     drop(permit);
                 });
             }
             _ = tokio::time::sleep_until(end) => return Ok(()),
         }
     }
+}
+
+/// Probes after whose answer the sensor waits for the client's next message (RDP's TLS
+/// ClientHello, the next DCE/RPC or MongoDB request, the client's SSH KEXINIT), so the client
+/// closes first and keeps the TIME_WAIT. The scripted server waits for that close too: a
+/// baseline that closed first would leave the TIME_WAITs on its own side, and the generator's
+/// `connect()` (which slows down as TIME_WAITs take its ephemeral ports) would favour the
+/// baseline. Checked with `ss -tan state time-wait` after a run against each.
+fn client_closes_first(p: Probe) -> bool {
+    matches!(p, Probe::Rdp | Probe::Epmap | Probe::Mongodb | Probe::Ssh)
+}
+
+/// Reads and discards until the client closes (the caller bounds the time).
+async fn until_closed(s: &mut TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    while s.read(&mut buf).await? > 0 {}
+    Ok(())
 }
 
 /// The server side of each probe with fixed bytes: the least a server can do for that exchange.
@@ -207,16 +239,12 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(b"\r\n# ").await
         }
         Probe::Ssh => {
+            // The sensor answers the version exchange itself and sends its KEXINIT only when
+            // the client goes on or waits (protocols/ssh/exchange.rs); this probe leaves after
+            // its version line, so neither sends more, and the client closes first.
             s.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").await?;
             let _ = s.read(&mut buf).await?;
-            // A KEXINIT-sized binary packet (the sensor's SSH server sends its 736-byte KEXINIT
-            // once the client's version line arrives): the same bytes on the wire, and the
-            // server, not the client, ends the exchange as with the sensor.
-            let mut kexinit = [0u8; 736];
-            kexinit[..4].copy_from_slice(&732u32.to_be_bytes());
-            kexinit[4] = 11; // padding length
-            kexinit[5] = 20; // SSH_MSG_KEXINIT
-            s.write_all(&kexinit).await
+            Ok(())
         }
         Probe::Mssql => {
             let _ = s.read(&mut buf).await?;
@@ -300,6 +328,18 @@ async fn run(args: RunArgs) -> anyhow::Result<serde_json::Value> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut launched = 0u64;
     while launched < args.connections && Instant::now() < deadline {
+        if let Some(rate) = args.rate {
+            // Connection number `launched` is due `launched / rate` seconds after the start; a
+            // late generator catches up (the kernel's accept queue absorbs the burst), an early
+            // one sleeps, so the offered rate holds over the run.
+            let due = started + Duration::from_secs_f64(launched as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.min(deadline).into()).await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
         let Ok(permit) = sem.clone().acquire_owned().await else { break };
         launched += 1;
         let stats = stats.clone();
@@ -342,6 +382,7 @@ async fn run(args: RunArgs) -> anyhow::Result<serde_json::Value> {
     let ok = stats.ok.load(Ordering::Relaxed);
     Ok(serde_json::json!({
         "proto": format!("{:?}", args.proto).to_lowercase(),
+        "offered_rate": args.rate,
         "target": args.target.to_string(),
         "launched": launched,
         "ok": ok,

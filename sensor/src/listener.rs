@@ -15,10 +15,11 @@ use crate::protocols::{self, blackhole, ServiceKind};
 use crate::session::{Session, SessionEnv, SessionLimits};
 use drosera_uplink::event::{CloseReason, Protocol, ShedReason};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -240,9 +241,51 @@ struct Shared {
     session_ids: Arc<AtomicU64>,
 }
 
+/// The sessions of one accept loop still running, so that shutdown can wait for them. Not a
+/// `JoinSet`: that wakes the accept loop for every session that ends (one more task poll per
+/// connection, and a wake-up of the other worker thread when the session ended there, issue
+/// 18). Here a session's end touches one atomic, and only the last one during shutdown wakes
+/// the waiter.
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    none_left: Notify,
+}
+
+/// Held by a session task; counts it out of [`Running`] when the task ends or is dropped.
+struct RunningGuard(Arc<Running>);
+
+impl Running {
+    fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(self.clone())
+    }
+
+    /// Returns once no session is running.
+    async fn all_done(&self) {
+        loop {
+            let notified = self.none_left.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.none_left.notify_waiters();
+        }
+    }
+}
+
 async fn accept_loop(b: Bound, sh: Shared) {
     let shutdown = sh.ctx.shutdown.clone();
-    let mut sessions = JoinSet::new();
+    let running = Arc::new(Running::default());
     let local_port = b.listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let listener = match TcpListener::from_std(b.listener) {
         Ok(l) => l,
@@ -257,8 +300,6 @@ async fn accept_loop(b: Bound, sh: Shared) {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.cancelled() => break,
-            // Reap finished session tasks so the set does not grow.
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
             Ok(x) => x,
@@ -304,17 +345,16 @@ async fn accept_loop(b: Bound, sh: Shared) {
         let stats = sh.stats.clone();
         let shutdown_rx = sh.ctx.shutdown.clone();
         stats.active_connections.fetch_add(1, Ordering::Relaxed);
-        sessions.spawn(async move {
+        let guard = running.enter();
+        tokio::spawn(async move {
             run_session(session, role, shutdown_rx).await;
             stats.active_connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
+            drop(guard);
         });
     }
     // Shutdown: give sessions a grace period; each records its own end (Shutdown).
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), running.all_done()).await;
 }
 
 fn shed(sh: &Shared, stream: TcpStream, peer: SocketAddr, port: u16, protocol: Protocol, reason: ShedReason) {
@@ -370,6 +410,35 @@ mod tests {
     use super::*;
     use crate::rollup::RollupTable;
     use crate::sink::EventSink;
+
+    /// Shutdown waits for the sessions still running, however they end (a panicking handler
+    /// included), and not longer: the accept loop counts them instead of joining them.
+    #[tokio::test]
+    async fn shutdown_waits_for_every_running_session() {
+        let running = Arc::new(Running::default());
+        tokio::time::timeout(Duration::from_secs(1), running.all_done()).await.expect("none running: at once");
+        let first = running.enter();
+        let second = running.enter();
+        let panics = running.enter();
+        let waiter = tokio::spawn({
+            let running = running.clone();
+            async move { running.all_done().await }
+        });
+        let crashed = tokio::spawn(async move {
+            let _guard = panics;
+            panic!("a handler bug");
+        });
+        assert!(crashed.await.is_err());
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one session is still running");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("returns once the last session ends")
+            .unwrap();
+        assert_eq!(running.count.load(Ordering::Relaxed), 0);
+    }
 
     /// Every open connection costs one task of this size (plus its buffers): 2,000 sessions in
     /// flight must fit the sensor's memory budget, so no handler may keep big buffers on its
