@@ -207,8 +207,19 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS body_text TEXT;
 CREATE INDEX IF NOT EXISTS events_derived ON events (time_ms) WHERE derived IS NOT NULL;
 "#;
 
+/// Version 5: password recovery (`crate::recover`, `storage::recovered`): the candidate-list
+/// generation a login was tried with and the password once recovered, on the event's row (they
+/// go with its day partition), with partial indexes for the targets and the report.
+const V5_RECOVERED: &str = r#"
+ALTER TABLE events ADD COLUMN IF NOT EXISTS crack_gen TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS recovered TEXT;
+CREATE INDEX IF NOT EXISTS events_login ON events (time_ms) WHERE kind = 'login';
+CREATE INDEX IF NOT EXISTS events_recovered ON events (time_ms) WHERE recovered IS NOT NULL;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 5] =
+    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_RECOVERED)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
