@@ -273,31 +273,33 @@ pub enum ConnectError {
 impl Connection {
     /// Connects, reads INFO and authenticates (within `timeout`).
     pub async fn open(cfg: &HpfeedsConfig, secret: &[u8], timeout: Duration) -> Result<Connection, ConnectError> {
-        let go = async {
-            let mut stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
-            let mut buf = Vec::new();
-            let info = loop {
-                if let Some((f, _)) = Frame::decode(&buf, 64 * 1024)? {
-                    break f;
-                }
-                let mut chunk = [0u8; 1024];
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(ConnectError::NoInfo);
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            };
-            let nonce = match info {
-                Frame::Info { nonce, .. } => nonce,
-                Frame::Error(e) => return Err(ConnectError::Refused(e)),
-                _ => return Err(ConnectError::NoInfo),
-            };
-            stream.write_all(&encode_auth(&cfg.ident, &nonce, secret)?).await?;
-            Ok(Connection { stream })
+        match tokio::time::timeout(timeout, Connection::handshake(cfg, secret)).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "broker handshake timed out"))),
+        }
+    }
+
+    async fn handshake(cfg: &HpfeedsConfig, secret: &[u8]) -> Result<Connection, ConnectError> {
+        let mut stream = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)).await?;
+        let mut buf = Vec::new();
+        let info = loop {
+            if let Some((f, _)) = Frame::decode(&buf, 64 * 1024)? {
+                break f;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ConnectError::NoInfo);
+            }
+            buf.extend_from_slice(&chunk[..n]);
         };
-        tokio::time::timeout(timeout, go)
-            .await
-            .map_err(|_| ConnectError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "broker handshake timed out")))?
+        let nonce = match info {
+            Frame::Info { nonce, .. } => nonce,
+            Frame::Error(e) => return Err(ConnectError::Refused(e)),
+            _ => return Err(ConnectError::NoInfo),
+        };
+        stream.write_all(&encode_auth(&cfg.ident, &nonce, secret)?).await?;
+        Ok(Connection { stream })
     }
 
     /// Publishes one payload.
@@ -380,7 +382,7 @@ mod tests {
     #[test]
     fn messages_round_trip_and_hostile_ones_are_refused() {
         let m = encode_publish("drosera", "drosera.events", b"{}").unwrap();
-        assert_eq!(&m[..5], &[0, 0, 0, 29, OP_PUBLISH]);
+        assert_eq!(&m[..5], &[0, 0, 0, 30, OP_PUBLISH]); // 5 + 1 + 7 + 1 + 14 + 2
         let (f, n) = Frame::decode(&m, MAX_FRAME).unwrap().unwrap();
         assert_eq!(n, m.len());
         assert_eq!(f, Frame::Publish { ident: "drosera".into(), channel: "drosera.events".into(), payload: b"{}".to_vec() });

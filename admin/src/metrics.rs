@@ -297,9 +297,13 @@ impl Collector for DbCollector {
             }
         }
         gauge_family(&mut enc, "drosera_sensor_governor_state", "The sensor's pressure governor state (1 for the current one)", &gov)?;
-        let none: Vec<(String, String)> = Vec::new();
-        gauge_family(&mut enc, "drosera_samples_stored", "Malware samples the admin holds", &[(none.clone(), s.samples.0 as f64)])?;
-        gauge_family(&mut enc, "drosera_samples_stored_bytes", "Bytes of the sample store", &[(none, s.samples.1 as f64)])?;
+        for (name, help, v) in [
+            ("drosera_samples_stored", "Malware samples the admin holds", s.samples.0),
+            ("drosera_samples_stored_bytes", "Bytes of the sample store", s.samples.1),
+        ] {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
         Ok(())
     }
 }

@@ -286,13 +286,12 @@ fn hpfeeds_publishes_ecs_documents_to_a_broker_after_authenticating() {
     assert!(cfg.validate().is_ok());
     let secret = hpfeeds::load_secret(&cfg).unwrap();
     assert_eq!(secret, b"s3cret");
-    // The broker: the first connection is refused with a wrong nonce check (it closes at
-    // once), the second is served: INFO, AUTH checked, then PUBLISH messages.
+    // The broker: the first connection is refused (ERROR, then closed), the second is served: INFO, AUTH checked, then PUBLISH messages.
     let published = Arc::new(Mutex::new(Vec::<(String, String, serde_json::Value)>::new()));
     let p = published.clone();
     let broker = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        drop(s.write_all(&hpfeeds::encode_error("not now")));
+        let _ = s.write_all(&hpfeeds::encode_error("not now"));
         drop(s);
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -16,8 +16,9 @@ const PASSWORDS: [&str; 4] = ["123456", "letmein", "dragon", "trustno1"];
 
 fn hydra(port: u16, args: &[&str], service: &str, list: &std::path::Path) -> String {
     let mut cmd = Command::new("timeout");
-    // -I: never wait for a restore file; -w/-W: answer timeouts; -t 2 tasks; bounded by timeout.
-    cmd.args(["120", "hydra", "-I", "-V", "-t", "2", "-w", "10", "-W", "1"]).args(args);
+    // -I: never wait for a restore file; -w/-W: answer timeouts; one task (VNC servers refuse
+    // parallel logins); bounded by timeout(1).
+    cmd.args(["120", "hydra", "-I", "-V", "-t", "1", "-w", "10", "-W", "1"]).args(args);
     cmd.arg("-P").arg(list).args(["-s", &port.to_string(), "127.0.0.1", service]);
     let out = cmd.output().unwrap();
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

@@ -97,7 +97,6 @@ impl Target {
                 let lm: [u8; 24] = hex_array(lm).unwrap_or([0; 24]);
                 // Extended session security: the LM field is the client challenge and zeros.
                 if lm[8..].iter().all(|&b| b == 0) && lm[..8].iter().any(|&b| b != 0) {
-                    use md5::Digest as _;
                     let mixed = md5::Md5::new().chain_update(challenge).chain_update(&lm[..8]).finalize();
                     challenge.copy_from_slice(&mixed[..8]);
                 }
@@ -175,7 +174,9 @@ fn des_block(key: [u8; 8], block: &[u8]) -> [u8; 8] {
     b.copy_from_slice(&block[..8]);
     let mut b = b.into();
     cipher.encrypt_block(&mut b);
-    b.into()
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&b);
+    out
 }
 
 /// A 7-byte key spread over 8 bytes (parity bits left zero; DES ignores them).

@@ -1106,7 +1106,7 @@ fn exploit_rules() {
 
 // --- Password recovery (`storage::recovered`, `crate::recover`) ---------------------------------
 
-fn login_ev(seq: u64, t: i64, protocol: Protocol, user: &str, secret: drosera_uplink::event::Secret, extra: Vec<(String, String)>) -> Event {
+fn hash_login_ev(seq: u64, t: i64, protocol: Protocol, user: &str, secret: drosera_uplink::event::Secret, extra: Vec<(String, String)>) -> Event {
     Event {
         protocol,
         time_ms: t,
@@ -1139,14 +1139,14 @@ fn passwords_behind_challenge_responses_are_recovered_once(db: &dyn Storage) {
     );
     let events = vec![
         // In the bundled list.
-        login_ev(1, now, Protocol::Mysql, "root", hash("mysql_native_password-hex", mysql_native("letmein", salt)), salted.clone()),
+        hash_login_ev(1, now, Protocol::Mysql, "root", hash("mysql_native_password-hex", mysql_native("letmein", salt)), salted.clone()),
         // Seen in clear on telnet, then used against VNC.
-        login_ev(2, now, Protocol::Telnet, "admin", Secret::Password("only-in-clear".into()), vec![]),
-        login_ev(3, now, Protocol::Vnc, "", hash("john-vnc", vnc), vec![]),
+        hash_login_ev(2, now, Protocol::Telnet, "admin", Secret::Password("only-in-clear".into()), vec![]),
+        hash_login_ev(3, now, Protocol::Vnc, "", hash("john-vnc", vnc), vec![]),
         // In no list.
-        login_ev(4, now, Protocol::Mysql, "sa", hash("mysql-native-hex", mysql_native("zq-nowhere-9", salt)), salted),
+        hash_login_ev(4, now, Protocol::Mysql, "sa", hash("mysql-native-hex", mysql_native("zq-nowhere-9", salt)), salted),
         // A format not checked here.
-        login_ev(5, now, Protocol::Sip, "100", hash("sip-digest-response", "00".into()), vec![]),
+        hash_login_ev(5, now, Protocol::Sip, "100", hash("sip-digest-response", "00".into()), vec![]),
     ];
     assert_eq!(commit(db, id, 5, &events), BatchOutcome::Ack(5));
     assert_eq!(db.clear_passwords(0, 10).unwrap(), vec!["only-in-clear".to_string()]);
@@ -1177,7 +1177,7 @@ fn passwords_behind_challenge_responses_are_recovered_once(db: &dyn Storage) {
         [(1, Some("letmein".into())), (2, None), (3, Some("only-in-clear".into())), (4, None), (5, None)]
     );
     // A new clear password is a new candidate list: the unrecovered response is tried again.
-    let more = [login_ev(6, now, Protocol::Ftp, "x", Secret::Password("zq-nowhere-9".into()), vec![])];
+    let more = [hash_login_ev(6, now, Protocol::Ftp, "x", Secret::Password("zq-nowhere-9".into()), vec![])];
     assert_eq!(commit(db, id, 6, &more), BatchOutcome::Ack(6));
     let s = crate::recover::run_once(db, &cfg, now + 3000).unwrap();
     assert_eq!((s.tried, s.recovered), (1, 1), "{s:?}");
