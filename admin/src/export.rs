@@ -339,8 +339,10 @@ pub const ATTACK_COLUMNS: [&str; 37] = [
     "downloads",
     "exploits",
     "fingerprints",
-    "label",
+    // Passwords recovered from its challenge-responses (`crate::recover`); before `label`,
+    // which stays the last column (see the module docs).
     "recovered_passwords",
+    "label",
 ];
 
 /// One attack being folded.
