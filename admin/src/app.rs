@@ -107,7 +107,11 @@ fn start_integrations(
 ) -> anyhow::Result<Integrations> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     crate::metrics::load_token(&cfg.metrics)?;
-    let hp_secret = if cfg.hpfeeds.enabled() { Some(crate::hpfeeds::load_secret(&cfg.hpfeeds).map_err(anyhow::Error::msg)?) } else { None };
+    let hp_secret = if cfg.hpfeeds.enabled() {
+        Some(crate::hpfeeds::load_secret(&cfg.hpfeeds).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     let mut tap = crate::tap::Tap::default();
     let webhook_rx = cfg.webhooks.enabled().then(|| tap.subscribe("webhooks", cfg.webhooks.tap_queue));
     let hpfeeds_rx = hp_secret.is_some().then(|| tap.subscribe("hpfeeds", cfg.hpfeeds.queue));
@@ -116,14 +120,31 @@ fn start_integrations(
     }
     let mut tasks = Vec::new();
     if cfg.recover.enabled {
-        tasks.push(tokio::spawn(crate::recover::run(db.clone(), cfg.recover.clone(), Some(metrics.clone()), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::recover::run(
+            db.clone(),
+            cfg.recover.clone(),
+            Some(metrics.clone()),
+            shutdown.clone(),
+        )));
     }
     if let Some(rx) = webhook_rx {
         tracing::info!(urls = cfg.webhooks.urls.len(), "webhooks on");
-        tasks.push(tokio::spawn(crate::webhooks::run(cfg.webhooks.clone(), db.clone(), rx, metrics.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::webhooks::run(
+            cfg.webhooks.clone(),
+            db.clone(),
+            rx,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
     }
     if let (Some(rx), Some(secret)) = (hpfeeds_rx, hp_secret) {
-        tasks.push(tokio::spawn(crate::hpfeeds::run(cfg.hpfeeds.clone(), secret, rx, metrics.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::hpfeeds::run(
+            cfg.hpfeeds.clone(),
+            secret,
+            rx,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
     }
     Ok(Integrations { metrics, db: db.clone(), tasks })
 }

@@ -205,7 +205,9 @@ impl AdminConfig {
         if let Err((key, problem, fix)) = self.exploits.validate() {
             return Err(invalid(&key, problem, fix));
         }
-        for check in [self.recover.validate(), self.metrics.validate(), self.webhooks.validate(), self.hpfeeds.validate()] {
+        for check in
+            [self.recover.validate(), self.metrics.validate(), self.webhooks.validate(), self.hpfeeds.validate()]
+        {
             if let Err((key, problem, fix)) = check {
                 return Err(invalid(&key, problem, fix));
             }

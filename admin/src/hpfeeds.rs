@@ -87,7 +87,11 @@ impl HpfeedsConfig {
             return Ok(());
         }
         if self.ident.is_empty() || self.ident.len() > 255 {
-            return bad("ident", "must be 1 to 255 bytes when hpfeeds.host is set", "write the ident your broker issued");
+            return bad(
+                "ident",
+                "must be 1 to 255 bytes when hpfeeds.host is set",
+                "write the ident your broker issued",
+            );
         }
         if self.secret_file.as_os_str().is_empty() {
             return bad("secret_file", "is empty while hpfeeds.host is set", "name a file holding the ident's secret");
@@ -275,7 +279,9 @@ impl Connection {
     pub async fn open(cfg: &HpfeedsConfig, secret: &[u8], timeout: Duration) -> Result<Connection, ConnectError> {
         match tokio::time::timeout(timeout, Connection::handshake(cfg, secret)).await {
             Ok(r) => r,
-            Err(_) => Err(ConnectError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "broker handshake timed out"))),
+            Err(_) => {
+                Err(ConnectError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "broker handshake timed out")))
+            }
         }
     }
 
@@ -385,7 +391,10 @@ mod tests {
         assert_eq!(&m[..5], &[0, 0, 0, 30, OP_PUBLISH]); // 5 + 1 + 7 + 1 + 14 + 2
         let (f, n) = Frame::decode(&m, MAX_FRAME).unwrap().unwrap();
         assert_eq!(n, m.len());
-        assert_eq!(f, Frame::Publish { ident: "drosera".into(), channel: "drosera.events".into(), payload: b"{}".to_vec() });
+        assert_eq!(
+            f,
+            Frame::Publish { ident: "drosera".into(), channel: "drosera.events".into(), payload: b"{}".to_vec() }
+        );
         assert_eq!(Frame::decode(&m[..m.len() - 1], MAX_FRAME).unwrap(), None);
         let info = encode_info("broker", &[1, 2, 3, 4]).unwrap();
         assert_eq!(

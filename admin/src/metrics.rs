@@ -159,9 +159,17 @@ impl Metrics {
             m.recovery_tried.clone(),
         );
         registry.register(format!("{p}_recovered_passwords"), "Passwords recovered", m.recovered.clone());
-        registry.register(format!("{p}_recovery_proofs"), "Proofs computed by password recovery", m.recovery_attempts.clone());
+        registry.register(
+            format!("{p}_recovery_proofs"),
+            "Proofs computed by password recovery",
+            m.recovery_attempts.clone(),
+        );
         registry.register(format!("{p}_webhook_deliveries"), "Webhook POSTs by result", m.webhooks.clone());
-        registry.register(format!("{p}_webhook_dropped"), "Webhook alerts not sent, by reason", m.webhooks_dropped.clone());
+        registry.register(
+            format!("{p}_webhook_dropped"),
+            "Webhook alerts not sent, by reason",
+            m.webhooks_dropped.clone(),
+        );
         registry.register(format!("{p}_hpfeeds"), "hpfeeds publishing by result", m.hpfeeds.clone());
         registry.register_collector(Box::new(DbCollector { snapshot }));
         registry.register_collector(Box::new(TapCollector));
@@ -274,19 +282,79 @@ impl Collector for DbCollector {
         let c = |f: &dyn Fn(&SensorRecord) -> i64| -> Vec<(Vec<(String, String)>, u64)> {
             active.iter().map(|r| (sensor(&r.name), f(r).max(0) as u64)).collect()
         };
-        gauge_family(&mut enc, "drosera_sensor_last_contact_timestamp_seconds", "Last time the sensor was heard from", &g(&|r| r.last_contact_ms.map(|ms| ms as f64 / 1000.0)))?;
-        gauge_family(&mut enc, "drosera_sensor_snapshot_timestamp_seconds", "When the admin read these sensor values from its database", &g(&|_| Some(s.read_at_s)))?;
-        counter_family(&mut enc, "drosera_sensor_acked_events", "Highest event sequence number stored (rate() is the ingest rate)", &c(&|r| r.high_water_seq))?;
-        gauge_family(&mut enc, "drosera_sensor_stored_events", "Raw events stored for the sensor", &g(&|r| Some(r.events as f64)))?;
-        counter_family(&mut enc, "drosera_sensor_evicted_events", "Events the sensor evicted unsent (its eviction records)", &c(&|r| r.evicted_total))?;
-        counter_family(&mut enc, "drosera_sensor_shed_connections", "Connections the sensor shed (its rollup records)", &c(&|r| r.shed_total))?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_last_contact_timestamp_seconds",
+            "Last time the sensor was heard from",
+            &g(&|r| r.last_contact_ms.map(|ms| ms as f64 / 1000.0)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_snapshot_timestamp_seconds",
+            "When the admin read these sensor values from its database",
+            &g(&|_| Some(s.read_at_s)),
+        )?;
+        counter_family(
+            &mut enc,
+            "drosera_sensor_acked_events",
+            "Highest event sequence number stored (rate() is the ingest rate)",
+            &c(&|r| r.high_water_seq),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_stored_events",
+            "Raw events stored for the sensor",
+            &g(&|r| Some(r.events as f64)),
+        )?;
+        counter_family(
+            &mut enc,
+            "drosera_sensor_evicted_events",
+            "Events the sensor evicted unsent (its eviction records)",
+            &c(&|r| r.evicted_total),
+        )?;
+        counter_family(
+            &mut enc,
+            "drosera_sensor_shed_connections",
+            "Connections the sensor shed (its rollup records)",
+            &c(&|r| r.shed_total),
+        )?;
         let h = |f: &dyn Fn(&drosera_uplink::event::Health) -> f64| g(&|r| r.health.as_ref().map(f));
-        gauge_family(&mut enc, "drosera_sensor_backlog_events", "Events in the sensor's store not yet acknowledged (last health sample)", &h(&|x| x.backlog_events as f64))?;
-        gauge_family(&mut enc, "drosera_sensor_rss_bytes", "Sensor resident memory (last health sample)", &h(&|x| x.rss_bytes as f64))?;
-        gauge_family(&mut enc, "drosera_sensor_disk_free_bytes", "Free disk on the sensor (last health sample)", &h(&|x| x.disk_free_bytes as f64))?;
-        gauge_family(&mut enc, "drosera_sensor_store_bytes", "Sensor store size (last health sample)", &h(&|x| x.store_bytes as f64))?;
-        gauge_family(&mut enc, "drosera_sensor_active_connections", "Attacker connections open on the sensor (last health sample)", &h(&|x| f64::from(x.active_connections)))?;
-        gauge_family(&mut enc, "drosera_sensor_cpu_permille", "Sensor CPU use, per mille of one core (last health sample)", &h(&|x| f64::from(x.cpu_permille)))?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_backlog_events",
+            "Events in the sensor's store not yet acknowledged (last health sample)",
+            &h(&|x| x.backlog_events as f64),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_rss_bytes",
+            "Sensor resident memory (last health sample)",
+            &h(&|x| x.rss_bytes as f64),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_disk_free_bytes",
+            "Free disk on the sensor (last health sample)",
+            &h(&|x| x.disk_free_bytes as f64),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_store_bytes",
+            "Sensor store size (last health sample)",
+            &h(&|x| x.store_bytes as f64),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_active_connections",
+            "Attacker connections open on the sensor (last health sample)",
+            &h(&|x| f64::from(x.active_connections)),
+        )?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_cpu_permille",
+            "Sensor CPU use, per mille of one core (last health sample)",
+            &h(&|x| f64::from(x.cpu_permille)),
+        )?;
         let mut gov = Vec::new();
         for r in &active {
             if let Some(hs) = &r.health {
@@ -296,7 +364,12 @@ impl Collector for DbCollector {
                 }
             }
         }
-        gauge_family(&mut enc, "drosera_sensor_governor_state", "The sensor's pressure governor state (1 for the current one)", &gov)?;
+        gauge_family(
+            &mut enc,
+            "drosera_sensor_governor_state",
+            "The sensor's pressure governor state (1 for the current one)",
+            &gov,
+        )?;
         for (name, help, v) in [
             ("drosera_samples_stored", "Malware samples the admin holds", s.samples.0),
             ("drosera_samples_stored_bytes", "Bytes of the sample store", s.samples.1),
@@ -319,12 +392,27 @@ impl Collector for TapCollector {
             Ok(c) => c.iter().map(|(k, v)| (sensor(k), *v)).collect(),
             Err(_) => Vec::new(),
         };
-        counter_family(&mut enc, "drosera_admin_ingested_events", "Events committed by this admin process since it started", &committed)?;
+        counter_family(
+            &mut enc,
+            "drosera_admin_ingested_events",
+            "Events committed by this admin process since it started",
+            &committed,
+        )?;
         let sub = |f: &dyn Fn(&crate::tap::Subscriber) -> u64| -> Vec<(Vec<(String, String)>, u64)> {
             tap.subscribers.iter().map(|s| (vec![("subscriber".to_string(), s.name.to_string())], f(s))).collect()
         };
-        counter_family(&mut enc, "drosera_admin_tap_sent", "Committed events handed to an integration", &sub(&|s| s.sent.load(Ordering::Relaxed)))?;
-        counter_family(&mut enc, "drosera_admin_tap_dropped", "Committed events an integration's full queue shed", &sub(&|s| s.dropped.load(Ordering::Relaxed)))?;
+        counter_family(
+            &mut enc,
+            "drosera_admin_tap_sent",
+            "Committed events handed to an integration",
+            &sub(&|s| s.sent.load(Ordering::Relaxed)),
+        )?;
+        counter_family(
+            &mut enc,
+            "drosera_admin_tap_dropped",
+            "Committed events an integration's full queue shed",
+            &sub(&|s| s.dropped.load(Ordering::Relaxed)),
+        )?;
         Ok(())
     }
 }

@@ -110,7 +110,13 @@ impl WebhooksConfig {
         for u in &self.urls {
             match url::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
-                _ => return bad("urls", format!("{u:?} is not an http:// or https:// URL"), "write e.g. \"https://hooks.example.net/drosera\""),
+                _ => {
+                    return bad(
+                        "urls",
+                        format!("{u:?} is not an http:// or https:// URL"),
+                        "write e.g. \"https://hooks.example.net/drosera\"",
+                    )
+                }
             }
         }
         for (k, v, d) in [
@@ -127,7 +133,11 @@ impl WebhooksConfig {
             }
         }
         if self.silent_after_s < 60 {
-            return bad("silent_after_s", "sensors ping every 30 s; less than 60 s alerts on healthy sensors".into(), "use at least 60; the default is 900");
+            return bad(
+                "silent_after_s",
+                "sensors ping every 30 s; less than 60 s alerts on healthy sensors".into(),
+                "use at least 60; the default is 900",
+            );
         }
         if self.max_retries > 20 {
             return bad("max_retries", "must be at most 20".into(), "use the default, 5");
@@ -301,11 +311,7 @@ fn exploits_of(ev: &Event) -> Vec<(String, String)> {
         return Vec::new();
     }
     let l = storage::row::Lifted::of(ev);
-    crate::exploits::Derived::from_column(l.derived.as_deref())
-        .exploits
-        .into_iter()
-        .map(|e| (e.name, e.cve))
-        .collect()
+    crate::exploits::Derived::from_column(l.derived.as_deref()).exploits.into_iter().map(|e| (e.name, e.cve)).collect()
 }
 
 /// Counts and drops alerts past `per_minute` (a sliding window of send times).
@@ -417,7 +423,8 @@ async fn sender(
             let mut delay = Duration::from_secs(1);
             let mut attempt = 0;
             loop {
-                let r = tokio::time::timeout(Duration::from_secs(cfg.timeout_s), post(url, body.clone(), tls.clone())).await;
+                let r = tokio::time::timeout(Duration::from_secs(cfg.timeout_s), post(url, body.clone(), tls.clone()))
+                    .await;
                 let problem = match r {
                     Ok(Ok(s)) if (200..300).contains(&s) => None,
                     Ok(Ok(s)) => Some(format!("HTTP status {s}")),

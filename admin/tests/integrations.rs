@@ -76,7 +76,9 @@ fn read_http(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
             let head = String::from_utf8_lossy(&buf[..end]).to_string();
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap())
+                })
                 .unwrap_or(0);
             while buf.len() < end + 4 + len {
                 let n = s.read(&mut chunk).unwrap();
@@ -124,7 +126,12 @@ fn metrics_are_scraped_with_the_token_and_say_what_the_sensors_report() {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(Metrics::new());
-    metrics.recovery_run(&drosera_admin::recover::RunStats { tried: 3, recovered: 2, attempts: 100, ..Default::default() });
+    metrics.recovery_run(&drosera_admin::recover::RunStats {
+        tried: 3,
+        recovered: 2,
+        attempts: 100,
+        ..Default::default()
+    });
     let shared = storage::Shared::new(Box::new(db));
     let stop = shutdown.clone();
     let server = rt.spawn(async move {
@@ -347,7 +354,11 @@ fn hpfeeds_publishes_ecs_documents_to_a_broker_after_authenticating() {
     assert_eq!(got[0].2["source"]["ip"], "203.0.113.50");
     assert_eq!(got[0].2["observer"]["name"], "pi-1");
     assert_eq!(got[1].2["process"]["command_line"], "uname -a");
-    assert!(metrics.encode().contains("drosera_admin_hpfeeds_total{result=\"connect_failed\"} 1"), "{}", metrics.encode());
+    assert!(
+        metrics.encode().contains("drosera_admin_hpfeeds_total{result=\"connect_failed\"} 1"),
+        "{}",
+        metrics.encode()
+    );
     shutdown.cancel();
     rt.block_on(task).unwrap();
 }

@@ -60,11 +60,13 @@ fn hydra_passwords_behind_mysql_and_vnc_challenges_are_recovered() {
     let cfg = stack.admin_cfg.display().to_string();
     let run = |args: &[&str]| drosera_e2e::procs::run(&bins.admin, args).unwrap();
     // Before recovery the report has hashes only.
-    let report: serde_json::Value = serde_json::from_str(&run(&["report", "--config", &cfg, "--json", "--since", "0"])).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&run(&["report", "--config", &cfg, "--json", "--since", "0"])).unwrap();
     assert_eq!(report["credentials"]["recovered"], serde_json::json!([]));
     let out = run(&["recover", "--config", &cfg]);
     assert!(out.contains(" 0 in formats not checked"), "{out}");
-    let report: serde_json::Value = serde_json::from_str(&run(&["report", "--config", &cfg, "--json", "--since", "0"])).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&run(&["report", "--config", &cfg, "--json", "--since", "0"])).unwrap();
     let got: BTreeSet<(String, String, String)> = report["credentials"]["recovered"]
         .as_array()
         .unwrap()

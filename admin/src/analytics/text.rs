@@ -99,7 +99,10 @@ impl Report {
             let _ = writeln!(o, "  {} / {}: {}", printable(&p.username), printable(&p.password), p.count);
         }
         if !c.recovered.is_empty() {
-            let _ = writeln!(o, "\nRecovered passwords (from challenge-responses; user / password [recovered, protocol]: logins):");
+            let _ = writeln!(
+                o,
+                "\nRecovered passwords (from challenge-responses; user / password [recovered, protocol]: logins):"
+            );
             for r in &c.recovered {
                 let _ = writeln!(
                     o,

@@ -105,7 +105,10 @@ impl Target {
             "john-vnc" => {
                 let rest = hash.strip_prefix("$vnc$*")?;
                 let (c, r) = rest.split_once('*')?;
-                Some(Target::Vnc { challenge: hex_array(&c.to_ascii_lowercase())?, response: hex_array(&r.to_ascii_lowercase())? })
+                Some(Target::Vnc {
+                    challenge: hex_array(&c.to_ascii_lowercase())?,
+                    response: hex_array(&r.to_ascii_lowercase())?,
+                })
             }
             _ => None,
         }
@@ -262,7 +265,8 @@ mod tests {
         let r = vnc_response(b"passwordpassword", &key);
         assert_eq!(hex::encode(r), "dbd83cfd727a1458dbd83cfd727a1458");
         let challenge: [u8; 16] = *b"0123456789abcdef";
-        let line = format!("$vnc$*{}*{}", hex::encode_upper(challenge), hex::encode_upper(vnc_response(&challenge, b"admin")));
+        let line =
+            format!("$vnc$*{}*{}", hex::encode_upper(challenge), hex::encode_upper(vnc_response(&challenge, b"admin")));
         let t = Target::parse("john-vnc", &line, None).unwrap();
         assert!(cracks(&t, "admin") && !cracks(&t, "admim"));
         // Only 8 bytes count.

@@ -74,7 +74,11 @@ impl RecoverConfig {
             return bad("batch", "must be between 1 and 100000", "use the default, 200");
         }
         if self.max_attempts < 10_000 {
-            return bad("max_attempts", "must be at least 10000 (one response against the list)", "use the default, 2000000");
+            return bad(
+                "max_attempts",
+                "must be at least 10000 (one response against the list)",
+                "use the default, 2000000",
+            );
         }
         if self.lookback_days == 0 {
             return bad("lookback_days", "must be at least 1", "use the default, 7");

@@ -74,8 +74,8 @@ pub mod sqlite;
 mod tests;
 
 pub use crate::labels::LabelRecord;
-pub use recovered::{CrackResult, CrackTarget, RecoverStorage, RecoveredRow};
 use drosera_uplink::event::{Event, Health};
+pub use recovered::{CrackResult, CrackTarget, RecoverStorage, RecoveredRow};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::ControlFlow;

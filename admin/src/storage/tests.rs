@@ -1106,7 +1106,14 @@ fn exploit_rules() {
 
 // --- Password recovery (`storage::recovered`, `crate::recover`) ---------------------------------
 
-fn hash_login_ev(seq: u64, t: i64, protocol: Protocol, user: &str, secret: drosera_uplink::event::Secret, extra: Vec<(String, String)>) -> Event {
+fn hash_login_ev(
+    seq: u64,
+    t: i64,
+    protocol: Protocol,
+    user: &str,
+    secret: drosera_uplink::event::Secret,
+    extra: Vec<(String, String)>,
+) -> Event {
     Event {
         protocol,
         time_ms: t,
@@ -1139,17 +1146,32 @@ fn passwords_behind_challenge_responses_are_recovered_once(db: &dyn Storage) {
     );
     let events = vec![
         // In the bundled list.
-        hash_login_ev(1, now, Protocol::Mysql, "root", hash("mysql_native_password-hex", mysql_native("letmein", salt)), salted.clone()),
+        hash_login_ev(
+            1,
+            now,
+            Protocol::Mysql,
+            "root",
+            hash("mysql_native_password-hex", mysql_native("letmein", salt)),
+            salted.clone(),
+        ),
         // Seen in clear on telnet, then used against VNC.
         hash_login_ev(2, now, Protocol::Telnet, "admin", Secret::Password("only-in-clear".into()), vec![]),
         hash_login_ev(3, now, Protocol::Vnc, "", hash("john-vnc", vnc), vec![]),
         // In no list.
-        hash_login_ev(4, now, Protocol::Mysql, "sa", hash("mysql-native-hex", mysql_native("zq-nowhere-9", salt)), salted),
+        hash_login_ev(
+            4,
+            now,
+            Protocol::Mysql,
+            "sa",
+            hash("mysql-native-hex", mysql_native("zq-nowhere-9", salt)),
+            salted,
+        ),
         // A format not checked here.
         hash_login_ev(5, now, Protocol::Sip, "100", hash("sip-digest-response", "00".into()), vec![]),
     ];
     assert_eq!(commit(db, id, 5, &events), BatchOutcome::Ack(5));
     assert_eq!(db.clear_passwords(0, 10).unwrap(), vec!["only-in-clear".to_string()]);
+    assert_eq!(db.sample_totals().unwrap(), (0, 0), "the metrics' sample totals");
     let cfg = crate::recover::RecoverConfig::default();
     let s = crate::recover::run_once(db, &cfg, now + 1000).unwrap();
     assert_eq!((s.tried, s.recovered, s.unsupported, s.deferred), (3, 2, 1, 0), "{s:?}");
@@ -1186,7 +1208,8 @@ fn passwords_behind_challenge_responses_are_recovered_once(db: &dyn Storage) {
     let late = crate::recover::run_once(db, &cfg, now + 30 * DAY_MS).unwrap();
     assert_eq!(late.tried + late.unsupported, 0);
     // The report lists them.
-    let q = crate::analytics::Query { since_ms: Some(now - DAY_MS), until_ms: Some(now + DAY_MS), ..Default::default() };
+    let q =
+        crate::analytics::Query { since_ms: Some(now - DAY_MS), until_ms: Some(now + DAY_MS), ..Default::default() };
     let c = crate::analytics::credentials(db, &q, 10).unwrap();
     assert_eq!(c.recovered.len(), 3, "{c:?}");
 }
