@@ -302,6 +302,34 @@ mod tests {
         assert!(cracks(&t, "root") && !cracks(&t, "toor"));
     }
 
+    /// Truncated and mutated lines of every format: never a panic (the fuzz target
+    /// `hpfeeds_frame` runs the same over arbitrary text).
+    #[test]
+    fn hostile_input_never_panics() {
+        let lines = [
+            ("hashcat-5600", "User::Domain:0123456789abcdef:68cd0ab851e51c96aabc927bebef6a1c:0101000000000000aaaaaaaaaaaaaaaa"),
+            ("hashcat-5500", "u::d:aaaaaaaaaaaaaaaa00000000000000000000000000000000:7537f803ae367128ca458204bde7caf81e97ed2683267232:0123456789abcdef"),
+            ("john-vnc", "$vnc$*30313233343536373839616263646566*30313233343536373839616263646566"),
+            ("mysql-native-hex", "00112233445566778899aabbccddeeff00112233"),
+        ];
+        let c = Candidate::new("password");
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let (f, l) = lines[(seed >> 60) as usize % lines.len()];
+            let mut b = l.as_bytes().to_vec();
+            b.truncate((seed >> 20) as usize % (b.len() + 1));
+            if !b.is_empty() {
+                let i = (seed >> 8) as usize % b.len();
+                b[i] = [b':', b'*', b'0', b'z', 0xff][(seed >> 40) as usize % 5];
+            }
+            let text = String::from_utf8_lossy(&b);
+            if let Some(t) = Target::parse(f, &text, Some("0123456789abcdefghij")) {
+                let _ = t.check(&c);
+            }
+        }
+    }
+
     #[test]
     fn malformed_lines_are_no_targets() {
         for (f, h) in [
