@@ -292,6 +292,23 @@ mod tests {
         assert!(Target::parse("mysql-native-hex", &hex::encode(&resp), None).is_none());
     }
 
+    /// Responses Debian's hydra 9.4 (`hydra -l root -P list mysql`) sent to a MySQL greeting
+    /// with this salt (printable, as the sensor's), captured on the wire 2026-12-02.
+    #[test]
+    fn mysql_native_hydra_vectors() {
+        let salt = "A6RnLLIjdK>d`&GpLJz,";
+        for (hash, word) in [
+            ("ba2ea2c4d14696a649f115ed57760b63476847eb", "123456"),
+            ("98260697291d19cbf872a28c40b78d464e0f8f91", "letmein"),
+            ("4f4ddf4b2846c7a437389156a92e681aabc7cf4f", "dragon"),
+            ("71dd02974a78f56c6b767c6a9b2d1f2f178f48b8", "trustno1"),
+        ] {
+            let t = Target::parse("mysql-native-hex", hash, Some(salt)).unwrap();
+            assert!(cracks(&t, word), "{word}");
+            assert!(!cracks(&t, "123457"), "{word}");
+        }
+    }
+
     #[test]
     fn caching_sha2_vector() {
         let salt = "ABCDEFGHIJKLMNOPQRST";
