@@ -77,7 +77,10 @@ fn hydra_passwords_behind_mysql_and_vnc_challenges_are_recovered() {
         })
         .collect();
     for p in PASSWORDS {
-        assert!(got.contains(&("mysql".into(), "root".into(), p.into())), "mysql {p} missing from {got:?}");
+        assert!(
+            got.contains(&("mysql".to_string(), "root".to_string(), p.to_string())),
+            "mysql {p} missing from {got:?}"
+        );
         assert!(got.iter().any(|(proto, _, pw)| proto == "vnc" && pw == p), "vnc {p} missing from {got:?}");
     }
     let text = run(&["report", "--config", &cfg, "--since", "0"]);
