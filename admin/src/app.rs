@@ -50,6 +50,7 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
             .context("opening the database")??
     };
     let shared_db = storage::Shared::new(shared_db);
+    let integrations = start_integrations(cfg, &shared_db, &shutdown)?;
     let maintenance = tokio::spawn(maintain(
         shared_db.clone(),
         enricher.clone(),
@@ -68,9 +69,84 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
         shutdown.cancel();
         r.map_err(anyhow::Error::from)
     };
-    let (i, d) = tokio::join!(ingest, dashboard);
+    let metrics = async {
+        let r = crate::metrics::serve(
+            &cfg.metrics,
+            integrations.metrics.clone(),
+            integrations.db.clone(),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
+        if r.is_err() {
+            shutdown.cancel();
+        }
+        r.map_err(anyhow::Error::from)
+    };
+    let (i, d, m) = tokio::join!(ingest, dashboard, metrics);
     let _ = maintenance.await;
-    i.and(d)
+    for t in integrations.tasks {
+        let _ = t.await;
+    }
+    i.and(d).and(m)
+}
+
+/// The integrations `serve` runs beside ingest and the dashboard (issue 21).
+struct Integrations {
+    metrics: Arc<crate::metrics::Metrics>,
+    db: storage::Shared,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Installs the committed-events tap with a queue per streaming integration and starts password
+/// recovery, the webhooks and hpfeeds as configured. Their secrets are read now, so a missing
+/// file stops `serve` before it listens.
+fn start_integrations(
+    cfg: &AdminConfig,
+    db: &storage::Shared,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Integrations> {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    crate::metrics::load_token(&cfg.metrics)?;
+    let hp_secret = if cfg.hpfeeds.enabled() {
+        Some(crate::hpfeeds::load_secret(&cfg.hpfeeds).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    let mut tap = crate::tap::Tap::default();
+    let webhook_rx = cfg.webhooks.enabled().then(|| tap.subscribe("webhooks", cfg.webhooks.tap_queue));
+    let hpfeeds_rx = hp_secret.is_some().then(|| tap.subscribe("hpfeeds", cfg.hpfeeds.queue));
+    if !crate::tap::install(Arc::new(tap)) {
+        tracing::warn!("the committed-events tap was installed before; this process keeps the first one");
+    }
+    let mut tasks = Vec::new();
+    if cfg.recover.enabled {
+        tasks.push(tokio::spawn(crate::recover::run(
+            db.clone(),
+            cfg.recover.clone(),
+            Some(metrics.clone()),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(rx) = webhook_rx {
+        tracing::info!(urls = cfg.webhooks.urls.len(), "webhooks on");
+        tasks.push(tokio::spawn(crate::webhooks::run(
+            cfg.webhooks.clone(),
+            db.clone(),
+            rx,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let (Some(rx), Some(secret)) = (hpfeeds_rx, hp_secret) {
+        tasks.push(tokio::spawn(crate::hpfeeds::run(
+            cfg.hpfeeds.clone(),
+            secret,
+            rx,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    Ok(Integrations { metrics, db: db.clone(), tasks })
 }
 
 /// Folds new events into the analytics tables every `refresh` and runs retention every

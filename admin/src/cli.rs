@@ -96,7 +96,8 @@ impl ReportArgs {
 pub struct ExportArgs {
     /// jsonl or csv: one row per attack (connection), MHN session-shaped, with its logins,
     /// commands, payloads and samples folded in; events-jsonl or events-csv: one row per stored
-    /// event. JSON values are typed (numbers, booleans); CSV cells are text.
+    /// event; ecs: one Elastic Common Schema document per stored event (JSON lines, for SIEMs).
+    /// JSON values are typed (numbers, booleans); CSV cells are text.
     #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Format>()))]
     pub format: Format,
     #[command(flatten)]
@@ -181,6 +182,16 @@ pub enum Command {
         /// Events read per batch (each batch's changes are one transaction).
         #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         batch: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Try the bundled common passwords and every password seen in clear against the stored
+    /// challenge-responses (MySQL, NTLM, VNC) once, within the [recover] budget; `serve` runs
+    /// the same pass every [recover] interval_s.
+    Recover {
+        /// Passes to run (each takes at most [recover] batch responses).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        passes: u32,
         #[command(flatten)]
         config: ConfigArg,
     },

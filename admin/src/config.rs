@@ -8,12 +8,16 @@
 pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
 pub use crate::exploits::ExploitsConfig;
+pub use crate::hpfeeds::HpfeedsConfig;
 pub use crate::labels::LabelsConfig;
+pub use crate::metrics::MetricsConfig;
+pub use crate::recover::RecoverConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::samples::classify::ClassifyConfig;
 pub use crate::samples::fetch::FetcherConfig;
 pub use crate::samples::SamplesConfig;
 pub use crate::storage::DatabaseConfig;
+pub use crate::webhooks::WebhooksConfig;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +50,10 @@ pub struct AdminConfig {
     pub classify: ClassifyConfig,
     pub fetcher: FetcherConfig,
     pub exploits: ExploitsConfig,
+    pub recover: RecoverConfig,
+    pub metrics: MetricsConfig,
+    pub webhooks: WebhooksConfig,
+    pub hpfeeds: HpfeedsConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -188,12 +196,21 @@ impl AdminConfig {
             fix(dir);
         }
         fix(&mut self.exploits.rules_file);
+        fix(&mut self.metrics.bearer_token_file);
+        fix(&mut self.hpfeeds.secret_file);
     }
 
     /// Checks relations serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err((key, problem, fix)) = self.exploits.validate() {
             return Err(invalid(&key, problem, fix));
+        }
+        for check in
+            [self.recover.validate(), self.metrics.validate(), self.webhooks.validate(), self.hpfeeds.validate()]
+        {
+            if let Err((key, problem, fix)) = check {
+                return Err(invalid(&key, problem, fix));
+            }
         }
         if let Err(problem) = self.database.backend() {
             return Err(invalid(
@@ -471,6 +488,30 @@ mod tests {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn integration_keys_are_checked_and_named() {
+        for (text, key) in [
+            ("[recover]\nbatch = 0\n", "recover.batch"),
+            ("[recover]\nmax_attempts = 5\n", "recover.max_attempts"),
+            ("[recover]\nbudget = 5\n", "budget"),
+            ("[metrics]\nlisten = \"0.0.0.0:9473\"\n", "metrics.bearer_token_file"),
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            ("[webhooks]\nurls = [\"file:///etc/passwd\"]\n", "webhooks.urls"),
+            ("[webhooks]\nevents = [\"new_sample\", \"sensor_down\"]\n", "sensor_down"),
+            ("[webhooks]\nmax_per_minute = 0\n", "webhooks.max_per_minute"),
+            ("[hpfeeds]\nhost = \"broker\"\n", "hpfeeds.ident"),
+            ("[hpfeeds]\nhost = \"broker\"\nident = \"a\"\n", "hpfeeds.secret_file"),
+            ("[hpfeeds]\nsecret = \"x\"\n", "secret"),
+        ] {
+            let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let ok = "[metrics]\nlisten = \"127.0.0.1:9473\"\n[webhooks]\nurls = [\"https://h.example/x\"]\nevents = [\"evictions\"]\n";
+        let cfg = AdminConfig::parse(ok, Path::new("x")).unwrap();
+        assert_eq!(cfg.webhooks.events, [crate::webhooks::AlertKind::Evictions]);
+        assert!(cfg.webhooks.enabled());
     }
 
     #[test]

@@ -62,11 +62,13 @@ pub enum Format {
     EventsJsonl,
     /// One CSV line per stored event.
     EventsCsv,
+    /// One JSON object per stored event in Elastic Common Schema field names (`crate::ecs`).
+    Ecs,
 }
 
 impl Format {
     fn per_event(self) -> bool {
-        matches!(self, Format::EventsJsonl | Format::EventsCsv)
+        matches!(self, Format::EventsJsonl | Format::EventsCsv | Format::Ecs)
     }
     fn json(self) -> bool {
         matches!(self, Format::Jsonl | Format::EventsJsonl)
@@ -81,8 +83,9 @@ impl std::str::FromStr for Format {
             "csv" => Ok(Format::Csv),
             "events-jsonl" | "events-json" => Ok(Format::EventsJsonl),
             "events-csv" => Ok(Format::EventsCsv),
+            "ecs" => Ok(Format::Ecs),
             _ => Err(format!(
-                "unknown export format {s:?}: use jsonl or csv (one row per attack) or events-jsonl or events-csv (one row per event)"
+                "unknown export format {s:?}: use jsonl or csv (one row per attack), events-jsonl or events-csv (one row per event), or ecs (one Elastic Common Schema document per event)"
             )),
         }
     }
@@ -99,7 +102,7 @@ pub enum ExportError {
 }
 
 /// CSV columns of the per-event export, in order.
-pub const CSV_COLUMNS: [&str; 23] = [
+pub const CSV_COLUMNS: [&str; 24] = [
     "timestamp",
     "source_ip",
     "source_port",
@@ -123,6 +126,7 @@ pub const CSV_COLUMNS: [&str; 23] = [
     "fields",
     "label",
     "derived",
+    "recovered_password",
 ];
 
 fn rfc3339(ms: i64) -> String {
@@ -299,7 +303,7 @@ const END_SLACK_MS: i64 = 10_000;
 const ORPHAN_MS: i64 = 10 * 60_000;
 
 /// CSV columns of the per-attack export, in order (list cells are JSON arrays).
-pub const ATTACK_COLUMNS: [&str; 36] = [
+pub const ATTACK_COLUMNS: [&str; 37] = [
     "timestamp",
     "end_timestamp",
     "source_ip",
@@ -335,6 +339,9 @@ pub const ATTACK_COLUMNS: [&str; 36] = [
     "downloads",
     "exploits",
     "fingerprints",
+    // Passwords recovered from its challenge-responses (`crate::recover`); before `label`,
+    // which stays the last column (see the module docs).
+    "recovered_passwords",
     "label",
 ];
 
@@ -377,6 +384,8 @@ struct Attack {
     downloads: Vec<String>,
     exploits: Vec<String>,
     fingerprints: Vec<String>,
+    /// Passwords recovered from its challenge-responses (`crate::recover`).
+    recovered: Vec<String>,
     text: usize,
 }
 
@@ -436,6 +445,11 @@ impl Attack {
                 if self.credentials.len() < MAX_LIST && self.text + u.len() + p.len() <= MAX_ROW_TEXT {
                     self.text += u.len() + p.len();
                     self.credentials.push((u.to_string(), p.to_string()));
+                }
+                if let Some(p) = r.recovered {
+                    if self.recovered.len() < MAX_LIST && !self.recovered.iter().any(|x| x == p) {
+                        self.recovered.push(p.to_string());
+                    }
                 }
             }
             "command" => {
@@ -533,6 +547,7 @@ impl Attack {
         m.insert("exploits".into(), list(&self.exploits));
         m.insert("fingerprints".into(), list(&self.fingerprints));
         m.insert("label".into(), label.map(Value::from).unwrap_or(Value::Null));
+        m.insert("recovered_passwords".into(), list(&self.recovered));
         if json {
             return write_json_line(out, &Value::Object(m));
         }
@@ -649,6 +664,7 @@ impl Folder {
 
 fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Option<String>) -> std::io::Result<()> {
     match format {
+        Format::Ecs => write_json_line(out, &crate::ecs::document(r, label.as_deref())),
         Format::Jsonl | Format::EventsJsonl => {
             let mut m = Map::new();
             m.insert("timestamp".into(), rfc3339(r.time_ms).into());
@@ -688,6 +704,10 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Opt
                     m.insert(k, v);
                 }
             }
+            // The password recovered from a challenge-response (`crate::recover`), marked as such.
+            if let Some(p) = r.recovered {
+                m.insert("recovered_password".into(), p.into());
+            }
             write_json_line(out, &Value::Object(m))
         }
         Format::Csv | Format::EventsCsv => {
@@ -715,6 +735,7 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Opt
                 csv_cell(r.fields, true),
                 csv_cell(label.as_deref().unwrap_or(""), true),
                 csv_cell(r.derived.unwrap_or(""), true),
+                csv_cell(r.recovered.unwrap_or(""), true),
             ];
             writeln!(out, "{}", cells.join(","))
         }
@@ -751,6 +772,7 @@ mod tests {
             fields,
             seq: 0,
             derived: None,
+            recovered: None,
         }
     }
 

@@ -718,6 +718,8 @@ pub fn check_batch(
 }
 
 fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
+    // The highest sequence number handed to the integrations' tap per sensor (`crate::tap`).
+    let mut published = std::collections::HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -755,7 +757,10 @@ fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
         match db.commit_batches(&group, now) {
             Ok(outcomes) => {
                 drop(group);
-                for ((_, _, _, reply), outcome) in batches.into_iter().zip(outcomes) {
+                for ((sensor_id, _, events, reply), outcome) in batches.into_iter().zip(outcomes) {
+                    if matches!(outcome, BatchOutcome::Ack(_)) {
+                        crate::tap::publish_committed(&mut published, sensor_id, &events);
+                    }
                     let _ = reply.send(Ok(outcome));
                 }
             }

@@ -236,6 +236,28 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Recover { passes, config } => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let mut total = drosera_admin::recover::RunStats::default();
+            for _ in 0..passes {
+                let s = drosera_admin::recover::run_once(&*db, &cfg.recover, now_ms())?;
+                total.tried += s.tried;
+                total.recovered += s.recovered;
+                total.unsupported += s.unsupported;
+                total.attempts += s.attempts;
+                total.candidates = s.candidates;
+                total.deferred = s.deferred;
+                if s.tried + s.unsupported == 0 {
+                    break;
+                }
+            }
+            println!(
+                "tried {} responses against {} candidates: {} passwords recovered ({} in formats not checked, {} left for the next pass, {} proofs)",
+                total.tried, total.candidates, total.recovered, total.unsupported, total.deferred, total.attempts
+            );
+            Ok(())
+        }
         Command::Serve { config } => {
             let cfg = config.load()?;
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

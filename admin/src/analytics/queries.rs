@@ -526,6 +526,10 @@ pub struct Credentials {
     pub usernames: Vec<Counted>,
     pub passwords: Vec<Counted>,
     pub pairs: Vec<PairRow>,
+    /// Passwords recovered from challenge-responses (MySQL, NTLM, VNC; `crate::recover`), per
+    /// user, password and protocol: the passwords above are those responses as sent.
+    #[serde(default)]
+    pub recovered: Vec<crate::storage::RecoveredRow>,
 }
 
 /// Most tried user names, passwords (or hashes / key fingerprints) and pairs.
@@ -569,7 +573,9 @@ pub fn credentials(db: &dyn Storage, q: &Query, n: usize) -> Result<Credentials,
                 PairRow { username, password, count }
             })
             .collect();
-    Ok(Credentials { range: r.info(q), usernames, passwords, pairs })
+    let range = EventRange { since_ms: r.since, until_ms: r.until, sensor_id: r.sensor_id };
+    let recovered = db.recovered_passwords(&range, i64::try_from(n).unwrap_or(i64::MAX))?;
+    Ok(Credentials { range: r.info(q), usernames, passwords, pairs, recovered })
 }
 
 /// One group of rare events (a payload, an exploit, a URL) with when and from where.

@@ -100,6 +100,22 @@ impl Report {
         for p in &c.pairs {
             let _ = writeln!(o, "  {} / {}: {}", printable(&p.username), printable(&p.password), p.count);
         }
+        if !c.recovered.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nRecovered passwords (from challenge-responses; user / password [recovered, protocol]: logins):"
+            );
+            for r in &c.recovered {
+                let _ = writeln!(
+                    o,
+                    "  {} / {} [recovered, {}]: {}",
+                    printable(&r.username),
+                    printable(&r.password),
+                    printable(&r.protocol),
+                    r.count
+                );
+            }
+        }
         let _ = writeln!(o, "\nTop user names:");
         for u in &c.usernames {
             let _ = writeln!(o, "  {}: {}", printable(&u.value), u.count);

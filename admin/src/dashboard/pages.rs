@@ -348,7 +348,20 @@ pub fn credentials(c: &Credentials) -> String {
             p = esc(&p.password)
         );
     }
-    b + "</tbody></table></section></div>"
+    b += "</tbody></table></section></div>";
+    // Passwords recovered from challenge-responses (`crate::recover`), marked as recovered.
+    b += r#"<section class="card"><h2>Recovered passwords</h2><p class="note">MySQL, NTLM and VNC logins send a challenge-response, not the password; these were found by trying common passwords and every password seen in clear against them.</p><table id="recovered" class="creds"><thead><tr><th>user</th><th>password</th><th>protocol</th><th class="tries">logins</th></tr></thead><tbody>"#;
+    for r in &c.recovered {
+        let _ = write!(
+            b,
+            r#"<tr class="recovered">{}{}<td>{}</td><td class="n count">{}</td></tr>"#,
+            clip_cell(&r.username),
+            clip_cell(&format!("{} (recovered)", r.password)),
+            esc(&r.protocol),
+            r.count
+        );
+    }
+    b + "</tbody></table></section>"
 }
 
 fn item_table(id: &str, key: &str, detail: &str, rows: &[ItemRow]) -> String {

@@ -260,13 +260,17 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
     cols.extend(EVENT_COLS.iter().map(|c| c.0));
     // What the exploit rules derived, kept beside the event on SQLite, on its row here.
     cols.extend(["derived", "body_text"]);
+    // Password recovery's state, likewise (`storage::recovered`).
+    cols.extend(["crack_gen", "recovered"]);
     let mut types = vec![B, B];
     types.extend(EVENT_COLS.iter().map(|c| c.1.clone()));
-    types.extend([T, T]);
+    types.extend([T, T, T, T]);
     let select = format!(
         "SELECT id, CASE WHEN id <= {last_folded} THEN 1 ELSE 2 END, {},
                 (SELECT d.derived FROM event_derived d WHERE d.event_id = events.id),
-                (SELECT d.body_text FROM event_derived d WHERE d.event_id = events.id)
+                (SELECT d.body_text FROM event_derived d WHERE d.event_id = events.id),
+                (SELECT c.generation FROM event_crack c WHERE c.event_id = events.id),
+                (SELECT c.recovered FROM event_crack c WHERE c.event_id = events.id)
          FROM events ORDER BY id",
         EVENT_COLS.iter().map(|c| c.0).collect::<Vec<_>>().join(", ")
     );

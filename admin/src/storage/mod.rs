@@ -67,6 +67,7 @@
 
 pub mod copy;
 pub mod postgres;
+pub mod recovered;
 pub mod row;
 pub mod sqlite;
 #[cfg(test)]
@@ -74,6 +75,7 @@ mod tests;
 
 pub use crate::labels::LabelRecord;
 use drosera_uplink::event::{Event, Health};
+pub use recovered::{CrackResult, CrackTarget, RecoverStorage, RecoveredRow};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -531,6 +533,8 @@ pub struct ExportRow<'a> {
     pub seq: i64,
     /// What the exploit rules derived from it (JSON of `crate::exploits::Derived`), if anything.
     pub derived: Option<&'a str>,
+    /// The password recovered from its challenge-response (`crate::recover`), if any.
+    pub recovered: Option<&'a str>,
 }
 
 /// One stored event of a kind the exploit rules read ([`MATCHABLE_KINDS`]), for `reclassify`.
@@ -587,7 +591,7 @@ pub fn derived_items(
 // The interface.
 
 /// Everything the admin asks of its database. See the module docs for the guarantees.
-pub trait Storage: Send + SampleStorage + DrillStorage {
+pub trait Storage: Send + SampleStorage + DrillStorage + RecoverStorage {
     // --- Sensors and ingest -------------------------------------------------------------------
 
     /// The enrollment record of sensor `name`, if any.

@@ -1120,3 +1120,120 @@ fn exploit_rules() {
         exploit_rules_at_ingest_and_reclassify(&mut *db);
     }
 }
+
+// --- Password recovery (`storage::recovered`, `crate::recover`) ---------------------------------
+
+fn hash_login_ev(
+    seq: u64,
+    t: i64,
+    protocol: Protocol,
+    user: &str,
+    secret: drosera_uplink::event::Secret,
+    extra: Vec<(String, String)>,
+) -> Event {
+    Event {
+        protocol,
+        time_ms: t,
+        detail: Detail::Login { username: user.into(), secret, success: false, extra },
+        ..ev(seq)
+    }
+}
+
+fn mysql_native(password: &str, salt: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let h1: [u8; 20] = Sha1::digest(password.as_bytes()).into();
+    let h2: [u8; 20] = Sha1::digest(h1).into();
+    let h3 = Sha1::new().chain_update(salt.as_bytes()).chain_update(h2).finalize();
+    hex::encode(h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect::<Vec<u8>>())
+}
+
+fn passwords_behind_challenge_responses_are_recovered_once(db: &dyn Storage) {
+    use drosera_uplink::event::Secret;
+    sensors::register(db, "pi", "aa", 0).unwrap();
+    let id = db.enrollment("pi").unwrap().unwrap().sensor_id;
+    let now = 1_700_000_000_000;
+    let salt = "0123456789abcdefghij";
+    let hash = |format: &str, value: String| Secret::Hash { format: format.into(), value };
+    let salted = vec![("salt".to_string(), salt.to_string())];
+    let challenge: [u8; 16] = *b"fedcba9876543210";
+    let vnc = format!(
+        "$vnc$*{}*{}",
+        hex::encode_upper(challenge),
+        hex::encode_upper(crate::recover::algos::vnc_response(&challenge, b"only-in-clear"))
+    );
+    let events = vec![
+        // In the bundled list.
+        hash_login_ev(
+            1,
+            now,
+            Protocol::Mysql,
+            "root",
+            hash("mysql_native_password-hex", mysql_native("letmein", salt)),
+            salted.clone(),
+        ),
+        // Seen in clear on telnet, then used against VNC.
+        hash_login_ev(2, now, Protocol::Telnet, "admin", Secret::Password("only-in-clear".into()), vec![]),
+        hash_login_ev(3, now, Protocol::Vnc, "", hash("john-vnc", vnc), vec![]),
+        // In no list.
+        hash_login_ev(
+            4,
+            now,
+            Protocol::Mysql,
+            "sa",
+            hash("mysql-native-hex", mysql_native("zq-nowhere-9", salt)),
+            salted,
+        ),
+        // A format not checked here.
+        hash_login_ev(5, now, Protocol::Sip, "100", hash("sip-digest-response", "00".into()), vec![]),
+    ];
+    assert_eq!(commit(db, id, 5, &events), BatchOutcome::Ack(5));
+    assert_eq!(db.clear_passwords(0, 10).unwrap(), vec!["only-in-clear".to_string()]);
+    assert_eq!(db.sample_totals().unwrap(), (0, 0), "the metrics' sample totals");
+    let cfg = crate::recover::RecoverConfig::default();
+    let s = crate::recover::run_once(db, &cfg, now + 1000).unwrap();
+    assert_eq!((s.tried, s.recovered, s.unsupported, s.deferred), (3, 2, 1, 0), "{s:?}");
+    // Nothing new: nothing tried again with the same candidate list.
+    let again = crate::recover::run_once(db, &cfg, now + 2000).unwrap();
+    assert_eq!((again.tried, again.unsupported), (0, 0), "{again:?}");
+    let range = EventRange { since_ms: 0, until_ms: i64::MAX, sensor_id: None };
+    let mut rec = db.recovered_passwords(&range, 10).unwrap();
+    rec.sort_by(|a, b| a.protocol.cmp(&b.protocol));
+    let got: Vec<(&str, &str, &str, i64)> =
+        rec.iter().map(|r| (r.username.as_str(), r.password.as_str(), r.protocol.as_str(), r.count)).collect();
+    assert_eq!(got, [("root", "letmein", "mysql", 1), ("", "only-in-clear", "vnc", 1)]);
+    let other = EventRange { since_ms: 0, until_ms: i64::MAX, sensor_id: Some(id + 100) };
+    assert!(db.recovered_passwords(&other, 10).unwrap().is_empty());
+    // The export carries it on its event.
+    let mut by_seq = Vec::new();
+    db.export_events(&range, &mut |r| {
+        by_seq.push((r.seq, r.recovered.map(str::to_string)));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    by_seq.sort();
+    assert_eq!(
+        by_seq,
+        [(1, Some("letmein".into())), (2, None), (3, Some("only-in-clear".into())), (4, None), (5, None)]
+    );
+    // A new clear password is a new candidate list: the unrecovered response is tried again.
+    let more = [hash_login_ev(6, now, Protocol::Ftp, "x", Secret::Password("zq-nowhere-9".into()), vec![])];
+    assert_eq!(commit(db, id, 6, &more), BatchOutcome::Ack(6));
+    let s = crate::recover::run_once(db, &cfg, now + 3000).unwrap();
+    assert_eq!((s.tried, s.recovered), (1, 1), "{s:?}");
+    assert_eq!(db.recovered_passwords(&range, 10).unwrap().len(), 3);
+    // Outside the look-back window nothing is tried.
+    let late = crate::recover::run_once(db, &cfg, now + 30 * DAY_MS).unwrap();
+    assert_eq!(late.tried + late.unsupported, 0);
+    // The report lists them.
+    let q =
+        crate::analytics::Query { since_ms: Some(now - DAY_MS), until_ms: Some(now + DAY_MS), ..Default::default() };
+    let c = crate::analytics::credentials(db, &q, 10).unwrap();
+    assert_eq!(c.recovered.len(), 3, "{c:?}");
+}
+
+#[test]
+fn password_recovery() {
+    for (db, _held) in backends() {
+        passwords_behind_challenge_responses_are_recovered_once(&*db);
+    }
+}

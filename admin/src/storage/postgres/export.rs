@@ -14,7 +14,7 @@ pub fn export_events(
     let sql = "SELECT e.time_ms, e.src_ip, e.src_port, e.dst_port, e.protocol, e.transport, s.name,
                 COALESCE(i.country, ''), i.asn, COALESCE(i.as_org, ''), e.kind, e.session_id, e.duration_ms,
                 e.bytes_in, e.bytes_out, e.count, e.username, e.password, e.payload_sha256, e.url, e.fields, e.seq,
-                e.derived
+                e.derived, e.recovered
          FROM events e JOIN sensors s ON s.id = e.sensor_id LEFT JOIN ip_info i ON i.ip = e.src_ip
          WHERE e.time_ms >= $1 AND e.time_ms < $2 AND ($3::bigint IS NULL OR e.sensor_id = $3)
          ORDER BY e.time_ms, e.sensor_id, e.seq";
@@ -43,6 +43,7 @@ pub fn export_events(
             fields: r.try_get(20)?,
             seq: r.try_get(21)?,
             derived: r.try_get(22)?,
+            recovered: r.try_get(23)?,
         };
         Ok(f(&row))
     })

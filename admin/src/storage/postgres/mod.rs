@@ -35,6 +35,7 @@ mod exploits;
 mod export;
 mod ingest;
 mod labels;
+mod recovered;
 mod retention;
 mod samples;
 pub mod schema;

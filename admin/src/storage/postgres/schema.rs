@@ -216,8 +216,19 @@ CREATE INDEX IF NOT EXISTS events_session ON events (sensor_id, session_id, seq)
 CREATE INDEX IF NOT EXISTS ip_info_ip_c ON ip_info (ip COLLATE "C");
 "#;
 
+/// Version 6: password recovery (`crate::recover`, `storage::recovered`): the candidate-list
+/// generation a login was tried with and the password once recovered, on the event's row (they
+/// go with its day partition), with partial indexes for the targets and the report.
+const V6_RECOVERED: &str = r#"
+ALTER TABLE events ADD COLUMN IF NOT EXISTS crack_gen TEXT;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS recovered TEXT;
+CREATE INDEX IF NOT EXISTS events_login ON events (time_ms) WHERE kind = 'login';
+CREATE INDEX IF NOT EXISTS events_recovered ON events (time_ms) WHERE recovered IS NOT NULL;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 5] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_DRILL)];
+pub const MIGRATIONS: [(i64, &str); 6] =
+    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_DRILL), (6, V6_RECOVERED)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

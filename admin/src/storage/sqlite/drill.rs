@@ -12,9 +12,9 @@ use std::ops::ControlFlow;
 const COLUMNS: &str = "SELECT e.time_ms, e.src_ip, e.src_port, e.dst_port, e.protocol, e.transport, s.name,
         COALESCE(i.country, ''), i.asn, COALESCE(i.as_org, ''), e.kind, e.session_id, e.duration_ms,
         e.bytes_in, e.bytes_out, e.count, e.username, e.password, e.payload_sha256, e.url, e.fields, e.seq,
-        d.derived
+        d.derived, c.recovered
  FROM events e JOIN sensors s ON s.id = e.sensor_id LEFT JOIN ip_info i ON i.ip = e.src_ip
-      LEFT JOIN event_derived d ON d.event_id = e.id";
+      LEFT JOIN event_derived d ON d.event_id = e.id LEFT JOIN event_crack c ON c.event_id = e.id";
 
 pub fn drill_events(
     conn: &Connection,
@@ -73,6 +73,7 @@ pub fn drill_events(
             fields: text(r, 20)?,
             seq: r.get(21)?,
             derived: opt_text(r, 22)?,
+            recovered: opt_text(r, 23)?,
         };
         if f(&row).is_break() {
             break;

@@ -14,9 +14,9 @@ pub fn export_events(
         "SELECT e.time_ms, e.src_ip, e.src_port, e.dst_port, e.protocol, e.transport, s.name,
                 COALESCE(i.country, ''), i.asn, COALESCE(i.as_org, ''), e.kind, e.session_id, e.duration_ms,
                 e.bytes_in, e.bytes_out, e.count, e.username, e.password, e.payload_sha256, e.url, e.fields, e.seq,
-                d.derived
+                d.derived, c.recovered
          FROM events e JOIN sensors s ON s.id = e.sensor_id LEFT JOIN ip_info i ON i.ip = e.src_ip
-              LEFT JOIN event_derived d ON d.event_id = e.id
+              LEFT JOIN event_derived d ON d.event_id = e.id LEFT JOIN event_crack c ON c.event_id = e.id
          WHERE e.time_ms >= ?1 AND e.time_ms < ?2 AND (?3 IS NULL OR e.sensor_id = ?3)
          ORDER BY e.time_ms, e.sensor_id, e.seq",
     )?;
@@ -46,6 +46,7 @@ pub fn export_events(
             fields: text(r, 20)?,
             seq: r.get(21)?,
             derived: opt_text(r, 22)?,
+            recovered: opt_text(r, 23)?,
         };
         if f(&row).is_break() {
             break;

@@ -12,6 +12,7 @@ mod exploits;
 mod export;
 mod ingest;
 mod labels;
+mod recovered;
 mod retention;
 mod samples;
 pub mod schema;

@@ -253,9 +253,39 @@ CREATE INDEX IF NOT EXISTS events_source ON events(src_ip, time_ms);
 CREATE INDEX IF NOT EXISTS events_session ON events(sensor_id, session_id, seq);
 "#;
 
+/// Version 7: password recovery (`crate::recover`, `storage::recovered`): one row per login
+/// event a run tried, with the candidate-list generation it was tried with and the password
+/// once recovered. A table (as `event_derived`), deleted with its event by a trigger that looks
+/// only at logins; the report reads recovered rows through their partial index.
+const V7_RECOVERED: &str = r#"
+CREATE TABLE IF NOT EXISTS event_crack (
+    event_id     INTEGER PRIMARY KEY,
+    sensor_id    INTEGER NOT NULL,
+    time_ms      INTEGER NOT NULL,
+    protocol     TEXT NOT NULL,
+    username     TEXT NOT NULL,
+    -- hash of the candidate list it was tried with
+    generation   TEXT NOT NULL,
+    -- the password, once recovered
+    recovered    TEXT,
+    recovered_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS event_crack_recovered ON event_crack(time_ms) WHERE recovered IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS event_crack_gone AFTER DELETE ON events
+    WHEN old.kind = 'login'
+    BEGIN DELETE FROM event_crack WHERE event_id = old.id; END;
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 6] =
-    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED), (6, V6_DRILL)];
+pub const MIGRATIONS: [(i64, &str); 7] = [
+    (1, V1_EVENTS),
+    (2, V2_ANALYTICS_USERS),
+    (3, V3_LABELS),
+    (4, V4_SAMPLES),
+    (5, V5_DERIVED),
+    (6, V6_DRILL),
+    (7, V7_RECOVERED),
+];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -558,8 +588,9 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            19,
-            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5"
+            20,
+            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5, \
+             1 of password recovery since version 6"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
