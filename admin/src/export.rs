@@ -141,7 +141,7 @@ fn rfc3339(ms: i64) -> String {
 /// A CSV cell: control and format characters written as visible escapes (`cat` of the file
 /// must not run an attacker's `ESC` sequence), quoted when needed; text that a spreadsheet would
 /// run as a formula gets a leading `'` (attackers choose these strings).
-fn csv_cell(s: &str, text: bool) -> String {
+pub(crate) fn csv_cell(s: &str, text: bool) -> String {
     let mut v = crate::shown::escaped(s);
     if text && v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         v.insert(0, '\'');

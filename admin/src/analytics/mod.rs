@@ -42,6 +42,7 @@
 //! folding; `scan.rs`: summing rows by id and top-n selection; `queries.rs`: the report's parts;
 //! `text.rs`: the plain-text report. What callers use is re-exported here.
 
+mod field;
 mod queries;
 mod range;
 mod refresh;
@@ -54,6 +55,7 @@ pub use queries::{
     top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
     Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
+pub use field::{field_charts, FieldCharts, FieldCountry};
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{
     cc_code, cc_label, evicted_kinds, evicted_sources, refresh, relabel, Relabelled, EVICTED_ATTEMPTS_KIND,

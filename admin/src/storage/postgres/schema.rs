@@ -207,8 +207,23 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS body_text TEXT;
 CREATE INDEX IF NOT EXISTS events_derived ON events (time_ms) WHERE derived IS NOT NULL;
 "#;
 
+/// Version 5: per-user API tokens (issue 21); the same table as SQLite's version 6.
+const V5_API_TOKENS: &str = r#"
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id           TEXT PRIMARY KEY,
+    "user"       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms   BIGINT NOT NULL,
+    last_used_ms BIGINT NOT NULL DEFAULT 0,
+    revoked_ms   BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens("user");
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 4] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 5] =
+    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_API_TOKENS)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -244,9 +244,30 @@ CREATE TRIGGER IF NOT EXISTS event_derived_gone AFTER DELETE ON events
     BEGIN DELETE FROM event_derived WHERE event_id = old.id; END;
 "#;
 
+/// Version 6: per-user API tokens (issue 21, `drosera-admin user token`): only each token's
+/// SHA-256 is kept, like sessions'.
+const V6_API_TOKENS: &str = r#"
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id           TEXT PRIMARY KEY,
+    user         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms   INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL DEFAULT 0,
+    revoked_ms   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 5] =
-    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 6] = [
+    (1, V1_EVENTS),
+    (2, V2_ANALYTICS_USERS),
+    (3, V3_LABELS),
+    (4, V4_SAMPLES),
+    (5, V5_DERIVED),
+    (6, V6_API_TOKENS),
+];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -472,6 +493,7 @@ mod tests {
             "sensors",
             "strings",
             "users",
+            "api_tokens",
         ] {
             assert!(tables.iter().any(|x| x == t), "{t} missing: {tables:?}");
         }
@@ -549,8 +571,8 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            19,
-            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5"
+            20,
+            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5, 1 of API tokens since version 6"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
