@@ -96,7 +96,7 @@ pub fn map(title: &str, rows: &[(String, i64)]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart map" id="world-map" role="img" aria-label="{t}" viewBox="0 0 {MAP_W} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title><rect width="{MAP_W}" height="{MAP_H}" fill="#f8fafc"/>"#,
+        r##"<svg class="chart map" id="world-map" role="img" aria-label="{t}" viewBox="0 0 {MAP_W} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title><rect width="{MAP_W}" height="{MAP_H}" fill="#f8fafc"/>"##,
         t = esc(title),
         h = MAP_H + 30.0
     );
@@ -160,8 +160,8 @@ mod tests {
         let m = map("t<", &[("DE".into(), 100), ("US".into(), 1), ("SG".into(), 5), ("private".into(), 3)]);
         assert!(m.starts_with("<svg") && m.contains("t&lt;"));
         assert!(m.contains(r#"data-cc="DE" data-attempts="100""#));
-        assert!(m.contains(&format!(r#"fill="{}" stroke="#ffffff" stroke-width="0.5" data-cc="DE""#, STEPS[4])));
-        assert!(m.contains(&format!(r#"fill="{NO_DATA}" stroke="#ffffff" stroke-width="0.5" data-cc="FR""#)));
+        assert!(m.contains(&format!(r##"fill="{}" stroke="#ffffff" stroke-width="0.5" data-cc="DE""##, STEPS[4])));
+        assert!(m.contains(&format!(r##"fill="{NO_DATA}" stroke="#ffffff" stroke-width="0.5" data-cc="FR""##)));
         // Singapore and private addresses are listed, not lost.
         assert!(m.contains("map-off") && m.contains("Singapore") && m.contains("private 3"));
         assert_eq!((step(0, 10), step(1, 1000), step(1000, 1000)), (0, 1, 5));

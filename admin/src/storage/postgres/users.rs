@@ -137,8 +137,8 @@ pub fn api_token_user(db: &Postgres, token_sha256: &str, now_ms: i64) -> Result<
     db.block_on(async {
         let c = db.client().await?;
         c.execute(
-            "UPDATE api_tokens SET last_used_ms = $2
-             WHERE token_sha256 = $1 AND revoked_ms = 0 AND last_used_ms < $2 - 60000",
+            "UPDATE api_tokens SET last_used_ms = $2::BIGINT
+             WHERE token_sha256 = $1 AND revoked_ms = 0 AND last_used_ms < $2::BIGINT - 60000",
             &[&token_sha256, &now_ms],
         )
         .await?;
