@@ -48,12 +48,27 @@ def main():
         return (round((lon + 180.0) / 360.0 * W), round((LAT_TOP - lat) / (LAT_TOP - LAT_BOTTOM) * H))
 
     def ring_path(ring):
-        pts = []
+        # Rings that cross the antimeridian (Russia's Chukotka, Fiji) are unwrapped: a jump of
+        # more than 180 degrees continues past the map's edge, which the viewBox clips, instead
+        # of drawing a stripe across the whole map.
+        lonlat = []
         for i in ring:
-            for p in arc_pts(i):
-                q = project(*p)
-                if not pts or pts[-1] != q:
-                    pts.append(q)
+            for lon, lat in arc_pts(i):
+                if lonlat:
+                    prev = lonlat[-1][0]
+                    while lon - prev > 180:
+                        lon -= 360
+                    while prev - lon > 180:
+                        lon += 360
+                lonlat.append((lon, lat))
+        # Keep the ring's bulk on the map: shift it back if its mean fell off one side.
+        mean = sum(p[0] for p in lonlat) / max(len(lonlat), 1)
+        shift = -360 if mean > 180 else 360 if mean < -180 else 0
+        pts = []
+        for lon, lat in lonlat:
+            q = project(lon + shift, lat)
+            if not pts or pts[-1] != q:
+                pts.append(q)
         xs = [p[0] for p in pts]
         ys = [p[1] for p in pts]
         if len(pts) < 3 or (max(xs) - min(xs) < 1 and max(ys) - min(ys) < 1):

@@ -78,6 +78,20 @@ pub fn revoke_api_token(db: &dyn Storage, user: &str, id: &str) -> Result<bool, 
     Ok(db.revoke_api_token(user, id, now_ms())?)
 }
 
+/// The token of an `Authorization` header value (`Bearer TOKEN`), if it has that shape: the
+/// scheme is case-insensitive (RFC 7235), the token printable ASCII and at most 128 bytes
+/// (ours are 72). Anything else is `None`: the request is refused like a wrong token.
+pub fn bearer_token(header: &[u8]) -> Option<&str> {
+    let v = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    let ok = scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && token.len() <= 128
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(token)
+}
+
 /// The user a presented API token belongs to, if it is one and live.
 pub fn api_token_user(db: &dyn Storage, token: &str) -> Result<Option<String>, UserError> {
     let Some(hex_part) = token.strip_prefix(API_TOKEN_PREFIX) else { return Ok(None) };
@@ -197,6 +211,16 @@ mod tests {
         assert!(session(&conn, &t).unwrap().is_none());
         let phc: String = conn.query_row("SELECT phc FROM users", [], |r| r.get(0)).unwrap();
         assert!(phc.starts_with("$argon2id$"), "{phc}");
+    }
+
+    #[test]
+    fn bearer_headers() {
+        assert_eq!(bearer_token(b"Bearer drosera_ab"), Some("drosera_ab"));
+        assert_eq!(bearer_token(b"bearer  drosera_ab "), Some("drosera_ab"));
+        for bad in [&b""[..], b"Bearer", b"Bearer ", b"Basic abc", b"Bearer a b", b"Bearer \xff", b"Bearer \x1b"] {
+            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        }
+        assert_eq!(bearer_token(format!("Bearer {}", "a".repeat(129)).as_bytes()), None);
     }
 
     #[test]

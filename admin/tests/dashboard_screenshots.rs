@@ -278,11 +278,16 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
     };
     std::fs::create_dir_all(&out_dir).unwrap();
-    // A smaller scale keeps the committed PNGs small.
-    b.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({ "width": 1280, "height": 900, "deviceScaleFactor": 0.75, "mobile": false }),
+    // The size of a blank page's PNG at the same size, the measure of "non-trivial" below.
+    b.call("Page.navigate", json!({ "url": "data:text/html,<body style='background:%23f3f4f6'></body>" }));
+    std::thread::sleep(Duration::from_millis(500));
+    let blank = b.call(
+        "Page.captureScreenshot",
+        json!({ "format": "png", "captureBeyondViewport": true,
+                "clip": { "x": 0, "y": 0, "width": 1280, "height": 1400, "scale": 0.5 } }),
     );
+    use base64::Engine;
+    let blank = base64::engine::general_purpose::STANDARD.decode(blank["data"].as_str().unwrap()).unwrap();
     for (path, name) in [
         ("/", "overview"),
         ("/attackers", "attackers"),
@@ -295,12 +300,19 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
         b.goto(&base, &format!("{path}?{RANGE}{min}"), path);
         let text = b.eval("document.querySelector('main').innerText");
         assert!(!text.as_str().unwrap().contains("error"), "{path}: {text}");
-        let shot = b.call("Page.captureScreenshot", json!({ "format": "png", "captureBeyondViewport": false }));
-        use base64::Engine;
+        // The whole page (up to 4000 CSS pixels down) at half scale: the map and the charts
+        // are below the fold.
+        let metrics = b.call("Page.getLayoutMetrics", json!({}));
+        let height = metrics["cssContentSize"]["height"].as_f64().unwrap().min(4000.0);
+        let shot = b.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true,
+                    "clip": { "x": 0, "y": 0, "width": 1280, "height": height, "scale": 0.5 } }),
+        );
         let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{path}");
-        // A blank 960 x 675 page compresses to a few KiB; tables, charts and text do not.
-        assert!(png.len() > 25_000, "{path}: only {} bytes", png.len());
+        // A blank page of the same size compresses to a few KiB; tables, charts and text do not.
+        assert!(png.len() > 4 * blank.len(), "{path}: {} bytes, a blank page {}", png.len(), blank.len());
         std::fs::write(out_dir.join(format!("{name}.png")), &png).unwrap();
 
         // Tables: each with rows and a CSV link.

@@ -387,12 +387,7 @@ async fn api_user(app: &App, peer: std::net::IpAddr, headers: &HeaderMap) -> Res
         }
         return Err(resp);
     }
-    let token = auth
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().chars().take(256).collect::<String>())
-        .unwrap_or_default();
+    let token = users::bearer_token(auth.as_bytes()).unwrap_or_default().to_string();
     let user = app.db(move |c, _| users::api_token_user(c, &token).map_err(|e| e.to_string())).await;
     match user {
         Ok(Some(u)) => Ok(u),

@@ -493,14 +493,14 @@ pub fn field_charts(f: &crate::analytics::FieldCharts) -> String {
         f.attacks_by_country.iter().take(40).map(|c| (label(&c.country), c.attempts)).collect();
     let protocols: Vec<(String, i64)> = f.protocols.iter().map(|p| (p.protocol.clone(), p.attempts)).collect();
     let mut b = format!(
-        r#"<section class="card" id="field-report"><h2>Attackers with at least <span id="field-min">{min}</span> attempts (<span id="field-attackers">{n}</span>) by country</h2>{}</section>"#,
+        r#"<div class="grid"><section class="card" id="field-report"><h2>Attackers with at least <span id="field-min">{min}</span> attempts (<span id="field-attackers">{n}</span>) by country</h2>{}</section>"#,
         svg::columns(&format!("attackers with at least {} attempts per country", f.min_attempts), "chart-attackers-by-country", &by_attackers, false),
         min = f.min_attempts,
         n = f.attackers,
     );
     let _ = write!(
         b,
-        r#"<section class="card"><h2>Attacks per country (attackers with at least {min} attempts)</h2>{}</section><section class="card"><h2>Protocol distribution (log10 scale, all attempts)</h2>{}</section>"#,
+        r#"<section class="card"><h2>Attacks per country (attackers with at least {min} attempts)</h2>{}</section></div><section class="card"><h2>Protocol distribution (log10 scale, all attempts)</h2>{}</section>"#,
         svg::columns("attempts per country", "chart-attacks-by-country", &by_attacks, false),
         svg::columns("attempts per protocol, log10", "chart-protocols-log", &protocols, true),
         min = f.min_attempts,

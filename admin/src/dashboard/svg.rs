@@ -166,12 +166,15 @@ pub fn columns(title: &str, id: &str, rows: &[(String, i64)], log: bool) -> Stri
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart columns" id="{id}" role="img" aria-label="{t}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        r#"<svg class="chart columns" id="{id}" role="img" aria-label="{t}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
         t = esc(title),
         id = esc(id)
     );
     let ticks: Vec<(f64, String)> = if log {
         (0..=top_value as u32).map(|k| (f64::from(k), short(10i64.saturating_pow(k)))).collect()
+    } else if top_value <= 4.0 {
+        // Small counts (a few attackers per country): whole numbers only.
+        (0..=top_value as i64).map(|k| (k as f64, k.to_string())).collect()
     } else {
         (0..=4).map(|k| (top_value * f64::from(k) / 4.0, short((top_value * f64::from(k) / 4.0) as i64))).collect()
     };
