@@ -341,6 +341,9 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
     assert!(flag.chars().all(|c| ('\u{1F1E6}'..='\u{1F1FF}').contains(&c)), "{flag:?}");
     let fonts = b.fonts_of("#countries .flag");
     assert!(fonts.iter().any(|f| f == "Noto Color Emoji"), "flag drawn with {fonts:?}");
+    // The check tells fonts apart: the code beside the flag is plain text.
+    let text_fonts = b.fonts_of("#countries .cc");
+    assert!(!text_fonts.is_empty() && !text_fonts.iter().any(|f| f == "Noto Color Emoji"), "{text_fonts:?}");
     let row = b.eval("document.querySelector('#countries tr[data-key=\"US\"] td.country').innerText");
     assert!(row.as_str().unwrap().contains("US United States of America"), "{row}");
 

@@ -96,7 +96,7 @@ pub fn map(title: &str, rows: &[(String, i64)]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        r##"<svg class="chart map" id="world-map" role="img" aria-label="{t}" viewBox="0 0 {MAP_W} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title><rect width="{MAP_W}" height="{MAP_H}" fill="#f8fafc"/>"##,
+        r##"<svg class="map" id="world-map" role="img" aria-label="{t}" viewBox="0 0 {MAP_W} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title><rect width="{MAP_W}" height="{MAP_H}" fill="#f8fafc"/>"##,
         t = esc(title),
         h = MAP_H + 30.0
     );
