@@ -52,7 +52,12 @@ pub const MAX_TOKEN_NOTE: usize = 100;
 
 /// Creates an API token for `user` (who must exist); returns its id and the token, which is
 /// shown once and never stored.
-pub fn create_api_token(db: &dyn Storage, user: &str, note: &str, max_live: i64) -> Result<(String, String), UserError> {
+pub fn create_api_token(
+    db: &dyn Storage,
+    user: &str,
+    note: &str,
+    max_live: i64,
+) -> Result<(String, String), UserError> {
     if note.chars().count() > MAX_TOKEN_NOTE || note.chars().any(char::is_control) {
         return Err(UserError::BadNote);
     }

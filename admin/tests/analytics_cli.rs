@@ -126,8 +126,7 @@ fn user_token_create_list_and_revoke() {
     assert!(!ok && err.contains("user add"), "{err}");
     let (ok, _, err) = run(&["user", "add", "alice", "--config", cfg_path], "correct horse\n");
     assert!(ok, "{err}");
-    let (ok, out, err) =
-        run(&["user", "token", "create", "alice", "--note", "grafana", "--config", cfg_path], "");
+    let (ok, out, err) = run(&["user", "token", "create", "alice", "--note", "grafana", "--config", cfg_path], "");
     assert!(ok, "{err}");
     let token = out.trim().to_string();
     assert!(token.starts_with(drosera_admin::users::API_TOKEN_PREFIX) && !token.contains('\n'), "{out}");

@@ -54,13 +54,8 @@ fn session_cookie(a: std::net::SocketAddr, user: &str, pass: &str) -> String {
     let nonce = c.trim_start_matches("drosera_login=").split(';').next().unwrap().to_string();
     let body = format!("csrf={nonce}&username={user}&password={}", pass.replace(' ', "+"));
     let cookie = format!("drosera_login={nonce}");
-    let r = http(
-        a,
-        "POST",
-        "/login",
-        &[("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &cookie)],
-        &body,
-    );
+    let r =
+        http(a, "POST", "/login", &[("Content-Type", "application/x-www-form-urlencoded"), ("Cookie", &cookie)], &body);
     assert_eq!(r.status, 303, "login of {user}");
     let sc = r.cookies().into_iter().find(|c| c.starts_with("drosera_session=")).unwrap().to_string();
     sc.split(';').next().unwrap().to_string()

@@ -353,7 +353,6 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
         let cols = b.eval(&format!("document.querySelectorAll('#{id} rect.col').length")).as_i64().unwrap();
         assert!(cols >= 3, "{id}: {cols} columns");
     }
-    let protocols =
-        b.eval("document.querySelectorAll('#chart-protocols-log rect.col').length").as_i64().unwrap();
+    let protocols = b.eval("document.querySelectorAll('#chart-protocols-log rect.col').length").as_i64().unwrap();
     assert!(protocols >= 24, "every protocol seeded is drawn: {protocols}");
 }

@@ -50,12 +50,12 @@ mod scan;
 mod scans;
 mod text;
 
+pub use field::{field_charts, FieldCharts, FieldCountry};
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
     top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
     Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
-pub use field::{field_charts, FieldCharts, FieldCountry};
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{
     cc_code, cc_label, evicted_kinds, evicted_sources, refresh, relabel, Relabelled, EVICTED_ATTEMPTS_KIND,

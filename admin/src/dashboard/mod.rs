@@ -381,7 +381,8 @@ async fn api_user(app: &App, peer: std::net::IpAddr, headers: &HeaderMap) -> Res
     if let Err(wait) = app.throttle.check(peer, now) {
         let secs = wait.as_secs().max(1);
         tracing::warn!(addr = %peer, wait_s = secs, "dashboard API token throttled");
-        let mut resp = api_error(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong logins; try again in {secs} s"));
+        let mut resp =
+            api_error(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong logins; try again in {secs} s"));
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

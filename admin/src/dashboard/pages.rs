@@ -494,7 +494,12 @@ pub fn field_charts(f: &crate::analytics::FieldCharts) -> String {
     let protocols: Vec<(String, i64)> = f.protocols.iter().map(|p| (p.protocol.clone(), p.attempts)).collect();
     let mut b = format!(
         r#"<div class="grid"><section class="card" id="field-report"><h2>Attackers with at least <span id="field-min">{min}</span> attempts (<span id="field-attackers">{n}</span>) by country</h2>{}</section>"#,
-        svg::columns(&format!("attackers with at least {} attempts per country", f.min_attempts), "chart-attackers-by-country", &by_attackers, false),
+        svg::columns(
+            &format!("attackers with at least {} attempts per country", f.min_attempts),
+            "chart-attackers-by-country",
+            &by_attackers,
+            false
+        ),
         min = f.min_attempts,
         n = f.attackers,
     );

@@ -189,7 +189,12 @@ pub fn columns(title: &str, id: &str, rows: &[(String, i64)], log: bool) -> Stri
         );
     }
     if rows.is_empty() {
-        let _ = write!(s, r##"<text x="{}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##, left + 10.0, top + 20.0);
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##,
+            left + 10.0,
+            top + 20.0
+        );
     }
     for (i, (label, v)) in rows.iter().enumerate() {
         let x = left + col_w * i as f64 + 4.0;

@@ -119,7 +119,8 @@ pub fn map(title: &str, rows: &[(String, i64)]) -> String {
     }
     // Legend: the five steps with their lower bounds.
     for (i, color) in STEPS.iter().enumerate() {
-        let lo = if max > 0 { ((max as f64).ln_1p() * i as f64 / STEPS.len() as f64).exp_m1().ceil() as i64 } else { 0 };
+        let lo =
+            if max > 0 { ((max as f64).ln_1p() * i as f64 / STEPS.len() as f64).exp_m1().ceil() as i64 } else { 0 };
         let x = 10.0 + 90.0 * i as f64;
         let _ = write!(
             s,
@@ -137,7 +138,11 @@ pub fn map(title: &str, rows: &[(String, i64)]) -> String {
         .map(|(cc, v)| format!("{} {v}", label_html(cc)))
         .collect();
     if !off.is_empty() {
-        let _ = write!(s, r#"<p class="note" id="map-off">Not on the map (too small, or no country): {}</p>"#, off.join(", "));
+        let _ = write!(
+            s,
+            r#"<p class="note" id="map-off">Not on the map (too small, or no country): {}</p>"#,
+            off.join(", ")
+        );
     }
     s
 }

@@ -260,14 +260,8 @@ CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user);
 "#;
 
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 6] = [
-    (1, V1_EVENTS),
-    (2, V2_ANALYTICS_USERS),
-    (3, V3_LABELS),
-    (4, V4_SAMPLES),
-    (5, V5_DERIVED),
-    (6, V6_API_TOKENS),
-];
+pub const MIGRATIONS: [(i64, &str); 6] =
+    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED), (6, V6_API_TOKENS)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -59,11 +59,10 @@ pub fn end_session(conn: &Connection, token_sha256: &str) -> Result<(), StorageE
 
 pub fn create_api_token(conn: &Connection, t: &NewApiToken<'_>, max_live: i64) -> Result<bool, StorageError> {
     let tx = conn.unchecked_transaction()?;
-    let live: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM api_tokens WHERE user = ?1 AND revoked_ms = 0",
-        params![t.user],
-        |r| r.get(0),
-    )?;
+    let live: i64 =
+        tx.query_row("SELECT COUNT(*) FROM api_tokens WHERE user = ?1 AND revoked_ms = 0", params![t.user], |r| {
+            r.get(0)
+        })?;
     if live >= max_live {
         return Ok(false);
     }
