@@ -122,6 +122,32 @@ fn every_api_endpoint_checks_tokens_and_sessions() {
         assert!(by_token.body.len() > 10, "{p}: {}", by_token.body);
     }
 
+    // The field report's charts over the fixture: of the attackers with at least 10 attempts,
+    // one is in Ireland (100 rolled-up SMB attempts) and one in the US (12 telnet attempts).
+    let r = http(a, "GET", &format!("/api/field?{RANGE}&min_attempts=10"), &[("Authorization", &bearer(&good))], "");
+    let f: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(f["attackers"], 2);
+    let rows = |k: &str| -> Vec<(String, i64, i64)> {
+        f[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["country"].as_str().unwrap().to_string(),
+                    c["attackers"].as_i64().unwrap(),
+                    c["attempts"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![("IE".to_string(), 1, 100), ("US".to_string(), 1, 12)];
+    assert_eq!((rows("attackers_by_country"), rows("attacks_by_country")), (want.clone(), want));
+    let protocols: Vec<&str> =
+        f["protocols"].as_array().unwrap().iter().map(|p| p["protocol"].as_str().unwrap()).collect();
+    assert_eq!(protocols, ["smb", "telnet", "ssh", "http"]);
+    let r = http(a, "GET", &format!("/api/csv/field-countries?{RANGE}&min_attempts=10"), &[("Cookie", &session)], "");
+    assert_eq!(r.body, "country,name,attackers,attempts\r\nIE,Ireland,1,100\r\nUS,United States of America,1,12\r\n");
+
     // Tokens open no page and pass no form.
     for p in ["/", "/attackers", "/credentials", "/payloads", "/scans", "/sensors"] {
         let r = http(a, "GET", p, &[("Authorization", &bearer(&good))], "");

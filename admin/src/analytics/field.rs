@@ -9,10 +9,10 @@
 //! above N without reading raw events; they cover every attempt in the range (the report's
 //! threshold only removed single-digit noise from its chart, which a log scale shows anyway).
 
-use super::queries::{protocols, ProtocolRow};
-use super::range::{limit, resolve, Query, RangeInfo};
+use super::queries::{countries_in, protocols, top_sources_in, CountryRow, ProtocolRow, TopSources};
+use super::range::{limit, resolve, Query, RangeInfo, Resolved};
 use super::refresh::cc_label;
-use super::scan::scan_sources;
+use super::scan::{scan_sources, SrcMap};
 use super::AnalyticsError;
 use crate::storage::Storage;
 use serde::{Deserialize, Serialize};
@@ -46,9 +46,38 @@ pub struct FieldCharts {
 /// The field report's three charts over `q`, for attackers with at least `min_attempts`
 /// attempts (at least 1), the top `n` countries of each.
 pub fn field_charts(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> Result<FieldCharts, AnalyticsError> {
-    let min_attempts = min_attempts.max(1);
     let r = resolve(db, q)?;
     let src = scan_sources(db, &r, q)?;
+    field_charts_in(db, q, &r, &src, min_attempts, n)
+}
+
+/// Everything the attackers page shows from the source aggregates (top sources, countries,
+/// the field report's charts) in ONE pass over them: the pass is most of a page's time at ten
+/// million events (`docs/benchmarks.md`).
+pub fn attackers_page(
+    db: &dyn Storage,
+    q: &Query,
+    min_attempts: i64,
+    n: usize,
+) -> Result<(TopSources, Vec<CountryRow>, FieldCharts), AnalyticsError> {
+    let r = resolve(db, q)?;
+    let src = scan_sources(db, &r, q)?;
+    Ok((
+        top_sources_in(db, q, &r, &src, min_attempts, n)?,
+        countries_in(&src, n)?,
+        field_charts_in(db, q, &r, &src, min_attempts, n)?,
+    ))
+}
+
+fn field_charts_in(
+    db: &dyn Storage,
+    q: &Query,
+    r: &Resolved,
+    src: &SrcMap,
+    min_attempts: i64,
+    n: usize,
+) -> Result<FieldCharts, AnalyticsError> {
+    let min_attempts = min_attempts.max(1);
     let mut by: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut attackers = 0;
     for (_, v) in src.iter().filter(|(_, v)| v.attempts >= min_attempts) {

@@ -50,7 +50,7 @@ mod scan;
 mod scans;
 mod text;
 
-pub use field::{field_charts, FieldCharts, FieldCountry};
+pub use field::{attackers_page, field_charts, FieldCharts, FieldCountry};
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
     top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,

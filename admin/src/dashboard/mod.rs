@@ -317,20 +317,22 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
             let r = (|| -> Result<String, analytics::AnalyticsError> {
                 Ok(match path {
                     "/" => {
+                        // Every country for the map (fewer than MAX_LIMIT exist), the top rows
+                        // of the same list for the table: one pass.
+                        let countries = analytics::countries(c, &q, analytics::MAX_LIMIT)?;
                         pages::overview(
                             &analytics::totals(c, &q)?,
                             &analytics::timeline(c, &q)?,
                             &analytics::protocols(c, &q)?,
-                            &analytics::countries(c, &q, rows)?,
+                            &countries[..countries.len().min(rows)],
                         ) + &pages::labelled(&analytics::labelled(c, &q, 10)?)
-                            + &pages::world_map(&analytics::countries(c, &q, analytics::MAX_LIMIT)?)
+                            + &pages::world_map(&countries)
                     }
                     "/attackers" => {
-                        pages::attackers(
-                            &analytics::top_sources(c, &q, min_attempts, rows)?,
-                            &analytics::countries(c, &q, rows)?,
-                            &analytics::ports(c, &q, rows)?,
-                        ) + &pages::field_charts(&analytics::field_charts(c, &q, min_attempts, rows)?)
+                        // One pass over the source aggregates for the three (see attackers_page).
+                        let (sources, countries, field) = analytics::attackers_page(c, &q, min_attempts, rows)?;
+                        pages::attackers(&sources, &countries, &analytics::ports(c, &q, rows)?)
+                            + &pages::field_charts(&field)
                     }
                     "/credentials" => pages::credentials(&analytics::credentials(c, &q, rows)?),
                     "/payloads" => pages::payloads(
