@@ -275,7 +275,7 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
         let asn = r.asn.map(|a| format!("AS{a} {}", r.as_org)).unwrap_or_default();
         let _ = write!(
             b,
-            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-key="{ip}"><td class="mono">{ip}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country" title="{cname}">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(r.label.as_deref().unwrap_or("")),
             r.attempts,
             r.logins,
@@ -284,7 +284,8 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
             esc(&asn),
             fmt_time(Some(r.first_seen_ms)),
             fmt_time(Some(r.last_seen_ms)),
-            ip = esc(&r.ip)
+            ip = esc(&r.ip),
+            cname = esc(world::name(&r.country).unwrap_or(""))
         );
     }
     b += "</tbody></table>";
