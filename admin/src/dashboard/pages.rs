@@ -218,7 +218,15 @@ pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries:
         .iter()
         .map(|p| if p.protocol == "scan" { (p.protocol.clone(), p.events) } else { (p.protocol.clone(), p.attempts) })
         .collect();
-    let crows: Vec<(String, i64)> = countries.iter().take(12).map(|c| (c.country.clone(), c.attempts)).collect();
+    let crows: Vec<(String, i64)> = countries
+        .iter()
+        .take(12)
+        .map(|c| {
+            let flag = world::flag(&c.country);
+            let label = if flag.is_empty() { c.country.clone() } else { format!("{flag} {}", c.country) };
+            (label, c.attempts)
+        })
+        .collect();
     let _ = write!(
         b,
         r#"<div class="grid"><section class="card"><h2>Protocols</h2>{}{}</section><section class="card"><h2>Countries</h2>{}{}</section></div>"#,
