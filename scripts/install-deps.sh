@@ -34,6 +34,9 @@ PKGS+=(python3-scapy hping3)
 # Clients of the UDP services of issue 16 (TFTP, SIP, memcached, UPnP): tftp-hpa's tftp, sipsak,
 # SIPVicious (svmap), libmemcached-tools (memcstat, memccat), miniupnpc (upnpc).
 PKGS+=(tftp-hpa sipsak sipvicious libmemcached-tools miniupnpc)
+# Issue 21: the dashboard's flags are emoji; admin/tests/dashboard_screenshots.rs checks that
+# headless Chromium draws them with a colour emoji font.
+PKGS+=(fonts-noto-color-emoji)
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

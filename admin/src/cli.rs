@@ -334,6 +334,38 @@ pub enum UserCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Per-user API tokens for `/api/...` (`Authorization: Bearer TOKEN`; see docs/api.md).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for USER and print it (once: only its hash is stored).
+    Create {
+        user: String,
+        /// What the token is for (shown by `list`).
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// USER's tokens: id, note, created, last used, revoked.
+    List {
+        user: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke token ID (from `list`) of USER: it is refused from then on.
+    Revoke {
+        user: String,
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]

@@ -288,6 +288,7 @@ impl AdminConfig {
             ("dashboard.login_free_failures", d.login_free_failures as u64, 5),
             ("dashboard.login_failures_per_minute", d.login_failures_per_minute as u64, 60),
             ("dashboard.login_tracked_addresses", d.login_tracked_addresses as u64, 4096),
+            ("dashboard.api_tokens_per_user", d.api_tokens_per_user as u64, 10),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
@@ -421,6 +422,7 @@ mod tests {
             ("[dashboard]\nmax_concurrent_requests = 0\n", "dashboard.max_concurrent_requests"),
             ("[dashboard]\nbody_timeout_s = 0\n", "dashboard.body_timeout_s"),
             ("[dashboard]\nlogin_tracked_addresses = 0\n", "dashboard.login_tracked_addresses"),
+            ("[dashboard]\napi_tokens_per_user = 0\n", "dashboard.api_tokens_per_user"),
             ("[retention]\ninterval_s = 0\n", "retention.interval_s"),
             ("[retention]\nmax_bytes = 1000\n", "retention.max_bytes"),
             ("[labels]\nmax_labels = 0\n", "labels.max_labels"),

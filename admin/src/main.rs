@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use drosera_admin::cli::{Cli, Command, LabelCommand, SampleCommand, SensorCommand, UserCommand};
+use drosera_admin::cli::{Cli, Command, LabelCommand, SampleCommand, SensorCommand, TokenCommand, UserCommand};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
 use drosera_admin::samples::ops;
@@ -170,6 +170,46 @@ fn run(command: Command) -> anyhow::Result<()> {
             let db = storage::open(&cfg.database)?;
             let new = users::add_user(&*db, &name, &password)?;
             eprintln!("{} dashboard user {name}", if new { "created" } else { "set a new password for" });
+            Ok(())
+        }
+        Command::User(UserCommand::Token(TokenCommand::Create { user, note, config })) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let max = i64::from(cfg.dashboard.api_tokens_per_user);
+            let (id, token) = users::create_api_token(&*db, &user, &note, max)?;
+            eprintln!("created API token {id} for {user}; it is shown only now:");
+            println!("{token}");
+            Ok(())
+        }
+        Command::User(UserCommand::Token(TokenCommand::List { user, json, config })) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let list = users::api_tokens(&*db, &user)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<12}  {:<20}  {:<20}  {:<20}  note", "id", "created", "last used", "revoked");
+            for t in list {
+                let when = |ms: i64| if ms == 0 { "-".to_string() } else { analytics::fmt_time(Some(ms)) };
+                println!(
+                    "{:<12}  {:<20}  {:<20}  {:<20}  {}",
+                    t.id,
+                    when(t.created_ms),
+                    when(t.last_used_ms),
+                    when(t.revoked_ms),
+                    analytics::printable(&t.name)
+                );
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Token(TokenCommand::Revoke { user, id, config })) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            if !users::revoke_api_token(&*db, &user, &id)? {
+                anyhow::bail!("user {user} has no live token {id} (see `drosera-admin user token list {user}`)");
+            }
+            eprintln!("revoked API token {id} of {user}");
             Ok(())
         }
         Command::Label(LabelCommand::Add { cidr, label, note, config }) => {

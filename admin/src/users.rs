@@ -6,9 +6,17 @@
 //! a copy of the database cannot be replayed as a cookie. Sessions expire after
 //! [`SESSION_TTL_MS`], and at most [`MAX_SESSIONS`] are kept (the oldest go first). Reading the
 //! password of `drosera-admin user add` is the command line's job (`crate::cli`).
+//!
+//! Per-user API tokens (`drosera-admin user token create|list|revoke`, issue 21) let scripts
+//! read `/api/...` with `Authorization: Bearer TOKEN` instead of a session cookie. A token is
+//! [`API_TOKEN_PREFIX`] and 256 random bits, shown once when created; the database keeps its
+//! SHA-256 (256 random bits need no slow hash: there is nothing to guess), a public id to list
+//! and revoke it by, and a note. A user has at most `[dashboard] api_tokens_per_user` live
+//! tokens. Tokens are accepted only on `/api/...` (never for pages, the login or logout form),
+//! so a token cannot be used to act through a browser's forms.
 
 use crate::clock::now_ms;
-use crate::storage::{NewSession, Storage, StorageError};
+use crate::storage::{ApiTokenRecord, NewApiToken, NewSession, Storage, StorageError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::RngCore;
@@ -29,6 +37,73 @@ pub enum UserError {
     BadPassword,
     #[error("cannot hash password: {0}")]
     Hash(String),
+    #[error("no user {0:?} (create it with `drosera-admin user add`)")]
+    NoUser(String),
+    #[error("user {user:?} already has {max} live API tokens: revoke one (`drosera-admin user token revoke`) or raise [dashboard] api_tokens_per_user")]
+    TooManyTokens { user: String, max: i64 },
+    #[error("token note must be at most {MAX_TOKEN_NOTE} printable characters")]
+    BadNote,
+}
+
+/// What every API token starts with (so a leaked one is recognisable, e.g. by secret scanners).
+pub const API_TOKEN_PREFIX: &str = "drosera_";
+/// Characters of a token's note.
+pub const MAX_TOKEN_NOTE: usize = 100;
+
+/// Creates an API token for `user` (who must exist); returns its id and the token, which is
+/// shown once and never stored.
+pub fn create_api_token(
+    db: &dyn Storage,
+    user: &str,
+    note: &str,
+    max_live: i64,
+) -> Result<(String, String), UserError> {
+    if note.chars().count() > MAX_TOKEN_NOTE || note.chars().any(char::is_control) {
+        return Err(UserError::BadNote);
+    }
+    if !valid_name(user) || db.user_phc(user)?.is_none() {
+        return Err(UserError::NoUser(user.to_string()));
+    }
+    let token = format!("{API_TOKEN_PREFIX}{}", random_token());
+    let id = random_token()[..12].to_string();
+    let t = NewApiToken { id: &id, user, name: note, token_sha256: &token_hash(&token), created_ms: now_ms() };
+    if !db.create_api_token(&t, max_live)? {
+        return Err(UserError::TooManyTokens { user: user.to_string(), max: max_live });
+    }
+    Ok((id, token))
+}
+
+/// Every API token of `user`, newest first.
+pub fn api_tokens(db: &dyn Storage, user: &str) -> Result<Vec<ApiTokenRecord>, UserError> {
+    Ok(db.api_tokens(user)?)
+}
+
+/// Revokes token `id` of `user`; false if there is no such live token.
+pub fn revoke_api_token(db: &dyn Storage, user: &str, id: &str) -> Result<bool, UserError> {
+    Ok(db.revoke_api_token(user, id, now_ms())?)
+}
+
+/// The token of an `Authorization` header value (`Bearer TOKEN`), if it has that shape: the
+/// scheme is case-insensitive (RFC 7235), the token printable ASCII and at most 128 bytes
+/// (ours are 72). Anything else is `None`: the request is refused like a wrong token.
+pub fn bearer_token(header: &[u8]) -> Option<&str> {
+    let v = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    let ok = scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && token.len() <= 128
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(token)
+}
+
+/// The user a presented API token belongs to, if it is one and live.
+pub fn api_token_user(db: &dyn Storage, token: &str) -> Result<Option<String>, UserError> {
+    let Some(hex_part) = token.strip_prefix(API_TOKEN_PREFIX) else { return Ok(None) };
+    if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    Ok(db.api_token_user(&token_hash(token), now_ms())?)
 }
 
 /// True for a name `add_user` accepts (check it before asking for a password).
@@ -141,5 +216,45 @@ mod tests {
         assert!(session(&conn, &t).unwrap().is_none());
         let phc: String = conn.query_row("SELECT phc FROM users", [], |r| r.get(0)).unwrap();
         assert!(phc.starts_with("$argon2id$"), "{phc}");
+    }
+
+    #[test]
+    fn bearer_headers() {
+        assert_eq!(bearer_token(b"Bearer drosera_ab"), Some("drosera_ab"));
+        assert_eq!(bearer_token(b"bearer  drosera_ab "), Some("drosera_ab"));
+        for bad in [&b""[..], b"Bearer", b"Bearer ", b"Basic abc", b"Bearer a b", b"Bearer \xff", b"Bearer \x1b"] {
+            assert_eq!(bearer_token(bad), None, "{bad:?}");
+        }
+        assert_eq!(bearer_token(format!("Bearer {}", "a".repeat(129)).as_bytes()), None);
+    }
+
+    #[test]
+    fn api_tokens_are_hashed_capped_and_revocable() {
+        let conn = crate::storage::sqlite::open_in_memory().unwrap();
+        assert!(matches!(create_api_token(&conn, "alice", "", 2), Err(UserError::NoUser(_))));
+        add_user(&conn, "alice", "correct horse").unwrap();
+        let (id, token) = create_api_token(&conn, "alice", "grafana", 2).unwrap();
+        assert!(token.starts_with(API_TOKEN_PREFIX) && token.len() == API_TOKEN_PREFIX.len() + 64);
+        assert_eq!(api_token_user(&conn, &token).unwrap().as_deref(), Some("alice"));
+        // Only the hash is stored.
+        let stored: String = conn.query_row("SELECT token_sha256 FROM api_tokens", [], |r| r.get(0)).unwrap();
+        assert_ne!(stored, token);
+        assert!(!stored.contains(&token[API_TOKEN_PREFIX.len()..]));
+        // Wrong, malformed and unprefixed tokens name nobody.
+        assert_eq!(api_token_user(&conn, &format!("{API_TOKEN_PREFIX}{}", "0".repeat(64))).unwrap(), None);
+        assert_eq!(api_token_user(&conn, &token[API_TOKEN_PREFIX.len()..]).unwrap(), None);
+        assert_eq!(api_token_user(&conn, "drosera_zz").unwrap(), None);
+        create_api_token(&conn, "alice", "", 2).unwrap();
+        assert!(matches!(create_api_token(&conn, "alice", "", 2), Err(UserError::TooManyTokens { max: 2, .. })));
+        assert!(matches!(create_api_token(&conn, "alice", "a\nb", 2), Err(UserError::BadNote)));
+        let list = api_tokens(&conn, "alice").unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().any(|t| t.id == id && t.name == "grafana" && t.last_used_ms > 0));
+        assert!(!revoke_api_token(&conn, "bob", &id).unwrap(), "another user's token");
+        assert!(revoke_api_token(&conn, "alice", &id).unwrap());
+        assert!(!revoke_api_token(&conn, "alice", &id).unwrap(), "already revoked");
+        assert_eq!(api_token_user(&conn, &token).unwrap(), None);
+        // A revoked token frees its place.
+        create_api_token(&conn, "alice", "", 2).unwrap();
     }
 }

@@ -162,3 +162,44 @@ fn attacker_session_and_search_commands() {
     assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "1.1.1.0/24").unwrap()).unwrap());
     assert_eq!(got["hits"][0]["value"], "1.1.1.1");
 }
+
+/// Issue 21: `user token create|list|revoke`: the token is printed once (stdout, nothing else
+/// there), works until revoked, and the cap and unknown users give errors naming the fix.
+#[test]
+fn user_token_create_list_and_revoke() {
+    let (dir, cfg, loc) = setup();
+    let cfg_path = cfg.to_str().unwrap();
+    let (ok, _, err) = run(&["user", "token", "create", "alice", "--config", cfg_path], "");
+    assert!(!ok && err.contains("user add"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "alice", "--config", cfg_path], "correct horse\n");
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["user", "token", "create", "alice", "--note", "grafana", "--config", cfg_path], "");
+    assert!(ok, "{err}");
+    let token = out.trim().to_string();
+    assert!(token.starts_with(drosera_admin::users::API_TOKEN_PREFIX) && !token.contains('\n'), "{out}");
+    let c = Db::open(&loc);
+    assert_eq!(drosera_admin::users::api_token_user(&*c, &token).unwrap().as_deref(), Some("alice"));
+    let (ok, out, err) = run(&["user", "token", "list", "alice", "--json", "--config", cfg_path], "");
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "grafana");
+    assert!(!out.contains(&token[drosera_admin::users::API_TOKEN_PREFIX.len()..]), "list never shows the token");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let (ok, out, _) = run(&["user", "token", "list", "alice", "--config", cfg_path], "");
+    assert!(ok && out.contains(&id) && out.contains("grafana"), "{out}");
+    let (ok, _, err) = run(&["user", "token", "revoke", "alice", &id, "--config", cfg_path], "");
+    assert!(ok, "{err}");
+    assert_eq!(drosera_admin::users::api_token_user(&*c, &token).unwrap(), None);
+    let (ok, _, err) = run(&["user", "token", "revoke", "alice", &id, "--config", cfg_path], "");
+    assert!(!ok && err.contains("no live token"), "{err}");
+    // The cap comes from [dashboard] api_tokens_per_user.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[dashboard]\napi_tokens_per_user = 1\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, _, err) = run(&["user", "token", "create", "alice", "--config", cfg_path], "");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["user", "token", "create", "alice", "--config", cfg_path], "");
+    assert!(!ok && err.contains("api_tokens_per_user"), "{err}");
+    drop(dir);
+}

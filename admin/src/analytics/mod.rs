@@ -43,6 +43,7 @@
 //! `text.rs`: the plain-text report. What callers use is re-exported here.
 
 mod drill;
+mod field;
 mod queries;
 mod range;
 mod refresh;
@@ -55,6 +56,7 @@ pub use drill::{
     SessionEvent, SessionRow, MAX_ATTACKER_EVENTS, MAX_SEARCH_HITS, MAX_SEARCH_SCAN, MAX_SESSION_EVENTS,
     SESSIONS_PER_PAGE,
 };
+pub use field::{attackers_page, field_charts, FieldCharts, FieldCountry};
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
     top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,

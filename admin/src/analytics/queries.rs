@@ -360,7 +360,7 @@ pub fn top_sources(db: &dyn Storage, q: &Query, min_attempts: i64, n: usize) -> 
     top_sources_in(db, q, &r, &src, min_attempts, n)
 }
 
-fn top_sources_in(
+pub(super) fn top_sources_in(
     db: &dyn Storage,
     q: &Query,
     r: &Resolved,
@@ -420,7 +420,7 @@ pub fn countries(db: &dyn Storage, q: &Query, n: usize) -> Result<Vec<CountryRow
     countries_in(&scan_sources(db, &r, q)?, n)
 }
 
-fn countries_in(src: &SrcMap, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
+pub(super) fn countries_in(src: &SrcMap, n: usize) -> Result<Vec<CountryRow>, AnalyticsError> {
     let mut by: HashMap<i64, (i64, i64, i64)> = HashMap::new();
     for (_, v) in src.iter() {
         let e = by.entry(v.cc).or_default();

@@ -20,12 +20,20 @@
 //! globally ([`throttle`]); and only requests whose `Host` is a loopback name, the listen
 //! address or one of `[dashboard] allowed_hosts` are answered, so a DNS-rebinding page cannot
 //! talk to the dashboard through a victim's browser.
+//!
+//! Issue 21: `/api/...` (and only it) also accepts a per-user API token
+//! (`Authorization: Bearer TOKEN`, `crate::users`); wrong tokens count as wrong logins in the
+//! throttle. Pages, the login and the logout form never look at that header, so a token cannot
+//! stand in for a session in a browser. Every table has a CSV at `/api/csv/TABLE` ([`csv`]);
+//! the overview draws a world map and the attackers page the field report's charts ([`world`]).
 
+mod csv;
 pub mod drill;
 mod html;
 pub mod pages;
 pub mod svg;
 pub mod throttle;
+pub mod world;
 
 pub use html::esc;
 
@@ -78,6 +86,8 @@ pub struct DashboardConfig {
     pub login_failures_per_minute: usize,
     /// Addresses the login throttle remembers at once.
     pub login_tracked_addresses: usize,
+    /// Live API tokens one user may hold (`drosera-admin user token create`).
+    pub api_tokens_per_user: u32,
 }
 
 impl Default for DashboardConfig {
@@ -92,6 +102,7 @@ impl Default for DashboardConfig {
             login_free_failures: 5,
             login_failures_per_minute: 60,
             login_tracked_addresses: 4096,
+            api_tokens_per_user: 10,
         }
     }
 }
@@ -224,6 +235,7 @@ fn router(app: App) -> Router {
         .route("/search", get(search_page))
         .route("/logout", post(logout))
         .route("/api/{name}", get(api))
+        .route("/api/csv/{table}", get(api_csv))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -318,18 +330,23 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
             let r = (|| -> Result<String, analytics::AnalyticsError> {
                 Ok(match path {
                     "/" => {
+                        // Every country for the map (fewer than MAX_LIMIT exist), the top rows
+                        // of the same list for the table: one pass.
+                        let countries = analytics::countries(c, &q, analytics::MAX_LIMIT)?;
                         pages::overview(
                             &analytics::totals(c, &q)?,
                             &analytics::timeline(c, &q)?,
                             &analytics::protocols(c, &q)?,
-                            &analytics::countries(c, &q, rows)?,
+                            &countries[..countries.len().min(rows)],
                         ) + &pages::labelled(&analytics::labelled(c, &q, 10)?)
+                            + &pages::world_map(&countries)
                     }
-                    "/attackers" => pages::attackers(
-                        &analytics::top_sources(c, &q, min_attempts, rows)?,
-                        &analytics::countries(c, &q, rows)?,
-                        &analytics::ports(c, &q, rows)?,
-                    ),
+                    "/attackers" => {
+                        // One pass over the source aggregates for the three (see attackers_page).
+                        let (sources, countries, field) = analytics::attackers_page(c, &q, min_attempts, rows)?;
+                        pages::attackers(&sources, &countries, &analytics::ports(c, &q, rows)?)
+                            + &pages::field_charts(&field)
+                    }
                     "/credentials" => pages::credentials(&analytics::credentials(c, &q, rows)?),
                     "/payloads" => pages::payloads(
                         &analytics::payloads(c, &q, rows)?,
@@ -352,19 +369,105 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
         _ => "Sensors",
     };
     match body {
-        Ok(b) => Html(pages::layout(title, path, &sess.user, &sess.csrf, &p.filter(), &b)).into_response(),
+        Ok(b) => {
+            let b = pages::csv_links(&b, &p.filter().csv_query_string(), csv::has);
+            Html(pages::layout(title, path, &sess.user, &sess.csrf, &p.filter(), &b)).into_response()
+        }
         Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+fn api_error(code: StatusCode, msg: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": msg }))).into_response()
+}
+
+/// Who may read `/api/...`: the user of a live API token in `Authorization: Bearer`, else the
+/// user of a session cookie. A request that sends an Authorization header is judged by it alone
+/// (a bad token is refused even next to a good cookie), and a bad token counts as a wrong login
+/// for `peer` in the throttle, which is checked first.
+async fn api_user(app: &App, peer: std::net::IpAddr, headers: &HeaderMap) -> Result<String, Response> {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return match session(app, headers).await {
+            Some(s) => Ok(s.user),
+            None => Err(api_error(StatusCode::UNAUTHORIZED, "login required (session cookie or Bearer token)")),
+        };
+    };
+    let now = std::time::Instant::now();
+    if let Err(wait) = app.throttle.check(peer, now) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(addr = %peer, wait_s = secs, "dashboard API token throttled");
+        let mut resp =
+            api_error(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong logins; try again in {secs} s"));
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(resp);
+    }
+    let token = users::bearer_token(auth.as_bytes()).unwrap_or_default().to_string();
+    let user = app.db(move |c, _| users::api_token_user(c, &token).map_err(|e| e.to_string())).await;
+    match user {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => {
+            app.throttle.failed(peer, now);
+            tracing::warn!(addr = %peer, "dashboard API token refused");
+            let mut resp = api_error(StatusCode::UNAUTHORIZED, "bad, revoked or malformed API token");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(resp)
+        }
+        Err(e) => Err(api_error(StatusCode::INTERNAL_SERVER_ERROR, &e)),
+    }
+}
+
+/// `/api/csv/TABLE`: one dashboard table as CSV ([`csv`]).
+async fn api_csv(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    UrlPath(table): UrlPath<String>,
+    UrlQuery(p): UrlQuery<Params>,
+) -> Response {
+    if let Err(resp) = api_user(&app, peer.ip(), &headers).await {
+        return resp;
+    }
+    if !csv::has(&table) {
+        return api_error(StatusCode::NOT_FOUND, "no such table");
+    }
+    let q = match p.query() {
+        Ok(q) => q,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let rows = p.rows();
+    let min_attempts = p.min_attempts.unwrap_or(0);
+    let name = table.clone();
+    let r = app
+        .db(move |c, en| {
+            analytics::refresh(c, en).map_err(|e| e.to_string())?;
+            csv::table(c, &q, &name, rows, min_attempts).map_err(|e| e.to_string())
+        })
+        .await;
+    match r {
+        Ok(Some(text)) => {
+            let disposition = format!("attachment; filename=\"{table}.csv\"");
+            let mut resp = ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response();
+            if let Ok(v) = HeaderValue::from_str(&disposition) {
+                resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+            }
+            resp
+        }
+        Ok(None) => api_error(StatusCode::NOT_FOUND, "no such table"),
+        Err(e) => api_error(StatusCode::BAD_REQUEST, &e),
     }
 }
 
 async fn api(
     State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     UrlPath(name): UrlPath<String>,
     UrlQuery(p): UrlQuery<Params>,
 ) -> Response {
-    if session(&app, &headers).await.is_none() {
-        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "login required"}))).into_response();
+    if let Err(resp) = api_user(&app, peer.ip(), &headers).await {
+        return resp;
     }
     if matches!(name.as_str(), "attacker" | "session" | "search") {
         return drill_api(app, name, p).await;
@@ -394,6 +497,7 @@ async fn api(
                     "sensors" => j(analytics::sensors(c, &q)?),
                     "scans" => j(analytics::scans(c, &q, rows)?),
                     "report" => j(analytics::report(c, &q, min_attempts, rows)?),
+                    "field" => j(analytics::field_charts(c, &q, min_attempts, rows)?),
                     _ => return Ok(None),
                 };
                 Ok(v.ok())

@@ -5,6 +5,7 @@
 use super::drill::ip_link;
 use super::html::esc;
 use super::svg;
+use super::world;
 use crate::analytics::{
     fmt_time, CountryRow, Credentials, ItemRow, LabelledTotals, PortRow, ProtocolRow, Scans, SensorHealth, Timeline,
     TopSources, Totals,
@@ -44,6 +45,18 @@ impl Filter {
             String::new()
         } else {
             format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+impl Filter {
+    /// The query string of a CSV link: the filter, with `min_attempts` when set.
+    pub fn csv_query_string(&self) -> String {
+        let qs = self.query_string();
+        match (self.min_attempts, qs.is_empty()) {
+            (0, _) => qs,
+            (m, true) => format!("?min_attempts={m}"),
+            (m, false) => format!("{qs}&min_attempts={m}"),
         }
     }
 }
@@ -216,7 +229,15 @@ pub fn overview(t: &Totals, tl: &Timeline, protocols: &[ProtocolRow], countries:
         .iter()
         .map(|p| if p.protocol == "scan" { (p.protocol.clone(), p.events) } else { (p.protocol.clone(), p.attempts) })
         .collect();
-    let crows: Vec<(String, i64)> = countries.iter().take(12).map(|c| (c.country.clone(), c.attempts)).collect();
+    let crows: Vec<(String, i64)> = countries
+        .iter()
+        .take(12)
+        .map(|c| {
+            let flag = world::flag(&c.country);
+            let label = if flag.is_empty() { c.country.clone() } else { format!("{flag} {}", c.country) };
+            (label, c.attempts)
+        })
+        .collect();
     let _ = write!(
         b,
         r#"<div class="grid"><section class="card"><h2>Protocols</h2>{}{}</section><section class="card"><h2>Countries</h2>{}{}</section></div>"#,
@@ -252,7 +273,8 @@ fn country_table(rows: &[CountryRow]) -> String {
     for c in rows {
         let _ = write!(
             s,
-            r#"<tr data-key="{k}"><td>{k}</td><td class="n attackers">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td></tr>"#,
+            r#"<tr data-key="{k}"><td class="country">{}</td><td class="n attackers">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td></tr>"#,
+            world::label_html(&c.country),
             c.attackers,
             c.attempts,
             c.logins,
@@ -272,7 +294,7 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
         let asn = r.asn.map(|a| format!("AS{a} {}", r.as_org)).unwrap_or_default();
         let _ = write!(
             b,
-            r#"<tr data-key="{ip}"><td class="mono">{link}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr data-key="{ip}"><td class="mono">{link}</td><td class="label">{}</td><td class="n attempts">{}</td><td class="n logins">{}</td><td class="n events">{}</td><td class="country" title="{cname}">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             esc(r.label.as_deref().unwrap_or("")),
             r.attempts,
             r.logins,
@@ -282,7 +304,8 @@ pub fn attackers(s: &TopSources, countries: &[CountryRow], ports: &[PortRow]) ->
             fmt_time(Some(r.first_seen_ms)),
             fmt_time(Some(r.last_seen_ms)),
             ip = esc(&r.ip),
-            link = ip_link(&r.ip)
+            link = ip_link(&r.ip),
+            cname = esc(world::name(&r.country).unwrap_or(""))
         );
     }
     b += "</tbody></table>";
@@ -480,6 +503,87 @@ pub fn sensors(rows: &[SensorHealth], now_ms: i64) -> String {
         b += r#"<tr><td colspan="12" class="empty">no sensors enrolled</td></tr>"#;
     }
     b + "</tbody></table>"
+}
+
+/// The world map of attempts per country (overview); `rows` are every country of the range.
+pub fn world_map(rows: &[CountryRow]) -> String {
+    let v: Vec<(String, i64)> = rows.iter().map(|c| (c.country.clone(), c.attempts)).collect();
+    format!(
+        r#"<section class="card"><h2>Attempts per country</h2>{}<p class="small">Shapes: Natural Earth (public domain). Darker: more attempts (log scale).</p></section>"#,
+        world::map("attempts per country", &v)
+    )
+}
+
+/// The field report's charts (attackers page): attackers with at least N attempts by country,
+/// their attempts by country, and attempts per protocol on a log scale.
+pub fn field_charts(f: &crate::analytics::FieldCharts) -> String {
+    let label = |cc: &str| match world::name(cc) {
+        Some(n) => format!("{} {cc} {n}", world::flag(cc)),
+        None => cc.to_string(),
+    };
+    let by_attackers: Vec<(String, i64)> =
+        f.attackers_by_country.iter().take(40).map(|c| (label(&c.country), c.attackers)).collect();
+    let by_attacks: Vec<(String, i64)> =
+        f.attacks_by_country.iter().take(40).map(|c| (label(&c.country), c.attempts)).collect();
+    let protocols: Vec<(String, i64)> = f.protocols.iter().map(|p| (p.protocol.clone(), p.attempts)).collect();
+    let mut b = format!(
+        r#"<div class="grid"><section class="card" id="field-report"><h2>Attackers with at least <span id="field-min">{min}</span> attempts (<span id="field-attackers">{n}</span>) by country</h2>{}</section>"#,
+        svg::columns(
+            &format!("attackers with at least {} attempts per country", f.min_attempts),
+            "chart-attackers-by-country",
+            &by_attackers,
+            false
+        ),
+        min = f.min_attempts,
+        n = f.attackers,
+    );
+    let _ = write!(
+        b,
+        r#"<section class="card"><h2>Attacks per country (attackers with at least {min} attempts)</h2>{}</section></div><section class="card"><h2>Protocol distribution (log10 scale, all attempts)</h2>{}</section>"#,
+        svg::columns("attempts per country", "chart-attacks-by-country", &by_attacks, false),
+        svg::columns("attempts per protocol, log10", "chart-protocols-log", &protocols, true),
+        min = f.min_attempts,
+    );
+    b += r#"<section class="card"><h2>Countries of attackers with at least N attempts</h2><table id="field-countries"><thead><tr><th>country</th><th>attackers</th><th>attempts</th></tr></thead><tbody>"#;
+    for c in &f.attackers_by_country {
+        let _ = write!(
+            b,
+            r#"<tr data-key="{k}"><td class="country">{}</td><td class="n attackers">{}</td><td class="n attempts">{}</td></tr>"#,
+            world::label_html(&c.country),
+            c.attackers,
+            c.attempts,
+            k = esc(&c.country)
+        );
+    }
+    if f.attackers_by_country.is_empty() {
+        b += r#"<tr><td colspan="3" class="empty">none in this range</td></tr>"#;
+    }
+    b + "</tbody></table></section>"
+}
+
+/// Puts a CSV download link before every table whose id `has_csv` knows (`/api/csv/ID` with
+/// the page's filter): the tables are ours, so their ids are found by their fixed opening.
+pub fn csv_links(body: &str, query: &str, has_csv: impl Fn(&str) -> bool) -> String {
+    const OPEN: &str = "<table id=\"";
+    let mut out = String::with_capacity(body.len() + 1024);
+    let mut rest = body;
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let id = after.split('"').next().unwrap_or("");
+        if has_csv(id) {
+            let _ = write!(
+                out,
+                r#"<a class="csv" id="csv-{id}" href="/api/csv/{id}{q}" download="{id}.csv">CSV</a>"#,
+                id = esc(id),
+                q = esc(query)
+            );
+        }
+        out.push_str(OPEN);
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn error_page(msg: &str) -> String {

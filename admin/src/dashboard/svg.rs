@@ -245,6 +245,78 @@ pub fn stacked(title: &str, labels: &[String], series: &[(String, Vec<i64>)]) ->
     s
 }
 
+/// Vertical bars (the field report's count plots): one column per (label, value) in the order
+/// given, labels turned 90° below. With `log`, heights are log10 of the value (a value of 1 is
+/// a sliver, 0 no bar) and the axis shows powers of ten, so one protocol with a million attempts
+/// does not flatten the rest.
+pub fn columns(title: &str, id: &str, rows: &[(String, i64)], log: bool) -> String {
+    let (left, right, top, bottom, plot_h) = (56.0, 12.0, 14.0, 110.0, 200.0);
+    let col_w = 26.0;
+    let w = (left + right + col_w * rows.len().max(4) as f64).max(320.0);
+    let h = top + plot_h + bottom;
+    let maxv = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    // Log: 0..=k decades with 10^k >= max; linear: 0..=nice_max.
+    let (top_value, scale): (f64, Box<dyn Fn(i64) -> f64>) = if log {
+        let decades = ((maxv as f64).log10().ceil()).max(1.0);
+        (decades, Box::new(move |v: i64| if v <= 0 { 0.0 } else { ((v as f64).log10() + 0.05).min(decades) }))
+    } else {
+        let m = nice_max(maxv) as f64;
+        (m, Box::new(|v: i64| v.max(0) as f64))
+    };
+    let y = |f: f64| top + plot_h - plot_h * f / top_value;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart columns" id="{id}" role="img" aria-label="{t}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = esc(title),
+        id = esc(id)
+    );
+    let ticks: Vec<(f64, String)> = if log {
+        (0..=top_value as u32).map(|k| (f64::from(k), short(10i64.saturating_pow(k)))).collect()
+    } else if top_value <= 4.0 {
+        // Small counts (a few attackers per country): whole numbers only.
+        (0..=top_value as i64).map(|k| (k as f64, k.to_string())).collect()
+    } else {
+        (0..=4).map(|k| (top_value * f64::from(k) / 4.0, short((top_value * f64::from(k) / 4.0) as i64))).collect()
+    };
+    for (f, label) in ticks {
+        let yy = y(f);
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" x2="{x2}" y1="{yy:.1}" y2="{yy:.1}" stroke="#e5e7eb"/><text x="{tx}" y="{ty:.1}" font-size="11" text-anchor="end" fill="#6b7280">{label}</text>"##,
+            x2 = w - right,
+            tx = left - 6.0,
+            ty = yy + 4.0,
+        );
+    }
+    if rows.is_empty() {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="12" fill="#6b7280">no data in this range</text>"##,
+            left + 10.0,
+            top + 20.0
+        );
+    }
+    for (i, (label, v)) in rows.iter().enumerate() {
+        let x = left + col_w * i as f64 + 4.0;
+        let f = scale(*v);
+        let yy = y(f);
+        let color = PALETTE[i % PALETTE.len()];
+        let lx = x + (col_w - 8.0) / 2.0 + 4.0;
+        let ly = top + plot_h + 8.0;
+        let _ = write!(
+            s,
+            r##"<rect class="col" x="{x:.1}" y="{yy:.1}" width="{cw:.1}" height="{bh:.1}" fill="{color}" data-label="{l}" data-value="{v}"><title>{l}: {v}</title></rect><text x="{lx:.1}" y="{ly:.1}" font-size="11" text-anchor="end" fill="#111827" transform="rotate(-90 {lx:.1} {ly:.1})">{ls}</text>"##,
+            cw = col_w - 8.0,
+            bh = top + plot_h - yy,
+            l = esc(label),
+            ls = esc(&label.chars().take(18).collect::<String>()),
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +335,23 @@ mod tests {
         assert!(!s.contains("<b>") && !s.contains("<i>"));
         assert!(stacked("t", &[], &[]).contains("no data"));
         assert_eq!(nice_max(120), 200);
+    }
+
+    #[test]
+    fn columns_escape_labels_and_log_scales_heights() {
+        let s = columns("t", "c", &[("<x>".into(), 1000), ("b".into(), 10), ("z".into(), 0)], true);
+        assert!(s.contains("&lt;x&gt;") && !s.contains("<x>"));
+        let height = |label: &str| -> f64 {
+            let at = s.find(&format!(r#"data-label="{label}""#)).unwrap();
+            let rect = &s[s[..at].rfind("<rect").unwrap()..at];
+            let h = rect.split("height=\"").nth(1).unwrap().split('"').next().unwrap();
+            h.parse().unwrap()
+        };
+        // log10: 1000 is three decades, 10 one: a third of the height (plus the sliver).
+        let (a, b) = (height("&lt;x&gt;"), height("b"));
+        assert!((b / a - 1.05 / 3.0).abs() < 0.02, "{a} {b}");
+        assert_eq!(height("z"), 0.0);
+        let lin = columns("t", "c", &[("a".into(), 100), ("b".into(), 50)], false);
+        assert!(lin.contains(r#"height="200.0" fill"#) && lin.contains(r#"height="100.0" fill"#), "{lin}");
     }
 }

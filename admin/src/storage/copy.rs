@@ -84,6 +84,19 @@ const TABLES: &[Table] = &[
     Table { name: "users", cols: &[("name", T), ("phc", T), ("created_ms", B)] },
     Table { name: "dashboard_sessions", cols: &[("token_sha256", T), ("user", T), ("csrf", T), ("expires_ms", B)] },
     Table { name: "labels", cols: &[("cidr", T), ("label", T), ("note", T), ("created_ms", B)] },
+    // API tokens (SQLite schema version 6, PostgreSQL version 5).
+    Table {
+        name: "api_tokens",
+        cols: &[
+            ("id", T),
+            ("user", T),
+            ("name", T),
+            ("token_sha256", T),
+            ("created_ms", B),
+            ("last_used_ms", B),
+            ("revoked_ms", B),
+        ],
+    },
     // Samples (SQLite schema version 4, PostgreSQL version 3); the files stay in [samples] dir.
     Table {
         name: "samples",

@@ -286,6 +286,31 @@ pub struct NewSession<'a> {
     pub expires_ms: i64,
 }
 
+/// A per-user API token as stored: the token itself never is, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiTokenRecord {
+    /// Public id (random hex), what `user token list` shows and `revoke` takes.
+    pub id: String,
+    pub user: String,
+    /// The owner's note on what the token is for.
+    pub name: String,
+    pub created_ms: i64,
+    /// Last accepted use, to the minute (0: never used).
+    pub last_used_ms: i64,
+    /// When it was revoked (0: live).
+    pub revoked_ms: i64,
+}
+
+/// A new API token (the token itself is never stored).
+#[derive(Debug, Clone, Copy)]
+pub struct NewApiToken<'a> {
+    pub id: &'a str,
+    pub user: &'a str,
+    pub name: &'a str,
+    pub token_sha256: &'a str,
+    pub created_ms: i64,
+}
+
 /// Aggregate resolution: rows per hour, day or week (the `res` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resolution {
@@ -639,6 +664,22 @@ pub trait Storage: Send + SampleStorage + DrillStorage + RecoverStorage {
     fn session(&self, token_sha256: &str, now_ms: i64) -> Result<Option<SessionRecord>, StorageError>;
 
     fn end_session(&self, token_sha256: &str) -> Result<(), StorageError>;
+
+    // --- Per-user API tokens (`crate::users`) -------------------------------------------------
+
+    /// Stores a token unless its user already has `max_live` live (unrevoked) tokens; the
+    /// count and the insert are one transaction. Returns false when refused.
+    fn create_api_token(&self, t: &NewApiToken<'_>, max_live: i64) -> Result<bool, StorageError>;
+
+    /// Every token of `user` (live and revoked), newest first.
+    fn api_tokens(&self, user: &str) -> Result<Vec<ApiTokenRecord>, StorageError>;
+
+    /// Revokes token `id` of `user`; false if no such live token.
+    fn revoke_api_token(&self, user: &str, id: &str, now_ms: i64) -> Result<bool, StorageError>;
+
+    /// The user of the live token with this hash, noting the use (at most one write a minute
+    /// per token).
+    fn api_token_user(&self, token_sha256: &str, now_ms: i64) -> Result<Option<String>, StorageError>;
 
     // --- Analytics: folding -------------------------------------------------------------------
 

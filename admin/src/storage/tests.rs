@@ -303,6 +303,38 @@ fn users_and_sessions() {
 }
 
 #[test]
+fn api_tokens_live_capped_and_revoked() {
+    for (db, _dir) in backends() {
+        db.upsert_user("alice", "phc1", 1).unwrap();
+        let t = |id: &'static str, hash: &'static str, at: i64| NewApiToken {
+            id,
+            user: "alice",
+            name: "ci",
+            token_sha256: hash,
+            created_ms: at,
+        };
+        assert!(db.create_api_token(&t("i1", "h1", 10), 2).unwrap());
+        assert!(db.create_api_token(&t("i2", "h2", 20), 2).unwrap());
+        assert!(!db.create_api_token(&t("i3", "h3", 30), 2).unwrap(), "at the cap");
+        assert_eq!(db.api_token_user("h1", 100_000).unwrap().as_deref(), Some("alice"));
+        assert_eq!(db.api_token_user("h9", 100_000).unwrap(), None);
+        let list = db.api_tokens("alice").unwrap();
+        assert_eq!(list.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["i2", "i1"], "newest first");
+        assert_eq!((list[1].last_used_ms, list[0].last_used_ms), (100_000, 0));
+        // A use within a minute of the last one writes nothing.
+        db.api_token_user("h1", 130_000).unwrap();
+        assert_eq!(db.api_tokens("alice").unwrap()[1].last_used_ms, 100_000);
+        assert!(!db.revoke_api_token("bob", "i1", 5).unwrap());
+        assert!(db.revoke_api_token("alice", "i1", 5).unwrap());
+        assert!(!db.revoke_api_token("alice", "i1", 6).unwrap());
+        assert_eq!(db.api_token_user("h1", 200_000).unwrap(), None);
+        assert_eq!(db.api_tokens("alice").unwrap()[1].revoked_ms, 5);
+        assert!(db.create_api_token(&t("i3", "h3", 30), 2).unwrap(), "a revoked token frees its place");
+        assert!(db.api_tokens("bob").unwrap().is_empty());
+    }
+}
+
+#[test]
 fn enrollment_and_revocation() {
     for (db, _dir) in backends() {
         assert_eq!(db.register_sensor("pi", "aa", 1).unwrap(), Registered::Enrolled);
@@ -387,6 +419,8 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     old.upsert_user("alice", "phc", 1).unwrap();
     let s = NewSession { token_sha256: "tok", user: "alice", csrf: "c", expires_ms: i64::MAX };
     old.create_session(&s, 1, 10).unwrap();
+    let t = NewApiToken { id: "i1", user: "alice", name: "n", token_sha256: "th", created_ms: 1 };
+    assert!(old.create_api_token(&t, 5).unwrap());
     old.prune_hourly(1_714_521_600_000 - DAY_MS).unwrap();
     crate::labels::add(&*old, "192.0.2.1", &crate::labels::Label::SelfTest, "desk", 10, 7).unwrap();
     analytics::relabel(&mut *old, &en).unwrap();
@@ -410,6 +444,8 @@ fn migrate_moves_every_table_from_sqlite_to_postgres() {
     assert_eq!(export_text(&*new), export_text(&*old));
     assert_eq!(new.list_sensors().unwrap(), old.list_sensors().unwrap());
     assert_eq!(new.session("tok", 2).unwrap().map(|s| s.user).as_deref(), Some("alice"));
+    assert_eq!(new.api_tokens("alice").unwrap(), old.api_tokens("alice").unwrap());
+    assert_eq!(new.api_token_user("th", 2).unwrap().as_deref(), Some("alice"));
     assert_eq!(new.hourly_from().unwrap(), 1_714_521_600_000 - DAY_MS);
     assert_eq!(new.labels().unwrap(), old.labels().unwrap());
     assert_eq!(new.labels().unwrap().len(), 1);

@@ -276,6 +276,11 @@ impl Drop for Served {
 }
 
 pub fn serve_dashboard(loc: &Backend, cookie_secure: bool) -> Served {
+    serve_dashboard_cfg(loc, drosera_admin::dashboard::DashboardConfig { cookie_secure, ..Default::default() })
+}
+
+/// [`serve_dashboard`] with a whole `[dashboard]` config (its `listen` is ignored).
+pub fn serve_dashboard_cfg(loc: &Backend, cfg: drosera_admin::dashboard::DashboardConfig) -> Served {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -287,7 +292,6 @@ pub fn serve_dashboard(loc: &Backend, cookie_secure: bool) -> Served {
         let store = drosera_admin::storage::Shared::new(open_backend(&loc).unwrap());
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
-            let cfg = drosera_admin::dashboard::DashboardConfig { cookie_secure, ..Default::default() };
             drosera_admin::dashboard::serve_listener(
                 listener,
                 &cfg,

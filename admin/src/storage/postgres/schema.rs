@@ -226,9 +226,23 @@ CREATE INDEX IF NOT EXISTS events_login ON events (time_ms) WHERE kind = 'login'
 CREATE INDEX IF NOT EXISTS events_recovered ON events (time_ms) WHERE recovered IS NOT NULL;
 "#;
 
+/// Version 7: per-user API tokens (issue 21); the same table as SQLite's version 8.
+const V7_API_TOKENS: &str = r#"
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id           TEXT PRIMARY KEY,
+    "user"       TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms   BIGINT NOT NULL,
+    last_used_ms BIGINT NOT NULL DEFAULT 0,
+    revoked_ms   BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens("user");
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 6] =
-    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_DRILL), (6, V6_RECOVERED)];
+pub const MIGRATIONS: [(i64, &str); 7] =
+    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_DRILL), (6, V6_RECOVERED), (7, V7_API_TOKENS)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -129,6 +129,22 @@ impl Storage for Connection {
         users::end_session(self, token_sha256)
     }
 
+    fn create_api_token(&self, t: &NewApiToken<'_>, max_live: i64) -> Result<bool, StorageError> {
+        users::create_api_token(self, t, max_live)
+    }
+
+    fn api_tokens(&self, user: &str) -> Result<Vec<ApiTokenRecord>, StorageError> {
+        users::api_tokens(self, user)
+    }
+
+    fn revoke_api_token(&self, user: &str, id: &str, now_ms: i64) -> Result<bool, StorageError> {
+        users::revoke_api_token(self, user, id, now_ms)
+    }
+
+    fn api_token_user(&self, token_sha256: &str, now_ms: i64) -> Result<Option<String>, StorageError> {
+        users::api_token_user(self, token_sha256, now_ms)
+    }
+
     fn fold_events(&self, limit: u64, fold: &mut FoldFn<'_>) -> Result<u64, StorageError> {
         analytics::fold_events(self, limit, fold)
     }

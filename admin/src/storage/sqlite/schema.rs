@@ -276,8 +276,23 @@ CREATE TRIGGER IF NOT EXISTS event_crack_gone AFTER DELETE ON events
     BEGIN DELETE FROM event_crack WHERE event_id = old.id; END;
 "#;
 
+/// Version 8: per-user API tokens (issue 21, `drosera-admin user token`): only each token's
+/// SHA-256 is kept, like sessions'.
+const V8_API_TOKENS: &str = r#"
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id           TEXT PRIMARY KEY,
+    user         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms   INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL DEFAULT 0,
+    revoked_ms   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 7] = [
+pub const MIGRATIONS: [(i64, &str); 8] = [
     (1, V1_EVENTS),
     (2, V2_ANALYTICS_USERS),
     (3, V3_LABELS),
@@ -285,6 +300,7 @@ pub const MIGRATIONS: [(i64, &str); 7] = [
     (5, V5_DERIVED),
     (6, V6_DRILL),
     (7, V7_RECOVERED),
+    (8, V8_API_TOKENS),
 ];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
@@ -511,6 +527,7 @@ mod tests {
             "sensors",
             "strings",
             "users",
+            "api_tokens",
         ] {
             assert!(tables.iter().any(|x| x == t), "{t} missing: {tables:?}");
         }
@@ -588,9 +605,9 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            20,
+            21,
             "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5, \
-             1 of password recovery since version 6"
+             1 of password recovery since version 7, 1 of API tokens since version 8"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
