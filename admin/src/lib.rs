@@ -17,6 +17,7 @@ pub mod exploits;
 pub mod export;
 pub mod ingest;
 pub mod labels;
+pub mod releases;
 pub mod retention;
 pub mod samples;
 pub mod sensors;
