@@ -307,6 +307,9 @@ impl AdminConfig {
         if u.chunk_bytes < 1024 || u.chunk_bytes > crate::releases::MAX_CHUNK {
             return Err(invalid("updates.chunk_bytes", "must be between 1 KiB and 1 MiB", "use the default, 262144"));
         }
+        if u.check_interval_s == 0 || u.check_interval_s > 86_400 {
+            return Err(invalid("updates.check_interval_s", "must be between 1 and 86400", "use the default, 300"));
+        }
         if u.max_release_bytes == 0 || u.max_release_bytes > 1 << 30 {
             return Err(invalid(
                 "updates.max_release_bytes",

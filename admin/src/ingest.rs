@@ -37,10 +37,10 @@
 
 use crate::clock::now_ms;
 use crate::config::{IngestConfig, TlsConfig};
+use crate::releases::{self, UpdatesConfig};
 use crate::samples::classify::{Classifier, ClassifyConfig};
 use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
 use crate::samples::store::SampleStore;
-use crate::releases::{self, UpdatesConfig};
 use crate::samples::SamplesConfig;
 use crate::sensors::{self, Admission};
 use crate::storage::{BatchIn, BatchOutcome, SampleStored, Storage};
@@ -422,41 +422,53 @@ async fn handle(
         }
         _ => None,
     };
-    let update = if protocol_version >= UPDATES_SINCE_VERSION {
-        offer_update(&mut wr, sh, &peer.name, &software).await?
-    } else {
-        None
-    };
+    let updates = protocol_version >= UPDATES_SINCE_VERSION;
+    let mut update = None;
+    if updates {
+        if let Some((manifest, path)) = find_offer(sh, &peer.name, &software, true).await {
+            tracing::info!(sensor = %peer.name, version = %manifest.version, arch = %manifest.arch, "offering a release");
+            update = Some((manifest.version.clone(), path));
+            frame::write_frame(&mut wr, &Frame::UpdateOffer { manifest }).await?;
+        }
+    }
     tracing::info!(%addr, sensor = %peer.name, schema_version, protocol_version, high_water, samples = receiver.is_some(), %software, update = update.as_ref().map(|(v, _)| v.as_str()).unwrap_or(""), "sensor connected");
     drop(slot);
     let (conn_id, replaced) = sh.live.register(sensor_id);
-    let result = serve_batches(rd, wr, &peer, sensor_id, receiver, update, sh, &shutdown, &replaced).await;
+    let upd = UpdateSide { enabled: updates, software, offered: update };
+    let result = serve_batches(rd, wr, &peer, sensor_id, receiver, upd, sh, &shutdown, &replaced).await;
     sh.live.unregister(sensor_id, conn_id);
     result
 }
 
-/// Records the software a version-3 sensor runs and sends it the release its rollout names, if
-/// any; returns that release's (version, binary path).
-async fn offer_update<W: tokio::io::AsyncWrite + Unpin>(
-    wr: &mut W,
+/// The update side of a version-3 connection.
+struct UpdateSide {
+    /// The sensor speaks protocol version 3 or newer.
+    enabled: bool,
+    /// What its hello said it runs.
+    software: String,
+    /// The release offered on this connection: (version, binary path).
+    offered: Option<(String, std::path::PathBuf)>,
+}
+
+/// The release the current rollout names for a sensor that runs `software`, if any (and, with
+/// `record`, remembers that software for `sensor list`).
+async fn find_offer(
     sh: &Shared,
     sensor: &str,
     software: &str,
-) -> Result<Option<(String, std::path::PathBuf)>, ConnError> {
+    record: bool,
+) -> Option<(drosera_uplink::release::Manifest, std::path::PathBuf)> {
     let (cfg, name, sw) = (sh.updates.clone(), sensor.to_string(), software.to_string());
-    let offer = tokio::task::spawn_blocking(move || {
-        releases::record_running(&cfg, &name, &sw);
+    tokio::task::spawn_blocking(move || {
+        if record {
+            releases::record_running(&cfg, &name, &sw);
+        }
         let (version, arch) = releases::parse_software(&sw)?;
         releases::offer_for(&cfg, &name, &version, arch.as_deref()?)
     })
     .await
     .ok()
-    .flatten();
-    let Some((manifest, path)) = offer else { return Ok(None) };
-    tracing::info!(sensor, version = %manifest.version, arch = %manifest.arch, "offering a release");
-    let version = manifest.version.clone();
-    frame::write_frame(wr, &Frame::UpdateOffer { manifest }).await?;
-    Ok(Some((version, path)))
+    .flatten()
 }
 
 /// Reads batches and pings of an admitted sensor until it closes, idles out, is replaced by a
@@ -468,7 +480,7 @@ async fn serve_batches<R, W>(
     peer: &PeerIdentity,
     sensor_id: i64,
     mut receiver: Option<Receiver>,
-    update: Option<(String, std::path::PathBuf)>,
+    mut update: UpdateSide,
     sh: &Shared,
     shutdown: &CancellationToken,
     replaced: &CancellationToken,
@@ -511,12 +523,31 @@ where
     let limits =
         DecodeLimits { max_decompressed: cfg.max_batch_bytes as usize, max_events: cfg.max_batch_events as usize };
     let idle = Duration::from_secs(cfg.idle_timeout_s);
+    // A rollout started while the sensor is connected reaches it at the next check.
+    let mut rollout_check = tokio::time::interval(Duration::from_secs(sh.updates.check_interval_s.max(1)));
+    rollout_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    rollout_check.tick().await;
+    let mut read = Box::pin(tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)));
     let result = loop {
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)) => r,
+            r = &mut read => r,
+            _ = rollout_check.tick(), if update.enabled => {
+                let Some((manifest, path)) = find_offer(sh, &peer.name, &update.software, false).await else { continue };
+                if update.offered.as_ref().is_some_and(|(v, _)| *v == manifest.version) {
+                    continue;
+                }
+                tracing::info!(sensor = %peer.name, version = %manifest.version, "offering a release (new rollout)");
+                update.offered = Some((manifest.version.clone(), path));
+                if ptx.send(Pending::Now(Frame::UpdateOffer { manifest })).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => break Ok(()),
             _ = replaced.cancelled() => break Err(ConnError::Replaced),
         };
+        drop(read);
+        read = Box::pin(tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)));
         let f = match next {
             Err(_) => break Err(ConnError::Timeout("idle")),
             Ok(Err(e)) => break Err(e.into()),
@@ -609,7 +640,7 @@ where
                 }
             }
             Frame::UpdateWant { version, offset, max_bytes } => {
-                let Some((offered, path)) = update.as_ref().filter(|(v, _)| *v == version).cloned() else {
+                let Some((offered, path)) = update.offered.as_ref().filter(|(v, _)| *v == version).cloned() else {
                     break Err(ConnError::Protocol(format!("update_want for {version:?}, which was not offered")));
                 };
                 let max = max_bytes.min(sh.updates.chunk_bytes).max(1);

@@ -31,6 +31,9 @@ pub struct UpdatesConfig {
     pub max_release_bytes: u64,
     /// Most bytes the ingest sends in one update chunk (sensors ask for at most their own cap).
     pub chunk_bytes: u32,
+    /// Seconds between checks of the rollout on an open sensor connection (a new rollout
+    /// reaches connected sensors within this; a connecting sensor is checked at once).
+    pub check_interval_s: u64,
 }
 
 impl Default for UpdatesConfig {
@@ -42,6 +45,7 @@ impl Default for UpdatesConfig {
             dir: d.join("releases"),
             max_release_bytes: 256 << 20,
             chunk_bytes: 256 * 1024,
+            check_interval_s: 300,
         }
     }
 }
@@ -137,7 +141,11 @@ pub fn add(cfg: &UpdatesConfig, binary: &Path, version: &str, arch: Option<&str>
         return Err(ReleasesError::TooLarge { path: binary.to_path_buf(), size, max: cfg.max_release_bytes });
     }
     let mut data = Vec::with_capacity(size as usize);
-    std::fs::File::open(binary).map_err(io(binary))?.take(cfg.max_release_bytes).read_to_end(&mut data).map_err(io(binary))?;
+    std::fs::File::open(binary)
+        .map_err(io(binary))?
+        .take(cfg.max_release_bytes)
+        .read_to_end(&mut data)
+        .map_err(io(binary))?;
     let found = release::elf_arch(&data);
     let arch = match (arch, found) {
         (Some(a), Some(f)) if a != f => {
@@ -256,7 +264,9 @@ pub fn record_running(cfg: &UpdatesConfig, sensor: &str, software: &str) {
     if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
         return;
     }
-    if let Err(e) = std::fs::create_dir_all(&dir).map_err(io(&dir)).and_then(|_| write_atomic(&path, text.as_bytes(), 0o644)) {
+    if let Err(e) =
+        std::fs::create_dir_all(&dir).map_err(io(&dir)).and_then(|_| write_atomic(&path, text.as_bytes(), 0o644))
+    {
         tracing::warn!(sensor, error = %e, "cannot record the sensor's version");
     }
 }

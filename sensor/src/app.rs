@@ -132,7 +132,10 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<Stopped> {
         tracing::error!("store writer stopped unexpectedly; shutting down so the sensor is restarted");
     }
     tracing::info!("shutting down: stopping listeners, flushing the store");
-    crate::systemd::notify_stopping();
+    if !handed_over {
+        // Not on a handover: the unit keeps running under the launcher, with the new release.
+        crate::systemd::notify_stopping();
+    }
     stop_services.cancel();
     if let Some(w) = watchdog {
         let _ = w.await;

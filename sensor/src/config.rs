@@ -1081,6 +1081,7 @@ mod tests {
         assert_eq!(cfg.smtp, SmtpSection::default());
         assert_eq!(cfg.scan, ScanSection::default());
         assert_eq!(cfg.udp, UdpSection::default());
+        assert_eq!(cfg.update, crate::update::UpdateSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }

@@ -460,7 +460,8 @@ impl<B: Backlog> Shipper<B> {
         let (mut rd, mut wr) = tokio::io::split(tls);
         let (tx, mut rx) = mpsc::channel::<Result<Frame, FrameError>>(2 * WINDOW + 2);
         // Update chunks are the only large frames an admin sends.
-        let max_frame = self.updates.as_ref().map(|u| u.chunk_bytes as usize + 4096).unwrap_or(0).max(MAX_CONTROL_FRAME);
+        let max_frame =
+            self.updates.as_ref().map(|u| u.chunk_bytes as usize + 4096).unwrap_or(0).max(MAX_CONTROL_FRAME);
         let reader = tokio::spawn(async move {
             loop {
                 let r = frame::read_frame(&mut rd, max_frame).await;

@@ -271,14 +271,17 @@ async fn scripted_admin(pki: &Pki, hello: Arc<HelloScript>, batch: Arc<BatchScri
 fn unwatched() -> (ShipperContext, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (sink, _reports) = EventSink::new(16, Arc::new(crate::rollup::RollupTable::new(16)));
-    (ShipperContext {
-        data_dir: dir.path().to_path_buf(),
-        sink,
-        samples: None,
-        updates: None,
-        handover: CancellationToken::new(),
-        health_shipped: None,
-    }, dir)
+    (
+        ShipperContext {
+            data_dir: dir.path().to_path_buf(),
+            sink,
+            samples: None,
+            updates: None,
+            handover: CancellationToken::new(),
+            health_shipped: None,
+        },
+        dir,
+    )
 }
 
 /// Runs the shipper until `done` holds (checked every 20 ms) or 20 s pass; then shuts it down.

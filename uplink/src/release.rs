@@ -36,7 +36,9 @@ pub struct Manifest {
 /// Why a release is not accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReleaseError {
-    #[error("version {0:?} is not valid: 1 to 64 of letters, digits, '.', '-', '+', '_', starting with a letter or digit")]
+    #[error(
+        "version {0:?} is not valid: 1 to 64 of letters, digits, '.', '-', '+', '_', starting with a letter or digit"
+    )]
     BadVersion(String),
     #[error("architecture {0:?} is not one of aarch64, x86_64")]
     BadArch(String),
@@ -106,8 +108,14 @@ pub fn parse_private_key(text: &str) -> Result<SigningKey, ReleaseError> {
 pub fn key_files(seed: [u8; 32]) -> (String, String) {
     let k = SigningKey::from_bytes(&seed);
     (
-        format!("# Drosera update signing key (ed25519 seed). Keep it mode 0600; never copy it to a sensor.\n{}\n", to_hex(&seed)),
-        format!("# Drosera update public key (ed25519): sensors accept releases signed by its private key.\n{}\n", to_hex(k.verifying_key().as_bytes())),
+        format!(
+            "# Drosera update signing key (ed25519 seed). Keep it mode 0600; never copy it to a sensor.\n{}\n",
+            to_hex(&seed)
+        ),
+        format!(
+            "# Drosera update public key (ed25519): sensors accept releases signed by its private key.\n{}\n",
+            to_hex(k.verifying_key().as_bytes())
+        ),
     )
 }
 
@@ -171,7 +179,8 @@ pub fn elf_arch(head: &[u8]) -> Option<&'static str> {
         return None;
     }
     // e_machine at offset 18, in the file's byte order (EI_DATA at offset 5: 1 = little).
-    let m = if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
+    let m =
+        if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
     match m {
         62 => Some("x86_64"),
         183 => Some("aarch64"),

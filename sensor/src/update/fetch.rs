@@ -133,7 +133,8 @@ impl Updater {
     /// Verifies the complete part file and moves it into the inactive slot, then stages it.
     fn install(&self, m: &Manifest) -> Result<Slot, String> {
         let part = self.paths.part();
-        let data = super::read_capped(&part, self.max_bytes + 1).map_err(|e| format!("cannot read the download: {e}"))?;
+        let data =
+            super::read_capped(&part, self.max_bytes + 1).map_err(|e| format!("cannot read the download: {e}"))?;
         m.check_binary(data.len() as u64, &sha256_hex(&data)).map_err(|e| e.to_string())?;
         drop(data);
         let state: State = read_json(&self.paths.state());
@@ -221,7 +222,8 @@ mod tests {
         let other = parse_private_key(&key_files([4; 32]).0).unwrap();
         let wrong_key = Manifest::sign(&other, "9.1", arch, b"x").unwrap();
         assert_eq!(u.on_offer(&wrong_key), Decision::Ignore);
-        let wrong_arch = Manifest::sign(&key, "9.2", if arch == "x86_64" { "aarch64" } else { "x86_64" }, b"x").unwrap();
+        let wrong_arch =
+            Manifest::sign(&key, "9.2", if arch == "x86_64" { "aarch64" } else { "x86_64" }, b"x").unwrap();
         assert_eq!(u.on_offer(&wrong_arch), Decision::Ignore);
         let short = Manifest::sign(&key, "9.3", arch, b"abcdef").unwrap();
         assert_eq!(u.on_offer(&short), Decision::Fetch { offset: 0 });

@@ -48,10 +48,7 @@ struct Program {
 pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
     let cfg = Config::load(config_path)?;
     let paths = Paths::new(&cfg.sensor.data_dir);
-    let key = cfg
-        .update
-        .load_key(cfg.uplink.as_ref().map(|u| u.ca_cert.as_path()))
-        .map_err(anyhow::Error::msg)?;
+    let key = cfg.update.load_key(cfg.uplink.as_ref().map(|u| u.ca_cert.as_path())).map_err(anyhow::Error::msg)?;
     let trial_timeout = Duration::from_secs(cfg.update.trial_timeout_s);
     let self_exe = std::env::current_exe().context("cannot find the launcher's own binary")?;
     let mut term = signal(SignalKind::terminate())?;
@@ -102,9 +99,30 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
         if trial.is_some() {
             cmd.env(ENV_TRIAL_FILE, paths.trial_file());
         }
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {}", program.path.display()))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            // A slot that cannot even be started (e.g. a kernel refusing to run memory files) is
+            // a failed trial, or drops back to the installed binary; never a restart loop.
+            Err(e) if program.version.is_some() => {
+                let reason = format!("cannot start it: {e}");
+                match &trial {
+                    Some(p) => fail(&paths, &mut state, &p.version, &reason)?,
+                    None => {
+                        tracing::error!(%reason, "the active slot cannot start; running the installed binary");
+                        state.active = None;
+                        write_json(&paths.state(), &state)?;
+                    }
+                }
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot start {}", program.path.display())),
+        };
         drop(program);
-        tracing::info!(pid = child.id(), trial = trial.as_ref().map(|p| p.version.as_str()).unwrap_or(""), "sensor started");
+        tracing::info!(
+            pid = child.id(),
+            trial = trial.as_ref().map(|p| p.version.as_str()).unwrap_or(""),
+            "sensor started"
+        );
 
         if let Some(p) = &trial {
             let deadline = Instant::now() + trial_timeout;

@@ -113,9 +113,9 @@ impl UpdateSection {
                 ))
             }
         };
-        drosera_uplink::release::parse_public_key(&String::from_utf8_lossy(&text))
-            .map(Some)
-            .map_err(|e| format!("[update] public_key: {}: {e} (use the update.pub of the sensor's bundle)", path.display()))
+        drosera_uplink::release::parse_public_key(&String::from_utf8_lossy(&text)).map(Some).map_err(|e| {
+            format!("[update] public_key: {}: {e} (use the update.pub of the sensor's bundle)", path.display())
+        })
     }
 }
 
@@ -271,7 +271,8 @@ pub fn event(sensor: &str, kind: &str, version: &str, reason: &str) -> Event {
 /// Ships the launcher's reports as events (then deletes them).
 pub fn ship_reports(paths: &Paths, sensor: &str, sink: &crate::sink::EventSink) {
     let Ok(rd) = std::fs::read_dir(paths.reports()) else { return };
-    let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    let mut files: Vec<PathBuf> =
+        rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
     files.sort();
     for p in files.into_iter().take(MAX_REPORTS) {
         if let Ok(b) = read_capped(&p, 64 * 1024) {
