@@ -354,11 +354,26 @@ pub enum SensorCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Signed configs for a sensor: `sensor config push NAME FILE`.
+    #[command(subcommand)]
+    Config(SensorConfigCommand),
     /// Show every sensor with its last contact and health.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SensorConfigCommand {
+    /// Sign FILE as sensor NAME's next config; the sensor validates it like check-config, runs
+    /// it on trial and rolls back to its last good config if it does not become healthy.
+    Push {
+        name: String,
+        file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -424,17 +424,22 @@ async fn handle(
     };
     let updates = protocol_version >= UPDATES_SINCE_VERSION;
     let mut update = None;
+    let mut config_serial = None;
     if updates {
         if let Some((manifest, path)) = find_offer(sh, &peer.name, &software, true).await {
             tracing::info!(sensor = %peer.name, version = %manifest.version, arch = %manifest.arch, "offering a release");
             update = Some((manifest.version.clone(), path));
             frame::write_frame(&mut wr, &Frame::UpdateOffer { manifest }).await?;
         }
+        if let Some(config) = find_config(sh, &peer.name).await {
+            config_serial = Some(config.serial);
+            frame::write_frame(&mut wr, &Frame::ConfigOffer { config }).await?;
+        }
     }
     tracing::info!(%addr, sensor = %peer.name, schema_version, protocol_version, high_water, samples = receiver.is_some(), %software, update = update.as_ref().map(|(v, _)| v.as_str()).unwrap_or(""), "sensor connected");
     drop(slot);
     let (conn_id, replaced) = sh.live.register(sensor_id);
-    let upd = UpdateSide { enabled: updates, software, offered: update };
+    let upd = UpdateSide { enabled: updates, software, offered: update, config_serial };
     let result = serve_batches(rd, wr, &peer, sensor_id, receiver, upd, sh, &shutdown, &replaced).await;
     sh.live.unregister(sensor_id, conn_id);
     result
@@ -448,6 +453,14 @@ struct UpdateSide {
     software: String,
     /// The release offered on this connection: (version, binary path).
     offered: Option<(String, std::path::PathBuf)>,
+    /// The serial of the pushed config offered on this connection.
+    config_serial: Option<u64>,
+}
+
+/// The config pushed to `sensor`, if any.
+async fn find_config(sh: &Shared, sensor: &str) -> Option<drosera_uplink::release::SignedConfig> {
+    let (cfg, name) = (sh.updates.clone(), sensor.to_string());
+    tokio::task::spawn_blocking(move || releases::config_for(&cfg, &name)).await.ok().flatten()
 }
 
 /// The release the current rollout names for a sensor that runs `software`, if any (and, with
@@ -532,6 +545,15 @@ where
         let next = tokio::select! {
             r = &mut read => r,
             _ = rollout_check.tick(), if update.enabled => {
+                if let Some(config) = find_config(sh, &peer.name).await {
+                    if update.config_serial != Some(config.serial) {
+                        update.config_serial = Some(config.serial);
+                        tracing::info!(sensor = %peer.name, serial = config.serial, "offering a pushed config");
+                        if ptx.send(Pending::Now(Frame::ConfigOffer { config })).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                }
                 let Some((manifest, path)) = find_offer(sh, &peer.name, &update.software, false).await else { continue };
                 if update.offered.as_ref().is_some_and(|(v, _)| *v == manifest.version) {
                     continue;

@@ -5,7 +5,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use drosera_admin::cli::{Cli, Command, LabelCommand, ReleaseCommand, SampleCommand, SensorCommand, UserCommand};
+use drosera_admin::cli::{
+    Cli, Command, LabelCommand, ReleaseCommand, SampleCommand, SensorCommand, SensorConfigCommand, UserCommand,
+};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
 use drosera_admin::samples::ops;
@@ -69,6 +71,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             let db = storage::open(&cfg.database)?;
             sensors::revoke(&*db, &name)?;
             println!("sensor {name:?} revoked; its next connection is refused");
+            Ok(())
+        }
+        Command::Sensor(SensorCommand::Config(SensorConfigCommand::Push { name, file, config })) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            if db.enrollment(&name)?.is_none() {
+                anyhow::bail!("no sensor named {name:?} is enrolled (see `drosera-admin sensor list`)");
+            }
+            let c = releases::push_config(&cfg.updates, &name, &file)?;
+            println!(
+                "config {} for sensor {name:?} signed ({} bytes); the sensor takes it within [updates] check_interval_s",
+                c.serial,
+                c.toml.len()
+            );
             Ok(())
         }
         Command::Sensor(SensorCommand::List { json, config }) => {

@@ -12,7 +12,7 @@
 //! Limit: with a fleet of admins (`fleet.md`) each admin has its own `dir`; run `release add`
 //! and `release rollout` on every admin (or share the folder).
 
-use drosera_uplink::release::{self, Manifest, ReleaseError};
+use drosera_uplink::release::{self, Manifest, ReleaseError, SignedConfig};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -253,6 +253,41 @@ pub fn read_chunk(path: &Path, offset: u64, max: u32) -> std::io::Result<Vec<u8>
     Ok(data)
 }
 
+/// Signs `toml` as the next config of `sensor` (its serial one more than the last pushed) and
+/// keeps it in `dir/configs/NAME.json`; the ingest offers it to the sensor, which validates it
+/// like `check-config` and applies it on trial (rolled back if it does not become healthy).
+pub fn push_config(cfg: &UpdatesConfig, sensor: &str, file: &Path) -> Result<SignedConfig, ReleasesError> {
+    if !drosera_uplink::tls::valid_sensor_name(sensor) {
+        return Err(ReleasesError::Bad(format!("{sensor:?} is not a valid sensor name")));
+    }
+    let key_text = std::fs::read_to_string(&cfg.key).map_err(|_| ReleasesError::NoKey(cfg.key.clone()))?;
+    let key = release::parse_private_key(&key_text)?;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .map_err(io(file))?
+        .take(release::MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(io(file))?;
+    let serial = config_for(cfg, sensor).map(|c| c.serial).unwrap_or(0) + 1;
+    let signed = SignedConfig::sign(&key, sensor, serial, &text)?;
+    let dir = cfg.dir.join("configs");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let json = serde_json::to_vec_pretty(&signed).map_err(|e| ReleasesError::Bad(e.to_string()))?;
+    write_atomic(&dir.join(format!("{sensor}.json")), &json, 0o600)?;
+    Ok(signed)
+}
+
+/// The config last pushed to `sensor`, if any.
+pub fn config_for(cfg: &UpdatesConfig, sensor: &str) -> Option<SignedConfig> {
+    if !drosera_uplink::tls::valid_sensor_name(sensor) {
+        return None;
+    }
+    let path = cfg.dir.join("configs").join(format!("{sensor}.json"));
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(2 * release::MAX_CONFIG_BYTES as u64).read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Remembers the software a sensor said it runs (for `sensor list`).
 pub fn record_running(cfg: &UpdatesConfig, sensor: &str, software: &str) {
     if !drosera_uplink::tls::valid_sensor_name(sensor) {
@@ -329,6 +364,14 @@ mod tests {
         assert!(matches!(rollout(&cfg, "0.2.0", vec![], Some(101)), Err(ReleasesError::Percent)));
         let share = (0..1000).filter(|i| bucket(&format!("pi-{i}")) < 30).count();
         assert!((200..400).contains(&share), "{share}");
+        let toml = dir.path().join("pi.toml");
+        std::fs::write(&toml, "[sensor]\nname = \"pi\"\n").unwrap();
+        assert_eq!(push_config(&cfg, "pi", &toml).unwrap().serial, 1);
+        let c = push_config(&cfg, "pi", &toml).unwrap();
+        assert_eq!(c.serial, 2);
+        c.verify(&public, "pi").unwrap();
+        assert_eq!(config_for(&cfg, "pi"), Some(c));
+        assert!(config_for(&cfg, "other").is_none());
         record_running(&cfg, "pi", "drosera-sensor 0.2.0 (x86_64)");
         assert_eq!(running(&cfg, "pi").as_deref(), Some("0.2.0"));
         assert_eq!(running(&cfg, "../x"), None);

@@ -179,11 +179,13 @@ fn trial_watch(
             _ = token.cancelled() => {}
             _ = stop.cancelled() => return,
         }
-        let version = crate::update::running_version();
-        match std::fs::write(&file, version.as_bytes()) {
+        let kind = std::env::var(crate::update::ENV_TRIAL_KIND).unwrap_or_else(|_| "update".into());
+        let what = std::env::var(crate::update::ENV_TRIAL_WHAT).unwrap_or_else(|_| crate::update::running_version());
+        match std::fs::write(&file, what.as_bytes()) {
             Ok(()) => {
-                tracing::warn!(%version, "first health event acknowledged: the release is healthy");
-                sink.emit(crate::update::event(&sensor, "update_applied", &version, ""));
+                tracing::warn!(%kind, %what, "first health event acknowledged: healthy");
+                let kind = if kind == "config" { "config_applied" } else { "update_applied" };
+                sink.emit(crate::update::event(&sensor, kind, &what, ""));
             }
             Err(e) => tracing::error!(error = %e, "cannot write the trial file; the launcher will roll back"),
         }

@@ -702,6 +702,17 @@ impl<B: Backlog> Shipper<B> {
                 }
                 Ok(())
             }
+            Some(Ok(Frame::ConfigOffer { config })) => {
+                let Some(u) = self.updates.clone() else {
+                    tracing::info!(serial = config.serial, "the admin pushes a config; updates are off here");
+                    return Ok(());
+                };
+                if tokio::task::spawn_blocking(move || u.on_config(&config)).await? {
+                    *progress = true;
+                    self.handover.cancel();
+                }
+                Ok(())
+            }
             Some(Ok(Frame::UpdateChunk { version, offset, data })) => {
                 c.update_asked = None;
                 let (Some(u), Some((m, want))) = (self.updates.clone(), c.update.take()) else {

@@ -7,7 +7,9 @@
 //! * rolls back a release that exits at start (`update_installed`, then `update_failed` shipped
 //!   by the previous binary, which runs again);
 //!
-//! and keeps recording between and after all of them.
+//! and keeps recording between and after all of them. Pushed configs (`sensor config push`): a
+//! good one applies (a new service answers), a bad one is refused (validated like
+//! `check-config`), one that fails at runtime (its port is taken) is rolled back.
 // Integration tests may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,11 +96,9 @@ fn release(stack: &Stack, binary: &Path, version: &str, arch: Option<&str>) {
     admin(stack, &["release", "rollout", version, "--sensors", SENSOR]);
 }
 
-#[test]
-fn signed_updates_are_taken_refused_or_rolled_back_and_nothing_is_lost() {
+/// A stack whose sensor runs under the launcher, the admin checking rollouts every second.
+fn launcher_stack(dir: &Path) -> Stack {
     let bins = Bins::beside_test_exe().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
     let opts = SensorOpts { name: SENSOR.into(), ..Default::default() };
     let mut stack = Stack::create(&bins, dir, opts).unwrap();
     // Check the rollout every second on open connections; short trials.
@@ -112,6 +112,15 @@ fn signed_updates_are_taken_refused_or_rolled_back_and_nothing_is_lost() {
     let cfg_arg = stack.sensor_cfg.display().to_string();
     stack.sensor = Proc::new("sensor", &bins.sensor, &["launch", "--config", &cfg_arg], dir.join("sensor.log"))
         .env("RUST_LOG", "info");
+    stack
+}
+
+#[test]
+fn signed_updates_are_taken_refused_or_rolled_back_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut stack = launcher_stack(dir);
+    let bins = stack.bins.clone();
     let state = stack.data_dir.join("update").join("state.json");
     let arch = std::env::consts::ARCH;
 
@@ -210,6 +219,67 @@ fn signed_updates_are_taken_refused_or_rolled_back_and_nothing_is_lost() {
         let n = events.iter().filter(|(k, v, _)| k == kind && v == version).count();
         assert_eq!(n, 1, "{kind} {version}: {events:?}");
     }
+    stack.sensor.stop(Duration::from_secs(30));
+    stack.admin.stop(Duration::from_secs(10));
+}
+
+#[test]
+fn pushed_configs_apply_are_refused_or_roll_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut stack = launcher_stack(dir);
+    let state = stack.data_dir.join("update").join("state.json");
+    stack.start_admin().unwrap();
+    stack.start_sensor().unwrap();
+    connections(&stack, 3);
+    let mut made = 3;
+    let base = std::fs::read_to_string(&stack.sensor_cfg).unwrap();
+    let push = |stack: &Stack, text: &str, n: usize| {
+        let f = dir.join(format!("pushed-{n}.toml"));
+        std::fs::write(&f, text).unwrap();
+        admin(stack, &["sensor", "config", "push", SENSOR, &f.display().to_string()]);
+    };
+
+    // 1. A good change: one more service, on a new port.
+    let port = procs::free_port().unwrap();
+    let good = format!("{base}\n[[service]]\nkind = \"telnet\"\nports = [{port}]\nbind = \"127.0.0.1\"\n");
+    push(&stack, &good, 1);
+    wait_event(&mut stack, "config_installed", "1");
+    wait_event(&mut stack, "config_applied", "1");
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(st["config_active"], 1, "{st}");
+    TcpStream::connect(("127.0.0.1", port)).expect("the pushed config's new service answers");
+    made += 1;
+
+    // 2. A bad one: refused before anything restarts, with the key named.
+    push(&stack, &format!("{good}\n[limits]\nno_such_key = 1\n"), 2);
+    let why = wait_event(&mut stack, "config_refused", "2");
+    assert!(why.contains("no_such_key") || why.contains("limits"), "{why}");
+    connections(&stack, 2);
+    made += 2;
+
+    // 3. Valid, but it cannot run here (its port is taken): tried, rolled back, reported.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().port();
+    push(&stack, &format!("{good}\n[[service]]\nkind = \"ftp\"\nports = [{busy}]\nbind = \"127.0.0.1\"\n"), 3);
+    wait_event(&mut stack, "config_installed", "3");
+    let why = wait_event(&mut stack, "config_failed", "3");
+    assert!(why.contains("exited before it was healthy"), "{why}");
+    drop(taken);
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(st["config_active"], 1, "the last good config runs again: {st}");
+    // The rolled-back sensor runs config 1 again: its extra service answers.
+    wait_for("the last good config's service", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+    });
+    made += 1;
+    connections(&stack, 2);
+    made += 2;
+
+    let (s, t) = stack.settle(Duration::from_secs(60)).unwrap();
+    assert_eq!(t.missing, 0, "{t:?} {s:?}");
+    assert_eq!(t.rows, t.distinct_seqs, "no event twice: {t:?}");
+    assert_eq!(t.connections(), made, "{t:?}");
     stack.sensor.stop(Duration::from_secs(30));
     stack.admin.stop(Duration::from_secs(10));
 }

@@ -40,6 +40,7 @@
 //!                                  ◀──     UpdateOffer{manifest}   (after HelloAck, when a rollout names this sensor)
 //!   UpdateWant{version, offset, max_bytes} ──▶   (a few outstanding; resumes from the part file's length)
 //!                                  ◀──     UpdateChunk{version, offset, data}   (empty data: no more bytes)
+//!                                  ◀──     ConfigOffer{signed config}   (after HelloAck, when one was pushed)
 //! ```
 //!
 //! The sensor verifies the manifest's signature and architecture before it asks for a byte, and
@@ -188,6 +189,10 @@ pub enum Frame {
         offset: u64,
         data: Vec<u8>,
     },
+    /// A signed sensor config the admin wants this sensor to run (`sensor config push`).
+    ConfigOffer {
+        config: crate::release::SignedConfig,
+    },
 }
 
 /// One offered sample.
@@ -236,6 +241,7 @@ impl Frame {
             Frame::UpdateOffer { .. } => "update_offer",
             Frame::UpdateWant { .. } => "update_want",
             Frame::UpdateChunk { .. } => "update_chunk",
+            Frame::ConfigOffer { .. } => "config_offer",
         }
     }
 }
@@ -349,6 +355,14 @@ mod tests {
             },
             Frame::UpdateWant { version: "0.2.0".into(), offset: 3, max_bytes: 1024 },
             Frame::UpdateChunk { version: "0.2.0".into(), offset: 3, data: vec![1, 2] },
+            Frame::ConfigOffer {
+                config: crate::release::SignedConfig {
+                    sensor: "pi-1".into(),
+                    serial: 2,
+                    toml: "[sensor]\n".into(),
+                    signature: "ef".repeat(64),
+                },
+            },
         ]
     }
 

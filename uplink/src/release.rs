@@ -58,6 +58,54 @@ pub enum ReleaseError {
     Size { got: u64, want: u64 },
     #[error("binary's sha256 {got} differs from the release's {want} (truncated or altered)")]
     Sha256 { got: String, want: String },
+    #[error("config is for sensor {0:?}")]
+    WrongSensor(String),
+    #[error("config of {0} bytes is larger than {MAX_CONFIG_BYTES}")]
+    ConfigTooLarge(usize),
+}
+
+/// Largest sensor config the admin may push.
+pub const MAX_CONFIG_BYTES: usize = 256 * 1024;
+
+/// A sensor config the admin pushes (`drosera-admin sensor config push`), signed with the update
+/// key like a release: the sensor name, a serial that only grows, and the sha256 of the text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignedConfig {
+    pub sensor: String,
+    pub serial: u64,
+    pub toml: String,
+    /// ed25519 signature of [`config_message`], lower-case hex.
+    pub signature: String,
+}
+
+/// The bytes signed for a pushed config.
+pub fn config_message(sensor: &str, serial: u64, toml: &str) -> Vec<u8> {
+    format!("drosera-sensor-config-v1\nsensor={sensor}\nserial={serial}\nsha256={}\n", sha256_hex(toml.as_bytes()))
+        .into_bytes()
+}
+
+impl SignedConfig {
+    pub fn sign(key: &SigningKey, sensor: &str, serial: u64, toml: &str) -> Result<SignedConfig, ReleaseError> {
+        if toml.len() > MAX_CONFIG_BYTES {
+            return Err(ReleaseError::ConfigTooLarge(toml.len()));
+        }
+        let sig = key.sign(&config_message(sensor, serial, toml));
+        Ok(SignedConfig { sensor: sensor.into(), serial, toml: toml.into(), signature: to_hex(&sig.to_bytes()) })
+    }
+
+    /// Checks the signature and that the config is for `sensor`.
+    pub fn verify(&self, key: &VerifyingKey, sensor: &str) -> Result<(), ReleaseError> {
+        if self.toml.len() > MAX_CONFIG_BYTES {
+            return Err(ReleaseError::ConfigTooLarge(self.toml.len()));
+        }
+        if self.sensor != sensor {
+            return Err(ReleaseError::WrongSensor(self.sensor.chars().take(64).collect()));
+        }
+        let sig: [u8; 64] = hex_array(&self.signature).ok_or(ReleaseError::BadSignature)?;
+        let msg = config_message(&self.sensor, self.serial, &self.toml);
+        key.verify(&msg, &Signature::from_bytes(&sig)).map_err(|_| ReleaseError::SignatureMismatch)
+    }
 }
 
 /// True for a usable release version.
@@ -215,6 +263,20 @@ mod tests {
         assert_eq!(bad.verify(&public, "x86_64"), Err(ReleaseError::BadSignature));
         assert!(parse_public_key("nothex").is_err());
         assert!(parse_public_key("é".repeat(64).as_str()).is_err());
+    }
+
+    #[test]
+    fn signed_configs() {
+        let key = parse_private_key(&key_files([7; 32]).0).unwrap();
+        let public = parse_public_key(&key_files([7; 32]).1).unwrap();
+        let c = SignedConfig::sign(&key, "pi", 3, "[sensor]\n").unwrap();
+        c.verify(&public, "pi").unwrap();
+        assert!(matches!(c.verify(&public, "other"), Err(ReleaseError::WrongSensor(_))));
+        let edited = SignedConfig { toml: "[sensor]\nname = \"x\"\n".into(), ..c.clone() };
+        assert_eq!(edited.verify(&public, "pi"), Err(ReleaseError::SignatureMismatch));
+        let replayed = SignedConfig { serial: 4, ..c };
+        assert_eq!(replayed.verify(&public, "pi"), Err(ReleaseError::SignatureMismatch));
+        assert!(SignedConfig::sign(&key, "pi", 1, &"x".repeat(MAX_CONFIG_BYTES + 1)).is_err());
     }
 
     #[test]

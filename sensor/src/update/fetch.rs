@@ -5,9 +5,9 @@
 //! every outcome other than "installed" is a refusal reported as an `update_refused` event and
 //! remembered in `refused.json`, so the same release is never fetched again.
 
-use super::{read_json, write_json, Paths, Slot, Staged, State, MAX_REMEMBERED};
+use super::{read_json, write_json, Paths, Slot, Staged, StagedConfig, State, MAX_REMEMBERED};
 use crate::sink::EventSink;
-use drosera_uplink::release::{sha256_hex, Manifest};
+use drosera_uplink::release::{sha256_hex, Manifest, SignedConfig};
 use std::io::{Seek, Write};
 use std::sync::Arc;
 
@@ -158,6 +158,82 @@ impl Updater {
     fn discard(&self) {
         let _ = std::fs::remove_file(self.paths.part());
         let _ = std::fs::remove_file(self.paths.part_manifest());
+    }
+
+    /// Checks a pushed config like `check-config` does (and that it keeps this sensor's name,
+    /// data directory and uplink) and stages it for a trial. True when staged (hand over).
+    pub fn on_config(&self, c: &SignedConfig) -> bool {
+        let state: State = read_json(&self.paths.state());
+        let refused: Vec<u64> = read_json(&self.paths.config_refused());
+        let staged: Option<StagedConfig> = read_json(&self.paths.config_staged_json());
+        if c.serial <= state.config_active.unwrap_or(0)
+            || refused.contains(&c.serial)
+            || state.failed_configs.contains(&c.serial)
+            || state.pending_config.as_ref().is_some_and(|p| p.serial == c.serial)
+            || staged.is_some_and(|s| s.serial == c.serial)
+        {
+            return false;
+        }
+        let serial = c.serial.to_string();
+        if let Err(e) = c.verify(&self.key, &self.sensor) {
+            self.refuse_config(c.serial, &e.to_string());
+            return false;
+        }
+        match self.check_config(c) {
+            Ok(()) => {}
+            Err(reason) => {
+                let _ = std::fs::remove_file(self.paths.config_check());
+                self.refuse_config(c.serial, &reason);
+                return false;
+            }
+        }
+        let staged = std::fs::rename(self.paths.config_check(), self.paths.config_staged())
+            .and_then(|_| write_json(&self.paths.config_staged_json(), &Some(StagedConfig { serial: c.serial })));
+        if let Err(e) = staged {
+            tracing::error!(error = %e, "cannot stage a pushed config; it is offered again at the next connection");
+            return false;
+        }
+        tracing::warn!(serial = c.serial, "pushed config valid; handing over to the launcher to try it");
+        self.sink.emit(super::event(&self.sensor, "config_installed", &serial, ""));
+        true
+    }
+
+    fn check_config(&self, c: &SignedConfig) -> Result<(), String> {
+        std::fs::create_dir_all(&self.paths.dir).map_err(|e| e.to_string())?;
+        let path = self.paths.config_check();
+        drosera_uplink::tls::write_file_atomic(&path, c.toml.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        let cfg = crate::config::Config::load(&path).map_err(|e| e.to_string())?;
+        if cfg.sensor.name != *self.sensor {
+            return Err(format!("[sensor] name is {:?}, this sensor is {:?}", cfg.sensor.name, self.sensor));
+        }
+        let data_dir = self.paths.dir.parent().unwrap_or(&self.paths.dir);
+        if cfg.sensor.data_dir != data_dir {
+            return Err(format!(
+                "[sensor] data_dir is {}, this sensor's store is in {} (a pushed config cannot move it)",
+                cfg.sensor.data_dir.display(),
+                data_dir.display()
+            ));
+        }
+        let uplink = cfg.uplink.as_ref().ok_or("a pushed config must keep the [uplink] section")?;
+        crate::shipper::check(uplink).map_err(|e| format!("[uplink] cannot start: {e}"))?;
+        let key = cfg.update.load_key(Some(&uplink.ca_cert))?;
+        if key.is_none() {
+            return Err("a pushed config must keep signed updates on (its [update] finds no public key)".into());
+        }
+        Ok(())
+    }
+
+    fn refuse_config(&self, serial: u64, reason: &str) {
+        tracing::error!(serial, reason, "pushed config refused");
+        let mut refused: Vec<u64> = read_json(&self.paths.config_refused());
+        refused.push(serial);
+        let excess = refused.len().saturating_sub(MAX_REMEMBERED);
+        refused.drain(..excess);
+        let _ = std::fs::create_dir_all(&self.paths.dir);
+        if let Err(e) = write_json(&self.paths.config_refused(), &refused) {
+            tracing::warn!(error = %e, "cannot remember a refused config");
+        }
+        self.sink.emit(super::event(&self.sensor, "config_refused", &serial.to_string(), reason));
     }
 
     /// Reports a refused release and never takes it again.

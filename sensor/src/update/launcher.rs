@@ -19,8 +19,9 @@
 //! into a sealed memory file, which is executed through `/proc/self/fd`.
 
 use super::{
-    read_json, slot_manifest, write_json, Paths, Pending, Report, Slot, Staged, State, ENV_LAUNCHER, ENV_RELEASE,
-    ENV_TRIAL_FILE, HANDOVER_EXIT, MAX_REMEMBERED, MAX_REPORTS, MAX_TRIALS,
+    read_json, slot_manifest, write_json, Paths, Pending, PendingConfig, Report, Slot, Staged, StagedConfig, State,
+    ENV_LAUNCHER, ENV_RELEASE, ENV_TRIAL_FILE, ENV_TRIAL_KIND, ENV_TRIAL_WHAT, HANDOVER_EXIT, MAX_REMEMBERED,
+    MAX_REPORTS, MAX_TRIALS,
 };
 use crate::config::Config;
 use anyhow::Context;
@@ -57,56 +58,87 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
     loop {
         let mut state: State = read_json(&paths.state());
         adopt_staged(&paths, &mut state)?;
-        // A release on trial runs if it has trials left; otherwise it is rolled back now.
-        let trial = match state.pending.clone() {
-            Some(p) if p.trials < MAX_TRIALS => {
+        // Something on trial runs if it has trials left; otherwise it is rolled back now.
+        let trial = match (state.pending.clone(), state.pending_config.clone()) {
+            (Some(p), _) if p.trials < MAX_TRIALS => {
                 state.pending = Some(Pending { trials: p.trials + 1, ..p.clone() });
                 write_json(&paths.state(), &state).context("cannot count the trial in state.json")?;
-                Some(p)
+                Some(Trial::Release(p))
             }
-            Some(p) => {
-                fail(&paths, &mut state, &p.version, "the launcher stopped during its trial (power cut or crash)")?;
-                None
+            (Some(p), _) => {
+                fail(
+                    &paths,
+                    &mut state,
+                    &Trial::Release(p),
+                    "the launcher stopped during its trial (power cut or crash)",
+                )?;
+                continue;
             }
-            None => None,
+            (None, Some(c)) if c.trials < MAX_TRIALS => {
+                state.pending_config = Some(PendingConfig { trials: c.trials + 1, ..c.clone() });
+                write_json(&paths.state(), &state).context("cannot count the trial in state.json")?;
+                Some(Trial::Config(c))
+            }
+            (None, Some(c)) => {
+                fail(
+                    &paths,
+                    &mut state,
+                    &Trial::Config(c),
+                    "the launcher stopped during its trial (power cut or crash)",
+                )?;
+                continue;
+            }
+            (None, None) => None,
         };
         let _ = std::fs::remove_file(paths.trial_file());
-        let program = match (&trial, state.active) {
-            (Some(p), _) => match verified(&paths, p.slot, key.as_ref()) {
+        let release_slot = match &trial {
+            Some(Trial::Release(p)) => Some(p.slot),
+            _ => state.active,
+        };
+        let program = match release_slot {
+            Some(slot) => match verified(&paths, slot, key.as_ref()) {
                 Ok(prog) => prog,
                 Err(e) => {
-                    fail(&paths, &mut state, &p.version, &format!("the staged binary does not verify: {e:#}"))?;
-                    continue;
-                }
-            },
-            (None, Some(slot)) => match verified(&paths, slot, key.as_ref()) {
-                Ok(prog) => prog,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), ?slot, "the active slot does not verify; running the installed binary");
+                    let reason = format!("the slot's binary does not verify: {e:#}");
+                    if let Some(t @ Trial::Release(_)) = &trial {
+                        fail(&paths, &mut state, t, &reason)?;
+                        continue;
+                    }
+                    tracing::error!(%reason, ?slot, "running the installed binary instead");
                     state.active = None;
                     write_json(&paths.state(), &state)?;
                     Program { _memfd: None, path: self_exe.clone(), version: None }
                 }
             },
-            (None, None) => Program { _memfd: None, path: self_exe.clone(), version: None },
+            None => Program { _memfd: None, path: self_exe.clone(), version: None },
+        };
+        // The config: one on trial, else the last pushed one that proved healthy, else the file
+        // the unit names.
+        let config = match (&trial, state.config_active) {
+            (Some(Trial::Config(_)), _) => paths.config_staged(),
+            (_, Some(_)) if paths.config_active().is_file() => paths.config_active(),
+            _ => config_path.to_path_buf(),
         };
         let mut cmd = Command::new(&program.path);
-        cmd.arg("run").arg("--config").arg(config_path).env(ENV_LAUNCHER, "1").env_remove(ENV_TRIAL_FILE);
-        match &program.version {
-            Some(v) => cmd.env(ENV_RELEASE, v),
-            None => cmd.env_remove(ENV_RELEASE),
-        };
-        if trial.is_some() {
-            cmd.env(ENV_TRIAL_FILE, paths.trial_file());
+        cmd.arg("run").arg("--config").arg(&config).env(ENV_LAUNCHER, "1");
+        for k in [ENV_TRIAL_FILE, ENV_TRIAL_KIND, ENV_TRIAL_WHAT, ENV_RELEASE] {
+            cmd.env_remove(k);
+        }
+        if let Some(v) = &program.version {
+            cmd.env(ENV_RELEASE, v);
+        }
+        if let Some(t) = &trial {
+            let (kind, what) = t.describe();
+            cmd.env(ENV_TRIAL_FILE, paths.trial_file()).env(ENV_TRIAL_KIND, kind).env(ENV_TRIAL_WHAT, what);
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             // A slot that cannot even be started (e.g. a kernel refusing to run memory files) is
             // a failed trial, or drops back to the installed binary; never a restart loop.
-            Err(e) if program.version.is_some() => {
+            Err(e) if program.version.is_some() || trial.is_some() => {
                 let reason = format!("cannot start it: {e}");
                 match &trial {
-                    Some(p) => fail(&paths, &mut state, &p.version, &reason)?,
+                    Some(t) => fail(&paths, &mut state, t, &reason)?,
                     None => {
                         tracing::error!(%reason, "the active slot cannot start; running the installed binary");
                         state.active = None;
@@ -118,13 +150,9 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
             Err(e) => return Err(e).with_context(|| format!("cannot start {}", program.path.display())),
         };
         drop(program);
-        tracing::info!(
-            pid = child.id(),
-            trial = trial.as_ref().map(|p| p.version.as_str()).unwrap_or(""),
-            "sensor started"
-        );
+        tracing::info!(pid = child.id(), config = %config.display(), trial = trial.as_ref().map(|t| t.describe().1).unwrap_or_default(), "sensor started");
 
-        if let Some(p) = &trial {
+        if let Some(t) = &trial {
             let deadline = Instant::now() + trial_timeout;
             let outcome = loop {
                 if paths.trial_file().exists() {
@@ -145,16 +173,24 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
                     _ = int.recv() => return stop(&mut child).await,
                 }
             };
-            match outcome {
-                Ok(()) => {
+            match (outcome, t) {
+                (Ok(()), Trial::Release(p)) => {
                     state.active = Some(p.slot);
                     state.pending = None;
                     write_json(&paths.state(), &state)?;
                     tracing::warn!(version = %p.version, slot = ?p.slot, "release healthy; it is the active slot now");
                 }
-                Err(reason) => {
+                (Ok(()), Trial::Config(c)) => {
+                    std::fs::rename(paths.config_staged(), paths.config_active())
+                        .context("cannot keep the pushed config that proved healthy")?;
+                    state.config_active = Some(c.serial);
+                    state.pending_config = None;
+                    write_json(&paths.state(), &state)?;
+                    tracing::warn!(serial = c.serial, "pushed config healthy; it is the config now");
+                }
+                (Err(reason), t) => {
                     let _ = stop(&mut child).await;
-                    fail(&paths, &mut state, &p.version, &reason)?;
+                    fail(&paths, &mut state, t, &reason)?;
                     continue;
                 }
             }
@@ -165,7 +201,7 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
             _ = int.recv() => return stop(&mut child).await,
         };
         if status.code() == Some(HANDOVER_EXIT) {
-            tracing::info!("the sensor staged a release; starting it");
+            tracing::info!("the sensor staged a release or a config; starting it");
             continue;
         }
         tracing::warn!(status = %describe(Some(status)), "sensor exited");
@@ -173,29 +209,69 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
     }
 }
 
+/// What is on trial.
+enum Trial {
+    Release(Pending),
+    Config(PendingConfig),
+}
+
+impl Trial {
+    /// (kind, what): `update` and the version, or `config` and the serial.
+    fn describe(&self) -> (&'static str, String) {
+        match self {
+            Trial::Release(p) => ("update", p.version.clone()),
+            Trial::Config(c) => ("config", c.serial.to_string()),
+        }
+    }
+}
+
 /// Moves `staged.json` (the sensor's request) into the launcher's state.
 fn adopt_staged(paths: &Paths, state: &mut State) -> anyhow::Result<()> {
     let staged: Option<Staged> = read_json(&paths.staged());
-    let Some(s) = staged else { return Ok(()) };
-    if state.active != Some(s.slot) && !state.failed.contains(&s.version) && state.pending.is_none() {
-        state.pending = Some(Pending { slot: s.slot, version: s.version, trials: 0 });
-        write_json(&paths.state(), state).context("cannot record the staged release")?;
+    if let Some(s) = staged {
+        if state.active != Some(s.slot) && !state.failed.contains(&s.version) && state.pending.is_none() {
+            state.pending = Some(Pending { slot: s.slot, version: s.version, trials: 0 });
+            write_json(&paths.state(), state).context("cannot record the staged release")?;
+        }
+        let _ = std::fs::remove_file(paths.staged());
     }
-    let _ = std::fs::remove_file(paths.staged());
+    let staged: Option<StagedConfig> = read_json(&paths.config_staged_json());
+    if let Some(c) = staged {
+        let fresh = c.serial > state.config_active.unwrap_or(0) && !state.failed_configs.contains(&c.serial);
+        if fresh && state.pending_config.is_none() && paths.config_staged().is_file() {
+            state.pending_config = Some(PendingConfig { serial: c.serial, trials: 0 });
+            write_json(&paths.state(), state).context("cannot record the staged config")?;
+        }
+        let _ = std::fs::remove_file(paths.config_staged_json());
+    }
     Ok(())
 }
 
-/// A failed trial: remembered, reported, the pending release dropped.
-fn fail(paths: &Paths, state: &mut State, version: &str, reason: &str) -> anyhow::Result<()> {
-    tracing::error!(version, reason, "release failed its trial; rolling back");
-    state.pending = None;
-    if !state.failed.iter().any(|v| v == version) {
-        state.failed.push(version.to_string());
+/// A failed trial: remembered (never tried again), reported, dropped.
+fn fail(paths: &Paths, state: &mut State, trial: &Trial, reason: &str) -> anyhow::Result<()> {
+    let (kind, what) = trial.describe();
+    tracing::error!(kind, what, reason, "trial failed; rolling back");
+    match trial {
+        Trial::Release(p) => {
+            state.pending = None;
+            if !state.failed.iter().any(|v| *v == p.version) {
+                state.failed.push(p.version.clone());
+            }
+            let excess = state.failed.len().saturating_sub(MAX_REMEMBERED);
+            state.failed.drain(..excess);
+        }
+        Trial::Config(c) => {
+            state.pending_config = None;
+            if !state.failed_configs.contains(&c.serial) {
+                state.failed_configs.push(c.serial);
+            }
+            let excess = state.failed_configs.len().saturating_sub(MAX_REMEMBERED);
+            state.failed_configs.drain(..excess);
+            let _ = std::fs::remove_file(paths.config_staged());
+        }
     }
-    let excess = state.failed.len().saturating_sub(MAX_REMEMBERED);
-    state.failed.drain(..excess);
     write_json(&paths.state(), state).context("cannot record the rollback")?;
-    report(paths, &Report { kind: "update_failed".into(), version: version.into(), reason: reason.into() });
+    report(paths, &Report { kind: format!("{kind}_failed"), version: what, reason: reason.into() });
     Ok(())
 }
 

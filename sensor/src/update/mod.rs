@@ -36,6 +36,9 @@ pub const ENV_LAUNCHER: &str = "DROSERA_LAUNCHER";
 pub const ENV_RELEASE: &str = "DROSERA_RELEASE_VERSION";
 /// Set by the launcher for a trial: the file the child creates once it is healthy.
 pub const ENV_TRIAL_FILE: &str = "DROSERA_TRIAL_FILE";
+/// Set by the launcher for a trial: `update` or `config`, and what is tried (version or serial).
+pub const ENV_TRIAL_KIND: &str = "DROSERA_TRIAL_KIND";
+pub const ENV_TRIAL_WHAT: &str = "DROSERA_TRIAL_WHAT";
 /// Versions remembered as refused or failed (never fetched or tried again).
 pub const MAX_REMEMBERED: usize = 32;
 /// Reports waiting for the sensor to ship them.
@@ -150,6 +153,22 @@ impl Paths {
     pub fn trial_file(&self) -> PathBuf {
         self.dir.join("trial-healthy")
     }
+    /// A pushed config being validated, staged for a trial, and the one that runs.
+    pub fn config_check(&self) -> PathBuf {
+        self.dir.join("config-check.toml")
+    }
+    pub fn config_staged(&self) -> PathBuf {
+        self.dir.join("config-staged.toml")
+    }
+    pub fn config_staged_json(&self) -> PathBuf {
+        self.dir.join("config-staged.json")
+    }
+    pub fn config_active(&self) -> PathBuf {
+        self.dir.join("config-active.toml")
+    }
+    pub fn config_refused(&self) -> PathBuf {
+        self.dir.join("config-refused.json")
+    }
     pub fn slot(&self, slot: Slot) -> PathBuf {
         self.dir.join(slot.dir_name())
     }
@@ -188,6 +207,24 @@ pub struct State {
     pub pending: Option<Pending>,
     /// Versions that failed their trial (never tried again), newest last.
     pub failed: Vec<String>,
+    /// The serial of the pushed config that runs (`config-active.toml`; none: the installed one).
+    pub config_active: Option<u64>,
+    /// A pushed config on trial or about to be.
+    pub pending_config: Option<PendingConfig>,
+    /// Pushed configs that failed their trial.
+    pub failed_configs: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PendingConfig {
+    pub serial: u64,
+    pub trials: u32,
+}
+
+/// What the sensor asks the launcher to try (`config-staged.json`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StagedConfig {
+    pub serial: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -318,6 +355,7 @@ mod tests {
             active: Some(Slot::B),
             pending: Some(Pending { slot: Slot::A, version: "1".into(), trials: 1 }),
             failed: vec!["0.9".into()],
+            ..Default::default()
         };
         write_json(&p, &s).unwrap();
         assert_eq!(read_json::<State>(&p), s);
