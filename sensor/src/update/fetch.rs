@@ -12,7 +12,7 @@ use std::io::{Seek, Write};
 use std::sync::Arc;
 
 /// What a sensor needs to take updates.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Updater {
     pub paths: Paths,
     pub key: ed25519_dalek::VerifyingKey,

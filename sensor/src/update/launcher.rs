@@ -150,7 +150,7 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
             Err(e) => return Err(e).with_context(|| format!("cannot start {}", program.path.display())),
         };
         drop(program);
-        tracing::info!(pid = child.id(), config = %config.display(), trial = trial.as_ref().map(|t| t.describe().1).unwrap_or_default(), "sensor started");
+        tracing::info!(pid = child.id(), config = %config.display(), trial = %trial.as_ref().map(|t| t.describe().1).unwrap_or_default(), "sensor started");
 
         if let Some(t) = &trial {
             let deadline = Instant::now() + trial_timeout;
