@@ -241,7 +241,9 @@ pub fn offer_for(cfg: &UpdatesConfig, sensor: &str, version: &str, arch: &str) -
     }
     let dir = release_dir(cfg, &r.version, arch);
     let m = read_manifest(&dir.join("release.json")).ok()?;
-    (m.version == r.version && m.arch == arch).then(|| (m, dir.join("drosera-sensor")))
+    // The manifest's own arch is not checked here: the sensor checks it against its own (a
+    // release misfiled under another arch's folder is refused and reported there).
+    (m.version == r.version).then(|| (m, dir.join("drosera-sensor")))
 }
 
 /// Bytes of a release binary at `offset` (at most `max`; empty past the end).

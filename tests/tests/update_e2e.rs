@@ -53,7 +53,7 @@ fn update_events(stack: &Stack) -> Vec<(String, String, String)> {
     let _ = db.export_events(&range, &mut |r| {
         if let Ok(f) = serde_json::from_str::<serde_json::Value>(r.fields) {
             let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            if s("kind").starts_with("update_") {
+            if s("kind").starts_with("update_") || s("kind").starts_with("config_") {
                 out.push((s("kind"), s("version"), s("reason")));
             }
         }
@@ -74,10 +74,20 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 }
 
 fn wait_event(stack: &mut Stack, kind: &str, version: &str) -> String {
-    wait_for(&format!("{kind} {version} at the admin"), Duration::from_secs(90), || {
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
         assert!(stack.sensor.running(), "launcher died; log:\n{}", stack.sensor.log_tail(40));
-        update_events(stack).into_iter().find(|(k, v, _)| k == kind && v == version).map(|(_, _, r)| r)
-    })
+        let events = update_events(stack);
+        if let Some((_, _, r)) = events.iter().find(|(k, v, _)| k == kind && v == version) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {kind} {version} at the admin; update events: {events:?}\nsensor log:\n{}",
+            stack.sensor.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn reported_version(stack: &Stack) -> String {
@@ -167,11 +177,17 @@ fn signed_updates_are_taken_refused_or_rolled_back_and_nothing_is_lost() {
     connections(&stack, 3);
     made += 3;
 
-    // 3. For another architecture (signed correctly).
+    // 3. For another architecture (signed correctly), filed under this one's folder: the admin
+    // offers releases by folder, the sensor checks the signed architecture.
     let other_arch = if arch == "x86_64" { "aarch64" } else { "x86_64" };
     let script = dir.join("exits");
     std::fs::write(&script, "#!/bin/sh\nexit 3\n").unwrap();
-    release(&stack, &script, "0.4.0-e2e", Some(other_arch));
+    let s = script.display().to_string();
+    admin(&stack, &["release", "add", &s, "--version", "0.4.0-e2e", "--arch", other_arch]);
+    let releases = stack.admin_cfg.parent().unwrap().join("releases");
+    std::fs::rename(releases.join(format!("0.4.0-e2e-{other_arch}")), releases.join(format!("0.4.0-e2e-{arch}")))
+        .unwrap();
+    admin(&stack, &["release", "rollout", "0.4.0-e2e", "--sensors", SENSOR]);
     let why = wait_event(&mut stack, "update_refused", "0.4.0-e2e");
     assert!(why.contains(other_arch), "{why}");
 
