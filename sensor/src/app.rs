@@ -225,6 +225,7 @@ struct Services {
 
 impl Services {
     /// Starts serving on the bound `listeners`, reporting health and shipping.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         cfg: &Config,
         prepared: Prepared,

@@ -254,7 +254,7 @@ fn fail(paths: &Paths, state: &mut State, trial: &Trial, reason: &str) -> anyhow
     match trial {
         Trial::Release(p) => {
             state.pending = None;
-            if !state.failed.iter().any(|v| *v == p.version) {
+            if !state.failed.contains(&p.version) {
                 state.failed.push(p.version.clone());
             }
             let excess = state.failed.len().saturating_sub(MAX_REMEMBERED);
