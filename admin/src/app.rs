@@ -60,7 +60,16 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
         shutdown.clone(),
     ));
     let ingest = async {
-        let r = ingest::serve(&cfg.ingest, &cfg.tls, &cfg.samples, &cfg.classify, ingest_db, shutdown.clone()).await;
+        let r = ingest::serve(
+            &cfg.ingest,
+            &cfg.tls,
+            &cfg.samples,
+            &cfg.classify,
+            &cfg.updates,
+            ingest_db,
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         r.map_err(anyhow::Error::from)
     };

@@ -246,6 +246,48 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Signed sensor releases: add (sign and store), rollout (to sensors or a share), list.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+/// `drosera-admin release ...` (the work is in `drosera_admin::releases`).
+#[derive(Subcommand)]
+pub enum ReleaseCommand {
+    /// Sign BINARY (sha256, size, version, architecture) with the update key and store it.
+    Add {
+        binary: PathBuf,
+        #[arg(long, value_name = "V")]
+        version: String,
+        /// aarch64 or x86_64 (default: read from the ELF header).
+        #[arg(long, value_parser = ["aarch64", "x86_64"])]
+        arch: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Offer release V to the named sensors or a stable share of all sensors (replaces the
+    /// previous rollout); they take it at their next connection.
+    Rollout {
+        version: String,
+        /// Comma-separated sensor names.
+        #[arg(long, value_delimiter = ',', conflicts_with = "percent", required_unless_present = "percent")]
+        sensors: Vec<String>,
+        /// Share of sensors, 0 to 100 (the same sensors every time for a version).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stored releases and the current rollout.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Make the update key pair for an admin made before signed updates ([updates] key, public_key).
+    Keygen {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 /// `drosera-admin samples ...` (the work is in `drosera_admin::samples::ops`).
@@ -398,11 +440,26 @@ pub enum SensorCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Signed configs for a sensor: `sensor config push NAME FILE`.
+    #[command(subcommand)]
+    Config(SensorConfigCommand),
     /// Show every sensor with its last contact and health.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SensorConfigCommand {
+    /// Sign FILE as sensor NAME's next config; the sensor validates it like check-config, runs
+    /// it on trial and rolls back to its last good config if it does not become healthy.
+    Push {
+        name: String,
+        file: PathBuf,
         #[command(flatten)]
         config: ConfigArg,
     },

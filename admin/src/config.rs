@@ -12,6 +12,7 @@ pub use crate::hpfeeds::HpfeedsConfig;
 pub use crate::labels::LabelsConfig;
 pub use crate::metrics::MetricsConfig;
 pub use crate::recover::RecoverConfig;
+pub use crate::releases::UpdatesConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::samples::classify::ClassifyConfig;
 pub use crate::samples::fetch::FetcherConfig;
@@ -54,6 +55,7 @@ pub struct AdminConfig {
     pub metrics: MetricsConfig,
     pub webhooks: WebhooksConfig,
     pub hpfeeds: HpfeedsConfig,
+    pub updates: UpdatesConfig,
 }
 
 /// `[tls]`: the files `drosera-admin init` writes.
@@ -198,6 +200,9 @@ impl AdminConfig {
         fix(&mut self.exploits.rules_file);
         fix(&mut self.metrics.bearer_token_file);
         fix(&mut self.hpfeeds.secret_file);
+        fix(&mut self.updates.key);
+        fix(&mut self.updates.public_key);
+        fix(&mut self.updates.dir);
     }
 
     /// Checks relations serde cannot express.
@@ -314,6 +319,20 @@ impl AdminConfig {
                 "retention.max_bytes",
                 "below 16 MiB would delete events as fast as they arrive",
                 "use 0 (no cap) or at least 16777216; the default is 8589934592",
+            ));
+        }
+        let u = &self.updates;
+        if u.chunk_bytes < 1024 || u.chunk_bytes > crate::releases::MAX_CHUNK {
+            return Err(invalid("updates.chunk_bytes", "must be between 1 KiB and 1 MiB", "use the default, 262144"));
+        }
+        if u.check_interval_s == 0 || u.check_interval_s > 86_400 {
+            return Err(invalid("updates.check_interval_s", "must be between 1 and 86400", "use the default, 300"));
+        }
+        if u.max_release_bytes == 0 || u.max_release_bytes > 1 << 30 {
+            return Err(invalid(
+                "updates.max_release_bytes",
+                "must be between 1 and 1 GiB",
+                "use the default, 268435456",
             ));
         }
         let s = &self.samples;

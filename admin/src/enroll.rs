@@ -123,7 +123,7 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
     let dir = absolute(&opts.dir);
     let config_path = dir.join("drosera-admin.toml");
-    for p in [dir.join("ca.key"), dir.join("server.key"), config_path.clone()] {
+    for p in [dir.join("ca.key"), dir.join("server.key"), dir.join("update.key"), config_path.clone()] {
         if p.exists() {
             return Err(EnrollError::Exists(p));
         }
@@ -158,8 +158,24 @@ pub fn init(opts: &InitOptions) -> Result<PathBuf, EnrollError> {
          [tls]\nca_cert = \"ca.pem\"\nca_key = \"ca.key\"\ncert = \"server.pem\"\nkey = \"server.key\"\n\n\
          [ingest]\nlisten = \"{listen}\"\n# host:port written into sensor bundles\npublic_address = \"{public}\"\n\n\
          [dashboard]\nlisten = \"{dashboard}\"\n\n\
-         [samples]\n# malware samples from sensors: zstd-compressed, mode 0600\ndir = \"samples\"\n"
+         [samples]\n# malware samples from sensors: zstd-compressed, mode 0600\ndir = \"samples\"\n\n\
+         [updates]\n# signed sensor releases: update.key (0600) signs, update.pub goes into bundles\n\
+         key = \"update.key\"\npublic_key = \"update.pub\"\ndir = \"releases\"\n"
     );
+    // The update key before the config: a config is only written for a complete admin folder.
+    // A fleet shares one update key (sensors trust one public key), like its CA.
+    let shared_key = opts.join.as_ref().map(|first| first.join("update.key")).filter(|k| k.is_file());
+    match shared_key {
+        Some(key) => {
+            let read = |p: PathBuf| std::fs::read_to_string(&p).map_err(|source| EnrollError::Io { path: p, source });
+            let first = key.parent().map(Path::to_path_buf).unwrap_or_default();
+            write_secret(&dir.join("update.key"), &read(key)?)?;
+            write_public(&dir.join("update.pub"), &read(first.join("update.pub"))?)?;
+        }
+        None => crate::releases::keygen(&dir.join("update.key"), &dir.join("update.pub")).map_err(|e| {
+            EnrollError::Io { path: dir.join("update.key"), source: std::io::Error::other(e.to_string()) }
+        })?,
+    }
     write_public(&config_path, &text)?;
     #[cfg(unix)]
     if opts.db_url.is_some() {
@@ -313,6 +329,10 @@ pub fn add_sensor(cfg: &AdminConfig, opts: &AddOptions) -> Result<Bundle, Enroll
     write_secret(&bundle.key, &key.serialize_pem())?;
     write_public(&bundle.cert, &cert.pem())?;
     write_public(&bundle.ca_cert, &ca_pem)?;
+    // The update public key (never the private one): the sensor finds it beside ca.pem.
+    if let Ok(public) = std::fs::read_to_string(&cfg.updates.public_key) {
+        write_public(&out.join("update.pub"), &public)?;
+    }
     let text = format!(
         "# Uplink for sensor \"{name}\", written by `drosera-admin sensor add`.\n\
          # Copy this folder to {install} on the sensor and append this section to drosera-sensor.toml\n\
@@ -378,7 +398,9 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for k in [&b.key, &cfg.tls.key, &cfg.tls.ca_key] {
+            assert!(b.dir.join("update.pub").is_file(), "bundles carry the update public key");
+            assert!(!b.dir.join("update.key").exists(), "never the private key");
+            for k in [&b.key, &cfg.tls.key, &cfg.tls.ca_key, &cfg.updates.key] {
                 assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600);
             }
         }

@@ -30,9 +30,14 @@
 //!   (at most `samples.max_concurrent_verifies` at once) while batches keep flowing, and its row
 //!   is written by the same writer thread as events. The sensor hears `SampleStored` only after
 //!   that commit. Version-1 sensors are served as before, without samples.
+//! * **Signed updates** (protocol version 3, issue 22): after the hello the admin offers the
+//!   release the current rollout names for this sensor ([`crate::releases::offer_for`]), unless
+//!   the sensor already runs it, and answers each `UpdateWant` with one chunk read from the
+//!   release file (at most `[updates] chunk_bytes`). The sensor verifies everything itself.
 
 use crate::clock::now_ms;
 use crate::config::{IngestConfig, TlsConfig};
+use crate::releases::{self, UpdatesConfig};
 use crate::samples::classify::{Classifier, ClassifyConfig};
 use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
 use crate::samples::store::SampleStore;
@@ -43,7 +48,7 @@ use drosera_uplink::codec::{self, CodecError, DecodeLimits};
 use drosera_uplink::event::{Event, SCHEMA_VERSION};
 use drosera_uplink::frame::{
     self, Frame, FrameError, SampleRef, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    SAMPLES_SINCE_VERSION,
+    SAMPLES_SINCE_VERSION, UPDATES_SINCE_VERSION,
 };
 use drosera_uplink::tls::{self, PeerIdentity, TlsError};
 use std::collections::HashMap;
@@ -180,6 +185,7 @@ struct Shared {
     /// `None` when `[samples] enabled = false`.
     samples: Option<Arc<SampleContext>>,
     verifies: Arc<Semaphore>,
+    updates: Arc<UpdatesConfig>,
 }
 
 /// The shared sample context for `cfg` (opens the store, loads the rules), or `None` when
@@ -205,21 +211,24 @@ pub async fn serve(
     tls_cfg: &TlsConfig,
     samples: &SamplesConfig,
     classify: &ClassifyConfig,
+    updates: &UpdatesConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, tls_cfg, samples, classify, db, shutdown).await
+    serve_listener(listener, cfg, tls_cfg, samples, classify, updates, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
     samples_cfg: &SamplesConfig,
     classify: &ClassifyConfig,
+    updates: &UpdatesConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
@@ -240,6 +249,7 @@ pub async fn serve_listener(
         decodes: Arc::new(Semaphore::new(icfg.max_concurrent_decodes)),
         samples: samples.clone(),
         verifies: Arc::new(Semaphore::new(samples_cfg.max_concurrent_verifies.max(1))),
+        updates: Arc::new(updates.clone()),
     };
     let mut refused_at_accept = 0u64;
     tracing::info!(addr = %listener.local_addr()?, max_connections = max, "ingest listening");
@@ -362,9 +372,9 @@ async fn handle(
     let hello = tokio::time::timeout(handshake, frame::read_frame(&mut rd, MAX_CONTROL_FRAME))
         .await
         .map_err(|_| ConnError::Timeout("hello"))??;
-    let (sensor, protocol_version, schema_version) = match hello {
-        Some(Frame::Hello { sensor, protocol_version, schema_version, .. }) => {
-            (sensor, protocol_version, schema_version)
+    let (sensor, protocol_version, schema_version, software) = match hello {
+        Some(Frame::Hello { sensor, protocol_version, schema_version, software }) => {
+            (sensor, protocol_version, schema_version, software)
         }
         Some(other) => return Err(ConnError::Protocol(format!("expected hello, got {}", other.name()))),
         None => return Err(ConnError::Protocol("closed before hello".into())),
@@ -412,12 +422,66 @@ async fn handle(
         }
         _ => None,
     };
-    tracing::info!(%addr, sensor = %peer.name, schema_version, protocol_version, high_water, samples = receiver.is_some(), "sensor connected");
+    let updates = protocol_version >= UPDATES_SINCE_VERSION;
+    let mut update = None;
+    let mut config_serial = None;
+    if updates {
+        if let Some((manifest, path)) = find_offer(sh, &peer.name, &software, true).await {
+            tracing::info!(sensor = %peer.name, version = %manifest.version, arch = %manifest.arch, "offering a release");
+            update = Some((manifest.version.clone(), path));
+            frame::write_frame(&mut wr, &Frame::UpdateOffer { manifest }).await?;
+        }
+        if let Some(config) = find_config(sh, &peer.name).await {
+            config_serial = Some(config.serial);
+            frame::write_frame(&mut wr, &Frame::ConfigOffer { config }).await?;
+        }
+    }
+    tracing::info!(%addr, sensor = %peer.name, schema_version, protocol_version, high_water, samples = receiver.is_some(), %software, update = update.as_ref().map(|(v, _)| v.as_str()).unwrap_or(""), "sensor connected");
     drop(slot);
     let (conn_id, replaced) = sh.live.register(sensor_id);
-    let result = serve_batches(rd, wr, &peer, sensor_id, receiver, sh, &shutdown, &replaced).await;
+    let upd = UpdateSide { enabled: updates, software, offered: update, config_serial };
+    let result = serve_batches(rd, wr, &peer, sensor_id, receiver, upd, sh, &shutdown, &replaced).await;
     sh.live.unregister(sensor_id, conn_id);
     result
+}
+
+/// The update side of a version-3 connection.
+struct UpdateSide {
+    /// The sensor speaks protocol version 3 or newer.
+    enabled: bool,
+    /// What its hello said it runs.
+    software: String,
+    /// The release offered on this connection: (version, binary path).
+    offered: Option<(String, std::path::PathBuf)>,
+    /// The serial of the pushed config offered on this connection.
+    config_serial: Option<u64>,
+}
+
+/// The config pushed to `sensor`, if any.
+async fn find_config(sh: &Shared, sensor: &str) -> Option<drosera_uplink::release::SignedConfig> {
+    let (cfg, name) = (sh.updates.clone(), sensor.to_string());
+    tokio::task::spawn_blocking(move || releases::config_for(&cfg, &name)).await.ok().flatten()
+}
+
+/// The release the current rollout names for a sensor that runs `software`, if any (and, with
+/// `record`, remembers that software for `sensor list`).
+async fn find_offer(
+    sh: &Shared,
+    sensor: &str,
+    software: &str,
+    record: bool,
+) -> Option<(drosera_uplink::release::Manifest, std::path::PathBuf)> {
+    let (cfg, name, sw) = (sh.updates.clone(), sensor.to_string(), software.to_string());
+    tokio::task::spawn_blocking(move || {
+        if record {
+            releases::record_running(&cfg, &name, &sw);
+        }
+        let (version, arch) = releases::parse_software(&sw)?;
+        releases::offer_for(&cfg, &name, &version, arch.as_deref()?)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Reads batches and pings of an admitted sensor until it closes, idles out, is replaced by a
@@ -429,6 +493,7 @@ async fn serve_batches<R, W>(
     peer: &PeerIdentity,
     sensor_id: i64,
     mut receiver: Option<Receiver>,
+    mut update: UpdateSide,
     sh: &Shared,
     shutdown: &CancellationToken,
     replaced: &CancellationToken,
@@ -471,12 +536,40 @@ where
     let limits =
         DecodeLimits { max_decompressed: cfg.max_batch_bytes as usize, max_events: cfg.max_batch_events as usize };
     let idle = Duration::from_secs(cfg.idle_timeout_s);
+    // A rollout started while the sensor is connected reaches it at the next check.
+    let mut rollout_check = tokio::time::interval(Duration::from_secs(sh.updates.check_interval_s.max(1)));
+    rollout_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    rollout_check.tick().await;
+    let mut read = Box::pin(tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)));
     let result = loop {
         let next = tokio::select! {
-            r = tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)) => r,
+            r = &mut read => r,
+            _ = rollout_check.tick(), if update.enabled => {
+                if let Some(config) = find_config(sh, &peer.name).await {
+                    if update.config_serial != Some(config.serial) {
+                        update.config_serial = Some(config.serial);
+                        tracing::info!(sensor = %peer.name, serial = config.serial, "offering a pushed config");
+                        if ptx.send(Pending::Now(Frame::ConfigOffer { config })).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                }
+                let Some((manifest, path)) = find_offer(sh, &peer.name, &update.software, false).await else { continue };
+                if update.offered.as_ref().is_some_and(|(v, _)| *v == manifest.version) {
+                    continue;
+                }
+                tracing::info!(sensor = %peer.name, version = %manifest.version, "offering a release (new rollout)");
+                update.offered = Some((manifest.version.clone(), path));
+                if ptx.send(Pending::Now(Frame::UpdateOffer { manifest })).await.is_err() {
+                    break Ok(());
+                }
+                continue;
+            }
             _ = shutdown.cancelled() => break Ok(()),
             _ = replaced.cancelled() => break Err(ConnError::Replaced),
         };
+        drop(read);
+        read = Box::pin(tokio::time::timeout(idle, frame::read_frame(&mut rd, cfg.max_frame_bytes)));
         let f = match next {
             Err(_) => break Err(ConnError::Timeout("idle")),
             Ok(Err(e)) => break Err(e.into()),
@@ -566,6 +659,21 @@ where
                         });
                         Pending::Later(rx)
                     }
+                }
+            }
+            Frame::UpdateWant { version, offset, max_bytes } => {
+                let Some((offered, path)) = update.offered.as_ref().filter(|(v, _)| *v == version).cloned() else {
+                    break Err(ConnError::Protocol(format!("update_want for {version:?}, which was not offered")));
+                };
+                let max = max_bytes.min(sh.updates.chunk_bytes).max(1);
+                let data = tokio::task::spawn_blocking(move || releases::read_chunk(&path, offset, max)).await;
+                match data {
+                    Ok(Ok(data)) => Pending::Now(Frame::UpdateChunk { version: offered, offset, data }),
+                    Ok(Err(e)) => {
+                        tracing::error!(sensor = %peer.name, %version, error = %e, "cannot read the release; sending no bytes");
+                        Pending::Now(Frame::UpdateChunk { version: offered, offset, data: Vec::new() })
+                    }
+                    Err(_) => break Err(ConnError::Shutdown),
                 }
             }
             other => break Err(ConnError::Protocol(format!("unexpected {} frame", other.name()))),

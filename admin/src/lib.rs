@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod labels;
 pub mod metrics;
 pub mod recover;
+pub mod releases;
 pub mod retention;
 pub mod samples;
 pub mod sensors;

@@ -5,11 +5,14 @@
 
 use anyhow::Context;
 use clap::Parser;
-use drosera_admin::cli::{Cli, Command, LabelCommand, SampleCommand, SensorCommand, TokenCommand, UserCommand};
+use drosera_admin::cli::{
+    Cli, Command, LabelCommand, ReleaseCommand, SampleCommand, SensorCommand, SensorConfigCommand, TokenCommand,
+    UserCommand,
+};
 use drosera_admin::clock::now_ms;
 use drosera_admin::enrich::Enricher;
 use drosera_admin::samples::ops;
-use drosera_admin::{analytics, app, cli, enroll, export, labels, sensors, storage, users};
+use drosera_admin::{analytics, app, cli, enroll, export, labels, releases, sensors, storage, users};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
@@ -71,10 +74,27 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("sensor {name:?} revoked; its next connection is refused");
             Ok(())
         }
+        Command::Sensor(SensorCommand::Config(SensorConfigCommand::Push { name, file, config })) => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            if db.enrollment(&name)?.is_none() {
+                anyhow::bail!("no sensor named {name:?} is enrolled (see `drosera-admin sensor list`)");
+            }
+            let c = releases::push_config(&cfg.updates, &name, &file)?;
+            println!(
+                "config {} for sensor {name:?} signed ({} bytes); the sensor takes it within [updates] check_interval_s",
+                c.serial,
+                c.toml.len()
+            );
+            Ok(())
+        }
         Command::Sensor(SensorCommand::List { json, config }) => {
             let cfg = config.load()?;
             let db = storage::open(&cfg.database)?;
-            let list = sensors::list(&*db)?;
+            let mut list = sensors::list(&*db)?;
+            for s in &mut list {
+                s.version = releases::running(&cfg.updates, &s.name);
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -262,6 +282,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Samples(c) => samples(c),
+        Command::Release(c) => release(c),
         Command::Reclassify { batch, config } => {
             let cfg = config.load()?;
             let rules = drosera_admin::exploits::Matcher::load(&cfg.exploits, std::path::Path::new(""))?;
@@ -327,6 +348,49 @@ fn open_for_analytics(cfg: &drosera_admin::config::AdminConfig) -> anyhow::Resul
     let mut db = storage::open(&cfg.database)?;
     analytics::refresh(&mut *db, &Enricher::new(&cfg.enrichment)?)?;
     Ok(db)
+}
+
+fn release(command: ReleaseCommand) -> anyhow::Result<()> {
+    match command {
+        ReleaseCommand::Add { binary, version, arch, config } => {
+            let cfg = config.load()?;
+            let m = releases::add(&cfg.updates, &binary, &version, arch.as_deref())?;
+            println!("release {} for {} signed and stored ({} bytes, sha256 {})", m.version, m.arch, m.size, m.sha256);
+            println!("next: drosera-admin release rollout {} --sensors NAME,... (or --percent P)", m.version);
+        }
+        ReleaseCommand::Rollout { version, sensors, percent, config } => {
+            let cfg = config.load()?;
+            let r = releases::rollout(&cfg.updates, &version, sensors, percent)?;
+            match r.percent {
+                Some(p) => println!("rolling {} out to {p}% of the sensors", r.version),
+                None => println!("rolling {} out to {}", r.version, r.sensors.join(", ")),
+            }
+        }
+        ReleaseCommand::List { config } => {
+            let cfg = config.load()?;
+            println!("{:<24} {:<8} {:>12} sha256", "VERSION", "ARCH", "BYTES");
+            for m in releases::list(&cfg.updates)? {
+                println!("{:<24} {:<8} {:>12} {}", m.version, m.arch, m.size, m.sha256);
+            }
+            match releases::current_rollout(&cfg.updates) {
+                Some(r) if r.percent.is_some() => {
+                    println!("rollout: {} to {}% of the sensors", r.version, r.percent.unwrap_or(0))
+                }
+                Some(r) => println!("rollout: {} to {}", r.version, r.sensors.join(", ")),
+                None => println!("rollout: none"),
+            }
+        }
+        ReleaseCommand::Keygen { config } => {
+            let cfg = config.load()?;
+            releases::keygen(&cfg.updates.key, &cfg.updates.public_key)?;
+            println!(
+                "wrote {} (mode 0600) and {}; enroll sensors again or copy update.pub beside their ca.pem",
+                cfg.updates.key.display(),
+                cfg.updates.public_key.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn samples(command: SampleCommand) -> anyhow::Result<()> {

@@ -93,6 +93,8 @@ pub struct SensorInfo {
     pub evicted_total: u64,
     pub shed_total: u64,
     pub health: Option<Health>,
+    /// The release version the sensor last said it runs (filled from `[updates] dir/running/`).
+    pub version: Option<String>,
 }
 
 /// Every sensor the admin knows, by name.
@@ -111,6 +113,7 @@ pub fn list(db: &dyn Storage) -> Result<Vec<SensorInfo>, SensorError> {
             shed_total: s.shed_total.max(0) as u64,
             health: s.health,
             events: s.events.max(0) as u64,
+            version: None,
         })
         .collect())
 }
@@ -118,8 +121,8 @@ pub fn list(db: &dyn Storage) -> Result<Vec<SensorInfo>, SensorError> {
 /// Human-readable table of [`list`].
 pub fn render(list: &[SensorInfo], now_ms: i64) -> String {
     let mut out = format!(
-        "{:<24} {:<8} {:<16} {:>12} {:>10} {:>10} {:>10}\n",
-        "SENSOR", "STATE", "LAST CONTACT", "EVENTS", "BACKLOG", "EVICTED", "SHED"
+        "{:<24} {:<8} {:<16} {:>12} {:>10} {:>10} {:>10} {:<16}\n",
+        "SENSOR", "STATE", "LAST CONTACT", "EVENTS", "BACKLOG", "EVICTED", "SHED", "VERSION"
     );
     for s in list {
         let state = if s.revoked { "revoked" } else { "active" };
@@ -129,8 +132,15 @@ pub fn render(list: &[SensorInfo], now_ms: i64) -> String {
         };
         let backlog = s.health.as_ref().map(|h| h.backlog_events.to_string()).unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<24} {:<8} {:<16} {:>12} {:>10} {:>10} {:>10}\n",
-            s.name, state, contact, s.events, backlog, s.evicted_total, s.shed_total
+            "{:<24} {:<8} {:<16} {:>12} {:>10} {:>10} {:>10} {:<16}\n",
+            s.name,
+            state,
+            contact,
+            s.events,
+            backlog,
+            s.evicted_total,
+            s.shed_total,
+            s.version.as_deref().unwrap_or("-")
         ));
     }
     out

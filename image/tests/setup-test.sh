@@ -190,8 +190,9 @@ check "no sensor.toml after an injection attempt" "[ ! -e '$T/etc/sensor.toml' ]
 check "no secrets installed" "[ ! -e '$T/state/uplink' ]"
 check "nothing of it in the firewall" "! grep -Eq 'add rule|admin' '$T/etc/firewall.nft'"
 
-echo "# 2c. good bundle"
+echo "# 2c. good bundle (with the update public key of signed updates)"
 cp "$T/bundle/uplink.toml" "$T/boot/drosera/uplink.toml"
+cp "$T/bundle/update.pub" "$T/boot/drosera/update.pub"
 run_setup
 cat "$T/boot/drosera/STATUS.txt"
 check "installed" "grep -q 'bundle: installed for sensor \"pi-test\" (admin 10.0.2.2:7443)' '$T/boot/drosera/STATUS.txt'"
@@ -205,6 +206,8 @@ check "state dir 0700 owned by the sensor user" "[ \"\$(stat -c '%a %U' '$T/stat
 check "uplink dir 0700" "[ \"\$(stat -c '%a %U' '$T/state/uplink')\" = '700 $USER_' ]"
 check "key 0600 owned by the sensor user" "[ \"\$(stat -c '%a %U' '$T/state/uplink/sensor.key')\" = '600 $USER_' ]"
 check "key content is the bundle's" "cmp -s '$T/bundle/sensor.key' '$T/state/uplink/sensor.key'"
+check "update public key installed beside ca.pem" "cmp -s '$T/bundle/update.pub' '$T/state/uplink/update.pub'"
+check "the sensor finds the update key (check-config loads it)" "'$SENSOR' check-config '$T/etc/sensor.toml' >/dev/null"
 check "firewall allows the admin" "grep -q 'admin_v4 { 10.0.2.2 }' '$T/etc/firewall.nft' && grep -q 'admin_tcp { 7443 }' '$T/etc/firewall.nft'"
 check "firewall rules pass nft -c" "ip netns exec '$NS' nft -c -f '$T/nftables.conf'"
 check "ssh stays off without a key" "! grep -q mgmt_tcp '$T/etc/firewall.nft'"

@@ -92,8 +92,19 @@ pub fn check_uplink(uplink: &crate::config::UplinkSection) -> Result<(), shipper
     shipper::check(uplink)
 }
 
-/// Runs the sensor until SIGINT or SIGTERM, on the sockets [`bind_and_drop`] prepared.
-pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
+/// How a sensor that stopped cleanly ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// A release was installed: the process should exit with
+    /// [`HANDOVER_EXIT`](crate::update::HANDOVER_EXIT) so the launcher starts it.
+    Handover,
+}
+
+/// Runs the sensor until SIGINT or SIGTERM (or a staged update), on the sockets
+/// [`bind_and_drop`] prepared.
+pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<Stopped> {
     let sensor: Arc<str> = Arc::from(cfg.sensor.name.as_str());
     let (store, writer) = open_store(&cfg, &sensor).await?;
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
@@ -104,19 +115,27 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         .spawn_notifying(rx, rollups, stop_store.clone(), writer_done.clone())
         .context("cannot start the store writer thread")?;
     let stop_services = stop_store.child_token();
-    let services = Services::start(&cfg, prepared, &sensor, &store, &sink, &stop_services).await?;
-    println!("ready sensor={sensor} last_seq={}", store.last_seq());
-    tracing::info!(sensor = %sensor, "sensor running");
+    let handover = CancellationToken::new();
+    let trial = trial_watch(&cfg, &sensor, &sink, &stop_services);
+    let services = Services::start(&cfg, prepared, &sensor, &store, &sink, &stop_services, &handover, trial).await?;
+    println!("ready sensor={sensor} last_seq={} version={}", store.last_seq(), crate::update::running_version());
+    tracing::info!(sensor = %sensor, version = %crate::update::running_version(), "sensor running");
     // systemd (the appliance unit is Type=notify with WatchdogSec): no-ops outside systemd.
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(stop_services.clone());
 
-    let writer_died = wait_for_stop(&writer_done).await;
+    let (writer_died, handed_over) = tokio::select! {
+        died = wait_for_stop(&writer_done) => (died, false),
+        _ = handover.cancelled() => (false, true),
+    };
     if writer_died {
         tracing::error!("store writer stopped unexpectedly; shutting down so the sensor is restarted");
     }
     tracing::info!("shutting down: stopping listeners, flushing the store");
-    crate::systemd::notify_stopping();
+    if !handed_over {
+        // Not on a handover: the unit keeps running under the launcher, with the new release.
+        crate::systemd::notify_stopping();
+    }
     stop_services.cancel();
     if let Some(w) = watchdog {
         let _ = w.await;
@@ -137,7 +156,41 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     if writer_died {
         anyhow::bail!("the store writer stopped unexpectedly");
     }
-    Ok(())
+    Ok(if handed_over { Stopped::Handover } else { Stopped::Signal })
+}
+
+/// On trial under the launcher ([`ENV_TRIAL_FILE`](crate::update::ENV_TRIAL_FILE) set): a token
+/// the shipper cancels once the admin acknowledged the first health event, and a task that then
+/// creates the trial file (the launcher's proof of health) and reports the update as applied.
+/// Also ships the launcher's reports (rollbacks) as events.
+fn trial_watch(
+    cfg: &Config,
+    sensor: &Arc<str>,
+    sink: &EventSink,
+    stop: &CancellationToken,
+) -> Option<CancellationToken> {
+    let paths = crate::update::Paths::new(&cfg.sensor.data_dir);
+    crate::update::ship_reports(&paths, sensor, sink);
+    let file = std::env::var_os(crate::update::ENV_TRIAL_FILE)?;
+    let shipped = CancellationToken::new();
+    let (token, stop, sink, sensor) = (shipped.clone(), stop.clone(), sink.clone(), sensor.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = stop.cancelled() => return,
+        }
+        let kind = std::env::var(crate::update::ENV_TRIAL_KIND).unwrap_or_else(|_| "update".into());
+        let what = std::env::var(crate::update::ENV_TRIAL_WHAT).unwrap_or_else(|_| crate::update::running_version());
+        match std::fs::write(&file, what.as_bytes()) {
+            Ok(()) => {
+                tracing::warn!(%kind, %what, "first health event acknowledged: healthy");
+                let kind = if kind == "config" { "config_applied" } else { "update_applied" };
+                sink.emit(crate::update::event(&sensor, kind, &what, ""));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot write the trial file; the launcher will roll back"),
+        }
+    });
+    Some(shipped)
 }
 
 /// Opens (creating, checking, recovering) the store off the async workers.
@@ -172,6 +225,7 @@ struct Services {
 
 impl Services {
     /// Starts serving on the bound `listeners`, reporting health and shipping.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         cfg: &Config,
         prepared: Prepared,
@@ -179,6 +233,8 @@ impl Services {
         store: &StoreHandle,
         sink: &EventSink,
         stop: &CancellationToken,
+        handover: &CancellationToken,
+        trial: Option<CancellationToken>,
     ) -> anyhow::Result<Services> {
         let Prepared { listeners, scan } = prepared;
         let (gov, governor) = Governor::new(cfg.memory.clone());
@@ -212,6 +268,9 @@ impl Services {
                     data_dir: cfg.sensor.data_dir.clone(),
                     sink: sink.clone(),
                     samples: Some(area.clone()),
+                    updates: updater(cfg, &uplink, sensor, sink),
+                    handover: handover.clone(),
+                    health_shipped: trial.clone(),
                 };
                 let t = shipper::spawn(uplink, sensor.clone(), store.clone(), ctx, stop.clone())
                     .context("cannot start the shipper thread")?;
@@ -225,6 +284,8 @@ impl Services {
             governor,
             listeners: stats,
             interval: cfg.health_interval(),
+            // On trial the first health event goes out at once: it is the proof of health.
+            first_after: trial.as_ref().map(|_| Duration::from_secs(1)),
         };
         let health = tokio::spawn(health::run(health_ctx, stop.clone()));
         let scan = match scan {
@@ -251,6 +312,39 @@ impl Services {
         let _ = self.governor.await;
         self.shipper
     }
+}
+
+/// The update side of the shipper: only under the launcher (someone must start what is
+/// installed) and with the update public key.
+fn updater(
+    cfg: &Config,
+    uplink: &crate::config::UplinkSection,
+    sensor: &Arc<str>,
+    sink: &EventSink,
+) -> Option<crate::update::fetch::Updater> {
+    let key = match cfg.update.load_key(Some(&uplink.ca_cert)) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            tracing::info!("signed updates off (no update public key or [update] enabled = false)");
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "signed updates off");
+            return None;
+        }
+    };
+    if std::env::var_os(crate::update::ENV_LAUNCHER).is_none() {
+        tracing::info!("signed updates off: not started by `drosera-sensor launch`");
+        return None;
+    }
+    Some(crate::update::fetch::Updater {
+        paths: crate::update::Paths::new(&cfg.sensor.data_dir),
+        key,
+        max_bytes: cfg.update.max_bytes,
+        chunk_bytes: cfg.update.chunk_bytes,
+        sensor: sensor.clone(),
+        sink: sink.clone(),
+    })
 }
 
 async fn wait_for_signal() {

@@ -62,6 +62,8 @@ pub struct Config {
     pub uplink: Option<UplinkSection>,
     /// The UDP services' budgets: datagram size, per-source budgets, flows (TFTP transfers).
     pub udp: UdpSection,
+    /// Signed updates from the admin (issue 22): public key, caps, trial time.
+    pub update: crate::update::UpdateSection,
 }
 
 /// `[udp]`: what every UDP service (TFTP, SIP, memcached, UPnP/SSDP) may cost. A UDP source
@@ -740,6 +742,7 @@ impl Config {
                 fix(k);
             }
         }
+        fix(&mut self.update.public_key);
         if let Some(u) = self.uplink.as_mut() {
             fix(&mut u.ca_cert);
             fix(&mut u.cert);
@@ -788,6 +791,9 @@ impl Config {
             return Err(invalid("store.channel_capacity", "must be between 1 and 10000000", "use 20000"));
         }
         self.scan.validate()?;
+        if let Err((key, problem, fix)) = self.update.validate() {
+            return Err(invalid(&key, problem, fix));
+        }
         let m = &self.memory;
         if m.soft_limit_bytes >= m.hard_limit_bytes {
             return Err(invalid(
@@ -1075,6 +1081,7 @@ mod tests {
         assert_eq!(cfg.smtp, SmtpSection::default());
         assert_eq!(cfg.scan, ScanSection::default());
         assert_eq!(cfg.udp, UdpSection::default());
+        assert_eq!(cfg.update, crate::update::UpdateSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }

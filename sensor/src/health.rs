@@ -23,6 +23,8 @@ pub struct HealthContext {
     pub governor: GovernorHandle,
     pub listeners: Arc<ListenerStats>,
     pub interval: Duration,
+    /// When the first event goes out (default: after one interval).
+    pub first_after: Option<Duration>,
 }
 
 /// CPU time (user + system) of this process, in clock ticks.
@@ -84,10 +86,17 @@ pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
     // The first tick fires at once: it only primes the CPU counter.
     tick.tick().await;
     let _ = snapshot(&ctx, started, &mut cpu);
+    let mut first = ctx.first_after;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => break,
+        match first.take() {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown.cancelled() => break,
+            },
+            None => tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            },
         }
         let c = ctx.clone();
         let mut prev = cpu;

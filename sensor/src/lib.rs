@@ -61,5 +61,6 @@ pub mod sink;
 pub mod store;
 pub(crate) mod systemd;
 pub mod udp;
+pub mod update;
 
 pub use session::SessionEnv;

@@ -19,6 +19,13 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Start `run` from the active update slot and supervise it: start a staged release on
+    /// trial, roll back to the previous binary if it is not healthy in time (the appliance
+    /// unit's ExecStart).
+    Launch {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the event store's state (safe while the sensor runs; opens the store read-only).
     Status {
         #[arg(long, value_name = "FILE")]
@@ -73,7 +80,20 @@ fn main() -> anyhow::Result<()> {
             // Before any thread exists: bind, hand over the data directory, drop root.
             let prepared = drosera_sensor::app::bind_and_drop(&cfg)?;
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-            rt.block_on(drosera_sensor::app::run(cfg, prepared))
+            let stopped = rt.block_on(drosera_sensor::app::run(cfg, prepared))?;
+            if stopped == drosera_sensor::app::Stopped::Handover {
+                drop(rt);
+                std::process::exit(drosera_sensor::update::HANDOVER_EXIT);
+            }
+            Ok(())
+        }
+        Cmd::Launch { config } => {
+            let cfg = Config::load(&config)?;
+            init_logging(cfg.sensor.log_format);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+            let code = rt.block_on(drosera_sensor::update::launcher::launch(&config))?;
+            drop(rt);
+            std::process::exit(code);
         }
         Cmd::Status { config, json } => {
             let cfg = Config::load(&config)?;
@@ -100,6 +120,9 @@ fn main() -> anyhow::Result<()> {
                 drosera_sensor::app::check_uplink(uplink)
                     .with_context(|| format!("{}: [uplink] cannot start", file.display()))?;
             }
+            cfg.update
+                .load_key(cfg.uplink.as_ref().map(|u| u.ca_cert.as_path()))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             println!(
                 "{}: ok (sensor {}, {} services, store cap {} bytes)",
                 file.display(),

@@ -26,8 +26,14 @@
 //!   chunk, with at most [`SAMPLE_WINDOW`] chunks unanswered, so samples never hold events back.
 //!   A sample the admin refuses for good (too large, store full), or rejects
 //!   [`SAMPLE_MAX_ATTEMPTS`] times, is deleted and reported as a `sample_not_shipped` event.
-//! * **Version fallback**: an admin of protocol version 1 refuses the version-2 hello; the
-//!   shipper then says version 1 and ships events without samples.
+//! * **Version fallback**: an admin of an older protocol version refuses the hello with the
+//!   version it speaks; the shipper then says that version (1: events only; 2: no updates).
+//! * **Signed updates** (protocol version 3, issue 22): an `UpdateOffer` is checked by the
+//!   [`Updater`](crate::update::fetch::Updater) (signature, architecture, size); the shipper then
+//!   asks for one chunk at a time (`UpdateWant`, resumable from the part file) between its event
+//!   turns, and once the release is installed it cancels `handover`, which stops the sensor in
+//!   order so the launcher starts the new slot. On trial, the ack covering the first health
+//!   event cancels `health_shipped` (the proof of health the launcher waits for).
 //!
 //! Responses are read by a separate task and handed over a channel, so waiting for them never
 //! cancels a half-read frame.
@@ -44,6 +50,7 @@ use drosera_uplink::frame::{
     self, Frame, FrameError, SampleRef, SampleVerdict, MAX_CONTROL_FRAME, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
     VERSION_REFUSAL_MARK,
 };
+use drosera_uplink::release::Manifest;
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Seek};
 use std::path::PathBuf;
@@ -138,6 +145,12 @@ pub struct ShipperContext {
     pub sink: EventSink,
     /// The sample area whose samples are shipped (none: events only).
     pub samples: Option<Arc<SampleArea>>,
+    /// Takes signed releases the admin offers (none: offers are ignored).
+    pub updates: Option<crate::update::fetch::Updater>,
+    /// Cancelled once a release is installed: the sensor stops and the launcher starts it.
+    pub handover: CancellationToken,
+    /// On trial: cancelled once the admin acknowledged the first health event.
+    pub health_shipped: Option<CancellationToken>,
 }
 
 /// Why the shipper cannot start at all (everything after the start is retried, never fatal).
@@ -247,6 +260,9 @@ pub async fn run<B: Backlog>(
         rejected_dir: ctx.data_dir.join("rejected"),
         sink: ctx.sink,
         samples: ctx.samples,
+        updates: ctx.updates,
+        handover: ctx.handover,
+        health_shipped: ctx.health_shipped,
         version: AtomicU16::new(PROTOCOL_VERSION),
         attempts: std::sync::Mutex::new(HashMap::new()),
     };
@@ -267,6 +283,9 @@ struct Shipper<B: Backlog> {
     sink: EventSink,
     backoff_max: Duration,
     samples: Option<Arc<SampleArea>>,
+    updates: Option<crate::update::fetch::Updater>,
+    handover: CancellationToken,
+    health_shipped: Option<CancellationToken>,
     /// The protocol version said in hellos (1 after a version-1 admin refused version 2).
     version: AtomicU16,
     /// Rejections per sample so far (bounded by [`SAMPLE_ATTEMPTS_TRACKED`]).
@@ -341,6 +360,12 @@ struct Conversation {
     last_heard: Instant,
     ping_sent: Option<Instant>,
     samples: SampleShip,
+    /// A release being downloaded: its manifest and the offset asked for (one chunk at a time).
+    update: Option<(Manifest, u64)>,
+    /// The offset of the `UpdateWant` in flight, if one is.
+    update_asked: Option<u64>,
+    /// On trial: the seq of the first health event sent (its ack is the proof of health).
+    health_seq: Option<u64>,
 }
 
 impl Conversation {
@@ -382,10 +407,14 @@ impl<B: Backlog> Shipper<B> {
             let Err(e) = result else { return };
             failures += 1;
             if let ShipError::Refused(reason) = &e {
-                if reason.contains(VERSION_REFUSAL_MARK) && self.version.load(Ordering::Relaxed) > MIN_PROTOCOL_VERSION
-                {
-                    self.version.store(MIN_PROTOCOL_VERSION, Ordering::Relaxed);
-                    tracing::warn!(%reason, "the admin speaks an older uplink protocol: shipping events without samples");
+                let said = self.version.load(Ordering::Relaxed);
+                if reason.contains(VERSION_REFUSAL_MARK) && said > MIN_PROTOCOL_VERSION {
+                    // Say the version the admin speaks (a version-2 admin: samples, no updates).
+                    let speaks = frame::refusal_speaks(reason)
+                        .filter(|v| (MIN_PROTOCOL_VERSION..said).contains(v))
+                        .unwrap_or(MIN_PROTOCOL_VERSION);
+                    self.version.store(speaks, Ordering::Relaxed);
+                    tracing::warn!(%reason, speaks, "the admin speaks an older uplink protocol; falling back");
                     continue;
                 }
             }
@@ -446,9 +475,12 @@ impl<B: Backlog> Shipper<B> {
         let tls = self.connect().await?;
         let (mut rd, mut wr) = tokio::io::split(tls);
         let (tx, mut rx) = mpsc::channel::<Result<Frame, FrameError>>(2 * WINDOW + 2);
+        // Update chunks are the only large frames an admin sends.
+        let max_frame =
+            self.updates.as_ref().map(|u| u.chunk_bytes as usize + 4096).unwrap_or(0).max(MAX_CONTROL_FRAME);
         let reader = tokio::spawn(async move {
             loop {
-                let r = frame::read_frame(&mut rd, MAX_CONTROL_FRAME).await;
+                let r = frame::read_frame(&mut rd, max_frame).await;
                 let stop = !matches!(r, Ok(Some(_)));
                 let item = match r {
                     Ok(Some(f)) => Ok(f),
@@ -485,12 +517,16 @@ impl<B: Backlog> Shipper<B> {
             last_heard: Instant::now(),
             ping_sent: None,
             samples: SampleShip::default(),
+            update: None,
+            update_asked: None,
+            health_seq: None,
         };
         loop {
             let mut busy = false;
             if c.draining.is_none() {
                 self.fill_window(wr, &mut c).await?;
                 busy = self.sample_turn(wr, &mut c).await?;
+                self.update_turn(wr, &mut c).await?;
             }
             if c.draining.is_some() && c.inflight.is_empty() {
                 return Ok(());
@@ -527,7 +563,7 @@ impl<B: Backlog> Shipper<B> {
             sensor: self.sensor.to_string(),
             protocol_version: self.version.load(Ordering::Relaxed),
             schema_version: SCHEMA_VERSION,
-            software: concat!("drosera-sensor ", env!("CARGO_PKG_VERSION")).to_string(),
+            software: crate::update::software(),
         };
         frame::write_frame(wr, &hello).await?;
         let answer =
@@ -556,6 +592,9 @@ impl<B: Backlog> Shipper<B> {
             let (after, Terms { schema, max_events, max_bytes }) = (c.next_after, c.terms);
             let events = self.blocking(move |b| b.read_batch(after, max_events, max_bytes)).await?;
             let Some(last) = events.last().map(|e| e.seq) else { break };
+            if self.health_shipped.is_some() && c.health_seq.is_none() {
+                c.health_seq = events.iter().find(|e| matches!(e.detail, Detail::Health(_))).map(|e| e.seq);
+            }
             let first = events.first().map(|e| e.seq).unwrap_or(last);
             let count = events.len() as u32;
             let payload = tokio::task::spawn_blocking(move || {
@@ -596,6 +635,11 @@ impl<B: Backlog> Shipper<B> {
                     self.blocking(move |b| b.ack(upto)).await?;
                     c.acked = upto;
                     *progress = true;
+                }
+                if let (Some(token), Some(seq)) = (&self.health_shipped, c.health_seq) {
+                    if upto >= seq && !token.is_cancelled() {
+                        token.cancel();
+                    }
                 }
                 Ok(())
             }
@@ -662,6 +706,55 @@ impl<B: Backlog> Shipper<B> {
                 }
                 Ok(())
             }
+            Some(Ok(Frame::UpdateOffer { manifest })) => {
+                let Some(u) = self.updates.clone() else {
+                    tracing::info!(version = %manifest.version, "the admin offers a release; updates are off here");
+                    return Ok(());
+                };
+                if c.update.is_some() {
+                    return Ok(());
+                }
+                let m = manifest.clone();
+                let decision = tokio::task::spawn_blocking(move || u.on_offer(&m)).await?;
+                if let crate::update::fetch::Decision::Fetch { offset } = decision {
+                    c.update = Some((manifest, offset));
+                }
+                Ok(())
+            }
+            Some(Ok(Frame::ConfigOffer { config })) => {
+                let Some(u) = self.updates.clone() else {
+                    tracing::info!(serial = config.serial, "the admin pushes a config; updates are off here");
+                    return Ok(());
+                };
+                if tokio::task::spawn_blocking(move || u.on_config(&config)).await? {
+                    *progress = true;
+                    self.handover.cancel();
+                }
+                Ok(())
+            }
+            Some(Ok(Frame::UpdateChunk { version, offset, data })) => {
+                c.update_asked = None;
+                let (Some(u), Some((m, want))) = (self.updates.clone(), c.update.take()) else {
+                    return Err(ShipError::Protocol("an update chunk nobody asked for".into()));
+                };
+                if version != m.version || offset != want {
+                    return Err(ShipError::Protocol(format!(
+                        "update chunk {version}@{offset}, asked for {}@{want}",
+                        m.version
+                    )));
+                }
+                let mm = m.clone();
+                let progress_ = tokio::task::spawn_blocking(move || u.on_chunk(&mm, offset, &data)).await?;
+                match progress_ {
+                    crate::update::fetch::Progress::Next(next) => c.update = Some((m, next)),
+                    crate::update::fetch::Progress::Installed => {
+                        *progress = true;
+                        self.handover.cancel();
+                    }
+                    crate::update::fetch::Progress::Refused => {}
+                }
+                Ok(())
+            }
             other => Err(unexpected(other, "ack, rejection or pong")),
         }
     }
@@ -673,7 +766,8 @@ impl<B: Backlog> Shipper<B> {
         wr: &mut W,
         c: &mut Conversation,
     ) -> Result<(), ShipError> {
-        let waiting = !c.inflight.is_empty() || c.ping_sent.is_some() || c.samples.waiting();
+        let waiting =
+            !c.inflight.is_empty() || c.ping_sent.is_some() || c.samples.waiting() || c.update_asked.is_some();
         if waiting && c.last_heard.elapsed() > RESPONSE_TIMEOUT {
             return Err(ShipError::Timeout("the admin's answer"));
         }
@@ -731,6 +825,24 @@ impl<B: Backlog> Shipper<B> {
         cur.sent += n as u64;
         s.unacked += 1;
         Ok(true)
+    }
+
+    /// Asks for the next chunk of a release being downloaded (one outstanding at a time: the
+    /// offset moves on only when the chunk arrived, so `c.update` holds the next offset only
+    /// while no request is in flight).
+    async fn update_turn<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        c: &mut Conversation,
+    ) -> Result<(), ShipError> {
+        let (Some(u), Some((m, offset))) = (&self.updates, c.update.as_ref()) else { return Ok(()) };
+        if c.update_asked == Some(*offset) {
+            return Ok(());
+        }
+        let f = Frame::UpdateWant { version: m.version.clone(), offset: *offset, max_bytes: u.chunk_bytes };
+        frame::write_frame(wr, &f).await?;
+        c.update_asked = Some(*offset);
+        Ok(())
     }
 
     /// The admin's answers to our offer.

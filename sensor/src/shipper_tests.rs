@@ -278,7 +278,17 @@ async fn scripted_admin(pki: &Pki, hello: Arc<HelloScript>, batch: Arc<BatchScri
 fn unwatched() -> (ShipperContext, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (sink, _reports) = EventSink::new(16, Arc::new(crate::rollup::RollupTable::new(16)));
-    (ShipperContext { data_dir: dir.path().to_path_buf(), sink, samples: None }, dir)
+    (
+        ShipperContext {
+            data_dir: dir.path().to_path_buf(),
+            sink,
+            samples: None,
+            updates: None,
+            handover: CancellationToken::new(),
+            health_shipped: None,
+        },
+        dir,
+    )
 }
 
 /// Runs the shipper until `done` holds (checked every 20 ms) or 20 s pass; then shuts it down.
@@ -437,7 +447,14 @@ async fn a_rejected_batch_is_kept_aside_reported_and_skipped() {
     .await;
     let rollups = Arc::new(crate::rollup::RollupTable::new(16));
     let (sink, mut reports) = EventSink::new(16, rollups);
-    let ctx = ShipperContext { data_dir: data.path().to_path_buf(), sink, samples: None };
+    let ctx = ShipperContext {
+        data_dir: data.path().to_path_buf(),
+        sink,
+        samples: None,
+        updates: None,
+        handover: CancellationToken::new(),
+        health_shipped: None,
+    };
     let backlog = MemBacklog::with_events(25);
     let ok = ship_until(pki.uplink(addr, 10), backlog.clone(), ctx, |b| b.acked() == 25).await;
     assert!(ok, "shipping stopped at the rejected batch: acked {}", backlog.acked());

@@ -34,6 +34,20 @@
 //! (admin speaks 1)": the sensor then says version 1 in its next hellos and ships events only.
 //! The sample frames are appended variants, so the version-1 frames encode as before.
 //!
+//! # Signed updates (protocol version 3)
+//!
+//! ```text
+//!                                  ◀──     UpdateOffer{manifest}   (after HelloAck, when a rollout names this sensor)
+//!   UpdateWant{version, offset, max_bytes} ──▶   (a few outstanding; resumes from the part file's length)
+//!                                  ◀──     UpdateChunk{version, offset, data}   (empty data: no more bytes)
+//!                                  ◀──     ConfigOffer{signed config}   (after HelloAck, when one was pushed)
+//! ```
+//!
+//! The sensor verifies the manifest's signature and architecture before it asks for a byte, and
+//! the binary's size and sha256 before it installs it; the outcome reaches the admin as events.
+//! Fallback is the same as for version 2: an admin of version 2 refuses a version-3 hello
+//! ("... (admin speaks 2)") and the sensor then says the version the admin speaks.
+//!
 //! On the wire every frame is a 4-byte big-endian length followed by that many bytes of a
 //! postcard-encoded [`Frame`]. WHY so simple: the length is checked against a cap *before* a
 //! byte of body is allocated or read, and postcard then decodes from a buffer that is already
@@ -44,13 +58,22 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Version of this framing protocol, sent in [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Oldest hello version an admin still accepts (version 1: events only).
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// First protocol version that carries samples.
 pub const SAMPLES_SINCE_VERSION: u16 = 2;
+
+/// First protocol version that carries signed updates.
+pub const UPDATES_SINCE_VERSION: u16 = 3;
+
+/// The version an admin's refusal says it speaks ("... (admin speaks N)"), if any.
+pub fn refusal_speaks(reason: &str) -> Option<u16> {
+    let rest = &reason[reason.find(VERSION_REFUSAL_MARK)? + VERSION_REFUSAL_MARK.len()..];
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
 
 /// The words a version-1 admin's refusal of a newer hello contains (its message is fixed:
 /// "protocol version N is not supported (admin speaks 1)").
@@ -149,6 +172,27 @@ pub enum Frame {
         reason: String,
         retry: bool,
     },
+    // --- protocol version 3 (appended; never reorder) ---
+    /// A signed release the admin wants this sensor to run.
+    UpdateOffer {
+        manifest: crate::release::Manifest,
+    },
+    /// The sensor asks for bytes of the offered release from `offset` (at most `max_bytes`).
+    UpdateWant {
+        version: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+    /// Bytes of the release at `offset`; empty when the admin has no more (a truncated file).
+    UpdateChunk {
+        version: String,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// A signed sensor config the admin wants this sensor to run (`sensor config push`).
+    ConfigOffer {
+        config: crate::release::SignedConfig,
+    },
 }
 
 /// One offered sample.
@@ -194,6 +238,10 @@ impl Frame {
             Frame::SampleAck { .. } => "sample_ack",
             Frame::SampleStored { .. } => "sample_stored",
             Frame::SampleRejected { .. } => "sample_rejected",
+            Frame::UpdateOffer { .. } => "update_offer",
+            Frame::UpdateWant { .. } => "update_want",
+            Frame::UpdateChunk { .. } => "update_chunk",
+            Frame::ConfigOffer { .. } => "config_offer",
         }
     }
 }
@@ -296,6 +344,25 @@ mod tests {
             Frame::SampleAck { sha256: [9; 32], next_offset: 3 },
             Frame::SampleStored { sha256: [9; 32] },
             Frame::SampleRejected { sha256: [9; 32], reason: "mismatch".into(), retry: true },
+            Frame::UpdateOffer {
+                manifest: crate::release::Manifest {
+                    version: "0.2.0".into(),
+                    arch: "aarch64".into(),
+                    size: 9,
+                    sha256: "ab".repeat(32),
+                    signature: "cd".repeat(64),
+                },
+            },
+            Frame::UpdateWant { version: "0.2.0".into(), offset: 3, max_bytes: 1024 },
+            Frame::UpdateChunk { version: "0.2.0".into(), offset: 3, data: vec![1, 2] },
+            Frame::ConfigOffer {
+                config: crate::release::SignedConfig {
+                    sensor: "pi-1".into(),
+                    serial: 2,
+                    toml: "[sensor]\n".into(),
+                    signature: "ef".repeat(64),
+                },
+            },
         ]
     }
 
@@ -305,6 +372,14 @@ mod tests {
         assert_eq!(encode(&Frame::Ping).unwrap()[4..], [6]);
         assert_eq!(encode(&Frame::Pong).unwrap()[4..], [7]);
         assert_eq!(encode(&Frame::Ack { upto_seq: 1 }).unwrap()[4..], [3, 1]);
+    }
+
+    #[test]
+    fn refusals_say_which_version_the_admin_speaks() {
+        assert_eq!(refusal_speaks("protocol version 3 is not supported (admin speaks 2)"), Some(2));
+        assert_eq!(refusal_speaks("protocol version 2 is not supported (admin speaks 1)"), Some(1));
+        assert_eq!(refusal_speaks("revoked"), None);
+        assert_eq!(refusal_speaks("is not supported (admin speaks"), None);
     }
 
     #[tokio::test]

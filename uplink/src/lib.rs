@@ -5,6 +5,7 @@
 //! * [`codec`] — batches on the wire: postcard-encoded events compressed with zstd, decoded with
 //!   hard caps so hostile bytes can neither panic nor balloon memory.
 //! * [`frame`] — the small framed protocol (hello, batch, ack) spoken over one TLS connection.
+//! * [`release`] — signed sensor releases: the signed message, signing and verification.
 //! * [`tls`] — rustls configurations for both ends (TLS 1.3 only, mutual authentication).
 //!
 //! There is no business logic here: no storage, no retry policy, no enrichment. Besides the
@@ -14,6 +15,7 @@
 pub mod codec;
 pub mod event;
 pub mod frame;
+pub mod release;
 pub mod tls;
 
 pub use event::{now_ms, Detail, Event, Priority, Protocol, Transport, SCHEMA_VERSION};
