@@ -30,10 +30,15 @@
 //!   (at most `samples.max_concurrent_verifies` at once) while batches keep flowing, and its row
 //!   is written by the same writer thread as events. The sensor hears `SampleStored` only after
 //!   that commit. Version-1 sensors are served as before, without samples.
+//! * **Fetching** (opt-in, `[fetcher]`): after a batch commits, the writer hands its events to
+//!   the [`crate::samples::fetching`] hook, which claims and queues the download URLs they offer;
+//!   fetched files come back through `Job::Run` like verified uploads.
 
 use crate::clock::now_ms;
 use crate::config::{IngestConfig, TlsConfig};
 use crate::samples::classify::{Classifier, ClassifyConfig};
+use crate::samples::fetch::FetcherConfig;
+use crate::samples::fetching::{self, FetchHook};
 use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
 use crate::samples::store::SampleStore;
 use crate::samples::SamplesConfig;
@@ -64,9 +69,10 @@ const MAX_GROUP: usize = 64;
 type Outcome = Result<BatchOutcome, String>;
 
 /// Work the writer runs on its database handle.
-type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
+pub(crate) type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
 
-enum Job {
+/// What the writer thread does, in queue order.
+pub(crate) enum Job {
     Hello {
         peer: PeerIdentity,
         schema_version: u16,
@@ -96,6 +102,8 @@ pub enum IngestError {
     Samples(#[from] crate::samples::store::StoreError),
     #[error("[classify] rules_dir: {0}")]
     Rules(#[from] crate::samples::classify::ClassifyError),
+    #[error("[fetcher]: {0}")]
+    Fetcher(#[from] crate::samples::fetch::FetchError),
     #[error("ingest")]
     Io(#[from] std::io::Error),
 }
@@ -205,21 +213,24 @@ pub async fn serve(
     tls_cfg: &TlsConfig,
     samples: &SamplesConfig,
     classify: &ClassifyConfig,
+    fetcher: &FetcherConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, tls_cfg, samples, classify, db, shutdown).await
+    serve_listener(listener, cfg, tls_cfg, samples, classify, fetcher, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &IngestConfig,
     tls_cfg: &TlsConfig,
     samples_cfg: &SamplesConfig,
     classify: &ClassifyConfig,
+    fetcher: &FetcherConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
@@ -227,7 +238,9 @@ pub async fn serve_listener(
     let samples = sample_context(samples_cfg, classify, cfg)?;
     let acceptor = TlsAcceptor::from(tls_config);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.commit_queue);
-    let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx))?;
+    let hook = fetching::start(fetcher, samples.clone(), jobs_tx.clone())?;
+    let writer =
+        std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx, hook))?;
     let icfg = Arc::new(cfg.clone());
     let max = icfg.max_connections;
     let permits = Arc::new(Semaphore::new(max));
@@ -717,7 +730,7 @@ pub fn check_batch(
     Ok(events)
 }
 
-fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>, fetch: Option<FetchHook>) {
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -755,8 +768,12 @@ fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
         match db.commit_batches(&group, now) {
             Ok(outcomes) => {
                 drop(group);
-                for ((_, _, _, reply), outcome) in batches.into_iter().zip(outcomes) {
+                for ((sensor_id, _, events, reply), outcome) in batches.into_iter().zip(outcomes) {
+                    let stored = matches!(outcome, BatchOutcome::Ack(_));
                     let _ = reply.send(Ok(outcome));
+                    if let (Some(hook), true) = (&fetch, stored) {
+                        hook.offer_events(&*db, sensor_id, &events);
+                    }
                 }
             }
             Err(e) => {

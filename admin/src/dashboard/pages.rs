@@ -51,13 +51,14 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/attackers", "Attackers"),
     ("/credentials", "Credentials"),
     ("/payloads", "Payloads"),
     ("/scans", "Scans"),
     ("/sensors", "Sensors"),
+    ("/samples", "Samples"),
 ];
 
 pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body: &str) -> String {

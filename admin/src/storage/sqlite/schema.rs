@@ -244,9 +244,32 @@ CREATE TRIGGER IF NOT EXISTS event_derived_gone AFTER DELETE ON events
     BEGIN DELETE FROM event_derived WHERE event_id = old.id; END;
 "#;
 
+/// Version 6: URLs the opt-in fetcher took (issue 15), one row per URL so it is fetched once
+/// across restarts, with what fetching it gave. Bounded by `[fetcher] remembered_urls`.
+const V6_FETCHES: &str = r#"
+CREATE TABLE IF NOT EXISTS sample_fetches (
+    id         INTEGER PRIMARY KEY,
+    url        TEXT NOT NULL UNIQUE,
+    -- the event that offered it
+    sensor_id  INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    offered_ms INTEGER NOT NULL,
+    src_ip     TEXT NOT NULL,
+    protocol   TEXT NOT NULL,
+    -- queued, fetched, refused, failed, shed
+    state      TEXT NOT NULL,
+    done_ms    INTEGER,
+    status     INTEGER,
+    size       INTEGER,
+    sha256     TEXT,
+    error      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sample_fetches_state ON sample_fetches(state, id);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 5] =
-    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED)];
+pub const MIGRATIONS: [(i64, &str); 6] =
+    [(1, V1_EVENTS), (2, V2_ANALYTICS_USERS), (3, V3_LABELS), (4, V4_SAMPLES), (5, V5_DERIVED), (6, V6_FETCHES)];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
