@@ -435,7 +435,8 @@ mod tests {
         }
         let e = AdminConfig::parse("[classify]\nrule_dir = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("rule_dir"), "{e}");
-        let e = AdminConfig::parse("[samples]\nenabled = false\n[fetcher]\nenabled = true\n", Path::new("x")).unwrap_err();
+        let e =
+            AdminConfig::parse("[samples]\nenabled = false\n[fetcher]\nenabled = true\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("fetcher.enabled") && e.to_string().contains("samples.enabled"), "{e}");
         let e = AdminConfig::parse("[fetcher]\nenable = true\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("enable"), "{e}");

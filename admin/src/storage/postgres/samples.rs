@@ -3,8 +3,8 @@
 //! advisory lock so the byte cap holds however many admins store at once.
 
 use super::super::{
-    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting, SampleStorage, SampleStored,
-    SampleSummary, StorageError,
+    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting,
+    SampleStorage, SampleStored, SampleSummary, StorageError,
 };
 use super::Postgres;
 use drosera_uplink::event::Event;

@@ -228,8 +228,7 @@ CREATE INDEX IF NOT EXISTS sample_fetches_state ON sample_fetches(state, id);
 "#;
 
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 5] =
-    [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_FETCHES)];
+pub const MIGRATIONS: [(i64, &str); 5] = [(1, V1), (2, V2_LABELS), (3, V3_SAMPLES), (4, V4_DERIVED), (5, V5_FETCHES)];
 
 /// The schema version this admin writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

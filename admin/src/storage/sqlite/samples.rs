@@ -2,8 +2,8 @@
 //! matches and rejected transfers.
 
 use super::super::{
-    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting, SampleStorage, SampleStored,
-    SampleSummary, StorageError,
+    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting,
+    SampleStorage, SampleStored, SampleSummary, StorageError,
 };
 use drosera_uplink::event::Event;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -329,8 +329,7 @@ impl SampleStorage for Connection {
     }
 
     fn queued_fetches(&self, limit: i64) -> Result<Vec<(i64, String)>, StorageError> {
-        let mut st =
-            self.prepare("SELECT id, url FROM sample_fetches WHERE state = 'queued' ORDER BY id LIMIT ?1")?;
+        let mut st = self.prepare("SELECT id, url FROM sample_fetches WHERE state = 'queued' ORDER BY id LIMIT ?1")?;
         let rows = st.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
