@@ -572,8 +572,8 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            19,
-            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5"
+            20,
+            "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5, 1 of fetches since version 6"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
