@@ -28,7 +28,7 @@ use super::fetch::{FetchError, Fetched, Fetcher, FetcherConfig};
 use super::receiver::SampleContext;
 use super::store::Digests;
 use crate::clock::now_ms;
-use crate::ingest::Job;
+use crate::ingest::{DbWork, Job};
 use crate::storage::{FetchDone, NewFetch, NewSample, SampleMatch, SampleStored, Storage};
 use drosera_uplink::event::{Detail, Event, Protocol};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -320,7 +320,7 @@ fn classify(classifier: &Classifier, bytes: &[u8]) -> (String, Vec<SampleMatch>)
 async fn record(job: FetchJob, outcome: Record, host: String, jobs: &mpsc::Sender<Job>, counters: &FetchCounters) {
     let (tx, rx) = oneshot::channel::<Result<&'static str, String>>();
     let FetchJob { id, url } = job;
-    let work: Box<dyn FnOnce(&dyn Storage) + Send> = match outcome {
+    let work: DbWork = match outcome {
         Record::Done(d) => Box::new(move |db: &dyn Storage| {
             let _ = tx.send(db.finish_fetch(id, &d, now_ms()).map(|()| d.state).map_err(|e| e.to_string()));
         }),
