@@ -60,21 +60,19 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
         shutdown.clone(),
     ));
     let ingest = async {
-        let r = ingest::serve(
-            &cfg.ingest,
-            &cfg.tls,
-            &cfg.samples,
-            &cfg.classify,
-            &cfg.updates,
-            ingest_db,
-            shutdown.clone(),
-        )
-        .await;
+        let r = ingest::serve(cfg, ingest_db, shutdown.clone()).await;
         shutdown.cancel();
         r.map_err(anyhow::Error::from)
     };
     let dashboard = async {
-        let r = dashboard::serve(&cfg.dashboard, shared_db, enricher, shutdown.clone().cancelled_owned()).await;
+        let r = dashboard::serve(
+            &cfg.dashboard,
+            shared_db,
+            enricher,
+            cfg.samples.enabled.then(|| cfg.samples.clone()),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
         shutdown.cancel();
         r.map_err(anyhow::Error::from)
     };

@@ -336,6 +336,17 @@ pub enum SampleCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// URLs the opt-in fetcher took ([fetcher]), newest first, with what fetching gave.
+    Fetches {
+        /// Rows printed at most.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]

@@ -391,6 +391,13 @@ impl AdminConfig {
                 return Err(invalid(key, "must be at least 1", format!("use the default, {default}")));
             }
         }
+        if fe.enabled && !s.enabled {
+            return Err(invalid(
+                "fetcher.enabled",
+                "is true but samples.enabled is false, so fetched files could not be kept",
+                "set [samples] enabled = true, or [fetcher] enabled = false",
+            ));
+        }
         if let Err(bad) = fe.allow_nets() {
             return Err(invalid(
                 "fetcher.allow",
@@ -466,6 +473,9 @@ mod tests {
         }
         let e = AdminConfig::parse("[classify]\nrule_dir = \"x\"\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("rule_dir"), "{e}");
+        let e =
+            AdminConfig::parse("[samples]\nenabled = false\n[fetcher]\nenabled = true\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("fetcher.enabled") && e.to_string().contains("samples.enabled"), "{e}");
         let e = AdminConfig::parse("[fetcher]\nenable = true\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("enable"), "{e}");
         let cfg = AdminConfig::parse("[fetcher]\nenabled = true\nallow = [\"127.0.0.0/8\", \"::1\"]\n", Path::new("x"))

@@ -34,11 +34,15 @@
 //!   release the current rollout names for this sensor ([`crate::releases::offer_for`]), unless
 //!   the sensor already runs it, and answers each `UpdateWant` with one chunk read from the
 //!   release file (at most `[updates] chunk_bytes`). The sensor verifies everything itself.
+//! * **Fetching** (opt-in, `[fetcher]`): after a batch commits, the writer hands its events to
+//!   the [`crate::samples::fetching`] hook, which claims and queues the download URLs they offer;
+//!   fetched files come back through `Job::Run` like verified uploads.
 
 use crate::clock::now_ms;
-use crate::config::{IngestConfig, TlsConfig};
+use crate::config::{AdminConfig, IngestConfig};
 use crate::releases::{self, UpdatesConfig};
 use crate::samples::classify::{Classifier, ClassifyConfig};
+use crate::samples::fetching::{self, FetchHook};
 use crate::samples::receiver::{self, ChunkResult, Receiver, SampleContext};
 use crate::samples::store::SampleStore;
 use crate::samples::SamplesConfig;
@@ -69,9 +73,10 @@ const MAX_GROUP: usize = 64;
 type Outcome = Result<BatchOutcome, String>;
 
 /// Work the writer runs on its database handle.
-type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
+pub(crate) type DbWork = Box<dyn FnOnce(&dyn Storage) + Send>;
 
-enum Job {
+/// What the writer thread does, in queue order.
+pub(crate) enum Job {
     Hello {
         peer: PeerIdentity,
         schema_version: u16,
@@ -101,6 +106,8 @@ pub enum IngestError {
     Samples(#[from] crate::samples::store::StoreError),
     #[error("[classify] rules_dir: {0}")]
     Rules(#[from] crate::samples::classify::ClassifyError),
+    #[error("[fetcher]: {0}")]
+    Fetcher(#[from] crate::samples::fetch::FetchError),
     #[error("ingest")]
     Io(#[from] std::io::Error),
 }
@@ -206,37 +213,31 @@ pub fn sample_context(
 }
 
 /// Binds `[ingest] listen` and serves until `shutdown` is cancelled; `db` becomes the writer's.
-pub async fn serve(
-    cfg: &IngestConfig,
-    tls_cfg: &TlsConfig,
-    samples: &SamplesConfig,
-    classify: &ClassifyConfig,
-    updates: &UpdatesConfig,
-    db: Box<dyn Storage>,
-    shutdown: CancellationToken,
-) -> Result<(), IngestError> {
+/// Reads the `[ingest]`, `[tls]`, `[samples]`, `[classify]`, `[updates]` and `[fetcher]`
+/// sections of `config`.
+pub async fn serve(config: &AdminConfig, db: Box<dyn Storage>, shutdown: CancellationToken) -> Result<(), IngestError> {
+    let cfg = &config.ingest;
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| IngestError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, tls_cfg, samples, classify, updates, db, shutdown).await
+    serve_listener(listener, config, db, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve_listener(
     listener: TcpListener,
-    cfg: &IngestConfig,
-    tls_cfg: &TlsConfig,
-    samples_cfg: &SamplesConfig,
-    classify: &ClassifyConfig,
-    updates: &UpdatesConfig,
+    config: &AdminConfig,
     db: Box<dyn Storage>,
     shutdown: CancellationToken,
 ) -> Result<(), IngestError> {
+    let (cfg, tls_cfg, samples_cfg) = (&config.ingest, &config.tls, &config.samples);
+    let (classify, updates, fetcher) = (&config.classify, &config.updates, &config.fetcher);
     let tls_config = tls::server_config(&tls_cfg.ca_cert, &tls_cfg.cert, &tls_cfg.key)?;
     let samples = sample_context(samples_cfg, classify, cfg)?;
     let acceptor = TlsAcceptor::from(tls_config);
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(cfg.commit_queue);
-    let writer = std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx))?;
+    let hook = fetching::start(fetcher, samples.clone(), jobs_tx.clone())?;
+    let writer =
+        std::thread::Builder::new().name("ingest-writer".into()).spawn(move || writer_loop(db, jobs_rx, hook))?;
     let icfg = Arc::new(cfg.clone());
     let max = icfg.max_connections;
     let permits = Arc::new(Semaphore::new(max));
@@ -825,7 +826,7 @@ pub fn check_batch(
     Ok(events)
 }
 
-fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>, fetch: Option<FetchHook>) {
     // The highest sequence number handed to the integrations' tap per sensor (`crate::tap`).
     let mut published = std::collections::HashMap::new();
     while let Some(first) = rx.blocking_recv() {
@@ -866,10 +867,14 @@ fn writer_loop(db: Box<dyn Storage>, mut rx: mpsc::Receiver<Job>) {
             Ok(outcomes) => {
                 drop(group);
                 for ((sensor_id, _, events, reply), outcome) in batches.into_iter().zip(outcomes) {
-                    if matches!(outcome, BatchOutcome::Ack(_)) {
+                    let stored = matches!(outcome, BatchOutcome::Ack(_));
+                    if stored {
                         crate::tap::publish_committed(&mut published, sensor_id, &events);
                     }
                     let _ = reply.send(Ok(outcome));
+                    if let (Some(hook), true) = (&fetch, stored) {
+                        hook.offer_events(&*db, sensor_id, &events);
+                    }
                 }
             }
             Err(e) => {

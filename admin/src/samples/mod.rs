@@ -1,7 +1,8 @@
 //! Malware samples at the admin (issue 15).
 //!
 //! * [`classify`] says what a sample is from its bytes (file type from [`filetype`], YARA
-//!   matches); [`fetch`] is the opt-in fetcher of "download offered" URLs.
+//!   matches); [`fetch`] is the opt-in fetcher of "download offered" URLs, [`fetching`] wires
+//!   it into ingest.
 //! * [`config`] is the `[samples]` section.
 //! * [`store`] keeps samples on disk: content-addressed, zstd-compressed, mode 0600.
 //! * [`receiver`] takes samples from a sensor connection (offers, chunks, verification);
@@ -12,6 +13,7 @@
 pub mod classify;
 pub mod config;
 pub mod fetch;
+pub mod fetching;
 pub mod filetype;
 pub mod ops;
 pub mod receiver;

@@ -54,13 +54,26 @@ pub fn show(db: &dyn Storage, sha256: &str) -> Result<SampleDetail, SampleOpErro
 /// The sample's bytes, checked against its name.
 pub fn bytes(db: &dyn Storage, cfg: &SamplesConfig, sha256: &str) -> Result<(SampleDetail, Vec<u8>), SampleOpError> {
     let d = show(db, sha256)?;
-    let store = SampleStore::open(&cfg.dir)?;
+    let b = bytes_of(cfg, &d)?;
+    Ok((d, b))
+}
+
+/// The stored bytes of the sample `d` describes, checked against its name. Reads the store
+/// without opening it for writing (a running admin's `tmp/` is left alone).
+pub fn bytes_of(cfg: &SamplesConfig, d: &SampleDetail) -> Result<Vec<u8>, SampleOpError> {
+    let store = SampleStore::reader(&cfg.dir);
     let b = store.get(&d.summary.sha256, cfg.max_sample_bytes.max(d.summary.size.max(0) as u64))?;
     let got = super::store::Digests::of(&b).sha256;
     if got != d.summary.sha256 {
-        return Err(SampleOpError::Damaged { sha256: d.summary.sha256, got });
+        return Err(SampleOpError::Damaged { sha256: d.summary.sha256.clone(), got });
     }
-    Ok((d, b))
+    Ok(b)
+}
+
+/// [`zip`] for a sample already looked up.
+pub fn zip_of(cfg: &SamplesConfig, d: &SampleDetail) -> Result<Vec<u8>, SampleOpError> {
+    let b = bytes_of(cfg, d)?;
+    Ok(super::zip::encrypted_zip(&d.summary.sha256, &b)?)
 }
 
 /// The sample as a ZIP with password `infected`; the file inside is named by its sha256.
@@ -74,7 +87,7 @@ pub fn zip(db: &dyn Storage, cfg: &SamplesConfig, sha256: &str) -> Result<Vec<u8
 pub fn rescan(db: &dyn Storage, cfg: &SamplesConfig, classify: &ClassifyConfig) -> Result<u64, SampleOpError> {
     let classifier = Classifier::from_config(classify)?;
     let version = classifier.rules_version();
-    let store = SampleStore::open(&cfg.dir)?;
+    let store = SampleStore::reader(&cfg.dir);
     let mut n = 0u64;
     let mut skipped = std::collections::HashSet::new();
     loop {
@@ -112,7 +125,7 @@ pub fn prune(db: &dyn Storage, cfg: &SamplesConfig, now_ms: i64) -> Result<u64, 
     if cfg.retention_days == 0 {
         return Ok(0);
     }
-    let store = SampleStore::open(&cfg.dir)?;
+    let store = SampleStore::reader(&cfg.dir);
     let before = now_ms.saturating_sub(i64::from(cfg.retention_days) * 86_400_000);
     let mut n = 0;
     loop {
@@ -147,6 +160,34 @@ pub fn render_list(list: &[SampleSummary]) -> String {
             crate::shown::escaped(&x.file_type),
             crate::shown::escaped(&x.rules.join(","))
         );
+    }
+    s
+}
+
+/// Fetches as text, one a line.
+pub fn render_fetches(rows: &[crate::storage::FetchRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<20}  {:<8}  {:>6}  {:>10}  {:<16}  url / sample or error",
+        "when", "state", "status", "size", "sensor"
+    );
+    for x in rows {
+        let _ = writeln!(
+            s,
+            "{:<20}  {:<8}  {:>6}  {:>10}  {:<16}  {}",
+            time(x.done_ms.unwrap_or(x.offered_ms)),
+            x.state,
+            x.status.map(|v| v.to_string()).unwrap_or_default(),
+            x.size.map(|v| v.to_string()).unwrap_or_default(),
+            crate::shown::escaped(&x.sensor),
+            crate::shown::escaped(&x.url)
+        );
+        let what = match &x.sha256 {
+            Some(h) if x.state == "fetched" => h.clone(),
+            _ => crate::shown::escaped(&x.error),
+        };
+        let _ = writeln!(s, "{:<20}  {}", "", what);
     }
     s
 }

@@ -81,6 +81,12 @@ impl SampleStore {
         Ok(SampleStore { dir: dir.to_path_buf(), next_tmp: AtomicU64::new(0) })
     }
 
+    /// The store under `dir` for reading only (the dashboard, the CLI): nothing is created and
+    /// `tmp/` is left alone, so a reader never deletes what a running admin is writing.
+    pub fn reader(dir: &Path) -> SampleStore {
+        SampleStore { dir: dir.to_path_buf(), next_tmp: AtomicU64::new(0) }
+    }
+
     /// Where sample `sha256` (hex) is stored.
     pub fn path_of(&self, sha256: &str) -> Result<PathBuf, StoreError> {
         if !is_sha256_hex(sha256) {
@@ -139,6 +145,21 @@ impl SampleStore {
         Ok(out)
     }
 
+    /// The first `n` bytes of a stored sample (fewer if it is shorter); only those are
+    /// decompressed (the dashboard's preview).
+    pub fn head(&self, sha256: &str, n: usize) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(sha256)?;
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::Missing(sha256.into())),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        let dec = zstd::stream::read::Decoder::new(f).map_err(io(&path))?;
+        let mut out = Vec::with_capacity(n.min(1 << 16));
+        dec.take(n as u64).read_to_end(&mut out).map_err(io(&path))?;
+        Ok(out)
+    }
+
     /// Deletes a stored sample's file (missing is fine).
     pub fn remove(&self, sha256: &str) {
         if let Ok(p) = self.path_of(sha256) {
@@ -168,6 +189,8 @@ mod tests {
         assert_eq!(store.get(&d.sha256, 1 << 20).unwrap(), bytes);
         assert!(matches!(store.get(&d.sha256, 10), Err(StoreError::TooLarge { .. })));
         assert!(matches!(store.get(&"0".repeat(64), 10), Err(StoreError::Missing(_))));
+        assert_eq!(store.head(&d.sha256, 7).unwrap(), &bytes[..7]);
+        assert_eq!(store.head(&d.sha256, 1 << 20).unwrap(), bytes);
         assert!(matches!(store.path_of("../../etc/passwd"), Err(StoreError::BadHash(_))));
         assert_eq!(d.md5.len(), 32);
         assert_eq!(d.sha1.len(), 40);

@@ -964,6 +964,64 @@ pub trait SampleStorage {
     ) -> Result<(), StorageError>;
     /// The newest rejections: (time, sensor, sha256, reason).
     fn sample_rejections(&self, limit: i64) -> Result<Vec<(i64, String, String, String)>, StorageError>;
+    /// Records that the fetcher takes `f.url` (state `queued`), keeping the newest `keep` rows;
+    /// `None` when the URL was taken before (each URL is fetched once, across restarts).
+    fn claim_fetch(&self, f: &NewFetch, keep: i64) -> Result<Option<i64>, StorageError>;
+    /// Records how fetch `id` ended. A `fetched` one with a sha256 (its sample already stored)
+    /// also becomes a sighting of that sample: protocol `fetch`, source the URL's host, name
+    /// the URL, from the sensor and address of the offering event, sighting seq `-id`.
+    fn finish_fetch(&self, id: i64, done: &FetchDone, now_ms: i64) -> Result<(), StorageError>;
+    /// The newest fetches first, at most `limit`.
+    fn list_fetches(&self, limit: i64) -> Result<Vec<FetchRow>, StorageError>;
+    /// Fetches still `queued` (the admin stopped before they ran), oldest first: (id, url).
+    fn queued_fetches(&self, limit: i64) -> Result<Vec<(i64, String)>, StorageError>;
+}
+
+/// A URL the fetcher is about to take ([`SampleStorage::claim_fetch`]), with the event that
+/// offered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFetch {
+    pub url: String,
+    pub sensor_id: i64,
+    pub seq: i64,
+    pub offered_ms: i64,
+    pub src_ip: String,
+    /// The offering event's protocol (`telnet`, `http`, ...).
+    pub protocol: String,
+}
+
+/// How a fetch ended ([`SampleStorage::finish_fetch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchDone {
+    /// `fetched`, `refused` (address or URL not allowed), `failed` or `shed` (queue full).
+    pub state: &'static str,
+    /// HTTP status, FTP reply code, 0 for TFTP.
+    pub status: Option<i64>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    /// Why it failed or why the sample was not kept; empty when all went well.
+    pub error: String,
+    /// The URL's host (the sighting's source).
+    pub host: String,
+}
+
+/// One fetch as the analyst sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchRow {
+    pub id: i64,
+    pub url: String,
+    /// The sensor whose event offered it.
+    pub sensor: String,
+    pub seq: i64,
+    pub offered_ms: i64,
+    pub src_ip: String,
+    pub protocol: String,
+    pub state: String,
+    pub done_ms: Option<i64>,
+    pub status: Option<i64>,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub error: String,
 }
 
 /// The sighting an event stands for, if it is a [`drosera_uplink::Detail::Sample`]:

@@ -3,8 +3,8 @@
 //! advisory lock so the byte cap holds however many admins store at once.
 
 use super::super::{
-    sighting_of, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting, SampleStorage, SampleStored,
-    SampleSummary, StorageError,
+    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting,
+    SampleStorage, SampleStored, SampleSummary, StorageError,
 };
 use super::Postgres;
 use drosera_uplink::event::Event;
@@ -304,6 +304,112 @@ impl SampleStorage for Postgres {
                 )
                 .await?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+        })
+    }
+
+    fn claim_fetch(&self, f: &NewFetch, keep: i64) -> Result<Option<i64>, StorageError> {
+        self.block_on(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let row = tx
+                .query_opt(
+                    "INSERT INTO sample_fetches (url, sensor_id, seq, offered_ms, src_ip, protocol, state)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'queued') ON CONFLICT (url) DO NOTHING RETURNING id",
+                    &[&f.url, &f.sensor_id, &f.seq, &f.offered_ms, &f.src_ip, &f.protocol],
+                )
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let id: i64 = row.get(0);
+            tx.execute(
+                "DELETE FROM sample_fetches WHERE id <= (SELECT MAX(id) FROM sample_fetches) - $1",
+                &[&keep.max(1)],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(id))
+        })
+    }
+
+    fn finish_fetch(&self, id: i64, d: &FetchDone, now_ms: i64) -> Result<(), StorageError> {
+        self.block_on(async {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            tx.execute(
+                "UPDATE sample_fetches SET state = $2, done_ms = $3, status = $4, size = $5, sha256 = $6, error = $7
+                 WHERE id = $1",
+                &[&id, &d.state, &now_ms, &d.status, &d.size, &d.sha256, &d.error],
+            )
+            .await?;
+            if let (Some(sha), "fetched") = (&d.sha256, d.state) {
+                let row = tx.query_opt("SELECT sensor_id, src_ip, url FROM sample_fetches WHERE id = $1", &[&id]).await?;
+                if let Some(row) = row {
+                    let (sensor_id, src_ip, url): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+                    let n = tx
+                        .execute(
+                            "INSERT INTO sample_sightings (sensor_id, seq, sha256, time_ms, src_ip, protocol, source, outcome, name)
+                             VALUES ($1, $2, $3, $4, $5, 'fetch', $6, 'fetched', $7) ON CONFLICT DO NOTHING",
+                            &[&sensor_id, &-id, sha, &now_ms, &src_ip, &d.host, &url],
+                        )
+                        .await?;
+                    if n > 0 {
+                        tx.execute(
+                            "INSERT INTO sample_names (sha256, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                            &[sha, &url],
+                        )
+                        .await?;
+                        tx.execute(
+                            "UPDATE samples SET first_seen_ms = LEAST(first_seen_ms, $2),
+                                 last_seen_ms = GREATEST(last_seen_ms, $2) WHERE sha256 = $1",
+                            &[sha, &now_ms],
+                        )
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_fetches(&self, limit: i64) -> Result<Vec<FetchRow>, StorageError> {
+        self.block_on(async {
+            let c = self.client().await?;
+            let rows = c
+                .query(
+                    "SELECT f.id, f.url, COALESCE(n.name, ''), f.seq, f.offered_ms, f.src_ip, f.protocol, f.state,
+                            f.done_ms, f.status, f.size, f.sha256, f.error
+                     FROM sample_fetches f LEFT JOIN sensors n ON n.id = f.sensor_id ORDER BY f.id DESC LIMIT $1",
+                    &[&limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| FetchRow {
+                    id: r.get(0),
+                    url: r.get(1),
+                    sensor: r.get(2),
+                    seq: r.get(3),
+                    offered_ms: r.get(4),
+                    src_ip: r.get(5),
+                    protocol: r.get(6),
+                    state: r.get(7),
+                    done_ms: r.get(8),
+                    status: r.get(9),
+                    size: r.get(10),
+                    sha256: r.get(11),
+                    error: r.get(12),
+                })
+                .collect())
+        })
+    }
+
+    fn queued_fetches(&self, limit: i64) -> Result<Vec<(i64, String)>, StorageError> {
+        self.block_on(async {
+            let c = self.client().await?;
+            let rows = c
+                .query("SELECT id, url FROM sample_fetches WHERE state = 'queued' ORDER BY id LIMIT $1", &[&limit])
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
 }

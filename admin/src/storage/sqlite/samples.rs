@@ -2,8 +2,8 @@
 //! matches and rejected transfers.
 
 use super::super::{
-    sighting_of, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting, SampleStorage, SampleStored,
-    SampleSummary, StorageError,
+    sighting_of, FetchDone, FetchRow, NewFetch, NewSample, SampleDetail, SampleFilter, SampleMatch, SampleSighting,
+    SampleStorage, SampleStored, SampleSummary, StorageError,
 };
 use drosera_uplink::event::Event;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -247,6 +247,90 @@ impl SampleStorage for Connection {
              LEFT JOIN sensors n ON n.id = r.sensor_id ORDER BY r.id DESC LIMIT ?1",
         )?;
         let rows = st.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn claim_fetch(&self, f: &NewFetch, keep: i64) -> Result<Option<i64>, StorageError> {
+        let tx = Transaction::new_unchecked(self, TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO sample_fetches (url, sensor_id, seq, offered_ms, src_ip, protocol, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
+            params![f.url, f.sensor_id, f.seq, f.offered_ms, f.src_ip, f.protocol],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "DELETE FROM sample_fetches WHERE id <= (SELECT MAX(id) FROM sample_fetches) - ?1",
+            params![keep.max(1)],
+        )?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    fn finish_fetch(&self, id: i64, d: &FetchDone, now_ms: i64) -> Result<(), StorageError> {
+        let tx = Transaction::new_unchecked(self, TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE sample_fetches SET state = ?2, done_ms = ?3, status = ?4, size = ?5, sha256 = ?6, error = ?7
+             WHERE id = ?1",
+            params![id, d.state, now_ms, d.status, d.size, d.sha256, d.error],
+        )?;
+        if let (Some(sha), "fetched") = (&d.sha256, d.state) {
+            let row: Option<(i64, String, String)> = tx
+                .query_row("SELECT sensor_id, src_ip, url FROM sample_fetches WHERE id = ?1", params![id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            if let Some((sensor_id, src_ip, url)) = row {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO sample_sightings (sensor_id, seq, sha256, time_ms, src_ip, protocol, source, outcome, name)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'fetch', ?6, 'fetched', ?7)",
+                    params![sensor_id, -id, sha, now_ms, src_ip, d.host, url],
+                )?;
+                if n > 0 {
+                    tx.execute("INSERT OR IGNORE INTO sample_names (sha256, name) VALUES (?1, ?2)", params![sha, url])?;
+                    tx.execute(
+                        "UPDATE samples SET first_seen_ms = MIN(first_seen_ms, ?2), last_seen_ms = MAX(last_seen_ms, ?2)
+                         WHERE sha256 = ?1",
+                        params![sha, now_ms],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_fetches(&self, limit: i64) -> Result<Vec<FetchRow>, StorageError> {
+        let mut st = self.prepare(
+            "SELECT f.id, f.url, COALESCE(n.name, ''), f.seq, f.offered_ms, f.src_ip, f.protocol, f.state, f.done_ms,
+                    f.status, f.size, f.sha256, f.error
+             FROM sample_fetches f LEFT JOIN sensors n ON n.id = f.sensor_id ORDER BY f.id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map(params![limit], |r| {
+            Ok(FetchRow {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                sensor: r.get(2)?,
+                seq: r.get(3)?,
+                offered_ms: r.get(4)?,
+                src_ip: r.get(5)?,
+                protocol: r.get(6)?,
+                state: r.get(7)?,
+                done_ms: r.get(8)?,
+                status: r.get(9)?,
+                size: r.get(10)?,
+                sha256: r.get(11)?,
+                error: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn queued_fetches(&self, limit: i64) -> Result<Vec<(i64, String)>, StorageError> {
+        let mut st = self.prepare("SELECT id, url FROM sample_fetches WHERE state = 'queued' ORDER BY id LIMIT ?1")?;
+        let rows = st.query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -291,8 +291,31 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens(user);
 "#;
 
+/// Version 9: URLs the opt-in fetcher took (issue 15), one row per URL so it is fetched once
+/// across restarts, with what fetching it gave. Bounded by `[fetcher] remembered_urls`.
+const V9_FETCHES: &str = r#"
+CREATE TABLE IF NOT EXISTS sample_fetches (
+    id         INTEGER PRIMARY KEY,
+    url        TEXT NOT NULL UNIQUE,
+    -- the event that offered it
+    sensor_id  INTEGER NOT NULL,
+    seq        INTEGER NOT NULL,
+    offered_ms INTEGER NOT NULL,
+    src_ip     TEXT NOT NULL,
+    protocol   TEXT NOT NULL,
+    -- queued, fetched, refused, failed, shed
+    state      TEXT NOT NULL,
+    done_ms    INTEGER,
+    status     INTEGER,
+    size       INTEGER,
+    sha256     TEXT,
+    error      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS sample_fetches_state ON sample_fetches(state, id);
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 8] = [
+pub const MIGRATIONS: [(i64, &str); 9] = [
     (1, V1_EVENTS),
     (2, V2_ANALYTICS_USERS),
     (3, V3_LABELS),
@@ -301,6 +324,7 @@ pub const MIGRATIONS: [(i64, &str); 8] = [
     (6, V6_DRILL),
     (7, V7_RECOVERED),
     (8, V8_API_TOKENS),
+    (9, V9_FETCHES),
 ];
 
 /// The schema version this admin writes (`PRAGMA user_version`).
@@ -605,9 +629,9 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         assert_eq!(
             names(&conn, "table").len(),
-            21,
+            22,
             "11 tables, 2 of labels since version 3, 5 of samples since version 4, 1 derived since version 5, \
-             1 of password recovery since version 7, 1 of API tokens since version 8"
+             1 of password recovery since version 7, 1 of API tokens since version 8, 1 of fetches since version 9"
         );
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
