@@ -112,7 +112,11 @@ fn dionaea_protocols_and_scans_in_report_dashboard_and_export() {
     let chart = chart.split("</svg>").next().unwrap();
     let bar = |label: &str, v: i64| {
         chart.contains(&format!(r#"fill="#111827">{label}</text>"#))
-            && chart.split(&format!(r#">{label}</text>"#)).nth(1).unwrap().contains(&format!(r#"fill="#374151">{v}</text>"#))
+            && chart
+                .split(&format!(r#">{label}</text>"#))
+                .nth(1)
+                .unwrap()
+                .contains(&format!(r#"fill="#374151">{v}</text>"#))
     };
     for (i, (p, _, _)) in SERVICES.iter().enumerate() {
         assert!(bar(p.as_str(), i as i64 + 1), "no {p} bar of {} in {chart}", i + 1);
@@ -132,8 +136,14 @@ fn dionaea_protocols_and_scans_in_report_dashboard_and_export() {
     let ports = r.body.split(r#"<table id="scan-ports">"#).nth(1).unwrap().split("</table>").next().unwrap();
     assert!(ports.contains("<tr><td>23</td><td>tcp</td><td>2</td></tr>"), "{ports}");
     let scanners = r.body.split(r#"<table id="scanners">"#).nth(1).unwrap().split("</table>").next().unwrap();
-    assert!(scanners.contains("<tr><td>198.51.100.99</td><td>67</td><td>2</td><td>2</td><td>mirai 67</td>"), "{scanners}");
-    assert!(scanners.contains("<tr><td>198.51.100.7</td><td>40</td><td>1</td><td>40</td><td>nmap 40</td>"), "{scanners}");
+    assert!(
+        scanners.contains("<tr><td>198.51.100.99</td><td>67</td><td>2</td><td>2</td><td>mirai 67</td>"),
+        "{scanners}"
+    );
+    assert!(
+        scanners.contains("<tr><td>198.51.100.7</td><td>40</td><td>1</td><td>40</td><td>nmap 40</td>"),
+        "{scanners}"
+    );
 
     // The export: one line per event with its protocol and transport.
     let mut out = Vec::new();
@@ -143,7 +153,10 @@ fn dionaea_protocols_and_scans_in_report_dashboard_and_export() {
     for (i, (p, port, transport)) in SERVICES.iter().enumerate() {
         let mine: Vec<&serde_json::Value> = lines.iter().filter(|l| l["protocol"] == p.as_str()).collect();
         assert_eq!(mine.len(), i + 1, "{p}");
-        assert!(mine.iter().all(|l| l["transport"] == transport.as_str() && l["destination_port"] == *port), "{p}: {mine:?}");
+        assert!(
+            mine.iter().all(|l| l["transport"] == transport.as_str() && l["destination_port"] == *port),
+            "{p}: {mine:?}"
+        );
     }
     let scans: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "scan_window").collect();
     assert_eq!(scans.len(), 3);

@@ -1188,7 +1188,11 @@ mod tests {
         for (body, key, fix) in [
             ("[mqtt]\nmax_packet_bytes = 0", "mqtt.max_packet_bytes", "use max_packet_bytes = 262144"),
             ("[mqtt]\nmax_packets = 0", "mqtt.max_packets", "use max_packets = 10000"),
-            ("[mongodb]\nmax_message_bytes = 100000000", "mongodb.max_message_bytes", "use max_message_bytes = 1048576"),
+            (
+                "[mongodb]\nmax_message_bytes = 100000000",
+                "mongodb.max_message_bytes",
+                "use max_message_bytes = 1048576",
+            ),
             ("[mongodb]\nmax_messages = 0", "mongodb.max_messages", "use max_messages = 10000"),
             ("[epmap]\nmax_fragment_bytes = 70000", "epmap.max_fragment_bytes", "use max_fragment_bytes = 5840"),
             ("[epmap]\nmax_contexts = 256", "epmap.max_contexts", "use max_contexts = 32"),

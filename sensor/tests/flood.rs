@@ -8,8 +8,8 @@
 
 mod support;
 
-use drosera_sensor::governor::Pressure;
 use drosera_sensor::config::TransportChoice;
+use drosera_sensor::governor::Pressure;
 use drosera_uplink::event::{Detail, Event, Protocol, Transport};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,8 +107,25 @@ fn is_connection(e: &Event, t: Transport) -> bool {
 async fn twenty_thousand_connections_are_all_accounted_for() {
     raise_fd_limit();
     let mut cfg = support::config_for(&[
-        "http", "mssql", "mysql", "smb", "redis", "adb", "docker", "smtp", "rdp", "vnc", "mqtt", "mongodb", "epmap",
-        "pptp", "printer", "sip", "memcached", "tftp", "upnp",
+        "http",
+        "mssql",
+        "mysql",
+        "smb",
+        "redis",
+        "adb",
+        "docker",
+        "smtp",
+        "rdp",
+        "vnc",
+        "mqtt",
+        "mongodb",
+        "epmap",
+        "pptp",
+        "printer",
+        "sip",
+        "memcached",
+        "tftp",
+        "upnp",
     ]);
     // SIP and memcached on TCP and UDP; TFTP and SSDP are UDP (UPnP's description port TCP).
     for s in cfg.services.iter_mut() {

@@ -54,14 +54,7 @@ pub struct Parser {
 impl Parser {
     /// A parser for a printer called `model` examining lines of at most `max_line` bytes.
     pub fn new(model: &str, max_line: usize) -> Parser {
-        Parser {
-            model: model.to_string(),
-            ready: "Ready".into(),
-            line: Vec::new(),
-            max_line,
-            overflow: false,
-            skip: 0,
-        }
+        Parser { model: model.to_string(), ready: "Ready".into(), line: Vec::new(), max_line, overflow: false, skip: 0 }
     }
 
     /// The current ready message (`INFO STATUS`'s DISPLAY).
