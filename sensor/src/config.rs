@@ -802,16 +802,7 @@ impl Config {
             return Err(invalid("store.channel_capacity", "must be between 1 and 10000000", "use 20000"));
         }
         self.scan.validate()?;
-        caps::validate(
-            &self.mqtt,
-            &self.mongodb,
-            &self.epmap,
-            &self.pptp,
-            &self.printer,
-            &self.sip,
-            &self.memcached,
-            &self.upnp,
-        )?;
+        caps::validate(self)?;
         let m = &self.memory;
         if m.soft_limit_bytes >= m.hard_limit_bytes {
             return Err(invalid(

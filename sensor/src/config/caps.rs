@@ -165,17 +165,9 @@ impl Default for UpnpSection {
     }
 }
 
-/// All eight sections, checked together by [`super::Config::validate`].
-pub(super) fn validate(
-    mqtt: &MqttSection,
-    mongodb: &MongodbSection,
-    epmap: &EpmapSection,
-    pptp: &PptpSection,
-    printer: &PrinterSection,
-    sip: &SipSection,
-    memcached: &MemcachedSection,
-    upnp: &UpnpSection,
-) -> Result<(), ConfigError> {
+/// All eight sections of `cfg`, checked together by [`super::Config::validate`].
+pub(super) fn validate(cfg: &super::Config) -> Result<(), ConfigError> {
+    let super::Config { mqtt, mongodb, epmap, pptp, printer, sip, memcached, upnp, .. } = cfg;
     let (q, g, e, p, r) = (
         MqttSection::default(),
         MongodbSection::default(),
