@@ -26,10 +26,6 @@ use crate::config::{EpmapSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail};
 
-/// Largest fragment read (Windows' default max_recv_frag is 5840).
-/// Presentation contexts examined in one bind.
-/// PDUs handled per session.
-
 /// PDU types (C706 12.6.4).
 pub mod ptype {
     pub const REQUEST: u8 = 0;
