@@ -340,7 +340,7 @@ range=$("$SENSOR" passive-ports "$T/etc/sensor.toml")
 first=${range%-*} last=${range#*-}
 check "the config names a passive range ($range)" "echo '$range' | grep -Eqx '[0-9]+-[0-9]+'"
 check "the generated rules open exactly that range" "grep -qx 'add element inet drosera honeypot_tcp { $range }' '$T/etc/firewall.nft'"
-check "the loaded ruleset holds it" "ip netns exec '$NS' nft list set inet drosera honeypot_tcp | grep -q '$range'"
+check "the loaded ruleset holds it" "ip netns exec '$NS' nft list set inet drosera honeypot_tcp | grep '$range' >/dev/null"
 # "The internet": a public client address (TEST-NET-2) on the far side of the sensor's link.
 ip -n "$LAN" addr add 198.51.100.20/32 dev dsr1
 ip -n "$NS" route add 198.51.100.0/24 dev dsr0
@@ -369,7 +369,7 @@ wait "$FTP_SENSOR" 2>/dev/null || true
 echo "# 7. UDP from the internet through the real rules: UDP honeypot ports only, replies only to the requester"
 udp_list=$("$SENSOR" listen-ports "$T/etc/sensor.toml" | sed -n 's/^udp //p')
 check "the sensor config names UDP ports ($udp_list)" "[ '$udp_list' = '69,1900,5060,11211' ]"
-check "the loaded ruleset opens them for UDP" "ip netns exec '$NS' nft list set inet drosera honeypot_udp | grep -q '69, 1900, 5060, 11211'"
+check "the loaded ruleset opens them for UDP" "ip netns exec '$NS' nft list set inet drosera honeypot_udp | grep '69, 1900, 5060, 11211' >/dev/null"
 # A stand-in for a UDP service, run as the sensor user: it answers each datagram to its source
 # and then tries what a reflector would do from the same socket: send to a LAN device and to
 # the requester's next port (a forged-source victim). Each attempt's outcome goes to a file.
