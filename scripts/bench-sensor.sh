@@ -38,7 +38,8 @@ trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 declare -A PORT=([http]=18080 [ftp]=18021 [telnet]=18023 [ssh]=18022 [mssql]=18433 [mysql]=18306 [smb]=18445
                  [redis]=18379 [adb]=18555 [docker]=18375 [smtp]=18025 [rdp]=13389 [vnc]=15900
-                 [mqtt]=11883 [mongodb]=17017 [epmap]=10135 [pptp]=11723 [printer]=19100)
+                 [mqtt]=11883 [mongodb]=17017 [epmap]=10135 [pptp]=11723 [printer]=19100
+                 [sip]=15060 [memcached]=11311)
 {
   printf '[sensor]\nname = "bench"\ndata_dir = "%s/data"\nuser = ""\nhealth_interval_s = 5\n' "$WORK"
   printf '[store]\ncap_bytes = 536870912\nreserve_bytes = 0\n'
@@ -57,7 +58,8 @@ BASE=$!
 declare -A SPID=()
 declare -A SPORT=([http]=18990 [ftp]=18991 [telnet]=18992 [ssh]=18993 [mssql]=18994 [mysql]=18995 [smb]=18996
                   [redis]=18980 [adb]=18981 [docker]=18982 [smtp]=18983 [rdp]=18984 [vnc]=18985
-                  [mqtt]=18986 [mongodb]=18987 [epmap]=18988 [pptp]=18989 [printer]=18979)
+                  [mqtt]=18986 [mongodb]=18987 [epmap]=18988 [pptp]=18989 [printer]=18979
+                  [sip]=18978 [memcached]=18977)
 for s in "${!SPORT[@]}"; do
   "$BIN/drosera-flood" baseline --listen "127.0.0.1:${SPORT[$s]}" --proto "$s" --max-seconds 3600 > "$WORK/base-$s.log" 2>&1 &
   SCRIPTED+=($!)
@@ -137,7 +139,7 @@ echo
 echo "| service | concurrency | sensor conn/s | bare accept-close conn/s | ratio | scripted exchange conn/s | ratio | sensor CPU µs/conn | scripted CPU µs/conn | sensor p50 ms | p99 ms |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for c in 50 500; do
-  for s in ${SERVICES:-http ftp telnet ssh mssql mysql smb redis adb docker smtp rdp vnc mqtt mongodb epmap pptp printer}; do
+  for s in ${SERVICES:-http ftp telnet ssh mssql mysql smb redis adb docker smtp rdp vnc mqtt mongodb epmap pptp printer sip memcached}; do
     B=() X=() XC=() V=() VC=() P50=() P99=()
     for _ in $(seq "$REPEAT"); do
       read -r b _ _ _ _ < <(measure "$BASE" 127.0.0.1:18999 connect "$c")

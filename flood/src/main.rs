@@ -116,6 +116,10 @@ enum Probe {
     Pptp,
     /// A PJL `@PJL INFO ID` job (then end of input), read the model's reply.
     Printer,
+    /// SIP `OPTIONS` over TCP (then end of input), read the reply's head.
+    Sip,
+    /// memcached `stats` and `quit` over TCP, read the statistics to `END`.
+    Memcached,
 }
 
 #[derive(Default)]
@@ -316,6 +320,24 @@ async fn answer(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
         Probe::Printer => {
             let _ = s.read(&mut buf).await?;
             s.write_all(b"@PJL INFO ID\r\n\"HP LaserJet 4250\"\r\n\x0c").await
+        }
+        Probe::Sip => {
+            let _ = s.read(&mut buf).await?;
+            // A 200 OK as large as the sensor's answer to OPTIONS (its headers echoed).
+            let mut ok = b"SIP/2.0 200 OK\r\n".to_vec();
+            ok.resize(480, b'x');
+            ok.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            s.write_all(&ok).await
+        }
+        Probe::Memcached => {
+            let _ = s.read(&mut buf).await?;
+            // A statistics block as large as memcached 1.6's (and the sensor's).
+            let mut stats = Vec::new();
+            for i in 0..60 {
+                stats.extend_from_slice(format!("STAT stat_{i:02} {}\r\n", 1000 + i).as_bytes());
+            }
+            stats.extend_from_slice(b"END\r\n");
+            s.write_all(&stats).await
         }
     }
 }
@@ -586,6 +608,15 @@ async fn probe(s: &mut TcpStream, p: Probe) -> std::io::Result<()> {
             s.write_all(probe::PJL_INFO_ID).await?;
             s.shutdown().await?;
             read_until(s, b"\x0c").await
+        }
+        Probe::Sip => {
+            s.write_all(&probe::sip_options("bench")).await?;
+            s.shutdown().await?;
+            read_until(s, b"\r\n\r\n").await
+        }
+        Probe::Memcached => {
+            s.write_all(probe::MEMCACHED_STATS_QUIT).await?;
+            read_until(s, b"END\r\n").await
         }
     }
 }

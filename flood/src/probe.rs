@@ -195,6 +195,19 @@ pub fn pptp_start_stop(name: &str) -> Vec<u8> {
 /// A PJL job asking for the printer's model (`@PJL INFO ID`) between two UELs.
 pub const PJL_INFO_ID: &[u8] = b"\x1b%-12345X@PJL INFO ID\r\n\x1b%-12345X\r\n";
 
+/// A SIP `OPTIONS` request over TCP (what SIPVicious' `svmap` and `sipsak` send first).
+pub fn sip_options(user: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5061;branch=z9hG4bK-{user}\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {user}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// memcached's `stats` probe, then `quit` (the server closes).
+pub const MEMCACHED_STATS_QUIT: &[u8] = b"stats\r\nquit\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 // A client's message body as OP_MSG and as OP_QUERY, a bare BSON document, and the reply the
 // emulation builds for whatever command parsed.
 fuzz_target!(|data: &[u8]| {
-    let _ = wire::parse_header(data, mongodb::MAX_MESSAGE);
+    let _ = wire::parse_header(data, drosera_sensor::config::MongodbSection::default().max_message_bytes);
     if let Ok((_, n)) = bson::read_document(data) {
         assert!(n <= data.len());
     }

@@ -53,7 +53,9 @@ check "exit status 0" "[ $rc = 0 ]"
 check "no sensor.toml" "[ ! -e '$T/etc/sensor.toml' ]"
 check "STATUS.txt says not configured" "grep -q 'sensor: NOT configured' '$T/boot/drosera/STATUS.txt'"
 check "journal line" "grep -q 'drosera-setup: sensor: NOT configured' '$T/setup.out'"
-check "default firewall rules hold the honeypot ports" "grep -q 'honeypot_tcp { 21,22,23,25,80,135,445,587,1433,1723,1883,2222,2323,2375,3306,5555,6379,8080,9100,27017 }' '$T/etc/firewall.nft'"
+check "default firewall rules hold the honeypot ports" "grep -qx 'add element inet drosera honeypot_tcp { 21,22,23,25,80,135,445,587,1433,1723,1883,2222,2323,2375,3306,5060,5555,6379,8080,9100,11211,27017,49152 }' '$T/etc/firewall.nft'"
+check "default firewall rules hold the UDP honeypot ports (TFTP, SSDP, SIP, memcached), UDP only" "grep -qx 'add element inet drosera honeypot_udp { 69,1900,5060,11211 }' '$T/etc/firewall.nft'"
+check "the image's default firewall.nft is what setup generates (TCP and UDP)" "grep -q 'honeypot_tcp { 21, 22, 23, 25, 80, 135, 445, 587, 1433, 1723, 1883, 2222, 2323, 2375, 3306, 5060, 5555, 6379, 8080, 9100, 11211, 27017, 49152 }' '$ROOT_DIR/image/rootfs/etc/drosera/firewall.nft' && grep -q 'honeypot_udp { 69, 1900, 5060, 11211 }' '$ROOT_DIR/image/rootfs/etc/drosera/firewall.nft'"
 uid() { id -u "$1"; }
 check "firewall: the sensor user's uid" "grep -qx 'add element inet drosera sensor_uid { $(uid $USER_) }' '$T/etc/firewall.nft'"
 check "firewall: the resolver user's uid (DNS)" "grep -qx 'add element inet drosera dns_uid { $(uid $RESOLVER_) }' '$T/etc/firewall.nft'"
@@ -341,7 +343,7 @@ range=$("$SENSOR" passive-ports "$T/etc/sensor.toml")
 first=${range%-*} last=${range#*-}
 check "the config names a passive range ($range)" "echo '$range' | grep -Eqx '[0-9]+-[0-9]+'"
 check "the generated rules open exactly that range" "grep -qx 'add element inet drosera honeypot_tcp { $range }' '$T/etc/firewall.nft'"
-check "the loaded ruleset holds it" "ip netns exec '$NS' nft list set inet drosera honeypot_tcp | grep -q '$range'"
+check "the loaded ruleset holds it" "ip netns exec '$NS' nft list set inet drosera honeypot_tcp | grep '$range' >/dev/null"
 # "The internet": a public client address (TEST-NET-2) on the far side of the sensor's link.
 ip -n "$LAN" addr add 198.51.100.20/32 dev dsr1
 ip -n "$NS" route add 198.51.100.0/24 dev dsr0
@@ -366,6 +368,42 @@ sleep 0.5
 check "a port just past the range stays closed ($((last + 1)))" "! connects '$LAN' 192.168.77.1 $((last + 1))"
 kill "$FTP_SENSOR" $(jobs -p) 2>/dev/null || true
 wait "$FTP_SENSOR" 2>/dev/null || true
+
+echo "# 7. UDP from the internet through the real rules: UDP honeypot ports only, replies only to the requester"
+udp_list=$("$SENSOR" listen-ports "$T/etc/sensor.toml" | sed -n 's/^udp //p')
+check "the sensor config names UDP ports ($udp_list)" "[ '$udp_list' = '69,1900,5060,11211' ]"
+check "the loaded ruleset opens them for UDP" "ip netns exec '$NS' nft list set inet drosera honeypot_udp | grep '69, 1900, 5060, 11211' >/dev/null"
+# A stand-in for a UDP service, run as the sensor user: it answers each datagram to its source
+# and then tries what a reflector would do from the same socket: send to a LAN device and to
+# the requester's next port (a forged-source victim). Each attempt's outcome goes to a file.
+udp_responder() { # port
+  as_user "$USER_" "$NS" timeout 60 "$PY" -u -c 'import socket,sys
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    d,a=s.recvfrom(512)
+    s.sendto(b"re:"+d, a)
+    for t in (("192.168.77.2", 53), (a[0], a[1] + 1)):
+        try:
+            s.sendto(b"x", t); r="sent"
+        except PermissionError:
+            r="blocked"
+        print("%s:%d %s" % (t[0], t[1], r))' "$1" > "$T/udp-responder-$1.log" 2>&1 & }
+udp_ask() { # port: one datagram from the internet address 198.51.100.20; prints the reply or none
+  ip netns exec "$LAN" timeout 6 "$PY" -c 'import socket,sys
+s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("198.51.100.20", 0)); s.settimeout(2)
+s.sendto(b"OPTIONS", ("192.168.77.1", int(sys.argv[1])))
+try:
+    print(s.recv(64).decode())
+except socket.timeout:
+    print("none")' "$1" 2>/dev/null || echo error; }
+udp_responder 5060; udp_responder 5070; udp_responder 1883
+sleep 1
+check "a UDP honeypot port (5060) answers the requester" "is \$(udp_ask 5060) re:OPTIONS"
+check "a UDP port the config does not name (5070) is closed" "is \$(udp_ask 5070) none"
+check "a TCP-only honeypot port (MQTT's 1883) is closed for UDP" "is \$(udp_ask 1883) none"
+check "the UDP service cannot send to a LAN device or to another port of the requester" "[ \$(grep -c ' blocked\$' '$T/udp-responder-5060.log') = 2 ] && ! grep -q ' sent\$' '$T/udp-responder-5060.log'"
+check "nothing is forwarded (forward chain: policy drop, no rule)" "ip netns exec '$NS' nft list chain inet drosera forward | grep -q 'policy drop;' && [ \$(ip netns exec '$NS' nft list chain inet drosera forward | grep -c accept) = 0 ]"
+kill $(jobs -p) 2>/dev/null || true
 
 if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi
 echo "setup-test: all passed"

@@ -9,10 +9,15 @@
 //! taken relative to the directory of the config file, as the admin's config does.
 
 pub use crate::protocols::ServiceKind;
+pub use caps::{
+    EpmapSection, MemcachedSection, MongodbSection, MqttSection, PptpSection, PrinterSection, SipSection, UpnpSection,
+};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod caps;
 
 /// Errors from loading or validating a config; each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +69,15 @@ pub struct Config {
     pub udp: UdpSection,
     /// Signed updates from the admin (issue 22): public key, caps, trial time.
     pub update: crate::update::UpdateSection,
+    /// Issue 16's per-protocol caps (see [`caps`]): message sizes and counts per connection.
+    pub mqtt: MqttSection,
+    pub mongodb: MongodbSection,
+    pub epmap: EpmapSection,
+    pub pptp: PptpSection,
+    pub printer: PrinterSection,
+    pub sip: SipSection,
+    pub memcached: MemcachedSection,
+    pub upnp: UpnpSection,
 }
 
 /// `[udp]`: what every UDP service (TFTP, SIP, memcached, UPnP/SSDP) may cost. A UDP source
@@ -794,6 +808,7 @@ impl Config {
         if let Err((key, problem, fix)) = self.update.validate() {
             return Err(invalid(&key, problem, fix));
         }
+        caps::validate(self)?;
         let m = &self.memory;
         if m.soft_limit_bytes >= m.hard_limit_bytes {
             return Err(invalid(
@@ -1018,6 +1033,29 @@ impl Config {
         v
     }
 
+    /// The ports the sensor listens on, `(tcp, udp)`, each sorted without duplicates: every
+    /// enabled service's `ports` on the transports it serves, UPnP's description ports (TCP) and
+    /// the blackhole's ports (TCP). The appliance firewall opens exactly these (the FTP passive
+    /// ranges come from [`Config::passive_port_ranges`]).
+    pub fn listen_ports(&self) -> (Vec<u16>, Vec<u16>) {
+        let (mut tcp, mut udp) = (self.blackhole.ports.clone(), Vec::new());
+        for s in self.services.iter().filter(|s| s.enabled) {
+            let (t, u) = s.transports();
+            if t {
+                tcp.extend_from_slice(&s.ports);
+            }
+            if u {
+                udp.extend_from_slice(&s.ports);
+            }
+            tcp.extend(s.upnp_description_port());
+        }
+        for v in [&mut tcp, &mut udp] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        (tcp, udp)
+    }
+
     /// Whether any enabled service listens on UDP.
     pub fn has_udp(&self) -> bool {
         self.services.iter().any(|s| s.enabled && s.transports().1)
@@ -1082,6 +1120,14 @@ mod tests {
         assert_eq!(cfg.scan, ScanSection::default());
         assert_eq!(cfg.udp, UdpSection::default());
         assert_eq!(cfg.update, crate::update::UpdateSection::default());
+        assert_eq!(cfg.mqtt, MqttSection::default());
+        assert_eq!(cfg.mongodb, MongodbSection::default());
+        assert_eq!(cfg.epmap, EpmapSection::default());
+        assert_eq!(cfg.pptp, PptpSection::default());
+        assert_eq!(cfg.printer, PrinterSection::default());
+        assert_eq!(cfg.sip, SipSection::default());
+        assert_eq!(cfg.memcached, MemcachedSection::default());
+        assert_eq!(cfg.upnp, UpnpSection::default());
         assert_eq!(cfg.blackhole.record_bytes, BlackholeSection::default().record_bytes);
         assert!(!cfg.services.is_empty());
     }
@@ -1097,6 +1143,9 @@ mod tests {
         let t: Vec<(bool, bool)> = cfg.services.iter().map(|s| s.transports()).collect();
         assert_eq!(t, vec![(true, true), (false, true), (true, false), (false, true)]);
         assert_eq!(cfg.services[3].upnp_description_port(), Some(DEFAULT_UPNP_DESCRIPTION_PORT));
+        // What the appliance firewall opens: SIP on both, memcached TCP only (its default),
+        // TFTP and SSDP UDP only, UPnP's description port TCP.
+        assert_eq!(cfg.listen_ports(), (vec![5060, 11211, DEFAULT_UPNP_DESCRIPTION_PORT], vec![69, 1900, 5060]));
         assert_eq!(cfg.services[0].upnp_description_port(), None);
         assert!(cfg.has_udp());
         for (body, key, hint) in [
@@ -1120,6 +1169,42 @@ mod tests {
         assert!(err.contains("udp.window_s") && err.contains("Fix"), "{err}");
         let err = Config::parse("[udp]\nmax_datagram_bytes = 70000\n", Path::new("x")).unwrap_err().to_string();
         assert!(err.contains("udp.max_datagram_bytes"), "{err}");
+    }
+
+    #[test]
+    fn protocol_caps_are_read_checked_and_named() {
+        let cfg = Config::parse(
+            "[mqtt]\nmax_topics = 8\n[epmap]\nmax_pdus = 5\n[pptp]\nmax_messages = 3\n\
+             [printer]\nmax_commands = 0\n[memcached]\nmax_value_bytes = 1024\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        assert_eq!(cfg.mqtt, MqttSection { max_topics: 8, ..MqttSection::default() });
+        assert_eq!((cfg.epmap.max_pdus, cfg.pptp.max_messages, cfg.printer.max_commands), (5, 3, 0));
+        assert_eq!(cfg.memcached.max_value_bytes, 1024);
+        assert_eq!(cfg.mongodb, MongodbSection::default());
+        for (body, key, fix) in [
+            ("[mqtt]\nmax_packet_bytes = 0", "mqtt.max_packet_bytes", "use max_packet_bytes = 262144"),
+            ("[mqtt]\nmax_packets = 0", "mqtt.max_packets", "use max_packets = 10000"),
+            (
+                "[mongodb]\nmax_message_bytes = 100000000",
+                "mongodb.max_message_bytes",
+                "use max_message_bytes = 1048576",
+            ),
+            ("[mongodb]\nmax_messages = 0", "mongodb.max_messages", "use max_messages = 10000"),
+            ("[epmap]\nmax_fragment_bytes = 70000", "epmap.max_fragment_bytes", "use max_fragment_bytes = 5840"),
+            ("[epmap]\nmax_contexts = 256", "epmap.max_contexts", "use max_contexts = 32"),
+            ("[pptp]\nmax_message_bytes = 100", "pptp.max_message_bytes", "use max_message_bytes = 512"),
+            ("[printer]\nmax_line_bytes = 1", "printer.max_line_bytes", "use max_line_bytes = 1024"),
+            ("[sip]\nmax_messages = 0", "sip.max_messages", "use max_messages = 100"),
+            ("[memcached]\nmax_commands = 0", "memcached.max_commands", "use max_commands = 1000"),
+            ("[upnp]\nmax_body_bytes = 2000000", "upnp.max_body_bytes", "use max_body_bytes = 16384"),
+        ] {
+            let err = Config::parse(&format!("{body}\n"), Path::new("x")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(fix), "{body}: {err}");
+        }
+        let err = Config::parse("[mqtt]\nmax_topic = 8\n", Path::new("x")).unwrap_err().to_string();
+        assert!(err.contains("max_topic") && err.contains("max_topics"), "{err}");
     }
 
     #[test]

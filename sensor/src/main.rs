@@ -46,6 +46,13 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the ports the services listen on, for the appliance firewall: a line
+    /// `tcp PORT,PORT,...` (every TCP service, UPnP description ports, the blackhole) and a
+    /// line `udp PORT,...` (every UDP service); a line is left out when it has no port.
+    ListenPorts {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Test helper: writes synthetic events into a store and prints `committed SEQ` after each
     /// commit (used by the kill -9 test).
     #[command(hide = true)]
@@ -137,6 +144,17 @@ fn main() -> anyhow::Result<()> {
             let ranges: Vec<String> = cfg.passive_port_ranges().iter().map(|(a, b)| format!("{a}-{b}")).collect();
             if !ranges.is_empty() {
                 println!("{}", ranges.join(","));
+            }
+            Ok(())
+        }
+        Cmd::ListenPorts { file } => {
+            let cfg = Config::load(&file)?;
+            let (tcp, udp) = cfg.listen_ports();
+            for (name, ports) in [("tcp", tcp), ("udp", udp)] {
+                if !ports.is_empty() {
+                    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                    println!("{name} {}", list.join(","));
+                }
             }
             Ok(())
         }

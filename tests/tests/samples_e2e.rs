@@ -77,10 +77,13 @@ impl Admin {
         }
         run_ok(&mut init);
         let cfg = admin_dir.join("drosera-admin.toml");
-        // `init` writes [samples] last: appended keys land in it.
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        assert!(text.trim_end().ends_with("dir = \"samples\""), "init's config ends with [samples]: {text}");
-        text.push_str(extra);
+        // `extra` goes right after [samples]' `dir` line: its keys land in that section (sections
+        // it starts come before the ones `init` writes after [samples]).
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let at =
+            text.find("dir = \"samples\"\n").expect("init's config has [samples] dir") + "dir = \"samples\"\n".len();
+        assert!(text[..at].contains("[samples]"), "init's config: {text}");
+        let text = format!("{}{extra}\n{}", &text[..at], &text[at..]);
         std::fs::write(&cfg, text).unwrap();
         let db = drosera_admin::config::AdminConfig::load(&cfg).unwrap().database.backend().unwrap();
         Admin { bin: bin.to_path_buf(), cfg, db, ingest }

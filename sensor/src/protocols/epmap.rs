@@ -17,20 +17,14 @@
 //! MS03-026 names CVE-2003-0352). Non-DCE/RPC bytes get the `bind_nak` Windows sends
 //! (what `nmap -sV` recognises as "Microsoft Windows RPC").
 //!
-//! The PDU parser is pure and bounded: a fragment is at most [`MAX_FRAGMENT`] bytes (larger
-//! ends the session before anything is allocated), a bind lists at most [`MAX_CONTEXTS`]
-//! contexts, a session handles at most [`MAX_PDUS`] PDUs.
+//! The PDU parser is pure and bounded by the `[epmap]` config section ([`EpmapSection`]): a
+//! fragment is at most `max_fragment_bytes` (larger ends the session before anything is
+//! allocated), at most `max_contexts` contexts of a bind are read (and kept bound), a session
+//! handles at most `max_pdus` PDUs.
 
-use crate::config::ServiceSection;
+use crate::config::{EpmapSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail};
-
-/// Largest fragment read (Windows' default max_recv_frag is 5840).
-pub const MAX_FRAGMENT: usize = 5840;
-/// Presentation contexts examined in one bind.
-pub const MAX_CONTEXTS: usize = 32;
-/// PDUs handled per session.
-pub const MAX_PDUS: usize = 1_000;
 
 /// PDU types (C706 12.6.4).
 pub mod ptype {
@@ -121,14 +115,14 @@ pub struct Header {
 pub enum RpcError {
     #[error("not DCE/RPC version 5")]
     NotDceRpc,
-    #[error("fragment length outside 16..=MAX_FRAGMENT")]
+    #[error("fragment length outside 16..=max_fragment_bytes")]
     BadLength,
     #[error("malformed PDU")]
     Malformed,
 }
 
-/// Parses the 16-byte header.
-pub fn parse_header(b: &[u8]) -> Result<Header, RpcError> {
+/// Parses the 16-byte header; a fragment length outside `16..=max_fragment` is `BadLength`.
+pub fn parse_header(b: &[u8], max_fragment: usize) -> Result<Header, RpcError> {
     if b.len() < 16 {
         return Err(RpcError::Malformed);
     }
@@ -149,7 +143,7 @@ pub fn parse_header(b: &[u8]) -> Result<Header, RpcError> {
         auth_length: u16_at(10),
         call_id: if le { u32::from_le_bytes(call) } else { u32::from_be_bytes(call) },
     };
-    if !(16..=MAX_FRAGMENT).contains(&(h.frag_length as usize)) {
+    if !(16..=max_fragment).contains(&(h.frag_length as usize)) {
         return Err(RpcError::BadLength);
     }
     Ok(h)
@@ -212,8 +206,8 @@ pub struct Bind {
     pub contexts: Vec<Context>,
 }
 
-/// Parses a bind / alter_context PDU (header included).
-pub fn parse_bind(h: &Header, pdu: &[u8]) -> Result<Bind, RpcError> {
+/// Parses a bind / alter_context PDU (header included): its first `max_contexts` contexts.
+pub fn parse_bind(h: &Header, pdu: &[u8], max_contexts: usize) -> Result<Bind, RpcError> {
     let mut c = Cur { b: pdu, at: 16, le: h.little_endian };
     let max_xmit = c.u16()?;
     let max_recv = c.u16()?;
@@ -221,7 +215,7 @@ pub fn parse_bind(h: &Header, pdu: &[u8]) -> Result<Bind, RpcError> {
     let n = c.u8()? as usize;
     c.take(3)?;
     let mut contexts = Vec::new();
-    for _ in 0..n.min(MAX_CONTEXTS) {
+    for _ in 0..n.min(max_contexts) {
         let id = c.u16()?;
         let nt = c.u8()? as usize;
         c.u8()?;
@@ -477,13 +471,14 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     let host = if svc.banner.is_empty() { smb.default_host } else { svc.banner.as_str() };
     let lookup = ept_lookup_list(host);
     let assoc_group = 0x0001_0000 | u32::from(rand::random::<u16>());
-    // Context id -> abstract syntax, for the bound contexts (at most MAX_CONTEXTS).
+    let caps: EpmapSection = session.services().epmap;
+    // Context id -> abstract syntax, for the bound contexts (at most `max_contexts`).
     let mut bound: Vec<(u16, String)> = Vec::new();
     let mut exploit_seen = false;
-    for _ in 0..MAX_PDUS {
+    for _ in 0..caps.max_pdus {
         let mut head = [0u8; 16];
         session.read_exact(&mut head).await?;
-        let h = match parse_header(&head) {
+        let h = match parse_header(&head, caps.max_fragment_bytes) {
             Ok(h) => h,
             Err(e) => {
                 tracing::debug!(error = %e, "epmap: not DCE/RPC");
@@ -498,7 +493,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
         match h.ptype {
             ptype::BIND | ptype::ALTER_CONTEXT => {
                 let alter = h.ptype == ptype::ALTER_CONTEXT;
-                let Ok(b) = parse_bind(&h, &p) else {
+                let Ok(b) = parse_bind(&h, &p, caps.max_contexts) else {
                     return Err(CloseReason::ProtocolError);
                 };
                 let list: Vec<String> = b.contexts.iter().map(describe).collect();
@@ -506,7 +501,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
                     line: format!("{} {}", if alter { "alter_context" } else { "bind" }, list.join(", ")),
                 });
                 for ctx in &b.contexts {
-                    if bound.len() < MAX_CONTEXTS && !bound.iter().any(|(id, _)| *id == ctx.id) {
+                    if bound.len() < caps.max_contexts && !bound.iter().any(|(id, _)| *id == ctx.id) {
                         bound.push((ctx.id, uuid_text(&ctx.abstract_syntax)));
                     }
                 }
@@ -589,13 +584,16 @@ mod tests {
     #[test]
     fn bind_is_parsed_and_acked_like_windows() {
         let p = bind_pdu(&["e1af8308-5d1f-11c9-91a4-08002b14a0fa", "12345778-1234-abcd-ef00-0123456789ac"]);
-        let h = parse_header(&p).unwrap();
+        let h = parse_header(&p, 5840).unwrap();
         assert_eq!((h.ptype, h.call_id, h.frag_length as usize), (ptype::BIND, 7, p.len()));
-        let b = parse_bind(&h, &p).unwrap();
+        let b = parse_bind(&h, &p, 32).unwrap();
         assert_eq!(b.contexts.len(), 2);
+        // The configured caps, not constants: one context read, a fragment one byte too long.
+        assert_eq!(parse_bind(&h, &p, 1).unwrap().contexts.len(), 1);
+        assert_eq!(parse_header(&p, p.len() - 1), Err(RpcError::BadLength));
         assert!(describe(&b.contexts[1]).contains("SAMR"));
         let ack = bind_ack(&b, 7, 0x1234, false);
-        let ah = parse_header(&ack).unwrap();
+        let ah = parse_header(&ack, 5840).unwrap();
         assert_eq!((ah.ptype, ah.frag_length as usize), (ptype::BIND_ACK, ack.len()));
         // sec addr "135\0", 2 results: accepted (NDR), rejected (abstract syntax not supported).
         assert_eq!(&ack[26..30], b"135\0");
@@ -608,7 +606,7 @@ mod tests {
     #[test]
     fn non_dcerpc_gets_the_bind_nak_nmap_knows() {
         let probe = b"\0\0\0\xa4\xffSMBr\0\0\0\0\x08\x01\x40\0\0";
-        assert_eq!(parse_header(probe), Err(RpcError::NotDceRpc));
+        assert_eq!(parse_header(probe, 5840), Err(RpcError::NotDceRpc));
         let nak = bind_nak([probe[12], probe[13], probe[14], probe[15]]);
         assert_eq!(nak.len(), 24);
         assert_eq!(&nak[..12], b"\x05\0\x0d\x03\x10\0\0\0\x18\0\0\0");
@@ -621,13 +619,13 @@ mod tests {
         body.extend_from_slice(&[0, 0, 2, 0]);
         body.extend_from_slice(&[0u8; 40]);
         let p = pdu(ptype::REQUEST, 9, &body);
-        let h = parse_header(&p).unwrap();
+        let h = parse_header(&p, 5840).unwrap();
         assert_eq!(parse_request(&h, &p).unwrap(), Request { context_id: 0, opnum: 2, stub_len: 40 });
         let r = response(9, 0, &ept_lookup_list("FILESRV01"));
         assert_eq!(&r[r.len() - 4..], &[0, 0, 0, 0]);
-        assert_eq!(parse_header(&r).unwrap().frag_length as usize, r.len());
+        assert_eq!(parse_header(&r, 5840).unwrap().frag_length as usize, r.len());
         assert!(r.windows(11).any(|w| w == b"\\\\FILESRV01"));
-        assert_eq!(parse_header(&fault(9, 0, NCA_OP_RNG_ERROR)).unwrap().ptype, ptype::FAULT);
+        assert_eq!(parse_header(&fault(9, 0, NCA_OP_RNG_ERROR), 5840).unwrap().ptype, ptype::FAULT);
     }
 
     #[test]
@@ -637,9 +635,9 @@ mod tests {
             p.extend_from_slice(&((16 + b.len()) as u16).to_le_bytes());
             p.extend_from_slice(&[0, 0, 1, 0, 0, 0]);
             p.extend_from_slice(&b);
-            let _ = parse_header(&b);
-            if let Ok(h) = parse_header(&p) {
-                if let Ok(bind) = parse_bind(&h, &p) {
+            let _ = parse_header(&b, 5840);
+            if let Ok(h) = parse_header(&p, 5840) {
+                if let Ok(bind) = parse_bind(&h, &p, 32) {
                     let _ = bind_ack(&bind, 1, 1, false);
                     let _ = bind.contexts.iter().map(describe).count();
                 }
@@ -648,8 +646,8 @@ mod tests {
         }
         let good = bind_pdu(&["e1af8308-5d1f-11c9-91a4-08002b14a0fa"]);
         for t in crate::protocols::hostile::truncations(&good) {
-            if let Ok(h) = parse_header(t) {
-                let _ = parse_bind(&h, t);
+            if let Ok(h) = parse_header(t, 5840) {
+                let _ = parse_bind(&h, t, 32);
             }
         }
     }

@@ -12,7 +12,10 @@
 //! [`Protocol`] its events carry. The blackhole is not a service kind: it has its own config
 //! section and the listener runs `blackhole::handle` for it directly.
 
-use crate::config::{Config, ServiceSection, SmtpSection};
+use crate::config::{
+    Config, EpmapSection, MemcachedSection, MongodbSection, MqttSection, PptpSection, PrinterSection, ServiceSection,
+    SipSection, SmtpSection, UpnpSection,
+};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::Protocol;
 use serde::Deserialize;
@@ -221,12 +224,33 @@ pub struct Shared {
     pub docker: docker::Memory,
     /// The `[smtp]` section.
     pub smtp: SmtpSection,
+    /// Issue 16's per-protocol caps: the `[mqtt]` ... `[upnp]` sections.
+    pub mqtt: MqttSection,
+    pub mongodb: MongodbSection,
+    pub epmap: EpmapSection,
+    pub pptp: PptpSection,
+    pub printer: PrinterSection,
+    pub sip: SipSection,
+    pub memcached: MemcachedSection,
+    pub upnp: UpnpSection,
 }
 
 impl Shared {
     pub fn new(cfg: &Config) -> Shared {
         let sources = cfg.memory.service_state_sources;
-        Shared { redis: redis::Memory::new(sources), docker: docker::Memory::new(sources), smtp: cfg.smtp.clone() }
+        Shared {
+            redis: redis::Memory::new(sources),
+            docker: docker::Memory::new(sources),
+            smtp: cfg.smtp.clone(),
+            mqtt: cfg.mqtt,
+            mongodb: cfg.mongodb,
+            epmap: cfg.epmap,
+            pptp: cfg.pptp,
+            printer: cfg.printer,
+            sip: cfg.sip,
+            memcached: cfg.memcached,
+            upnp: cfg.upnp,
+        }
     }
 }
 

@@ -11,21 +11,16 @@
 //! gets the broker's own fixed statistics ([`SYS_TOPICS`], mosquitto 2.0.11), as nmap's
 //! `mqtt-subscribe` expects.
 //!
-//! Bounded: the remaining-length varint is at most 4 bytes and a packet at most
-//! [`MAX_PACKET`] bytes (a larger one ends the session as a protocol error before anything is
-//! allocated), and a session records at most [`MAX_PACKETS`] packets; the session byte cap
-//! covers the rest.
+//! Bounded by the `[mqtt]` config section ([`MqttSection`]): the remaining-length varint is at
+//! most 4 bytes and a packet at most `max_packet_bytes` (a larger one ends the session as a
+//! protocol error before anything is allocated), a session handles at most `max_packets`
+//! packets and records at most `max_topics` topics of a SUBSCRIBE; the session byte cap covers
+//! the rest.
 
+use crate::config::MqttSection;
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail, Secret, MAX_PAYLOAD_PREFIX};
 use sha2::Digest;
-
-/// Largest packet read (fixed header excluded): a bigger PUBLISH is a protocol error.
-pub const MAX_PACKET: usize = 256 * 1024;
-/// Packets handled per session; the broker then closes.
-pub const MAX_PACKETS: usize = 10_000;
-/// Topics recorded from one SUBSCRIBE.
-pub const MAX_TOPICS: usize = 64;
 
 /// Packet types (the high nibble of the first byte).
 pub mod kind {
@@ -50,13 +45,13 @@ pub enum MqttError {
 }
 
 /// Decodes the remaining-length varint from `bytes` (the bytes after the first header byte):
-/// `Ok(Some((length, bytes used)))`, `Ok(None)` when more bytes are needed.
-pub fn remaining_length(bytes: &[u8]) -> Result<Option<(usize, usize)>, MqttError> {
+/// `Ok(Some((length, bytes used)))`, `Ok(None)` when more bytes are needed, `TooLarge` past `max`.
+pub fn remaining_length(bytes: &[u8], max: usize) -> Result<Option<(usize, usize)>, MqttError> {
     let mut value = 0usize;
     for (i, &b) in bytes.iter().enumerate().take(4) {
         value |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return if value > MAX_PACKET { Err(MqttError::TooLarge) } else { Ok(Some((value, i + 1))) };
+            return if value > max { Err(MqttError::TooLarge) } else { Ok(Some((value, i + 1))) };
         }
     }
     if bytes.len() >= 4 {
@@ -109,7 +104,7 @@ impl<'a> Cur<'a> {
     }
     /// Skips MQTT 5 properties (a varint length and that many bytes).
     fn properties(&mut self) -> Result<(), MqttError> {
-        let (len, used) = remaining_length(self.b)?.ok_or(MqttError::Malformed)?;
+        let (len, used) = remaining_length(self.b, usize::MAX)?.ok_or(MqttError::Malformed)?;
         self.take(used)?;
         self.take(len)?;
         Ok(())
@@ -140,7 +135,7 @@ pub fn parse_connect(body: &[u8]) -> Result<Connect, MqttError> {
     Ok(Connect { protocol, level, client_id, username, password, will_topic, keep_alive })
 }
 
-/// A SUBSCRIBE's packet id, the first [`MAX_TOPICS`] `(topic, requested QoS)` pairs and how
+/// A SUBSCRIBE's packet id, the first `max_topics` `(topic, requested QoS)` pairs and how
 /// many topics it named (every one is granted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
@@ -150,7 +145,7 @@ pub struct Subscribe {
 }
 
 /// Parses a SUBSCRIBE body.
-pub fn parse_subscribe(body: &[u8], level: u8) -> Result<Subscribe, MqttError> {
+pub fn parse_subscribe(body: &[u8], level: u8, max_topics: usize) -> Result<Subscribe, MqttError> {
     let mut c = Cur { b: body };
     let id = c.u16()?;
     if level >= 5 {
@@ -162,7 +157,7 @@ pub fn parse_subscribe(body: &[u8], level: u8) -> Result<Subscribe, MqttError> {
         let topic = c.text()?;
         let opts = c.u8()?;
         count += 1;
-        if topics.len() < MAX_TOPICS {
+        if topics.len() < max_topics {
             topics.push((topic, opts & 0x03));
         }
     }
@@ -264,7 +259,7 @@ pub fn version_name(level: u8) -> &'static str {
 }
 
 /// Reads one packet: `(first byte, body)`.
-async fn read_packet(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
+async fn read_packet(session: &mut Session, max: usize) -> SessionResult<(u8, Vec<u8>)> {
     let mut first = [0u8; 1];
     session.read_exact(&mut first).await?;
     let mut len_bytes = Vec::with_capacity(4);
@@ -272,7 +267,7 @@ async fn read_packet(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
         let mut b = [0u8; 1];
         session.read_exact(&mut b).await?;
         len_bytes.push(b[0]);
-        match remaining_length(&len_bytes) {
+        match remaining_length(&len_bytes, max) {
             Ok(Some(v)) => break v,
             Ok(None) => continue,
             Err(e) => {
@@ -287,7 +282,8 @@ async fn read_packet(session: &mut Session) -> SessionResult<(u8, Vec<u8>)> {
 }
 
 pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceSection) -> SessionResult<()> {
-    let (first, body) = read_packet(session).await?;
+    let caps: MqttSection = session.services().mqtt;
+    let (first, body) = read_packet(session, caps.max_packet_bytes).await?;
     if first >> 4 != kind::CONNECT {
         return Err(CloseReason::ProtocolError);
     }
@@ -322,8 +318,8 @@ pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceS
         session.flush().await?;
         return Ok(());
     }
-    for _ in 0..MAX_PACKETS {
-        let (first, body) = read_packet(session).await?;
+    for _ in 0..caps.max_packets {
+        let (first, body) = read_packet(session, caps.max_packet_bytes).await?;
         let (typ, flags) = (first >> 4, first & 0x0f);
         match typ {
             kind::PUBLISH => {
@@ -348,7 +344,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &crate::config::ServiceS
                 }
             }
             kind::SUBSCRIBE => {
-                let Ok(Subscribe { id, topics, count }) = parse_subscribe(&body, level) else {
+                let Ok(Subscribe { id, topics, count }) = parse_subscribe(&body, level, caps.max_topics) else {
                     return Err(CloseReason::ProtocolError);
                 };
                 let names: Vec<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
@@ -460,14 +456,17 @@ mod tests {
 
     #[test]
     fn remaining_length_is_capped() {
-        assert_eq!(remaining_length(&[0x00]), Ok(Some((0, 1))));
-        assert_eq!(remaining_length(&[0x7f]), Ok(Some((127, 1))));
-        assert_eq!(remaining_length(&[0x80, 0x01]), Ok(Some((128, 2))));
-        assert_eq!(remaining_length(&[0x80]), Ok(None));
-        assert_eq!(remaining_length(&[0xff, 0xff, 0xff, 0x7f]), Err(MqttError::TooLarge));
-        assert_eq!(remaining_length(&[0x80, 0x80, 0x80, 0x80, 0x01]), Err(MqttError::BadLength));
+        let max = MqttSection::default().max_packet_bytes;
+        assert_eq!(remaining_length(&[0x00], max), Ok(Some((0, 1))));
+        assert_eq!(remaining_length(&[0x7f], max), Ok(Some((127, 1))));
+        assert_eq!(remaining_length(&[0x80, 0x01], max), Ok(Some((128, 2))));
+        assert_eq!(remaining_length(&[0x80], max), Ok(None));
+        assert_eq!(remaining_length(&[0xff, 0xff, 0xff, 0x7f], max), Err(MqttError::TooLarge));
+        assert_eq!(remaining_length(&[0x80, 0x80, 0x80, 0x80, 0x01], max), Err(MqttError::BadLength));
         let p = packet(0x30, &vec![7u8; 300]);
-        assert_eq!(remaining_length(&p[1..]), Ok(Some((300, 2))));
+        assert_eq!(remaining_length(&p[1..], max), Ok(Some((300, 2))));
+        // The configured cap, not a constant: 300 is too large for a 299-byte cap.
+        assert_eq!(remaining_length(&p[1..], 299), Err(MqttError::TooLarge));
     }
 
     #[test]
@@ -475,11 +474,13 @@ mod tests {
         let mut b = 7u16.to_be_bytes().to_vec();
         b.extend_from_slice(&[0, 1, b'#', 1]);
         b.extend_from_slice(&[0, 3, b'a', b'/', b'b', 0]);
-        let Subscribe { id, topics, count: n } = parse_subscribe(&b, 4).unwrap();
+        let Subscribe { id, topics, count: n } = parse_subscribe(&b, 4, 64).unwrap();
         assert_eq!((id, n), (7, 2));
         assert_eq!(topics, vec![("#".into(), 1), ("a/b".into(), 0)]);
+        let Subscribe { topics, count: n, .. } = parse_subscribe(&b, 4, 1).unwrap();
+        assert_eq!((topics, n), (vec![("#".into(), 1)], 2));
         assert_eq!(suback(4, 7, &[1, 0], 2), vec![0x90, 4, 0, 7, 1, 0]);
-        assert!(parse_subscribe(&7u16.to_be_bytes(), 4).is_err());
+        assert!(parse_subscribe(&7u16.to_be_bytes(), 4, 64).is_err());
         let mut p = vec![0, 3, b'x', b'/', b'y', 0, 9];
         p.extend_from_slice(b"hello");
         let got = parse_publish(0x02, &p, 4).unwrap();
@@ -495,10 +496,10 @@ mod tests {
     #[test]
     fn hostile_input_never_panics() {
         for b in crate::protocols::hostile::random_inputs(0x1883_0000_0001, 20_000, 64, false) {
-            let _ = remaining_length(&b);
+            let _ = remaining_length(&b, 1 << 20);
             let _ = parse_connect(&b);
             for level in [4, 5] {
-                let _ = parse_subscribe(&b, level);
+                let _ = parse_subscribe(&b, level, 64);
                 let _ = parse_unsubscribe(&b, level);
                 let _ = parse_publish(b.first().copied().unwrap_or(0) & 0x0f, &b, level);
             }

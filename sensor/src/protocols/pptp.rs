@@ -12,19 +12,16 @@
 //! Stop-Control-Connection like a server does. `nmap -sV` (its `pptp-version` script) reads
 //! the vendor and host name from the reply.
 //!
-//! Bounded: every control message is length-prefixed and at most [`MAX_MESSAGE`] bytes (a
-//! larger or shorter length ends the session), at most [`MAX_MESSAGES`] per session.
+//! Bounded by the `[pptp]` config section ([`PptpSection`]): every control message is
+//! length-prefixed and at most `max_message_bytes` (a larger or shorter length ends the session
+//! before anything is allocated), at most `max_messages` per session.
 
-use crate::config::{Persona, ServiceSection};
+use crate::config::{Persona, PptpSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail};
 
 /// The magic cookie of every control message.
 pub const MAGIC: u32 = 0x1A2B_3C4D;
-/// Largest control message accepted (the largest defined one is 220 bytes).
-pub const MAX_MESSAGE: usize = 512;
-/// Control messages handled per session.
-pub const MAX_MESSAGES: usize = 1_000;
 
 /// Control message types (RFC 2637 2.0).
 pub mod ctrl {
@@ -51,8 +48,8 @@ pub struct Header {
     pub control_type: u16,
 }
 
-/// Parses the 12-byte header; `None` when its length is outside 12..=[`MAX_MESSAGE`].
-pub fn parse_header(b: &[u8]) -> Option<Header> {
+/// Parses the 12-byte header; `None` when its length is outside `12..=max_message`.
+pub fn parse_header(b: &[u8], max_message: usize) -> Option<Header> {
     if b.len() < 12 {
         return None;
     }
@@ -62,7 +59,7 @@ pub fn parse_header(b: &[u8]) -> Option<Header> {
         cookie: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
         control_type: u16::from_be_bytes([b[8], b[9]]),
     };
-    (12..=MAX_MESSAGE).contains(&(h.length as usize)).then_some(h)
+    (12..=max_message).contains(&(h.length as usize)).then_some(h)
 }
 
 /// A Start-Control-Connection-Request's fields.
@@ -192,10 +189,10 @@ pub fn call_reply(req: &CallRequest, our_id: u16) -> Vec<u8> {
     message(ctrl::OUTGOING_CALL_REPLY, &b)
 }
 
-async fn read_message(session: &mut Session) -> SessionResult<(Header, Vec<u8>)> {
+async fn read_message(session: &mut Session, max_message: usize) -> SessionResult<(Header, Vec<u8>)> {
     let mut head = [0u8; 12];
     session.read_exact(&mut head).await?;
-    let h = parse_header(&head).ok_or(CloseReason::ProtocolError)?;
+    let h = parse_header(&head, max_message).ok_or(CloseReason::ProtocolError)?;
     let mut m = vec![0u8; h.length as usize];
     m[..12].copy_from_slice(&head);
     session.read_exact(&mut m[12..]).await?;
@@ -206,8 +203,9 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
     let f = flavor(session.persona());
     let vendor = if svc.banner.is_empty() { f.vendor } else { svc.banner.as_str() };
     let mut next_call = 0x4000u16.wrapping_add(rand::random::<u16>() & 0x0fff);
-    for _ in 0..MAX_MESSAGES {
-        let (h, m) = read_message(session).await?;
+    let caps: PptpSection = session.services().pptp;
+    for _ in 0..caps.max_messages {
+        let (h, m) = read_message(session, caps.max_message_bytes).await?;
         match h.control_type {
             ctrl::START_REQUEST => {
                 let Some(r) = parse_start_request(&m) else {
@@ -288,8 +286,10 @@ mod tests {
     #[test]
     fn start_request_and_reply() {
         let m = nmap_request();
-        let h = parse_header(&m).unwrap();
+        let h = parse_header(&m, 512).unwrap();
         assert_eq!((h.length, h.control_type), (156, ctrl::START_REQUEST));
+        // The configured cap, not a constant: 156 bytes are one too many for a 155-byte cap.
+        assert!(parse_header(&m, 155).is_none());
         let r = parse_start_request(&m).unwrap();
         assert_eq!((r.host_name.as_str(), r.vendor.as_str(), r.firmware), ("none", "nmap", 1));
         let f = flavor(Persona::WindowsServer);
@@ -299,8 +299,8 @@ mod tests {
         // Where nmap's pptp-version reads the firmware and the vendor.
         assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 3790);
         assert_eq!(&reply[92..101], b"Microsoft");
-        assert!(parse_header(&[0, 11, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 1, 0, 0]).is_none());
-        assert!(parse_header(&[0x10, 0, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 1, 0, 0]).is_none());
+        assert!(parse_header(&[0, 11, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 1, 0, 0], 512).is_none());
+        assert!(parse_header(&[0x10, 0, 0, 1, 0x1a, 0x2b, 0x3c, 0x4d, 0, 1, 0, 0], 512).is_none());
     }
 
     #[test]
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn hostile_input_never_panics() {
         for b in crate::protocols::hostile::random_inputs(0x1723_0000_0001, 20_000, 200, false) {
-            let _ = parse_header(&b);
+            let _ = parse_header(&b, 65_535);
             let _ = parse_start_request(&b);
             let _ = parse_call_request(&b);
         }

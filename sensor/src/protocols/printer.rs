@@ -11,18 +11,15 @@
 //! capture, bounded by the sample cap.
 //!
 //! The parser ([`Parser`]) is a pure function of the bytes fed to it; the handler only moves
-//! bytes and replies. Bounded: lines longer than [`MAX_LINE`] are cut (the rest up to the next
-//! newline is skipped, still kept in the job), at most [`MAX_COMMANDS`] commands are recorded
-//! per session (the rest are counted in one last `Command`), the ready message is capped.
+//! bytes and replies. Bounded by the `[printer]` config section ([`PrinterSection`]): lines
+//! longer than `max_line_bytes` are cut (the rest up to the next newline is skipped, still kept
+//! in the job), at most `max_commands` commands are recorded per session (the rest are counted
+//! in one last `Command`), the ready message is capped at [`MAX_RDYMSG`].
 
-use crate::config::ServiceSection;
+use crate::config::{PrinterSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use drosera_uplink::event::{CloseReason, Detail};
 
-/// Longest PJL/PostScript line examined.
-pub const MAX_LINE: usize = 1024;
-/// Commands recorded per session.
-pub const MAX_COMMANDS: usize = 256;
 /// Longest ready message kept.
 pub const MAX_RDYMSG: usize = 64;
 /// The model `@PJL INFO ID` names when the config gives no banner.
@@ -46,15 +43,18 @@ pub struct Parser {
     model: String,
     ready: String,
     line: Vec<u8>,
-    /// The current line was longer than [`MAX_LINE`]: skip to its end.
+    /// Longest line examined (`printer.max_line_bytes`).
+    max_line: usize,
+    /// The current line was longer than `max_line`: skip to its end.
     overflow: bool,
     /// Binary bytes of an `FSDOWNLOAD` still to pass over.
     skip: u64,
 }
 
 impl Parser {
-    pub fn new(model: &str) -> Parser {
-        Parser { model: model.to_string(), ready: "Ready".into(), line: Vec::new(), overflow: false, skip: 0 }
+    /// A parser for a printer called `model` examining lines of at most `max_line` bytes.
+    pub fn new(model: &str, max_line: usize) -> Parser {
+        Parser { model: model.to_string(), ready: "Ready".into(), line: Vec::new(), max_line, overflow: false, skip: 0 }
     }
 
     /// The current ready message (`INFO STATUS`'s DISPLAY).
@@ -78,7 +78,7 @@ impl Parser {
             };
             data = rest;
             if !self.overflow {
-                let room = MAX_LINE - self.line.len();
+                let room = self.max_line.saturating_sub(self.line.len());
                 if part.len() > room {
                     self.line.extend_from_slice(&part[..room]);
                     self.overflow = true;
@@ -225,7 +225,8 @@ pub fn postscript_file_operator(line: &str) -> bool {
 
 pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> SessionResult<()> {
     let model = if svc.banner.is_empty() { DEFAULT_BANNER } else { svc.banner.as_str() };
-    let mut parser = Parser::new(model);
+    let caps: PrinterSection = session.services().printer;
+    let mut parser = Parser::new(model, caps.max_line_bytes);
     let mut job = session.capture("printer-job");
     let extra = session.file_cap();
     session.allow_bytes_in(extra);
@@ -245,7 +246,7 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
         let mut failed = None;
         for action in parser.feed(&buf) {
             match action {
-                Action::Command(line) if recorded < MAX_COMMANDS => {
+                Action::Command(line) if recorded < caps.max_commands => {
                     recorded += 1;
                     session.emit(Detail::Command { line });
                 }
@@ -281,6 +282,8 @@ pub(crate) async fn handle(session: &mut Session, svc: &ServiceSection) -> Sessi
 mod tests {
     use super::*;
 
+    const MAX_LINE: usize = 1024;
+
     fn replies(a: &[Action]) -> String {
         a.iter()
             .filter_map(|x| match x {
@@ -292,7 +295,7 @@ mod tests {
 
     #[test]
     fn info_id_and_status_answer_like_an_hp() {
-        let mut p = Parser::new(DEFAULT_BANNER);
+        let mut p = Parser::new(DEFAULT_BANNER, MAX_LINE);
         let a = p.feed(b"\x1b%-12345X@PJL INFO ID\r\n\x1b%-12345X\r\n");
         assert_eq!(replies(&a), "@PJL INFO ID\r\n\"HP LaserJet 4250\"\r\n\x0c");
         assert_eq!(a[0], Action::Command("PJL INFO ID".into()));
@@ -304,7 +307,7 @@ mod tests {
 
     #[test]
     fn fsdownload_data_is_skipped_and_file_system_queries_answered() {
-        let mut p = Parser::new(DEFAULT_BANNER);
+        let mut p = Parser::new(DEFAULT_BANNER, MAX_LINE);
         let a = p.feed(b"@PJL FSDOWNLOAD FORMAT:BINARY SIZE=5 NAME=\"0:\\x.sh\"\r\n@PJL\n@PJL ECHO x\r\n");
         // The 5 file bytes (which look like a command) are passed over.
         assert_eq!(a.len(), 3, "{a:?}");
@@ -318,7 +321,7 @@ mod tests {
 
     #[test]
     fn postscript_file_operators_are_recorded() {
-        let mut p = Parser::new(DEFAULT_BANNER);
+        let mut p = Parser::new(DEFAULT_BANNER, MAX_LINE);
         let a = p.feed(b"%!PS-Adobe-3.0\n/x 1 def\n(/etc/passwd) (r) file\nshowpage\n");
         assert_eq!(
             a,
@@ -331,7 +334,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut() {
-        let mut p = Parser::new(DEFAULT_BANNER);
+        let mut p = Parser::new(DEFAULT_BANNER, MAX_LINE);
         let mut long = b"@PJL ECHO ".to_vec();
         long.extend(std::iter::repeat_n(b'a', 10 * MAX_LINE));
         assert!(p.feed(&long).is_empty());
@@ -345,7 +348,7 @@ mod tests {
     #[test]
     fn hostile_input_never_panics() {
         for b in crate::protocols::hostile::random_inputs(0x9100_0000_0001, 20_000, 64, true) {
-            let mut p = Parser::new(DEFAULT_BANNER);
+            let mut p = Parser::new(DEFAULT_BANNER, MAX_LINE);
             let mut m = b"@PJL ".to_vec();
             m.extend_from_slice(&b);
             m.push(b'\n');
@@ -353,7 +356,7 @@ mod tests {
             let _ = p.feed(&b);
         }
         for b in crate::protocols::hostile::random_inputs(0x9100_0000_0002, 5_000, 64, false) {
-            let _ = Parser::new(DEFAULT_BANNER).feed(&b);
+            let _ = Parser::new(DEFAULT_BANNER, MAX_LINE).feed(&b);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! memcached (11211 tcp, and udp when `transport` says so): the text protocol of a memcached
 //! 1.6 left open to the internet. Every command is recorded with its keys (`Command`), stored
-//! values as payloads (hashed, prefix kept, bounded by [`MAX_VALUE`]), and `stats`, `version`
+//! values as payloads (hashed, prefix kept, bounded by `memcached.max_value_bytes`), and `stats`, `version`
 //! and the other probes are answered as Debian's memcached 1.6.18 would, with an empty cache.
 //!
 //! WHY: an open memcached is probed by scanners (`stats`, `version`), raided for cached
@@ -10,14 +10,15 @@
 //! cut to whole lines that fit (the UDP framework refuses anything larger anyway). Real
 //! memcached turned UDP off by default for that reason; so does this one (`transport`).
 //!
-//! Bounded: [`MAX_COMMANDS`] per connection, lines by the session's `max_line`, a value by
-//! [`MAX_VALUE`] (a larger one is refused as memcached does and its bytes read and dropped,
-//! within the session's byte cap).
+//! Bounded by the `[memcached]` config section ([`MemcachedSection`]): `max_commands` per
+//! connection, a value by `max_value_bytes` (a larger one is refused as memcached does and its
+//! bytes read and dropped, within the session's byte cap); lines by the session's `max_line`.
+//! Over UDP a value is what fits in the datagram.
 
 pub mod parse;
 
 use crate::capture::PayloadCapture;
-use crate::config::ServiceSection;
+use crate::config::{MemcachedSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use crate::udp::Exchange;
 use drosera_uplink::event::Detail;
@@ -25,10 +26,6 @@ use parse::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Commands handled per connection.
-pub const MAX_COMMANDS: usize = 1000;
-/// Largest value stored (memcached's default item size limit, 1 MiB).
-pub const MAX_VALUE: u64 = 1024 * 1024;
 /// The version every reply announces (Debian 12's memcached).
 pub const VERSION: &str = "1.6.18";
 /// Unknown or malformed commands before the server hangs up.
@@ -104,8 +101,9 @@ fn command_event(line: &[u8]) -> Detail {
 
 /// One TCP connection.
 pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+    let caps: MemcachedSection = session.services().memcached;
     let mut errors = 0;
-    for _ in 0..MAX_COMMANDS {
+    for _ in 0..caps.max_commands {
         let line = session.read_line().await?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -127,7 +125,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
             }
         };
         if let Some(len) = cmd.value_len {
-            if len > MAX_VALUE {
+            if len > caps.max_value_bytes {
                 // memcached swallows the value and refuses it; the session's byte cap bounds this.
                 skip(session, len.saturating_add(2)).await?;
                 session.write_all(b"SERVER_ERROR object too large for cache\r\n").await?;
@@ -180,7 +178,7 @@ pub(crate) fn datagram(x: &mut Exchange, _svc: &ServiceSection, data: &[u8]) -> 
     x.emit(command_event(line));
     let cmd = parse::parse_line(line).ok()?;
     if let Some(len) = cmd.value_len {
-        let value = &rest[..rest.len().min(usize::try_from(len.min(MAX_VALUE)).unwrap_or(0))];
+        let value = &rest[..rest.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
         let mut capture = PayloadCapture::new(4096);
         capture.update(value);
         if (value.len() as u64) < len {

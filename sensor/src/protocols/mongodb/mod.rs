@@ -14,23 +14,20 @@
 //! message and fails at `saslContinue` with "Authentication failed." (code 18) as for a wrong
 //! password.
 //!
-//! Parsing is pure ([`wire`], [`bson`]) and capped: a message is at most [`MAX_MESSAGE`]
-//! bytes (a larger length ends the session before anything is allocated), a session handles
-//! at most [`MAX_MESSAGES`] messages.
+//! Parsing is pure ([`wire`], [`bson`]) and capped by the `[mongodb]` config section
+//! ([`MongodbSection`]): a message is at most `max_message_bytes` (a larger length ends the
+//! session before anything is allocated), a session handles at most `max_messages` messages;
+//! BSON nesting and element counts have fixed ceilings in [`bson`] (recursion guards).
 
 pub mod bson;
 pub mod wire;
 
-use crate::config::ServiceSection;
+use crate::config::{MongodbSection, ServiceSection};
 use crate::session::{Session, SessionResult};
 use bson::{Doc, Value, Writer};
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 use wire::{Command, OP_MSG, OP_QUERY};
 
-/// Largest message read.
-pub const MAX_MESSAGE: usize = 1024 * 1024;
-/// Messages handled per session.
-pub const MAX_MESSAGES: usize = 10_000;
 /// The server version told to clients.
 pub const VERSION: &str = "6.0.12";
 
@@ -214,10 +211,10 @@ pub fn command_line(cmd: &Doc, db: &str) -> String {
     }
 }
 
-async fn read_message(session: &mut Session) -> SessionResult<(wire::Header, Vec<u8>)> {
+async fn read_message(session: &mut Session, max: usize) -> SessionResult<(wire::Header, Vec<u8>)> {
     let mut head = [0u8; 16];
     session.read_exact(&mut head).await?;
-    let h = wire::parse_header(&head, MAX_MESSAGE).ok_or(CloseReason::ProtocolError)?;
+    let h = wire::parse_header(&head, max).ok_or(CloseReason::ProtocolError)?;
     let mut body = vec![0u8; h.length as usize - 16];
     session.read_exact(&mut body).await?;
     Ok((h, body))
@@ -227,8 +224,9 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
     let connection_id = i32::from(rand::random::<u16>()) + 1000;
     let server_nonce: String = hex::encode(rand::random::<[u8; 18]>());
     let mut next_id = rand::random::<u16>() as i32;
-    for _ in 0..MAX_MESSAGES {
-        let (h, body) = read_message(session).await?;
+    let caps: MongodbSection = session.services().mongodb;
+    for _ in 0..caps.max_messages {
+        let (h, body) = read_message(session, caps.max_message_bytes).await?;
         let cmd = match h.op_code {
             OP_MSG => wire::parse_op_msg(&body),
             OP_QUERY => wire::parse_op_query(&body),

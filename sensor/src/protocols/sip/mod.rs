@@ -10,21 +10,18 @@
 //!
 //! Over UDP every reply is built to fit the request it answers (optional headers are dropped
 //! first; the UDP framework sends nothing larger): a SIP server is otherwise a classic reflector.
-//! Over TCP a connection handles at most [`MAX_MESSAGES`] requests with heads of at most
-//! [`parse::MAX_HEAD`] bytes and bodies of at most [`MAX_BODY`].
+//! Over TCP a connection handles at most `sip.max_messages` requests with heads of at most
+//! [`parse::MAX_HEAD`] bytes and bodies of at most `sip.max_body_bytes` (the `[sip]` config
+//! section, [`SipSection`]).
 
 pub mod parse;
 
-use crate::config::ServiceSection;
+use crate::config::{ServiceSection, SipSection};
 use crate::session::{Session, SessionResult};
 use crate::udp::Exchange;
 use drosera_uplink::event::{CloseReason, Detail, Secret};
 use parse::Request;
 
-/// Requests handled per TCP connection.
-pub const MAX_MESSAGES: usize = 100;
-/// Largest body read (and dropped) over TCP; a larger one ends the connection.
-pub const MAX_BODY: usize = 64 * 1024;
 /// The realm of the challenge (Asterisk's default).
 pub const REALM: &str = "asterisk";
 /// The server's product, as Asterisk announces itself.
@@ -155,9 +152,10 @@ pub(crate) fn datagram(x: &mut Exchange, _svc: &ServiceSection, data: &[u8]) -> 
 
 /// One TCP connection: requests one after the other.
 pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+    let caps: SipSection = session.services().sip;
     let server = session.local.ip().to_string();
     let client = session.peer.ip().to_string();
-    for _ in 0..MAX_MESSAGES {
+    for _ in 0..caps.max_messages {
         let mut head = Vec::new();
         loop {
             let line = session.read_line().await?;
@@ -181,7 +179,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
             return Err(CloseReason::ProtocolError);
         };
         let body = r.content_length();
-        if body > MAX_BODY {
+        if body > caps.max_body_bytes {
             return Err(CloseReason::ProtocolError);
         }
         let mut left = body;

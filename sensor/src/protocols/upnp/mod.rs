@@ -11,22 +11,18 @@
 //! (`upnp-addportmapping`, `upnp-deleteportmapping`, every argument in `extra`) and answered
 //! with success; nothing is ever mapped or forwarded. Every HTTP request is an `HttpRequest`.
 //!
-//! Bounded: [`MAX_REQUESTS`] per connection, request lines and headers by the session's caps,
-//! SOAP bodies by [`MAX_BODY`].
+//! Bounded by the `[upnp]` config section ([`UpnpSection`]): `max_requests` per connection,
+//! SOAP bodies of at most `max_body_bytes`; request lines and headers by the session's caps.
 
 pub mod parse;
 
-use crate::config::ServiceSection;
+use crate::config::{ServiceSection, UpnpSection};
 use crate::protocols::http;
 use crate::session::{Session, SessionResult};
 use crate::udp::Exchange;
 use drosera_uplink::event::{CloseReason, Detail};
 use std::net::{IpAddr, SocketAddr};
 
-/// HTTP requests per connection.
-pub const MAX_REQUESTS: usize = 50;
-/// Largest SOAP body read.
-pub const MAX_BODY: usize = 16 * 1024;
 /// Headers read per request.
 const MAX_HEADERS: usize = 64;
 /// What miniupnpd on a small Linux router says it is.
@@ -203,8 +199,9 @@ fn http_response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
 
 /// One TCP connection to the description port: HTTP requests one after the other.
 pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> SessionResult<()> {
+    let caps: UpnpSection = session.services().upnp;
     let base = format!("http://{}/", session.local);
-    for _ in 0..MAX_REQUESTS {
+    for _ in 0..caps.max_requests {
         let line = session.read_line().await?;
         if line.is_empty() {
             continue;
@@ -224,7 +221,7 @@ pub(crate) async fn handle(session: &mut Session, _svc: &ServiceSection) -> Sess
             }
         }
         let len: usize = req.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-        if len > MAX_BODY {
+        if len > caps.max_body_bytes {
             return Err(CloseReason::ProtocolError);
         }
         let mut body = vec![0u8; len];
