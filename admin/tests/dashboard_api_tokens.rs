@@ -30,7 +30,7 @@ const JSON: [&str; 14] = [
     "report",
     "field",
 ];
-const CSV: [&str; 15] = [
+const CSV: [&str; 16] = [
     "protocols",
     "countries",
     "labelled",
@@ -46,6 +46,7 @@ const CSV: [&str; 15] = [
     "scanners",
     "sensors",
     "field-countries",
+    "recovered",
 ];
 
 fn session_cookie(a: std::net::SocketAddr, user: &str, pass: &str) -> String {
@@ -184,7 +185,7 @@ fn every_api_endpoint_checks_tokens_and_sessions() {
     for (p, tables) in [
         ("/", &["protocols", "countries", "labelled"][..]),
         ("/attackers", &["sources", "ports", "field-countries", "countries"][..]),
-        ("/credentials", &["usernames", "passwords", "pairs"][..]),
+        ("/credentials", &["usernames", "passwords", "pairs", "recovered"][..]),
         ("/payloads", &["payloads", "exploits", "downloads"][..]),
         ("/scans", &["scan-ports", "scanners"][..]),
         ("/sensors", &["sensors"][..]),

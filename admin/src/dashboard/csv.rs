@@ -12,7 +12,7 @@ use crate::export::csv_cell;
 use crate::storage::Storage;
 
 /// The table ids that have a CSV (the dashboard links only these).
-pub const TABLES: [&str; 15] = [
+pub const TABLES: [&str; 16] = [
     "protocols",
     "countries",
     "labelled",
@@ -28,6 +28,7 @@ pub const TABLES: [&str; 15] = [
     "scanners",
     "sensors",
     "field-countries",
+    "recovered",
 ];
 
 pub fn has(id: &str) -> bool {
@@ -173,6 +174,23 @@ pub fn table(
                 .pairs
                 .into_iter()
                 .map(|p| vec![T(p.username), T(p.password), N(p.count)])
+                .collect(),
+        ),
+        "recovered" => render(
+            &["user", "password", "protocol", "logins", "first_seen", "last_seen"],
+            analytics::credentials(db, q, n)?
+                .recovered
+                .into_iter()
+                .map(|r| {
+                    vec![
+                        T(r.username),
+                        T(r.password),
+                        T(r.protocol),
+                        N(r.count),
+                        T(fmt_time(Some(r.first_seen_ms))),
+                        T(fmt_time(Some(r.last_seen_ms))),
+                    ]
+                })
                 .collect(),
         ),
         "payloads" => items(&analytics::payloads(db, q, n)?, "sha256", "size_bytes"),
