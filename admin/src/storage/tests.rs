@@ -16,14 +16,24 @@ use drosera_uplink::event::{CloseReason, Detail, Priority, Protocol, Transport};
 /// server rightly waits, so those tests hold this lock for reading and that one for writing.
 static PG_OPEN_TRANSACTION: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// What a test keeps alive while it uses a backend: its directory and its share of the server.
+/// What a test keeps alive while it uses a backend: its directory and, for PostgreSQL, its share
+/// of the server.
 struct Held {
     _dir: tempfile::TempDir,
-    _pg: std::sync::RwLockReadGuard<'static, ()>,
+    _pg: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
+/// A SQLite backend's directory: no share of the PostgreSQL server. Only the PostgreSQL entry
+/// takes the read lock, so a test never holds two read guards at once: std's `RwLock` lets a
+/// waiting writer block new readers, and a second `read()` behind the open-transaction test's
+/// `write()` deadlocked (`password_recovery` hung that way).
 fn held(dir: tempfile::TempDir) -> Held {
-    Held { _dir: dir, _pg: PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner()) }
+    Held { _dir: dir, _pg: None }
+}
+
+/// A PostgreSQL backend's directory and its share of the server.
+fn held_pg(dir: tempfile::TempDir) -> Held {
+    Held { _dir: dir, _pg: Some(PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner())) }
 }
 
 fn backends() -> Vec<(Box<dyn Storage>, Held)> {
@@ -31,7 +41,7 @@ fn backends() -> Vec<(Box<dyn Storage>, Held)> {
     let sqlite = sqlite::open(&dir.path().join("a.db")).unwrap();
     let mut v: Vec<(Box<dyn Storage>, Held)> = vec![(Box::new(sqlite), held(dir))];
     if let Some(url) = crate::testpg::fresh_database() {
-        v.push((Box::new(postgres::Postgres::open(&url).unwrap()), held(tempfile::tempdir().unwrap())));
+        v.push((Box::new(postgres::Postgres::open(&url).unwrap()), held_pg(tempfile::tempdir().unwrap())));
     }
     v
 }
@@ -469,7 +479,7 @@ fn backend_locations() -> Vec<(Backend, Held)> {
     let dir = tempfile::tempdir().unwrap();
     let mut v = vec![(Backend::Sqlite(dir.path().join("a.db")), held(dir))];
     if let Some(url) = crate::testpg::fresh_database() {
-        v.push((Backend::Postgres(url), held(tempfile::tempdir().unwrap())));
+        v.push((Backend::Postgres(url), held_pg(tempfile::tempdir().unwrap())));
     }
     v
 }
