@@ -138,11 +138,11 @@ fn dionaea_protocols_and_scans_in_report_dashboard_and_export() {
     assert!(ports.contains("<tbody><tr><td>23</td><td>tcp</td><td>3</td></tr>"), "{ports}");
     let scanners = r.body.split(r#"<table id="scanners">"#).nth(1).unwrap().split("</table>").next().unwrap();
     assert!(
-        scanners.contains("<tr><td>198.51.100.99</td><td>67</td><td>2</td><td>2</td><td>mirai 67</td>"),
+        scanners.contains("<tr><td><a class=\"ip mono\" href=\"/attacker/198.51.100.99\">198.51.100.99</a></td><td>67</td><td>2</td><td>2</td><td>mirai 67</td>"),
         "{scanners}"
     );
     assert!(
-        scanners.contains("<tr><td>198.51.100.7</td><td>40</td><td>1</td><td>40</td><td>nmap 40</td>"),
+        scanners.contains("<tr><td><a class=\"ip mono\" href=\"/attacker/198.51.100.7\">198.51.100.7</a></td><td>40</td><td>1</td><td>40</td><td>nmap 40</td>"),
         "{scanners}"
     );
 
