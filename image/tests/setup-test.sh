@@ -402,7 +402,12 @@ check "a UDP honeypot port (5060) answers the requester" "is \$(udp_ask 5060) re
 check "a UDP port the config does not name (5070) is closed" "is \$(udp_ask 5070) none"
 check "a TCP-only honeypot port (MQTT's 1883) is closed for UDP" "is \$(udp_ask 1883) none"
 check "the UDP service cannot send to a LAN device or to another port of the requester" "[ \$(grep -c ' blocked\$' '$T/udp-responder-5060.log') = 2 ] && ! grep -q ' sent\$' '$T/udp-responder-5060.log'"
-check "nothing is forwarded (forward chain: policy drop, no rule)" "ip netns exec '$NS' nft list chain inet drosera forward | grep -q 'policy drop;' && [ \$(ip netns exec '$NS' nft list chain inet drosera forward | grep -c accept) = 0 ]"
+# read once, then match (a `nft | grep -q` pipeline under pipefail fails when grep's early exit
+# SIGPIPEs nft); on a failure the listing is printed
+fwd=$(ip netns exec "$NS" nft list chain inet drosera forward 2>&1 || echo "nft failed: $?")
+before=$fails
+check "nothing is forwarded (forward chain: policy drop, no rule)" "grep -q 'policy drop;' <<<\"\$fwd\" && ! grep -q accept <<<\"\$fwd\""
+[ "$fails" = "$before" ] || sed 's/^/# /' <<<"$fwd"
 kill $(jobs -p) 2>/dev/null || true
 
 if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi
