@@ -131,6 +131,8 @@ struct App {
     samples: Option<Arc<crate::samples::SamplesConfig>>,
     /// Sample ZIPs built at once ([`samples::MAX_CONCURRENT_DOWNLOADS`]).
     downloads: Arc<Semaphore>,
+    /// The drill-down's caps (`[drill]`).
+    drill: analytics::DrillConfig,
 }
 
 impl App {
@@ -635,6 +637,7 @@ async fn logout(State(app): State<App>, headers: HeaderMap, Form(f): Form<Logout
 /// retention run in `crate::app`.
 pub async fn serve(
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     samples: Option<crate::samples::SamplesConfig>,
@@ -642,24 +645,26 @@ pub async fn serve(
 ) -> Result<(), DashboardError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| DashboardError::Bind { addr: cfg.listen, error })?;
-    serve_listener_samples(listener, cfg, db, enricher, samples, shutdown).await
+    serve_listener_samples(listener, cfg, drill, db, enricher, samples, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener (tests bind port 0), without a sample store.
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
-    serve_listener_samples(listener, cfg, db, enricher, None, shutdown).await
+    serve_listener_samples(listener, cfg, drill, db, enricher, None, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
 pub async fn serve_listener_samples(
     listener: TcpListener,
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     samples: Option<crate::samples::SamplesConfig>,
@@ -680,6 +685,7 @@ pub async fn serve_listener_samples(
         hosts: Arc::new(allowed_hosts(cfg)),
         samples: samples.map(Arc::new),
         downloads: Arc::new(Semaphore::new(samples::MAX_CONCURRENT_DOWNLOADS)),
+        drill,
     };
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
@@ -722,17 +728,20 @@ fn drill_search(q: &str) -> Result<Drill, String> {
 }
 
 async fn drill_find(app: &App, q: Query, d: Drill) -> Result<Found, String> {
+    let caps = app.drill;
     app.db(move |c, en| {
         analytics::refresh(c, en).map_err(|e| e.to_string())?;
         let r = match d {
             Drill::Attacker { addr, page } => {
-                Found::Attacker(analytics::attacker(c, &q, &addr, page).map_err(|e| e.to_string())?)
+                Found::Attacker(analytics::attacker(c, &q, &addr, page, &caps).map_err(|e| e.to_string())?)
             }
             Drill::Session { sensor, conn } => {
-                Found::Session(analytics::session(c, &sensor, conn).map_err(|e| e.to_string())?)
+                Found::Session(analytics::session(c, &sensor, conn, &caps).map_err(|e| e.to_string())?)
             }
             Drill::Search(text) if text.is_empty() => Found::Search(None),
-            Drill::Search(text) => Found::Search(Some(analytics::search(c, &q, &text).map_err(|e| e.to_string())?)),
+            Drill::Search(text) => {
+                Found::Search(Some(analytics::search(c, &q, &text, &caps).map_err(|e| e.to_string())?))
+            }
         };
         Ok(r)
     })
