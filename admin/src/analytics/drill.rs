@@ -35,18 +35,16 @@ fn event_range(db: &dyn Storage, q: &Query) -> Result<EventRange, AnalyticsError
 
 /// The flat fields of a stored event (a JSON object of strings); empty if unreadable.
 pub fn fields_of(row: &ExportRow<'_>) -> BTreeMap<String, String> {
-    let v: serde_json::Value = serde_json::from_str(row.fields).unwrap_or_default();
-    let mut m = BTreeMap::new();
-    if let serde_json::Value::Object(o) = v {
-        for (k, v) in o {
+    row.detail()
+        .into_iter()
+        .map(|(k, v)| {
             let s = match v {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            m.insert(k, s);
-        }
-    }
-    m
+            (k, s)
+        })
+        .collect()
 }
 
 /// A value with how often and when.
