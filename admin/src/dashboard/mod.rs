@@ -337,36 +337,7 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
     let body = app
         .db(move |c, en| {
             analytics::refresh(c, en).map_err(|e| e.to_string())?;
-            let r = (|| -> Result<String, analytics::AnalyticsError> {
-                Ok(match path {
-                    "/" => {
-                        // Every country for the map (fewer than MAX_LIMIT exist), the top rows
-                        // of the same list for the table: one pass.
-                        let countries = analytics::countries(c, &q, analytics::MAX_LIMIT)?;
-                        pages::overview(
-                            &analytics::totals(c, &q)?,
-                            &analytics::timeline(c, &q)?,
-                            &analytics::protocols(c, &q)?,
-                            &countries[..countries.len().min(rows)],
-                        ) + &pages::labelled(&analytics::labelled(c, &q, 10)?)
-                            + &pages::world_map(&countries)
-                    }
-                    "/attackers" => {
-                        // One pass over the source aggregates for the three (see attackers_page).
-                        let (sources, countries, field) = analytics::attackers_page(c, &q, min_attempts, rows)?;
-                        pages::attackers(&sources, &countries, &analytics::ports(c, &q, rows)?)
-                            + &pages::field_charts(&field)
-                    }
-                    "/credentials" => pages::credentials(&analytics::credentials(c, &q, rows)?),
-                    "/payloads" => pages::payloads(
-                        &analytics::payloads(c, &q, rows)?,
-                        &analytics::exploits(c, &q, rows)?,
-                        &analytics::downloads(c, &q, rows)?,
-                    ),
-                    "/scans" => pages::scans(&analytics::scans(c, &q, rows)?),
-                    _ => pages::sensors(&analytics::sensors(c, &q)?, now_ms()),
-                })
-            })();
+            let r = page_body(c, &q, path, rows, min_attempts);
             Ok(r.unwrap_or_else(|e| pages::error_page(&e.to_string())))
         })
         .await;
@@ -385,6 +356,45 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
         }
         Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+}
+
+/// The body of a report page (`/`, `/attackers`, `/credentials`, `/payloads`, `/scans`,
+/// `/sensors`) over the folded analytics: what the handler serves and what
+/// `examples/bench_admin.rs` times.
+pub fn page_body(
+    c: &dyn Storage,
+    q: &Query,
+    path: &str,
+    rows: usize,
+    min_attempts: i64,
+) -> Result<String, analytics::AnalyticsError> {
+    Ok(match path {
+        "/" => {
+            // Every country for the map (fewer than MAX_LIMIT exist), the top rows
+            // of the same list for the table: one pass.
+            let countries = analytics::countries(c, q, analytics::MAX_LIMIT)?;
+            pages::overview(
+                &analytics::totals(c, q)?,
+                &analytics::timeline(c, q)?,
+                &analytics::protocols(c, q)?,
+                &countries[..countries.len().min(rows)],
+            ) + &pages::labelled(&analytics::labelled(c, q, 10)?)
+                + &pages::world_map(&countries)
+        }
+        "/attackers" => {
+            // One pass over the source aggregates for the three (see attackers_page).
+            let (sources, countries, field) = analytics::attackers_page(c, q, min_attempts, rows)?;
+            pages::attackers(&sources, &countries, &analytics::ports(c, q, rows)?) + &pages::field_charts(&field)
+        }
+        "/credentials" => pages::credentials(&analytics::credentials(c, q, rows)?),
+        "/payloads" => pages::payloads(
+            &analytics::payloads(c, q, rows)?,
+            &analytics::exploits(c, q, rows)?,
+            &analytics::downloads(c, q, rows)?,
+        ),
+        "/scans" => pages::scans(&analytics::scans(c, q, rows)?),
+        _ => pages::sensors(&analytics::sensors(c, q)?, now_ms()),
+    })
 }
 
 fn api_error(code: StatusCode, msg: &str) -> Response {
