@@ -720,7 +720,8 @@ enum Drill {
 
 /// What a drill-down found (`None`: nothing there).
 enum Found {
-    Attacker(Option<analytics::Attacker>),
+    /// Boxed: the attacker page is the largest by far.
+    Attacker(Option<Box<analytics::Attacker>>),
     Session(Option<analytics::Session>),
     Search(Option<analytics::SearchResults>),
 }
@@ -742,9 +743,9 @@ async fn drill_find(app: &App, q: Query, d: Drill) -> Result<Found, String> {
     app.db(move |c, en| {
         analytics::refresh(c, en).map_err(|e| e.to_string())?;
         let r = match d {
-            Drill::Attacker { addr, page } => {
-                Found::Attacker(analytics::attacker(c, &q, &addr, page, &caps).map_err(|e| e.to_string())?)
-            }
+            Drill::Attacker { addr, page } => Found::Attacker(
+                analytics::attacker(c, &q, &addr, page, &caps).map_err(|e| e.to_string())?.map(Box::new),
+            ),
             Drill::Session { sensor, conn } => {
                 Found::Session(analytics::session(c, &sensor, conn, &caps).map_err(|e| e.to_string())?)
             }
