@@ -7,22 +7,20 @@
 mod analytics_support;
 mod chromium_support;
 use analytics_support::*;
-use chromium_support::{Browser, Cdp, Launch};
+use chromium_support::{logged_in, Cdp, Launch, LoggedIn};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const RANGE: &str = "since=1714521600000&until=1715385600000";
 
-fn launch() -> Option<(Browser, Cdp)> {
-    chromium_support::launch(&Launch {
-        window: (1280, 1100),
-        hide_scrollbars: false,
-        needs: &[],
-        packages: "chromium",
-        domains: &["Network"],
-        timeout: Duration::from_secs(30),
-    })
-}
+const LAUNCH: Launch<'static> = Launch {
+    window: (1280, 1100),
+    hide_scrollbars: false,
+    needs: &[],
+    packages: "chromium",
+    domains: &["Network"],
+    timeout: Duration::from_secs(30),
+};
 
 fn num(v: &Value) -> String {
     v.as_i64().map(|n| n.to_string()).unwrap_or_else(|| v.as_str().unwrap_or("").to_string())
@@ -33,15 +31,9 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let c = fixture(&db);
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-
-    // Not logged in: the overview sends the browser to the login form (`login` starts there).
-    b.login(&base, "admin", "correct horse");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
     // The session cookie is Secure, HttpOnly and SameSite=Strict, and scripts cannot read it.
     let cookies = b.call("Network.getCookies", json!({ "urls": [base.clone()] }));
     let sc = cookies["cookies"].as_array().unwrap().iter().find(|c| c["name"] == "drosera_session").cloned();
@@ -266,13 +258,9 @@ fn chromium_first_hour_chart_long_passwords_and_the_eviction_note() {
             ),
         ],
     );
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-    b.login(&base, "admin", "correct horse");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
     let range = format!("since={}&until={}", t - HOUR, now + HOUR);
     b.goto(&base, &format!("/?{range}"), "/");
     assert_eq!(b.eval("document.getElementById('total-attempts').textContent"), json!("41"));

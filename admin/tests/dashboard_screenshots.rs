@@ -14,7 +14,7 @@
 mod analytics_support;
 mod chromium_support;
 use analytics_support::*;
-use chromium_support::{Browser, Cdp, Launch};
+use chromium_support::{logged_in, Launch, LoggedIn};
 use drosera_uplink::event::{Detail, Event, Health, Protocol};
 use serde_json::json;
 use std::time::Duration;
@@ -43,16 +43,14 @@ const ADDRESSES: [&str; 16] = [
     "103.4.96.1",
 ];
 
-fn launch() -> Option<(Browser, Cdp)> {
-    chromium_support::launch(&Launch {
-        window: (1280, 900),
-        hide_scrollbars: true,
-        needs: &[EMOJI_FONT],
-        packages: "chromium fonts-noto-color-emoji",
-        domains: &["DOM", "CSS"],
-        timeout: Duration::from_secs(60),
-    })
-}
+const LAUNCH: Launch<'static> = Launch {
+    window: (1280, 900),
+    hide_scrollbars: true,
+    needs: &[EMOJI_FONT],
+    packages: "chromium fonts-noto-color-emoji",
+    domains: &["DOM", "CSS"],
+    timeout: Duration::from_secs(60),
+};
 
 /// Every protocol the sensor speaks, each from its own address, with a login on the ones that
 /// have logins and a scan window for scan detection; plus the shared fixture (payloads,
@@ -119,13 +117,9 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let c = fixture(&dir.path().join("a.db"));
     seed(&c);
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-    b.login(&base, "admin", "correct horse");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
 
     let out_dir = if std::env::var("DROSERA_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")

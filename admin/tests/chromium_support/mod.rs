@@ -8,6 +8,7 @@
 // Test fixtures may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use super::analytics_support::{serve_dashboard, Db, Served};
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -224,4 +225,26 @@ pub fn launch(opts: &Launch<'_>) -> Option<(Browser, Cdp)> {
         cdp.call(&format!("{d}.enable"), json!({}));
     }
     Some((browser, cdp))
+}
+
+/// What [`logged_in`] gives: the dashboard, the browser, its DevTools client and the base URL.
+pub struct LoggedIn {
+    pub served: Served,
+    pub browser: Browser,
+    pub cdp: Cdp,
+    pub base: String,
+}
+
+/// Adds dashboard user `admin` to `c`, serves the dashboard on its database (session cookies
+/// `Secure`), starts the browser and logs in through the form. `None`: skipped (see [`launch`]).
+pub fn logged_in(c: Db, opts: &Launch<'_>) -> Option<LoggedIn> {
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let loc = c.loc.clone();
+    drop(c);
+    let served = serve_dashboard(&loc, true);
+    let (browser, mut cdp) = launch(opts)?;
+    let base = format!("http://{}", served.addr);
+    // Not logged in: the overview sends the browser to the login form (`login` starts there).
+    cdp.login(&base, "admin", "correct horse");
+    Some(LoggedIn { served, browser, cdp, base })
 }
