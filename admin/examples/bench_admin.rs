@@ -1,23 +1,30 @@
 //! Benchmark helper for `scripts/bench-admin.sh` (not part of the product).
 //!
-//! `bench_admin gen DB N`  writes N synthetic events (30 days, 4 sensors, Zipf-distributed
+//! `bench_admin gen DB N [--no-drill-indexes]`
+//!                         writes N synthetic events (30 days, 4 sensors, Zipf-distributed
 //!                         sources, users and passwords) through the ingest path
 //!                         (`storage::sqlite::insert_event`, 100k events per transaction),
 //!                         with the whole schema (the covering indexes on `events` included).
+//!                         `--no-drill-indexes`: without the drill-down's `events_source` and
+//!                         `events_session` (schema 6) while inserting, then builds them (timed),
+//!                         so two runs give the insert cost of those indexes.
 //! `bench_admin time DB`   folds them into the analytics tables (timed), then times every
 //!                         report query over several ranges and prints a Markdown table, then
-//!                         times folding 100k new events.
-//! `bench_admin queries DB` only the query table (changes nothing; for before/after runs).
+//!                         the dashboard's pages and drill-down (attacker, session, search,
+//!                         time chart, map), then times folding 100k new events.
+//! `bench_admin queries DB` only the two tables (changes nothing; for before/after runs).
 //! `bench_admin url URL`   any backend (`sqlite:PATH`, `postgres://…`): folds what is new
-//!                         (timed), then the query table (`scripts/bench-fleet.sh` runs it on a
+//!                         (timed), then the two tables (`scripts/bench-fleet.sh` runs it on a
 //!                         PostgreSQL copy made by `drosera-admin migrate`).
 // Tests, benches and examples may panic; the workspace denies unwrap/expect elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use anyhow::Context;
-use drosera_admin::analytics::{self, Query, DAY_MS, HOUR_MS};
+use drosera_admin::analytics::{self, DrillConfig, Query, DAY_MS, HOUR_MS};
+use drosera_admin::dashboard::drill;
 use drosera_admin::enrich::Enricher;
 use drosera_admin::storage::sqlite as db;
+use drosera_admin::storage::Storage;
 use drosera_uplink::event::{CloseReason, Detail, Event, Health, Priority, Protocol, Secret, ShedReason, Transport};
 use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr};
@@ -55,9 +62,21 @@ fn ip_for(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, (h >> 8) as u8, (h >> 16) as u8, (h >> 24) as u8 | 1))
 }
 
-fn generate(path: &Path, n: u64) -> anyhow::Result<()> {
+/// The drill-down's indexes on `events` (SQLite schema 6), as `--no-drill-indexes` drops and
+/// rebuilds them.
+const DRILL_INDEXES: [(&str, &str); 2] = [
+    ("events_source", "CREATE INDEX IF NOT EXISTS events_source ON events(src_ip, time_ms)"),
+    ("events_session", "CREATE INDEX IF NOT EXISTS events_session ON events(sensor_id, session_id, seq)"),
+];
+
+fn generate(path: &Path, n: u64, drill_indexes: bool) -> anyhow::Result<()> {
     // The whole schema, as `serve` has it: covering indexes on `events` that ingest maintains.
     let mut conn = db::open(path)?;
+    if !drill_indexes {
+        for (name, _) in DRILL_INDEXES {
+            conn.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+        }
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let end = analytics::now_ms();
     let start = end - 30 * DAY_MS;
@@ -176,7 +195,20 @@ fn generate(path: &Path, n: u64) -> anyhow::Result<()> {
             eprintln!("{i} events, {:.0} events/s", i as f64 / started.elapsed().as_secs_f64());
         }
     }
-    println!("generated {n} events in {:.1} s", started.elapsed().as_secs_f64());
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "generated {n} events in {secs:.1} s = {:.0} events/s ({})",
+        n as f64 / secs.max(1e-9),
+        if drill_indexes { "with the drill indexes" } else { "WITHOUT events_source and events_session" }
+    );
+    if !drill_indexes {
+        // The database is left whole, as `serve` would have it, for `time`.
+        for (name, sql) in DRILL_INDEXES {
+            let t = Instant::now();
+            conn.execute_batch(sql)?;
+            println!("building {name} afterwards: {:.1} s", t.elapsed().as_secs_f64());
+        }
+    }
     Ok(())
 }
 
@@ -205,6 +237,7 @@ fn time_queries(path: &Path) -> anyhow::Result<()> {
     let bytes = std::fs::metadata(path)?.len();
     println!("database file: {} MiB", bytes >> 20);
     query_table(&conn)?;
+    page_table(&conn)?;
     // Steady state: 100k new events, then a refresh.
     let now = analytics::now_ms();
     let mut tx_conn = db::open(path)?;
@@ -286,12 +319,129 @@ fn query_table(conn: &dyn drosera_admin::storage::Storage) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Times the dashboard's pages as the dashboard builds them (the same library functions, then
+/// the same HTML): the drill-down (attacker page of the busiest and of a typical address, a
+/// session page, each search kind), the overview's time chart over 1 h / 20 h / 30 days, the
+/// map, and whole report pages. Best of 3; prints a Markdown table. Excludes what every request
+/// also does first: `analytics::refresh` (timed above) and the session check.
+fn page_table(conn: &dyn Storage) -> anyhow::Result<()> {
+    let now = analytics::now_ms();
+    let caps = DrillConfig::default();
+    let since = |ms: i64| Query { since_ms: Some(now - ms), until_ms: None, sensor: None, ..Default::default() };
+    let month = since(31 * DAY_MS);
+    // The busiest address by attempts, and a typical active one: the median by events of the
+    // top MAX_LIMIT by attempts (rolled-up connections make attempts a poor measure of events).
+    let top = analytics::top_sources(conn, &month, 0, analytics::MAX_LIMIT)?;
+    let busiest = top.rows.first().context("no attacker in the last 30 days: run gen first")?.ip.clone();
+    let mut by_events: Vec<&analytics::SourceRow> = top.rows.iter().collect();
+    by_events.sort_by_key(|r| r.events);
+    let typical_row = by_events[by_events.len() / 2];
+    let typical = typical_row.ip.clone();
+    let a = analytics::attacker(conn, &month, &busiest, 1, &caps)?.context("busiest address has no events")?;
+    // Its longest session on the first page.
+    let sess = a.sessions.iter().max_by_key(|s| s.events).context("busiest address has no session")?.clone();
+    let prefix = {
+        let ip: IpAddr = busiest.parse()?;
+        match ip {
+            IpAddr::V4(v4) => format!("{}.{}.0.0/16", v4.octets()[0], v4.octets()[1]),
+            IpAddr::V6(_) => format!("{busiest}/48"),
+        }
+    };
+    let qs = "";
+    let filter = drosera_admin::dashboard::pages::Filter::default();
+    println!(
+        "\nbusiest address {busiest}: {} events read (cap {}), {} sessions; typical address {typical}: {} events, {} attempts",
+        a.events, caps.attacker_events, a.sessions_total, typical_row.events, typical_row.attempts
+    );
+    println!("\n| page (dashboard functions, HTML included) | time | HTML | what it read |\n|---|---|---|---|");
+    // Each returns the page's HTML and what it found.
+    type P<'a> = Box<dyn Fn() -> anyhow::Result<(String, String)> + 'a>;
+    let cut = |c: bool| if c { ", TRUNCATED" } else { "" };
+    let attacker = |ip: String| -> P<'_> {
+        let month = month.clone();
+        Box::new(move || {
+            let a = analytics::attacker(conn, &month, &ip, 1, &caps)?.context("no events")?;
+            let what = format!("{} events, {} sessions{}", a.events, a.sessions_total, cut(a.truncated));
+            Ok((drill::attacker_page(&a, qs), what))
+        })
+    };
+    let search = |text: String| -> P<'_> {
+        let (month, filter) = (month.clone(), filter.clone());
+        Box::new(move || {
+            let r = analytics::search(conn, &month, &text, &caps)?;
+            let what = format!("{} hits{}", r.hits.len(), cut(r.truncated));
+            Ok((drill::search_page(&text, Some(&r), &filter), what))
+        })
+    };
+    let overview = |ms: i64| -> P<'_> {
+        let q = since(ms);
+        Box::new(move || Ok((drosera_admin::dashboard::page_body(conn, &q, "/", 20, 0)?, String::new())))
+    };
+    let chart = |ms: i64| -> P<'_> {
+        let q = since(ms);
+        Box::new(move || {
+            let tl = analytics::timeline(conn, &q)?;
+            // The overview's chart part: the page function with empty totals and no tables.
+            let html = drosera_admin::dashboard::pages::overview(&Default::default(), &tl, &[], &[]);
+            Ok((html, format!("{} {} buckets", tl.buckets.len(), tl.resolution)))
+        })
+    };
+    let pages: Vec<(String, P<'_>)> = vec![
+        (format!("attacker page, busiest address ({busiest})"), attacker(busiest.clone())),
+        (format!("attacker page, typical address ({typical})"), attacker(typical.clone())),
+        (
+            format!("session page ({}/{})", sess.sensor, sess.session_id),
+            Box::new(|| {
+                let s = analytics::session(conn, &sess.sensor, sess.session_id, &caps)?.context("no session")?;
+                let what = format!("{} events{}", s.events.len(), cut(s.truncated));
+                Ok((drill::session_page(&s), what))
+            }),
+        ),
+        (format!("search: address prefix {prefix}"), search(prefix.clone())),
+        ("search: user name `user:root`".into(), search("user:root".into())),
+        ("search: password `pass:123456`".into(), search("pass:123456".into())),
+        ("search: sha256 (a payload's)".into(), search("00".repeat(32))),
+        ("search: protocol `telnet`".into(), search("telnet".into())),
+        ("time chart (timeline), 1 hour".into(), chart(HOUR_MS)),
+        ("time chart (timeline), 20 hours".into(), chart(20 * HOUR_MS)),
+        ("time chart (timeline), 30 days".into(), chart(31 * DAY_MS)),
+        (
+            "map: every country + world map, 30 days".into(),
+            Box::new(|| {
+                let countries = analytics::countries(conn, &month, analytics::MAX_LIMIT)?;
+                let what = format!("{} countries", countries.len());
+                Ok((drosera_admin::dashboard::pages::world_map(&countries), what))
+            }),
+        ),
+        ("overview page (totals, chart, protocols, map), 1 hour".into(), overview(HOUR_MS)),
+        ("overview page, 20 hours".into(), overview(20 * HOUR_MS)),
+        ("overview page, 30 days".into(), overview(31 * DAY_MS)),
+        (
+            "attackers page (field report charts), 30 days".into(),
+            Box::new(|| Ok((drosera_admin::dashboard::page_body(conn, &month, "/attackers", 20, 10)?, String::new()))),
+        ),
+    ];
+    for (name, f) in &pages {
+        let (html, what) = f()?;
+        let ms = time_it(f)?;
+        println!("| {name} | {ms:.0} ms | {} KiB | {what} |", html.len().div_ceil(1024));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("gen") if args.len() == 4 => generate(Path::new(&args[2]), args[3].parse()?),
+        Some("gen") if args.len() == 4 => generate(Path::new(&args[2]), args[3].parse()?, true),
+        Some("gen") if args.len() == 5 && args[4] == "--no-drill-indexes" => {
+            generate(Path::new(&args[2]), args[3].parse()?, false)
+        }
         Some("time") if args.len() == 3 => time_queries(Path::new(&args[2])),
-        Some("queries") if args.len() == 3 => query_table(&db::open(Path::new(&args[2]))?),
+        Some("queries") if args.len() == 3 => {
+            let conn = db::open(Path::new(&args[2]))?;
+            query_table(&conn)?;
+            page_table(&conn)
+        }
         // Any backend by URL (sqlite:PATH or postgres://…): fold what is new (timed), then the table.
         Some("url") if args.len() == 3 => {
             let b = drosera_admin::storage::parse_url(&args[2]).map_err(anyhow::Error::msg)?.context("empty URL")?;
@@ -303,10 +453,11 @@ fn main() -> anyhow::Result<()> {
                 "analytics refresh: {folded} events in {secs:.1} s = {:.0} events/s",
                 folded as f64 / secs.max(1e-9)
             );
-            query_table(&*store)
+            query_table(&*store)?;
+            page_table(&*store)
         }
         _ => anyhow::bail!(
-            "usage: bench_admin gen DB N | bench_admin time DB | bench_admin queries DB | bench_admin url URL"
+            "usage: bench_admin gen DB N [--no-drill-indexes] | bench_admin time DB | bench_admin queries DB | bench_admin url URL"
         ),
     }
 }

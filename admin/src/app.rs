@@ -67,6 +67,7 @@ pub async fn serve(cfg: &AdminConfig, shutdown: CancellationToken) -> anyhow::Re
     let dashboard = async {
         let r = dashboard::serve(
             &cfg.dashboard,
+            cfg.drill,
             shared_db,
             enricher,
             cfg.samples.enabled.then(|| cfg.samples.clone()),

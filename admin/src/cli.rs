@@ -208,7 +208,7 @@ pub enum Command {
     Attacker {
         /// The address (IPv4 or IPv6).
         addr: std::net::IpAddr,
-        /// Sessions page (50 per page, newest first).
+        /// Sessions page (`[drill] sessions_per_page` per page, 50 by default; newest first).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         page: u32,
         /// Print JSON (the structure of /api/attacker).

@@ -5,6 +5,7 @@
 //! silently falls back to a default. Relative paths are taken relative to the directory of the
 //! config file, so a folder made by `drosera-admin init --dir DIR` can be moved as a whole.
 
+pub use crate::analytics::DrillConfig;
 pub use crate::dashboard::DashboardConfig;
 pub use crate::enrich::EnrichmentConfig;
 pub use crate::exploits::ExploitsConfig;
@@ -44,6 +45,7 @@ pub struct AdminConfig {
     pub tls: TlsConfig,
     pub ingest: IngestConfig,
     pub dashboard: DashboardConfig,
+    pub drill: DrillConfig,
     pub enrichment: EnrichmentConfig,
     pub retention: RetentionConfig,
     pub labels: LabelsConfig,
@@ -210,9 +212,13 @@ impl AdminConfig {
         if let Err((key, problem, fix)) = self.exploits.validate() {
             return Err(invalid(&key, problem, fix));
         }
-        for check in
-            [self.recover.validate(), self.metrics.validate(), self.webhooks.validate(), self.hpfeeds.validate()]
-        {
+        for check in [
+            self.drill.validate(),
+            self.recover.validate(),
+            self.metrics.validate(),
+            self.webhooks.validate(),
+            self.hpfeeds.validate(),
+        ] {
             if let Err((key, problem, fix)) = check {
                 return Err(invalid(&key, problem, fix));
             }
@@ -460,11 +466,21 @@ mod tests {
             ("[fetcher]\nmax_bytes = 0\n", "fetcher.max_bytes"),
             ("[fetcher]\nallow = [\"127.0.0.1/99\"]\n", "fetcher.allow"),
             ("[fetcher]\nallow = [\"localhost\"]\n", "fetcher.allow"),
+            ("[drill]\nattacker_events = 0\n", "drill.attacker_events"),
+            ("[drill]\nsession_events = 1000000\n", "drill.session_events"),
+            ("[drill]\nsearch_scan = 0\n", "drill.search_scan"),
+            ("[drill]\nsearch_hits = 20000\n", "drill.search_hits"),
+            ("[drill]\nsessions_per_page = 0\n", "drill.sessions_per_page"),
+            ("[drill]\nlist_rows = 0\n", "drill.list_rows"),
         ] {
             let e = AdminConfig::parse(text, Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(key) && e.contains("default"), "{text}: {e}");
         }
         assert!(AdminConfig::parse("[retention]\nmax_bytes = 0\n", Path::new("x")).is_ok());
+        let e = AdminConfig::parse("[drill]\nmax_hits = 5\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("max_hits"), "{e}");
+        let cfg = AdminConfig::parse("[drill]\nsearch_hits = 3\nlist_rows = 2\n", Path::new("x")).unwrap();
+        assert_eq!((cfg.drill.search_hits, cfg.drill.list_rows, cfg.drill.session_events), (3, 2, 5000));
         let e = AdminConfig::parse("[samples]\nsize_cap = 1\n", Path::new("x")).unwrap_err();
         assert!(e.to_string().contains("size_cap"), "{e}");
         for bad in ["mysql://x", "sqlite:", "postgres://a:b@h:notaport/db"] {

@@ -17,19 +17,6 @@ use serde_json::{json, Map, Value};
 /// The ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.11.0";
 
-fn ms_to_rfc3339(ms: i64) -> String {
-    let nanos = (ms as i128) * 1_000_000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => {
-            let fmt = time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-            );
-            t.format(&fmt).unwrap_or_else(|_| ms.to_string())
-        }
-        Err(_) => ms.to_string(),
-    }
-}
-
 /// ECS `event.category` of a stored kind.
 fn category(kind: &str) -> &'static [&'static str] {
     match kind {
@@ -62,14 +49,11 @@ fn put(m: &mut Map<String, Value>, path: &str, value: Value) {
 
 /// The ECS document of one stored event (`label`: its source address's label, if any).
 pub fn document(r: &ExportRow<'_>, label: Option<&str>) -> Value {
-    let fields: Map<String, Value> = match serde_json::from_str(r.fields) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
+    let fields = r.detail();
     let f = |k: &str| fields.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     let internal = r.transport == "internal";
     let mut m = Map::new();
-    put(&mut m, "@timestamp", ms_to_rfc3339(r.time_ms).into());
+    put(&mut m, "@timestamp", crate::export::rfc3339(r.time_ms).into());
     put(&mut m, "ecs.version", ECS_VERSION.into());
     put(&mut m, "event.kind", if r.kind == "exploit" { "alert" } else { "event" }.into());
     put(&mut m, "event.category", json!(category(r.kind)));
@@ -132,7 +116,7 @@ pub fn document(r: &ExportRow<'_>, label: Option<&str>) -> Value {
         }
     }
     // What the exploit rules derived: CVEs as `vulnerability.id`, the rest under drosera.
-    if let Some(Ok(Value::Object(d))) = r.derived.map(serde_json::from_str::<Value>) {
+    if let Some(d) = r.derived_object() {
         let cves: Vec<Value> = d
             .get("exploits")
             .and_then(Value::as_array)

@@ -129,7 +129,28 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "recovered_password",
 ];
 
-fn rfc3339(ms: i64) -> String {
+/// Reading the JSON columns of an [`ExportRow`], the same for every export format, the ECS
+/// documents (`crate::ecs`) and the drill-down.
+impl ExportRow<'_> {
+    /// The detail's fields (the `fields` column) as a JSON object; empty when unreadable.
+    pub fn detail(&self) -> Map<String, Value> {
+        match serde_json::from_str::<Value>(self.fields) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// What the exploit rules derived (the `derived` column) as a JSON object, if anything.
+    pub fn derived_object(&self) -> Option<Map<String, Value>> {
+        match self.derived.map(serde_json::from_str::<Value>) {
+            Some(Ok(Value::Object(d))) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// A time as RFC 3339 UTC with milliseconds (every export's `timestamp`, ECS `@timestamp`).
+pub(crate) fn rfc3339(ms: i64) -> String {
     let nanos = (ms as i128) * 1_000_000;
     match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
         Ok(t) => {
@@ -620,10 +641,7 @@ impl Folder {
             // Not part of a connection (scan detection): not an attack (see the module docs).
             return;
         }
-        let fields = match serde_json::from_str::<Value>(r.fields) {
-            Ok(Value::Object(m)) => m,
-            _ => Map::new(),
-        };
+        let fields = r.detail();
         let key = (r.sensor.to_string(), r.session_id);
         let a = self.open.entry(key.clone()).or_insert_with(|| Attack::new(r, "partial"));
         let old = a.deadline;
@@ -686,19 +704,17 @@ fn write_row(out: &mut impl Write, format: Format, r: &ExportRow<'_>, label: Opt
             m.insert("bytes_out".into(), r.bytes_out.into());
             m.insert("count".into(), r.count.into());
             m.insert("label".into(), label.clone().map(Value::from).unwrap_or(Value::Null));
-            if let Ok(Value::Object(detail)) = serde_json::from_str::<Value>(r.fields) {
-                for (k, v) in detail {
-                    let v = match &v {
-                        Value::String(s) => typed(r.kind, &k, s),
-                        _ => v,
-                    };
-                    let k = if m.contains_key(&k) { format!("detail_{k}") } else { k };
-                    m.insert(k, v);
-                }
+            for (k, v) in r.detail() {
+                let v = match &v {
+                    Value::String(s) => typed(r.kind, &k, s),
+                    _ => v,
+                };
+                let k = if m.contains_key(&k) { format!("detail_{k}") } else { k };
+                m.insert(k, v);
             }
             // What the admin's exploit rules derived: `exploits` [{name, cve}], `downloads`
             // [{url, tool}] (the keys no detail has).
-            if let Some(Ok(Value::Object(d))) = r.derived.map(serde_json::from_str::<Value>) {
+            if let Some(d) = r.derived_object() {
                 for (k, v) in d {
                     let k = if m.contains_key(&k) { format!("derived_{k}") } else { k };
                     m.insert(k, v);

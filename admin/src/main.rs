@@ -106,7 +106,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let cfg = config.load()?;
             let q = range.query(now_ms())?;
             let db = open_for_analytics(&cfg)?;
-            let a = analytics::attacker(&*db, &q, &addr.to_string(), page as usize)?
+            let a = analytics::attacker(&*db, &q, &addr.to_string(), page as usize, &cfg.drill)?
                 .ok_or_else(|| anyhow::anyhow!("no events of {addr} in this range"))?;
             let mut out = std::io::stdout().lock();
             if json {
@@ -120,7 +120,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Session { sensor, conn, json, config } => {
             let cfg = config.load()?;
             let db = open_for_analytics(&cfg)?;
-            let s = analytics::session(&*db, &sensor, conn)?.ok_or_else(|| {
+            let s = analytics::session(&*db, &sensor, conn, &cfg.drill)?.ok_or_else(|| {
                 anyhow::anyhow!("no connection {conn} of sensor {sensor:?} (see `drosera-admin sensor list`)")
             })?;
             let mut out = std::io::stdout().lock();
@@ -136,7 +136,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let cfg = config.load()?;
             let q = range.query(now_ms())?;
             let db = open_for_analytics(&cfg)?;
-            let r = analytics::search(&*db, &q, &text)?;
+            let r = analytics::search(&*db, &q, &text, &cfg.drill)?;
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &r)?;

@@ -4,9 +4,12 @@
 
 mod analytics_support;
 use analytics_support::*;
-use drosera_admin::analytics::{self, Query};
+use drosera_admin::analytics::{self, DrillConfig, Query};
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+/// The `[drill]` caps of a config without that section.
+const CAPS: DrillConfig = DrillConfig::DEFAULTS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_drosera-admin");
 
@@ -135,7 +138,7 @@ fn attacker_session_and_search_commands() {
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     let c = Db::open(&loc);
     let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() };
-    assert_eq!(got, serde_json::to_value(analytics::attacker(&*c, &q, "8.8.8.8", 1).unwrap().unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::attacker(&*c, &q, "8.8.8.8", 1, &CAPS).unwrap().unwrap()).unwrap());
     let (ok, _, err) = run(&["attacker", "192.0.2.1", "--config", cfg], "");
     assert!(!ok && err.contains("no events of 192.0.2.1"), "{err}");
     let (ok, _, err) = run(&["attacker", "not-an-ip", "--config", cfg], "");
@@ -148,7 +151,7 @@ fn attacker_session_and_search_commands() {
     let (ok, out, _) = run(&["session", "s1", "100", "--json", "--config", cfg], "");
     assert!(ok);
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(got, serde_json::to_value(analytics::session(&*c, "s1", 100).unwrap().unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::session(&*c, "s1", 100, &CAPS).unwrap().unwrap()).unwrap());
     let (ok, _, err) = run(&["session", "s1", "999", "--config", cfg], "");
     assert!(!ok && err.contains("no connection 999"), "{err}");
 
@@ -159,7 +162,7 @@ fn attacker_session_and_search_commands() {
     let (ok, out, _) = run(&[&["search", "1.1.1.0/24", "--json", "--config", cfg], &range[..]].concat(), "");
     assert!(ok);
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "1.1.1.0/24").unwrap()).unwrap());
+    assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "1.1.1.0/24", &CAPS).unwrap()).unwrap());
     assert_eq!(got["hits"][0]["value"], "1.1.1.1");
 }
 
@@ -202,4 +205,52 @@ fn user_token_create_list_and_revoke() {
     let (ok, _, err) = run(&["user", "token", "create", "alice", "--config", cfg_path], "");
     assert!(!ok && err.contains("api_tokens_per_user"), "{err}");
     drop(dir);
+}
+
+/// The CLI takes the drill-down caps from `[drill]` and says what they cut.
+#[test]
+fn drill_caps_come_from_the_config() {
+    let (_dir, cfg, loc) = setup();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[drill]\nlist_rows = 1\nsession_events = 1\nsearch_hits = 3\nsessions_per_page = 5\n");
+    std::fs::write(&cfg, text).unwrap();
+    let caps = DrillConfig { list_rows: 1, session_events: 1, search_hits: 3, sessions_per_page: 5, ..CAPS };
+    let cfg = cfg.to_str().unwrap();
+    let range = ["--since", "2024-05-01", "--until", "2024-05-11"];
+    let c = Db::open(&loc);
+    let q = Query { since_ms: Some(T0), until_ms: Some(T0 + 10 * DAY), sensor: None, ..Default::default() };
+
+    let (ok, out, err) = run(&[&["attacker", "8.8.8.8", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("Credentials (user password) (TRUNCATED: the 1 most frequent of 2 distinct, the cap [drill] list_rows):\n  root xc3511 x5"),
+        "{out}"
+    );
+    assert!(!out.contains("admin admin"), "{out}");
+    assert!(out.contains("Sessions (12 in all, page 1, 5 per page):"), "{out}");
+    assert_eq!(out.matches(" telnet port 23 ").count(), 5, "{out}");
+    let (ok, out, err) = run(&[&["attacker", "8.8.8.8", "--json", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::to_value(analytics::attacker(&*c, &q, "8.8.8.8", 1, &caps).unwrap().unwrap()).unwrap());
+    assert_eq!(got["lists_cut"][0]["list"], "credentials");
+
+    let (ok, out, err) = run(&["session", "s1", "100", "--config", cfg], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("(TRUNCATED: the first 1 events only, the cap [drill] session_events)"), "{out}");
+    assert!(!out.contains("connection"), "only the first event: {out}");
+
+    let (ok, out, err) = run(&[&["search", "xc3511", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("3 results for xc3511 as user or password (TRUNCATED"), "{out}");
+    assert!(out.contains("[drill] search_scan and search_hits"), "{out}");
+    let (ok, out, _) = run(&[&["search", "xc3511", "--json", "--config", cfg], &range[..]].concat(), "");
+    assert!(ok);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "xc3511", &caps).unwrap()).unwrap());
+
+    // A bad value stops the command with the key and the fix.
+    std::fs::write(cfg, "[drill]\nsearch_hits = 0\n").unwrap();
+    let (ok, _, err) = run(&["search", "root", "--config", cfg], "");
+    assert!(!ok && err.contains("drill.search_hits") && err.contains("use the default, 200"), "{err}");
 }

@@ -5,170 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics_support;
+mod chromium_support;
 use analytics_support::*;
+use chromium_support::{logged_in, Cdp, Launch, LoggedIn};
 use serde_json::{json, Value};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use std::time::Duration;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const RANGE: &str = "since=1714521600000&until=1715385600000";
 
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Cdp {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    next: u64,
-    session: Option<String>,
-}
-
-impl Cdp {
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = &self.session {
-            msg["sessionId"] = json!(s);
-        }
-        self.ws.send(Message::text(msg.to_string())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(Instant::now() < deadline, "no answer to {method}");
-            let m = match self.ws.read() {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    continue
-                }
-                Err(e) => panic!("devtools connection: {e}"),
-            };
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Evaluates JavaScript in the page and returns its (JSON) value.
-    fn eval(&mut self, expr: &str) -> Value {
-        let r =
-            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
-        r["result"]["value"].clone()
-    }
-
-    /// Waits until the page at `path` has loaded.
-    fn wait_for(&mut self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self.eval("[location.pathname, document.readyState]");
-            if v == json!([path, "complete"]) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let text = self.eval("document.body ? document.body.innerText : ''");
-                panic!("page {path} did not load: {v}: {text}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn goto(&mut self, base: &str, url: &str, expect_path: &str) {
-        self.call("Page.navigate", json!({ "url": format!("{base}{url}") }));
-        self.wait_for(expect_path);
-    }
-
-    /// Opens an API URL as a document and parses what the browser shows.
-    fn api(&mut self, base: &str, url: &str) -> Value {
-        let path = url.split('?').next().unwrap().to_string();
-        self.goto(base, url, &path);
-        let text = self.eval("(document.querySelector('pre') || document.body).innerText");
-        serde_json::from_str(text.as_str().unwrap()).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
-    }
-
-    /// Rows of table `#id`: data-key plus the text of the cells with the given classes.
-    fn table(&mut self, id: &str, classes: &[&str]) -> Vec<Vec<String>> {
-        let expr = format!(
-            "[...document.querySelectorAll('#{id} tbody tr[data-key]')].map(tr => [tr.dataset.key, ...{cls}.map(c => tr.querySelector('.' + c).textContent)])",
-            cls = json!(classes)
-        );
-        serde_json::from_value(self.eval(&expr)).unwrap()
-    }
-}
-
-fn launch() -> Option<(Browser, Cdp)> {
-    if !std::path::Path::new(CHROMIUM).exists() {
-        if std::env::var("DROSERA_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("{CHROMIUM} is required (apt-get install chromium)");
-        }
-        eprintln!("skipping: {CHROMIUM} not installed");
-        return None;
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--window-size=1280,1100",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let browser = Browser { child, _profile: profile };
-    let port_file = browser._profile.path().join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let contents = loop {
-        if let Ok(s) = std::fs::read_to_string(&port_file) {
-            if s.lines().count() >= 2 {
-                break s;
-            }
-        }
-        assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut lines = contents.lines();
-    let port = lines.next().unwrap().trim();
-    let path = lines.next().unwrap().trim();
-    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
-    let mut cdp = Cdp { ws, next: 0, session: None };
-    let target = cdp.call("Target.createTarget", json!({ "url": "about:blank" }));
-    let attached =
-        cdp.call("Target.attachToTarget", json!({ "targetId": target["targetId"].clone(), "flatten": true }));
-    cdp.session = Some(attached["sessionId"].as_str().unwrap().to_string());
-    cdp.call("Page.enable", json!({}));
-    cdp.call("Network.enable", json!({}));
-    Some((browser, cdp))
-}
+const LAUNCH: Launch<'static> = Launch {
+    window: (1280, 1100),
+    hide_scrollbars: false,
+    needs: &[],
+    packages: "chromium",
+    domains: &["Network"],
+    timeout: Duration::from_secs(30),
+};
 
 fn num(v: &Value) -> String {
     v.as_i64().map(|n| n.to_string()).unwrap_or_else(|| v.as_str().unwrap_or("").to_string())
@@ -179,21 +31,9 @@ fn chromium_logs_in_and_every_page_matches_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let c = fixture(&db);
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-
-    // Not logged in: the overview sends the browser to the login form.
-    b.goto(&base, "/", "/login");
-    b.eval(
-        "document.getElementById('username').value = 'admin';
-         document.getElementById('password').value = 'correct horse';
-         document.getElementById('login-form').submit(); true",
-    );
-    b.wait_for("/");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
     // The session cookie is Secure, HttpOnly and SameSite=Strict, and scripts cannot read it.
     let cookies = b.call("Network.getCookies", json!({ "urls": [base.clone()] }));
     let sc = cookies["cookies"].as_array().unwrap().iter().find(|c| c["name"] == "drosera_session").cloned();
@@ -418,19 +258,9 @@ fn chromium_first_hour_chart_long_passwords_and_the_eviction_note() {
             ),
         ],
     );
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-    b.goto(&base, "/", "/login");
-    b.eval(
-        "document.getElementById('username').value = 'admin';
-         document.getElementById('password').value = 'correct horse';
-         document.getElementById('login-form').submit(); true",
-    );
-    b.wait_for("/");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
     let range = format!("since={}&until={}", t - HOUR, now + HOUR);
     b.goto(&base, &format!("/?{range}"), "/");
     assert_eq!(b.eval("document.getElementById('total-attempts').textContent"), json!("41"));

@@ -58,6 +58,7 @@ fn serve(loc: &Backend, samples: SamplesConfig) -> Dash {
             drosera_admin::dashboard::serve_listener_samples(
                 listener,
                 &cfg,
+                Default::default(),
                 store,
                 std::sync::Arc::new(enricher()),
                 Some(samples),

@@ -12,16 +12,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod analytics_support;
+mod chromium_support;
 use analytics_support::*;
+use chromium_support::{logged_in, Launch, LoggedIn};
 use drosera_uplink::event::{Detail, Event, Health, Protocol};
-use serde_json::{json, Value};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+use serde_json::json;
+use std::time::Duration;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const EMOJI_FONT: &str = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf";
 const RANGE: &str = "since=1714521600000&until=1715385600000";
 
@@ -46,152 +43,14 @@ const ADDRESSES: [&str; 16] = [
     "103.4.96.1",
 ];
 
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Cdp {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
-    next: u64,
-    session: Option<String>,
-}
-
-impl Cdp {
-    fn call(&mut self, method: &str, params: Value) -> Value {
-        self.next += 1;
-        let id = self.next;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = &self.session {
-            msg["sessionId"] = json!(s);
-        }
-        self.ws.send(Message::text(msg.to_string())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "no answer to {method}");
-            let m = match self.ws.read() {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-                {
-                    continue
-                }
-                Err(e) => panic!("devtools connection: {e}"),
-            };
-            let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method} failed: {v}");
-                return v["result"].clone();
-            }
-        }
-    }
-
-    fn eval(&mut self, expr: &str) -> Value {
-        let r =
-            self.call("Runtime.evaluate", json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }));
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
-        r["result"]["value"].clone()
-    }
-
-    fn wait_for(&mut self, path: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.eval("[location.pathname, document.readyState]");
-            if v == json!([path, "complete"]) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let text = self.eval("document.body ? document.body.innerText : ''");
-                panic!("page {path} did not load: {v}: {text}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn goto(&mut self, base: &str, url: &str, expect_path: &str) {
-        self.call("Page.navigate", json!({ "url": format!("{base}{url}") }));
-        self.wait_for(expect_path);
-    }
-
-    /// The font families Chromium drew the first element matching `selector` with.
-    fn fonts_of(&mut self, selector: &str) -> Vec<String> {
-        let doc = self.call("DOM.getDocument", json!({ "depth": 0 }));
-        let node = self.call("DOM.querySelector", json!({ "nodeId": doc["root"]["nodeId"], "selector": selector }));
-        let id = node["nodeId"].as_i64().unwrap();
-        assert!(id > 0, "no {selector} on the page");
-        let fonts = self.call("CSS.getPlatformFontsForNode", json!({ "nodeId": id }));
-        fonts["fonts"].as_array().unwrap().iter().map(|f| f["familyName"].as_str().unwrap().to_string()).collect()
-    }
-}
-
-fn launch() -> Option<(Browser, Cdp)> {
-    if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(EMOJI_FONT).exists() {
-        if std::env::var("DROSERA_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("{CHROMIUM} and {EMOJI_FONT} are required (apt-get install chromium fonts-noto-color-emoji)");
-        }
-        eprintln!("skipping: {CHROMIUM} or {EMOJI_FONT} not installed");
-        return None;
-    }
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let browser = Browser { child, _profile: profile };
-    let port_file = browser._profile.path().join("DevToolsActivePort");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let contents = loop {
-        if let Ok(s) = std::fs::read_to_string(&port_file) {
-            if s.lines().count() >= 2 {
-                break s;
-            }
-        }
-        assert!(Instant::now() < deadline, "chromium did not open its DevTools port");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut lines = contents.lines();
-    let port = lines.next().unwrap().trim();
-    let path = lines.next().unwrap().trim();
-    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}{path}")).unwrap();
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
-    let mut cdp = Cdp { ws, next: 0, session: None };
-    let target = cdp.call("Target.createTarget", json!({ "url": "about:blank" }));
-    let attached =
-        cdp.call("Target.attachToTarget", json!({ "targetId": target["targetId"].clone(), "flatten": true }));
-    cdp.session = Some(attached["sessionId"].as_str().unwrap().to_string());
-    cdp.call("Page.enable", json!({}));
-    cdp.call("DOM.enable", json!({}));
-    cdp.call("CSS.enable", json!({}));
-    Some((browser, cdp))
-}
+const LAUNCH: Launch<'static> = Launch {
+    window: (1280, 900),
+    hide_scrollbars: true,
+    needs: &[EMOJI_FONT],
+    packages: "chromium fonts-noto-color-emoji",
+    domains: &["DOM", "CSS"],
+    timeout: Duration::from_secs(60),
+};
 
 /// Every protocol the sensor speaks, each from its own address, with a login on the ones that
 /// have logins and a scan window for scan detection; plus the shared fixture (payloads,
@@ -258,19 +117,9 @@ fn chromium_screenshots_every_page_with_the_map_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let c = fixture(&dir.path().join("a.db"));
     seed(&c);
-    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
-    let loc = c.loc.clone();
-    drop(c);
-    let served = serve_dashboard(&loc, true);
-    let Some((_browser, mut b)) = launch() else { return };
-    let base = format!("http://{}", served.addr);
-    b.goto(&base, "/", "/login");
-    b.eval(
-        "document.getElementById('username').value = 'admin';
-         document.getElementById('password').value = 'correct horse';
-         document.getElementById('login-form').submit(); true",
-    );
-    b.wait_for("/");
+    let Some(LoggedIn { served: _served, browser: _browser, cdp: mut b, base }) = logged_in(c, &LAUNCH) else {
+        return;
+    };
 
     let out_dir = if std::env::var("DROSERA_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")

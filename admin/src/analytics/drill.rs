@@ -4,13 +4,14 @@
 //! which passwords one address tried or what one intruder typed. These functions read raw
 //! events through the indexes of schema version 6 (SQLite) / 5 (PostgreSQL): `events_source`
 //! (address, time) and `events_session` (sensor, connection, seq), so each is a bounded index
-//! range scan: at most [`MAX_ATTACKER_EVENTS`] newest events of an address, at most
-//! [`MAX_SESSION_EVENTS`] of a connection, at most [`MAX_SEARCH_SCAN`] newest rows per kind a
-//! search reads. What is cut is said (`truncated`), never silently dropped.
+//! range scan: at most `[drill] attacker_events` newest events of an address, at most
+//! `session_events` of a connection, at most `search_scan` newest rows per kind a search reads
+//! ([`DrillConfig`]). What is cut is said (`truncated`, `lists_cut`), never silently dropped.
 //!
 //! Everything here is attacker text: the dashboard escapes it, the CLI prints it through
 //! [`super::printable`].
 
+use super::drill_config::DrillConfig;
 use super::range::{now_ms, Query};
 use super::AnalyticsError;
 use crate::labels::Labeler;
@@ -18,19 +19,6 @@ use crate::storage::{DrillFilter, EventRange, ExportRow, Storage};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
-
-/// Newest events of one address an attacker page reads.
-pub const MAX_ATTACKER_EVENTS: i64 = 20_000;
-/// Events of one connection a session page shows.
-pub const MAX_SESSION_EVENTS: i64 = 5_000;
-/// Newest rows of one kind a search reads.
-pub const MAX_SEARCH_SCAN: i64 = 20_000;
-/// Hits a search returns.
-pub const MAX_SEARCH_HITS: usize = 200;
-/// Sessions per attacker page.
-pub const SESSIONS_PER_PAGE: usize = 50;
-/// Rows per list of an attacker page (credentials, downloads, ...).
-const MAX_LIST: usize = 500;
 
 /// The raw range of a query (exact milliseconds; everything when unset).
 fn event_range(db: &dyn Storage, q: &Query) -> Result<EventRange, AnalyticsError> {
@@ -47,18 +35,16 @@ fn event_range(db: &dyn Storage, q: &Query) -> Result<EventRange, AnalyticsError
 
 /// The flat fields of a stored event (a JSON object of strings); empty if unreadable.
 pub fn fields_of(row: &ExportRow<'_>) -> BTreeMap<String, String> {
-    let v: serde_json::Value = serde_json::from_str(row.fields).unwrap_or_default();
-    let mut m = BTreeMap::new();
-    if let serde_json::Value::Object(o) = v {
-        for (k, v) in o {
+    row.detail()
+        .into_iter()
+        .map(|(k, v)| {
             let s = match v {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            m.insert(k, s);
-        }
-    }
-    m
+            (k, s)
+        })
+        .collect()
 }
 
 /// A value with how often and when.
@@ -90,14 +76,28 @@ impl Tally {
         e.last_seen_ms = e.last_seen_ms.max(t);
     }
 
-    fn top(self) -> Vec<Seen> {
+    /// The `cap` most frequent values; a list cut by the cap is recorded in `cut` as `list`.
+    fn top(self, list: &str, cap: usize, cut: &mut Vec<ListCut>) -> Vec<Seen> {
         let mut v: Vec<Seen> = self.0.into_values().collect();
         v.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)).then_with(|| a.detail.cmp(&b.detail))
         });
-        v.truncate(MAX_LIST);
+        if v.len() > cap {
+            cut.push(ListCut { list: list.to_string(), shown: cap, distinct: v.len() });
+            v.truncate(cap);
+        }
         v
     }
+}
+
+/// A list of an attacker page that `[drill] list_rows` cut: its `shown` most frequent values of
+/// `distinct`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListCut {
+    /// The list (its table id: `credentials`, `commands`, ...).
+    pub list: String,
+    pub shown: usize,
+    pub distinct: usize,
 }
 
 /// One connection as a list row.
@@ -130,11 +130,15 @@ pub struct Attacker {
     pub last_seen_ms: Option<i64>,
     /// Connections (sessions plus rolled-up connections) among the events read.
     pub attempts: i64,
-    /// Events read (at most [`MAX_ATTACKER_EVENTS`], newest first).
+    /// Events read (at most `max_events`, newest first).
     pub events: i64,
     /// True when the address has more events in the range than were read: the lists cover
     /// the newest ones.
     pub truncated: bool,
+    /// The cap on events read (`[drill] attacker_events`).
+    pub max_events: i64,
+    /// The lists cut to their `[drill] list_rows` most frequent values.
+    pub lists_cut: Vec<ListCut>,
     /// Events per sensor and per protocol.
     pub sensors: Vec<Seen>,
     pub protocols: Vec<Seen>,
@@ -173,19 +177,27 @@ fn credential_of(f: &BTreeMap<String, String>, row: &ExportRow<'_>) -> (String, 
 }
 
 /// The attacker page of `ip` (an address as the sensors report it), sessions page `page`
-/// (from 1). `None`: no event of it in the range.
-pub fn attacker(db: &dyn Storage, q: &Query, ip: &str, page: usize) -> Result<Option<Attacker>, AnalyticsError> {
+/// (from 1), within the caps of `caps`. `None`: no event of it in the range.
+pub fn attacker(
+    db: &dyn Storage,
+    q: &Query,
+    ip: &str,
+    page: usize,
+    caps: &DrillConfig,
+) -> Result<Option<Attacker>, AnalyticsError> {
     let range = event_range(db, q)?;
-    let mut a = Attacker { ip: ip.to_string(), page: page.max(1), per_page: SESSIONS_PER_PAGE, ..Default::default() };
+    let max_events = i64::from(caps.attacker_events);
+    let per_page = caps.sessions_per_page as usize;
+    let mut a = Attacker { ip: ip.to_string(), page: page.max(1), per_page, max_events, ..Default::default() };
     let (mut sensors, mut protocols, mut creds, mut commands) =
         (Tally::default(), Tally::default(), Tally::default(), Tally::default());
     let (mut samples, mut downloads, mut exploits, mut scans) =
         (Tally::default(), Tally::default(), Tally::default(), Tally::default());
     let mut sessions: HashMap<(String, i64), SessionRow> = HashMap::new();
     let mut read = 0i64;
-    db.drill_events(&DrillFilter::Source(ip), &range, MAX_ATTACKER_EVENTS + 1, &mut |row| {
+    db.drill_events(&DrillFilter::Source(ip), &range, max_events + 1, &mut |row| {
         read += 1;
-        if read > MAX_ATTACKER_EVENTS {
+        if read > max_events {
             return ControlFlow::Break(());
         }
         if a.events == 0 {
@@ -262,24 +274,25 @@ pub fn attacker(db: &dyn Storage, q: &Query, ip: &str, page: usize) -> Result<Op
     if a.events == 0 {
         return Ok(None);
     }
-    a.truncated = read > MAX_ATTACKER_EVENTS;
+    a.truncated = read > max_events;
     let labeler = Labeler::new(&db.labels()?, true);
     let asn = a.asn;
     a.label = labeler.label_str(ip, || asn).map(|l| l.to_string());
-    a.sensors = sensors.top();
-    a.protocols = protocols.top();
-    a.credentials = creds.top();
-    a.commands = commands.top();
-    a.samples = samples.top();
-    a.downloads = downloads.top();
-    a.exploits = exploits.top();
-    a.scans = scans.top();
+    let (cap, cut) = (caps.list_rows as usize, &mut a.lists_cut);
+    a.sensors = sensors.top("sensors", cap, cut);
+    a.protocols = protocols.top("protocols", cap, cut);
+    a.credentials = creds.top("credentials", cap, cut);
+    a.commands = commands.top("commands", cap, cut);
+    a.samples = samples.top("samples", cap, cut);
+    a.downloads = downloads.top("downloads", cap, cut);
+    a.exploits = exploits.top("exploits", cap, cut);
+    a.scans = scans.top("scans", cap, cut);
     let mut s: Vec<SessionRow> = sessions.into_values().collect();
     s.sort_by(|x, y| {
         y.start_ms.cmp(&x.start_ms).then_with(|| x.sensor.cmp(&y.sensor)).then(x.session_id.cmp(&y.session_id))
     });
     a.sessions_total = s.len() as i64;
-    a.sessions = s.into_iter().skip((a.page - 1) * SESSIONS_PER_PAGE).take(SESSIONS_PER_PAGE).collect();
+    a.sessions = s.into_iter().skip((a.page - 1).saturating_mul(per_page)).take(per_page).collect();
     Ok(Some(a))
 }
 
@@ -313,8 +326,10 @@ pub struct Session {
     pub end_ms: i64,
     pub bytes_in: i64,
     pub bytes_out: i64,
-    /// True when it has more than [`MAX_SESSION_EVENTS`] events (the first ones are shown).
+    /// True when it has more than `max_events` events (the first ones are shown).
     pub truncated: bool,
+    /// The cap on events shown (`[drill] session_events`).
+    pub max_events: i64,
     pub events: Vec<SessionEvent>,
 }
 
@@ -338,19 +353,25 @@ fn summary(kind: &str, f: &BTreeMap<String, String>, row: &ExportRow<'_>) -> Str
     }
 }
 
-/// Every event of connection `session_id` of sensor `sensor`, in sequence order. `None`: no
-/// such sensor or no event of that connection.
-pub fn session(db: &dyn Storage, sensor: &str, session_id: i64) -> Result<Option<Session>, AnalyticsError> {
+/// Every event of connection `session_id` of sensor `sensor`, in sequence order, at most
+/// `[drill] session_events`. `None`: no such sensor or no event of that connection.
+pub fn session(
+    db: &dyn Storage,
+    sensor: &str,
+    session_id: i64,
+    caps: &DrillConfig,
+) -> Result<Option<Session>, AnalyticsError> {
     let Some(sensor_id) = db.sensor_id(sensor)? else { return Ok(None) };
     if session_id == 0 {
         return Ok(None);
     }
-    let mut s = Session { sensor: sensor.to_string(), session_id, ..Default::default() };
+    let max_events = i64::from(caps.session_events);
+    let mut s = Session { sensor: sensor.to_string(), session_id, max_events, ..Default::default() };
     let range = EventRange { since_ms: 0, until_ms: i64::MAX, sensor_id: Some(sensor_id) };
     let mut read = 0i64;
-    db.drill_events(&DrillFilter::Session { sensor_id, session_id }, &range, MAX_SESSION_EVENTS + 1, &mut |row| {
+    db.drill_events(&DrillFilter::Session { sensor_id, session_id }, &range, max_events + 1, &mut |row| {
         read += 1;
-        if read > MAX_SESSION_EVENTS {
+        if read > max_events {
             return ControlFlow::Break(());
         }
         if s.events.is_empty() {
@@ -384,7 +405,7 @@ pub fn session(db: &dyn Storage, sensor: &str, session_id: i64) -> Result<Option
         });
         ControlFlow::Continue(())
     })?;
-    s.truncated = read > MAX_SESSION_EVENTS;
+    s.truncated = read > max_events;
     Ok(if s.events.is_empty() { None } else { Some(s) })
 }
 
@@ -438,6 +459,10 @@ pub struct SearchResults {
     pub hits: Vec<SearchHit>,
     /// True when more rows matched or could have matched than were read or returned.
     pub truncated: bool,
+    /// The caps: newest rows of one kind read (`[drill] search_scan`), results returned
+    /// (`[drill] search_hits`).
+    pub max_scan: i64,
+    pub max_hits: usize,
 }
 
 /// A parsed IPv4/IPv6 network for address search.
@@ -533,11 +558,18 @@ pub fn parse_search(db: &dyn Storage, q: &str) -> Result<(Vec<SearchKind>, Strin
     Ok((kinds, v))
 }
 
-/// Searches the range of `q` for `text` (see [`parse_search`]): at most [`MAX_SEARCH_HITS`]
+/// Searches the range of `q` for `text` (see [`parse_search`]): at most `[drill] search_hits`
 /// hits, newest first, each tied to an address and, where the event had one, a connection.
-pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, AnalyticsError> {
+pub fn search(db: &dyn Storage, q: &Query, text: &str, caps: &DrillConfig) -> Result<SearchResults, AnalyticsError> {
     let (kinds, v) = parse_search(db, text)?;
-    let mut out = SearchResults { query: text.trim().to_string(), kinds: kinds.clone(), ..Default::default() };
+    let (max_scan, max_hits) = (i64::from(caps.search_scan), caps.search_hits as usize);
+    let mut out = SearchResults {
+        query: text.trim().to_string(),
+        kinds: kinds.clone(),
+        max_scan,
+        max_hits,
+        ..Default::default()
+    };
     if v.is_empty() {
         return Ok(out);
     }
@@ -553,7 +585,7 @@ pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, 
     };
     for kind in kinds {
         let mut hits: Vec<SearchHit> = Vec::new();
-        // Reads up to MAX_SEARCH_SCAN newest rows of one kind, keeping what `keep` returns.
+        // Reads up to max_scan newest rows of one kind, keeping what `keep` returns.
         let mut scan = |db: &dyn Storage,
                         range: &EventRange,
                         ev_kind: &str,
@@ -561,10 +593,10 @@ pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, 
          -> Result<bool, AnalyticsError> {
             let mut read = 0i64;
             let mut full = false;
-            db.drill_events(&DrillFilter::Kind(ev_kind), range, MAX_SEARCH_SCAN, &mut |row| {
+            db.drill_events(&DrillFilter::Kind(ev_kind), range, max_scan, &mut |row| {
                 read += 1;
                 if let Some(h) = keep(row) {
-                    if hits.len() >= MAX_SEARCH_HITS {
+                    if hits.len() >= max_hits {
                         full = true;
                         return ControlFlow::Break(());
                     }
@@ -572,20 +604,20 @@ pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, 
                 }
                 ControlFlow::Continue(())
             })?;
-            Ok(full || read >= MAX_SEARCH_SCAN)
+            Ok(full || read >= max_scan)
         };
         let mut cut = false;
         match kind {
             SearchKind::Address => {
                 let Some(net) = parse_net(&v) else { continue };
                 for (from, to) in text_ranges(&net) {
-                    let limit = (MAX_SEARCH_HITS + 1) as i64;
+                    let limit = max_hits as i64 + 1;
                     for rec in db.find_addresses(&from, &to, limit)? {
                         let inside = rec.ip.parse::<std::net::IpAddr>().map(|ip| net.contains(&ip)).unwrap_or(false);
                         if !inside {
                             continue;
                         }
-                        if hits.len() >= MAX_SEARCH_HITS {
+                        if hits.len() >= max_hits {
                             cut = true;
                             break;
                         }
@@ -678,8 +710,8 @@ pub fn search(db: &dyn Storage, q: &Query, text: &str) -> Result<SearchResults, 
         out.hits.extend(hits);
     }
     out.hits.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then_with(|| a.value.cmp(&b.value)));
-    if out.hits.len() > MAX_SEARCH_HITS {
-        out.hits.truncate(MAX_SEARCH_HITS);
+    if out.hits.len() > max_hits {
+        out.hits.truncate(max_hits);
         out.truncated = true;
     }
     Ok(out)

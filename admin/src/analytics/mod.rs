@@ -40,9 +40,11 @@
 //! # Layout
 //! `range.rs`: the [`Query`] and how it resolves to aggregate spans; `refresh.rs`: enrichment and
 //! folding; `scan.rs`: summing rows by id and top-n selection; `queries.rs`: the report's parts;
-//! `text.rs`: the plain-text report. What callers use is re-exported here.
+//! `text.rs`: the plain-text report; `drill.rs`: the attacker and session pages and search, within
+//! the caps of `drill_config.rs` (`[drill]`). What callers use is re-exported here.
 
 mod drill;
+mod drill_config;
 mod field;
 mod queries;
 mod range;
@@ -52,10 +54,10 @@ mod scans;
 mod text;
 
 pub use drill::{
-    attacker, fields_of, parse_search, search, session, Attacker, SearchHit, SearchKind, SearchResults, Seen, Session,
-    SessionEvent, SessionRow, MAX_ATTACKER_EVENTS, MAX_SEARCH_HITS, MAX_SEARCH_SCAN, MAX_SESSION_EVENTS,
-    SESSIONS_PER_PAGE,
+    attacker, fields_of, parse_search, search, session, Attacker, ListCut, SearchHit, SearchKind, SearchResults, Seen,
+    Session, SessionEvent, SessionRow,
 };
+pub use drill_config::DrillConfig;
 pub use field::{attackers_page, field_charts, FieldCharts, FieldCountry};
 pub use queries::{
     countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,

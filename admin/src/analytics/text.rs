@@ -1,7 +1,7 @@
 //! Plain-text rendering: the report `drosera-admin report` prints, and the time and string
 //! formatting the dashboard pages share.
 
-use super::drill::{Attacker, SearchResults, Seen, Session};
+use super::drill::{Attacker, ListCut, SearchResults, Seen, Session};
 use super::queries::{Report, Timeline};
 
 /// Formats a time in ms as `YYYY-MM-DD HH:MM` UTC (or `-`).
@@ -258,9 +258,20 @@ impl Timeline {
     }
 }
 
-fn seen_lines(o: &mut String, title: &str, v: &[Seen]) {
+fn seen_lines(o: &mut String, title: &str, v: &[Seen], list: &str, cuts: &[ListCut]) {
     use std::fmt::Write;
-    let _ = writeln!(o, "\n{title}:");
+    match cuts.iter().find(|c| c.list == list) {
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "\n{title} (TRUNCATED: the {} most frequent of {} distinct, the cap [drill] list_rows):",
+                c.shown, c.distinct
+            );
+        }
+        None => {
+            let _ = writeln!(o, "\n{title}:");
+        }
+    }
     for s in v {
         let detail = if s.detail.is_empty() { String::new() } else { format!(" {}", printable(&s.detail)) };
         let _ = writeln!(
@@ -298,16 +309,24 @@ impl Attacker {
             fmt_time(self.last_seen_ms),
             self.attempts,
             self.events,
-            if self.truncated { " (TRUNCATED: more events in this range; the lists cover the newest)" } else { "" }
+            if self.truncated {
+                format!(
+                    " (TRUNCATED at {} events, the cap [drill] attacker_events; the lists cover the newest)",
+                    self.max_events
+                )
+            } else {
+                String::new()
+            }
         );
-        seen_lines(&mut o, "Sensors (events)", &self.sensors);
-        seen_lines(&mut o, "Protocols (events)", &self.protocols);
-        seen_lines(&mut o, "Credentials (user password)", &self.credentials);
-        seen_lines(&mut o, "Commands", &self.commands);
-        seen_lines(&mut o, "Samples and payloads (sha256 size)", &self.samples);
-        seen_lines(&mut o, "Downloads offered (url tool)", &self.downloads);
-        seen_lines(&mut o, "Exploits (name cve)", &self.exploits);
-        seen_lines(&mut o, "Scans (transport first-ports)", &self.scans);
+        let cuts = &self.lists_cut;
+        seen_lines(&mut o, "Sensors (events)", &self.sensors, "sensors", cuts);
+        seen_lines(&mut o, "Protocols (events)", &self.protocols, "protocols", cuts);
+        seen_lines(&mut o, "Credentials (user password)", &self.credentials, "credentials", cuts);
+        seen_lines(&mut o, "Commands", &self.commands, "commands", cuts);
+        seen_lines(&mut o, "Samples and payloads (sha256 size)", &self.samples, "samples", cuts);
+        seen_lines(&mut o, "Downloads offered (url tool)", &self.downloads, "downloads", cuts);
+        seen_lines(&mut o, "Exploits (name cve)", &self.exploits, "exploits", cuts);
+        seen_lines(&mut o, "Scans (transport first-ports)", &self.scans, "scans", cuts);
         let _ =
             writeln!(o, "\nSessions ({} in all, page {}, {} per page):", self.sessions_total, self.page, self.per_page);
         for s in &self.sessions {
@@ -348,7 +367,11 @@ impl Session {
             fmt_time(Some(self.end_ms)),
             self.bytes_in,
             self.bytes_out,
-            if self.truncated { " (TRUNCATED: the first events only)" } else { "" }
+            if self.truncated {
+                format!(" (TRUNCATED: the first {} events only, the cap [drill] session_events)", self.max_events)
+            } else {
+                String::new()
+            }
         );
         for e in &self.events {
             let _ = writeln!(o, "{} #{} {:<16} {}", fmt_time(Some(e.time_ms)), e.seq, e.kind, printable(&e.summary));
@@ -377,7 +400,14 @@ impl SearchResults {
             self.hits.len(),
             printable(&self.query),
             kinds.join(" or "),
-            if self.truncated { " (TRUNCATED: more may match; narrow the range)" } else { "" }
+            if self.truncated {
+                format!(
+                    " (TRUNCATED: more may match; at most the newest {} rows of each kind read, {} results, the caps [drill] search_scan and search_hits; narrow the range)",
+                    self.max_scan, self.max_hits
+                )
+            } else {
+                String::new()
+            }
         );
         for h in &self.hits {
             let session = if h.session_id == 0 {

@@ -8,7 +8,7 @@
 //! [`esc`], CSV through `export::csv_cell` (formula-defused, controls escaped).
 
 use super::html::esc;
-use crate::analytics::{fmt_time, Attacker, SearchResults, Seen, Session};
+use crate::analytics::{fmt_time, Attacker, ListCut, SearchResults, Seen, Session};
 use std::fmt::Write;
 
 /// Percent-encodes a path segment or query value.
@@ -82,18 +82,23 @@ pub struct Table {
     pub title: &'static str,
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<Cell>>,
+    /// Said above the rows when a cap cut them (`[drill]`); the CSV holds the same rows.
+    pub note: Option<String>,
 }
 
 impl Table {
     /// The table in a card, with its CSV link (`csv_base`: the API URL without `format`).
     pub fn html(&self, csv_base: &str) -> String {
         let mut s = format!(
-            r#"<section class="card"><h2>{} <a class="csv small" href="{}&amp;format=csv&amp;table={}">CSV</a></h2><table id="{}"><thead><tr>"#,
+            r#"<section class="card"><h2>{} <a class="csv small" href="{}&amp;format=csv&amp;table={}">CSV</a></h2>"#,
             esc(self.title),
             esc(csv_base),
-            self.id,
             self.id
         );
+        if let Some(n) = &self.note {
+            let _ = write!(s, r#"<p class="note" id="cut-{}">{}</p>"#, self.id, esc(n));
+        }
+        let _ = write!(s, r#"<table id="{}"><thead><tr>"#, self.id);
         for h in &self.headers {
             let _ = write!(s, "<th>{}</th>", esc(h));
         }
@@ -123,7 +128,26 @@ impl Table {
     }
 }
 
-fn seen_table(id: &'static str, title: &'static str, value: &'static str, detail: &'static str, v: &[Seen]) -> Table {
+/// What a page says of a list `[drill] list_rows` cut.
+pub fn cut_note(c: &ListCut) -> String {
+    format!(
+        "The {} most frequent of {} distinct values (the cap [drill] list_rows); the CSV holds the same rows.",
+        c.shown, c.distinct
+    )
+}
+
+fn seen_table(id: &'static str, title: &'static str, value: &'static str, detail: &'static str, a: &Attacker) -> Table {
+    let v: &[Seen] = match id {
+        "credentials" => &a.credentials,
+        "commands" => &a.commands,
+        "downloads" => &a.downloads,
+        "samples" => &a.samples,
+        "exploits" => &a.exploits,
+        "scans" => &a.scans,
+        "sensors" => &a.sensors,
+        _ => &a.protocols,
+    };
+    let note = a.lists_cut.iter().find(|c| c.list == id).map(cut_note);
     let mut headers = vec![value];
     if !detail.is_empty() {
         headers.push(detail);
@@ -140,7 +164,7 @@ fn seen_table(id: &'static str, title: &'static str, value: &'static str, detail
             r
         })
         .collect();
-    Table { id, title, headers, rows }
+    Table { id, title, headers, rows, note }
 }
 
 /// The tables of an attacker page.
@@ -166,15 +190,16 @@ pub fn attacker_tables(a: &Attacker) -> Vec<Table> {
                     ]
                 })
                 .collect(),
+            note: None,
         },
-        seen_table("credentials", "Credentials tried", "user", "password", &a.credentials),
-        seen_table("commands", "Commands", "line", "", &a.commands),
-        seen_table("downloads", "Downloads offered", "URL", "tool", &a.downloads),
-        seen_table("samples", "Samples and payloads", "sha256", "size", &a.samples),
-        seen_table("exploits", "Exploits", "exploit", "CVE", &a.exploits),
-        seen_table("scans", "Scans", "transport", "first ports", &a.scans),
-        seen_table("sensors", "Sensors", "sensor", "", &a.sensors),
-        seen_table("protocols", "Protocols (events)", "protocol", "", &a.protocols),
+        seen_table("credentials", "Credentials tried", "user", "password", a),
+        seen_table("commands", "Commands", "line", "", a),
+        seen_table("downloads", "Downloads offered", "URL", "tool", a),
+        seen_table("samples", "Samples and payloads", "sha256", "size", a),
+        seen_table("exploits", "Exploits", "exploit", "CVE", a),
+        seen_table("scans", "Scans", "transport", "first ports", a),
+        seen_table("sensors", "Sensors", "sensor", "", a),
+        seen_table("protocols", "Protocols (events)", "protocol", "", a),
     ]
 }
 
@@ -199,6 +224,8 @@ pub fn session_tables(s: &Session) -> Vec<Table> {
                 ]
             })
             .collect(),
+        // The page says it above (`#truncated`).
+        note: None,
     }]
 }
 
@@ -226,6 +253,7 @@ pub fn search_tables(r: &SearchResults) -> Vec<Table> {
                 ]
             })
             .collect(),
+        note: None,
     }]
 }
 
@@ -256,8 +284,17 @@ pub fn attacker_page(a: &Attacker, qs: &str) -> String {
     if a.truncated {
         let _ = write!(
             b,
-            r#"<p class="note" id="truncated">This address has more than {} events in this range: the lists cover the newest ones. Narrow the range to see older ones.</p>"#,
-            crate::analytics::MAX_ATTACKER_EVENTS
+            r#"<p class="note" id="truncated">This address has more than {} events in this range (the cap [drill] attacker_events): the lists cover the newest ones. Narrow the range to see older ones.</p>"#,
+            a.max_events
+        );
+    }
+    if !a.lists_cut.is_empty() {
+        let lists: Vec<&str> = a.lists_cut.iter().map(|c| c.list.as_str()).collect();
+        let _ = write!(
+            b,
+            r#"<p class="note" id="lists-cut">Cut to their {} most frequent values (the cap [drill] list_rows): {}.</p>"#,
+            a.lists_cut[0].shown,
+            esc(&lists.join(", "))
         );
     }
     let base = format!("/api/attacker?addr={}{}", url_encode(&a.ip), amp(qs));
@@ -303,11 +340,7 @@ pub fn session_page(s: &Session) -> String {
     b += &fact("bytes", "bytes in / out", &format!("{} / {}", s.bytes_in, s.bytes_out));
     b += "</table></section>";
     if s.truncated {
-        let _ = write!(
-            b,
-            r#"<p class="note" id="truncated">This connection has more than {} events: the first ones are shown.</p>"#,
-            crate::analytics::MAX_SESSION_EVENTS
-        );
+        let _ = write!(b, r#"<p class="note" id="truncated">{}</p>"#, esc(&session_cut(s)));
     }
     let lines: Vec<String> = s
         .events
@@ -336,6 +369,22 @@ pub fn session_page(s: &Session) -> String {
     b
 }
 
+/// What a page says of a session cut by `[drill] session_events`.
+fn session_cut(s: &Session) -> String {
+    format!(
+        "This connection has more than {} events (the cap [drill] session_events): the first ones are shown.",
+        s.max_events
+    )
+}
+
+/// What a page says of a search cut by `[drill] search_scan` or `search_hits`.
+fn search_cut(r: &SearchResults) -> String {
+    format!(
+        "More may match: a search reads at most the newest {} rows of each kind (the cap [drill] search_scan) and returns {} results (the cap [drill] search_hits). Narrow the range.",
+        r.max_scan, r.max_hits
+    )
+}
+
 /// The search page body: the form and the results.
 pub fn search_page(q: &str, r: Option<&SearchResults>, f: &super::pages::Filter) -> String {
     let qs = super::pages::filter_query(f);
@@ -360,12 +409,7 @@ pub fn search_page(q: &str, r: Option<&SearchResults>, f: &super::pages::Filter)
         esc(&kinds.join(" or "))
     );
     if r.truncated {
-        let _ = write!(
-            b,
-            r#"<p class="note" id="truncated">More may match: a search reads at most the newest {} rows of each kind and returns {} results. Narrow the range.</p>"#,
-            crate::analytics::MAX_SEARCH_SCAN,
-            crate::analytics::MAX_SEARCH_HITS
-        );
+        let _ = write!(b, r#"<p class="note" id="truncated">{}</p>"#, esc(&search_cut(r)));
     }
     let base = format!("/api/search?q={}{}", url_encode(q), amp(&qs));
     for t in search_tables(r) {
@@ -385,11 +429,13 @@ mod tests {
             title: "T",
             headers: vec!["a", "b"],
             rows: vec![vec![Cell::Mono("<script>alert(1)</script>\x1b[31m".into()), Cell::Ip("=1+1\"<>".into())]],
+            note: Some("<b>cut</b>".into()),
         };
         let h = t.html("/api/x?a=1");
         assert!(!h.contains("<script>") && h.contains("&lt;script&gt;"), "{h}");
         assert!(!h.contains('\x1b'));
         assert!(h.contains(r#"href="/attacker/%3D1%2B1%22%3C%3E""#), "{h}");
+        assert!(h.contains(r#"<p class="note" id="cut-t">&lt;b&gt;cut&lt;/b&gt;</p><table id="t">"#), "{h}");
         let c = t.csv();
         assert!(c.starts_with("a,b\n"));
         assert!(!c.contains('\x1b'), "{c}");

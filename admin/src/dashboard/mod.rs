@@ -131,6 +131,8 @@ struct App {
     samples: Option<Arc<crate::samples::SamplesConfig>>,
     /// Sample ZIPs built at once ([`samples::MAX_CONCURRENT_DOWNLOADS`]).
     downloads: Arc<Semaphore>,
+    /// The drill-down's caps (`[drill]`).
+    drill: analytics::DrillConfig,
 }
 
 impl App {
@@ -335,36 +337,7 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
     let body = app
         .db(move |c, en| {
             analytics::refresh(c, en).map_err(|e| e.to_string())?;
-            let r = (|| -> Result<String, analytics::AnalyticsError> {
-                Ok(match path {
-                    "/" => {
-                        // Every country for the map (fewer than MAX_LIMIT exist), the top rows
-                        // of the same list for the table: one pass.
-                        let countries = analytics::countries(c, &q, analytics::MAX_LIMIT)?;
-                        pages::overview(
-                            &analytics::totals(c, &q)?,
-                            &analytics::timeline(c, &q)?,
-                            &analytics::protocols(c, &q)?,
-                            &countries[..countries.len().min(rows)],
-                        ) + &pages::labelled(&analytics::labelled(c, &q, 10)?)
-                            + &pages::world_map(&countries)
-                    }
-                    "/attackers" => {
-                        // One pass over the source aggregates for the three (see attackers_page).
-                        let (sources, countries, field) = analytics::attackers_page(c, &q, min_attempts, rows)?;
-                        pages::attackers(&sources, &countries, &analytics::ports(c, &q, rows)?)
-                            + &pages::field_charts(&field)
-                    }
-                    "/credentials" => pages::credentials(&analytics::credentials(c, &q, rows)?),
-                    "/payloads" => pages::payloads(
-                        &analytics::payloads(c, &q, rows)?,
-                        &analytics::exploits(c, &q, rows)?,
-                        &analytics::downloads(c, &q, rows)?,
-                    ),
-                    "/scans" => pages::scans(&analytics::scans(c, &q, rows)?),
-                    _ => pages::sensors(&analytics::sensors(c, &q)?, now_ms()),
-                })
-            })();
+            let r = page_body(c, &q, path, rows, min_attempts);
             Ok(r.unwrap_or_else(|e| pages::error_page(&e.to_string())))
         })
         .await;
@@ -383,6 +356,45 @@ async fn page(app: App, headers: HeaderMap, p: Params, path: &'static str) -> Re
         }
         Err(e) => html_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
+}
+
+/// The body of a report page (`/`, `/attackers`, `/credentials`, `/payloads`, `/scans`,
+/// `/sensors`) over the folded analytics: what the handler serves and what
+/// `examples/bench_admin.rs` times.
+pub fn page_body(
+    c: &dyn Storage,
+    q: &Query,
+    path: &str,
+    rows: usize,
+    min_attempts: i64,
+) -> Result<String, analytics::AnalyticsError> {
+    Ok(match path {
+        "/" => {
+            // Every country for the map (fewer than MAX_LIMIT exist), the top rows
+            // of the same list for the table: one pass.
+            let countries = analytics::countries(c, q, analytics::MAX_LIMIT)?;
+            pages::overview(
+                &analytics::totals(c, q)?,
+                &analytics::timeline(c, q)?,
+                &analytics::protocols(c, q)?,
+                &countries[..countries.len().min(rows)],
+            ) + &pages::labelled(&analytics::labelled(c, q, 10)?)
+                + &pages::world_map(&countries)
+        }
+        "/attackers" => {
+            // One pass over the source aggregates for the three (see attackers_page).
+            let (sources, countries, field) = analytics::attackers_page(c, q, min_attempts, rows)?;
+            pages::attackers(&sources, &countries, &analytics::ports(c, q, rows)?) + &pages::field_charts(&field)
+        }
+        "/credentials" => pages::credentials(&analytics::credentials(c, q, rows)?),
+        "/payloads" => pages::payloads(
+            &analytics::payloads(c, q, rows)?,
+            &analytics::exploits(c, q, rows)?,
+            &analytics::downloads(c, q, rows)?,
+        ),
+        "/scans" => pages::scans(&analytics::scans(c, q, rows)?),
+        _ => pages::sensors(&analytics::sensors(c, q)?, now_ms()),
+    })
 }
 
 fn api_error(code: StatusCode, msg: &str) -> Response {
@@ -635,6 +647,7 @@ async fn logout(State(app): State<App>, headers: HeaderMap, Form(f): Form<Logout
 /// retention run in `crate::app`.
 pub async fn serve(
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     samples: Option<crate::samples::SamplesConfig>,
@@ -642,24 +655,26 @@ pub async fn serve(
 ) -> Result<(), DashboardError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|error| DashboardError::Bind { addr: cfg.listen, error })?;
-    serve_listener_samples(listener, cfg, db, enricher, samples, shutdown).await
+    serve_listener_samples(listener, cfg, drill, db, enricher, samples, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener (tests bind port 0), without a sample store.
 pub async fn serve_listener(
     listener: TcpListener,
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DashboardError> {
-    serve_listener_samples(listener, cfg, db, enricher, None, shutdown).await
+    serve_listener_samples(listener, cfg, drill, db, enricher, None, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener.
 pub async fn serve_listener_samples(
     listener: TcpListener,
     cfg: &DashboardConfig,
+    drill: analytics::DrillConfig,
     db: storage::Shared,
     enricher: Arc<Enricher>,
     samples: Option<crate::samples::SamplesConfig>,
@@ -680,6 +695,7 @@ pub async fn serve_listener_samples(
         hosts: Arc::new(allowed_hosts(cfg)),
         samples: samples.map(Arc::new),
         downloads: Arc::new(Semaphore::new(samples::MAX_CONCURRENT_DOWNLOADS)),
+        drill,
     };
     tracing::info!(addr = %listener.local_addr()?, "dashboard listening");
     axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>())
@@ -704,7 +720,8 @@ enum Drill {
 
 /// What a drill-down found (`None`: nothing there).
 enum Found {
-    Attacker(Option<analytics::Attacker>),
+    /// Boxed: the attacker page is the largest by far.
+    Attacker(Option<Box<analytics::Attacker>>),
     Session(Option<analytics::Session>),
     Search(Option<analytics::SearchResults>),
 }
@@ -722,17 +739,20 @@ fn drill_search(q: &str) -> Result<Drill, String> {
 }
 
 async fn drill_find(app: &App, q: Query, d: Drill) -> Result<Found, String> {
+    let caps = app.drill;
     app.db(move |c, en| {
         analytics::refresh(c, en).map_err(|e| e.to_string())?;
         let r = match d {
-            Drill::Attacker { addr, page } => {
-                Found::Attacker(analytics::attacker(c, &q, &addr, page).map_err(|e| e.to_string())?)
-            }
+            Drill::Attacker { addr, page } => Found::Attacker(
+                analytics::attacker(c, &q, &addr, page, &caps).map_err(|e| e.to_string())?.map(Box::new),
+            ),
             Drill::Session { sensor, conn } => {
-                Found::Session(analytics::session(c, &sensor, conn).map_err(|e| e.to_string())?)
+                Found::Session(analytics::session(c, &sensor, conn, &caps).map_err(|e| e.to_string())?)
             }
             Drill::Search(text) if text.is_empty() => Found::Search(None),
-            Drill::Search(text) => Found::Search(Some(analytics::search(c, &q, &text).map_err(|e| e.to_string())?)),
+            Drill::Search(text) => {
+                Found::Search(Some(analytics::search(c, &q, &text, &caps).map_err(|e| e.to_string())?))
+            }
         };
         Ok(r)
     })

@@ -251,15 +251,16 @@ fn export_text(db: &dyn Storage) -> (u64, String) {
 
 /// The drill-down reads (issue 21) of the fixture: an attacker, a session, searches.
 fn drill_json(db: &dyn Storage) -> serde_json::Value {
+    const CAPS: analytics::DrillConfig = analytics::DrillConfig::DEFAULTS;
     let q = Query { since_ms: Some(1_714_000_000_000), until_ms: Some(1_715_000_000_000), ..Default::default() };
-    let a = analytics::attacker(db, &q, "203.0.113.1", 1).unwrap().unwrap();
+    let a = analytics::attacker(db, &q, "203.0.113.1", 1, &CAPS).unwrap().unwrap();
     assert!(a.events > 0 && !a.credentials.is_empty(), "{a:?}");
     let s = &a.sessions[0];
-    let session = analytics::session(db, &s.sensor, s.session_id).unwrap().unwrap();
+    let session = analytics::session(db, &s.sensor, s.session_id, &CAPS).unwrap().unwrap();
     assert_eq!(session.events.len() as i64, s.events);
     let searches: Vec<_> = ["203.0.113.0/24", "root", "xc3511", "pi-a", "telnet", "2001:db8::/32"]
         .iter()
-        .map(|t| analytics::search(db, &q, t).unwrap())
+        .map(|t| analytics::search(db, &q, t, &CAPS).unwrap())
         .collect();
     assert_eq!(searches[0].hits.len(), 7, "{:?}", searches[0]);
     serde_json::json!({ "attacker": a, "session": session, "searches": searches })

@@ -281,6 +281,15 @@ pub fn serve_dashboard(loc: &Backend, cookie_secure: bool) -> Served {
 
 /// [`serve_dashboard`] with a whole `[dashboard]` config (its `listen` is ignored).
 pub fn serve_dashboard_cfg(loc: &Backend, cfg: drosera_admin::dashboard::DashboardConfig) -> Served {
+    serve_dashboard_drill(loc, cfg, Default::default())
+}
+
+/// [`serve_dashboard_cfg`] with the drill-down caps of a `[drill]` section.
+pub fn serve_dashboard_drill(
+    loc: &Backend,
+    cfg: drosera_admin::dashboard::DashboardConfig,
+    drill: drosera_admin::analytics::DrillConfig,
+) -> Served {
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
@@ -295,6 +304,7 @@ pub fn serve_dashboard_cfg(loc: &Backend, cfg: drosera_admin::dashboard::Dashboa
             drosera_admin::dashboard::serve_listener(
                 listener,
                 &cfg,
+                drill,
                 store,
                 std::sync::Arc::new(enricher()),
                 async move {
