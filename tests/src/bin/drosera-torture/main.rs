@@ -292,8 +292,8 @@ fn phase_flood(args: &Args, rt: &tokio::runtime::Runtime, s: &mut Stack, arch: &
     rows.push(Row {
         check: format!("{p}: sensor alive throughout"),
         tried: format!(
-            "{} connections tried ({rate}/s for {secs} s + {bursts} × {burst_count} at {} concurrent), {}% from 127.0.0.2, rest from {} other addresses",
-            c.attempted, a.burst_concurrency, args.heavy_pct, args.sources
+            "{} connections and {} datagrams tried ({rate}/s for {secs} s + {bursts} × {burst_count} at {} concurrent, round-robin over {} TCP and UDP ports), {}% from 127.0.0.2, rest from {} other addresses",
+            c.attempted, c.udp_attempted, a.burst_concurrency, s.targets.len(), args.heavy_pct, args.sources
         ),
         result: if alive && crashes.is_empty() { "alive, answered after the flood".into() } else { format!("DIED: {crashes:?}") },
         lost: "—".into(),
@@ -463,8 +463,9 @@ fn phase_soak(args: &Args, rt: &tokio::runtime::Runtime, s: &mut Stack) -> Resul
         Row {
             check: "soak: RSS flat".into(),
             tried: format!(
-                "{} connections at {}/s for {:.0} min, {} samples",
+                "{} connections and {} datagrams at {}/s for {:.0} min, {} samples",
                 c.attempted,
+                c.udp_attempted,
                 args.soak_rate,
                 minutes,
                 series.points.len()
