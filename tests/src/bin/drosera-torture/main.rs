@@ -6,7 +6,9 @@
 //! away for a whole stretch, sensor kill -9 at random moments, its disk filled by another
 //! process, its clock jumping backwards), and the same flood on the arm64 binary under
 //! qemu-user. Every phase ends with an exact account: what the client saw accepted, what the
-//! sensor committed, what the admin holds, what was reported evicted. The result is one table
+//! sensor committed, what the admin holds, what was reported evicted; and for the UDP services,
+//! every datagram sent is an exchange or a shed datagram at the admin, or a drop the kernel
+//! counted at the sensor's socket. The result is one table
 //! (Markdown), printed and optionally written to a file; the exit code is non-zero if any row
 //! failed.
 //!
@@ -355,7 +357,7 @@ struct UdpAccount {
 /// admin, or the kernel dropped it at the sensor's socket (its own counter; see `kernel.rs`).
 fn udp_row(p: &str, c: &flood::Snapshot, a: UdpAccount, k: &Result<kernel::UdpSockets>, backlog: u64) -> Row {
     let tried = format!(
-        "client: {} datagrams sent to tftp, sip, memcached and ssdp from the same addresses ({} answered within {} s), {} not sent",
+        "client: {} datagrams sent to tftp, sip, memcached and ssdp from the same source addresses ({} answered within {} s), {} not sent",
         c.udp_sent,
         c.udp_answered,
         flood::UDP_REPLY_TIMEOUT.as_secs(),
@@ -367,7 +369,7 @@ fn udp_row(p: &str, c: &flood::Snapshot, a: UdpAccount, k: &Result<kernel::UdpSo
             return Row {
                 check: format!("{p}: UDP sent = exchanges + shed + dropped by the kernel"),
                 tried,
-                result: format!("ERROR: {}", format!("{e:#}").replace('|', "\\|")),
+                result: format!("ERROR: {}", format!("{e:#}").replace('\n', " / ").replace('|', "\\|")),
                 lost: "unknown".into(),
                 pass: false,
             };
