@@ -93,7 +93,7 @@ pub fn softnet_dropped() -> u64 {
 mod tests {
     use super::*;
 
-    const UDP: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops             
+    const UDP: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   120: 0100007F:0045 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81234 2 0000000000000000 0
   121: 0100007F:13C4 00000000:0000 07 00000000:00000A40 00:00000000 00000000     0        0 81235 2 0000000000000000 17
   122: 0200007F:13C4 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 81236 2 0000000000000000 5
