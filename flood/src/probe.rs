@@ -208,6 +208,49 @@ pub fn sip_options(user: &str) -> Vec<u8> {
 /// memcached's `stats` probe, then `quit` (the server closes).
 pub const MEMCACHED_STATS_QUIT: &[u8] = b"stats\r\nquit\r\n";
 
+/// A UPnP description fetch (`GET /rootDesc.xml`), what `upnpc` does after SSDP points it there.
+pub fn upnp_description_get(host: &str) -> Vec<u8> {
+    http_get("/rootDesc.xml", host, "Linux/6.1 UPnP/1.1 MiniUPnPc/2.2.4")
+}
+
+/// A TFTP read request (RRQ) for `file` in octet mode, as tftp-hpa's `get` sends it: one
+/// datagram that starts an exchange, like the three UDP probes below.
+pub fn tftp_rrq(file: &str) -> Vec<u8> {
+    let mut d = vec![0, 1];
+    d.extend_from_slice(file.as_bytes());
+    d.push(0);
+    d.extend_from_slice(b"octet\0");
+    d
+}
+
+/// A SIP `OPTIONS` request over UDP (SIPVicious' `svmap` ping, `sipsak`'s default).
+pub fn sip_options_udp(user: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{user}\r\n\
+         From: <sip:{user}@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {user}\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// memcached's `stats` over UDP: the 8-byte frame header (request id, sequence 0, 1 datagram,
+/// reserved) and the command, what `nmap -sU` and reflection scanners send.
+pub fn memcached_udp_stats(request_id: u16) -> Vec<u8> {
+    let mut d = request_id.to_be_bytes().to_vec();
+    d.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
+    d.extend_from_slice(b"stats\r\n");
+    d
+}
+
+/// An SSDP `M-SEARCH` for every device (`ssdp:all`), as UPnP clients multicast it.
+pub fn ssdp_msearch(user_agent: &str) -> Vec<u8> {
+    format!(
+        "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: ssdp:all\r\n\
+         USER-AGENT: {user_agent}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +283,11 @@ mod tests {
         assert_eq!(b[8] as usize, b.len());
         let p = pptp_start_stop("x");
         assert_eq!(p.len(), 156 + 16);
+        assert_eq!(tftp_rrq("x86.sh"), b"\0\x01x86.sh\0octet\0");
+        let m = memcached_udp_stats(7);
+        assert_eq!((&m[..8], &m[8..]), (&[0, 7, 0, 0, 0, 1, 0, 0][..], &b"stats\r\n"[..]));
+        assert!(sip_options_udp("x").starts_with(b"OPTIONS sip:") && sip_options_udp("x").ends_with(b"\r\n\r\n"));
+        assert!(ssdp_msearch("x").starts_with(b"M-SEARCH * HTTP/1.1\r\n") && ssdp_msearch("x").ends_with(b"\r\n\r\n"));
+        assert!(upnp_description_get("h").starts_with(b"GET /rootDesc.xml HTTP/1.1\r\n"));
     }
 }

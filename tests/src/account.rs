@@ -1,8 +1,12 @@
 //! Accounting: what the sensor says it committed and what the admin holds.
 //!
-//! Two identities are checked:
-//! * connections: every connection the client saw accepted is, at the admin, one `connection`
-//!   event or part of a `rollup` event's count (`SUM(count)` over both kinds);
+//! Three identities are checked:
+//! * connections: every TCP connection the client saw accepted is, at the admin, one TCP
+//!   `connection` event or part of a TCP `rollup` event's count (`SUM(count)` over both kinds);
+//! * datagrams: every UDP datagram the client sent is, at the admin, one UDP exchange (a
+//!   `connection` event with transport `udp`: the sensor makes one per datagram that opens no
+//!   flow) or part of a UDP `rollup` (a datagram shed by the per-source budget or memory
+//!   pressure), or the kernel dropped it before the sensor read it (`kernel.rs`);
 //! * sequence numbers: every seq in `1..=last_seq` the sensor's store committed is at the admin
 //!   exactly once, or inside an eviction gap the sensor reported.
 
@@ -46,9 +50,16 @@ pub struct AdminTotals {
     pub rows: u64,
     pub distinct_seqs: u64,
     pub max_seq: u64,
+    /// TCP connections recorded one by one (`connection` events of any transport but UDP).
     pub connection_events: u64,
+    /// TCP connections shed and counted (`count` of rollups of any transport but UDP).
     pub rollup_connections: u64,
     pub rollup_events: u64,
+    /// UDP exchanges (`connection` events with transport `udp`).
+    pub udp_exchanges: u64,
+    /// UDP datagrams shed and counted (`count` of rollups with transport `udp`).
+    pub udp_rollup_datagrams: u64,
+    pub udp_rollup_events: u64,
     /// Sum of `count` over eviction gap events.
     pub evicted: u64,
     pub gap_events: u64,
@@ -60,6 +71,11 @@ impl AdminTotals {
     /// Connections the admin accounts for: one per connection event plus every rolled-up one.
     pub fn connections(&self) -> u64 {
         self.connection_events + self.rollup_connections
+    }
+
+    /// UDP datagrams the admin accounts for: one per exchange plus every shed one.
+    pub fn datagrams(&self) -> u64 {
+        self.udp_exchanges + self.udp_rollup_datagrams
     }
 }
 
@@ -78,8 +94,14 @@ pub fn admin_totals(db: &Backend, sensor: &str, last_seq: u64) -> Result<AdminTo
     store.export_events(&range, &mut |row| {
         t.rows += 1;
         seqs.push(row.seq.max(0) as u64);
+        let udp = row.transport == "udp";
         match row.kind {
+            "connection" if udp => t.udp_exchanges += 1,
             "connection" => t.connection_events += 1,
+            "rollup" if udp => {
+                t.udp_rollup_events += 1;
+                t.udp_rollup_datagrams += row.count.max(0) as u64;
+            }
             "rollup" => {
                 t.rollup_events += 1;
                 t.rollup_connections += row.count.max(0) as u64;
@@ -188,11 +210,22 @@ mod tests {
             success: false,
             extra: vec![],
         };
-        let (_d, p) = db_with(&[ev(1, conn()), ev(2, login), ev(3, rollup), ev(4, conn())]);
-        let t = admin_totals(&p, "s", 4).unwrap();
+        let udp = |seq, d| Event { transport: Transport::Udp, ..ev(seq, d) };
+        let shed = Detail::Rollup { minute_ms: 0, reason: ShedReason::RateLimited, connections: 7 };
+        let (_d, p) = db_with(&[
+            ev(1, conn()),
+            ev(2, login),
+            ev(3, rollup),
+            ev(4, conn()),
+            udp(5, conn()),
+            udp(6, shed),
+            udp(7, conn()),
+        ]);
+        let t = admin_totals(&p, "s", 7).unwrap();
         assert_eq!(t.connections(), 42);
+        assert_eq!((t.udp_exchanges, t.udp_rollup_datagrams, t.udp_rollup_events, t.datagrams()), (2, 7, 1, 9));
         assert_eq!(t.missing, 0);
-        assert_eq!(t.distinct_seqs, 4);
+        assert_eq!(t.distinct_seqs, 7);
     }
 
     #[test]

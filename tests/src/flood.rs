@@ -14,6 +14,13 @@
 //!   (EOF) or reset it. A connection can only end like that after the sensor accepted it.
 //! * `unconfirmed`: connected, but nothing came back before the read timeout (possible only if
 //!   the sensor never accepted it — for example, the accept queue overflowed).
+//!
+//! UDP targets get one datagram each from a fresh socket bound to the job's source address
+//! (`udp_sent` counts the datagrams the kernel took), then the client waits briefly for the reply
+//! (`udp_answered`). A reply proves an exchange, but no reply proves nothing (the sensor sheds
+//! over-budget datagrams silently, as it must), so the UDP account does not rest on replies: it
+//! is `sent = exchanges + shed + dropped by the kernel`, with the kernel's own drop counters
+//! (see `kernel.rs`).
 
 use drosera_flood::probe;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,7 +60,31 @@ pub enum Probe {
     Pptp,
     /// A PJL `@PJL INFO ID` job.
     Printer,
+    /// A SIP `OPTIONS` over TCP.
+    Sip,
+    /// memcached `stats` then `quit`.
+    Memcached,
+    /// A UPnP device description fetch on the description (HTTP) port.
+    UpnpDescription,
+    /// UDP: a TFTP read request (answered "File not found").
+    Tftp,
+    /// UDP: a SIP `OPTIONS`.
+    SipUdp,
+    /// UDP: memcached `stats` in its 8-byte frame.
+    MemcachedUdp,
+    /// UDP: an SSDP `M-SEARCH` for every device.
+    Ssdp,
 }
+
+impl Probe {
+    /// Whether this probe is one UDP datagram (else a TCP connection).
+    pub fn is_udp(self) -> bool {
+        matches!(self, Probe::Tftp | Probe::SipUdp | Probe::MemcachedUdp | Probe::Ssdp)
+    }
+}
+
+/// How long a UDP job waits for its reply (information only: the account does not need it).
+pub const UDP_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -78,6 +109,14 @@ pub struct Counters {
     pub client_skipped: AtomicU64,
     /// Connections made from the heavy source address.
     pub heavy_connected: AtomicU64,
+    /// UDP jobs started (every counter above is about TCP connections only).
+    pub udp_attempted: AtomicU64,
+    /// Datagrams the kernel took from the client (`send_to` returned their whole length).
+    pub udp_sent: AtomicU64,
+    /// Datagrams not sent (no socket, or `send_to` failed): never reached the sensor.
+    pub udp_send_errors: AtomicU64,
+    /// Sent datagrams the sensor answered within [`UDP_REPLY_TIMEOUT`].
+    pub udp_answered: AtomicU64,
 }
 
 /// A copy of [`Counters`] at one moment.
@@ -93,6 +132,10 @@ pub struct Snapshot {
     pub reset_on_connect: u64,
     pub client_skipped: u64,
     pub heavy_connected: u64,
+    pub udp_attempted: u64,
+    pub udp_sent: u64,
+    pub udp_send_errors: u64,
+    pub udp_answered: u64,
 }
 
 impl Counters {
@@ -108,6 +151,10 @@ impl Counters {
             reset_on_connect: self.reset_on_connect.load(Relaxed),
             client_skipped: self.client_skipped.load(Relaxed),
             heavy_connected: self.heavy_connected.load(Relaxed),
+            udp_attempted: self.udp_attempted.load(Relaxed),
+            udp_sent: self.udp_sent.load(Relaxed),
+            udp_send_errors: self.udp_send_errors.load(Relaxed),
+            udp_answered: self.udp_answered.load(Relaxed),
         }
     }
 }
@@ -215,6 +262,9 @@ impl Flood {
     }
 
     async fn one(&self, src: Ipv4Addr, heavy: bool, t: &Target) {
+        if t.probe.is_udp() {
+            return self.one_datagram(src, t).await;
+        }
         let c = &self.counters;
         c.attempted.fetch_add(1, Relaxed);
         let sock = match socket_from(src) {
@@ -278,6 +328,33 @@ impl Flood {
     }
 }
 
+impl Flood {
+    /// One UDP job: a datagram from `src` (a fresh socket, so a fresh source port, as scanners
+    /// do), then up to [`UDP_REPLY_TIMEOUT`] for the reply.
+    async fn one_datagram(&self, src: Ipv4Addr, t: &Target) {
+        let c = &self.counters;
+        c.udp_attempted.fetch_add(1, Relaxed);
+        let Ok(sock) = tokio::net::UdpSocket::bind(SocketAddr::from((src, 0))).await else {
+            c.udp_send_errors.fetch_add(1, Relaxed);
+            return;
+        };
+        let probe = probe_bytes(t.probe);
+        match sock.send_to(&probe, t.addr).await {
+            Ok(n) if n == probe.len() => c.udp_sent.fetch_add(1, Relaxed),
+            _ => {
+                c.udp_send_errors.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        let mut buf = [0u8; 2048];
+        if let Ok(Ok((_, from))) = tokio::time::timeout(UDP_REPLY_TIMEOUT, sock.recv_from(&mut buf)).await {
+            if from == t.addr {
+                c.udp_answered.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
 fn socket_from(src: Ipv4Addr) -> std::io::Result<TcpSocket> {
     let sock = TcpSocket::new_v4()?;
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
@@ -301,6 +378,13 @@ pub fn probe_bytes(p: Probe) -> Vec<u8> {
         Probe::Epmap => probe::epmap_bind(),
         Probe::Pptp => probe::pptp_start_stop("torture"),
         Probe::Printer => probe::PJL_INFO_ID.to_vec(),
+        Probe::Sip => probe::sip_options("torture"),
+        Probe::Memcached => probe::MEMCACHED_STATS_QUIT.to_vec(),
+        Probe::UpnpDescription => probe::upnp_description_get("torture"),
+        Probe::Tftp => probe::tftp_rrq("x86.sh"),
+        Probe::SipUdp => probe::sip_options_udp("torture"),
+        Probe::MemcachedUdp => probe::memcached_udp_stats(1),
+        Probe::Ssdp => probe::ssdp_msearch("drosera-torture"),
     }
 }
 
@@ -336,5 +420,8 @@ mod tests {
         assert_eq!(u32::from_le_bytes([a[12], a[13], a[14], a[15]]) as usize + 24, a.len());
         assert!(probe_bytes(Probe::Redis).ends_with(b"QUIT\r\n"));
         assert!(probe_bytes(Probe::Docker).starts_with(b"GET /_ping HTTP/1.1\r\n"));
+        let udp = [Probe::Tftp, Probe::SipUdp, Probe::MemcachedUdp, Probe::Ssdp];
+        assert!(udp.iter().all(|p| p.is_udp() && !probe_bytes(*p).is_empty()));
+        assert!(!Probe::Sip.is_udp() && !Probe::UpnpDescription.is_udp() && !Probe::Banner.is_udp());
     }
 }

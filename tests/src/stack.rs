@@ -93,26 +93,70 @@ pub struct Stack {
     pub targets: Vec<Target>,
 }
 
-const SERVICES: &[(&str, Probe)] = &[
-    ("http", Probe::Http),
-    ("ftp", Probe::Banner),
-    ("telnet", Probe::Banner),
-    ("ssh", Probe::Banner),
-    ("mssql", Probe::Mssql),
-    ("mysql", Probe::Banner),
-    ("smb", Probe::Smb),
-    ("redis", Probe::Redis),
-    ("adb", Probe::Adb),
-    ("docker", Probe::Docker),
-    ("smtp", Probe::Banner),
-    ("rdp", Probe::Rdp),
-    ("vnc", Probe::Banner),
-    ("mqtt", Probe::Mqtt),
-    ("mongodb", Probe::Mongodb),
-    ("epmap", Probe::Epmap),
-    ("pptp", Probe::Pptp),
-    ("printer", Probe::Printer),
+/// Where a service's probes go.
+#[derive(Clone, Copy)]
+enum Ports {
+    Tcp(Probe),
+    /// A UDP-only kind (TFTP).
+    Udp(Probe),
+    /// `transport = "both"` on one port number (SIP, memcached).
+    Both {
+        tcp: Probe,
+        udp: Probe,
+    },
+    /// UPnP: SSDP on the service's UDP port, the description over HTTP on `description_port`.
+    Upnp {
+        ssdp: Probe,
+        description: Probe,
+    },
+}
+
+/// Every emulated service the sensor has (the blackhole and scan detection aside), with the
+/// probe a client sends first on each of its transports.
+const SERVICES: &[(&str, Ports)] = &[
+    ("http", Ports::Tcp(Probe::Http)),
+    ("ftp", Ports::Tcp(Probe::Banner)),
+    ("telnet", Ports::Tcp(Probe::Banner)),
+    ("ssh", Ports::Tcp(Probe::Banner)),
+    ("mssql", Ports::Tcp(Probe::Mssql)),
+    ("mysql", Ports::Tcp(Probe::Banner)),
+    ("smb", Ports::Tcp(Probe::Smb)),
+    ("redis", Ports::Tcp(Probe::Redis)),
+    ("adb", Ports::Tcp(Probe::Adb)),
+    ("docker", Ports::Tcp(Probe::Docker)),
+    ("smtp", Ports::Tcp(Probe::Banner)),
+    ("rdp", Ports::Tcp(Probe::Rdp)),
+    ("vnc", Ports::Tcp(Probe::Banner)),
+    ("mqtt", Ports::Tcp(Probe::Mqtt)),
+    ("mongodb", Ports::Tcp(Probe::Mongodb)),
+    ("epmap", Ports::Tcp(Probe::Epmap)),
+    ("pptp", Ports::Tcp(Probe::Pptp)),
+    ("printer", Ports::Tcp(Probe::Printer)),
+    ("sip", Ports::Both { tcp: Probe::Sip, udp: Probe::SipUdp }),
+    ("memcached", Ports::Both { tcp: Probe::Memcached, udp: Probe::MemcachedUdp }),
+    ("upnp", Ports::Upnp { ssdp: Probe::Ssdp, description: Probe::UpnpDescription }),
+    ("tftp", Ports::Udp(Probe::Tftp)),
 ];
+
+/// One `[[service]]` section and the flood's targets for it, on the given free ports (`extra`
+/// is only used by UPnP, for its description port).
+fn service_section(kind: &'static str, ports: Ports, port: u16, extra: u16) -> (String, Vec<Target>) {
+    let at = |p: u16, probe: Probe| Target { service: kind, addr: SocketAddr::from(([127, 0, 0, 1], p)), probe };
+    let mut text = format!("\n[[service]]\nkind = \"{kind}\"\nports = [{port}]\nbind = \"127.0.0.1\"\n");
+    let targets = match ports {
+        Ports::Tcp(p) => vec![at(port, p)],
+        Ports::Udp(p) => vec![at(port, p)],
+        Ports::Both { tcp, udp } => {
+            text.push_str("transport = \"both\"\n");
+            vec![at(port, tcp), at(port, udp)]
+        }
+        Ports::Upnp { ssdp, description } => {
+            let _ = writeln!(text, "description_port = {extra}");
+            vec![at(port, ssdp), at(extra, description)]
+        }
+    };
+    (text, targets)
+}
 
 impl Stack {
     /// Creates the admin (CA, config, database), enrolls the sensor and writes its config.
@@ -140,15 +184,21 @@ impl Stack {
         std::fs::create_dir_all(&data_dir)?;
         let mut targets = Vec::new();
         let mut services = String::new();
-        for (kind, probe) in SERVICES {
+        for (kind, ports) in SERVICES {
             let port = procs::free_port()?;
-            let _ = write!(services, "\n[[service]]\nkind = \"{kind}\"\nports = [{port}]\nbind = \"127.0.0.1\"\n");
-            targets.push(Target { service: kind, addr: SocketAddr::from(([127, 0, 0, 1], port)), probe: *probe });
+            let extra = if matches!(ports, Ports::Upnp { .. }) { procs::free_port()? } else { 0 };
+            let (text, t) = service_section(kind, *ports, port, extra);
+            services.push_str(&text);
+            targets.extend(t);
         }
         eprintln!(
             "drosera-torture: {}: services {}",
             opts.name,
-            targets.iter().map(|t| format!("{}={}", t.service, t.addr.port())).collect::<Vec<_>>().join(" ")
+            targets
+                .iter()
+                .map(|t| format!("{}={}/{}", t.service, t.addr.port(), if t.probe.is_udp() { "udp" } else { "tcp" }))
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         let sensor_cfg = dir.join("drosera-sensor.toml");
         std::fs::write(&sensor_cfg, sensor_config(&opts, &data_dir, &services, &uplink))?;
@@ -246,6 +296,11 @@ impl Stack {
         Ok((s, t))
     }
 
+    /// The sensor's UDP ports (the flood's UDP targets).
+    pub fn udp_ports(&self) -> Vec<u16> {
+        self.targets.iter().filter(|t| t.probe.is_udp()).map(|t| t.addr.port()).collect()
+    }
+
     pub fn admin_totals(&self, last_seq: u64) -> Result<AdminTotals> {
         account::admin_totals(
             &drosera_admin::storage::Backend::Sqlite(self.admin_db.clone()),
@@ -315,6 +370,39 @@ mod tests {
         assert!(out.contains("[ingest]\nlisten = \"127.0.0.1:1000\"\npublic_address = \"127.0.0.1:1000\""));
         assert!(out.contains("[dashboard]\nlisten = \"127.0.0.1:2000\""));
         assert!(out.contains("path = \"admin.db\""));
+    }
+
+    #[test]
+    fn service_sections_put_each_probe_on_its_transport() {
+        let (text, t) = service_section("sip", Ports::Both { tcp: Probe::Sip, udp: Probe::SipUdp }, 5060, 0);
+        assert!(text.contains("kind = \"sip\"\nports = [5060]\nbind = \"127.0.0.1\"\ntransport = \"both\"\n"));
+        assert_eq!(
+            t.iter().map(|t| (t.addr.port(), t.probe.is_udp())).collect::<Vec<_>>(),
+            [(5060, false), (5060, true)]
+        );
+        let (text, t) = service_section(
+            "upnp",
+            Ports::Upnp { ssdp: Probe::Ssdp, description: Probe::UpnpDescription },
+            1900,
+            49152,
+        );
+        assert!(
+            text.contains("ports = [1900]")
+                && text.contains("description_port = 49152\n")
+                && !text.contains("transport")
+        );
+        assert_eq!(
+            t.iter().map(|t| (t.addr.port(), t.probe.is_udp())).collect::<Vec<_>>(),
+            [(1900, true), (49152, false)]
+        );
+        let (text, t) = service_section("tftp", Ports::Udp(Probe::Tftp), 69, 0);
+        assert!(!text.contains("transport") && t.len() == 1 && t[0].probe.is_udp());
+        // Every UDP service of the sensor is under load, and every kind appears once.
+        let kinds: std::collections::BTreeSet<&str> = SERVICES.iter().map(|s| s.0).collect();
+        assert_eq!(kinds.len(), SERVICES.len());
+        for k in ["tftp", "sip", "memcached", "upnp", "mqtt", "mongodb", "epmap", "pptp", "printer"] {
+            assert!(kinds.contains(k), "{k}");
+        }
     }
 
     #[test]
