@@ -168,7 +168,7 @@ fn ingest(synchronous: Synchronous, n: u64, make: fn(u64) -> Event) {
     let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
     let cfg = StoreSection { cap_bytes: 4 << 30, reserve_bytes: 0, synchronous, ..StoreSection::default() };
     let (handle, writer) = store::open(&cfg, dir.path(), "bench").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(cfg.channel_capacity);
     let stop = tokio_util::sync::CancellationToken::new();
     let t0 = Instant::now();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();

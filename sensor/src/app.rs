@@ -108,7 +108,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<Stopped> {
     let sensor: Arc<str> = Arc::from(cfg.sensor.name.as_str());
     let (store, writer) = open_store(&cfg, &sensor).await?;
     let rollups = Arc::new(RollupTable::new(cfg.memory.rollup_max_keys));
-    let (sink, rx) = EventSink::new(cfg.store.channel_capacity, rollups.clone());
+    let (sink, rx) = EventSink::with_group(cfg.store.channel_capacity, cfg.store.commit_max_events, rollups.clone());
     let stop_store = CancellationToken::new();
     let writer_done = CancellationToken::new();
     let writer_thread = writer

@@ -7,7 +7,7 @@
 //! [`Detail::Rollup`] events whenever it has room, so every shed connection reaches the admin.
 //!
 //! The table itself is bounded by `max_keys`. Once full, further keys fold into one overflow
-//! counter per reason with an unspecified source address, so the total count stays exact even
+//! counter per reason, protocol and transport with an unspecified source address, so the total count stays exact even
 //! when a flood uses millions of source addresses.
 
 use drosera_uplink::event::{Detail, Event, Protocol, ShedReason, Transport};
@@ -63,15 +63,17 @@ impl RollupTable {
         let mut key = Key { transport, src_ip, dst_port, protocol, minute_ms, reason };
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if !map.contains_key(&key) && map.len() >= self.max_keys {
+            // The transport stays: the admin's account keeps TCP connections and UDP datagrams
+            // apart, also for what overflowed.
             key = Key {
-                transport: Transport::Tcp,
+                transport,
                 src_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 dst_port: 0,
                 protocol,
                 minute_ms: 0,
                 reason,
             };
-            if !map.contains_key(&key) && map.len() >= self.max_keys + Protocol::ALL.len() * 6 {
+            if !map.contains_key(&key) && map.len() >= self.max_keys + Protocol::ALL.len() * 6 * 2 {
                 // Overflow keys are bounded too (protocols × reasons); fold into the first one.
                 key.protocol = Protocol::Sensor;
             }
@@ -172,6 +174,32 @@ mod tests {
         }
         assert_eq!(sum, 10_000);
         assert_eq!(t.total(), 10_000);
+    }
+
+    #[test]
+    fn overflowed_counts_keep_their_transport() {
+        let t = RollupTable::new(4);
+        for i in 0..1_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            let transport = if i % 4 == 0 { Transport::Udp } else { Transport::Tcp };
+            t.add_on(transport, ip, 5060, Protocol::Sip, 120_000, ShedReason::ChannelFull, 1);
+        }
+        assert!(t.len() <= 4 + Protocol::ALL.len() * 6 * 2 + 2);
+        let (mut udp, mut tcp) = (0, 0);
+        loop {
+            let evs = t.drain(3, "s", 0);
+            if evs.is_empty() {
+                break;
+            }
+            for ev in &evs {
+                let n = rolled_up(std::slice::from_ref(ev));
+                match ev.transport {
+                    Transport::Udp => udp += n,
+                    _ => tcp += n,
+                }
+            }
+        }
+        assert_eq!((udp, tcp), (250, 750));
     }
 
     #[test]

@@ -636,7 +636,7 @@ mod tests {
     use super::*;
     use crate::rollup::RollupTable;
 
-    fn pair(limits: SessionLimits) -> (Session, tokio::io::DuplexStream, tokio::sync::mpsc::Receiver<Event>) {
+    fn pair(limits: SessionLimits) -> (Session, tokio::io::DuplexStream, crate::sink::EventQueue) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (sink, rx) = EventSink::new(16, Arc::new(RollupTable::new(16)));
         let s = Session::new(

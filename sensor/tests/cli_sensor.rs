@@ -104,7 +104,7 @@ fn status_json_prints_the_store_state() {
 
     let cfg = StoreSection { cap_bytes: 4 << 20, reserve_bytes: 0, commit_interval_ms: 10, ..Default::default() };
     let (handle, writer) = store::open(&cfg, &dir.path().join("data"), "cli-test").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(100);
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 1..=500 {

@@ -58,7 +58,7 @@ fn ten_caps_of_events_stay_under_the_cap_and_gaps_account_for_evictions() {
         ..StoreSection::default()
     };
     let (handle, writer) = store::open(&cfg, dir.path(), "t1").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(cfg.channel_capacity);
     let stop = tokio_util::sync::CancellationToken::new();
     let rollups = Arc::new(RollupTable::new(100));
     let wh = writer.spawn(rx, rollups, stop.clone()).unwrap();

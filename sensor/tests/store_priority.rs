@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 fn run_events(cfg: &StoreSection, dir: &std::path::Path, events: impl Iterator<Item = Event>) -> StoreHandle {
     let (handle, writer) = store::open(cfg, dir, "prio").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(cfg.channel_capacity);
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for ev in events {

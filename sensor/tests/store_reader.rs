@@ -23,7 +23,7 @@ fn cfg() -> StoreSection {
 fn batches_are_bounded_ordered_and_never_skip_while_writing() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, writer) = store::open(&cfg(), dir.path(), "rd").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1000);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(1000);
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     let total = 30_000u64;
@@ -79,7 +79,7 @@ fn batches_are_bounded_ordered_and_never_skip_while_writing() {
 fn writer_without_a_shutdown_sender_runs_until_the_channel_closes() {
     let dir = tempfile::tempdir().unwrap();
     let (handle, writer) = store::open(&cfg(), dir.path(), "rd").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(10);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(10);
     // Nobody holds the token any more: it can never be cancelled.
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.child_token()).unwrap();

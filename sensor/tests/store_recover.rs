@@ -20,7 +20,7 @@ fn cfg() -> StoreSection {
 /// Opens the store, writes `n` events, closes it; returns the last seq.
 fn write(dir: &Path, n: u64) -> (u64, Vec<drosera_uplink::event::Event>) {
     let (handle, writer) = store::open(&cfg(), dir, "rec").unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1000);
+    let (tx, rx) = drosera_sensor::sink::EventQueue::blocking(1000);
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     for i in 0..n {

@@ -10,12 +10,12 @@
 
 use drosera_sensor::config::StoreSection;
 use drosera_sensor::rollup::RollupTable;
+use drosera_sensor::sink::{BlockingFeed, EventQueue};
 use drosera_sensor::store::{self, synthetic_event, StoreHandle};
 use drosera_uplink::event::{Detail, Event};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 fn cfg() -> StoreSection {
@@ -31,14 +31,14 @@ fn cfg() -> StoreSection {
 
 struct Running {
     handle: StoreHandle,
-    tx: mpsc::Sender<Event>,
+    tx: BlockingFeed,
     stop: CancellationToken,
     writer: std::thread::JoinHandle<()>,
 }
 
 fn start(dir: &Path) -> Running {
     let (handle, writer) = store::open(&cfg(), dir, "se").unwrap();
-    let (tx, rx) = mpsc::channel(1000);
+    let (tx, rx) = EventQueue::blocking(1000);
     let stop = CancellationToken::new();
     let writer = writer.spawn(rx, Arc::new(RollupTable::new(10)), stop.clone()).unwrap();
     Running { handle, tx, stop, writer }

@@ -70,7 +70,7 @@ pub fn debug_writer(data_dir: &Path, cap_bytes: u64, events: u64) -> anyhow::Res
         ..StoreSection::default()
     };
     let (handle, writer) = super::open(&cfg, data_dir, "debug")?;
-    let (tx, rx) = tokio::sync::mpsc::channel(cfg.channel_capacity);
+    let (tx, rx) = crate::sink::EventQueue::blocking(cfg.channel_capacity);
     let stop = tokio_util::sync::CancellationToken::new();
     let wh = writer.spawn(rx, Arc::new(RollupTable::new(100)), stop.clone())?;
     let done = Arc::new(AtomicBool::new(false));

@@ -15,6 +15,7 @@ use super::seqfile::SeqFile;
 use super::{Shared, StoreError, DB_FILE};
 use crate::config::{StoreSection, Synchronous};
 use crate::rollup::RollupTable;
+use crate::sink::EventQueue;
 use drosera_uplink::event::{Detail, Event, Priority};
 use drosera_uplink::now_ms;
 use rusqlite::{Connection, TransactionBehavior};
@@ -27,14 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Per-row overhead of SQLite (cell pointer, lengths, rowid, record header), for estimates.
 const ROW_OVERHEAD: u64 = 12;
-/// How long the writer first naps while a group forms and the channel is momentarily empty.
-const GATHER_NAP: Duration = Duration::from_millis(2);
-/// The longest nap: each nap after which nothing had arrived doubles the next one up to this,
-/// so a lone event (a health sample, one connection) costs a handful of wake-ups before its
-/// commit instead of one every 2 ms of the commit interval (issue 18), while a busy channel
-/// keeps the short nap. 20,000 events of channel at 50 ms is 400,000 events/s before a producer
-/// could find it full.
-const GATHER_NAP_MAX: Duration = Duration::from_millis(50);
 
 /// How long the writer waits when the only rows it could evict are in flight to the admin.
 const AWAIT_ACKS_NAP: Duration = Duration::from_millis(50);
@@ -154,7 +147,7 @@ impl StoreWriter {
     /// then drains the channel and the rollup table, commits and returns.
     pub fn spawn(
         self,
-        rx: mpsc::Receiver<Event>,
+        rx: EventQueue,
         rollups: Arc<RollupTable>,
         shutdown: CancellationToken,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -165,7 +158,7 @@ impl StoreWriter {
     /// sensor can wait for that without polling.
     pub fn spawn_notifying(
         self,
-        rx: mpsc::Receiver<Event>,
+        rx: EventQueue,
         rollups: Arc<RollupTable>,
         shutdown: CancellationToken,
         done: CancellationToken,
@@ -177,7 +170,7 @@ impl StoreWriter {
     }
 
     /// The writer loop (blocking; see [`StoreWriter::spawn`]).
-    fn run(mut self, mut rx: mpsc::Receiver<Event>, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
+    fn run(mut self, mut rx: EventQueue, rollups: Arc<RollupTable>, shutdown: CancellationToken) {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -200,14 +193,9 @@ impl StoreWriter {
             }
             // Gather a group: up to the event and byte bounds, or until the interval ends.
             let deadline = Instant::now() + interval;
-            let mut nap = GATHER_NAP;
-            let mut napped = false;
             while !closed && self.pending.len() < max_events && self.pending_bytes < self.budget.txn_bytes {
                 match rx.try_recv() {
-                    Ok(mut ev) => {
-                        napped = false;
-                        self.push_logged(&mut ev, 0)
-                    }
+                    Ok(mut ev) => self.push_logged(&mut ev, 0),
                     Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         let now = Instant::now();
@@ -215,16 +203,17 @@ impl StoreWriter {
                             break;
                         }
                         if !self.pending.is_empty() {
-                            // A group is forming: let the producers fill the channel for a moment
-                            // instead of waking up for every single event (a wake-up costs more
-                            // than an insert).
-                            if napped {
-                                // Nothing came during the last nap: the next one is longer.
-                                nap = (nap * 2).min(GATHER_NAP_MAX);
-                            }
-                            std::thread::sleep((deadline - now).min(nap));
-                            napped = true;
-                            if shutdown.is_cancelled() {
+                            // A group is forming: sleep until its deadline, or until producers
+                            // have queued a group's worth (a wake-up costs more than an insert;
+                            // one wake-up per group instead of one per event or per poll).
+                            let stop = rt.block_on(async {
+                                tokio::select! {
+                                    _ = rx.group_waiting() => false,
+                                    _ = tokio::time::sleep_until(deadline.into()) => false,
+                                    _ = shutdown.cancelled() => true,
+                                }
+                            });
+                            if stop {
                                 break;
                             }
                             continue;

@@ -258,14 +258,14 @@ mod tests {
     use super::*;
     use drosera_uplink::release::{key_files, parse_private_key, parse_public_key};
 
-    fn updater(dir: &std::path::Path) -> (Updater, tokio::sync::mpsc::Receiver<drosera_uplink::Event>) {
+    fn updater(dir: &std::path::Path) -> (Updater, crate::sink::EventQueue) {
         let (sink, rx) = EventSink::new(64, Arc::new(crate::rollup::RollupTable::new(16)));
         let key = parse_public_key(&key_files([3; 32]).1).unwrap();
         let u = Updater { paths: Paths::new(dir), key, max_bytes: 1 << 20, chunk_bytes: 4, sensor: "pi".into(), sink };
         (u, rx)
     }
 
-    fn kinds(rx: &mut tokio::sync::mpsc::Receiver<drosera_uplink::Event>) -> Vec<String> {
+    fn kinds(rx: &mut crate::sink::EventQueue) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(e) = rx.try_recv() {
             if let drosera_uplink::event::Detail::Extension { kind, .. } = e.detail {
