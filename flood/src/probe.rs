@@ -197,8 +197,13 @@ pub const PJL_INFO_ID: &[u8] = b"\x1b%-12345X@PJL INFO ID\r\n\x1b%-12345X\r\n";
 
 /// A SIP `OPTIONS` request over TCP (what SIPVicious' `svmap` and `sipsak` send first).
 pub fn sip_options(user: &str) -> Vec<u8> {
+    sip_options_over("TCP", user)
+}
+
+/// A SIP `OPTIONS` request with `transport` in its Via header.
+fn sip_options_over(transport: &str, user: &str) -> Vec<u8> {
     format!(
-        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5061;branch=z9hG4bK-{user}\r\n\
+        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:5061;branch=z9hG4bK-{user}\r\n\
          From: <sip:{user}@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {user}\r\n\
          CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
@@ -225,12 +230,7 @@ pub fn tftp_rrq(file: &str) -> Vec<u8> {
 
 /// A SIP `OPTIONS` request over UDP (SIPVicious' `svmap` ping, `sipsak`'s default).
 pub fn sip_options_udp(user: &str) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{user}\r\n\
-         From: <sip:{user}@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {user}\r\n\
-         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
+    sip_options_over("UDP", user)
 }
 
 /// memcached's `stats` over UDP: the 8-byte frame header (request id, sequence 0, 1 datagram,

@@ -151,27 +151,8 @@ impl EventSink {
 
     /// Hands an event to the store without ever blocking. Returns false when it was folded into
     /// a rollup counter instead (channel full or store gone).
-    pub fn emit(&self, mut ev: Event) -> bool {
-        ev.clamp();
-        match self.tx.try_send(ev) {
-            Ok(()) => {
-                self.queued();
-                true
-            }
-            Err(mpsc::error::TrySendError::Full(ev)) | Err(mpsc::error::TrySendError::Closed(ev)) => {
-                self.rollups.add_on(
-                    ev.transport,
-                    ev.src_ip,
-                    ev.dst_port,
-                    ev.protocol,
-                    ev.time_ms,
-                    ShedReason::ChannelFull,
-                    1,
-                );
-                self.counters.folded.fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
+    pub fn emit(&self, ev: Event) -> bool {
+        self.emit_weighted(ev, 1)
     }
 
     /// Like [`EventSink::emit`] for an event that stands for `n` observations (a scan window's
