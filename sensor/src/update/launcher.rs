@@ -114,10 +114,9 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
         };
         // The config: one on trial, else the last pushed one that proved healthy, else the file
         // the unit names.
-        let config = match (&trial, state.config_active) {
-            (Some(Trial::Config(_)), _) => paths.config_staged(),
-            (_, Some(_)) if paths.config_active().is_file() => paths.config_active(),
-            _ => config_path.to_path_buf(),
+        let config = match &trial {
+            Some(Trial::Config(_)) => paths.config_staged(),
+            _ => super::running_config(&paths, &state, config_path),
         };
         let mut cmd = Command::new(&program.path);
         cmd.arg("run").arg("--config").arg(&config).env(ENV_LAUNCHER, "1");
