@@ -183,7 +183,7 @@ ln -sf ../run/systemd/resolve/stub-resolv.conf "$ROOTFS/etc/resolv.conf"
 # enable/disable units offline with the host's systemctl (no emulation needed)
 # (ssh.service stays enabled: its drop-in skips it unless an authorized key was installed)
 systemctl --root="$ROOTFS" enable systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
-  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service ssh.service \
+  nftables.service drosera-setup.service drosera-growfs.service drosera-sensor.service drosera-firewall.path ssh.service \
   apt-daily.timer apt-daily-upgrade.timer unattended-upgrades.service
 systemctl --root="$ROOTFS" disable wpa_supplicant.service >/dev/null 2>&1 || true
 systemctl --root="$ROOTFS" mask systemd-networkd-wait-online.service >/dev/null 2>&1 || true
@@ -198,6 +198,8 @@ cp "$ROOT_DIR/image/boot/updates.conf.example" "$BOOTSRC/drosera/updates.conf.ex
 # kernel + initrd for the qemu boot test (the Pi boots the copies on the FAT partition)
 cp "$ROOTFS"/boot/vmlinuz-* "$OUT/vmlinuz"
 cp "$ROOTFS"/boot/initrd.img-* "$OUT/initrd.img"
+# the sensor binary as installed, for the boot test's signed update (it signs it as a new version)
+install -m 0755 "$SENSOR_BIN" "$OUT/drosera-sensor"
 
 # ---------------------------------------------------------------- stage 4: partitions
 stage "assemble: FAT boot + ext4 root without loop devices"

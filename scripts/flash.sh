@@ -97,6 +97,9 @@ mmd -i "$fat" ::/drosera 2>/dev/null || true
 for f in ca.pem sensor.pem sensor.key uplink.toml; do
   mcopy -o -i "$fat" "$BUNDLE/$f" "::/drosera/$f"
 done
+# the admin's update public key (signed updates and pushed configs); bundles made before signed
+# updates have none, and such a sensor takes no updates
+[ ! -f "$BUNDLE/update.pub" ] || mcopy -o -i "$fat" "$BUNDLE/update.pub" ::/drosera/update.pub
 [ -z "$WIFI" ] || mcopy -o -i "$fat" "$WIFI" ::/drosera/wifi.conf
 [ -z "$SSHKEY" ] || mcopy -o -i "$fat" "$SSHKEY" ::/drosera/authorized_keys
 sync

@@ -29,6 +29,7 @@ xz -T1 -k -0 "$img"
 mkdir -p "$T/bundle"
 printf '# Uplink for sensor "pi-flash"\n[uplink]\nadmin = "192.0.2.1:7443"\n' > "$T/bundle/uplink.toml"
 for f in ca.pem sensor.pem sensor.key; do echo "-----BEGIN $f-----" > "$T/bundle/$f"; done
+printf '%064d\n' 7 > "$T/bundle/update.pub"   # the admin's update key: the sensor takes no update without it
 echo "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBogusBogusBogusBogusBogusBogusBogusBogus test" > "$T/key.pub"
 printf 'network={\n ssid="x"\n psk="y"\n}\n' > "$T/wifi.conf"
 
@@ -39,7 +40,7 @@ for src in "$img" "$img.xz"; do
        > "$T/flash.log" 2>&1; then ok "flash $(basename "$src") into a regular file"; else cat "$T/flash.log"; fail "flash $(basename "$src")"; continue; fi
   fat="$out@@$((8192 * 512))"
   listing=$(mdir -b -i "$fat" ::/drosera 2>/dev/null || true)
-  for f in ca.pem sensor.pem sensor.key uplink.toml wifi.conf authorized_keys; do
+  for f in ca.pem sensor.pem sensor.key uplink.toml update.pub wifi.conf authorized_keys; do
     if echo "$listing" | grep -q "/$f\$"; then ok "drosera/$f on the FAT partition"; else fail "drosera/$f missing ($listing)"; fi
   done
   mtype -i "$fat" ::/drosera/uplink.toml | grep -q 'pi-flash' && ok "uplink.toml content" || fail "uplink.toml content"

@@ -8,7 +8,9 @@
 # Also: the strict check of the bundle's `admin` (nothing can be injected into the nft rules),
 # drosera/updates.conf (unattended-upgrades settings, apt sources, mirrors), and, with packets
 # between namespaces, which user may send what: the sensor user only to the admin, DNS/NTP only
-# for the resolver/time users, the Debian mirrors only for apt's _apt.
+# for the resolver/time users, the Debian mirrors only for apt's _apt; and `setup --firewall`
+# following a pushed config that became active (a new port opened, a removed one closed, an
+# invalid one keeping the last good rules, the admin never taken from the pushed file).
 # Needs root (chown to the sensor user, ip netns, setpriv to run as those users).
 set -euo pipefail
 ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -408,6 +410,65 @@ fwd=$(ip netns exec "$NS" nft list chain inet drosera forward 2>&1 || echo "nft 
 before=$fails
 check "nothing is forwarded (forward chain: policy drop, no rule)" "grep -q 'policy drop;' <<<\"\$fwd\" && ! grep -q accept <<<\"\$fwd\""
 [ "$fails" = "$before" ] || sed 's/^/# /' <<<"$fwd"
+kill $(jobs -p) 2>/dev/null || true
+
+echo "# 8. a pushed config that became active (update/config-active.toml): the firewall follows it"
+# What the launcher leaves when a pushed config proved healthy: the file renamed into place and
+# state.json naming its serial, both the sensor user's. `setup --firewall` is what
+# drosera-firewall.service runs (real nft in the sensor namespace, rules loaded).
+chmod 0755 "$T"   # the sensor user reads the installed config to find its data directory
+# the sensor's data directory here is $T/state (the image's /var/lib/drosera)
+sed -i "s#^data_dir = .*#data_dir = \"$T/state\"#" "$T/etc/sensor.toml"
+grep -qx "data_dir = \"$T/state\"" "$T/etc/sensor.toml" || { echo "setup-test: could not set data_dir" >&2; exit 1; }
+cp "$T/etc/sensor.toml" "$T/installed.toml"
+UPD="$T/state/update"
+mkdir -p "$UPD"
+activate() { # file serial
+  cp "$1" "$UPD/config-active.toml.tmp" && mv -f "$UPD/config-active.toml.tmp" "$UPD/config-active.toml"
+  printf '{\n  "config_active": %s\n}\n' "$2" > "$UPD/state.json"
+  chown -R "$USER_:$(id -g $USER_)" "$UPD"; chmod 0700 "$UPD"; chmod 0600 "$UPD"/*
+}
+fw_only() { ip netns exec "$NS" env -u DROSERA_NO_NFT_LOAD sh "$SETUP" --firewall > "$T/fw.out" 2>&1; }
+honeypot_set() { ip netns exec "$NS" nft list set inet drosera honeypot_tcp 2>&1 | tr -d '\n'; }
+# a new HTTP port, and (what a tampered file could try) another admin on the LAN
+sed -e 's/^ports = \[80, 8080\]$/ports = [80, 8080, 8088]/' -e 's/^admin = .*/admin = "192.168.77.2:8080"/' \
+  "$T/etc/sensor.toml" > "$T/push-8088.toml"
+grep -q '8088' "$T/push-8088.toml" || { echo "setup-test: could not make the pushed config" >&2; exit 1; }
+check "the pushed config is valid (check-config)" "'$SENSOR' check-config '$T/push-8088.toml' >/dev/null"
+listen "$NS" 0.0.0.0 8088; listen "$LAN" 192.168.77.2 8080
+sleep 1
+check "before: 8088 is closed" "! connects '$LAN' 192.168.77.1 8088"
+activate "$T/push-8088.toml" 2
+check "active-config names the pushed file (as the sensor user)" "[ \"\$(as_user $USER_ '$NS' '$SENSOR' active-config '$T/etc/sensor.toml')\" = '$UPD/config-active.toml' ]"
+rc=0; fw_only || rc=$?
+cat "$T/fw.out"
+check "setup --firewall: exit 0, loaded, says the ports came from the pushed config" "[ $rc = 0 ] && grep -q 'firewall: loaded (.*ports from the pushed config $UPD/config-active.toml' '$T/fw.out'"
+check "the regenerated rules open 8088" "grep -Eqx 'add element inet drosera honeypot_tcp \{ ([0-9]+,)*8088(,[0-9]+)* \}' '$T/etc/firewall.nft'"
+check "the loaded ruleset holds 8088" "honeypot_set | grep -q '8088'"
+check "an attacker reaches the new port 8088 through the loaded rules" "connects '$LAN' 192.168.77.1 8088"
+check "the admin still comes from the installed config (10.0.2.2:7443), not the pushed file" "grep -q 'admin_v4 { 10.0.2.2 }' '$T/etc/firewall.nft' && grep -q 'admin_tcp { 7443 }' '$T/etc/firewall.nft' && ! grep -q '192.168.77.2' '$T/etc/firewall.nft'"
+check "the sensor user still cannot reach the pushed file's admin (192.168.77.2:8080)" "is \$(tcp_as $USER_ 192.168.77.2 8080) blocked"
+rc=0; fw_only || rc=$?
+check "run again with nothing changed: unchanged, exit 0" "[ $rc = 0 ] && grep -q 'firewall: unchanged' '$T/fw.out'"
+cp "$T/etc/firewall.nft" "$T/firewall.good"
+sed 's/^\[sensor\]$/[sensor]\nno_such_key = 1/' "$T/push-8088.toml" > "$T/push-bad.toml"
+activate "$T/push-bad.toml" 3
+rc=0; fw_only || rc=$?
+cat "$T/fw.out"
+check "an invalid active config: exit 1, the error names the key, the last good firewall is kept" "[ $rc = 1 ] && grep -q 'firewall: ERROR: the active pushed config .*no_such_key.*keeping the last good firewall' '$T/fw.out'"
+check "an invalid active config: firewall.nft unchanged" "cmp -s '$T/etc/firewall.nft' '$T/firewall.good'"
+check "an invalid active config: the loaded rules still open 8088" "connects '$LAN' 192.168.77.1 8088"
+activate "$T/installed.toml" 4
+rc=0; fw_only || rc=$?
+check "a pushed config without 8088: exit 0, loaded" "[ $rc = 0 ] && grep -q 'firewall: loaded' '$T/fw.out'"
+check "8088 is gone from the rules and the loaded set" "! grep -q 8088 '$T/etc/firewall.nft' && ! honeypot_set | grep -q 8088"
+check "8088 is closed again" "! connects '$LAN' 192.168.77.1 8088"
+activate "$T/push-8088.toml" 5
+run_setup
+check "at boot the setup opens the active pushed config's ports too" "grep -q 8088 '$T/etc/firewall.nft' && grep -q 'ports from the pushed config' '$T/boot/drosera/STATUS.txt'"
+printf '{}\n' > "$UPD/state.json"
+run_setup
+check "a config-active.toml that state.json does not name is not what the launcher runs: not opened" "! grep -q 8088 '$T/etc/firewall.nft'"
 kill $(jobs -p) 2>/dev/null || true
 
 if [ "$fails" -gt 0 ]; then echo "setup-test: $fails FAILED"; exit 1; fi

@@ -53,6 +53,13 @@ enum Cmd {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Print the config file the launcher runs (the last pushed config that proved healthy,
+    /// `update/config-active.toml`, else FILE), for the appliance firewall, which opens the
+    /// ports of that file.
+    ActiveConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Test helper: writes synthetic events into a store and prints `committed SEQ` after each
     /// commit (used by the kill -9 test).
     #[command(hide = true)]
@@ -156,6 +163,14 @@ fn main() -> anyhow::Result<()> {
                     println!("{name} {}", list.join(","));
                 }
             }
+            Ok(())
+        }
+        Cmd::ActiveConfig { file } => {
+            use drosera_sensor::update::{read_json, running_config, Paths, State};
+            let cfg = Config::load(&file)?;
+            let paths = Paths::new(&cfg.sensor.data_dir);
+            let state: State = read_json(&paths.state());
+            println!("{}", running_config(&paths, &state, &file).display());
             Ok(())
         }
         Cmd::DebugStoreWriter { data_dir, cap_bytes, events } => {

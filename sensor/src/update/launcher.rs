@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// systemd's variable naming the process the watchdog is for (the unit's main process: us).
+pub const WATCHDOG_PID: &str = "WATCHDOG_PID";
 /// How often a trial looks for its health file.
 const POLL: Duration = Duration::from_millis(200);
 /// How long a stopped child has to exit after SIGTERM before SIGKILL.
@@ -114,23 +116,11 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
         };
         // The config: one on trial, else the last pushed one that proved healthy, else the file
         // the unit names.
-        let config = match (&trial, state.config_active) {
-            (Some(Trial::Config(_)), _) => paths.config_staged(),
-            (_, Some(_)) if paths.config_active().is_file() => paths.config_active(),
-            _ => config_path.to_path_buf(),
+        let config = match &trial {
+            Some(Trial::Config(_)) => paths.config_staged(),
+            _ => super::running_config(&paths, &state, config_path),
         };
-        let mut cmd = Command::new(&program.path);
-        cmd.arg("run").arg("--config").arg(&config).env(ENV_LAUNCHER, "1");
-        for k in [ENV_TRIAL_FILE, ENV_TRIAL_KIND, ENV_TRIAL_WHAT, ENV_RELEASE] {
-            cmd.env_remove(k);
-        }
-        if let Some(v) = &program.version {
-            cmd.env(ENV_RELEASE, v);
-        }
-        if let Some(t) = &trial {
-            let (kind, what) = t.describe();
-            cmd.env(ENV_TRIAL_FILE, paths.trial_file()).env(ENV_TRIAL_KIND, kind).env(ENV_TRIAL_WHAT, what);
-        }
+        let mut cmd = child_command(&program, &config, trial.as_ref(), &paths);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             // A slot that cannot even be started (e.g. a kernel refusing to run memory files) is
@@ -207,6 +197,30 @@ pub async fn launch(config_path: &Path) -> anyhow::Result<i32> {
         tracing::warn!(status = %describe(Some(status)), "sensor exited");
         return Ok(status.code().unwrap_or(1));
     }
+}
+
+/// The child's command line and environment: `run` with the chosen config, the launcher's
+/// variables for this start (none left over from an earlier start), and systemd's watchdog
+/// handed on.
+fn child_command(program: &Program, config: &Path, trial: Option<&Trial>, paths: &Paths) -> Command {
+    let mut cmd = Command::new(&program.path);
+    cmd.arg("run").arg("--config").arg(config).env(ENV_LAUNCHER, "1");
+    for k in [ENV_TRIAL_FILE, ENV_TRIAL_KIND, ENV_TRIAL_WHAT, ENV_RELEASE] {
+        cmd.env_remove(k);
+    }
+    // systemd's watchdog is the child's to ping (the unit has NotifyAccess=all), but
+    // WATCHDOG_PID names the launcher: with it the child would think the watchdog is not for
+    // it, never ping, and systemd would kill the unit every WatchdogSec (seen on the booted
+    // image: the sensor restarted every 60 s).
+    cmd.env_remove(WATCHDOG_PID);
+    if let Some(v) = &program.version {
+        cmd.env(ENV_RELEASE, v);
+    }
+    if let Some(t) = trial {
+        let (kind, what) = t.describe();
+        cmd.env(ENV_TRIAL_FILE, paths.trial_file()).env(ENV_TRIAL_KIND, kind).env(ENV_TRIAL_WHAT, what);
+    }
+    cmd
 }
 
 /// What is on trial.
@@ -336,4 +350,29 @@ async fn stop(child: &mut Child) -> anyhow::Result<i32> {
 
 fn describe(st: Option<ExitStatus>) -> String {
     st.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_child_pings_the_watchdog_the_launcher_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let program = Program { _memfd: None, path: PathBuf::from("/bin/true"), version: Some("1.2".into()) };
+        let trial = Trial::Config(PendingConfig { serial: 7, trials: 1 });
+        let cmd = child_command(&program, Path::new("/etc/x.toml"), Some(&trial), &paths);
+        let envs: Vec<(OsString, Option<OsString>)> =
+            cmd.as_std().get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
+        // WATCHDOG_PID (the launcher's pid) is removed; WATCHDOG_USEC and NOTIFY_SOCKET are
+        // inherited untouched, so the child's own check finds the watchdog is for it.
+        assert!(envs.contains(&(WATCHDOG_PID.into(), None)), "{envs:?}");
+        assert!(!envs.iter().any(|(k, _)| k == "WATCHDOG_USEC" || k == "NOTIFY_SOCKET"), "{envs:?}");
+        assert!(crate::systemd::ping_interval(Some("60000000"), None, 4242).is_some());
+        assert!(envs.contains(&(ENV_RELEASE.into(), Some("1.2".into()))), "{envs:?}");
+        assert!(envs.contains(&(ENV_TRIAL_KIND.into(), Some("config".into()))), "{envs:?}");
+        assert!(envs.contains(&(ENV_TRIAL_WHAT.into(), Some("7".into()))), "{envs:?}");
+    }
 }

@@ -269,6 +269,18 @@ pub fn write_json<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()> {
     drosera_uplink::tls::write_file_atomic(path, &data, 0o644).map_err(std::io::Error::other)
 }
 
+/// The config file the launcher runs when nothing is on trial: the last pushed config that proved
+/// healthy (`config-active.toml`, while `state.json` names it and the file exists), else the file
+/// the unit names. One function for the launcher and for `drosera-sensor active-config`, which
+/// the appliance's firewall setup asks, so the ports the firewall opens and the ports the sensor
+/// binds never come from two different files.
+pub fn running_config(paths: &Paths, state: &State, installed: &Path) -> PathBuf {
+    match state.config_active {
+        Some(_) if paths.config_active().is_file() => paths.config_active(),
+        _ => installed.to_path_buf(),
+    }
+}
+
 /// The manifest a slot holds, if any.
 pub fn slot_manifest(paths: &Paths, slot: Slot) -> Option<Manifest> {
     let b = read_capped(&paths.slot(slot).join("release.json"), 64 * 1024).ok()?;
@@ -343,6 +355,20 @@ mod tests {
         let explicit = UpdateSection { public_key: dir.path().join("nope.pub"), ..d };
         assert!(explicit.load_key(Some(&ca)).unwrap_err().contains("public_key"));
         assert_eq!(UpdateSection { enabled: false, ..explicit }.load_key(Some(&ca)), Ok(None));
+    }
+
+    #[test]
+    fn running_config_is_the_active_push_only_when_state_and_file_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(&paths.dir).unwrap();
+        let installed = Path::new("/etc/drosera/sensor.toml");
+        let active = State { config_active: Some(3), ..Default::default() };
+        assert_eq!(running_config(&paths, &State::default(), installed), installed);
+        assert_eq!(running_config(&paths, &active, installed), installed, "state names it, no file");
+        std::fs::write(paths.config_active(), "x").unwrap();
+        assert_eq!(running_config(&paths, &State::default(), installed), installed, "file, state does not name it");
+        assert_eq!(running_config(&paths, &active, installed), paths.config_active());
     }
 
     #[test]
