@@ -19,6 +19,7 @@ pub mod export;
 pub mod hpfeeds;
 pub mod ingest;
 pub mod labels;
+pub mod malloc;
 pub mod metrics;
 pub mod recover;
 pub mod releases;

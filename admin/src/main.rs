@@ -17,6 +17,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let tuned = drosera_admin::malloc::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if !tuned {
+        tracing::debug!("malloc settings not applied (not glibc); large buffers may stay in the heap after use");
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -74,16 +74,48 @@ pub fn decode(codec: u8, payload: &[u8], limits: DecodeLimits) -> Result<Vec<Eve
 }
 
 /// Decompresses `payload`, failing as soon as the output would exceed `max` bytes.
+///
+/// Memory stays within about `max` plus a window of at most `max`: the output grows by doubling
+/// but never past `max + 1` bytes (a plain `read_to_end` would double an 8 MiB buffer to 16 MiB
+/// to hold the one byte that proves a bomb), and a frame that asks for a larger window than `max`
+/// is refused before the decoder allocates it (zstd allows windows up to 128 MiB by default; a
+/// sensor compresses whole batches, so its window never exceeds the batch).
 pub fn decompress_bounded(payload: &[u8], max: usize) -> Result<Vec<u8>, CodecError> {
-    let decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| CodecError::Zstd(e.to_string()))?;
-    let mut out = Vec::new();
-    // Read one byte past the cap so that "exactly the cap" and "more" can be told apart.
-    let limit = (max as u64).saturating_add(1);
-    decoder.take(limit).read_to_end(&mut out).map_err(|e| CodecError::Zstd(e.to_string()))?;
-    if out.len() > max {
+    let zstd_err = |e: std::io::Error| CodecError::Zstd(e.to_string());
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(zstd_err)?;
+    decoder.window_log_max(window_log_for(max)).map_err(zstd_err)?;
+    // One byte past the cap tells "exactly the cap" from "more".
+    let limit = max.saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if out.len() >= limit {
+                break;
+            }
+            let grow = out.len().max(64 * 1024).min(limit - out.len());
+            out.reserve_exact(grow);
+            out.resize(out.len() + grow, 0);
+        }
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(zstd_err(e)),
+        }
+    }
+    out.truncate(filled);
+    if filled > max {
         return Err(CodecError::TooLarge { limit: max });
     }
     Ok(out)
+}
+
+/// The largest zstd window (as a power of two) a payload capped at `max` bytes can need:
+/// the smallest `log` with `2^log >= max`, within zstd's bounds (10..=31).
+fn window_log_for(max: usize) -> u32 {
+    let log = usize::BITS - max.saturating_sub(1).leading_zeros();
+    log.clamp(10, 31)
 }
 
 /// Reads a postcard (LEB128) varint u64 from the start of `buf`: value and its length.
@@ -147,8 +179,9 @@ mod tests {
 
     #[test]
     fn zstd_bomb_is_refused() {
-        // 512 MiB of zeros compresses to a few KiB; the decoder must stop at the cap.
-        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+        // 512 MiB of zeros compresses to a few KiB; the decoder must stop at the cap. (Level 3
+        // streams with a 2 MiB window, inside the 4 MiB cap: the output cap is what stops it.)
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..512 {
             std::io::Write::write_all(&mut enc, &zeros).unwrap();
@@ -207,5 +240,36 @@ mod tests {
         }
         let random: Vec<u8> = (0..4096).map(|_| rng.gen()).collect();
         assert!(decode(CODEC_ZSTD_POSTCARD, &random, limits).is_err());
+    }
+
+    #[test]
+    fn window_log_covers_the_cap() {
+        assert_eq!(window_log_for(8 << 20), 23);
+        assert_eq!(window_log_for((8 << 20) + 1), 24);
+        assert_eq!(window_log_for(1), 10);
+        assert_eq!(window_log_for(usize::MAX), 31);
+    }
+
+    #[test]
+    fn a_batch_of_exactly_the_cap_decodes_and_one_byte_more_does_not() {
+        let cap = 300_000;
+        let exact = zstd::bulk::compress(&vec![7u8; cap], DEFAULT_LEVEL).unwrap();
+        assert_eq!(decompress_bounded(&exact, cap).unwrap().len(), cap);
+        let over = zstd::bulk::compress(&vec![7u8; cap + 1], DEFAULT_LEVEL).unwrap();
+        assert_eq!(decompress_bounded(&over, cap), Err(CodecError::TooLarge { limit: cap }));
+    }
+
+    #[test]
+    fn a_frame_asking_for_a_window_beyond_the_cap_is_refused_before_decoding() {
+        // A streamed frame (no content size) with a 64 MiB window: the decoder would allocate
+        // the window even though the cap is 1 MiB.
+        let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        enc.window_log(26).unwrap();
+        enc.long_distance_matching(true).unwrap();
+        std::io::Write::write_all(&mut enc, &vec![1u8; 4 << 20]).unwrap();
+        let bomb = enc.finish().unwrap();
+        assert!(matches!(decompress_bounded(&bomb, 1 << 20), Err(CodecError::Zstd(_))));
+        // The same bytes under a cap that allows the window decode up to the cap and stop there.
+        assert_eq!(decompress_bounded(&bomb, 64 << 20).unwrap().len(), 4 << 20);
     }
 }
