@@ -212,9 +212,12 @@ fn user_token_create_list_and_revoke() {
 fn drill_caps_come_from_the_config() {
     let (_dir, cfg, loc) = setup();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str("\n[drill]\nlist_rows = 1\nsession_events = 1\nsearch_hits = 3\nsessions_per_page = 5\n");
+    text.push_str(
+        "\n[drill]\nlist_rows = 1\nsession_events = 1\nsearch_hits = 3\nsessions_per_page = 5\nsearch_chars = 10\n",
+    );
     std::fs::write(&cfg, text).unwrap();
-    let caps = DrillConfig { list_rows: 1, session_events: 1, search_hits: 3, sessions_per_page: 5, ..CAPS };
+    let caps =
+        DrillConfig { list_rows: 1, session_events: 1, search_hits: 3, sessions_per_page: 5, search_chars: 10, ..CAPS };
     let cfg = cfg.to_str().unwrap();
     let range = ["--since", "2024-05-01", "--until", "2024-05-11"];
     let c = Db::open(&loc);
@@ -248,6 +251,8 @@ fn drill_caps_come_from_the_config() {
     assert!(ok);
     let got: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(got, serde_json::to_value(analytics::search(&*c, &q, "xc3511", &caps).unwrap()).unwrap());
+    let (ok, _, err) = run(&[&["search", "user:xc3511", "--config", cfg], &range[..]].concat(), "");
+    assert!(!ok && err.contains("longer than drill.search_chars (10)"), "{err}");
 
     // A bad value stops the command with the key and the fix.
     std::fs::write(cfg, "[drill]\nsearch_hits = 0\n").unwrap();

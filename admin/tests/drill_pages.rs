@@ -369,6 +369,7 @@ fn small_drill_caps_cut_and_every_page_says_so() {
         search_hits: 3,
         sessions_per_page: 5,
         list_rows: 1,
+        search_chars: 8,
     };
 
     // The library: each cut is in the answer.
@@ -391,6 +392,13 @@ fn small_drill_caps_cut_and_every_page_says_so() {
     let narrow = DrillConfig { search_scan: 2, ..CAPS };
     let r = analytics::search(&*c, &all, "root", &narrow).unwrap();
     assert!(r.truncated && r.hits.len() <= 2 && r.max_scan == 2, "{r:?}");
+    // search_chars: 8 characters pass, 9 are refused (the CLI goes through this call).
+    assert!(analytics::search(&*c, &all, "ip:8.8.8", &caps).is_ok());
+    let e = analytics::search(&*c, &all, "user:root", &caps).unwrap_err();
+    assert!(e.to_string().contains("drill.search_chars (8)"), "{e}");
+    // A page number past the last that can hold a session is clamped to it.
+    let last = analytics::attacker(&*c, &all, "8.8.8.8", usize::MAX, &caps).unwrap().unwrap();
+    assert_eq!(last.page, caps.last_attacker_page());
     let text = a.to_text();
     assert!(text.contains("[drill] attacker_events") && text.contains("the 1 most frequent of 2 distinct"), "{text}");
 
@@ -443,4 +451,9 @@ fn small_drill_caps_cut_and_every_page_says_so() {
     );
     let r = j(&format!("/api/search?q=root&{RANGE}"));
     assert_eq!((r["truncated"].as_bool(), r["hits"].as_array().map(Vec::len)), (Some(true), Some(3)));
+    // Past drill.search_chars: a 400 from the page and the API, naming the key.
+    let r = http(a_, "GET", &format!("/search?q=user:root&{RANGE}"), &auth, "");
+    assert!(r.status == 400 && r.body.contains("drill.search_chars"), "{} {}", r.status, r.body);
+    let r = http(a_, "GET", &format!("/api/search?q=user:root&{RANGE}"), &auth, "");
+    assert!(r.status == 400 && r.body.contains("longer than 8 characters"), "{} {}", r.status, r.body);
 }

@@ -42,6 +42,32 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
     },
+    /// Sends TCP SYNs on a raw socket at a paced rate (the scan-detection benchmark). Runs only
+    /// inside a namespace made with `ip netns add`; bounded by count and time.
+    /// Prints `{"sent":N,"failed":N,"seconds":S}`.
+    Syn {
+        /// Target IPv4 address (inside the test's namespaces).
+        #[arg(long)]
+        target: std::net::Ipv4Addr,
+        /// Source address; without it, a pseudo-random source per packet.
+        #[arg(long)]
+        source: Option<std::net::Ipv4Addr>,
+        /// Destination ports rise from this one.
+        #[arg(long, default_value_t = 1)]
+        first_port: u16,
+        /// SYNs to send.
+        #[arg(long)]
+        count: u64,
+        /// SYNs per second.
+        #[arg(long)]
+        rate: u64,
+        /// Hard wall-clock limit.
+        #[arg(long, default_value_t = 60)]
+        max_seconds: u64,
+        /// Seed of the random sources and source ports.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -132,6 +158,12 @@ struct Stats {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Syn { target, source, first_port, count, rate, max_seconds, seed } = cli.cmd {
+        let plan = drosera_flood::syn::SynPlan { target, source, first_port, count, rate, max_seconds, seed };
+        let r = drosera_flood::syn::send(&plan)?;
+        println!("{}", serde_json::json!({ "sent": r.sent, "failed": r.failed, "seconds": r.seconds }));
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.cmd {
         Cmd::Run(args) => {
@@ -155,6 +187,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Baseline { listen, proto, max_seconds } => {
             rt.block_on(rt.spawn(baseline(listen, proto, max_seconds)))??
         }
+        Cmd::Syn { .. } => {}
     }
     Ok(())
 }

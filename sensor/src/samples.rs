@@ -174,16 +174,9 @@ impl SampleArea {
             self.tmp.join(format!("{}.part", st.next_part))
         };
         w.registered = true;
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&part) {
-            Ok(f) => {
-                w.file = Some(f);
-                w.part = part;
-            }
-            Err(e) => {
-                tracing::warn!(path = %part.display(), error = %e, "cannot create a sample file");
-                w.refused = Some(SampleOutcome::Failed);
-            }
-        }
+        // The part file is created with the first write-out: a small sample that turns out to
+        // be one already kept (a print job or a dropper sent again) never touches the disk.
+        w.part = part;
         w
     }
 
@@ -346,6 +339,16 @@ impl SampleWriter {
     }
 
     fn write_out(&mut self) {
+        if self.file.is_none() && self.registered {
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&self.part) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    tracing::warn!(path = %self.part.display(), error = %e, "cannot create a sample file");
+                    self.refuse(SampleOutcome::Failed);
+                    return;
+                }
+            }
+        }
         if let Some(f) = &mut self.file {
             if let Err(e) = f.write_all(&self.buf) {
                 self.buf.clear();
@@ -399,6 +402,8 @@ impl SampleWriter {
         let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         let outcome = match self.refused {
             Some(o) => o,
+            // Still all in memory and already kept: nothing to write.
+            None if self.file.is_none() && self.already_kept(&sha256) => SampleOutcome::AlreadyKept,
             None => {
                 self.write_out();
                 match self.refused {
@@ -416,9 +421,18 @@ impl SampleWriter {
         SampleResult { sha256, size: self.size, outcome }
     }
 
+    /// True when the area already holds sample `sha256`.
+    fn already_kept(&self, sha256: &[u8; 32]) -> bool {
+        self.area.as_ref().is_some_and(|a| a.state().files.contains_key(sha256))
+    }
+
     /// Makes the part the kept sample `sha256` (or drops it as a duplicate).
     fn commit(&mut self, sha256: &[u8; 32]) -> SampleOutcome {
         let Some(area) = self.area.clone() else { return SampleOutcome::Failed };
+        // A duplicate needs no fsync (checked again under the rename's lock below).
+        if self.already_kept(sha256) {
+            return SampleOutcome::AlreadyKept;
+        }
         let Some(file) = self.file.take() else { return SampleOutcome::Failed };
         // Durable and read-only before it gets its name: a kept sample is never half-written.
         if let Err(e) = file.sync_all().and_then(|_| file.set_permissions(std::fs::Permissions::from_mode(0o400))) {
@@ -534,6 +548,18 @@ mod tests {
         assert_eq!(receive(&a, b"\x7fELF same").outcome, SampleOutcome::AlreadyKept);
         assert_eq!(a.usage().0, 1);
         assert_eq!(a.counters.already_kept.load(Ordering::Relaxed), 1);
+        // A small repeat never reaches the disk: no part file while it arrives.
+        let tmp = dir.path().join("samples/tmp");
+        let mut w = a.begin(false);
+        w.write(b"\x7fELF same");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "a part file for bytes still in memory");
+        assert_eq!(w.finish().outcome, SampleOutcome::AlreadyKept);
+        // A large repeat (written out while it arrived) is dropped, its part removed.
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        assert_eq!(receive(&a, &big).outcome, SampleOutcome::Kept);
+        assert_eq!(receive(&a, &big).outcome, SampleOutcome::AlreadyKept);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        assert_eq!(a.usage().0, 2);
     }
 
     #[test]

@@ -188,7 +188,9 @@ pub fn attacker(
     let range = event_range(db, q)?;
     let max_events = i64::from(caps.attacker_events);
     let per_page = caps.sessions_per_page as usize;
-    let mut a = Attacker { ip: ip.to_string(), page: page.max(1), per_page, max_events, ..Default::default() };
+    // No page past the last can hold a session (a number from a URL is clamped, not trusted).
+    let page = page.clamp(1, caps.last_attacker_page());
+    let mut a = Attacker { ip: ip.to_string(), page, per_page, max_events, ..Default::default() };
     let (mut sensors, mut protocols, mut creds, mut commands) =
         (Tally::default(), Tally::default(), Tally::default(), Tally::default());
     let (mut samples, mut downloads, mut exploits, mut scans) =
@@ -561,6 +563,10 @@ pub fn parse_search(db: &dyn Storage, q: &str) -> Result<(Vec<SearchKind>, Strin
 /// Searches the range of `q` for `text` (see [`parse_search`]): at most `[drill] search_hits`
 /// hits, newest first, each tied to an address and, where the event had one, a connection.
 pub fn search(db: &dyn Storage, q: &Query, text: &str, caps: &DrillConfig) -> Result<SearchResults, AnalyticsError> {
+    let chars = text.chars().count();
+    if chars > caps.search_chars as usize {
+        return Err(AnalyticsError::SearchTooLong { chars, max: caps.search_chars });
+    }
     let (kinds, v) = parse_search(db, text)?;
     let (max_scan, max_hits) = (i64::from(caps.search_scan), caps.search_hits as usize);
     let mut out = SearchResults {

@@ -25,6 +25,9 @@ pub struct DrillConfig {
     /// Rows per list of an attacker page (credentials, commands, downloads, ...), most
     /// frequent first.
     pub list_rows: u32,
+    /// Longest search text accepted, in characters (longer is refused before any database
+    /// work).
+    pub search_chars: u32,
 }
 
 impl Default for DrillConfig {
@@ -42,6 +45,7 @@ impl DrillConfig {
         search_hits: 200,
         sessions_per_page: 50,
         list_rows: 500,
+        search_chars: 512,
     };
 
     /// (key, problem, fix) of the first bad value. The upper limits keep one request's memory
@@ -55,6 +59,13 @@ impl DrillConfig {
             ("search_hits", self.search_hits, 10_000, d.search_hits, "one page shows every one"),
             ("sessions_per_page", self.sessions_per_page, 1_000, d.sessions_per_page, "one page shows every one"),
             ("list_rows", self.list_rows, 10_000, d.list_rows, "one page shows every one, per list"),
+            (
+                "search_chars",
+                self.search_chars,
+                10_000,
+                d.search_chars,
+                "one search compares it with every row it reads",
+            ),
         ] {
             if v == 0 || v > max {
                 return Err((
@@ -65,6 +76,12 @@ impl DrillConfig {
             }
         }
         Ok(())
+    }
+
+    /// The last attacker page that can hold a session: sessions come from at most
+    /// `attacker_events` events, `sessions_per_page` per page. Page numbers are clamped to it.
+    pub fn last_attacker_page(&self) -> usize {
+        (self.attacker_events as usize).div_ceil((self.sessions_per_page as usize).max(1)).max(1)
     }
 }
 
@@ -82,5 +99,14 @@ mod tests {
         assert_eq!(fix, "use the default, 200");
         let bad = DrillConfig { attacker_events: 2_000_000, ..Default::default() };
         assert_eq!(bad.validate().unwrap_err().0, "drill.attacker_events");
+        let bad = DrillConfig { search_chars: 10_001, ..Default::default() };
+        assert_eq!(bad.validate().unwrap_err().0, "drill.search_chars");
+    }
+
+    #[test]
+    fn the_last_attacker_page_is_where_the_read_events_end() {
+        assert_eq!(DrillConfig::default().last_attacker_page(), 400);
+        let c = DrillConfig { attacker_events: 101, sessions_per_page: 50, ..Default::default() };
+        assert_eq!(c.last_attacker_page(), 3);
     }
 }

@@ -82,4 +82,6 @@ pub enum AnalyticsError {
     UnknownSensor(String),
     #[error("bad time {0:?}: use RFC 3339 (2024-05-01T00:00:00Z), a date (2024-05-01), milliseconds since the epoch, or an age like 24h / 7d / 30m")]
     BadTime(String),
+    #[error("search text of {chars} characters is longer than drill.search_chars ({max}); shorten it or raise the cap in the admin config")]
+    SearchTooLong { chars: usize, max: u32 },
 }

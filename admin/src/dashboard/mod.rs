@@ -707,9 +707,6 @@ pub async fn serve_listener_samples(
 // ---------------------------------------------------------------------------------------------
 // Drill-down (issue 21): attacker, session and search pages, their JSON and CSV.
 
-/// Longest search text accepted.
-const MAX_SEARCH_CHARS: usize = 512;
-
 /// What a drill-down request asks for (checked before any database work).
 #[derive(Debug, Clone)]
 enum Drill {
@@ -726,14 +723,17 @@ enum Found {
     Search(Option<analytics::SearchResults>),
 }
 
+/// The page is clamped by `analytics::attacker` (`[drill]` caps).
 fn drill_attacker(addr: &str, page: Option<usize>) -> Result<Drill, String> {
     let ip: std::net::IpAddr = addr.trim().parse().map_err(|_| format!("{:?} is not an IP address", esc(addr)))?;
-    Ok(Drill::Attacker { addr: ip.to_string(), page: page.unwrap_or(1).clamp(1, 100_000) })
+    Ok(Drill::Attacker { addr: ip.to_string(), page: page.unwrap_or(1) })
 }
 
-fn drill_search(q: &str) -> Result<Drill, String> {
-    if q.chars().count() > MAX_SEARCH_CHARS {
-        return Err(format!("search text longer than {MAX_SEARCH_CHARS} characters"));
+/// Refused before any database work past `drill.search_chars` (`analytics::search` checks the
+/// same cap for the CLI).
+fn drill_search(q: &str, caps: &analytics::DrillConfig) -> Result<Drill, String> {
+    if q.chars().count() > caps.search_chars as usize {
+        return Err(format!("search text longer than {} characters (drill.search_chars)", caps.search_chars));
     }
     Ok(Drill::Search(q.trim().to_string()))
 }
@@ -827,7 +827,7 @@ async fn session_page(
 }
 
 async fn search_page(State(app): State<App>, headers: HeaderMap, UrlQuery(p): UrlQuery<Params>) -> Response {
-    let d = drill_search(p.q.as_deref().unwrap_or(""));
+    let d = drill_search(p.q.as_deref().unwrap_or(""), &app.drill);
     drill_page(app, headers, p, d, "/search".to_string()).await
 }
 
@@ -844,7 +844,7 @@ async fn drill_api(app: App, name: String, mut p: Params) -> Response {
                 None => Err("conn (the connection id) is required".to_string()),
             }
         }
-        _ => drill_search(p.q.as_deref().unwrap_or("")),
+        _ => drill_search(p.q.as_deref().unwrap_or(""), &app.drill),
     };
     let d = match d {
         Ok(d) => d,
