@@ -21,7 +21,8 @@
 # Usage: scripts/bench-sensor.sh [connections-per-run]   (env: REPEAT=3, SERVICES="redis smtp" for
 # a subset of the table; PACED_SERVICES (default: SERVICES, else every service), RATES,
 # PACED_SECONDS; TABLE=0 skips the concurrency table, PACED=0 the paced runs; SENSOR_WORKERS;
-# BIN; the flood, RSS and store check run either way)
+# BIN; LEGACY_CONFIG=1 for a BIN from before 2026-12-02; the flood, RSS and store check run
+# either way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -47,8 +48,17 @@ declare -A PORT=([http]=18080 [ftp]=18021 [telnet]=18023 [ssh]=18022 [mssql]=184
   # FTP answers a refused login after vsftpd's one-second delay; the probe's anonymous login is
   # accepted here (and the probes' root:root) so that the rows measure the sensor's work, not
   # that deliberate pause.
-  printf '[credentials]\nrefuse_first = 0\naccept = ["anonymous:*", "root:root"]\n'
-  for s in "${!PORT[@]}"; do printf '[[service]]\nkind = "%s"\nports = [%s]\nbind = "127.0.0.1"\n' "$s" "${PORT[$s]}"; done
+  # LEGACY_CONFIG=1: for a BIN from before the login policy (2026-12-02), which has no
+  # [credentials] section (its FTP accepts every login).
+  [ "${LEGACY_CONFIG:-0}" = 1 ] || printf '[credentials]\nrefuse_first = 0\naccept = ["anonymous:*", "root:root"]\n'
+  # With SERVICES set, only the services measured (and the flood's) listen, so that an older
+  # BIN without the newer services can run the same config.
+  if [ -n "${SERVICES:-}" ]; then
+    CONFIGURED=$(printf '%s\n' $SERVICES ${PACED_SERVICES:-} http mssql smb mysql | sort -u)
+  else
+    CONFIGURED="${!PORT[*]}"
+  fi
+  for s in $CONFIGURED; do printf '[[service]]\nkind = "%s"\nports = [%s]\nbind = "127.0.0.1"\n' "$s" "${PORT[$s]}"; done
 } > "$WORK/sensor.toml"
 # SENSOR_WORKERS=N tries another runtime width (tokio's TOKIO_WORKER_THREADS, the sensor alone).
 env ${SENSOR_WORKERS:+TOKIO_WORKER_THREADS=$SENSOR_WORKERS} "$BIN/drosera-sensor" run --config "$WORK/sensor.toml" > "$WORK/sensor.log" 2>&1 &

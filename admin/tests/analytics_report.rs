@@ -83,6 +83,11 @@ fn totals_and_lists_match_the_fixture() {
     // The report is the same functions put together.
     let r = analytics::report(&*c, &all(), 10, 10).unwrap();
     assert_eq!(r.totals, analytics::totals(&*c, &all()).unwrap());
+    // The overview page's one-scan pair is the two functions' answers.
+    let (t, countries) = analytics::overview(&*c, &all(), 10).unwrap();
+    assert_eq!(t, analytics::totals(&*c, &all()).unwrap());
+    assert_eq!(countries, analytics::countries(&*c, &all(), 10).unwrap());
+    assert!(!countries.is_empty());
     assert_eq!(r.top_sources.matching, 2);
     let text = r.to_text();
     assert!(text.contains("116 attempts"), "{text}");

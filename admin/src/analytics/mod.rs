@@ -60,9 +60,9 @@ pub use drill::{
 pub use drill_config::DrillConfig;
 pub use field::{attackers_page, field_charts, FieldCharts, FieldCountry};
 pub use queries::{
-    countries, credentials, downloads, exploits, labelled, payloads, ports, protocols, report, sensors, timeline,
-    top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow, ProtocolRow,
-    ProtocolSeries, Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
+    countries, credentials, downloads, exploits, labelled, overview, payloads, ports, protocols, report, sensors,
+    timeline, top_sources, totals, Counted, CountryRow, Credentials, ItemRow, LabelledTotals, PairRow, PortRow,
+    ProtocolRow, ProtocolSeries, Report, SensorHealth, Series, SourceRow, Timeline, TopSources, Totals,
 };
 pub use range::{now_ms, parse_time, Query, RangeInfo, DAY_MS, HOUR_MS, MAX_LIMIT, WEEK_MS};
 pub use refresh::{

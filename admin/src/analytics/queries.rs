@@ -59,6 +59,15 @@ pub fn totals(db: &dyn Storage, q: &Query) -> Result<Totals, AnalyticsError> {
     totals_in(db, q, &r, &src)
 }
 
+/// The overview page's totals and every country (up to `n`) from one scan of the source
+/// aggregates: [`totals`] and [`countries`] each scan them, which doubled the overview's time at
+/// ten million events (`docs/benchmarks.md`, the drill-down and page table).
+pub fn overview(db: &dyn Storage, q: &Query, n: usize) -> Result<(Totals, Vec<CountryRow>), AnalyticsError> {
+    let r = resolve(db, q)?;
+    let src = scan_sources(db, &r, q)?;
+    Ok((totals_in(db, q, &r, &src)?, countries_in(&src, n)?))
+}
+
 /// The kind sums of `r` without the label classes `q` leaves out (their rows subtracted).
 fn kind_sums_net(db: &dyn Storage, q: &Query, r: &Resolved) -> Result<Vec<KindSum>, AnalyticsError> {
     let mut sums = db.kind_sums(&r.agg())?;

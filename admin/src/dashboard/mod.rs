@@ -371,10 +371,10 @@ pub fn page_body(
     Ok(match path {
         "/" => {
             // Every country for the map (fewer than MAX_LIMIT exist), the top rows
-            // of the same list for the table: one pass.
-            let countries = analytics::countries(c, q, analytics::MAX_LIMIT)?;
+            // of the same list for the table, and the totals: one pass over the sources.
+            let (totals, countries) = analytics::overview(c, q, analytics::MAX_LIMIT)?;
             pages::overview(
-                &analytics::totals(c, q)?,
+                &totals,
                 &analytics::timeline(c, q)?,
                 &analytics::protocols(c, q)?,
                 &countries[..countries.len().min(rows)],
