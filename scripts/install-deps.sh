@@ -29,8 +29,8 @@ PKGS+=(unzip p7zip-full)
 # TFTP (tftpd-hpa's in.tftpd, run in the foreground); archivers for the file-type tests.
 PKGS+=(python3-pyftpdlib tftpd-hpa gzip bzip2 xz-utils tar)
 # Scan detection (issue 16): the Mirai-style SYN burst of sensor/tests/scan_netns.rs is built
-# with scapy (nmap is above); scripts/bench-scan.sh floods SYNs with hping3.
-PKGS+=(python3-scapy hping3)
+# with scapy (nmap is above); scripts/bench-scan.sh floods SYNs with `drosera-flood syn`.
+PKGS+=(python3-scapy)
 # Clients of the UDP services of issue 16 (TFTP, SIP, memcached, UPnP): tftp-hpa's tftp, sipsak,
 # SIPVicious (svmap), libmemcached-tools (memcstat, memccat), miniupnpc (upnpc).
 PKGS+=(tftp-hpa sipsak sipvicious libmemcached-tools miniupnpc)
