@@ -2,7 +2,10 @@
 //! `events_source` and `events_session` indexes (schema version 6) or `events_kind`, each with
 //! a row limit, joined with the sensor and the enrichment like the export.
 
-use super::super::{DrillFilter, EventRange, ExportRow, IpRecord, ProtocolBucket, StorageError, TimelineSource};
+use super::super::{
+    DrillFilter, EventRange, ExportRow, IpRecord, MinuteCount, ProtocolBucket, StorageError, TimelineSource,
+    MINUTE_KINDS,
+};
 use super::analytics::{run, timeline_source};
 use rusqlite::types::ToSql;
 use rusqlite::Connection;
@@ -76,7 +79,60 @@ pub fn timeline_protocols(
     run(conn, &sql, p, |row| Ok(ProtocolBucket { bucket: row.get(0)?, protocol: row.get(1)?, attempts: row.get(2)? }))
 }
 
+/// [`crate::storage::DrillStorage::minute_counts`] counted by SQLite: per kind, a bounded
+/// count of the rows in range (through `events_kind`), then one GROUP BY without the export's
+/// joins.
+pub fn minute_counts(
+    conn: &Connection,
+    range: &EventRange,
+    max_rows: i64,
+) -> Result<Option<Vec<MinuteCount>>, StorageError> {
+    let in_range = "e.kind = ?1 AND e.time_ms >= ?2 AND e.time_ms < ?3 AND (?4 IS NULL OR e.sensor_id = ?4)";
+    // (minute, sensor, protocol) -> (attempts, logins): one entry per key over the kinds
+    let mut by: std::collections::BTreeMap<(i64, String, String), (i64, i64)> = Default::default();
+    for kind in MINUTE_KINDS {
+        let rows: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM (SELECT 1 FROM events e WHERE {in_range} LIMIT ?5)"))?
+            .query_row(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id, max_rows + 1], |r| {
+                r.get(0)
+            })?;
+        if rows > max_rows {
+            return Ok(None);
+        }
+        let login = kind == "login";
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT (e.time_ms / 60000) * 60000, s.name, e.protocol, SUM(e.count), COUNT(*)
+             FROM events e JOIN sensors s ON s.id = e.sensor_id WHERE {in_range}
+             GROUP BY 1, e.sensor_id, e.protocol"
+        ))?;
+        let mut q = stmt.query(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id])?;
+        while let Some(r) = q.next()? {
+            let (sum, n): (i64, i64) = (r.get(3)?, r.get(4)?);
+            let e = by.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default();
+            if login {
+                e.1 += n;
+            } else {
+                e.0 += sum;
+            }
+        }
+    }
+    Ok(Some(
+        by.into_iter()
+            .map(|((minute, sensor, protocol), (attempts, logins))| MinuteCount {
+                minute,
+                sensor,
+                protocol,
+                attempts,
+                logins,
+            })
+            .collect(),
+    ))
+}
+
 impl crate::storage::DrillStorage for Connection {
+    fn minute_counts(&self, range: &EventRange, max_rows: i64) -> Result<Option<Vec<MinuteCount>>, StorageError> {
+        minute_counts(self, range, max_rows)
+    }
     fn drill_events(
         &self,
         filter: &DrillFilter<'_>,
