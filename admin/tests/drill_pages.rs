@@ -458,55 +458,26 @@ fn small_drill_caps_cut_and_every_page_says_so() {
     assert!(r.status == 400 && r.body.contains("longer than 8 characters"), "{} {}", r.status, r.body);
 }
 
-/// The minute chart's counts: a backend's own (SQLite counts in SQL) equal the default that
-/// reads every row, and both give up past the row cap.
+/// The minute chart's counts: a backend's own (SQLite counts in SQL) equal the row-by-row
+/// default, and both give up past the row cap.
 #[test]
 fn minute_counts_of_the_backend_equal_the_row_by_row_default() {
-    use drosera_admin::storage::{
-        DrillFilter, DrillStorage, EventRange, ExportRow, IpRecord, ProtocolBucket, Storage, StorageError,
-        TimelineSource,
-    };
-    use std::ops::ControlFlow;
-    /// Forwards everything but `minute_counts`, which thus stays the trait's default.
-    struct RowByRow<'a>(&'a dyn Storage);
-    impl DrillStorage for RowByRow<'_> {
-        fn drill_events(
-            &self,
-            filter: &DrillFilter<'_>,
-            range: &EventRange,
-            limit: i64,
-            f: &mut dyn FnMut(&ExportRow<'_>) -> ControlFlow<()>,
-        ) -> Result<(), StorageError> {
-            self.0.drill_events(filter, range, limit, f)
-        }
-        fn find_addresses(&self, from: &str, to: &str, limit: i64) -> Result<Vec<IpRecord>, StorageError> {
-            self.0.find_addresses(from, to, limit)
-        }
-        fn timeline_protocols(
-            &self,
-            src: &TimelineSource,
-            sensor_id: i64,
-            first: i64,
-            last: i64,
-        ) -> Result<Vec<ProtocolBucket>, StorageError> {
-            self.0.timeline_protocols(src, sensor_id, first, last)
-        }
-    }
+    use drosera_admin::storage::{minute_counts_by_rows, EventRange, MinuteCount};
     let dir = tempfile::tempdir().unwrap();
     let c = seeded(&dir.path().join("a.db"));
     let range = EventRange { since_ms: T0, until_ms: T0 + 10 * DAY, sensor_id: None };
-    let sorted = |mut v: Vec<drosera_admin::storage::MinuteCount>| {
+    let sorted = |mut v: Vec<MinuteCount>| {
         v.sort_by(|a, b| (a.minute, &a.sensor, &a.protocol).cmp(&(b.minute, &b.sensor, &b.protocol)));
         v
     };
+    let by_rows = |cap: i64| minute_counts_by_rows(&*c, &range, cap, &mut |_| true).unwrap();
     let own = sorted(c.minute_counts(&range, 200_000).unwrap().unwrap());
-    let rows = sorted(RowByRow(&*c).minute_counts(&range, 200_000).unwrap().unwrap());
-    assert_eq!(own, rows);
+    assert_eq!(own, sorted(by_rows(200_000).unwrap()));
     assert!(own.iter().any(|m| m.logins > 0) && own.iter().any(|m| m.attempts > 0), "{own:?}");
     assert!(own.iter().all(|m| m.minute % 60_000 == 0));
     // Past the cap (one row of a kind more than allowed), neither answers.
     let logins: i64 = own.iter().map(|m| m.logins).sum();
     assert_eq!(c.minute_counts(&range, logins - 1).unwrap(), None);
-    assert_eq!(RowByRow(&*c).minute_counts(&range, logins - 1).unwrap(), None);
+    assert_eq!(by_rows(logins - 1), None);
     assert!(c.minute_counts(&range, logins.max(own.iter().map(|m| m.attempts).sum())).unwrap().is_some());
 }

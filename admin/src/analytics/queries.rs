@@ -278,43 +278,23 @@ fn minute_timeline(
     let range = EventRange { since_ms: since, until_ms: until, sensor_id: r.sensor_id };
     let labeler = Labeler::new(&db.labels()?, true);
     let left_out: Vec<Class> = q.include.excluded().collect();
+    let counts = if left_out.is_empty() || labeler.is_empty() {
+        // Nothing to leave out by label: the database counts (each row's address is not needed).
+        db.minute_counts(&range, MAX_MINUTE_ROWS)?
+    } else {
+        crate::storage::minute_counts_by_rows(db, &range, MAX_MINUTE_ROWS, &mut |row| {
+            let asn = row.asn.and_then(|a| u32::try_from(a).ok());
+            let class = labeler.label_str(row.src_ip, || asn).and_then(|l| l.class());
+            !class.is_some_and(|c| left_out.contains(&c))
+        })?
+    };
+    let Some(counts) = counts else { return Ok(None) };
     // (minute, sensor, protocol) -> (attempts, logins)
     let mut m: HashMap<(i64, String, String), (i64, i64)> = HashMap::new();
-    if left_out.is_empty() || labeler.is_empty() {
-        // Nothing to leave out by label: the database counts (each row's address is not needed).
-        let Some(counts) = db.minute_counts(&range, MAX_MINUTE_ROWS)? else { return Ok(None) };
-        for c in counts {
-            let e = m.entry((c.minute, c.sensor, c.protocol)).or_default();
-            e.0 += c.attempts;
-            e.1 += c.logins;
-        }
-    } else {
-        for kind in crate::storage::MINUTE_KINDS {
-            let mut read = 0i64;
-            db.drill_events(&crate::storage::DrillFilter::Kind(kind), &range, MAX_MINUTE_ROWS + 1, &mut |row| {
-                read += 1;
-                if read > MAX_MINUTE_ROWS {
-                    return ControlFlow::Break(());
-                }
-                let asn = row.asn.and_then(|a| u32::try_from(a).ok());
-                let class = labeler.label_str(row.src_ip, || asn).and_then(|l| l.class());
-                if class.is_some_and(|c| left_out.contains(&c)) {
-                    return ControlFlow::Continue(());
-                }
-                let e = m
-                    .entry((floor_to(row.time_ms, MINUTE_MS), row.sensor.to_string(), row.protocol.to_string()))
-                    .or_default();
-                if kind == "login" {
-                    e.1 += 1;
-                } else {
-                    e.0 += row.count;
-                }
-                ControlFlow::Continue(())
-            })?;
-            if read > MAX_MINUTE_ROWS {
-                return Ok(None);
-            }
-        }
+    for c in counts {
+        let e = m.entry((c.minute, c.sensor, c.protocol)).or_default();
+        e.0 += c.attempts;
+        e.1 += c.logins;
     }
     let lo = m.keys().map(|k| k.0).min().unwrap_or(since);
     let hi = m.keys().map(|k| k.0).max().unwrap_or(since);

@@ -1074,6 +1074,55 @@ pub struct MinuteCount {
 /// The kinds the minute time chart counts.
 pub const MINUTE_KINDS: [&str; 3] = ["connection", "rollup", "login"];
 
+/// [`DrillStorage::minute_counts`] row by row, counting the rows `keep` accepts: the trait's
+/// default, and the minute chart's path when a label class is left out (it needs each row's
+/// address). `None` past `max_rows` rows of one kind.
+pub fn minute_counts_by_rows<D: DrillStorage + ?Sized>(
+    db: &D,
+    range: &EventRange,
+    max_rows: i64,
+    keep: &mut dyn FnMut(&ExportRow<'_>) -> bool,
+) -> Result<Option<Vec<MinuteCount>>, StorageError> {
+    const MINUTE_MS: i64 = 60_000;
+    let mut m: HashMap<(i64, String, String), (i64, i64)> = HashMap::new();
+    for kind in MINUTE_KINDS {
+        let mut read = 0i64;
+        db.drill_events(&DrillFilter::Kind(kind), range, max_rows + 1, &mut |row| {
+            read += 1;
+            if read > max_rows {
+                return ControlFlow::Break(());
+            }
+            if keep(row) {
+                let minute = row.time_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+                let e = m.entry((minute, row.sensor.to_string(), row.protocol.to_string())).or_default();
+                if kind == "login" {
+                    e.1 += 1;
+                } else {
+                    e.0 += row.count;
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        if read > max_rows {
+            return Ok(None);
+        }
+    }
+    Ok(Some(minute_counts_from(m)))
+}
+
+/// [`MinuteCount`]s from a map of (minute, sensor, protocol) to (attempts, logins).
+pub fn minute_counts_from(m: impl IntoIterator<Item = ((i64, String, String), (i64, i64))>) -> Vec<MinuteCount> {
+    m.into_iter()
+        .map(|((minute, sensor, protocol), (attempts, logins))| MinuteCount {
+            minute,
+            sensor,
+            protocol,
+            attempts,
+            logins,
+        })
+        .collect()
+}
+
 /// The reads behind the drill-down pages, on both backends. Each is bounded by its `limit`.
 pub trait DrillStorage {
     /// Per minute, sensor and protocol (one entry each), the attempts and logins of the raw
@@ -1083,39 +1132,7 @@ pub trait DrillStorage {
     /// does: one GROUP BY instead of an export row with four joins per event). The minute chart
     /// uses it when no label class is left out (otherwise it needs each row's address).
     fn minute_counts(&self, range: &EventRange, max_rows: i64) -> Result<Option<Vec<MinuteCount>>, StorageError> {
-        const MINUTE_MS: i64 = 60_000;
-        let mut m: std::collections::HashMap<(i64, String, String), (i64, i64)> = Default::default();
-        for kind in MINUTE_KINDS {
-            let mut read = 0i64;
-            self.drill_events(&DrillFilter::Kind(kind), range, max_rows + 1, &mut |row| {
-                read += 1;
-                if read > max_rows {
-                    return ControlFlow::Break(());
-                }
-                let minute = row.time_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-                let e = m.entry((minute, row.sensor.to_string(), row.protocol.to_string())).or_default();
-                if kind == "login" {
-                    e.1 += 1;
-                } else {
-                    e.0 += row.count;
-                }
-                ControlFlow::Continue(())
-            })?;
-            if read > max_rows {
-                return Ok(None);
-            }
-        }
-        Ok(Some(
-            m.into_iter()
-                .map(|((minute, sensor, protocol), (attempts, logins))| MinuteCount {
-                    minute,
-                    sensor,
-                    protocol,
-                    attempts,
-                    logins,
-                })
-                .collect(),
-        ))
+        minute_counts_by_rows(self, range, max_rows, &mut |_| true)
     }
 
     /// Up to `limit` raw events matching `filter` in `range` (a session ignores the range),

@@ -116,17 +116,7 @@ pub fn minute_counts(
             }
         }
     }
-    Ok(Some(
-        by.into_iter()
-            .map(|((minute, sensor, protocol), (attempts, logins))| MinuteCount {
-                minute,
-                sensor,
-                protocol,
-                attempts,
-                logins,
-            })
-            .collect(),
-    ))
+    Ok(Some(crate::storage::minute_counts_from(by)))
 }
 
 impl crate::storage::DrillStorage for Connection {
