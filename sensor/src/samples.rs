@@ -402,8 +402,9 @@ impl SampleWriter {
         let sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         let outcome = match self.refused {
             Some(o) => o,
-            // Still all in memory and already kept: nothing to write.
-            None if self.file.is_none() && self.already_kept(&sha256) => SampleOutcome::AlreadyKept,
+            // Already kept: nothing more to write and no fsync (a part written out while the
+            // bytes arrived is removed below; the rename's lock checks again for a race).
+            None if self.already_kept(&sha256) => SampleOutcome::AlreadyKept,
             None => {
                 self.write_out();
                 match self.refused {
@@ -429,10 +430,6 @@ impl SampleWriter {
     /// Makes the part the kept sample `sha256` (or drops it as a duplicate).
     fn commit(&mut self, sha256: &[u8; 32]) -> SampleOutcome {
         let Some(area) = self.area.clone() else { return SampleOutcome::Failed };
-        // A duplicate needs no fsync (checked again under the rename's lock below).
-        if self.already_kept(sha256) {
-            return SampleOutcome::AlreadyKept;
-        }
         let Some(file) = self.file.take() else { return SampleOutcome::Failed };
         // Durable and read-only before it gets its name: a kept sample is never half-written.
         if let Err(e) = file.sync_all().and_then(|_| file.set_permissions(std::fs::Permissions::from_mode(0o400))) {

@@ -79,41 +79,41 @@ pub fn timeline_protocols(
     run(conn, &sql, p, |row| Ok(ProtocolBucket { bucket: row.get(0)?, protocol: row.get(1)?, attempts: row.get(2)? }))
 }
 
-/// [`crate::storage::DrillStorage::minute_counts`] counted by SQLite: per kind, a bounded
-/// count of the rows in range (through `events_kind`), then one GROUP BY without the export's
-/// joins.
+/// [`crate::storage::DrillStorage::minute_counts`] counted by SQLite: per kind, one GROUP BY
+/// over at most `max_rows + 1` rows in range (through `events_kind`), without the export's
+/// joins; the groups' row counts tell whether the cap was passed.
 pub fn minute_counts(
     conn: &Connection,
     range: &EventRange,
     max_rows: i64,
 ) -> Result<Option<Vec<MinuteCount>>, StorageError> {
-    let in_range = "e.kind = ?1 AND e.time_ms >= ?2 AND e.time_ms < ?3 AND (?4 IS NULL OR e.sensor_id = ?4)";
+    let mut stmt = conn.prepare_cached(
+        "SELECT (time_ms / 60000) * 60000, s.name, protocol, SUM(count), COUNT(*)
+         FROM (SELECT time_ms, sensor_id, protocol, count FROM events
+               WHERE kind = ?1 AND time_ms >= ?2 AND time_ms < ?3 AND (?4 IS NULL OR sensor_id = ?4)
+               LIMIT ?5) e
+         JOIN sensors s ON s.id = e.sensor_id
+         GROUP BY 1, e.sensor_id, protocol",
+    )?;
     // (minute, sensor, protocol) -> (attempts, logins): one entry per key over the kinds
     let mut by: std::collections::BTreeMap<(i64, String, String), (i64, i64)> = Default::default();
     for kind in MINUTE_KINDS {
-        let rows: i64 = conn
-            .prepare_cached(&format!("SELECT COUNT(*) FROM (SELECT 1 FROM events e WHERE {in_range} LIMIT ?5)"))?
-            .query_row(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id, max_rows + 1], |r| {
-                r.get(0)
-            })?;
-        if rows > max_rows {
-            return Ok(None);
-        }
         let login = kind == "login";
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT (e.time_ms / 60000) * 60000, s.name, e.protocol, SUM(e.count), COUNT(*)
-             FROM events e JOIN sensors s ON s.id = e.sensor_id WHERE {in_range}
-             GROUP BY 1, e.sensor_id, e.protocol"
-        ))?;
-        let mut q = stmt.query(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id])?;
+        let mut rows = 0i64;
+        let mut q =
+            stmt.query(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id, max_rows + 1])?;
         while let Some(r) = q.next()? {
             let (sum, n): (i64, i64) = (r.get(3)?, r.get(4)?);
+            rows += n;
             let e = by.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default();
             if login {
                 e.1 += n;
             } else {
                 e.0 += sum;
             }
+        }
+        if rows > max_rows {
+            return Ok(None);
         }
     }
     Ok(Some(crate::storage::minute_counts_from(by)))
