@@ -481,3 +481,42 @@ fn minute_counts_of_the_backend_equal_the_row_by_row_default() {
     assert_eq!(by_rows(logins - 1), None);
     assert!(c.minute_counts(&range, logins.max(own.iter().map(|m| m.attempts).sum())).unwrap().is_some());
 }
+
+/// The minute chart leaves out the label classes the query leaves out (by default `self` and
+/// `research`), counted as the row-by-row classification counts them, and brings them back
+/// with `include`.
+#[test]
+fn minute_chart_leaves_out_labelled_addresses() {
+    use drosera_admin::labels::{Include, Label, Labeler};
+    use drosera_admin::storage::{minute_counts_by_rows, EventRange};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = seeded(&dir.path().join("a.db"));
+    drosera_admin::labels::add(&*c, HOSTILE_IP, &Label::SelfTest, "", 10, 1).unwrap();
+    analytics::relabel(&mut *c, &enricher()).unwrap();
+    // Hour 4: 8.8.8.8 (a login and a connection) and the labelled address (a login and three
+    // connections over three protocols), each in its own minute.
+    let (since, until) = (T0 + 4 * HOUR, T0 + 5 * HOUR);
+    let tl = analytics::timeline(&*c, &range(since, until)).unwrap();
+    assert_eq!(tl.resolution, "minute");
+    assert_eq!((tl.attempts.iter().sum::<i64>(), tl.logins.iter().sum::<i64>()), (1, 1), "{tl:?}");
+    assert_eq!(tl.buckets, vec![since + 60_000], "the labelled address's minute is not a bucket");
+    assert_eq!(tl.per_protocol.iter().map(|p| p.protocol.as_str()).collect::<Vec<_>>(), vec!["telnet"]);
+    // The same as classifying every row.
+    let labeler = Labeler::new(&c.labels().unwrap(), true);
+    let rows = minute_counts_by_rows(
+        &*c,
+        &EventRange { since_ms: since, until_ms: until, sensor_id: None },
+        200_000,
+        &mut |row| labeler.label_str(row.src_ip, || None).and_then(|l| l.class()).is_none(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(rows.iter().map(|m| (m.minute, m.attempts, m.logins)).collect::<Vec<_>>(), vec![(since + 60_000, 1, 1)]);
+    // Included again.
+    let all = Query { include: Include::ALL, ..range(since, until) };
+    let tl = analytics::timeline(&*c, &all).unwrap();
+    assert_eq!((tl.attempts.iter().sum::<i64>(), tl.logins.iter().sum::<i64>()), (4, 2), "{tl:?}");
+    assert_eq!(tl.buckets, vec![since, since + 60_000]);
+    let stacked: i64 = tl.per_protocol.iter().map(|p| p.attempts[0]).sum();
+    assert_eq!(stacked, 3, "telnet, http and mysql in the labelled address's minute");
+}

@@ -319,6 +319,12 @@ async fn copy_all(src: &rusqlite::Connection, dst: &Postgres) -> Result<CopyStat
         }
     }
     tx.commit().await?;
+    // Planner statistics for what was just bulk-loaded, as after a restore. Autovacuum would
+    // analyze each table later, but until it does the planner assumes empty tables: a search
+    // for `user:root` then sorted all 300,000 logins of a 1 M-event database (1 s) instead of
+    // reading the newest through their index (13 ms). Autovacuum never analyzes the
+    // partitioned `events` parent itself.
+    c.batch_execute("ANALYZE").await?;
     tracing::info!(tables = ?stats.tables, "migrated");
     Ok(stats)
 }

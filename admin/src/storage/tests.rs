@@ -412,6 +412,18 @@ fn retention_deletes_only_folded_events_and_keeps_daily_rollups() {
     }
 }
 
+/// The admin's PostgreSQL sessions run without JIT compilation; `options` in the URL come
+/// after the admin's own and win.
+#[test]
+fn postgres_sessions_run_without_jit_unless_the_url_says_so() {
+    let _pg = PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner());
+    let Some(url) = crate::testpg::fresh_database() else { return };
+    let db = postgres::Postgres::open(&url).unwrap();
+    assert_eq!(db.setting("jit").unwrap(), "off");
+    let db = postgres::Postgres::open(&format!("{url}?options=-c%20jit%3Don")).unwrap();
+    assert_eq!(db.setting("jit").unwrap(), "on");
+}
+
 #[test]
 fn migrate_moves_every_table_from_sqlite_to_postgres() {
     let _pg = PG_OPEN_TRANSACTION.read().unwrap_or_else(|p| p.into_inner());

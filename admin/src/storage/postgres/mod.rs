@@ -116,7 +116,15 @@ impl Postgres {
     pub fn open(url: &str) -> Result<Postgres, StorageError> {
         let shown = redact(url);
         let connect = |error: String| StorageError::Connect { url: shown.clone(), error };
-        let cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| connect(e.to_string()))?;
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| connect(e.to_string()))?;
+        // No JIT compilation: the admin's queries are short, and compiling their plans cost
+        // more than it saved (the 24-hour report at 10 M events: 326 ms with JIT, 202 without;
+        // `docs/benchmarks.md`). First, so that `options` in the URL can turn it back on.
+        let options = match cfg.get_options() {
+            Some(o) => format!("-c jit=off {o}"),
+            None => "-c jit=off".to_string(),
+        };
+        cfg.options(&options);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("drosera-pg")
@@ -142,6 +150,15 @@ impl Postgres {
             Some(rt) => rt.handle().block_on(f),
             None => unreachable!("the runtime lives as long as the handle"),
         }
+    }
+
+    /// The value of setting `name` in the admin's sessions (tests).
+    #[cfg(test)]
+    pub(crate) fn setting(&self, name: &str) -> Result<String, StorageError> {
+        self.block_on(async {
+            let c = self.client().await?;
+            Ok(c.query_one("SELECT current_setting($1)", &[&name]).await?.get(0))
+        })
     }
 
     /// A pooled client.

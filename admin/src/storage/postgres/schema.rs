@@ -260,8 +260,19 @@ CREATE TABLE IF NOT EXISTS sample_fetches (
 CREATE INDEX IF NOT EXISTS sample_fetches_state ON sample_fetches(state, id);
 "#;
 
+/// Version 9: partial indexes for the kinds the search, the scan list and the drill-down read
+/// by kind that had none (SQLite reads every kind through `events_kind`). Without them, a
+/// report's scan list and a sha256 search read every event of the range: 2.4-2.7 s at 10 M
+/// events. Each costs ingest one B-tree insert for the events of its kind only.
+const V9_KIND_INDEXES: &str = r#"
+CREATE INDEX IF NOT EXISTS events_scan_window ON events (time_ms) WHERE kind = 'scan_window';
+CREATE INDEX IF NOT EXISTS events_sample ON events (time_ms) WHERE kind = 'sample';
+CREATE INDEX IF NOT EXISTS events_http_request ON events (time_ms) WHERE kind = 'http_request';
+CREATE INDEX IF NOT EXISTS events_command ON events (time_ms) WHERE kind = 'command';
+"#;
+
 /// Every step, in order: (the version a database has after it, its SQL).
-pub const MIGRATIONS: [(i64, &str); 8] = [
+pub const MIGRATIONS: [(i64, &str); 9] = [
     (1, V1),
     (2, V2_LABELS),
     (3, V3_SAMPLES),
@@ -270,6 +281,7 @@ pub const MIGRATIONS: [(i64, &str); 8] = [
     (6, V6_RECOVERED),
     (7, V7_API_TOKENS),
     (8, V8_FETCHES),
+    (9, V9_KIND_INDEXES),
 ];
 
 /// The schema version this admin writes.

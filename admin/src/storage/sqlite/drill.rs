@@ -4,7 +4,6 @@
 
 use super::super::{
     DrillFilter, EventRange, ExportRow, IpRecord, MinuteCount, ProtocolBucket, StorageError, TimelineSource,
-    MINUTE_KINDS,
 };
 use super::analytics::{run, timeline_source};
 use rusqlite::types::ToSql;
@@ -95,28 +94,11 @@ pub fn minute_counts(
          JOIN sensors s ON s.id = e.sensor_id
          GROUP BY 1, e.sensor_id, protocol",
     )?;
-    // (minute, sensor, protocol) -> (attempts, logins): one entry per key over the kinds
-    let mut by: std::collections::BTreeMap<(i64, String, String), (i64, i64)> = Default::default();
-    for kind in MINUTE_KINDS {
-        let login = kind == "login";
-        let mut rows = 0i64;
-        let mut q =
-            stmt.query(rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id, max_rows + 1])?;
-        while let Some(r) = q.next()? {
-            let (sum, n): (i64, i64) = (r.get(3)?, r.get(4)?);
-            rows += n;
-            let e = by.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default();
-            if login {
-                e.1 += n;
-            } else {
-                e.0 += sum;
-            }
-        }
-        if rows > max_rows {
-            return Ok(None);
-        }
-    }
-    Ok(Some(crate::storage::minute_counts_from(by)))
+    crate::storage::minute_counts_by_groups(max_rows, &mut |kind, limit| {
+        let p = rusqlite::params![kind, range.since_ms, range.until_ms, range.sensor_id, limit];
+        let rows = stmt.query_map(p, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
 }
 
 impl crate::storage::DrillStorage for Connection {
