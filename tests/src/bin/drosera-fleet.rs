@@ -155,8 +155,12 @@ fn run(a: &Args) -> Result<()> {
         }
         procs::run(&admin_bin, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let cfg = dir.join("drosera-admin.toml");
+        // Every simulated sensor connects from 127.0.0.1, where real ones each have an address:
+        // the per-address handshake cap (8) would turn the start into a storm of refused
+        // handshakes and retries (it failed a 1,000-sensor run after 20 tries).
+        let cap = a.sensors + 64;
         let text = std::fs::read_to_string(&cfg)?
-            .replace("[ingest]\n", &format!("[ingest]\nmax_connections = {}\n", a.sensors + 64));
+            .replace("[ingest]\n", &format!("[ingest]\nmax_connections = {cap}\nmax_handshakes_per_source = {cap}\n"));
         std::fs::write(&cfg, text)?;
         ingest.push(listen);
         cfgs.push(cfg);
