@@ -49,6 +49,7 @@ pub mod config;
 pub mod credentials;
 pub mod governor;
 pub(crate) mod health;
+pub mod heap;
 pub mod listener;
 pub(crate) mod privileges;
 pub mod protocols;

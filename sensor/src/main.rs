@@ -85,6 +85,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
+    drosera_sensor::heap::limit_arenas();
     drosera_sensor::app::record_startup_threads();
     let cli = Cli::parse();
     match cli.cmd {

@@ -18,7 +18,7 @@
 //!   the owner through the open descriptor (`fchown`), never touches a symlink's target and
 //!   skips regular files with more than one link.
 //!
-//! The only `unsafe` in the sensor: `prctl` (no_new_privs, the capability bounding set) has no
+//! With `heap` (one `mallopt`), the only `unsafe` in the sensor: `prctl` (no_new_privs, the capability bounding set) has no
 //! safe wrapper in nix, nix 0.29's `openat` returns a raw descriptor, and the test forks. Every
 //! block says why it is sound.
 #![allow(unsafe_code)]

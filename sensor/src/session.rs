@@ -222,6 +222,12 @@ pub struct Session {
     out: Vec<u8>,
 }
 
+/// Bytes a session reads from its socket at a time. Every handler reads in a loop (lines,
+/// exact lengths, or chunks of what is there), so this sets the read size, never the largest
+/// message; 2 KiB holds the whole first flight of nearly every probe and halves the buffers'
+/// share of a flood's memory against 4 KiB (each of 2,000 concurrent sessions holds one).
+const READ_BUFFER: usize = 2048;
+
 /// Pending replies are sent at once when they reach this size.
 const OUT_FLUSH_AT: usize = 16 * 1024;
 /// Reply buffer capacity a session keeps between turns.
@@ -357,7 +363,7 @@ impl Session {
             limits,
             started,
             started_ms: now_ms(),
-            io: BufReader::with_capacity(4096, capped),
+            io: BufReader::with_capacity(READ_BUFFER, capped),
             counters,
             env,
             taken_first: Vec::new(),
@@ -578,12 +584,22 @@ impl Session {
     /// cannot hold us), emits the connection event (with the first bytes the client sent and
     /// every byte counted), and closes the socket. Closing sends the FIN itself, so there is no
     /// separate `shutdown` call (one system call less per connection).
-    pub async fn close(mut self, closed_by: CloseReason) {
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.flush()).await;
-        let first_bytes = self.first_bytes().to_vec();
-        let mut ev = self.event(Detail::Connection { first_bytes, closed_by });
-        ev.time_ms = self.started_ms;
-        self.env.sink.emit(ev);
+    ///
+    /// Not an `async fn`: those keep a moved-in argument twice (the argument and the body's
+    /// binding), and with the flush's state that made this future 1,160 bytes of every session's
+    /// task for its whole life (issue 18's flood peak); this one is the session and a pointer.
+    #[allow(clippy::manual_async_fn)] // deliberately not `async fn`: see above
+    pub fn close(mut self, closed_by: CloseReason) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            if !self.out.is_empty() {
+                // Boxed, and only when replies are still queued: see above.
+                let _ = Box::pin(tokio::time::timeout(FINAL_FLUSH, self.flush())).await;
+            }
+            let first_bytes = self.first_bytes().to_vec();
+            let mut ev = self.event(Detail::Connection { first_bytes, closed_by });
+            ev.time_ms = self.started_ms;
+            self.env.sink.emit(ev);
+        }
     }
 
     /// A cloneable, `'static` event builder for code that cannot borrow the session (for example
