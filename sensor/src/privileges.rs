@@ -18,9 +18,9 @@
 //!   the owner through the open descriptor (`fchown`), never touches a symlink's target and
 //!   skips regular files with more than one link.
 //!
-//! With `heap` (one `mallopt`), the only `unsafe` in the sensor: `prctl` (no_new_privs, the capability bounding set) has no
-//! safe wrapper in nix, nix 0.29's `openat` returns a raw descriptor, and the test forks. Every
-//! block says why it is sound.
+//! With `heap` (one `mallopt`), the only `unsafe` in the sensor: `prctl` (no_new_privs, the
+//! capability bounding set) has no safe wrapper in nix, nix 0.29's `openat` returns a raw
+//! descriptor, and the test forks. Every block says why it is sound.
 #![allow(unsafe_code)]
 
 use nix::dir::Dir;
